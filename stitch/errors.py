@@ -1,0 +1,27 @@
+"""Exception types. Every error the library raises on bad input derives from StitchError."""
+
+from __future__ import annotations
+
+
+class StitchError(Exception):
+    """Base class: a one-line, user-facing message naming the offending file or value."""
+
+
+class ImageReadError(StitchError):
+    """An input image is missing, empty, corrupt or not an image."""
+
+
+class NoOverlapError(StitchError):
+    """Two images (or a whole set) share no reliable overlap."""
+
+
+class EstimationError(StitchError):
+    """No plausible homography could be estimated."""
+
+
+class ConfigError(StitchError, ValueError):
+    """An option has an invalid value; the message names the option."""
+
+
+class CanvasTooLargeError(StitchError):
+    """The warped canvas would exceed the configured size cap (a sign of a bad matrix)."""

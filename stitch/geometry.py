@@ -1,0 +1,65 @@
+"""Small homography helpers. Convention: H maps src pixels to dst pixels, x_dst ~ H @ [x, y, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def normalize_h(H: np.ndarray) -> np.ndarray:
+    """Return H (3, 3) float64 scaled so that H[2, 2] == 1 (or unit Frobenius norm if H[2, 2] ~ 0)."""
+    H = np.asarray(H, dtype=np.float64).reshape(3, 3)
+    s = H[2, 2] if abs(H[2, 2]) > 1e-12 else np.linalg.norm(H)
+    return H / s
+
+
+def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Map (N, 2) pixel points through H (3, 3); returns (N, 2) float64 (inf where w ~ 0)."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    ph = np.hstack([pts, np.ones((len(pts), 1))]) @ np.asarray(H, dtype=np.float64).T
+    w = ph[:, 2:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = ph[:, :2] / w
+    out[np.abs(w[:, 0]) < 1e-12] = np.inf
+    return out
+
+
+def image_corners(width: int, height: int) -> np.ndarray:
+    """The four corners (4, 2) of a W x H image in pixel coordinates: TL, TR, BR, BL."""
+    return np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
+
+
+def corner_error(H_est: np.ndarray | None, H_gt: np.ndarray, width: int, height: int) -> float:
+    """Mean distance (px) between the src image corners mapped by H_est and by H_gt; inf if H_est is None."""
+    return point_error(H_est, image_corners(width, height), project(H_gt, image_corners(width, height)))
+
+
+def point_error(H_est: np.ndarray | None, src_pts: np.ndarray, dst_pts: np.ndarray) -> float:
+    """Mean distance (px) between H_est @ src_pts (N, 2) and dst_pts (N, 2); inf if H_est is None."""
+    if H_est is None:
+        return float("inf")
+    d = np.linalg.norm(project(H_est, src_pts) - np.asarray(dst_pts, dtype=np.float64), axis=1)
+    return float(np.mean(d)) if np.all(np.isfinite(d)) else float("inf")
+
+
+def transfer_errors(H: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
+    """Symmetric transfer error per match (N,) in px: sqrt(mean of the squared forward and backward errors)."""
+    src = np.asarray(src_pts, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst_pts, dtype=np.float64).reshape(-1, 2)
+    if len(src) == 0:
+        return np.zeros(0)
+    try:
+        Hinv = np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return np.full(len(src), np.inf)
+    fwd = np.sum((project(H, src) - dst) ** 2, axis=1)
+    bwd = np.sum((project(Hinv, dst) - src) ** 2, axis=1)
+    e = np.sqrt(0.5 * (fwd + bwd))
+    e[~np.isfinite(e)] = np.inf
+    return e
+
+
+def scale_h(H: np.ndarray, s_src: float, s_dst: float) -> np.ndarray:
+    """Re-express H between resized images: src scaled by s_src, dst by s_dst (pixel = s * original)."""
+    S_src = np.diag([s_src, s_src, 1.0])
+    S_dst = np.diag([s_dst, s_dst, 1.0])
+    return normalize_h(S_dst @ H @ np.linalg.inv(S_src))
