@@ -1,0 +1,32 @@
+# Fresh machine: `make demo` builds a panorama from data/samples, `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test samples bench lint
+
+venv: $(STAMP)
+
+# torch is pinned exactly: an unpinned torch pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[dev,deep,report]'
+	touch $@
+
+demo: venv
+	$(BIN)/stitch run data/samples/pano3 -o out/pano3.jpg
+	@echo "panorama written to $(CURDIR)/out/pano3.jpg"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+samples: venv
+	$(BIN)/python scripts/make_samples.py
+
+bench: venv
+	$(BIN)/stitch bench homography ../shared/data/homography_gt
+
+lint: venv
+	$(BIN)/ruff check .

@@ -1,0 +1,249 @@
+"""`stitch bench ...`: run the benchmark protocols of DESIGN §4 and print rich tables.
+
+Shared helpers (consoles, progress bar, number formatting, tables, JSON output) are module-level so the
+`panorama` and `synthetic` subcommands can reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stitch.bench import (
+    BASELINE_METHODS,
+    HOMOGRAPHY_METHOD_CHOICES,
+    HOMOGRAPHY_ROW_ORDER,
+    METHOD_SELECT_INLIERS,
+    METHOD_SELECT_SCORE,
+    METHOD_SIFT_MAGSAC,
+    METHOD_SIFT_RANSAC,
+    METHOD_STITCH,
+    REGRESSION_THRESHOLD,
+    BenchResult,
+    MethodSummary,
+    ProgressFn,
+    run_homography_bench,
+)
+from stitch.errors import StitchError
+from stitch.io import write_text_atomic
+from stitch.select import DEFAULT_PRESET, PRESET_CHOICES
+
+#: Wide enough for the metric tables when stdout is not a terminal (pipes, CI logs).
+NON_TTY_WIDTH = 200
+
+
+# --- shared helpers ----------------------------------------------------------------------------------
+
+
+def stdout_console() -> Console:
+    """Console for results (stdout); a fixed wide width when stdout is not a terminal."""
+    con = Console(highlight=False)
+    return con if con.is_terminal else Console(highlight=False, width=NON_TTY_WIDTH)
+
+
+def stderr_console() -> Console:
+    """Console for progress and notes (stderr), so stdout carries only results."""
+    return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def progress_bar(description: str, console: Console | None = None) -> Iterator[ProgressFn]:
+    """A rich progress bar on stderr; yields a ``progress(done, total, label)`` callback."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[label]}"),
+    )
+    with Progress(*columns, console=console or stderr_console(), transient=True) as bar:
+        task = bar.add_task(description, total=None, label="")
+
+        def update(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, label=label)
+
+        yield update
+
+
+def fmt_num(x: float | None, digits: int = 2) -> str:
+    """Fixed-point number; "inf" for failures, "—" for not measured (None / NaN)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}f}"
+
+
+def fmt_threshold(t: float) -> str:
+    return f"{t:g}"
+
+
+def make_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], left_columns: int = 1
+) -> Table:
+    """A rich table; the first ``left_columns`` columns are left-aligned, the rest right-aligned."""
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i < left_columns else "right", no_wrap=i < left_columns)
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def metric_summary_table(title: str, summaries: Sequence[MethodSummary]) -> Table:
+    """method | pairs | ok@t... | AUC@t... | median err (px) | median s | total s."""
+    thresholds = list(summaries[0].ok) if summaries else []
+    columns = (
+        ["method", "pairs"]
+        + [f"ok@{fmt_threshold(t)}" for t in thresholds]
+        + [f"AUC@{fmt_threshold(t)}" for t in thresholds]
+        + ["median err (px)", "median s", "total s"]
+    )
+    rows = [
+        [escape(s.method), str(s.pairs)]
+        + [fmt_num(s.ok[t], 3) for t in thresholds]
+        + [fmt_num(s.auc[t], 3) for t in thresholds]
+        + [fmt_num(s.median_error, 2), fmt_num(s.median_seconds, 2), fmt_num(s.total_seconds, 1)]
+        for s in summaries
+    ]
+    return make_table(title, columns, rows)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+# --- homography ------------------------------------------------------------------------------------
+
+#: Column labels of the per-pair table (the summary tables use the full method names).
+SHORT_LABELS = {
+    METHOD_STITCH: "stitch",
+    METHOD_SELECT_SCORE: "by score (raw)",
+    METHOD_SELECT_INLIERS: "by inliers (raw)",
+    METHOD_SIFT_RANSAC: "SIFT+RANSAC",
+    METHOD_SIFT_MAGSAC: "SIFT+MAGSAC",
+}
+
+
+def per_pair_table(result: BenchResult, threshold: float = REGRESSION_THRESHOLD) -> Table:
+    """One row per pair: the error (px) of every method (red above ``threshold``), and seconds."""
+    methods = [m for m in HOMOGRAPHY_ROW_ORDER if any(r.method == m for r in result.rows)]
+    secs: dict[tuple[str, str, str], float] = {(r.subset, r.name, r.method): r.seconds for r in result.rows}
+    timed = [m for m in (METHOD_STITCH, METHOD_SIFT_MAGSAC) if m in methods]
+    rows = []
+    for (subset, name), errs in result.errors_by_pair().items():
+        cells = [escape(subset), escape(name)]
+        for m in methods:
+            e = errs.get(m)
+            text = fmt_num(e, 2)
+            cells.append(f"[red]{text}[/red]" if e is not None and not e <= threshold else text)
+        cells += [fmt_num(secs.get((subset, name, m)), 2) for m in timed]
+        rows.append(cells)
+    columns = ["subset", "pair"] + [SHORT_LABELS.get(m, m) for m in methods]
+    columns += [f"{SHORT_LABELS.get(m, m)} s" for m in timed]
+    return make_table("per-pair error (px; red: above the threshold)", columns, rows, left_columns=2)
+
+
+def print_homography_result(result: BenchResult, console: Console, per_pair: bool = False) -> None:
+    """The per-subset and overall tables, then the regression list and the time ratio."""
+    if per_pair:
+        console.print(per_pair_table(result))
+    for key, summaries in result.summaries.items():
+        n = summaries[0].pairs if summaries else 0
+        console.print(metric_summary_table(f"homography: {key} ({n} pairs)", summaries))
+    t = fmt_threshold(REGRESSION_THRESHOLD)
+    head = f"regressions (a baseline <= {t} px, stitch not):"
+    if METHOD_STITCH not in result.methods or not any(m in result.methods for m in BASELINE_METHODS):
+        console.print(f"{head} n/a (needs stitch and a baseline)")
+    elif result.regressions:
+        console.print(f"{head} {len(result.regressions)}")
+        for reg in result.regressions:
+            base = ", ".join(f"{m} {fmt_num(e)}" for m, e in reg.baseline_errors.items())
+            console.print(f"  {reg.subset}/{reg.name}: stitch {fmt_num(reg.project_error)} px; {base} px")
+    else:
+        console.print(f"{head} none")
+    ratio = result.time_ratio_vs_magsac
+    console.print(f"median time ratio vs SIFT+MAGSAC: {'n/a' if ratio is None else f'{ratio:.2f}'}")
+
+
+@click.group(
+    help="Run the benchmark protocols (DESIGN §4) and print tables of the results.\n\n"
+    "homography: real image pairs with ground-truth homographies (oxford_affine, homogr); "
+    "reports ok@3/5/10 px, AUC@3/5/10, median error and time, against OpenCV SIFT baselines."
+)
+def bench() -> None:
+    """The `stitch bench` group."""
+
+
+@bench.command("homography")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed passed to the estimator.")
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_CHOICES),
+    default=DEFAULT_PRESET,
+    show_default=True,
+    help="Estimator preset.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the full result (summaries and per-pair rows) as JSON to this file.",
+)
+@click.option("--per-pair", is_flag=True, help="Print the per-pair error table too.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Only the first N pairs of each subset (quick runs).",
+)
+@click.option(
+    "--method",
+    "methods",
+    type=click.Choice(HOMOGRAPHY_METHOD_CHOICES),
+    multiple=True,
+    help="Run only these methods (repeatable; default: all). 'stitch' includes the two raw selector rows.",
+)
+def homography_cmd(
+    directory: Path,
+    seed: int,
+    preset: str,
+    json_path: Path | None,
+    per_pair: bool,
+    limit: int | None,
+    methods: tuple[str, ...],
+) -> None:
+    """Homography accuracy on DIRECTORY (homography_gt, or its oxford_affine/ or homogr/ folder).
+
+    Errors: oxford = mean corner error of image 1 mapped by H_est vs H_gt; homogr = mean error on
+    the annotated points. Baselines: SIFT + ratio 0.8 + findHomography RANSAC / USAC_MAGSAC at 3 px.
+    """
+    try:
+        with progress_bar("homography") as progress:
+            result = run_homography_bench(
+                directory,
+                methods=methods or HOMOGRAPHY_METHOD_CHOICES,
+                options={"preset": preset},
+                seed=seed,
+                progress=progress,
+                limit=limit,
+            )
+        print_homography_result(result, stdout_console(), per_pair=per_pair)
+        if json_path is not None:
+            write_json(json_path, result.to_json())
+            stderr_console().print(f"wrote {json_path}")
+    except StitchError as exc:
+        raise click.ClickException(str(exc)) from None

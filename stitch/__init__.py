@@ -1,0 +1,39 @@
+"""stitch: image stitching and homography tuning. Public API only; heavy modules load on first use."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "estimate_homography": "stitch.select",
+    "estimate_pair": "stitch.select",
+    "HomographyResult": "stitch.select",
+    "Candidate": "stitch.candidates",
+    "refine_homography": "stitch.refine",
+    "stitch_images": "stitch.panorama",
+    "Panorama": "stitch.panorama",
+    "StitchError": "stitch.errors",
+    "ImageReadError": "stitch.errors",
+    "NoOverlapError": "stitch.errors",
+    "EstimationError": "stitch.errors",
+    "ConfigError": "stitch.errors",
+    "CanvasTooLargeError": "stitch.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve public names lazily so ``import stitch`` stays fast (PEP 562)."""
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stitch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__ + ["__version__"]

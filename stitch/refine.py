@@ -1,0 +1,96 @@
+"""Stage 5: refine a selected homography: least squares on its inliers, ECC photometric alignment."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError, EstimationError
+from .features import to_gray
+from .geometry import normalize_h, project, scale_h, transfer_errors
+from .matching import Matches
+
+REFINER_CHOICES = ("none", "lsq", "ecc", "deep")
+DEFAULT_REFINER = "ecc"
+DEFAULT_ECC_MAX_SIDE = 1600
+
+
+def refine_lsq(H: np.ndarray, matches: Matches, tau: float = 2.5, rounds: int = 3) -> np.ndarray | None:
+    """Least squares + Levenberg-Marquardt on the matches within ``tau`` px of H (3, 3); None if < 8 remain."""
+    cur = H
+    for _ in range(rounds):
+        inl = transfer_errors(cur, matches.src_pts, matches.dst_pts) < tau
+        if inl.sum() < 8:
+            return None
+        new, _ = cv2.findHomography(matches.src_pts[inl].astype(np.float64), matches.dst_pts[inl].astype(np.float64), 0)
+        if new is None or not np.all(np.isfinite(new)):
+            return None
+        new = normalize_h(new)
+        if np.allclose(new, cur, atol=1e-9, rtol=1e-7):
+            break
+        cur = new
+    return cur
+
+
+def _ecc_mask(shape: tuple[int, int], border: int = 8) -> np.ndarray:
+    """uint8 validity mask of the ECC input (dst) image, ``border`` px trimmed (warped into src by ECC itself)."""
+    m = np.zeros(shape, np.uint8)
+    m[border:-border, border:-border] = 255
+    return m
+
+
+def refine_ecc(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, max_side: int = DEFAULT_ECC_MAX_SIDE,
+               levels: int = 3, iterations: int = 50, eps: float = 1e-5) -> np.ndarray | None:
+    """ECC (enhanced correlation) refinement of H (3, 3, src->dst px), coarse to fine; None if it fails."""
+    src, dst = to_gray(src_img).astype(np.float32), to_gray(dst_img).astype(np.float32)
+    base = min(1.0, max_side / float(max(src.shape + dst.shape)))
+    cur = np.asarray(H, dtype=np.float64)
+    for lvl in reversed(range(levels)):
+        s = base / (2 ** lvl)
+        if s * min(src.shape) < 48:
+            continue
+        a = cv2.resize(src, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else src
+        b = cv2.resize(dst, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else dst
+        Hs = scale_h(cur, s, s)
+        mask = _ecc_mask(b.shape)
+        crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations if lvl else max(10, iterations // 3), eps)
+        try:
+            _, W = cv2.findTransformECC(a, b, Hs.astype(np.float32), cv2.MOTION_HOMOGRAPHY, crit, mask, 5)
+        except cv2.error:
+            return None
+        if not np.all(np.isfinite(W)):
+            return None
+        cur = scale_h(W.astype(np.float64), 1.0 / s, 1.0 / s)
+    return normalize_h(cur)
+
+
+def refine_homography(src, dst, H: np.ndarray, method: str = DEFAULT_REFINER, matches: Matches | None = None,
+                      **options) -> np.ndarray:
+    """Refine H (3, 3, src->dst px) between src/dst (paths or arrays) with ``method`` in REFINER_CHOICES."""
+    from .io import load_image
+
+    if method not in REFINER_CHOICES:
+        raise ConfigError(f"method={method!r}: choose one of {', '.join(REFINER_CHOICES)}")
+    H = normalize_h(np.asarray(H, dtype=np.float64))
+    if method == "none":
+        return H
+    a, b = load_image(src, "src"), load_image(dst, "dst")
+    if method == "lsq":
+        if matches is None:
+            raise ConfigError("method='lsq' needs the matches (use estimate_homography, which passes them)")
+        out = refine_lsq(H, matches, **options)
+    elif method == "ecc":
+        out = refine_ecc(H, a, b, **options)
+    else:
+        from .deep import refine_deep  # optional: needs torch + kornia
+
+        out = refine_deep(H, a, b, **options)
+    if out is None:
+        raise EstimationError(f"{method} refinement did not converge from the given matrix")
+    return out
+
+
+def corner_shift(H_a: np.ndarray, H_b: np.ndarray, width: int, height: int) -> float:
+    """Max distance (px) between the src corners mapped by H_a and by H_b."""
+    c = np.array([[0, 0], [width, 0], [width, height], [0, height]], float)
+    return float(np.max(np.linalg.norm(project(H_a, c) - project(H_b, c), axis=1)))

@@ -1,0 +1,236 @@
+"""stitch.io: reading odd image files, folders, atomic writes, matrices; and the sample data's ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stitch.errors import ImageReadError, StitchError
+from stitch.geometry import normalize_h
+from stitch.io import list_images, load_image, load_images, read_image, read_matrix, write_image_atomic
+
+SAMPLE_PAIRS = ("rotation_scale", "perspective", "illumination", "translation")
+
+
+def write(path: Path, img: np.ndarray) -> Path:
+    """Write img with OpenCV (fails the test if encoding fails); returns path."""
+    assert cv2.imwrite(str(path), img), f"could not write {path}"
+    return path
+
+
+def overlap_agreement(src: np.ndarray, dst: np.ndarray, H: np.ndarray) -> tuple[float, float]:
+    """Warp src (H, W, 3) by H into dst's frame; mean abs diff and correlation over the overlap, 2 px in."""
+    h, w = dst.shape[:2]
+    warped = cv2.warpPerspective(src, H, (w, h))
+    mask = cv2.warpPerspective(np.full(src.shape[:2], 255, np.uint8), H, (w, h), flags=cv2.INTER_NEAREST)
+    inside = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
+    assert inside.mean() > 0.3, "the ground truth leaves too little overlap to check"
+    a, b = warped[inside].astype(np.float64), dst[inside].astype(np.float64)
+    return float(np.abs(a - b).mean()), float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+# --- reading files -------------------------------------------------------------------------------
+
+
+def test_read_grayscale(tmp_path):
+    gray = np.arange(12 * 16, dtype=np.uint8).reshape(12, 16)
+    img = read_image(write(tmp_path / "g.png", gray))
+    assert img.shape == (12, 16, 3) and img.dtype == np.uint8
+    for c in range(3):
+        np.testing.assert_array_equal(img[:, :, c], gray)
+
+
+def test_read_rgba_drops_alpha(tmp_path):
+    bgra = np.zeros((8, 10, 4), np.uint8)
+    bgra[..., 0], bgra[..., 1], bgra[..., 2] = 10, 20, 30
+    bgra[..., 3] = np.arange(10, dtype=np.uint8) * 25
+    img = read_image(write(tmp_path / "a.png", bgra))
+    assert img.shape == (8, 10, 3) and img.dtype == np.uint8
+    np.testing.assert_array_equal(img, bgra[..., :3])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_read_16bit_png(tmp_path, channels):
+    values = np.array([0, 255, 10 * 256 + 7, 65535], dtype=np.uint16)  # -> 0, 0, 10, 255 (high byte)
+    img16 = np.tile(values, (5, 1))
+    if channels == 3:
+        img16 = np.dstack([img16] * 3)
+    img = read_image(write(tmp_path / "d.png", img16))
+    assert img.shape == (5, 4, 3) and img.dtype == np.uint8
+    np.testing.assert_array_equal(img[0, :, 0], [0, 0, 10, 255])
+
+
+def test_read_zero_byte_file(tmp_path):
+    p = tmp_path / "empty.png"
+    p.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty.png"):
+        read_image(p)
+
+
+def test_read_text_named_jpg(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_text("this is not a JPEG\n")
+    with pytest.raises(ImageReadError, match="notes.jpg"):
+        read_image(p)
+
+
+def test_read_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageReadError, match="nope.png"):
+        read_image(tmp_path / "nope.png")
+    with pytest.raises(ImageReadError, match="folder"):
+        read_image(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "arr, expected",
+    [
+        (np.full((2, 3), 0.5, np.float32), 127),
+        (np.full((2, 3), 200.0), 200),
+        (np.ones((2, 3), bool), 255),
+        (np.full((2, 3, 1), 9, np.int32), 9),
+    ],
+)
+def test_load_image_converts_arrays(arr, expected):
+    img = load_image(arr)
+    assert img.shape == (2, 3, 3) and img.dtype == np.uint8
+    assert np.all(img == expected)
+
+
+def test_load_image_rejects_bad_input():
+    with pytest.raises(ImageReadError, match="shape"):
+        load_image(np.zeros((0, 4), np.uint8))
+    with pytest.raises(ImageReadError, match="channel"):
+        load_image(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(ImageReadError, match="path or a numpy array"):
+        load_image(42)
+
+
+# --- folders -------------------------------------------------------------------------------------
+
+
+def test_list_images_sorts_and_filters(tmp_path):
+    px = np.zeros((4, 4, 3), np.uint8)
+    for name in ("img_02.png", "img_10.JPG", "img_01.jpeg", "img_03.tif"):
+        write(tmp_path / name, px)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "ground_truth.json").write_text("{}")
+    (tmp_path / "sub.png").mkdir()  # a folder with an image-like name is not an image
+    write(tmp_path / "sub.png" / "inner.png", px)  # and listing is not recursive
+    assert [p.name for p in list_images(tmp_path)] == ["img_01.jpeg", "img_02.png", "img_03.tif", "img_10.JPG"]
+
+
+def test_list_images_errors(tmp_path):
+    with pytest.raises(ImageReadError, match="not found"):
+        list_images(tmp_path / "missing")
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(ImageReadError, match="not a folder"):
+        list_images(tmp_path / "file.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    with pytest.raises(ImageReadError, match="no images"):
+        list_images(empty)
+
+
+def test_load_images_skips_unreadable_with_warning(tmp_path):
+    good = [write(tmp_path / f"ok_{i}.png", np.full((6, 6, 3), 40 * i, np.uint8)) for i in range(2)]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        loaded = load_images([good[0], bad, good[1]])
+    assert loaded.names == ["ok_0.png", "ok_1.png"]
+    assert len(loaded.images) == 2 and int(loaded.images[1][0, 0, 0]) == 40
+    assert len(loaded.skipped) == 1 and "broken.jpg" in loaded.skipped[0]
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        load_images([good[0], bad], skip_unreadable=False)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_write_image_atomic(tmp_path, ext):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    out = tmp_path / "nested" / "dir" / f"result{ext}"
+    assert write_image_atomic(out, img) == out
+    write_image_atomic(out, img)  # overwriting an existing file is fine
+    back = read_image(out)
+    assert back.shape == img.shape
+    if ext == ".png":
+        np.testing.assert_array_equal(back, img)
+    assert [p.name for p in out.parent.iterdir()] == [out.name], "temporary files left behind"
+
+
+@pytest.mark.xfail(raises=cv2.error, strict=True,
+                   reason="stitch.io.write_image_atomic lets cv2.imencode's cv2.error escape for an unknown "
+                          "extension instead of raising StitchError")
+def test_write_image_atomic_bad_extension(tmp_path):
+    with pytest.raises(StitchError, match="encode"):
+        write_image_atomic(tmp_path / "out.notanimage", np.zeros((4, 4, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- matrices ------------------------------------------------------------------------------------
+
+
+def test_read_matrix_formats(tmp_path):
+    p = tmp_path / "H.txt"
+    p.write_text("# a homography\n1, 0, 5\n0 1 -2.5e1  # row two\n\n0 0 1\n")
+    np.testing.assert_array_equal(read_matrix(p), [[1, 0, 5], [0, 1, -25], [0, 0, 1]])
+    assert read_matrix(p).dtype == np.float64
+
+
+@pytest.mark.parametrize("text, match", [("1 2 3\n4 5 6\n", "found 6"), ("1 2 3\n4 x 6\n7 8 9\n", "numeric"),
+                                         ("", "found 0")])
+def test_read_matrix_errors(tmp_path, text, match):
+    p = tmp_path / "bad.txt"
+    p.write_text(text)
+    with pytest.raises(StitchError, match=match):
+        read_matrix(p)
+
+
+def test_read_matrix_missing(tmp_path):
+    with pytest.raises(StitchError, match="missing.txt"):
+        read_matrix(tmp_path / "missing.txt")
+
+
+# --- sample data ground truth --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SAMPLE_PAIRS)
+def test_sample_pair_ground_truth(sample_pair, name):
+    src, dst, H = sample_pair(name)
+    assert src.shape == dst.shape == (480, 640, 3)
+    assert H.shape == (3, 3) and H[2, 2] == 1.0
+    mad, corr = overlap_agreement(src, dst, H)
+    shifted = np.array([[1, 0, 2], [0, 1, 1], [0, 0, 1]]) @ H  # 2 px off: must agree clearly worse
+    mad_off, corr_off = overlap_agreement(src, dst, shifted)
+    if name == "illumination":  # gamma, gain and noise: compare structure, not values
+        assert corr > 0.97 and corr_off < corr - 0.04
+        return
+    if name == "translation":  # integer shift, lossless PNG: exact
+        assert mad == 0.0
+    assert mad < 4.0 and corr > 0.99
+    assert mad_off > 2 * mad + 2
+
+
+def test_pano3_ground_truth(samples_dir):
+    folder = samples_dir / "pano3"
+    gt = json.loads((folder / "ground_truth.json").read_text())
+    views = {v["file"]: v for v in gt["views"]}
+    assert sorted(views) == ["view_1.jpg", "view_2.jpg", "view_3.jpg"]
+    for pair in gt["pairs"]:
+        a, b = views[pair["src"]], views[pair["dst"]]
+        H = np.array(pair["H"])
+        H_chain = normalize_h(np.linalg.inv(b["H_view_to_scene"]) @ np.array(a["H_view_to_scene"]))
+        np.testing.assert_allclose(H, H_chain, rtol=1e-6, atol=1e-8)
+        assert 0.33 <= pair["overlap"] <= 0.47
+        src, dst = read_image(folder / pair["src"]), read_image(folder / pair["dst"])
+        relit = np.clip(src * (b["gain"] / a["gain"]), 0, 255).astype(np.uint8)
+        mad, corr = overlap_agreement(relit, dst, H)
+        assert mad < 6.0 and corr > 0.98
