@@ -23,7 +23,21 @@ _EXPORTS = {
     "CanvasTooLargeError": "stitch.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Candidate",
+    "CanvasTooLargeError",
+    "ConfigError",
+    "EstimationError",
+    "HomographyResult",
+    "ImageReadError",
+    "NoOverlapError",
+    "Panorama",
+    "StitchError",
+    "estimate_homography",
+    "estimate_pair",
+    "refine_homography",
+    "stitch_images",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -56,10 +56,14 @@ class Features:
     image_size: tuple[int, int]  # (width, height) of the full-resolution image
     view: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
+    def __post_init__(self) -> None:
+        if len(self.view) != len(self.pts):  # default: every point is from the original view
+            self.view = np.zeros(len(self.pts), np.int32)
+
     def __len__(self) -> int:
         return len(self.pts)
 
-    def subset(self, keep: np.ndarray) -> "Features":
+    def subset(self, keep: np.ndarray) -> Features:
         """Features restricted to a boolean mask or index array."""
         return replace(self, pts=self.pts[keep], desc=self.desc[keep], view=self.view[keep])
 
@@ -101,7 +105,7 @@ def spread_keypoints(xy: np.ndarray, resp: np.ndarray, width: int, height: int, 
 def _detector(kind: str, n: int):
     if kind == "orb":
         return cv2.ORB_create(nfeatures=max(2 * n, 500), scaleFactor=1.2, nlevels=8, fastThreshold=10)
-    return cv2.SIFT_create(nfeatures=0, contrastThreshold=0.03)
+    return cv2.SIFT_create(nfeatures=0, contrastThreshold=0.04)
 
 
 def _detect_view(gray: np.ndarray, kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,36 +127,32 @@ def _desc_dtype(kind: str):
     return np.uint8 if kind == "orb" else np.float32
 
 
-def affine_views(width: int, height: int, tilts: tuple[float, ...]) -> list[tuple[float, float, np.ndarray]]:
-    """ASIFT view simulations: (tilt, angle_deg, A) with A (2, 3) mapping original px to the simulated view."""
+def affine_views(width: int, height: int, tilts: tuple[float, ...]) -> list[tuple[float, np.ndarray]]:
+    """ASIFT view simulations: (tilt, R (2, 3) rotating original px into a canvas that holds the whole image)."""
     views = []
     for t in tilts:
-        step = 72.0 / t
-        for phi in np.arange(0.0, 180.0, step):
+        for phi in np.arange(0.0, 180.0, 72.0 / t):
             a = math.radians(phi)
-            c, s = math.cos(a), math.sin(a)
-            R = np.array([[c, -s], [s, c]])
-            corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], float) @ R.T
-            lo = corners.min(axis=0)
-            A = np.diag([1.0 / t, 1.0]) @ R
-            off = -np.diag([1.0 / t, 1.0]) @ lo
-            views.append((t, float(phi), np.hstack([A, off[:, None]])))
+            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+            corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], float) @ rot.T
+            views.append((t, np.hstack([rot, -corners.min(axis=0)[:, None]])))
     return views
 
 
 def _asift_view_features(gray: np.ndarray, cfg: FeatureConfig) -> tuple[list, list, list]:
     h, w = gray.shape
     pts_all, desc_all, view_all = [], [], []
-    for vid, (t, _phi, A) in enumerate(affine_views(w, h, cfg.asift_tilts), start=1):
-        corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], float) @ A.T
-        size = np.ceil(corners.max(axis=0)).astype(int) + 1
-        R = A.copy()
-        R[0, :] *= t  # rotation only; anti-alias along x before the squeeze
-        rot = cv2.warpAffine(gray, R, (int(size[0] * t), int(size[1])), flags=cv2.INTER_LINEAR)
+    for vid, (t, R) in enumerate(affine_views(w, h, cfg.asift_tilts), start=1):
+        corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], float) @ R.T
+        rw, rh = (np.ceil(corners.max(axis=0)).astype(int) + 1).tolist()
+        size = (max(1, round(rw / t)), rh)
+        A = np.array([[size[0] / rw, 0.0], [0.0, 1.0]]) @ R  # exact squeeze of the rotated canvas width
+        A[0, 2] += 0.5 * size[0] / rw - 0.5
+        rot = cv2.warpAffine(gray, R, (rw, rh), flags=cv2.INTER_LINEAR)
         rot = cv2.GaussianBlur(rot, (0, 0), sigmaX=0.8 * math.sqrt(t * t - 1), sigmaY=0.01)
-        view = cv2.resize(rot, (int(size[0]), int(size[1])), interpolation=cv2.INTER_LINEAR)
+        view = cv2.resize(rot, size, interpolation=cv2.INTER_LINEAR)
         mask_src = np.full((h, w), 255, np.uint8)
-        mask = cv2.warpAffine(mask_src, A, (int(size[0]), int(size[1])), flags=cv2.INTER_NEAREST)
+        mask = cv2.warpAffine(mask_src, A, size, flags=cv2.INTER_NEAREST)
         view[cv2.erode(mask, np.ones((5, 5), np.uint8)) == 0] = 0
         p, d = _detect_view(view, "sift", cfg.asift_view_keypoints, max(2, cfg.grid // 2))
         if len(p) == 0:
@@ -166,6 +166,11 @@ def _asift_view_features(gray: np.ndarray, cfg: FeatureConfig) -> tuple[list, li
     return pts_all, desc_all, view_all
 
 
+def _to_full(pts: np.ndarray, s: float) -> np.ndarray:
+    """Points (N, 2) from an image resized by ``s`` back to original px (cv2.resize pixel-centre convention)."""
+    return ((pts.astype(np.float64) + 0.5) / s - 0.5).astype(np.float32)
+
+
 def detect(img: np.ndarray, config: FeatureConfig | None = None) -> Features:
     """Detect features on (H, W, 3) BGR or (H, W) uint8; returns Features with full-resolution pixel coordinates."""
     cfg = config or FeatureConfig()
@@ -174,11 +179,11 @@ def detect(img: np.ndarray, config: FeatureConfig | None = None) -> Features:
     work, s = resize_max_side(gray, cfg.work_max_side)
     kind = "orb" if cfg.detector == "orb" else "sift"
     pts, desc = _detect_view(work, kind, cfg.max_keypoints, cfg.grid)
-    pts_list, desc_list, view_list = [pts / s], [desc], [np.zeros(len(pts), np.int32)]
+    pts_list, desc_list, view_list = [_to_full(pts, s)], [desc], [np.zeros(len(pts), np.int32)]
     if cfg.detector == "asift":
         small, s2 = resize_max_side(gray, cfg.asift_max_side)
         p2, d2, v2 = _asift_view_features(small, cfg)
-        pts_list += [p / s2 for p in p2]
+        pts_list += [_to_full(p, s2) for p in p2]
         desc_list += d2
         view_list += v2
     return Features(

@@ -58,8 +58,11 @@ def transfer_errors(H: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray) -> 
     return e
 
 
+def resize_matrix(s: float) -> np.ndarray:
+    """(3, 3) map from original px to px of the image resized by ``s`` (cv2.resize, pixel centres at integers)."""
+    return np.array([[s, 0.0, 0.5 * (s - 1.0)], [0.0, s, 0.5 * (s - 1.0)], [0.0, 0.0, 1.0]])
+
+
 def scale_h(H: np.ndarray, s_src: float, s_dst: float) -> np.ndarray:
-    """Re-express H between resized images: src scaled by s_src, dst by s_dst (pixel = s * original)."""
-    S_src = np.diag([s_src, s_src, 1.0])
-    S_dst = np.diag([s_dst, s_dst, 1.0])
-    return normalize_h(S_dst @ H @ np.linalg.inv(S_src))
+    """Re-express H between resized images: src resized by s_src, dst by s_dst (cv2.resize convention)."""
+    return normalize_h(resize_matrix(s_dst) @ H @ np.linalg.inv(resize_matrix(s_src)))

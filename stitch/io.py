@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
 
 import cv2
 import numpy as np
 
 from .errors import ImageReadError, StitchError
 
-ImageLike = Union[str, os.PathLike, np.ndarray]
+ImageLike = str | os.PathLike | np.ndarray
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".pgm", ".ppm", ".pnm")
 
@@ -122,7 +122,10 @@ def write_image_atomic(path: str | os.PathLike, img: np.ndarray, params: Sequenc
     """Encode ``img`` by the file extension and write it atomically (temp file + rename)."""
     out = Path(path)
     ext = out.suffix.lower() or ".png"
-    ok, buf = cv2.imencode(ext, img, list(params))
+    try:
+        ok, buf = cv2.imencode(ext, img, list(params))
+    except cv2.error:
+        ok = False
     if not ok:
         raise StitchError(f"{out}: cannot encode an image as '{ext}'")
     return write_bytes_atomic(out, buf.tobytes())
@@ -137,6 +140,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the output the usual permissions
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):

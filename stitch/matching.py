@@ -43,7 +43,7 @@ class Matches:
     def __len__(self) -> int:
         return len(self.src_pts)
 
-    def take(self, keep: np.ndarray) -> "Matches":
+    def take(self, keep: np.ndarray) -> Matches:
         """Matches restricted to a boolean mask or index array."""
         return Matches(self.src_pts[keep], self.dst_pts[keep], self.src_idx[keep], self.dst_idx[keep], self.ratio[keep])
 
@@ -127,3 +127,46 @@ def match(fa: Features, fb: Features, config: MatchConfig | None = None) -> Matc
         keep = np.sort(order[first])
         si, di, ra, sp, dp = si[keep], di[keep], ra[keep], sp[keep], dp[keep]
     return Matches(sp, dp, si, di, ra)
+
+
+def guided_match(fa: Features, fb: Features, H: np.ndarray, radius: float = 6.0, ratio: float = 0.9) -> Matches:
+    """Re-match original-view features near where H (3, 3, src->dst px) sends them: for accuracy, not discovery."""
+    from scipy.spatial import cKDTree
+
+    from .geometry import project
+
+    a_idx, b_idx = np.flatnonzero(fa.view == 0), np.flatnonzero(fb.view == 0)
+    empty = Matches(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    if len(a_idx) == 0 or len(b_idx) == 0:
+        return empty
+    proj = project(H, fa.pts[a_idx])
+    finite = np.all(np.isfinite(proj), axis=1)
+    tree = cKDTree(fb.pts[b_idx].astype(np.float64))
+    near = tree.query_ball_point(np.where(finite[:, None], proj, -1e9), r=radius)
+    da = fa.desc[a_idx].astype(np.float32)
+    db = fb.desc[b_idx].astype(np.float32)
+    rows, cols, ratios, dists = [], [], [], []
+    for i, cand in enumerate(near):
+        if not cand:
+            continue
+        cand = np.asarray(cand)
+        if fa.norm == cv2.NORM_L2:
+            d = np.linalg.norm(db[cand] - da[i], axis=1)
+        else:
+            d = np.unpackbits(np.bitwise_xor(fb.desc[b_idx][cand], fa.desc[a_idx][i]), axis=1).sum(axis=1).astype(float)
+        o = np.argsort(d)
+        r = d[o[0]] / d[o[1]] if len(o) > 1 and d[o[1]] > 0 else 0.0
+        if r <= ratio:
+            rows.append(i)
+            cols.append(cand[o[0]])
+            ratios.append(r)
+            dists.append(d[o[0]])
+    if not rows:
+        return empty
+    rows, cols, ratios, dists = map(np.asarray, (rows, cols, ratios, dists))
+    # one-to-one: keep the closest descriptor for each dst keypoint
+    order = np.lexsort((dists, cols))
+    first = np.r_[True, np.diff(cols[order]) != 0]
+    keep = np.sort(order[first])
+    si, di = a_idx[rows[keep]], b_idx[cols[keep]]
+    return Matches(fa.pts[si].astype(np.float64), fb.pts[di].astype(np.float64), si, di, ratios[keep])

@@ -34,7 +34,7 @@ from .matching import Matches
 
 W_PHOTO = 0.6
 W_SUPPORT = 0.4
-DEFAULT_WORK_MAX_SIDE = 640
+DEFAULT_WORK_MAX_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,19 @@ def plausibility(H: np.ndarray | None, src_size: tuple[int, int], dst_size: tupl
     dw, dh = dst_size
     clipped = cv2.intersectConvexConvex(q.astype(np.float32), image_corners(dw, dh).astype(np.float32))[0]
     if clipped / float(min(w * h, dw * dh)) < cfg.min_overlap:
-        return f"no overlap: warped src covers {clipped / float(dw * dh):.1%} of dst"
+        return f"no overlap: the warped src covers {clipped / float(min(w * h, dw * dh)):.1%} of the smaller image"
     return None
+
+
+def _masked_corr(a: np.ndarray, b: np.ndarray, m: np.ndarray, centred: bool) -> float:
+    """Correlation of flat float32 arrays a, b over weights m (0/1): zero-mean NCC if ``centred``, else cosine."""
+    am = a * m
+    n, sa, sb = float(m.sum()), float(am.sum()), float((b * m).sum())
+    saa, sbb, sab = float(am @ a), float((b * m) @ b), float(am @ b)
+    if centred:
+        saa, sbb, sab = saa - sa * sa / n, sbb - sb * sb / n, sab - sa * sb / n
+    den = np.sqrt(max(saa, 0.0) * max(sbb, 0.0))
+    return sab / den if den > 1e-9 else 0.0
 
 
 def photometric(H: np.ndarray, ctx: ScoringContext) -> tuple[float, float, float]:
@@ -146,23 +157,19 @@ def photometric(H: np.ndarray, ctx: ScoringContext) -> tuple[float, float, float
     dh, dw = ctx.dst.shape
     warped = cv2.warpPerspective(ctx.src, Hw, (dw, dh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     valid = cv2.warpPerspective(np.ones(ctx.src.shape, np.uint8), Hw, (dw, dh), flags=cv2.INTER_NEAREST)
-    mask = cv2.erode(valid, np.ones((7, 7), np.uint8)).astype(bool)
-    n = int(mask.sum())
+    mask = cv2.erode(valid, np.ones((7, 7), np.uint8))
+    n = cv2.countNonZero(mask)
     overlap = n / float(min(ctx.src.size, ctx.dst.size))
     if n < 64:
         return 0.0, 0.0, overlap
-    a, b = warped[mask].astype(np.float64), ctx.dst[mask].astype(np.float64)
-    a -= a.mean()
-    b -= b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    ncc = float((a * b).sum() / den) if den > 1e-9 else 0.0
+    m = mask.reshape(-1).astype(np.float32)
+    ncc = _masked_corr(warped.reshape(-1), ctx.dst.reshape(-1), m, centred=True)
     gx, gy = _grad(warped)
     hx, hy = ctx.dst_grad
-    ga = np.stack([gx[mask], gy[mask]]).astype(np.float64)
-    gb = np.stack([hx[mask], hy[mask]]).astype(np.float64)
-    den = np.sqrt((ga * ga).sum() * (gb * gb).sum())
-    gc = float((ga * gb).sum() / den) if den > 1e-9 else 0.0
-    return ncc, gc, overlap
+    ga = np.concatenate([gx.reshape(-1), gy.reshape(-1)])
+    gb = np.concatenate([hx.reshape(-1), hy.reshape(-1)])
+    gc = _masked_corr(ga, gb, np.concatenate([m, m]), centred=False)
+    return float(ncc), float(gc), overlap
 
 
 def support(H: np.ndarray, matches: Matches, config: ScoreConfig | None = None) -> tuple[float, float, float]:

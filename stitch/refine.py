@@ -12,7 +12,7 @@ from .matching import Matches
 
 REFINER_CHOICES = ("none", "lsq", "ecc", "deep")
 DEFAULT_REFINER = "ecc"
-DEFAULT_ECC_MAX_SIDE = 1600
+DEFAULT_ECC_MAX_SIDE = 1024
 
 
 def refine_lsq(H: np.ndarray, matches: Matches, tau: float = 2.5, rounds: int = 3) -> np.ndarray | None:
@@ -40,7 +40,7 @@ def _ecc_mask(shape: tuple[int, int], border: int = 8) -> np.ndarray:
 
 
 def refine_ecc(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, max_side: int = DEFAULT_ECC_MAX_SIDE,
-               levels: int = 3, iterations: int = 50, eps: float = 1e-5) -> np.ndarray | None:
+               levels: int = 2, iterations: int = 40, eps: float = 1e-5) -> np.ndarray | None:
     """ECC (enhanced correlation) refinement of H (3, 3, src->dst px), coarse to fine; None if it fails."""
     src, dst = to_gray(src_img).astype(np.float32), to_gray(dst_img).astype(np.float32)
     base = min(1.0, max_side / float(max(src.shape + dst.shape)))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +21,10 @@ from . import quality
 from .candidates import Candidate, EstimatorSpec, generate
 from .errors import ConfigError, NoOverlapError
 from .features import DETECTOR_CHOICES, FeatureConfig, Features, detect
+from .geometry import transfer_errors
 from .io import ImageLike, image_name, load_image
 from .matching import MatchConfig, Matches, match
-from .refine import DEFAULT_REFINER, REFINER_CHOICES, refine_ecc, refine_lsq
+from .refine import DEFAULT_REFINER, REFINER_CHOICES, corner_shift, refine_ecc, refine_lsq
 
 PRESET_CHOICES = ("fast", "accurate", "exhaustive")
 DEFAULT_PRESET = "accurate"
@@ -63,7 +65,7 @@ def preset_levels(preset: str, detector: str | None = None, max_keypoints: int |
     if detector is not None and detector not in DETECTOR_CHOICES:
         raise ConfigError(f"detector={detector!r}: choose one of {', '.join(DETECTOR_CHOICES)}")
     grid = estimator_grid(preset)
-    n = max_keypoints or (2000 if preset == "fast" else 4000)
+    n = max_keypoints if max_keypoints is not None else (2000 if preset == "fast" else 4000)
     first = FeatureConfig(detector=detector or ("orb" if preset == "fast" else "sift"), max_keypoints=n)
     levels = [Level(first.label(), first, MatchConfig(0.8, True), grid)]
     if preset == "fast":
@@ -94,8 +96,14 @@ class SelectConfig:
                      refiner: str | None = None, seed: int = 0, accept_score: float | None = None,
                      estimators: list[str] | None = None, thresholds: list[float] | None = None,
                      ratio: float | None = None, score_max_side: int | None = None,
-                     min_inliers: int = DEFAULT_MIN_INLIERS) -> "SelectConfig":
+                     min_inliers: int = DEFAULT_MIN_INLIERS) -> SelectConfig:
         """Config from a named preset plus overrides (each override is checked and names itself on error)."""
+        if max_keypoints is not None and max_keypoints < 8:
+            raise ConfigError(f"max_keypoints={max_keypoints}: must be at least 8")
+        if score_max_side is not None and score_max_side < 32:
+            raise ConfigError(f"score_max_side={score_max_side}: must be at least 32")
+        if min_inliers < 4:
+            raise ConfigError(f"min_inliers={min_inliers}: a homography needs at least 4")
         levels = preset_levels(preset, detector, max_keypoints)
         if estimators or thresholds:
             base = levels[0].specs
@@ -108,10 +116,14 @@ class SelectConfig:
         ref = refiner if refiner is not None else ("lsq" if preset == "fast" else DEFAULT_REFINER)
         if ref not in REFINER_CHOICES:
             raise ConfigError(f"refiner={ref!r}: choose one of {', '.join(REFINER_CHOICES)}")
-        sc = quality.ScoreConfig(work_max_side=score_max_side) if score_max_side else quality.ScoreConfig()
+        sc = quality.ScoreConfig() if score_max_side is None else quality.ScoreConfig(work_max_side=score_max_side)
         return cls(levels=levels, accept_score=DEFAULT_ACCEPT_SCORE if accept_score is None else accept_score,
                    refiner=ref, score=sc, seed=int(seed), min_inliers=min_inliers,
                    exhaustive=(preset == "exhaustive"))
+
+
+OPTION_NAMES = ("detector", "max_keypoints", "refiner", "accept_score", "estimators", "thresholds", "ratio",
+                "score_max_side", "min_inliers")
 
 
 @dataclass
@@ -158,6 +170,25 @@ class HomographyResult:
 
 
 FeatureCache = dict  # FeatureConfig -> Features, one dict per image
+
+
+def max_refine_shift(src_size: tuple[int, int]) -> float:
+    """Largest corner move (px) a refinement may make: 3% of the src diagonal, at least 10 px."""
+    return max(10.0, 0.03 * float(np.hypot(*src_size)))
+
+
+def _refiners(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches) -> list:
+    """The (name, H -> H or None) refinement steps for a refiner setting, applied in order."""
+    steps = []
+    if refiner in ("lsq", "ecc", "deep"):
+        steps.append(("lsq", lambda H: refine_lsq(H, matches)))
+    if refiner in ("ecc", "deep"):
+        steps.append(("ecc", lambda H: refine_ecc(H, src_img, dst_img)))
+    if refiner == "deep":
+        from .deep import refine_deep  # optional: needs torch + kornia
+
+        steps.append(("deep", lambda H: refine_deep(H, src_img, dst_img)))
+    return steps
 
 
 def _features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache | None) -> Features:
@@ -212,27 +243,14 @@ def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig
                              "the images may not overlap - try detector='asift' or preset='exhaustive'")
     win = cands[0]
     H, sc, parts, how = win.H, win.score, win.parts, "none"
-    if cfg.refiner in ("lsq", "ecc", "deep"):
-        H2 = refine_lsq(H, win.matches)
-        if H2 is not None:
-            s2, p2, r2 = quality.score(H2, ctx, win.matches)
-            if r2 is None and s2 >= sc:
-                H, sc, parts, how = H2, s2, p2, "lsq"
-    if cfg.refiner in ("ecc", "deep"):
-        H3 = refine_ecc(H, src_img, dst_img)
-        if H3 is not None:
-            s3, p3, r3 = quality.score(H3, ctx, win.matches)
-            if r3 is None and s3 >= sc:
-                H, sc, parts, how = H3, s3, p3, how + "+ecc" if how != "none" else "ecc"
-    if cfg.refiner == "deep":
-        from .deep import refine_deep  # optional: needs torch + kornia
-
-        H4 = refine_deep(H, src_img, dst_img)
-        if H4 is not None:
-            s4, p4, r4 = quality.score(H4, ctx, win.matches)
-            if r4 is None and s4 > sc:
-                H, sc, parts, how = H4, s4, p4, how + "+deep"
-    inl = quality.transfer_errors(H, win.matches.src_pts, win.matches.dst_pts) < cfg.score.support_tau
+    for name, fn in _refiners(cfg.refiner, src_img, dst_img, win.matches):
+        H2 = fn(H)
+        if H2 is None or corner_shift(H, H2, *ctx.src_size) > max_refine_shift(ctx.src_size):
+            continue  # diverged, or moved too far to be a refinement
+        s2, p2, r2 = quality.score(H2, ctx, win.matches)
+        if r2 is None and s2 > sc:
+            H, sc, parts, how = H2, s2, p2, name if how == "none" else f"{how}+{name}"
+    inl = transfer_errors(H, win.matches.src_pts, win.matches.dst_pts) < cfg.score.support_tau
     res = HomographyResult(H, sc, parts, cands, win.matches, inl, how, tried, time.perf_counter() - t0,
                            ctx.src_size, ctx.dst_size)
     if sc < cfg.accept_score:
@@ -248,6 +266,11 @@ def estimate_homography(src: ImageLike, dst: ImageLike, *, preset: str = DEFAULT
     ``options`` override the preset: detector, max_keypoints, refiner, accept_score, estimators,
     thresholds, ratio, score_max_side, min_inliers (see SelectConfig.from_options).
     """
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(OPTION_NAMES)}")
+    if config is not None and options:
+        raise ConfigError(f"pass either config= or options ({', '.join(sorted(options))}), not both")
     cfg = config or SelectConfig.from_options(preset=preset, seed=seed, **options)
     a, b = load_image(src, "src"), load_image(dst, "dst")
     res = estimate_pair(a, b, cfg, names=(image_name(src, 0) if not isinstance(src, np.ndarray) else "src",

@@ -1,0 +1,190 @@
+"""The `stitch` command line: `stitch run FOLDER -o OUT` (panoramas) and `stitch bench ...` (benchmarks).
+
+Errors are one line on stderr (``error: ...``) with a non-zero exit, never a traceback; warnings (such as
+an image dropped from a panorama) are one line each (``warning: ...``) on stderr. Heavy modules load
+inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.bench_cmd import bench, progress_bar, stderr_console
+from stitch import __version__
+from stitch.errors import StitchError
+from stitch.features import DETECTOR_CHOICES
+from stitch.io import IMAGE_EXTENSIONS
+from stitch.panorama import (
+    DEFAULT_PANORAMA_PROJECTION,
+    DEFAULT_WORK_MEGAPIX,
+    PANORAMA_PROJECTION_CHOICES,
+)
+from stitch.select import DEFAULT_PRESET, PRESET_CHOICES
+from stitch.warp import DEFAULT_MAX_CANVAS_PIXELS
+
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+#: Set this environment variable to see the traceback of an unexpected internal error.
+DEBUG_ENV = "STITCH_DEBUG"
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="stitch: image stitching and homography tuning.\n\n"
+    "Many robust homography candidates per image pair, one stitching-quality score to choose between "
+    "them, and panoramas built from the chosen pairs.\n\n"
+    "Examples:\n\n"
+    "  stitch run photos/ -o pano.jpg\n\n"
+    "  stitch bench homography ../shared/data/homography_gt",
+)
+@click.version_option(__version__, "--version", prog_name="stitch")
+def cli() -> None:
+    """The `stitch` command group."""
+
+
+cli.add_command(bench)
+
+
+def _one_line(text: str) -> str:
+    """Collapse whitespace and newlines so a message prints as one line."""
+    return " ".join(str(text).split())
+
+
+def _check_output(output: Path, inputs: list[Path]) -> None:
+    """Refuse an output that is a folder, has no image extension, or is one of the input files."""
+    if output.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise StitchError(f"{output}: unsupported output extension '{output.suffix}' "
+                          f"(use one of {', '.join(IMAGE_EXTENSIONS)})")
+    if output.is_dir():
+        raise StitchError(f"{output}: is a folder; give an output file name such as {output / 'pano.jpg'}")
+    target = output.resolve()
+    for p in inputs:
+        if p.resolve() == target or (output.exists() and os.path.samefile(p, output)):
+            raise StitchError(f"{output}: refusing to overwrite an input image; choose another output path")
+
+
+def _summary(out: Path, pano: Any) -> dict[str, Any]:
+    s = pano.summary()
+    return {
+        "output": str(out),
+        "size": s["size"],
+        "kept": s["kept"],
+        "dropped": s["dropped"],
+        "reference": s["reference"],
+        "projection": s["projection"],
+        "edges": s["edges"],
+        "rms_before": s["rms_before"],
+        "rms_after": s["rms_after"],
+        "seconds": s["seconds"],
+        "warnings": s["warnings"],
+    }
+
+
+@cli.command("run")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Output image (.jpg, .png, ...); written atomically.")
+@click.option("--preset", type=click.Choice(PRESET_CHOICES), default=DEFAULT_PRESET, show_default=True,
+              help="Pairwise estimation preset.")
+@click.option("--detector", type=click.Choice(DETECTOR_CHOICES), default=None,
+              help="Feature detector of the first search level (default: the preset's).")
+@click.option("--projection", type=click.Choice(PANORAMA_PROJECTION_CHOICES), default=DEFAULT_PANORAMA_PROJECTION,
+              show_default=True, help="Output projection; 'auto' uses the plane unless it stretches too much.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step.")
+@click.option("--work-megapix", type=click.FloatRange(0.01, 100), default=DEFAULT_WORK_MEGAPIX, show_default=True,
+              help="Registration resolution per image (megapixels); compositing is at full resolution.")
+@click.option("--max-canvas-mp", type=click.FloatRange(0.001), default=DEFAULT_MAX_CANVAS_PIXELS / 1e6,
+              show_default=True, help="Refuse canvases larger than this many megapixels.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress display (shown on a terminal only) or summary line; warnings still print.")
+def run_cmd(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
+            work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool) -> None:
+    """Stitch the images in FOLDER into one panorama written to OUTPUT.
+
+    Unreadable files and images that overlap no other are skipped with a warning; fewer than two
+    usable images, or no overlap at all, is an error.
+    """
+    try:
+        _run(folder, output, preset, detector, projection, seed, work_megapix, max_canvas_mp, as_json, quiet)
+    except StitchError as exc:
+        raise click.ClickException(_one_line(str(exc))) from None
+
+
+def _run(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
+         work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool) -> None:
+    from stitch.io import list_images, write_image_atomic
+    from stitch.panorama import stitch_images
+
+    paths = list_images(folder)
+    _check_output(output, paths)
+    console = stderr_console()
+    printed: set[str] = set()
+
+    def show(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
+        text = _one_line(str(message))
+        if text not in printed:
+            printed.add(text)
+            console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    options = {"preset": preset, "detector": detector, "projection": projection, "seed": seed,
+               "work_megapix": work_megapix, "max_canvas_pixels": max(1, int(max_canvas_mp * 1e6))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        if quiet or not console.is_terminal:  # a live display only makes sense on a terminal
+            pano = stitch_images(paths, **options)
+        else:
+            with progress_bar("stitch", console) as progress:
+                pano = stitch_images(paths, progress=progress, **options)
+    write_image_atomic(output, pano.image)
+    if as_json:
+        click.echo(json.dumps(_summary(output, pano), indent=2))
+    elif not quiet:
+        w, h = pano.size
+        click.echo(f"wrote {output} ({w} x {h} px, {len(pano.names)} images, reference {pano.reference}, "
+                   f"{len(pano.dropped)} dropped, {pano.seconds:.1f} s)")
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"error: {_one_line(message)}", err=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the group; every expected failure becomes one `error:` line and an exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="stitch", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        code = _fail(exc.format_message() + hint, exc.exit_code)
+    except click.exceptions.Abort:
+        code = _fail("interrupted", EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        code = _fail(exc.format_message(), exc.exit_code)
+    except StitchError as exc:
+        code = _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        code = _fail("interrupted", EXIT_INTERRUPTED)
+    except MemoryError:
+        code = _fail("out of memory: try a smaller --work-megapix or --max-canvas-mp, or fewer/smaller images", 1)
+    except OSError as exc:
+        code = _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1)
+    except Exception as exc:  # an unexpected bug: still one line, the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        code = _fail(f"internal error ({type(exc).__name__}: {exc}); set {DEBUG_ENV}=1 for the traceback", 1)
+    else:
+        code = rv if isinstance(rv, int) else 0
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""stitch.geometry: projection, normalisation, rescaling and error measures on matrices with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from stitch.geometry import (
+    corner_error,
+    image_corners,
+    normalize_h,
+    point_error,
+    project,
+    resize_matrix,
+    scale_h,
+    transfer_errors,
+)
+
+W, H = 640, 480
+
+
+def shift(tx: float, ty: float) -> np.ndarray:
+    """(3, 3) pure translation by (tx, ty) px."""
+    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
+
+
+def rotation_about(angle_deg: float, cx: float, cy: float, scale: float = 1.0) -> np.ndarray:
+    """(3, 3) similarity: rotate by angle_deg and scale about (cx, cy)."""
+    a = math.radians(angle_deg)
+    c, s = scale * math.cos(a), scale * math.sin(a)
+    R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return shift(cx, cy) @ R @ shift(-cx, -cy)
+
+
+PROJECTIVE = np.array([[0.95, -0.08, 12.0], [0.06, 1.02, -7.5], [2e-4, -1e-4, 1.0]])
+
+
+# --- project ---------------------------------------------------------------------------------------
+
+
+def test_smoke():
+    pts = project(np.eye(3), [[1.0, 2.0], [3.0, 4.0]])
+    assert pts.shape == (2, 2) and pts.dtype == np.float64
+    np.testing.assert_array_equal(pts, [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_shift():
+    pts = np.array([[0.0, 0.0], [10.5, -3.0], [639.0, 479.0]])
+    np.testing.assert_allclose(project(shift(-37, 23), pts), pts + [-37, 23], atol=1e-12)
+
+
+def test_project_perspective_division():
+    Hp = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.001, 0.0, 1.0]])  # w = 1 + x / 1000
+    np.testing.assert_allclose(project(Hp, [[100.0, 50.0]]), [[100.0 / 1.1, 50.0 / 1.1]], rtol=1e-12)
+    # the same homography up to scale (even a negative one) maps points identically
+    np.testing.assert_allclose(project(-3.0 * PROJECTIVE, [[5.0, 7.0]]), project(PROJECTIVE, [[5.0, 7.0]]),
+                               rtol=1e-12)
+
+
+def test_project_line_at_infinity_gives_inf():
+    Hp = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.001, 0.0, 1.0]])  # w = 0 on x = -1000
+    out = project(Hp, [[-1000.0, 5.0], [0.0, 0.0]])
+    assert np.all(np.isinf(out[0]))
+    np.testing.assert_array_equal(out[1], [0.0, 0.0])
+
+
+def test_project_accepts_flat_input():
+    np.testing.assert_array_equal(project(shift(1, 2), np.array([3.0, 4.0])), [[4.0, 6.0]])
+
+
+# --- normalize_h -----------------------------------------------------------------------------------
+
+
+def test_normalize_h_scale_invariant():
+    out = normalize_h(-2.5 * PROJECTIVE)
+    assert out[2, 2] == 1.0
+    np.testing.assert_allclose(out, PROJECTIVE, rtol=1e-12)
+    np.testing.assert_allclose(normalize_h(PROJECTIVE.ravel().tolist()), PROJECTIVE, rtol=1e-12)
+
+
+def test_normalize_h_zero_corner_uses_frobenius_norm():
+    Hz = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])  # H[2, 2] == 0
+    out = normalize_h(5.0 * Hz)
+    assert np.linalg.norm(out) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(out, Hz / np.linalg.norm(Hz), rtol=1e-12)
+
+
+# --- scale_h ---------------------------------------------------------------------------------------
+
+
+def test_scale_h_shift_known_answer():
+    # both images halved (cv2.resize: x' = (x + 0.5) / 2 - 0.5): a 40 px shift becomes 20 px
+    np.testing.assert_allclose(scale_h(shift(40, -10), 0.5, 0.5), shift(20, -5), atol=1e-12)
+    # only dst scaled by 2: x_dst' = 2 (x + 40) + 0.5
+    np.testing.assert_allclose(scale_h(shift(40, 0), 1.0, 2.0), shift(0.5, 0.5) @ np.diag([2.0, 2.0, 1.0]) @ shift(40, 0),
+                               atol=1e-12)
+
+
+def test_scale_h_maps_scaled_points():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform([0, 0], [W, H], (50, 2))
+    for s_src, s_dst in [(0.5, 0.5), (0.25, 0.8), (2.0, 1.0)]:
+        Hs = scale_h(PROJECTIVE, s_src, s_dst)
+        np.testing.assert_allclose(project(Hs, project(resize_matrix(s_src), pts)),
+                                   project(resize_matrix(s_dst), project(PROJECTIVE, pts)), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(resize_matrix(s_src)[0], [s_src, 0.0, 0.5 * (s_src - 1)])
+
+
+def test_scale_h_round_trip():
+    Hs = scale_h(PROJECTIVE, 0.37, 0.61)
+    np.testing.assert_allclose(scale_h(Hs, 1 / 0.37, 1 / 0.61), normalize_h(PROJECTIVE), rtol=1e-9, atol=1e-12)
+
+
+# --- transfer_errors -------------------------------------------------------------------------------
+
+
+def test_transfer_errors_shift_known_answer():
+    src = np.array([[10.0, 10.0], [20.0, 30.0], [100.0, 5.0], [300.0, 200.0]])
+    offsets = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    dst = src + [5.0, -7.0] + offsets
+    np.testing.assert_allclose(transfer_errors(shift(5, -7), src, dst), [0.0, 1.0, 2.0, 5.0], atol=1e-12)
+
+
+def test_transfer_errors_is_symmetric_rms():
+    # H doubles coordinates: a 2 px error in dst is a 1 px error back in src -> sqrt((4 + 1) / 2)
+    H2 = np.diag([2.0, 2.0, 1.0])
+    src = np.array([[10.0, 10.0]])
+    dst = 2.0 * src + [2.0, 0.0]
+    np.testing.assert_allclose(transfer_errors(H2, src, dst), [math.sqrt(2.5)], rtol=1e-12)
+
+
+def test_transfer_errors_empty_and_singular():
+    assert transfer_errors(np.eye(3), np.zeros((0, 2)), np.zeros((0, 2))).shape == (0,)
+    singular = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    e = transfer_errors(singular, [[1.0, 2.0], [3.0, 4.0]], [[1.0, 0.0], [3.0, 0.0]])
+    assert e.shape == (2,) and np.all(np.isinf(e))
+
+
+# --- corner_error / point_error --------------------------------------------------------------------
+
+
+def test_image_corners_order():
+    np.testing.assert_array_equal(image_corners(W, H), [[0, 0], [W, 0], [W, H], [0, H]])
+
+
+def test_corner_error_of_shift_is_shift_length():
+    assert corner_error(shift(3, 4), np.eye(3), W, H) == pytest.approx(5.0, abs=1e-12)
+    assert corner_error(shift(-37, 23) @ shift(3, 4), shift(-37, 23), W, H) == pytest.approx(5.0, abs=1e-9)
+    assert corner_error(PROJECTIVE, 7.0 * PROJECTIVE, W, H) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_corner_error_half_turn_is_diagonal():
+    # a 180 degree turn about the centre sends every corner to the opposite one: error = diagonal = 800 px
+    assert corner_error(rotation_about(180, W / 2, H / 2), np.eye(3), W, H) == pytest.approx(800.0, rel=1e-12)
+
+
+def test_corner_error_none_and_infinite():
+    assert corner_error(None, np.eye(3), W, H) == float("inf")
+    through_infinity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0 / W, 0.0, 1.0]])  # w = 0 at x = W
+    assert corner_error(through_infinity, np.eye(3), W, H) == float("inf")
+
+
+def test_point_error_known_answer():
+    src = np.array([[0.0, 0.0], [10.0, 0.0]])
+    dst = np.array([[1.0, 0.0], [10.0, 3.0]])
+    assert point_error(np.eye(3), src, dst) == pytest.approx(2.0)  # (1 + 3) / 2
+    assert point_error(None, src, dst) == float("inf")
+
+
+def test_exception():
+    with pytest.raises(ValueError):
+        normalize_h(np.ones(8))  # not 9 numbers
