@@ -175,6 +175,14 @@ def print_homography_result(result: BenchResult, console: Console, per_pair: boo
         console.print(f"{head} none")
     ratio = result.time_ratio_vs_magsac
     console.print(f"median time ratio vs SIFT+MAGSAC: {'n/a' if ratio is None else f'{ratio:.2f}'}")
+    if result.gt_checks:
+        bad = [c for c in result.gt_checks if c.inconsistent]
+        console.print(f"ground truth vs the images (median residual on SIFT matches within 5 px of H_gt): "
+                      f"{len(bad)} of {len(result.gt_checks)} pairs have an H_gt that leaves > 2x (and > 1 px) "
+                      "the residual of a homography fitted to the same matches")
+        for c in bad:
+            console.print(f"  {c.subset}/{c.name}: H_gt {fmt_num(c.gt_residual, 2)} px vs fitted "
+                          f"{fmt_num(c.fit_residual, 2)} px on {c.matches} matches")
 
 
 @click.group(
@@ -204,6 +212,8 @@ def bench() -> None:
     help="Also write the full result (summaries and per-pair rows) as JSON to this file.",
 )
 @click.option("--per-pair", is_flag=True, help="Print the per-pair error table too.")
+@click.option("--check-gt", is_flag=True,
+              help="Also check how well each H_gt fits the images (untimed diagnostic; flags biased GT).")
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -225,6 +235,7 @@ def homography_cmd(
     per_pair: bool,
     limit: int | None,
     methods: tuple[str, ...],
+    check_gt: bool,
 ) -> None:
     """Homography accuracy on DIRECTORY (homography_gt, or its oxford_affine/ or homogr/ folder).
 
@@ -240,6 +251,7 @@ def homography_cmd(
                 seed=seed,
                 progress=progress,
                 limit=limit,
+                check_gt=check_gt,
             )
         print_homography_result(result, stdout_console(), per_pair=per_pair)
         if json_path is not None:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from cli.bench_cmd import bench, progress_bar, stderr_console
+from cli.compare_cmd import compare
 from stitch import __version__
 from stitch.errors import StitchError
 from stitch.features import DETECTOR_CHOICES
@@ -50,6 +51,7 @@ def cli() -> None:
 
 
 cli.add_command(bench)
+cli.add_command(compare)
 
 
 def _one_line(text: str) -> str:
@@ -64,6 +66,9 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
                           f"(use one of {', '.join(IMAGE_EXTENSIONS)})")
     if output.is_dir():
         raise StitchError(f"{output}: is a folder; give an output file name such as {output / 'pano.jpg'}")
+    parent = next((p for p in output.resolve().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise StitchError(f"{output}: cannot write there ({parent} is not a writable folder)")
     target = output.resolve()
     for p in inputs:
         if p.resolve() == target or (output.exists() and os.path.samefile(p, output)):
@@ -144,7 +149,10 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
         else:
             with progress_bar("stitch", console) as progress:
                 pano = stitch_images(paths, progress=progress, **options)
-    write_image_atomic(output, pano.image)
+    try:
+        write_image_atomic(output, pano.image)
+    except OSError as exc:
+        raise StitchError(f"{output}: cannot write the panorama ({exc.strerror or exc})") from None
     if as_json:
         click.echo(json.dumps(_summary(output, pano), indent=2))
     elif not quiet:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError, StitchError
-from .geometry import corner_error, point_error
+from .geometry import corner_error, point_error, project
 from .io import IMAGE_EXTENSIONS, read_image, read_matrix
 
 # --- names and defaults ------------------------------------------------------------------------------
@@ -451,6 +451,37 @@ def run_project(
     }
 
 
+# --- ground-truth consistency ------------------------------------------------------------------------
+
+
+@dataclass
+class GTCheck:
+    """How well H_gt explains the images: median residual (px) of H_gt vs of a homography fitted to the same matches."""
+
+    subset: str
+    name: str
+    matches: int
+    gt_residual: float
+    fit_residual: float
+
+    @property
+    def inconsistent(self) -> bool:
+        """True when H_gt leaves clearly more residual than the best-fitting homography (a biased GT)."""
+        return self.gt_residual > max(1.0, 2.0 * self.fit_residual)
+
+
+def gt_consistency(pair: GTPair, src_bgr: np.ndarray, dst_bgr: np.ndarray, radius: float = 5.0) -> GTCheck:
+    """Residuals of H_gt and of a least-squares H on the SIFT matches within ``radius`` px of H_gt (diagnostic)."""
+    src, dst = sift_ratio_matches(src_bgr, dst_bgr)
+    e = np.linalg.norm(project(pair.H_gt, src) - dst, axis=1) if len(src) else np.zeros(0)
+    inl = e < radius
+    if inl.sum() < 8:
+        return GTCheck(pair.subset, pair.name, int(inl.sum()), math.nan, math.nan)
+    H, _ = cv2.findHomography(src[inl].astype(np.float64), dst[inl].astype(np.float64), 0)
+    fit = np.linalg.norm(project(H, src[inl]) - dst[inl], axis=1) if H is not None else np.full(1, math.nan)
+    return GTCheck(pair.subset, pair.name, int(inl.sum()), float(np.median(e[inl])), float(np.median(fit)))
+
+
 # --- the benchmark -----------------------------------------------------------------------------------
 
 
@@ -490,6 +521,7 @@ class BenchResult:
     regressions: list[Regression]
     time_ratio_vs_magsac: float | None
     seconds: float = 0.0
+    gt_checks: list[GTCheck] = field(default_factory=list)
 
     def errors_by_pair(self) -> dict[tuple[str, str], dict[str, float]]:
         """{(subset, name): {method: error}} in row order."""
@@ -513,6 +545,7 @@ class BenchResult:
                 "summaries": {k: [_summary_json(s) for s in v] for k, v in self.summaries.items()},
                 "regressions": [vars(r) for r in self.regressions],
                 "median_time_ratio_vs_sift_magsac": self.time_ratio_vs_magsac,
+                "gt_checks": [dict(vars(c), inconsistent=c.inconsistent) for c in self.gt_checks],
                 "rows": [vars(r) for r in self.rows],
             }
         )
@@ -620,6 +653,7 @@ def run_homography_bench(
     limit: int | None = None,
     estimator: EstimatorFn | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    check_gt: bool = False,
 ) -> BenchResult:
     """Run the real-homography benchmark (DESIGN §4) on ``root`` (see ``load_homography_gt``).
 
@@ -627,6 +661,7 @@ def run_homography_bench(
     ``options`` go to the estimator as keyword arguments (e.g. ``preset``); ``seed`` too.
     ``limit``: only the first N pairs of each subset. ``estimator`` defaults to
     ``stitch.estimate_homography``. Each pair's images are read once; reading is not timed.
+    ``check_gt``: also run the untimed ground-truth consistency diagnostic (``gt_consistency``) per pair.
     """
     methods = list(dict.fromkeys(methods))
     bad = [m for m in methods if m not in HOMOGRAPHY_METHOD_CHOICES]
@@ -644,6 +679,7 @@ def run_homography_bench(
 
     t_start = time.perf_counter()
     rows: list[PairRow] = []
+    checks: list[GTCheck] = []
     if progress:
         progress(0, len(pairs), "")
     for i, pair in enumerate(pairs):
@@ -661,6 +697,8 @@ def run_homography_bench(
                 rows.append(
                     PairRow(pair.subset, pair.name, m, homography_error(pair, o.H, size), o.seconds, o.detail)
                 )
+        if check_gt:
+            checks.append(gt_consistency(pair, src, dst))
         if progress:
             progress(i + 1, len(pairs), pair.label)
 
@@ -675,4 +713,5 @@ def run_homography_bench(
         regressions=find_regressions(rows),
         time_ratio_vs_magsac=median_time_ratio(rows),
         seconds=time.perf_counter() - t_start,
+        gt_checks=checks,
     )

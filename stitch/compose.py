@@ -5,8 +5,9 @@ seams.py, blend.py) replace it later. Memory stays bounded: the canvas is filled
 most ``strip_pixels`` pixels, and each strip warps only the images that touch it, one at a time, so no
 full-canvas float buffer or list of full-canvas images is ever held.
 
-feather: each image contributes with weight (distance to its nearest border + 1) / max, warped with it,
-so seams fade linearly across the overlap; average: every covering image counts equally.
+feather: each image contributes with weight (distance to its nearest border + 1) / max, evaluated at the
+source position of every canvas pixel, so seams fade linearly across the overlap; average: every covering
+image counts equally.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
-from .warp import Canvas, feather_weight, warp_image
+from .warp import Canvas, warp_image
 
 COMPOSITE_CHOICES = ("feather", "average")
 DEFAULT_COMPOSITE = "feather"
@@ -56,8 +57,7 @@ def composite(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], 
         acc = np.zeros((y1 - y0, width, 3), np.float32)
         wsum = np.zeros((y1 - y0, width), np.float32)
         for i, (img, H) in enumerate(zip(images, homographies)):
-            weight = feather_weight(img.shape[1], img.shape[0]) if method == "feather" else None
-            wi = warp_image(img, H, canvas, i, region=(0, y0, width, y1), weight=weight)
+            wi = warp_image(img, H, canvas, i, region=(0, y0, width, y1), feather=method == "feather")
             if wi is None:
                 continue
             w = wi.weight if wi.weight is not None else wi.mask.astype(np.float32)

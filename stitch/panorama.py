@@ -519,6 +519,61 @@ def _warn(msg: str, sink: list[str]) -> None:
     warnings.warn(msg, stacklevel=3)
 
 
+def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[np.ndarray], list[str], list]:
+    """(images (H, W, 3) uint8, names, dropped [(name, reason)]) of the readable inputs; needs >= 2 of them."""
+    if isinstance(inputs, (str, bytes, np.ndarray)) or not hasattr(inputs, "__len__"):
+        raise ConfigError("paths_or_arrays: expected a list of image paths or arrays")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_images(list(inputs))
+    for w in caught:
+        _warn(str(w.message), notes)
+    dropped = []
+    for s in loaded.skipped:
+        name, _, reason = s.partition(": ")
+        dropped.append((name, f"unreadable: {reason}"))
+    if len(loaded.images) < 2:
+        got = f"got {len(loaded.images)}" + (f": {', '.join(loaded.names)}" if loaded.names else "")
+        skipped = f" ({len(dropped)} unreadable: {', '.join(n for n, _ in dropped)})" if dropped else ""
+        raise StitchError(f"need at least 2 images, {got}{skipped}")
+    return loaded.images, loaded.names, dropped
+
+
+def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
+                    notes: list[str]) -> tuple[list[np.ndarray], list[str]]:
+    """Images and names without exact duplicates (same shape and pixels); each dropped one is recorded."""
+    seen: dict[str, int] = {}
+    keep: list[int] = []
+    for k, img in enumerate(images):
+        digest = hashlib.sha1(repr(img.shape).encode() + img.tobytes()).hexdigest()
+        if digest in seen:
+            reason = f"identical to {names[seen[digest]]}"
+            dropped.append((names[k], reason))
+            _warn(f"dropped {names[k]}: {reason}", notes)
+        else:
+            seen[digest] = k
+            keep.append(k)
+    return [images[k] for k in keep], [names[k] for k in keep]
+
+
+def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
+                      why: dict[tuple[int, int], tuple[float, str]], dropped: list, notes: list[str]) -> list[int]:
+    """Nodes of the largest connected component (ties: the one with the first image); others are dropped."""
+    comps = _components(n, [(e.i, e.j) for e in edges])
+    main = max(comps, key=len)
+    for c in comps:
+        if c is main:
+            continue
+        for k in c:
+            tries = [(why[p][0], why[p][1], names[m]) for m in main if (p := (min(k, m), max(k, m))) in why]
+            best = max(tries, default=(float("-inf"), "", ""))
+            reason = "no reliable overlap with the rest of the panorama" + (
+                f" (best pair: {best[1]} with {best[2]})" if math.isfinite(best[0]) else "")
+            dropped.append((names[k], reason))
+            _warn(f"dropped {names[k]}: {reason}", notes)
+    return main
+
+
 def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT_PRESET, detector: str | None = None,
                   projection: str = DEFAULT_PANORAMA_PROJECTION, seed: int = 0,
                   work_megapix: float = DEFAULT_WORK_MEGAPIX, max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS,
@@ -532,37 +587,9 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
     t0 = time.perf_counter()
     cfg = PanoramaConfig.from_options(preset=preset, detector=detector, projection=projection, seed=seed,
                                       work_megapix=work_megapix, max_canvas_pixels=max_canvas_pixels, **options)
-    if isinstance(paths_or_arrays, (str, bytes, np.ndarray)) or not hasattr(paths_or_arrays, "__len__"):
-        raise ConfigError("paths_or_arrays: expected a list of image paths or arrays")
     notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loaded = load_images(list(paths_or_arrays))
-    dropped: list[tuple[str, str]] = []
-    for msg in (str(w.message) for w in caught):
-        _warn(msg, notes)
-    for s in loaded.skipped:
-        name, _, reason = s.partition(": ")
-        dropped.append((name, f"unreadable: {reason}"))
-    images, names = loaded.images, loaded.names
-    if len(images) < 2:
-        got = f"got {len(images)}" + (f": {', '.join(names)}" if names else "")
-        skipped = f" ({len(loaded.skipped)} unreadable: {', '.join(n for n, _ in dropped)})" if dropped else ""
-        raise StitchError(f"need at least 2 images, {got}{skipped}")
-
-    # exact duplicates
-    seen: dict[str, int] = {}
-    keep: list[int] = []
-    for k, img in enumerate(images):
-        digest = hashlib.sha1(repr(img.shape).encode() + img.tobytes()).hexdigest()
-        if digest in seen:
-            reason = f"identical to {names[seen[digest]]}"
-            dropped.append((names[k], reason))
-            _warn(f"dropped {names[k]}: {reason}", notes)
-        else:
-            seen[digest] = k
-            keep.append(k)
-    images, names = [images[k] for k in keep], [names[k] for k in keep]
+    images, names, dropped = read_inputs(paths_or_arrays, notes)
+    images, names = drop_duplicates(images, names, dropped, notes)
     n = len(images)
     sizes = [(img.shape[1], img.shape[0]) for img in images]
 
@@ -575,24 +602,14 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
         raise NoOverlapError(f"no two images overlap: {', '.join(names)} (try preset='exhaustive' or "
                              "detector='asift', or check that the images show the same scene)")
 
-    # largest connected component
-    comps = _components(n, [(e.i, e.j) for e in edges])
-    main = max(comps, key=len)
-    for c in comps:
-        if c is main:
-            continue
-        for k in c:
-            tries = [(why[p][0], why[p][1], names[m]) for m in main if (p := (min(k, m), max(k, m))) in why]
-            best = max(tries, default=(float("-inf"), "", ""))
-            reason = "no reliable overlap with the rest of the panorama" + (
-                f" (best pair: {best[1]} with {best[2]})" if math.isfinite(best[0]) else "")
-            dropped.append((names[k], reason))
-            _warn(f"dropped {names[k]}: {reason}", notes)
+    main = largest_component(n, edges, names, why, dropped, notes)
     edges = [e for e in edges if e.i in main and e.j in main]
     ref = choose_reference(main, edges)
     Hs = spanning_tree_homographies(main, edges, ref)
     rms0 = rms1 = None
     if edges and cfg.adjust:
+        if progress is not None:
+            progress(0, 1, f"adjusting {len(main) - 1} homographies over {len(edges)} pairs")
         scale = float(np.mean([A[k][0, 0] for k in main]))
         Hs, rms0, rms1 = adjust_homographies(Hs, ref, edges, {k: sizes[k] for k in main}, cfg.loss,
                                              cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed)

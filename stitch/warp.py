@@ -226,7 +226,7 @@ def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int,
 class WarpedImage:
     """One image warped onto part of the canvas: image (h, w, 3) uint8, mask (h, w) bool, weight (h, w) float32.
 
-    offset (x, y): canvas pixel of the crop's top-left corner.
+    offset (x, y): canvas pixel of the crop's top-left corner; weight is None unless feathering was asked.
     """
 
     image: np.ndarray
@@ -240,76 +240,87 @@ def _intersect(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tu
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def inverse_maps(H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(map_x, map_y) (h, w) float32: the image pixel seen at each canvas pixel of region (x0, y0, x1, y1).
+def _separable_points(canvas: Canvas, region: tuple[int, int, int, int]):
+    """Reference-plane points of region's canvas pixels as p[r, c] = alpha[r] * A[c] + beta[r] * B.
 
-    Canvas pixels whose ray is behind the image's camera get -1e6 (outside any image).
+    Returns alpha (h,), A (w, 3), beta (h,), B (3,): every projection here is separable in (column, row),
+    which keeps the per-pixel work to a few multiply-adds (same points as Projection.inverse).
     """
     x0, y0, x1, y1 = region
-    uu, vv = np.meshgrid(np.arange(x0, x1, dtype=np.float64) + canvas.offset[0],
-                         np.arange(y0, y1, dtype=np.float64) + canvas.offset[1])
-    p = canvas.projection.inverse(np.stack([uu.ravel(), vv.ravel()], axis=1))
-    q = p @ np.linalg.inv(_positive_det(H)).T
-    valid = q[:, 2] > 1e-12
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xy = q[:, :2] / q[:, 2:3]
-    xy[~valid] = -1e6
-    xy = np.clip(np.nan_to_num(xy, nan=-1e6), -1e6, 1e6)
-    shape = (y1 - y0, x1 - x0)
-    return xy[:, 0].reshape(shape).astype(np.float32), xy[:, 1].reshape(shape).astype(np.float32)
+    u = np.arange(x0, x1, dtype=np.float64) + canvas.offset[0]
+    v = np.arange(y0, y1, dtype=np.float64) + canvas.offset[1]
+    proj = canvas.projection
+    if proj.kind == "plane":
+        return np.ones_like(v), np.stack([u, np.zeros_like(u), np.ones_like(u)], 1), v, np.array([0.0, 1.0, 0.0])
+    f, (cx, cy) = proj.focal, proj.center
+    s, c = np.sin(u / f), np.cos(u / f)
+    A = np.stack([f * s + cx * c, cy * c, c], 1)
+    B = np.array([0.0, f, 0.0])
+    if proj.kind == "cylindrical":
+        return np.ones_like(v), A, v / f, B
+    return np.cos(v / f), A, np.sin(v / f), B
 
 
-def _warp_tile(img: np.ndarray, H: np.ndarray, canvas: Canvas, tile: tuple[int, int, int, int], interp: int,
-               border: int) -> np.ndarray:
-    x0, y0, x1, y1 = tile
-    if canvas.projection.kind == "plane":
-        T = np.array([[1.0, 0, -(x0 + canvas.offset[0])], [0, 1.0, -(y0 + canvas.offset[1])], [0, 0, 1.0]])
-        return cv2.warpPerspective(img, T @ H, (x1 - x0, y1 - y0), flags=interp, borderMode=border)
-    mx, my = inverse_maps(H, canvas, tile)
-    return cv2.remap(img, mx, my, interp, borderMode=border)
+def inverse_maps(H: np.ndarray, canvas: Canvas,
+                 region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(map_x, map_y, valid) (h, w): the image pixel seen at each canvas pixel of region (x0, y0, x1, y1).
+
+    map_x/map_y float32 image px for cv2.remap; valid (h, w) bool is False where the canvas ray is behind
+    the image's camera (there the maps hold -1).
+    """
+    alpha, A, beta, B = _separable_points(canvas, region)
+    Hinv = np.linalg.inv(_positive_det(H))
+    Ah, Bh = A @ Hinv.T, Hinv @ B
+    a, b = alpha[:, None].astype(np.float32), beta[:, None].astype(np.float32)
+    q = [a * Ah[None, :, k].astype(np.float32) + b * np.float32(Bh[k]) for k in range(3)]
+    valid = q[2] > 1e-9
+    z = np.where(valid, q[2], np.float32(1.0))
+    mx = np.where(valid, q[0] / z, np.float32(-1.0))
+    my = np.where(valid, q[1] / z, np.float32(-1.0))
+    return mx.astype(np.float32), my.astype(np.float32), valid
 
 
-def warp_array(img: np.ndarray, H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int],
-               interp: int = cv2.INTER_LINEAR, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
-    """Warp img (h, w[, C]) by H (3, 3, image -> reference) onto canvas region (x0, y0, x1, y1), tile by tile."""
-    x0, y0, x1, y1 = region
-    out = np.zeros((y1 - y0, x1 - x0) + img.shape[2:], dtype=img.dtype)
-    for ty in range(y0, y1, MAX_TILE_SIDE):
-        for tx in range(x0, x1, MAX_TILE_SIDE):
-            t = (tx, ty, min(tx + MAX_TILE_SIDE, x1), min(ty + MAX_TILE_SIDE, y1))
-            out[t[1] - y0:t[3] - y0, t[0] - x0:t[2] - x0] = _warp_tile(img, H, canvas, t, interp, border)
-    return out
+def _border_weight(mx: np.ndarray, my: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Feather weight at image coordinates: (distance to the nearest border + 1) / its maximum, float32."""
+    d = np.minimum(np.minimum(mx + 1.0, width - mx), np.minimum(my + 1.0, height - my))
+    return np.clip(d / ((min(width, height) + 1) / 2.0), 0.0, 1.0).astype(np.float32)
 
 
 def feather_weight(width: int, height: int) -> np.ndarray:
-    """(height, width) float32 weight in (0, 1]: distance to the nearest image border + 1, over its maximum."""
-    wx = np.minimum(np.arange(width), np.arange(width)[::-1]) + 1.0
-    wy = np.minimum(np.arange(height), np.arange(height)[::-1]) + 1.0
-    w = np.minimum.outer(wy, wx).astype(np.float32)
-    return w / w.max()
+    """(height, width) float32 feather weight of an unwarped image (what warp_image uses, at pixel centres)."""
+    mx, my = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return _border_weight(mx, my, width, height)
 
 
 def warp_image(img: np.ndarray, H: np.ndarray, canvas: Canvas, index: int,
-               region: tuple[int, int, int, int] | None = None,
-               weight: np.ndarray | None = None) -> WarpedImage | None:
-    """Warp img (h, w, 3) uint8 (image ``index`` of the canvas) onto its box, cut to region; None if disjoint.
+               region: tuple[int, int, int, int] | None = None, feather: bool = False) -> WarpedImage | None:
+    """Warp img (h, w, C) (image ``index`` of the canvas, H (3, 3) image -> reference) onto its canvas box.
 
-    weight: optional (h, w) float32 per-pixel weight to warp along (e.g. feather_weight); the mask marks
-    canvas pixels that see the image.
+    Only the part inside region (x0, y0, x1, y1) is warped (None if that is empty), tile by tile
+    (cv2.remap, bilinear). mask marks the canvas pixels that see the image; feather adds its weight.
     """
     box = canvas.boxes[index]
-    r = _intersect(box, region) if region is not None else (box if box[2] > box[0] and box[3] > box[1] else None)
+    r = _intersect(box, region if region is not None else box)
     if r is None:
         return None
     h, w = img.shape[:2]
-    warped = warp_array(img, H, canvas, r, cv2.INTER_LINEAR, cv2.BORDER_REFLECT)
-    if weight is not None:
-        wmap = warp_array(np.asarray(weight, np.float32), H, canvas, r, cv2.INTER_LINEAR, cv2.BORDER_CONSTANT)
-        mask = warp_array(np.full((h, w), 255, np.uint8), H, canvas, r, cv2.INTER_NEAREST) > 0
-        wmap[~mask] = 0.0
-    else:
-        mask = warp_array(np.full((h, w), 255, np.uint8), H, canvas, r, cv2.INTER_NEAREST) > 0
-        wmap = None
+    x0, y0, x1, y1 = r
+    out = np.zeros((y1 - y0, x1 - x0) + img.shape[2:], dtype=img.dtype)
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    weight = np.zeros((y1 - y0, x1 - x0), np.float32) if feather else None
+    for ty in range(y0, y1, MAX_TILE_SIDE):
+        for tx in range(x0, x1, MAX_TILE_SIDE):
+            tile = (tx, ty, min(tx + MAX_TILE_SIDE, x1), min(ty + MAX_TILE_SIDE, y1))
+            mx, my, valid = inverse_maps(H, canvas, tile)
+            inside = valid & (mx > -0.5) & (mx < w - 0.5) & (my > -0.5) & (my < h - 0.5)
+            if not inside.any():
+                continue
+            sl = (slice(tile[1] - y0, tile[3] - y0), slice(tile[0] - x0, tile[2] - x0))
+            out[sl] = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            mask[sl] = inside
+            if weight is not None:
+                weight[sl] = np.where(inside, _border_weight(mx, my, w, h), np.float32(0.0))
     if not mask.any():
         return None
-    return WarpedImage(warped, mask, wmap, (r[0], r[1]))
+    out[~mask] = 0
+    return WarpedImage(out, mask, weight, (x0, y0))
