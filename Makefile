@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test samples bench lint
+.PHONY: venv demo test browser samples bench lint
 
 venv: $(STAMP)
 
@@ -19,8 +19,14 @@ demo: venv
 	$(BIN)/stitch run data/samples/pano3 -o out/pano3.jpg
 	@echo "panorama written to $(CURDIR)/out/pano3.jpg"
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest -q
+
+# headless Chromium for the HTML-report browser test (Debian's package; the test skips when it is missing)
+browser:
+	-@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium unavailable: the browser test will skip"
 
 samples: venv
 	$(BIN)/python scripts/make_samples.py

@@ -32,8 +32,12 @@ from stitch.select import DEFAULT_PRESET, PRESET_CHOICES
 @contextmanager
 def status_line(description: str) -> Iterator[Callable[[str], None]]:
     """A transient rich spinner on stderr (only on a terminal); yields ``say(message)`` to update its text."""
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
-               TextColumn("{task.fields[msg]}"))
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[msg]}"),
+    )
     con = stderr_console()
     with Progress(*columns, console=con, transient=True, disable=not con.is_terminal) as bar:
         task = bar.add_task(description, total=None, msg="")
@@ -45,16 +49,22 @@ def _print_summary(report: CompareReport) -> None:
     w = report.winner_row
     head = f"{escape(report.src_name)} -> {escape(report.dst_name)}:"
     if w is None:
-        con.print(f"{head} no winner ({escape(report.pipeline_error or 'the pipeline failed')}); "
-                  f"{len(report.rows)} rows")
+        con.print(
+            f"{head} no winner ({escape(report.pipeline_error or 'the pipeline failed')}); "
+            f"{len(report.rows)} rows"
+        )
         return
-    line = (f"{head} winner #{w.id} {escape(str(w.params.get('from')))} refined by {w.params.get('refined_by')}, "
-            f"score {fmt_num(w.score, 4)}, {w.inliers}/{w.matches} inliers; {len(report.rows)} rows")
+    line = (
+        f"{head} winner #{w.id} {escape(str(w.params.get('from')))} refined by {w.params.get('refined_by')}, "
+        f"score {fmt_num(w.score, 4)}, {w.inliers}/{w.matches} inliers; {len(report.rows)} rows"
+    )
     gs = report.gt_summary()
     if gs is not None:
         verdict = "best or within" if gs["winner_is_best"] else "NOT within"
-        line += (f"; {gs['error_kind']} error {fmt_num(gs['winner_error'], 3)} px "
-                 f"(smallest {fmt_num(gs['best_error'], 3)} px: {verdict} {gs['winner_within_px']:g} px)")
+        line += (
+            f"; {gs['error_kind']} error {fmt_num(gs['winner_error'], 3)} px "
+            f"(smallest {fmt_num(gs['best_error'], 3)} px: {verdict} {gs['winner_within_px']:g} px)"
+        )
     con.print(line)
 
 
@@ -66,27 +76,72 @@ def _print_summary(report: CompareReport) -> None:
     "the refiners applied to the winning candidate, and the OpenCV baselines SIFT+RANSAC and SIFT+MAGSAC, "
     "all scored with the same quality score. With --gt each row gets its error against the ground truth.",
 )
-@click.argument("inputs", nargs=-1, required=True, metavar="SRC DST | FOLDER", type=click.Path(path_type=Path))
-@click.option("--report", "report_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the HTML report here.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the numbers as JSON (schema_version 1; the schema is in stitch/report.py).")
-@click.option("--gt", "gt_path", type=click.Path(path_type=Path), default=None,
-              help="Ground-truth 3x3 matrix file (src -> dst px); adds the error column.")
-@click.option("--gt-points", "gt_points", type=click.Path(path_type=Path), default=None,
-              help="Annotated points (N x 6: xA yA wA xB yB wB, as homogr's *_vpts.txt); the error becomes "
-              "the mean error on these points instead of the corner error. Needs --gt.")
-@click.option("--methods", "methods", multiple=True, metavar="LIST",
-              help=f"Comma-separated rows to add (repeatable): {', '.join(COMPARE_METHOD_CHOICES)}. "
-              f"Estimator names keep only their candidates; 'all-levels' also runs the feature levels the "
-              f"pipeline did not escalate to. Default: {','.join(DEFAULT_METHODS)}.")
-@click.option("--preset", type=click.Choice(PRESET_CHOICES), default=DEFAULT_PRESET, show_default=True,
-              help="Pipeline preset.")
+@click.argument(
+    "inputs", nargs=-1, required=True, metavar="SRC DST | FOLDER", type=click.Path(path_type=Path)
+)
+@click.option(
+    "--report",
+    "report_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the HTML report here.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the numbers as JSON (schema_version 1; the schema is in stitch/report.py).",
+)
+@click.option(
+    "--gt",
+    "gt_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Ground-truth 3x3 matrix file (src -> dst px); adds the error column.",
+)
+@click.option(
+    "--gt-points",
+    "gt_points",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Annotated points (N x 6: xA yA wA xB yB wB, as homogr's *_vpts.txt); the error becomes "
+    "the mean error on these points instead of the corner error. Needs --gt.",
+)
+@click.option(
+    "--methods",
+    "methods",
+    multiple=True,
+    metavar="LIST",
+    help=f"Comma-separated rows to add (repeatable): {', '.join(COMPARE_METHOD_CHOICES)}. "
+    f"Estimator names keep only their candidates; 'all-levels' also runs the feature levels the "
+    f"pipeline did not escalate to. Default: {','.join(DEFAULT_METHODS)}.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_CHOICES),
+    default=DEFAULT_PRESET,
+    show_default=True,
+    help="Pipeline preset.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robust estimators.")
-@click.option("--deep", "include_deep", is_flag=True,
-              help="Add the deep refiner row (skipped with a note when stitch.deep is unavailable).")
-def compare(inputs: tuple[Path, ...], report_path: Path, json_path: Path | None, gt_path: Path | None,
-            gt_points: Path | None, methods: tuple[str, ...], preset: str, seed: int, include_deep: bool) -> None:
+@click.option(
+    "--deep",
+    "include_deep",
+    is_flag=True,
+    help="Add the deep refiner row (skipped with a note when stitch.deep is unavailable).",
+)
+def compare(
+    inputs: tuple[Path, ...],
+    report_path: Path,
+    json_path: Path | None,
+    gt_path: Path | None,
+    gt_points: Path | None,
+    methods: tuple[str, ...],
+    preset: str,
+    seed: int,
+    include_deep: bool,
+) -> None:
     """The `stitch compare` command."""
     try:
         meths = parse_methods(methods or None, include_deep)
@@ -98,17 +153,29 @@ def compare(inputs: tuple[Path, ...], report_path: Path, json_path: Path | None,
             with status_line("compare") as say:
                 result = compare_folder(inputs[0], methods=meths, preset=preset, seed=seed, progress=say)
                 say("writing the report")
-                write_html(result.reports, report_path, result.screening, title=f"stitch compare: {inputs[0]}")
+                write_html(
+                    result.reports, report_path, result.screening, title=f"stitch compare: {inputs[0]}"
+                )
                 if json_path is not None:
                     write_json(result.reports, json_path, result.screening)
             for r in result.reports:
                 _print_summary(r)
             skipped = sum(not s["accepted"] for s in result.screening)
-            stdout_console().print(f"{len(result.reports)} overlapping pair(s) compared, {skipped} pair(s) screened out")
+            stdout_console().print(
+                f"{len(result.reports)} overlapping pair(s) compared, {skipped} pair(s) screened out"
+            )
         elif len(inputs) == 2:
             with status_line("compare") as say:
-                report = compare_homographies(inputs[0], inputs[1], gt=gt_path, gt_points=gt_points,
-                                              methods=meths, preset=preset, seed=seed, progress=say)
+                report = compare_homographies(
+                    inputs[0],
+                    inputs[1],
+                    gt=gt_path,
+                    gt_points=gt_points,
+                    methods=meths,
+                    preset=preset,
+                    seed=seed,
+                    progress=say,
+                )
                 say("writing the report")
                 report.to_html(report_path)
                 if json_path is not None:

@@ -21,6 +21,8 @@ _EXPORTS = {
     "EstimationError": "stitch.errors",
     "ConfigError": "stitch.errors",
     "CanvasTooLargeError": "stitch.errors",
+    "compare_homographies": "stitch.report",
+    "CompareReport": "stitch.report",
 }
 
 __all__ = [

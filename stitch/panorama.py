@@ -63,7 +63,7 @@ LOSS_CHOICES = ("linear", "huber", "soft_l1", "cauchy")
 DEFAULT_LOSS = "soft_l1"
 #: Robust loss scale at the working resolution (px); scaled to full resolution per panorama.
 DEFAULT_LOSS_SCALE_PX = 1.5
-DEFAULT_MAX_POINTS_PER_EDGE = 400
+DEFAULT_MAX_POINTS_PER_EDGE = 200
 #: Above this many images the screening runs the 'fast' estimator grid on the first feature level.
 DEFAULT_FULL_GRID_MAX_IMAGES = 10
 #: 'auto' uses the plane unless its canvas exceeds this multiple of the summed image areas.
@@ -262,7 +262,7 @@ def _components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
 
 
 def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: PanoramaConfig,
-                progress: ProgressFn | None = None) -> tuple[list[tuple[int, int, Any]], dict[tuple[int, int], tuple[float, str]]]:
+                progress: ProgressFn | None = None) -> tuple[list[tuple[int, int, Any]], dict[tuple[int, int], Any]]:
     """Screen every pair of working images (h, w, 3); returns ([(i, j, HomographyResult)] accepted, reasons).
 
     The results' H and points are in working px (the caller converts them); reasons[(i, j)] says why a
@@ -432,8 +432,10 @@ def adjust_homographies(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[Pai
 
     8 parameters per non-reference image (G = Tref H T^-1 with G[2, 2] == 1, T normalising pixel
     coordinates, for conditioning); residuals: symmetric transfer errors in px (edge_residuals); robust
-    ``loss`` with scale ``f_scale`` px; analytic Jacobian. Returns (refined Hs, RMS transfer error
-    before, after) in px over the (subsampled, ``seed``) inliers; keeps the input when it does not improve.
+    ``loss`` with scale ``f_scale`` px; analytic sparse Jacobian; trust-region steps by LSMR (sparse
+    matrix-vector products: no dense SVD of the tall Jacobian, slow when BLAS threads compete).
+    Returns (refined Hs, RMS transfer error before, after) in px over the (subsampled, ``seed``) inliers;
+    keeps the input when it does not improve.
     """
     from scipy.optimize import least_squares  # scipy loads only when a panorama is adjusted
     from scipy.sparse import csr_matrix
@@ -463,21 +465,16 @@ def adjust_homographies(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[Pai
     if not free or not sub:
         return dict(Hs), _rms(r0), _rms(r0)
     n_rows, n_cols = len(r0), 8 * len(free)
-    dense = n_rows * n_cols <= 8_000_000
 
     def jac(x: np.ndarray) -> Any:
+        """Sparse (n_rows, n_cols) Jacobian: each residual depends on at most two images' 8 parameters."""
         blocks = _residuals(unpack(x), sub, col, T, Tref_inv, want_jac=True)[1]
-        if dense:
-            J = np.zeros((n_rows, n_cols))
-            for r, c, B in blocks:
-                J[r:r + len(B), 8 * c:8 * c + 8] = B
-            return J
         rows = np.concatenate([np.repeat(np.arange(r, r + len(B)), 8) for r, _, B in blocks])
         cols = np.concatenate([np.tile(np.arange(8 * c, 8 * c + 8), len(B)) for _, c, B in blocks])
         return csr_matrix((np.concatenate([B.ravel() for _, _, B in blocks]), (rows, cols)), shape=(n_rows, n_cols))
 
     sol = least_squares(lambda x: edge_residuals(unpack(x), sub), x0, jac=jac, loss=loss, f_scale=f_scale,
-                        method="trf", x_scale="jac", max_nfev=100)
+                        method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=100)
     refined = unpack(sol.x)
     r1 = edge_residuals(refined, sub)
     if not np.all(np.isfinite(sol.x)) or not np.isfinite(_rms(r1)) or _rms(r1) > _rms(r0):

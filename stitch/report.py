@@ -56,6 +56,10 @@ plain numbers except +-infinity, written as the strings ``"inf"`` / ``"-inf"``; 
              "score": float | "-inf", "parts": {"photometric", "ncc", "gc", "overlap", "support",
              "inlier_mass", "inlier_rms": float}, "rejected": str | null, "seconds": float,
              "error": float | "inf" | null, "note": str}
+          ],
+          "families": [                            # candidate rows grouped by estimator x feature setting
+            {"family": str, "trials": int, "rejected": int, "best_score": float | "-inf",
+             "best_row": int | null, "best_error": float | "inf" | null, "seconds": float}
           ]
         }
       ],
@@ -162,19 +166,30 @@ class Row:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (numbers still raw: pass through ``jsonable``)."""
         return {
-            "id": self.id, "kind": self.kind, "method": self.method, "family": self.family,
-            "params": dict(self.params), "trial": self.trial,
+            "id": self.id,
+            "kind": self.kind,
+            "method": self.method,
+            "family": self.family,
+            "params": dict(self.params),
+            "trial": self.trial,
             "H": None if self.H is None else self.H.tolist(),
-            "matches": self.matches, "inliers": self.inliers, "inlier_ratio": self.inlier_ratio,
-            "estimator_inliers": self.estimator_inliers, "transfer_rms": self.transfer_rms,
-            "score": self.score, "parts": dict(self.parts), "rejected": self.rejected,
-            "seconds": self.seconds, "error": self.error, "note": self.note,
+            "matches": self.matches,
+            "inliers": self.inliers,
+            "inlier_ratio": self.inlier_ratio,
+            "estimator_inliers": self.estimator_inliers,
+            "transfer_rms": self.transfer_rms,
+            "score": self.score,
+            "parts": dict(self.parts),
+            "rejected": self.rejected,
+            "seconds": self.seconds,
+            "error": self.error,
+            "note": self.note,
         }
 
 
 @dataclass
 class GroundTruth:
-    """H (3, 3) src -> dst px; optional annotated points src_pts/dst_pts (N, 2) (then the point error is used)."""
+    """H (3, 3) src -> dst px; optional annotated src_pts/dst_pts (N, 2), which select the point error."""
 
     H: np.ndarray
     src_pts: np.ndarray | None = None
@@ -230,30 +245,67 @@ class CompareReport:
         w = self.winner_row
         w_err = w.error if w is not None else math.inf
         return {
-            "H": self.gt.H.tolist(), "error_kind": self.gt.error_kind,
+            "H": self.gt.H.tolist(),
+            "error_kind": self.gt.error_kind,
             "points": None if self.gt.src_pts is None else len(self.gt.src_pts),
-            "winner_error": w_err, "best_error": best_err, "best_row": best_id,
+            "winner_error": w_err,
+            "best_error": best_err,
+            "best_row": best_id,
             "winner_within_px": tolerance,
             "winner_is_best": bool(math.isfinite(w_err) and w_err <= best_err + tolerance),
         }
 
+    def families(self) -> list[dict[str, Any]]:
+        """Candidate rows by family (estimator x feature setting): trials, best score and error, seconds."""
+        groups: dict[str, list[Row]] = {}
+        for r in self.rows:
+            if r.kind == KIND_CANDIDATE:
+                groups.setdefault(r.family, []).append(r)
+        out = []
+        for fam, rs in groups.items():
+            ok = [r for r in rs if r.ok]
+            best = max(ok, key=lambda r: r.score, default=None)
+            errs = [r.error for r in rs if r.H is not None and not math.isnan(r.error)]
+            out.append(
+                {
+                    "family": fam,
+                    "trials": len(rs),
+                    "rejected": len(rs) - len(ok),
+                    "best_score": -math.inf if best is None else best.score,
+                    "best_row": None if best is None else best.id,
+                    "best_error": min(errs) if errs else math.nan,
+                    "seconds": sum(r.seconds for r in rs),
+                }
+            )
+        return sorted(out, key=lambda f: -f["best_score"])
+
     def to_dict(self) -> dict[str, Any]:
         """The pair object of the JSON schema (module docstring), numbers raw."""
+
         def img(name: str, path: str | None, im: np.ndarray) -> dict[str, Any]:
             return {"name": name, "path": path, "width": int(im.shape[1]), "height": int(im.shape[0])}
 
         return {
             "src": img(self.src_name, self.src_path, self.src_image),
             "dst": img(self.dst_name, self.dst_path, self.dst_image),
-            "preset": self.preset, "seed": self.seed, "methods": list(self.methods),
+            "preset": self.preset,
+            "seed": self.seed,
+            "methods": list(self.methods),
             "score_config": asdict(self.score_config),
-            "pipeline": {"ok": self.pipeline_error is None, "error": self.pipeline_error,
-                         "refined_by": self.refined_by, "levels_tried": list(self.levels_tried),
-                         "warnings": list(self.warnings)},
-            "winner": self.winner, "runner_up": self.runner_up,
+            "pipeline": {
+                "ok": self.pipeline_error is None,
+                "error": self.pipeline_error,
+                "refined_by": self.refined_by,
+                "levels_tried": list(self.levels_tried),
+                "warnings": list(self.warnings),
+            },
+            "winner": self.winner,
+            "runner_up": self.runner_up,
             "ground_truth": self.gt_summary(),
-            "notes": list(self.notes), "timings": dict(self.timings),
+            "notes": list(self.notes),
+            "timings": dict(self.timings),
             "rows": [r.to_dict() for r in self.rows],
+            "families": self.families(),
         }
 
     def to_json(self, path: str | os.PathLike) -> Path:
@@ -272,22 +324,32 @@ def jsonable(x: Any) -> Any:
 
 def report_document(reports: Sequence[CompareReport], screening: list[dict[str, Any]] | None = None) -> dict:
     """The whole JSON document (schema in the module docstring) for one or more pair reports."""
-    return jsonable({
-        "schema_version": SCHEMA_VERSION, "kind": "stitch.compare",
-        "stitch_version": __version__, "opencv_version": cv2.__version__,
-        "pairs": [r.to_dict() for r in reports], "screening": screening,
-    })
+    return jsonable(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "stitch.compare",
+            "stitch_version": __version__,
+            "opencv_version": cv2.__version__,
+            "pairs": [r.to_dict() for r in reports],
+            "screening": screening,
+        }
+    )
 
 
-def write_json(reports: Sequence[CompareReport], path: str | os.PathLike,
-               screening: list[dict[str, Any]] | None = None) -> Path:
+def write_json(
+    reports: Sequence[CompareReport], path: str | os.PathLike, screening: list[dict[str, Any]] | None = None
+) -> Path:
     """Write one JSON document for ``reports`` atomically (strict JSON: no NaN/Infinity literals)."""
     text = json.dumps(report_document(reports, screening), indent=1, allow_nan=False)
     return write_text_atomic(path, text + "\n")
 
 
-def write_html(reports: Sequence[CompareReport], path: str | os.PathLike,
-               screening: list[dict[str, Any]] | None = None, title: str | None = None) -> Path:
+def write_html(
+    reports: Sequence[CompareReport],
+    path: str | os.PathLike,
+    screening: list[dict[str, Any]] | None = None,
+    title: str | None = None,
+) -> Path:
     """Write one self-contained HTML page with a section per report, atomically."""
     from .report_html import render_page
 
@@ -307,7 +369,9 @@ def parse_methods(methods: Sequence[str] | str | None, include_deep: bool = Fals
         canon = {c.lower(): c for c in COMPARE_METHOD_CHOICES}
         bad = [t for t in tokens if t.lower() not in canon]
         if bad or not tokens:
-            raise ConfigError(f"methods: unknown or empty {bad or tokens}; choose from {', '.join(COMPARE_METHOD_CHOICES)}")
+            raise ConfigError(
+                f"methods: unknown or empty {bad or tokens}; choose from {', '.join(COMPARE_METHOD_CHOICES)}"
+            )
         out = list(dict.fromkeys(canon[t.lower()] for t in tokens))
     if include_deep and METHOD_DEEP not in out:
         out.append(METHOD_DEEP)
@@ -315,7 +379,7 @@ def parse_methods(methods: Sequence[str] | str | None, include_deep: bool = Fals
 
 
 def _as_gt(gt: Any, gt_points: Any) -> GroundTruth | None:
-    """GroundTruth from a (3, 3) array, a matrix file or a bench.GTPair; points from (A, B) or an N x 6 file."""
+    """GroundTruth from a (3, 3) array, matrix file or bench.GTPair; points from (A, B) or an N x 6 file."""
     if gt is None:
         if gt_points is not None:
             raise ConfigError("gt_points: needs gt (the ground-truth matrix) too")
@@ -340,7 +404,9 @@ def _as_gt(gt: Any, gt_points: Any) -> GroundTruth | None:
         else:
             pa, pb = (np.asarray(x, dtype=np.float64).reshape(-1, 2) for x in gt_points)
             if len(pa) != len(pb) or len(pa) == 0:
-                raise ConfigError(f"gt_points: expected two (N, 2) arrays of equal N > 0, got {len(pa)} and {len(pb)}")
+                raise ConfigError(
+                    f"gt_points: expected two (N, 2) arrays of equal N > 0, got {len(pa)} and {len(pb)}"
+                )
     return GroundTruth(normalize_h(H), pa, pb)
 
 
@@ -348,7 +414,7 @@ def _as_gt(gt: Any, gt_points: Any) -> GroundTruth | None:
 
 
 def _measure(row: Row, ctx: quality.ScoringContext, m: Matches | None, rescore: bool = True) -> Row:
-    """Fill inliers, ratio, transfer RMS, residuals (and the score unless ``rescore`` is False) on matches m."""
+    """Fill inliers, ratio, transfer RMS, residuals (and the score unless not ``rescore``) on matches m."""
     row.match_set = m
     row.matches = 0 if m is None else len(m)
     if row.H is None:
@@ -369,12 +435,30 @@ def _candidate_row(c: Candidate, trial: int | None, forced: bool) -> Row:
     p = dict(c.params)
     family = f"{c.method} · {p.get('features', '?')} {p.get('matching', '')}".strip()
     note = "forced level (the pipeline stopped before it)" if forced else ""
-    return Row(KIND_CANDIDATE, c.method, family, p, c.H, estimator_inliers=c.n_inliers, score=c.score,
-               parts=dict(c.parts), rejected=c.rejected, seconds=c.seconds, trial=trial, note=note)
+    return Row(
+        KIND_CANDIDATE,
+        c.method,
+        family,
+        p,
+        c.H,
+        estimator_inliers=c.n_inliers,
+        score=c.score,
+        parts=dict(c.parts),
+        rejected=c.rejected,
+        seconds=c.seconds,
+        trial=trial,
+        note=note,
+    )
 
 
-def _run_level(level: Level, a: np.ndarray, b: np.ndarray, caches: tuple[dict, dict], cfg: SelectConfig,
-               ctx: quality.ScoringContext) -> list[Candidate]:
+def _run_level(
+    level: Level,
+    a: np.ndarray,
+    b: np.ndarray,
+    caches: tuple[dict, dict],
+    cfg: SelectConfig,
+    ctx: quality.ScoringContext,
+) -> list[Candidate]:
     """One feature level's candidates, scored exactly as ``select.estimate_pair`` scores them."""
     t0 = time.perf_counter()
     for img, cache in ((a, caches[0]), (b, caches[1])):
@@ -411,23 +495,32 @@ def _trial_of(c: Candidate, index: dict[tuple, int]) -> int | None:
 
 
 def _deep_refiner() -> tuple[Callable[..., Any] | None, str | None]:
-    """``stitch.deep.refine_deep`` or (None, why it is unavailable)."""
+    """``stitch.deep.refine_deep``, or (None, why it is unavailable: no torch/kornia, module or function)."""
     try:
         from .deep import refine_deep
     except ImportError as exc:
-        return None, f"deep refiner skipped: stitch.deep is not importable ({exc})"
+        return None, f"deep refiner skipped: stitch.deep.refine_deep is not available ({exc})"
     return refine_deep, None
 
 
 def _refined_row(name: str, fn: Callable[[], np.ndarray | None], base: Row, src_size: tuple[int, int]) -> Row:
     t0 = time.perf_counter()
-    H = fn()
+    why = None
+    try:
+        H = fn()
+    except StitchError as exc:  # e.g. the deep refiner's weights are missing: a failed row, not a crash
+        H, why = None, f"{name} refinement failed: {exc}"
     secs = time.perf_counter() - t0
-    row = Row(KIND_REFINED, f"winner+{name.upper() if name != 'deep' else name}", f"refiner · {name}",
-              {"refiner": name, "from": base.label.split(" ", 1)[1]}, None if H is None else normalize_h(H),
-              seconds=secs)
+    row = Row(
+        KIND_REFINED,
+        f"winner+{name.upper() if name != 'deep' else name}",
+        f"refiner · {name}",
+        {"refiner": name, "from": base.label.split(" ", 1)[1]},
+        None if H is None else normalize_h(H),
+        seconds=secs,
+    )
     if H is None:
-        row.rejected = f"{name} refinement did not converge"
+        row.rejected = why or f"{name} refinement did not converge"
     elif base.H is not None:
         row.note = f"moves the src corners by up to {corner_shift(base.H, row.H, *src_size):.2f} px"
     return row
@@ -441,10 +534,19 @@ def _rank(rows: list[Row]) -> list[Row]:
     return rows
 
 
-def compare_homographies(src: ImageLike, dst: ImageLike, *, gt: Any = None, gt_points: Any = None,
-                         methods: Sequence[str] | str | None = None, preset: str = DEFAULT_PRESET, seed: int = 0,
-                         include_deep: bool = False, progress: ProgressFn | None = None,
-                         names: tuple[str, str] | None = None) -> CompareReport:
+def compare_homographies(
+    src: ImageLike,
+    dst: ImageLike,
+    *,
+    gt: Any = None,
+    gt_points: Any = None,
+    methods: Sequence[str] | str | None = None,
+    preset: str = DEFAULT_PRESET,
+    seed: int = 0,
+    include_deep: bool = False,
+    progress: ProgressFn | None = None,
+    names: tuple[str, str] | None = None,
+) -> CompareReport:
     """Compare the pipeline, its candidates, the refiners and the OpenCV baselines on one pair.
 
     src/dst: paths or (H, W[, C]) arrays. ``gt``: the ground-truth H (3, 3) src -> dst (array, matrix
@@ -458,8 +560,10 @@ def compare_homographies(src: ImageLike, dst: ImageLike, *, gt: Any = None, gt_p
     truth = _as_gt(gt, gt_points)
     cfg = SelectConfig.from_options(preset=preset, seed=seed)
     a, b = load_image(src, "src"), load_image(dst, "dst")
-    nm = names or (image_name(src, 0) if not isinstance(src, np.ndarray) else "src",
-                   image_name(dst, 1) if not isinstance(dst, np.ndarray) else "dst")
+    nm = names or (
+        image_name(src, 0) if not isinstance(src, np.ndarray) else "src",
+        image_name(dst, 1) if not isinstance(dst, np.ndarray) else "dst",
+    )
     say = progress or (lambda _msg: None)
     notes: list[str] = []
     timings: dict[str, float] = {}
@@ -497,26 +601,43 @@ def compare_homographies(src: ImageLike, dst: ImageLike, *, gt: Any = None, gt_p
     show_cands = bool(est_filter) or METHOD_CANDIDATES in meths or METHOD_ALL_LEVELS in meths
     rows: list[Row] = []
     win_row: Row | None = None
+    forced_ids = {id(c) for c in forced}
     for c in cands + forced:
-        r = _measure(_candidate_row(c, _trial_of(c, trials), c in forced), ctx, c.matches, rescore=False)
+        r = _measure(
+            _candidate_row(c, _trial_of(c, trials), id(c) in forced_ids), ctx, c.matches, rescore=False
+        )
         is_win = res is not None and c is res.best
         if is_win:
             win_row = r
-            r.note = "winning candidate" + (f", refined by {res.refined_by}" if res.refined_by != "none" else "")
+            r.note = "winning candidate" + (
+                f", refined by {res.refined_by}" if res.refined_by != "none" else ""
+            )
         if is_win or (show_cands and (not est_filter or c.method in est_filter)):
             rows.append(r)
     timings["candidates"] = time.perf_counter() - t0
-    eval_m = res.matches if res is not None else next((c.matches for c in forced if c.matches is not None), None)
+    eval_m = (
+        res.matches if res is not None else next((c.matches for c in forced if c.matches is not None), None)
+    )
 
     # 3. the pipeline row and the refiners applied to the winning candidate
     t0 = time.perf_counter()
     pipe_row = None
     if res is not None and win_row is not None:
         wp = win_row.params
-        pipe_row = Row(KIND_PIPELINE, METHOD_PIPELINE, "pipeline",
-                       {"preset": preset, "refined_by": res.refined_by, "levels_tried": list(res.levels_tried),
-                        "from": f"{res.best.method} t={wp.get('threshold', 0):g} {wp.get('features', '')}"},
-                       res.H, seconds=res.seconds, note="the project's matrix")
+        pipe_row = Row(
+            KIND_PIPELINE,
+            METHOD_PIPELINE,
+            "pipeline",
+            {
+                "preset": preset,
+                "refined_by": res.refined_by,
+                "levels_tried": list(res.levels_tried),
+                "from": f"{res.best.method} t={wp.get('threshold', 0):g} {wp.get('features', '')}",
+            },
+            res.H,
+            seconds=res.seconds,
+            note="the project's matrix",
+        )
         rows.append(_measure(pipe_row, ctx, res.matches))
         steps: list[tuple[str, Callable[[], np.ndarray | None]]] = []
         H0, m0 = res.best.H, res.best.matches
@@ -540,11 +661,16 @@ def compare_homographies(src: ImageLike, dst: ImageLike, *, gt: Any = None, gt_p
     base = [m for m in bench.BASELINE_METHODS if m in meths]
     if base:
         say(f"{nm[0]} -> {nm[1]}: OpenCV baselines")
-        for m, out in bench.run_sift_baselines(a, b, base).items():
-            row = Row(KIND_BASELINE, m, "OpenCV baseline",
-                      {"ratio": bench.SIFT_RATIO, "threshold": bench.BASELINE_REPROJ_THRESHOLD},
-                      None if out.H is None else normalize_h(out.H), seconds=out.seconds,
-                      note=f"own SIFT matching: {out.detail}")
+        for m, out in bench.run_sift_baselines(a, b, base, fast=True).items():
+            row = Row(
+                KIND_BASELINE,
+                m,
+                "OpenCV baseline",
+                {"ratio": bench.SIFT_RATIO, "threshold": bench.BASELINE_REPROJ_THRESHOLD},
+                None if out.H is None else normalize_h(out.H),
+                seconds=out.seconds,
+                note=f"own SIFT matching: {out.detail}",
+            )
             if out.H is None:
                 row.rejected = "no homography found"
             rows.append(_measure(row, ctx, eval_m))
@@ -552,8 +678,9 @@ def compare_homographies(src: ImageLike, dst: ImageLike, *, gt: Any = None, gt_p
 
     # 5. ground truth, ranking, winner and runner-up
     if truth is not None:
-        pair = bench.GTPair("compare", f"{nm[0]} -> {nm[1]}", Path(nm[0]), Path(nm[1]), truth.H,
-                            truth.src_pts, truth.dst_pts)
+        pair = bench.GTPair(
+            "compare", f"{nm[0]} -> {nm[1]}", Path(nm[0]), Path(nm[1]), truth.H, truth.src_pts, truth.dst_pts
+        )
         for r in rows:
             r.error = bench.homography_error(pair, r.H, ctx.src_size)
     _rank(rows)
@@ -563,16 +690,31 @@ def compare_homographies(src: ImageLike, dst: ImageLike, *, gt: Any = None, gt_p
     if pipe_row is not None:
         better = [r for r in rows if r.ok and r.score > pipe_row.score + 1e-9 and r.kind != KIND_CANDIDATE]
         for r in better:
-            notes.append(f"{r.method} scores higher ({r.score:.4f}) than the pipeline's matrix ({pipe_row.score:.4f})")
+            notes.append(
+                f"{r.method} scores higher ({r.score:.4f}) than the pipeline's matrix ({pipe_row.score:.4f})"
+            )
     timings["total"] = time.perf_counter() - t_start
     return CompareReport(
-        src_name=nm[0], dst_name=nm[1],
+        src_name=nm[0],
+        dst_name=nm[1],
         src_path=None if isinstance(src, np.ndarray) else str(src),
         dst_path=None if isinstance(dst, np.ndarray) else str(dst),
-        src_image=a, dst_image=b, preset=preset, seed=int(seed), methods=meths, score_config=cfg.score,
-        rows=rows, winner=winner, runner_up=runner, pipeline_error=pipeline_error,
-        refined_by=None if res is None else res.refined_by, levels_tried=tried,
-        warnings=[] if res is None else list(res.warnings), gt=truth, notes=notes, timings=timings,
+        src_image=a,
+        dst_image=b,
+        preset=preset,
+        seed=int(seed),
+        methods=meths,
+        score_config=cfg.score,
+        rows=rows,
+        winner=winner,
+        runner_up=runner,
+        pipeline_error=pipeline_error,
+        refined_by=None if res is None else res.refined_by,
+        levels_tried=tried,
+        warnings=[] if res is None else list(res.warnings),
+        gt=truth,
+        notes=notes,
+        timings=timings,
     )
 
 
@@ -593,9 +735,15 @@ class FolderComparison:
         return write_json(self.reports, path, self.screening)
 
 
-def compare_folder(folder: str | os.PathLike, *, methods: Sequence[str] | str | None = None,
-                   preset: str = DEFAULT_PRESET, seed: int = 0, include_deep: bool = False,
-                   progress: ProgressFn | None = None) -> FolderComparison:
+def compare_folder(
+    folder: str | os.PathLike,
+    *,
+    methods: Sequence[str] | str | None = None,
+    preset: str = DEFAULT_PRESET,
+    seed: int = 0,
+    include_deep: bool = False,
+    progress: ProgressFn | None = None,
+) -> FolderComparison:
     """``compare_homographies`` on every overlapping pair of a panorama folder.
 
     Pairs are screened as ``stitch_images`` screens them (``panorama.match_graph`` at its working
@@ -613,8 +761,9 @@ def compare_folder(folder: str | os.PathLike, *, methods: Sequence[str] | str | 
     names = [p.name for p in paths]
     pcfg = PanoramaConfig.from_options(preset=preset, seed=seed)
     works = [to_work(img, pcfg.work_megapix) for img in images]
-    accepted, why = match_graph(works, names, pcfg,
-                                lambda done, total, label: say(f"screening {done}/{total}: {label}"))
+    accepted, why = match_graph(
+        works, names, pcfg, lambda done, total, label: say(f"screening {done}/{total}: {label}")
+    )
     screening = []
     for i in range(len(paths)):
         for j in range(i + 1, len(paths)):
@@ -622,15 +771,26 @@ def compare_folder(folder: str | os.PathLike, *, methods: Sequence[str] | str | 
             reason = "overlapping" if ok else why.get((i, j), (None, "not accepted"))[1]
             screening.append({"src": names[i], "dst": names[j], "accepted": ok, "reason": reason})
     if not accepted:
-        raise NoOverlapError(f"{folder}: no two images overlap ({len(paths)} images screened); "
-                             "try --preset exhaustive")
+        raise NoOverlapError(
+            f"{folder}: no two images overlap ({len(paths)} images screened); try --preset exhaustive"
+        )
     reports = []
     for k, (i, j, _res) in enumerate(accepted):
+
         def pair_say(msg: str, k: int = k) -> None:
             say(f"pair {k + 1}/{len(accepted)}: {msg}")
 
-        reports.append(compare_homographies(images[i], images[j], methods=meths, preset=preset, seed=seed,
-                                            progress=pair_say, names=(names[i], names[j])))
+        reports.append(
+            compare_homographies(
+                images[i],
+                images[j],
+                methods=meths,
+                preset=preset,
+                seed=seed,
+                progress=pair_say,
+                names=(names[i], names[j]),
+            )
+        )
         reports[-1].src_path, reports[-1].dst_path = str(paths[i]), str(paths[j])
     return FolderComparison(reports, screening)
 
@@ -638,8 +798,13 @@ def compare_folder(folder: str | os.PathLike, *, methods: Sequence[str] | str | 
 # --- checking the winner against ground truth ----------------------------------------------------------
 
 
-def check_winners(pairs: Sequence[bench.GTPair], *, tolerance: float = DEFAULT_GT_TOLERANCE,
-                  progress: Callable[[int, int, str], None] | None = None, **options: Any) -> list[dict[str, Any]]:
+def check_winners(
+    pairs: Sequence[bench.GTPair],
+    *,
+    tolerance: float = DEFAULT_GT_TOLERANCE,
+    progress: Callable[[int, int, str], None] | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
     """``compare_homographies`` on ground-truth pairs (``bench.load_homography_gt``): is the winner the best?
 
     Returns one dict per pair: name, winner_error, best_error, best_method, winner_is_best (within
@@ -652,9 +817,16 @@ def check_winners(pairs: Sequence[bench.GTPair], *, tolerance: float = DEFAULT_G
         rep = compare_homographies(pair.src, pair.dst, gt=pair, **options)
         gs = rep.gt_summary(tolerance)
         best = rep.rows[gs["best_row"]] if gs["best_row"] is not None else None
-        out.append({"name": pair.label, "winner_error": gs["winner_error"], "best_error": gs["best_error"],
-                    "best_method": None if best is None else f"{best.kind}: {best.label}",
-                    "winner_is_best": gs["winner_is_best"], "seconds": rep.timings["total"]})
+        out.append(
+            {
+                "name": pair.label,
+                "winner_error": gs["winner_error"],
+                "best_error": gs["best_error"],
+                "best_method": None if best is None else f"{best.kind}: {best.label}",
+                "winner_is_best": gs["winner_is_best"],
+                "seconds": rep.timings["total"],
+            }
+        )
     if progress is not None:
         progress(len(pairs), len(pairs), "")
     return out

@@ -211,10 +211,11 @@ def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int,
         total = _union_pixels(fboxes)
         shrink = [total - _union_pixels(fboxes[:i] + fboxes[i + 1:]) for i in range(len(fboxes))]
         worst = int(np.argmax(shrink))
+        bw, bh = fboxes[worst][2] - fboxes[worst][0], fboxes[worst][3] - fboxes[worst][1]
         raise CanvasTooLargeError(
             f"the canvas would be {width} x {height} px ({width * height / 1e6:.0f} MP > cap "
             f"{max_canvas_pixels / 1e6:.0f} MP); the matrix of {names[worst]} blows it up "
-            f"(its warped box is {fboxes[worst][2] - fboxes[worst][0]:.0f} x {fboxes[worst][3] - fboxes[worst][1]:.0f} px)"
+            f"(its warped box is {bw:.0f} x {bh:.0f} px)"
             + ("; try projection='cylindrical', or check the matches" if projection.kind == "plane"
                else "; check the matches, or raise max_canvas_pixels"))
     boxes = tuple((max(0, math.floor(b[0]) - u0), max(0, math.floor(b[1]) - v0),

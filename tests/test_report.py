@@ -21,6 +21,7 @@ from stitch import bench
 from stitch.errors import ConfigError
 from stitch.report import (
     SCHEMA_VERSION,
+    _deep_refiner,
     check_winners,
     compare_folder,
     compare_homographies,
@@ -31,13 +32,40 @@ from stitch.select import SelectConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAIR = "perspective"
-ROW_KEYS = {"id", "kind", "method", "family", "params", "trial", "H", "matches", "inliers", "inlier_ratio",
-            "estimator_inliers", "transfer_rms", "score", "parts", "rejected", "seconds", "error", "note"}
+ROW_KEYS = {
+    "id",
+    "kind",
+    "method",
+    "family",
+    "params",
+    "trial",
+    "H",
+    "matches",
+    "inliers",
+    "inlier_ratio",
+    "estimator_inliers",
+    "transfer_rms",
+    "score",
+    "parts",
+    "rejected",
+    "seconds",
+    "error",
+    "note",
+}
 PART_KEYS = {"photometric", "ncc", "gc", "overlap", "support", "inlier_mass", "inlier_rms"}
 #: Chromium flags that keep a headless run from phoning home; the host rules make any request fail.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--host-resolver-rules=MAP * ~NOTFOUND", "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--hide-scrollbars",
+]
 
 
 @pytest.fixture(scope="module")
@@ -122,18 +150,25 @@ def test_json_encoding():
 
 
 def test_points_gt(pair_dir):
-    """Annotated points switch the error to the point error; a rejected row keeps the reason and -inf."""
+    """Annotated points switch the error to the point error; estimator names filter the candidate rows; the
+    optional deep refiner is a note when stitch.deep is missing."""
     H = np.loadtxt(pair_dir / "H.txt")
     pts = np.array([[100.0, 100.0], [500.0, 120.0], [320.0, 400.0]])
     dst_pts = cv2.perspectiveTransform(pts[None], H)[0]
     src = cv2.imread(str(next(pair_dir.glob("src.*"))))
     dst = cv2.imread(str(next(pair_dir.glob("dst.*"))))
-    rep = compare_homographies(src, dst, gt=H, gt_points=(pts, dst_pts), methods="candidates,RHO")
+    rep = compare_homographies(src, dst, gt=H, gt_points=(pts, dst_pts), methods="RHO", include_deep=True)
     assert rep.gt.error_kind == "points" and rep.gt_summary()["points"] == 3
     assert rep.winner_row.error < 1.0
-    assert {r.kind for r in rep.rows} == {"pipeline", "candidate"}
-    # the estimator filter keeps only RHO candidates (and the winning candidate, shown for reference)
+    assert rep.src_name == "src" and rep.src_path is None
+    # only RHO candidates (and the winning candidate, kept for reference)
     assert {r.method for r in rep.rows if r.kind == "candidate" and "winning" not in r.note} == {"RHO"}
+    deep, _ = _deep_refiner()
+    if deep is None:
+        assert {r.kind for r in rep.rows} == {"pipeline", "candidate"}
+        assert any("deep refiner skipped: stitch.deep.refine_deep is not available" in n for n in rep.notes)
+    else:
+        assert [r.method for r in rep.rows if r.kind == "refined"] == ["winner+deep"]
 
 
 def test_exception(pair_dir):
@@ -147,19 +182,6 @@ def test_exception(pair_dir):
     assert parse_methods("sift+magsac, ECC", include_deep=True) == ["SIFT+MAGSAC", "ecc", "deep"]
 
 
-def test_deep_missing_is_a_note(pair_dir):
-    """The deep refiner is optional: without stitch.deep the comparison runs and says why it was skipped."""
-    src, dst = next(pair_dir.glob("src.*")), next(pair_dir.glob("dst.*"))
-    rep = compare_homographies(src, dst, methods=["candidates"], include_deep=True)
-    try:
-        import stitch.deep  # noqa: F401
-    except ImportError:
-        assert any("deep refiner skipped" in n for n in rep.notes)
-        assert not any(r.method == "winner+deep" for r in rep.rows)
-    else:
-        assert any(r.method == "winner+deep" for r in rep.rows)
-
-
 # --- the HTML page -----------------------------------------------------------------------------------
 
 
@@ -167,9 +189,13 @@ def test_html_self_contained(written):
     rep, html_path, _ = written
     text = html_path.read_text()
     assert not re.search(r"https?://", text), "the page names an http(s) URL"
-    refs = re.findall(r"""(?:src|href|action|poster|data)\s*=\s*["']([^"']*)["']""", text, flags=re.I)
+    refs = re.findall(
+        r"""(?:src|href|action|poster|data)\s*=\s*["']([^"']*)["']""", text, flags=re.IGNORECASE
+    )
     assert refs, "no references found: the regex is broken"
-    assert all(r.startswith(("data:", "#")) for r in refs), [r[:40] for r in refs if not r.startswith("data:")]
+    assert all(r.startswith(("data:", "#")) for r in refs), [
+        r[:40] for r in refs if not r.startswith("data:")
+    ]
     assert not re.search(r"""src\s*=\s*["']/""", text) and "url(" not in text and "@import" not in text
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
     n_img = len(re.findall(r"<img\b", text))
@@ -177,14 +203,16 @@ def test_html_self_contained(written):
     assert n_img >= 4 * 5 + 3  # 4 pictures x (top 3 + 2 baselines) + 3 plots
     assert len(re.findall(r'<tr class="[^"]*" data-row="\d+"', text)) == len(rep.rows)
     assert html_path.stat().st_size < 5e6  # downscaled pictures keep it at a few MB
-    assert "<pre id=\"H-0-win\">" in text  # the winning matrix, copyable
+    assert '<pre id="H-0-win">' in text  # the winning matrix, copyable
 
 
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.skip("headless Chromium not found (Debian: apt-get install -y chromium); the page is still "
-                    "checked statically by test_html_self_contained")
+        pytest.skip(
+            "headless Chromium not found (Debian: apt-get install -y chromium); the page is still "
+            "checked statically by test_html_self_contained"
+        )
     return exe
 
 
@@ -196,17 +224,25 @@ def _page_requests(net_log: Path) -> list[str]:
     out = []
     for e in d["events"]:
         p = e.get("params", {})
-        if e["type"] == start and "url" in p and p.get("initiator") != "not an origin":
-            if re.match(r"(https?|wss?|ftp)://", p["url"]):
-                out.append(p["url"])
+        page_job = e["type"] == start and "url" in p and p.get("initiator") != "not an origin"
+        if page_job and re.match(r"(https?|wss?|ftp)://", p["url"]):
+            out.append(p["url"])
     return out
 
 
 def _run_chromium(exe: str, page: Path, tmp: Path, name: str, extra: list[str]) -> tuple[str, Path]:
     net_log = tmp / f"{name}-net.json"
-    cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / (name + '-profile')}", f"--log-net-log={net_log}",
-           "--virtual-time-budget=5000", *extra, "--dump-dom", page.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    cmd = [
+        exe,
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={tmp / (name + '-profile')}",
+        f"--log-net-log={net_log}",
+        "--virtual-time-budget=5000",
+        *extra,
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, net_log
 
@@ -217,8 +253,9 @@ def test_chromium_renders(written, tmp_path):
     exe = _chromium()
     rep, html_path, _ = written
     shot = tmp_path / "shot.png"
-    dom, net_log = _run_chromium(exe, html_path, tmp_path, "report",
-                                 ["--window-size=1440,2200", f"--screenshot={shot}"])
+    dom, net_log = _run_chromium(
+        exe, html_path, tmp_path, "report", ["--window-size=1440,2200", f"--screenshot={shot}"]
+    )
     rows = re.findall(r'<tr class="[^"]*" data-row="(\d+)"', dom)
     assert sorted(map(int, rows)) == list(range(len(rep.rows)))
     decoded = re.search(r'data-decoded="(\d+)"', dom)
@@ -231,8 +268,10 @@ def test_chromium_renders(written, tmp_path):
     assert float(img.std()) > 20  # not a blank page
     # the request detector works: a page with external references is caught
     ctl = tmp_path / "control.html"
-    ctl.write_text('<!DOCTYPE html><img src="http://example.com/a.png"><script>fetch("https://example.net/")'
-                   ".catch(function () {});</script>")
+    ctl.write_text(
+        '<!DOCTYPE html><img src="http://example.com/a.png"><script>fetch("https://example.net/")'
+        ".catch(function () {});</script>"
+    )
     _, ctl_log = _run_chromium(exe, ctl, tmp_path, "control", [])
     assert set(_page_requests(ctl_log)) >= {"http://example.com/a.png", "https://example.net/"}
 
@@ -252,12 +291,31 @@ def test_cli(pair_dir, tmp_path):
     src, dst = str(next(pair_dir.glob("src.*"))), str(next(pair_dir.glob("dst.*")))
     runner = CliRunner()
     out_html, out_json = tmp_path / "sub" / "r.html", tmp_path / "r.json"
-    res = runner.invoke(compare, [src, dst, "--gt", str(pair_dir / "H.txt"), "--methods", "candidates,ecc",
-                                  "--report", str(out_html), "--json", str(out_json), "--seed", "1"])
+    res = runner.invoke(
+        compare,
+        [
+            src,
+            dst,
+            "--gt",
+            str(pair_dir / "H.txt"),
+            "--methods",
+            "candidates,ecc",
+            "--report",
+            str(out_html),
+            "--json",
+            str(out_json),
+            "--seed",
+            "1",
+            "--preset",
+            "fast",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "winner" in res.output and "corner error" in res.output
     doc = _strict_json(out_json)
-    assert doc["pairs"][0]["seed"] == 1 and doc["pairs"][0]["methods"] == ["candidates", "ecc"]
+    p = doc["pairs"][0]
+    assert p["seed"] == 1 and p["preset"] == "fast" and p["methods"] == ["candidates", "ecc"]
+    assert {r["params"]["seed"] for r in p["rows"] if r["kind"] == "candidate"} >= {1}
     assert out_html.stat().st_size > 10_000
     # bad inputs: one line, exit code 1, nothing written
     bad_gt = tmp_path / "bad.txt"
@@ -283,9 +341,23 @@ def test_cli(pair_dir, tmp_path):
 
 def test_cli_process_exit(tmp_path):
     """Through the `stitch` entry point (cli.main): exit code 1, one 'error:' line on stderr, no traceback."""
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "compare", "missing_a.jpg", "missing_b.jpg",
-                           "--report", str(tmp_path / "r.html")], capture_output=True, text=True, timeout=120,
-                          cwd=REPO_ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "compare",
+            "missing_a.jpg",
+            "missing_b.jpg",
+            "--report",
+            str(tmp_path / "r.html"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: missing_a.jpg: file not found"
     assert proc.stdout == "" and not (tmp_path / "r.html").exists()
@@ -293,7 +365,7 @@ def test_cli_process_exit(tmp_path):
 
 def test_folder(samples_dir, tmp_path):
     """A panorama folder: one section per overlapping pair; the non-overlapping pair is screened out."""
-    res = compare_folder(samples_dir / "pano3", methods="SIFT+MAGSAC")
+    res = compare_folder(samples_dir / "pano3", methods="SIFT+MAGSAC", preset="fast")
     pairs = [(r.src_name, r.dst_name) for r in res.reports]
     assert pairs == [("view_1.jpg", "view_2.jpg"), ("view_2.jpg", "view_3.jpg")]
     screened = {(s["src"], s["dst"]): s["accepted"] for s in res.screening}

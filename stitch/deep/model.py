@@ -1,23 +1,27 @@
 """The learned refiner: a small correlation network that predicts 4-corner offsets, applied iteratively.
 
-Architecture (IHN/RAFT-like, kept small for CPUs; about 0.2 M parameters at the defaults):
+Architecture (IHN/RAFT-like, sized for CPUs: about 0.1 M parameters and 0.1 GFLOP per 128 x 128 pair):
 
 * a shared encoder turns each image of the pair, ``[normalised gray, validity mask]`` (2, H, W), into
-  features at stride 4 (``feat_dim`` channels) and, for the fine stage, stride 2 (``local_dim``);
-* **global stage** (stride 4): one all-pairs correlation volume between the two feature maps, pooled
-  into ``levels`` pyramid levels. Each of ``global_iters`` iterations maps the stride-4 grid of A through
-  the current homography, looks up a (2r+1)^2 window of correlations around each mapped point, and a
-  small CNN turns the lookups plus the current flow into an update of the four corner offsets;
-* **local stage** (stride 2, optional): ``local_iters`` iterations that warp B's stride-2 features by
-  the current homography and correlate them with A's in a (2r+1)^2 neighbourhood (sub-pixel accuracy);
-* between two *rounds* (``predict(..., rounds=2)``), A is re-warped with ``kornia.geometry`` by the
-  estimate so far and the whole network runs again on the nearly aligned pair.
+  features at stride 8 (``feat_dim`` channels) and stride 4 (``local_dim`` channels);
+* **global stage** (stride 8): one all-pairs correlation volume between the two stride-8 maps, plus a
+  coarser level against B's 2x2-pooled features. Each of ``global_iters`` iterations maps A's grid
+  through the current homography, looks up a (2r+1)^2 window of correlations around each mapped point
+  on every level, and a small CNN turns the lookups plus the current flow into an update of the four
+  corner offsets;
+* **local stage** (stride 4): ``local_iters`` iterations that warp B's stride-4 features by the current
+  homography and correlate them with A's in a (2r+1)^2 neighbourhood, for sub-pixel accuracy;
+* ``predict(..., rounds=2)`` re-warps A with ``kornia.geometry.warp_perspective`` by the estimate so far
+  and runs the network again on the nearly aligned pair.
 
-Convention: A (``src`` side, already warped into the working frame) and B (``dst`` side) are
-(B, 1, H, W) float tensors in [0, 1] with (B, 1, H, W) validity masks. The prediction ``delta`` (B, 4, 2)
-is the displacement in input pixels of the corners TL, TR, BR, BL = (0, 0), (W, 0), (W, H), (0, H),
-pixel centres at integer coordinates (the OpenCV / ``stitch.geometry`` convention): the residual
-homography R with R(c_k) = c_k + delta_k maps A pixels to B pixels, A(u) ~ B(R u).
+Between iterations the offsets are detached (RAFT-style), so the homography from the offsets needs no
+gradient; ``corners_to_h`` solves the 4-point DLT directly (batched 8 x 8 solve).
+
+Convention: A (the src side, already warped into the working frame) and B (the dst side) are
+(B, 1, H, W) float tensors in [0, 1] with (B, 1, H, W) validity masks (1 = valid). The prediction
+``delta`` (B, 4, 2) is the displacement in input pixels of the corners TL, TR, BR, BL = (0, 0), (W, 0),
+(W, H), (0, H), pixel centres at integer coordinates (the OpenCV / ``stitch.geometry`` convention):
+the residual homography R with R(c_k) = c_k + delta_k maps A pixels to B pixels, A(u) ~ B(R u).
 Device and dtype follow the inputs.
 """
 
@@ -29,37 +33,40 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from kornia.geometry.transform import get_perspective_transform, warp_perspective
+from kornia.geometry.transform import warp_perspective
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+
+GLOBAL_STRIDE = 8
+LOCAL_STRIDE = 4
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Sizes of the refiner network (see the module docstring)."""
 
-    feat_dim: int = 32          # stride-4 feature channels (global correlation)
-    local_dim: int = 16         # stride-2 feature channels (local correlation); 0 disables the local stage
-    enc_channels: tuple[int, int] = (16, 32)  # encoder widths at stride 2 and stride 4
+    enc_channels: tuple[int, int, int] = (12, 24, 32)  # encoder widths at strides 2, 4, 8
+    feat_dim: int = 32          # stride-8 feature channels (global correlation)
+    local_dim: int = 16         # stride-4 feature channels (local correlation)
     hidden: int = 32            # width of the update CNNs
     radius: int = 3             # lookup radius r: (2r+1)^2 correlations per level
-    levels: int = 2             # pyramid levels of the global correlation volume
+    levels: int = 2             # levels of the global correlation pyramid
     global_iters: int = 6
-    local_iters: int = 3
+    local_iters: int = 4
 
     def __post_init__(self) -> None:
-        for f in ("feat_dim", "hidden", "radius", "levels", "global_iters"):
+        for f in ("feat_dim", "local_dim", "hidden", "radius", "levels", "global_iters"):
             if int(getattr(self, f)) < 1:
                 raise ConfigError(f"model.{f}={getattr(self, f)}: must be >= 1")
-        if self.local_dim < 0 or self.local_iters < 0:
-            raise ConfigError("model.local_dim and model.local_iters must be >= 0")
-        if len(self.enc_channels) != 2 or min(self.enc_channels) < 1:
-            raise ConfigError(f"model.enc_channels={self.enc_channels}: two positive widths")
+        if self.local_iters < 0:
+            raise ConfigError(f"model.local_iters={self.local_iters}: must be >= 0")
+        if len(self.enc_channels) != 3 or min(self.enc_channels) < 1:
+            raise ConfigError(f"model.enc_channels={list(self.enc_channels)}: three positive widths")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Build from a plain dict (TOML section); unknown keys are an error naming the key."""
+        """Build from a plain dict (a TOML section); an unknown key is an error naming the key."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -84,30 +91,42 @@ def image_corners_t(width: int, height: int, like: Tensor) -> Tensor:
                         device=like.device, dtype=like.dtype).unsqueeze(0)
 
 
+def four_point_h(src: Tensor, dst: Tensor) -> Tensor:
+    """Homographies (B, 3, 3) with H(src_k) = dst_k for 4 points (B, 4, 2); H[2, 2] = 1. Float32 or wider.
+
+    The 8 x 8 DLT system is solved directly (as ``kornia.geometry.get_perspective_transform``, fewer ops).
+    """
+    dt = torch.float64 if src.dtype == torch.float64 or dst.dtype == torch.float64 else torch.float32
+    s, d = src.to(dt), dst.to(dt)
+    x, y, u, v = s[..., 0], s[..., 1], d[..., 0], d[..., 1]
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    rows_u = torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], -1)
+    rows_v = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], -1)
+    A = torch.cat([rows_u, rows_v], 1)  # (B, 8, 8)
+    b = torch.cat([u, v], 1).unsqueeze(-1)
+    with torch.autocast(device_type=s.device.type, enabled=False):
+        h = torch.linalg.solve(A, b).squeeze(-1)
+    return torch.cat([h, torch.ones_like(h[:, :1])], 1).reshape(-1, 3, 3)
+
+
 def corners_to_h(delta: Tensor, width: int, height: int) -> Tensor:
-    """Homography (B, 3, 3) mapping corner c_k to c_k + delta_k; delta (B, 4, 2) pixels. Computed in float32+."""
+    """Homography (B, 3, 3) mapping corner c_k to c_k + delta_k; delta (B, 4, 2) pixels."""
     dt = torch.float64 if delta.dtype == torch.float64 else torch.float32
-    d = delta.to(dt)
-    c = image_corners_t(width, height, d).expand_as(d)
-    with torch.autocast(device_type=d.device.type, enabled=False):
-        return get_perspective_transform(c, c + d)
-
-
-def h_to_corners(H: Tensor, width: int, height: int) -> Tensor:
-    """Corner displacements (B, 4, 2) of the homographies H (B, 3, 3): H(c_k) - c_k."""
-    c = image_corners_t(width, height, H).expand(H.shape[0], 4, 2)
-    ph = torch.cat([c, torch.ones_like(c[..., :1])], -1) @ H.transpose(1, 2)
-    return ph[..., :2] / ph[..., 2:3] - c
+    c = image_corners_t(width, height, delta.to(dt)).expand(delta.shape[0], 4, 2)
+    return four_point_h(c, c + delta.to(dt))
 
 
 def apply_h(H: Tensor, pts: Tensor) -> Tensor:
     """Map points (B, N, 2) through H (B, 3, 3)."""
     ph = torch.cat([pts, torch.ones_like(pts[..., :1])], -1) @ H.transpose(1, 2).to(pts.dtype)
-    return ph[..., :2] / _safe(ph[..., 2:3])
+    w = ph[..., 2:3]
+    return ph[..., :2] / torch.where(w.abs() < 1e-8, torch.full_like(w, 1e-8), w)
 
 
-def _safe(w: Tensor) -> Tensor:
-    return torch.where(w.abs() < 1e-8, torch.full_like(w, 1e-8), w)
+def h_to_corners(H: Tensor, width: int, height: int) -> Tensor:
+    """Corner displacements (B, 4, 2) of the homographies H (B, 3, 3): H(c_k) - c_k."""
+    c = image_corners_t(width, height, H).expand(H.shape[0], 4, 2)
+    return apply_h(H, c) - c
 
 
 def pixel_grid(h: int, w: int, stride: int, like: Tensor) -> Tensor:
@@ -132,6 +151,33 @@ def normalize_image(img: Tensor, mask: Tensor) -> Tensor:
     return (img - mean) / (var.sqrt() + 0.02) * mask
 
 
+def bilinear_windows(maps: Tensor, coords: Tensor, radius: int) -> Tensor:
+    """Windows of ``maps`` (B, N, h, w) around ``coords`` (B, N, 2) (x, y px of map n) -> (B, N, (2r+1)^2).
+
+    Bilinear sampling at coords + (dx, dy), integer offsets in [-r, r], zero outside the map: the same
+    numbers as ``grid_sample(..., align_corners=True, padding_mode="zeros")`` on each map, computed by
+    gathering the (2r+2)^2 integer block around each point once (all offsets share the bilinear weights).
+    Output order: row-major over (dy, dx).
+    """
+    r = radius
+    k = 2 * r + 2
+    b, n = coords.shape[:2]
+    hl, wl = maps.shape[-2:]
+    c0 = torch.floor(coords)
+    frac = (coords - c0).to(maps.dtype)
+    ar = torch.arange(k, device=coords.device)
+    xs = c0[..., 0].long().unsqueeze(-1) - r + ar  # (B, N, k)
+    ys = c0[..., 1].long().unsqueeze(-1) - r + ar
+    valid = (((ys >= 0) & (ys < hl)).unsqueeze(-1) & ((xs >= 0) & (xs < wl)).unsqueeze(-2))
+    idx = ys.clamp(0, hl - 1).unsqueeze(-1) * wl + xs.clamp(0, wl - 1).unsqueeze(-2)  # (B, N, k, k)
+    vals = torch.gather(maps.reshape(b, n, hl * wl), 2, idx.reshape(b, n, k * k)).reshape(b, n, k, k)
+    vals = vals * valid.to(vals.dtype)
+    fx, fy = frac[..., 0, None, None], frac[..., 1, None, None]
+    top = torch.lerp(vals[:, :, :-1, :-1], vals[:, :, :-1, 1:], fx)
+    bot = torch.lerp(vals[:, :, 1:, :-1], vals[:, :, 1:, 1:], fx)
+    return torch.lerp(top, bot, fy).reshape(b, n, -1)
+
+
 # --- network ---------------------------------------------------------------------------------------
 
 
@@ -140,23 +186,27 @@ def _conv(cin: int, cout: int, k: int = 3, s: int = 1) -> nn.Conv2d:
 
 
 class Encoder(nn.Module):
-    """(B, 2, H, W) -> stride-2 features (B, local_dim, H/2, W/2) or None, stride-4 features (B, feat_dim, H/4, W/4)."""
+    """(B, 2, H, W) -> stride-4 features (B, local_dim, H/4, W/4), stride-8 features (B, feat_dim, H/8, W/8).
+
+    Downsampling convs are k=4, s=2, p=1: output j is centred on input 2j + 0.5, the pixel-centre
+    convention of ``to_feature_px``.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        c2, c4 = cfg.enc_channels
-        self.down1 = _conv(2, c2, 4, 2)  # k=4, s=2, p=1: output centre at 2j + 0.5 (pixel-centre aligned)
-        self.mid = _conv(c2, c2)
-        self.down2 = _conv(c2, c4, 4, 2)
+        c2, c4, c8 = cfg.enc_channels
+        self.down2 = _conv(2, c2, 4, 2)
+        self.down4 = _conv(c2, c4, 4, 2)
         self.conv4 = _conv(c4, c4)
-        self.out4 = nn.Conv2d(c4, cfg.feat_dim, 1)
-        self.out2 = nn.Conv2d(c2, cfg.local_dim, 1) if cfg.local_dim and cfg.local_iters else None
+        self.down8 = _conv(c4, c8, 4, 2)
+        self.conv8 = _conv(c8, c8)
+        self.out4 = nn.Conv2d(c4, cfg.local_dim, 1)
+        self.out8 = nn.Conv2d(c8, cfg.feat_dim, 1)
 
-    def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
-        x2 = F.relu(self.mid(F.relu(self.down1(x))))
-        x4 = F.relu(self.conv4(F.relu(self.down2(x2))))
-        f2 = self.out2(x2).contiguous() if self.out2 is not None else None
-        return f2, self.out4(x4).contiguous()
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x4 = F.relu(self.conv4(F.relu(self.down4(F.relu(self.down2(x))))))
+        x8 = F.relu(self.conv8(F.relu(self.down8(x4))))
+        return self.out4(x4).contiguous(), self.out8(x8).contiguous()
 
 
 class UpdateBlock(nn.Module):
@@ -165,10 +215,10 @@ class UpdateBlock(nn.Module):
     def __init__(self, cin: int, hidden: int, size_hint: int) -> None:
         super().__init__()
         self.inp = nn.Conv2d(cin, hidden, 1)
-        n_down = max(0, int(math.log2(max(size_hint, 2))) - 1)  # down to ~2 x 2
+        n_down = max(1, int(math.log2(max(size_hint, 4))) - 2)  # down to about 4 x 4
         self.down = nn.ModuleList([_conv(hidden, hidden, 3, 2) for _ in range(n_down)])
         self.head = nn.Conv2d(hidden, 2, 1)
-        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.weight)  # start at "no update": a stable first iteration
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -178,8 +228,8 @@ class UpdateBlock(nn.Module):
                 break
             x = F.relu(conv(x))
         x = self.head(F.adaptive_avg_pool2d(x, 2))  # (B, 2, 2, 2): cells TL TR / BL BR
-        x = x.flatten(2).transpose(1, 2)  # (B, 4, 2) in cell order TL, TR, BL, BR
-        return x[:, [0, 1, 3, 2]]  # corner order TL, TR, BR, BL
+        x = x.flatten(2).transpose(1, 2)  # (B, 4, 2), cells in the order TL, TR, BL, BR
+        return torch.cat([x[:, :2], x[:, 3:], x[:, 2:3]], 1)  # corner order TL, TR, BR, BL
 
 
 class HomographyRefiner(nn.Module):
@@ -197,108 +247,83 @@ class HomographyRefiner(nn.Module):
         self.cfg = cfg or ModelConfig()
         self.work_size = int(work_size)
         c = self.cfg
-        self.encoder = Encoder(c)
         win = (2 * c.radius + 1) ** 2
-        self.global_update = UpdateBlock(c.levels * win + 2, c.hidden, self.work_size // 4)
-        self.local_update = (UpdateBlock(win + 2, c.hidden, self.work_size // 4)
-                             if c.local_dim and c.local_iters else None)
+        self.encoder = Encoder(c)
+        self.global_update = UpdateBlock(c.levels * win + 2, c.hidden, self.work_size // GLOBAL_STRIDE)
+        self.local_update = UpdateBlock(win + 2, c.hidden, self.work_size // LOCAL_STRIDE)
 
-    # parameter groups for the optimizer: backbone = encoder, head = update blocks
     def backbone_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The encoder's named parameters (the 'backbone' learning-rate group)."""
         return [(f"encoder.{n}", p) for n, p in self.encoder.named_parameters()]
 
     def head_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The update blocks' named parameters (the 'head' learning-rate group)."""
         return [(n, p) for n, p in self.named_parameters() if not n.startswith("encoder.")]
 
-    def _encode(self, img: Tensor, mask: Tensor) -> tuple[Tensor | None, Tensor]:
-        x = torch.cat([normalize_image(img, mask), mask], 1)
-        return self.encoder(x)
-
-    def _lookup(self, pyramid: list[Tensor], coords: Tensor, h: int, w: int) -> Tensor:
-        """Correlation windows around ``coords`` (B, h*w, 2, stride-4 feature px) -> (B, L*(2r+1)^2, h, w)."""
-        r = self.cfg.radius
-        d = torch.arange(-r, r + 1, device=coords.device, dtype=coords.dtype)
-        dy, dx = torch.meshgrid(d, d, indexing="ij")
-        offs = torch.stack([dx, dy], -1).reshape(1, 2 * r + 1, 2 * r + 1, 2)
-        b = coords.shape[0]
-        out = []
-        for lvl, corr in enumerate(pyramid):  # corr: (B*h*w, 1, hl, wl)
-            hl, wl = corr.shape[-2:]
-            c = (coords.reshape(-1, 1, 1, 2) - 0.5 * (2 ** lvl - 1)) / 2 ** lvl + offs
-            gx = 2.0 * c[..., 0] / max(wl - 1, 1) - 1.0
-            gy = 2.0 * c[..., 1] / max(hl - 1, 1) - 1.0
-            s = F.grid_sample(corr, torch.stack([gx, gy], -1).to(corr.dtype), mode="bilinear",
-                              padding_mode="zeros", align_corners=True)
-            out.append(s.reshape(b, h, w, -1))
-        return torch.cat(out, -1).permute(0, 3, 1, 2)
+    def _encode(self, img: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encoder(torch.cat([normalize_image(img, mask), mask], 1))
 
     def forward(self, img_a: Tensor, mask_a: Tensor, img_b: Tensor, mask_b: Tensor,
-                global_iters: int | None = None, local_iters: int | None = None,
-                init: Tensor | None = None) -> list[Tensor]:
-        """Corner-offset estimates (B, 4, 2), one per iteration, last = best; see the module docstring.
+                global_iters: int | None = None, local_iters: int | None = None) -> list[Tensor]:
+        """Corner-offset estimates (B, 4, 2) in px, one per iteration, the last one final.
 
         Args:
-            img_a, img_b: (B, 1, H, W) gray images in [0, 1]; H and W multiples of 8.
+            img_a, img_b: (B, 1, H, W) gray images in [0, 1]; H and W multiples of 16.
             mask_a, mask_b: (B, 1, H, W) validity masks (1 = valid).
-            init: optional (B, 4, 2) starting offsets (default zeros = identity).
+            global_iters, local_iters: override the configured iteration counts.
         """
         if img_a.shape != img_b.shape or img_a.dim() != 4 or img_a.shape[1] != 1:
             raise ValueError(f"img_a, img_b: expected equal (B, 1, H, W) shapes, got {tuple(img_a.shape)}, "
                              f"{tuple(img_b.shape)}")
         bsz, _, H, W = img_a.shape
-        if H % 8 or W % 8:
-            raise ValueError(f"img_a: H and W must be multiples of 8, got {H} x {W}")
+        if H % 16 or W % 16:
+            raise ValueError(f"img_a: H and W must be multiples of 16, got {H} x {W}")
         gi = self.cfg.global_iters if global_iters is None else int(global_iters)
         li = self.cfg.local_iters if local_iters is None else int(local_iters)
-        f2a, f4a = self._encode(img_a, mask_a)
-        f2b, f4b = self._encode(img_b, mask_b)
-        h, w = f4a.shape[-2:]
-        delta = torch.zeros(bsz, 4, 2, device=img_a.device, dtype=torch.float32) if init is None else init.float()
+        f4a, f8a = self._encode(img_a, mask_a)
+        f4b, f8b = self._encode(img_b, mask_b)
+        delta = torch.zeros(bsz, 4, 2, device=img_a.device, dtype=torch.float32)
         preds: list[Tensor] = []
 
-        # global stage: all-pairs correlation at stride 4, computed once in float32
+        # global stage: all-pairs correlation at stride 8 (float32); level l correlates with 2^l-pooled B
+        h, w = f8a.shape[-2:]
         with torch.autocast(device_type=img_a.device.type, enabled=False):
-            fa, fb = f4a.float().flatten(2), f4b.float().flatten(2)
-            corr = (fa.transpose(1, 2) @ fb) / math.sqrt(fa.shape[1])  # (B, hw, hw)
-        pyramid = [corr.reshape(bsz * h * w, 1, h, w)]
-        for _ in range(1, self.cfg.levels):
-            pyramid.append(F.avg_pool2d(pyramid[-1], 2, 2))
-        grid4 = pixel_grid(h, w, 4, img_a)
+            fa = f8a.float().flatten(2).transpose(1, 2) / math.sqrt(f8a.shape[1])  # (B, hw, C)
+            pyramid, fb = [], f8b.float()
+            for lvl in range(self.cfg.levels):
+                if lvl:
+                    fb = F.avg_pool2d(fb, 2)
+                pyramid.append((fa @ fb.flatten(2)).reshape(bsz, h * w, *fb.shape[-2:]))
+        grid = pixel_grid(h, w, GLOBAL_STRIDE, img_a)
+        base = to_feature_px(grid, GLOBAL_STRIDE)
         for _ in range(gi):
             delta = delta.detach()
-            R = corners_to_h(delta, W, H)
-            p = to_feature_px(apply_h(R, grid4.expand(bsz, -1, -1)), 4)  # (B, hw, 2) stride-4 px
-            flow = (p - to_feature_px(grid4, 4)).transpose(1, 2).reshape(bsz, 2, h, w)
-            look = self._lookup(pyramid, p, h, w)
-            upd = self.global_update(torch.cat([look, flow.to(look.dtype)], 1))
-            delta = delta + 4.0 * upd.float()
+            p = to_feature_px(apply_h(corners_to_h(delta, W, H), grid.expand(bsz, -1, -1)), GLOBAL_STRIDE)
+            look = [bilinear_windows(c, (p - 0.5 * (2 ** lvl - 1)) / 2 ** lvl, self.cfg.radius)
+                    for lvl, c in enumerate(pyramid)]
+            x = torch.cat(look + [p - base], -1).transpose(1, 2).reshape(bsz, -1, h, w)
+            delta = delta + GLOBAL_STRIDE * self.global_update(x).float()
             preds.append(delta)
 
-        # local stage: warp B's stride-2 features, correlate in a (2r+1)^2 window
-        if self.local_update is not None and li > 0:
-            h2, w2 = f2a.shape[-2:]
-            grid2 = pixel_grid(h2, w2, 2, img_a)
-            r = self.cfg.radius
-            fa2 = f2a.float()
-            for _ in range(li):
-                delta = delta.detach()
-                R = corners_to_h(delta, W, H)
-                p = to_feature_px(apply_h(R, grid2.expand(bsz, -1, -1)), 2)
-                gx = 2.0 * p[..., 0] / max(w2 - 1, 1) - 1.0
-                gy = 2.0 * p[..., 1] / max(h2 - 1, 1) - 1.0
-                fbw = F.grid_sample(f2b.float(), torch.stack([gx, gy], -1).reshape(bsz, h2, w2, 2),
-                                    mode="bilinear", padding_mode="zeros", align_corners=True)
-                pad = F.pad(fbw.contiguous(), (r, r, r, r))
-                rows = []
-                for dy in range(2 * r + 1):  # one op per row of offsets: (B, C, h2, w2, 2r+1) -> (B, h2, w2, 2r+1)
-                    win = pad[:, :, dy:dy + h2, :].unfold(3, 2 * r + 1, 1)
-                    rows.append((win * fa2.unsqueeze(-1)).sum(1))
-                look = torch.cat(rows, -1).permute(0, 3, 1, 2) / math.sqrt(fa2.shape[1])
-                flow = (p - to_feature_px(grid2, 2)).transpose(1, 2).reshape(bsz, 2, h2, w2)
-                x = F.avg_pool2d(torch.cat([look, flow], 1), 2)  # to stride 4: the update CNN stays cheap
-                upd = self.local_update(x)
-                delta = delta + 2.0 * upd.float()
-                preds.append(delta)
+        # local stage: warp B's stride-4 features by the estimate, correlate in a (2r+1)^2 window
+        h4, w4 = f4a.shape[-2:]
+        grid4 = pixel_grid(h4, w4, LOCAL_STRIDE, img_a)
+        base4 = to_feature_px(grid4, LOCAL_STRIDE)
+        r = self.cfg.radius
+        fa4 = f4a.float()
+        for _ in range(li):
+            delta = delta.detach()
+            p = to_feature_px(apply_h(corners_to_h(delta, W, H), grid4.expand(bsz, -1, -1)), LOCAL_STRIDE)
+            g = torch.stack([2.0 * p[..., 0] / max(w4 - 1, 1) - 1.0, 2.0 * p[..., 1] / max(h4 - 1, 1) - 1.0], -1)
+            fbw = F.grid_sample(f4b.float(), g.reshape(bsz, h4, w4, 2), mode="bilinear", padding_mode="zeros",
+                                align_corners=True)
+            pad = F.pad(fbw, (r, r, r, r))
+            rows = [(pad[:, :, dy:dy + h4, :].unfold(3, 2 * r + 1, 1) * fa4.unsqueeze(-1)).sum(1)
+                    for dy in range(2 * r + 1)]  # each (B, h4, w4, 2r+1): one op per row of offsets
+            look = torch.cat(rows, -1).permute(0, 3, 1, 2) / math.sqrt(fa4.shape[1])
+            flow = (p - base4).transpose(1, 2).reshape(bsz, 2, h4, w4)
+            delta = delta + LOCAL_STRIDE * self.local_update(torch.cat([look, flow], 1)).float()
+            preds.append(delta)
         return preds
 
     @torch.no_grad()
@@ -311,7 +336,7 @@ class HomographyRefiner(nn.Module):
         for k in range(max(1, int(rounds))):
             d = self(a, ma, img_b, mask_b, global_iters, local_iters)[-1]
             total = h_to_corners(corners_to_h(d, W, H) @ corners_to_h(total, W, H), W, H)
-            if k + 1 < rounds:  # A_k(u) = A_0(R_total^-1 u) ~ B(R R_total^-1 u): residual left for the next pass
+            if k + 1 < rounds:  # A_k(u) = A_0(R^-1 u) ~ B(R_true R^-1 u): a small residual for the next pass
                 Rt = corners_to_h(total, W, H).to(img_a.dtype)
                 a = warp_perspective(img_a, Rt, (H, W), align_corners=True)
                 ma = (warp_perspective(mask_a, Rt, (H, W), align_corners=True) > 0.999).to(mask_a.dtype)
@@ -319,13 +344,14 @@ class HomographyRefiner(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())
 
 
 def sequence_loss(preds: list[Tensor], target: Tensor, gamma: float = 0.85) -> Tensor:
     """sum_i gamma^(N-1-i) * mean |pred_i - target| (L1 over the 8 corner coordinates, px)."""
     n = len(preds)
-    loss = target.new_zeros(())
+    loss = target.new_zeros((), dtype=torch.float32)
     for i, p in enumerate(preds):
         loss = loss + gamma ** (n - 1 - i) * (p.float() - target.float()).abs().mean()
     return loss

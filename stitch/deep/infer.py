@@ -1,0 +1,119 @@
+"""Apply trained refiner weights to an image pair of any size (used by ``stitch.deep.refine_deep``).
+
+The working frame: the bounding box of the overlap (src's outline mapped by H, clipped to dst) is
+covered by a square window of dst, shrunk to ``work_size`` px when it is larger (never enlarged). S
+(3, 3) maps dst px to working px (the cv2.resize pixel-centre convention, ``stitch.geometry``). B is
+dst seen through S and A is src seen through S @ H, both with validity masks; the network predicts
+the residual R (A(u) ~ B(R u)) and the refined matrix is
+
+    H' = inv(S) @ R @ S @ H          (src px -> dst px, full resolution)
+
+Images are shrunk with INTER_AREA before the perspective warps when the window is larger than the
+working size, so that no aliasing reaches the network.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from ..geometry import image_corners, normalize_h, project, resize_matrix
+from .checkpoint import read_weights
+from .model import HomographyRefiner, ModelConfig, corners_to_h
+
+
+@lru_cache(maxsize=4)
+def load_refiner(path: str, device: str = "cpu") -> tuple[HomographyRefiner, dict[str, Any]]:
+    """The network of a weights file (float32, eval mode) and its meta dict; cached per (path, device)."""
+    w = read_weights(path)
+    model = HomographyRefiner(ModelConfig.from_dict(w["model_config"]), int(w["work_size"]))
+    model.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in w["state_dict"].items()})
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, dict(w.get("meta", {}))
+
+
+def _gray_f32(img: np.ndarray) -> np.ndarray:
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
+    return g.astype(np.float32) / (65535.0 if g.dtype == np.uint16 else 255.0)
+
+
+def overlap_box(H: np.ndarray, src_size: tuple[int, int], dst_size: tuple[int, int]) -> tuple[float, ...] | None:
+    """(x0, y0, x1, y1) bounding box in dst px of src's outline mapped by H and clipped to dst; None if empty."""
+    q = project(H, image_corners(*src_size))
+    if not np.all(np.isfinite(q)):
+        return None
+    dw, dh = dst_size
+    area, poly = cv2.intersectConvexConvex(q.astype(np.float32), image_corners(dw, dh).astype(np.float32))
+    if poly is None or area <= 1.0:
+        return None
+    p = poly.reshape(-1, 2)
+    return float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max())
+
+
+def working_frame(box: tuple[float, ...], dst_size: tuple[int, int], work: int) -> np.ndarray:
+    """S (3, 3): dst px -> working px for a square window around ``box``, shrunk to ``work`` px if larger."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0, float(work))
+    s = min(1.0, work / side)
+    side = work / s
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    dw, dh = dst_size
+    ox = min(max(cx - 0.5 * side, 0.0), max(dw - side, 0.0)) if side <= dw else cx - 0.5 * side
+    oy = min(max(cy - 0.5 * side, 0.0), max(dh - side, 0.0)) if side <= dh else cy - 0.5 * side
+    T = np.array([[1.0, 0.0, -ox], [0.0, 1.0, -oy], [0.0, 0.0, 1.0]])
+    return resize_matrix(s) @ T
+
+
+def _local_scale(M: np.ndarray, size: tuple[int, int]) -> float:
+    """sqrt(|det|) of the Jacobian of M (src px -> working px) at the centre of a (w, h) image."""
+    w, h = size
+    cx, cy = 0.5 * w, 0.5 * h
+    den = M[2, 0] * cx + M[2, 1] * cy + M[2, 2]
+    p = project(M, np.array([[cx, cy]]))[0]
+    J = (M[:2, :2] - np.outer(p, M[2, :2])) / den
+    return float(math.sqrt(abs(np.linalg.det(J))))
+
+
+def warp_into(img: np.ndarray, M: np.ndarray, work: int) -> tuple[np.ndarray, np.ndarray]:
+    """img (H, W) float32 seen through M (img px -> working px) as work x work, with its 0/1 mask."""
+    size = (img.shape[1], img.shape[0])
+    s = _local_scale(M, size)
+    if s < 0.7:  # shrink first (anti-aliasing), then warp with M re-expressed on the shrunk image
+        small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        sx, sy = small.shape[1] / size[0], small.shape[0] / size[1]
+        R = np.array([[sx, 0.0, 0.5 * (sx - 1.0)], [0.0, sy, 0.5 * (sy - 1.0)], [0.0, 0.0, 1.0]])
+        M, img = M @ np.linalg.inv(R), small
+    out = cv2.warpPerspective(img, M, (work, work), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    ones = np.ones(img.shape[:2], np.uint8)
+    m = cv2.warpPerspective(ones, M, (work, work), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+    return out, cv2.erode(m, np.ones((3, 3), np.uint8)).astype(np.float32)
+
+
+def refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | Path,
+                iterations: int = 1, device: str = "cpu", min_valid: float = 0.05) -> np.ndarray | None:
+    """See ``stitch.deep.refine_deep``; None when the pair has (almost) no overlap under H."""
+    model, _ = load_refiner(str(weights), device)
+    work = model.work_size
+    H = normalize_h(H)
+    src_size, dst_size = (src_img.shape[1], src_img.shape[0]), (dst_img.shape[1], dst_img.shape[0])
+    box = overlap_box(H, src_size, dst_size)
+    if box is None:
+        return None
+    S = working_frame(box, dst_size, work)
+    b, mb = warp_into(_gray_f32(dst_img), S, work)
+    a, ma = warp_into(_gray_f32(src_img), S @ H, work)
+    if ma.mean() < min_valid or mb.mean() < min_valid:
+        return None
+    t = [torch.from_numpy(x)[None, None].to(device) for x in (a, ma, b, mb)]
+    delta = model.predict(*t, rounds=iterations)
+    R = corners_to_h(delta.double().cpu(), work, work)[0].numpy()
+    out = np.linalg.inv(S) @ R @ S @ H
+    return normalize_h(out) if np.all(np.isfinite(out)) else None
