@@ -76,7 +76,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +84,13 @@ import cv2
 import numpy as np
 
 from . import __version__, bench, quality
-from .candidates import ESTIMATOR_CHOICES, Candidate, generate
+from .candidates import ESTIMATOR_CHOICES, Candidate
 from .errors import ConfigError, NoOverlapError, StitchError
-from .features import detect
 from .geometry import normalize_h, transfer_errors
 from .io import ImageLike, image_name, list_images, load_image, read_matrix, write_text_atomic
-from .matching import Matches, match
+from .matching import Matches
 from .refine import corner_shift, refine_ecc, refine_lsq
-from .select import DEFAULT_PRESET, HomographyResult, Level, SelectConfig, estimate_pair
+from .select import DEFAULT_PRESET, HomographyResult, SelectConfig, estimate_pair, run_level
 
 SCHEMA_VERSION = 1
 
@@ -451,35 +450,6 @@ def _candidate_row(c: Candidate, trial: int | None, forced: bool) -> Row:
     )
 
 
-def _run_level(
-    level: Level,
-    a: np.ndarray,
-    b: np.ndarray,
-    caches: tuple[dict, dict],
-    cfg: SelectConfig,
-    ctx: quality.ScoringContext,
-) -> list[Candidate]:
-    """One feature level's candidates, scored exactly as ``select.estimate_pair`` scores them."""
-    t0 = time.perf_counter()
-    for img, cache in ((a, caches[0]), (b, caches[1])):
-        if level.features not in cache:
-            cache[level.features] = detect(img, level.features)
-    fa, fb = caches[0][level.features], caches[1][level.features]
-    m = match(fa, fb, level.matching)
-    specs = [replace(s, seed=s.seed + cfg.seed) for s in level.specs]
-    tags = {"level": level.name, "features": level.features.label(), "matching": level.matching.label()}
-    new = generate(m, specs, tags)
-    overhead = (time.perf_counter() - t0 - sum(c.seconds for c in new)) / max(len(new), 1)
-    for c in new:
-        t1 = time.perf_counter()
-        if c.ok and c.n_inliers < cfg.min_inliers:
-            c.rejected = f"{c.n_inliers} inliers < min_inliers={cfg.min_inliers}"
-        if c.ok:
-            c.score, c.parts, c.rejected = quality.score(c.H, ctx, m)
-        c.seconds += overhead + time.perf_counter() - t1
-    return new
-
-
 def _trial_index(cfg: SelectConfig) -> dict[tuple, int]:
     """(level, method, threshold, seed) -> generation order over every level of ``cfg`` (the trial index)."""
     out: dict[tuple, int] = {}
@@ -592,7 +562,7 @@ def compare_homographies(
         if level.name in tried or not want_all:
             continue
         say(f"{nm[0]} -> {nm[1]}: forced level {level.name}")
-        forced += _run_level(level, a, b, caches, cfg, ctx)
+        forced += run_level(level, a, b, cfg, ctx, caches[0], caches[1])
     if res is None and forced:
         notes.append("every level was re-run to show the rejected candidates")
     elif forced:

@@ -199,6 +199,28 @@ def _features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache | None) -
     return cache[cfg]
 
 
+def run_level(level: Level, src_img: np.ndarray, dst_img: np.ndarray, cfg: SelectConfig,
+              ctx: quality.ScoringContext, src_cache: FeatureCache | None = None,
+              dst_cache: FeatureCache | None = None) -> list[Candidate]:
+    """Every estimator run of one level on its matches, each scored; seconds include a share of detect+match."""
+    t0 = time.perf_counter()
+    fa = _features(src_img, level.features, src_cache)
+    fb = _features(dst_img, level.features, dst_cache)
+    m = match(fa, fb, level.matching)
+    specs = [replace(s, seed=s.seed + cfg.seed) for s in level.specs]
+    tags = {"level": level.name, "features": level.features.label(), "matching": level.matching.label()}
+    new = generate(m, specs, tags)
+    overhead = (time.perf_counter() - t0 - sum(c.seconds for c in new)) / max(len(new), 1)
+    for c in new:
+        t1 = time.perf_counter()
+        if c.ok and c.n_inliers < cfg.min_inliers:
+            c.rejected = f"{c.n_inliers} inliers < min_inliers={cfg.min_inliers}"
+        if c.ok:
+            c.score, c.parts, c.rejected = quality.score(c.H, ctx, m)
+        c.seconds += overhead + time.perf_counter() - t1
+    return new
+
+
 def _sort_key(c: Candidate) -> tuple:
     return (not c.ok, -c.score if c.ok else 0.0, -c.n_inliers)
 
@@ -216,21 +238,7 @@ def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig
     for level in cfg.levels:
         if progress:
             progress(f"{names[0]} -> {names[1]}: {level.name}")
-        t_lvl = time.perf_counter()
-        fa = _features(src_img, level.features, src_cache)
-        fb = _features(dst_img, level.features, dst_cache)
-        m = match(fa, fb, level.matching)
-        specs = tuple(replace(s, seed=s.seed + cfg.seed) for s in level.specs)
-        tags = {"level": level.name, "features": level.features.label(), "matching": level.matching.label()}
-        new = generate(m, list(specs), tags)
-        overhead = (time.perf_counter() - t_lvl - sum(c.seconds for c in new)) / max(len(new), 1)
-        for c in new:
-            t1 = time.perf_counter()
-            if c.ok and c.n_inliers < cfg.min_inliers:
-                c.rejected = f"{c.n_inliers} inliers < min_inliers={cfg.min_inliers}"
-            if c.ok:
-                c.score, c.parts, c.rejected = quality.score(c.H, ctx, m)
-            c.seconds += overhead + time.perf_counter() - t1
+        new = run_level(level, src_img, dst_img, cfg, ctx, src_cache, dst_cache)
         cands += new
         tried.append(level.name)
         best = max((c.score for c in cands if c.ok), default=float("-inf"))

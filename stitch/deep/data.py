@@ -31,7 +31,6 @@ from ..io import IMAGE_EXTENSIONS, read_image
 from .pairs import (
     DETONE_RHO,
     DETONE_SIZE,
-    NO_PHOTOMETRIC,
     Photometric,
     corner_h,
     detone_pair,

@@ -165,8 +165,14 @@ def _batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike | None = None,
-          progress: TrainProgress | None = None, command: str | None = None) -> TrainResult:
-    """Train the refiner as ``cfg`` says; ``resume`` continues from a checkpoint (exactly)."""
+          progress: TrainProgress | None = None, command: str | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Train the refiner as ``cfg`` says; ``resume`` continues from a checkpoint (exactly).
+
+    ``stop_after``: stop like an interruption once this many optimizer steps are done (checkpoint
+    written, nothing exported; ``stopped == "interrupted"``), e.g. to test or to split a run. A killed run
+    resumes from its last periodic checkpoint (``train.ckpt_every``).
+    """
     t0 = time.perf_counter()
     tc, dc = cfg.train, cfg.data
     dev = resolve_device(device or cfg.run.device)
@@ -310,11 +316,17 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike
                     progress(step, tc.max_steps, {"kind": "val", **ev, "best": best})
             if over_time and stopped == "max_steps":
                 stopped = "max_minutes"
+            if stop_after is not None and step >= stop_after and stopped == "max_steps":
+                stopped = "interrupted"
             if step % tc.ckpt_every == 0 or stopped != "max_steps" or step == tc.max_steps:
                 checkpoint(out / "last.pt")
             if stopped != "max_steps" or step >= tc.max_steps:
                 break
         epoch, done_in_epoch = epoch + 1, 0
+    if stopped == "interrupted":
+        log.write()
+        return TrainResult(step, stopped, best, {}, "", "", out, elapsed_before + time.perf_counter() - t0,
+                           count_parameters(model), losses)
 
     # --- export: the lowest validation MACE among model / EMA / SWA --------------------------------
     final = run_eval()
@@ -344,18 +356,19 @@ def describe(cfg: TrainConfig, device: str | None = None) -> dict[str, Any]:
     optimizer = build_optimizer(model, cfg.optim)
     schedule = Schedule(optimizer, cfg.schedule.name, cfg.train.max_steps, cfg.schedule.warmup_steps,
                         cfg.schedule.warmup_start_factor, **cfg.schedule.options)
+    groups = [{"name": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"], "tensors": len(g["params"])}
+              for g in optimizer.param_groups]
     marks = sorted({0, cfg.schedule.warmup_steps, cfg.train.max_steps // 4, cfg.train.max_steps // 2,
                     (3 * cfg.train.max_steps) // 4, cfg.train.max_steps - 1})
-    lrs = {}
-    for t in range(cfg.train.max_steps):
+    names = [g["name"] for g in optimizer.param_groups]
+    lrs: dict[int, dict[str, float]] = {}
+    for t in range(max(marks) + 1):
         if t in marks:
-            lrs[t] = schedule.get_last_lr()[0]
+            lrs[t] = {n.split("/")[0]: lr for n, lr in zip(names, schedule.get_last_lr())}
         optimizer.step()  # no gradients: a no-op that keeps torch's step-order check quiet
         schedule.step()
     return {"device": str(dev), "amp": str(amp_dtype(cfg.train.amp, dev)), "params": count_parameters(model),
             "train_images": len(split.train), "val_images": len(split.val), "split": split.how,
             "train_sets": split.train_sets, "val_sets": split.val_sets,
-            "groups": [{"name": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"],
-                        "tensors": len(g["params"])} for g in optimizer.param_groups],
-            "lr_at_step": lrs, "samples": cfg.train.max_steps * cfg.train.batch_size * cfg.train.accum_steps,
+            "groups": groups, "lr_at_step": lrs, "samples": cfg.train.max_steps * cfg.train.batch_size * cfg.train.accum_steps,
             "out_dir": cfg.run.out_dir}
