@@ -18,6 +18,7 @@ import click
 
 from cli.bench_cmd import bench, progress_bar, stderr_console
 from cli.compare_cmd import compare
+from cli.train_cmd import train
 from stitch import __version__
 from stitch.errors import StitchError
 from stitch.features import DETECTOR_CHOICES
@@ -51,6 +52,8 @@ def cli() -> None:
 
 
 cli.add_command(bench)
+cli.add_command(compare)
+cli.add_command(train)
 cli.add_command(compare)
 
 
@@ -131,6 +134,9 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
     paths = list_images(folder)
     _check_output(output, paths)
     console = stderr_console()
+    if output.resolve().parent == folder.resolve():
+        console.print(f"warning: {output} is inside {folder}: a later run on {folder} will read it as an input",
+                      markup=False, highlight=False, soft_wrap=True)
     printed: set[str] = set()
 
     def show(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:

@@ -12,6 +12,11 @@ canvas pixel (c, r) sits at projected (u, v) = (c + offset[0], r + offset[1]).
   d = K^-1 p, and u = f * atan2(d_x, d_z), v = f * d_y / hypot(d_x, d_z) (cylinder) or
   v = f * atan2(d_y, hypot(d_x, d_z)) (sphere). Homogeneous points keep their sign (each H_i is scaled
   to det > 0), so rays more than 90 degrees from the reference camera stay valid.
+
+Warping maps every canvas pixel of the requested region back into the image (inverse_maps: the
+projections are separable in canvas row and column, so this is a few multiply-adds per pixel) and
+samples it with cv2.remap (bilinear), for the plane too: the same result as cv2.warpPerspective, and the
+mask and the feather weight come from the same maps instead of two more warps.
 """
 
 from __future__ import annotations

@@ -172,7 +172,8 @@ def config_from_dict(d: dict[str, Any], source: str = "") -> TrainConfig:
     return cfg
 
 
-def _toml_module() -> Any:
+def toml_module() -> Any:
+    """tomllib (Python 3.11+) or tomli."""
     if sys.version_info >= (3, 11):
         import tomllib
 
@@ -189,7 +190,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, dict[str, Any]] | 
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: configuration file not found")
-    toml = _toml_module()
+    toml = toml_module()
     try:
         d = toml.loads(p.read_text(encoding="utf-8"))
     except toml.TOMLDecodeError as exc:
