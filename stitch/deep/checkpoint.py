@@ -16,6 +16,7 @@ and the data split.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -28,6 +29,8 @@ from ..errors import ConfigError
 
 CHECKPOINT_FORMAT = "stitch-deep-checkpoint/1"
 WEIGHTS_FORMAT = "stitch-deep-refiner/1"
+#: What torch.load raises on a truncated, corrupt or foreign file.
+_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError)
 
 
 def rng_state() -> dict[str, Any]:
@@ -79,7 +82,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ConfigError(f"{p}: checkpoint not found")
     try:
         ck = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: one clear message
+    except _LOAD_ERRORS as exc:  # corrupt or foreign file: one clear message
         raise ConfigError(f"{p}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{p}: not a stitch training checkpoint (format {CHECKPOINT_FORMAT} expected)")
@@ -102,7 +105,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{p}: refiner weights not found (train some with `stitch train CONFIG.toml`)")
     try:
         w = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: one clear message
+    except _LOAD_ERRORS as exc:  # corrupt or foreign file: one clear message
         raise ConfigError(f"{p}: not readable refiner weights ({type(exc).__name__}: {exc})") from None
     if not isinstance(w, dict) or w.get("format") != WEIGHTS_FORMAT:
         raise ConfigError(f"{p}: not stitch refiner weights (format {WEIGHTS_FORMAT} expected)")

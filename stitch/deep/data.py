@@ -14,7 +14,6 @@ validation. Validation samples come from validation images only, with their own 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -27,15 +26,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import ConfigError
-from ..io import IMAGE_EXTENSIONS, read_image
+from ..io import read_image
 from .pairs import (
     DETONE_RHO,
     DETONE_SIZE,
     Photometric,
     corner_h,
     detone_pair,
+    list_image_files,
     random_view_pair,
     residual_deltas,
+    set_name,
     uniform_deltas,
     warp_with_mask,
 )
@@ -105,24 +106,6 @@ class DataConfig:
 # --- files and splits ------------------------------------------------------------------------------
 
 
-def list_image_files(root: str | os.PathLike) -> list[Path]:
-    """Every image file under ``root`` (recursive, sorted by relative path)."""
-    base = Path(root)
-    if not base.is_dir():
-        raise ConfigError(f"data.root={str(root)!r}: folder not found")
-    files = sorted((p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                    and not p.name.startswith(".")), key=lambda p: p.relative_to(base).as_posix())
-    if not files:
-        raise ConfigError(f"data.root={str(root)!r}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return files
-
-
-def set_name(path: Path, root: Path) -> str:
-    """The first folder of ``path`` under ``root`` ('' for a file directly in root)."""
-    parts = path.relative_to(root).parts
-    return parts[0] if len(parts) > 1 else ""
-
-
 def _hash01(text: str) -> float:
     return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big") / 2.0 ** 64
 
@@ -141,8 +124,11 @@ class Split:
 def split_files(cfg: DataConfig) -> Split:
     """Split the images of ``cfg.root`` by set names, or by a stable hash when no sets are named."""
     root = Path(cfg.root)
-    files = [p for p in list_image_files(root) if set_name(p, root) not in cfg.exclude_sets
-             and not p.stem.lower().startswith("mask")]
+    try:
+        listed = list_image_files(root)
+    except ConfigError as exc:
+        raise ConfigError(f"data.root: {exc}") from None
+    files = [p for p in listed if set_name(p, root) not in cfg.exclude_sets]
     by_set: dict[str, list[Path]] = {}
     for p in files:
         by_set.setdefault(set_name(p, root), []).append(p)

@@ -20,13 +20,16 @@ pair is a pure function of (image, seed, index).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..errors import ConfigError
 from ..geometry import image_corners
+from ..io import IMAGE_EXTENSIONS
 
 DETONE_SIZE = (320, 240)
 DETONE_PATCH = 128
@@ -53,6 +56,25 @@ class Photometric:
 
 
 NO_PHOTOMETRIC = Photometric(p=0.0)
+
+
+def list_image_files(root: str | os.PathLike) -> list[Path]:
+    """Every image file under ``root`` (recursive, sorted by relative path; ``mask*`` files skipped)."""
+    base = Path(root)
+    if not base.is_dir():
+        raise ConfigError(f"{root}: folder not found")
+    files = sorted((p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                    and not p.name.startswith(".") and not p.stem.lower().startswith("mask")),
+                   key=lambda p: p.relative_to(base).as_posix())
+    if not files:
+        raise ConfigError(f"{root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def set_name(path: Path, root: Path) -> str:
+    """The first folder of ``path`` under ``root`` ('' for a file directly in root): its *set*."""
+    parts = path.relative_to(root).parts
+    return parts[0] if len(parts) > 1 else ""
 
 
 def photometric(img: np.ndarray, rng: np.random.Generator, cfg: Photometric) -> np.ndarray:
