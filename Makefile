@@ -4,15 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test browser samples bench lint
+.PHONY: venv demo test browser samples bench bench-panorama lint
 
 venv: $(STAMP)
 
 # torch is pinned exactly: an unpinned torch pulls a multi-GB CUDA build.
+# The bench extra (OpenStitching) installs its own `stitch` script over ours: re-installing this package
+# last (no dependencies) puts our `stitch` back on PATH (tests/test_cli.py checks `stitch --help`).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev,deep,report]'
+	$(BIN)/pip install -e '.[dev,deep,report,bench]'
+	$(BIN)/pip install --no-deps --force-reinstall -e .
 	touch $@
 
 demo: venv
@@ -33,6 +36,10 @@ samples: venv
 
 bench: venv
 	$(BIN)/stitch bench homography ../shared/data/homography_gt
+
+# stitch vs OpenStitching (defaults and SIFT) and cv2.Stitcher; 10-25 minutes on 2 cores
+bench-panorama: venv
+	$(BIN)/stitch bench panorama ../shared/data/panoramas --out out/bench_panorama --json out/bench_panorama.json
 
 lint: venv
 	$(BIN)/ruff check .

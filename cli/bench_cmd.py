@@ -34,6 +34,7 @@ from stitch.bench import (
     ProgressFn,
     run_homography_bench,
 )
+from stitch.bench_panorama import DEFAULT_TIMEOUT_S, PANORAMA_METHOD_CHOICES
 from stitch.errors import StitchError
 from stitch.io import write_text_atomic
 from stitch.select import DEFAULT_PRESET, PRESET_CHOICES
@@ -254,6 +255,171 @@ def homography_cmd(
                 check_gt=check_gt,
             )
         print_homography_result(result, stdout_console(), per_pair=per_pair)
+        if json_path is not None:
+            write_json(json_path, result.to_json())
+            stderr_console().print(f"wrote {json_path}")
+    except StitchError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# --- synthetic -------------------------------------------------------------------------------------
+
+
+def synthetic_table(title: str, summaries: Sequence[Any]) -> Table:
+    """method | pairs | mean | median | p90 | <=1 px | fail >3 px | no result | mean s | median s."""
+    columns = ["method", "pairs", "mean MACE (px)", "median", "p90", "<=1 px", "fail >3 px", "no result",
+               "mean s", "median s"]
+    rows = [[escape(s.method), str(s.pairs), fmt_num(s.mean, 2), fmt_num(s.median, 2), fmt_num(s.p90, 2),
+             fmt_num(s.ok1, 3), fmt_num(s.failures, 3), str(s.no_result), fmt_num(s.mean_seconds, 4),
+             fmt_num(s.median_seconds, 4)] for s in summaries]
+    return make_table(title, columns, rows)
+
+
+def print_synthetic_result(result: Any, console: Console) -> None:
+    """One table per regime, then the issue's figures (pass/fail) and notes."""
+    titles = {"detone": "DeTone regime: 320x240, 128x128 patch, rho=32, start = identity",
+              "refiner": "refiner regime: start off by <= 8 px at the corners, photometric change"}
+    for regime, summaries in result.summaries.items():
+        console.print(synthetic_table(f"synthetic {titles.get(regime, regime)} ({result.pairs} pairs)", summaries))
+    checks = result.checks
+    if checks:
+        rows = [[escape(c.name), fmt_num(c.value, 3), escape(c.target), "yes" if c.passed else "[red]no[/red]"]
+                for c in checks]
+        console.print(make_table("issue 4 figures", ["figure", "value", "target", "met"], rows))
+    for n in result.notes:
+        console.print(f"note: {n}", markup=False)
+
+
+@bench.command("synthetic")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--pairs", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Pairs per regime (image k %% n for pair k).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pair generator and estimators.")
+@click.option("--regime", "regimes", type=click.Choice(("detone", "refiner")), multiple=True,
+              help="Run only this regime (repeatable; default: both).")
+@click.option("--method", "methods", multiple=True,
+              help="Run only these methods (repeatable; default: all of each regime).")
+@click.option("--sets", default=None, help="Comma-separated set names (first-level folders of DIRECTORY) to use.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Refiner weights for the deep methods (default: the shipped ones).")
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="Deep refiner passes (default: its own).")
+@click.option("--preset", type=click.Choice(PRESET_CHOICES), default=None, help="Pipeline preset.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the summaries, checks and per-pair rows as JSON to this file.")
+def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ...], methods: tuple[str, ...],
+                  sets: str | None, weights: Path | None, iterations: int | None, preset: str | None,
+                  json_path: Path | None) -> None:
+    """MACE on synthetic pairs from the images in DIRECTORY (DeTone protocol and the refiner regime).
+
+    DeTone regime: SIFT+RANSAC, ECC from identity, classical, classical+ECC, deep from identity,
+    classical+deep. Refiner regime: start, ECC, deep, deep+ECC. A method that gives no matrix keeps its
+    start matrix. Use images the refiner never trained on (see stitch/deep/weights/README.md).
+    """
+    from stitch.bench_synthetic import run_synthetic_bench
+
+    try:
+        with progress_bar("synthetic") as progress:
+            result = run_synthetic_bench(
+                directory, pairs=pairs, seed=seed, regimes=regimes or ("detone", "refiner"),
+                methods=methods or None, sets=[s.strip() for s in sets.split(",") if s.strip()] if sets else None,
+                weights=weights, iterations=iterations, preset=preset, progress=progress)
+        print_synthetic_result(result, stdout_console())
+        if json_path is not None:
+            write_json(json_path, result.to_json())
+            stderr_console().print(f"wrote {json_path}")
+    except StitchError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# --- panorama --------------------------------------------------------------------------------------
+
+
+def panorama_set_table(result: Any, set_name: str) -> Table:
+    """method | ok | kept/given | s | peak MB | PSNR | SSIM | PSNR udis | SSIM udis | seam vis | pairs."""
+    columns = ["method", "ok", "kept/given", "seconds", "peak MB", "PSNR", "SSIM", "PSNR udis", "SSIM udis",
+               "seam vis", "pairs"]
+    rows = []
+    for m in result.methods:
+        r = result.row(set_name, m)
+        if r is None:
+            continue
+        ok = "yes" if r.ok else ("[red]timeout[/red]" if r.timed_out else "[red]no[/red]")
+        kept = f"{r.kept}/{r.given}" + ("" if r.distractors_dropped or not r.ok else " [yellow]![/yellow]")
+        rows.append([escape(m), ok, kept, fmt_num(r.seconds, 1), fmt_num(r.peak_mb, 0), fmt_num(r.psnr, 2),
+                     fmt_num(r.ssim, 4), fmt_num(r.psnr_udis, 2), fmt_num(r.ssim_udis, 4),
+                     fmt_num(r.seam_visibility, 2), str(r.pairs)])
+    return make_table(f"panorama: {set_name}", columns, rows)
+
+
+def print_panorama_result(result: Any, console: Console) -> None:
+    """A table per set, the totals, the issue's targets, failures, and how each figure was obtained."""
+    for s in result.sets:
+        console.print(panorama_set_table(result, s))
+    totals = result.totals()
+    rows = [[escape(m), f"{t['sets_ok']}/{t['sets']}", f"{t['kept']}/{t['given']}", fmt_num(t["seconds_all_ok"], 1),
+             fmt_num(t["mean_psnr"], 2), fmt_num(t["mean_ssim"], 4), fmt_num(t["mean_psnr_udis"], 2),
+             fmt_num(t["mean_ssim_udis"], 4), fmt_num(t["mean_seam_visibility"], 2)] for m, t in totals.items()]
+    console.print(make_table("panorama totals (means over each method's successful sets)",
+                             ["method", "sets ok", "kept/given", "total s", "PSNR", "SSIM", "PSNR udis", "SSIM udis",
+                              "seam vis"], rows))
+    head = []
+    for m, t in totals.items():
+        v = t.get("vs_stitch")
+        if v is None:
+            continue
+        head.append([escape(m), str(len(v["sets"])), fmt_num(v["seconds_stitch"], 1), fmt_num(v["seconds_peer"], 1),
+                     f"{fmt_num(v['ssim_stitch'], 4)} / {fmt_num(v['ssim_peer'], 4)}",
+                     f"{fmt_num(v['psnr_stitch'], 2)} / {fmt_num(v['psnr_peer'], 2)}",
+                     f"{fmt_num(v['seam_visibility_stitch'], 2)} / {fmt_num(v['seam_visibility_peer'], 2)}"])
+    if head:
+        console.print(make_table("stitch vs each peer, over the sets both succeed on",
+                                 ["peer", "sets", "stitch s", "peer s", "SSIM stitch/peer", "PSNR stitch/peer",
+                                  "seam vis stitch/peer"], head))
+    targets = result.targets()
+    if targets:
+        console.print(make_table("issue 3 figures", ["figure", "reached", "detail"],
+                                 [[escape(t.name), "—" if t.reached is None else ("yes" if t.reached else "[red]no[/red]"),
+                                   escape(t.detail)] for t in targets]))
+    for r in result.rows:
+        if r.error:
+            console.print(f"{r.set} / {r.method}: {r.error}", markup=False, highlight=False, soft_wrap=True)
+    for m, why in result.skipped.items():
+        console.print(f"skipped {m}: {why}", markup=False, highlight=False)
+    from stitch.bench_panorama import REGISTRATION_NOTES
+
+    for m in result.methods:
+        console.print(f"registered images of {m}: {REGISTRATION_NOTES[m]}", markup=False, highlight=False,
+                      soft_wrap=True)
+    if result.contact_sheet:
+        console.print(f"contact sheet: {result.contact_sheet}", markup=False, highlight=False)
+
+
+@bench.command("panorama")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--method", "methods", type=click.Choice(PANORAMA_METHOD_CHOICES), multiple=True,
+              help="Run only these methods (repeatable; default: all).")
+@click.option("--set", "sets", multiple=True, help="Run only these sets (subfolder names; repeatable).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Seconds per run (one method on one set) before it is killed.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/bench_panorama"),
+              show_default=True, help="Folder for the thumbnails, per-run logs and contact_sheet.png.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every row, the totals and the targets as JSON to this file.")
+def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...], timeout: float,
+                 out_dir: Path, json_path: Path | None) -> None:
+    """Panoramas on DIRECTORY (e.g. ../shared/data/panoramas): stitch against OpenStitching and cv2.Stitcher.
+
+    Each method runs on each set in its own subprocess with a timeout; reports success, images kept,
+    seconds, peak memory, overlap PSNR/SSIM (overlap-only and UDIS variants) and seam visibility, and
+    writes a contact sheet. The peers need the bench extra: pip install -e '.[bench]' (make bench-panorama).
+    """
+    from stitch.bench_panorama import run_panorama_bench
+
+    try:
+        with progress_bar("panorama") as progress:
+            result = run_panorama_bench(directory, methods=methods or PANORAMA_METHOD_CHOICES, sets=sets,
+                                        timeout=timeout, out_dir=out_dir, progress=progress)
+        print_panorama_result(result, stdout_console())
         if json_path is not None:
             write_json(json_path, result.to_json())
             stderr_console().print(f"wrote {json_path}")

@@ -20,7 +20,11 @@ from cli.bench_cmd import bench, progress_bar, stderr_console
 from cli.compare_cmd import compare
 from cli.train_cmd import train
 from stitch import __version__
+from stitch.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
+from stitch.compose import DEFAULT_SEAM_MEGAPIX
+from stitch.crop import DEFAULT_CROP
 from stitch.errors import StitchError
+from stitch.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
 from stitch.features import DETECTOR_CHOICES
 from stitch.io import IMAGE_EXTENSIONS
 from stitch.panorama import (
@@ -28,6 +32,7 @@ from stitch.panorama import (
     DEFAULT_WORK_MEGAPIX,
     PANORAMA_PROJECTION_CHOICES,
 )
+from stitch.seams import DEFAULT_SEAM, SEAM_CHOICES
 from stitch.select import DEFAULT_PRESET, PRESET_CHOICES
 from stitch.warp import DEFAULT_MAX_CANVAS_PIXELS
 
@@ -90,6 +95,10 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
         "edges": s["edges"],
         "rms_before": s["rms_before"],
         "rms_after": s["rms_after"],
+        "crop": s["crop"],
+        "gains": s["gains"],
+        "bands": s["bands"],
+        "stage_seconds": s["stage_seconds"],
         "seconds": s["seconds"],
         "warnings": s["warnings"],
     }
@@ -110,24 +119,45 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
               help="Registration resolution per image (megapixels); compositing is at full resolution.")
 @click.option("--max-canvas-mp", type=click.FloatRange(0.001), default=DEFAULT_MAX_CANVAS_PIXELS / 1e6,
               show_default=True, help="Refuse canvases larger than this many megapixels.")
+@click.option("--exposure", type=click.Choice(EXPOSURE_CHOICES), default=DEFAULT_EXPOSURE, show_default=True,
+              help="Exposure compensation: per-image gain, per-channel gains, block gains, or none.")
+@click.option("--seam", type=click.Choice(SEAM_CHOICES), default=DEFAULT_SEAM, show_default=True,
+              help="Seam finder in the overlaps (graph cut, dynamic programming, Voronoi, none, or OpenCV's).")
+@click.option("--blend", type=click.Choice(BLEND_CHOICES), default=DEFAULT_BLEND, show_default=True,
+              help="Blending across the seams: multi-band (Laplacian pyramid), feather, or none (hard seams).")
+@click.option("--bands", type=click.IntRange(0, MAX_BANDS), default=None,
+              help="Multi-band levels (default: from the overlap width).")
+@click.option("--seam-megapix", type=click.FloatRange(0.001, 10), default=DEFAULT_SEAM_MEGAPIX, show_default=True,
+              help="Resolution (megapixels per image) at which exposure gains and seams are computed.")
+@click.option("--crop/--no-crop", default=DEFAULT_CROP, show_default=True,
+              help="Crop to the largest rectangle inside the valid region.")
+@click.option("--debug-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the intermediate images (matches, warped images, masks, compensated images, seams, the "
+              "result with seam lines) into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress display (shown on a terminal only) or summary line; warnings still print.")
 def run_cmd(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
-            work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool) -> None:
+            work_megapix: float, max_canvas_mp: float, exposure: str, seam: str, blend: str, bands: int | None,
+            seam_megapix: float, crop: bool, debug_dir: Path | None, as_json: bool, quiet: bool) -> None:
     """Stitch the images in FOLDER into one panorama written to OUTPUT.
 
     Unreadable files and images that overlap no other are skipped with a warning; fewer than two
     usable images, or no overlap at all, is an error.
     """
+    compose = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
+               "crop": crop}
     try:
-        _run(folder, output, preset, detector, projection, seed, work_megapix, max_canvas_mp, as_json, quiet)
+        _run(folder, output, preset, detector, projection, seed, work_megapix, max_canvas_mp, as_json, quiet,
+             compose, debug_dir)
     except StitchError as exc:
         raise click.ClickException(_one_line(str(exc))) from None
 
 
 def _run(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
-         work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool) -> None:
+         work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool,
+         compose: dict[str, Any] | None = None, debug_dir: Path | None = None) -> None:
+    from stitch.debug import DebugDir
     from stitch.io import list_images, write_image_atomic
     from stitch.panorama import stitch_images
 
@@ -146,7 +176,11 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
             console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
     options = {"preset": preset, "detector": detector, "projection": projection, "seed": seed,
-               "work_megapix": work_megapix, "max_canvas_pixels": max(1, int(max_canvas_mp * 1e6))}
+               "work_megapix": work_megapix, "max_canvas_pixels": max(1, int(max_canvas_mp * 1e6)), **(compose or {})}
+    if debug_dir is not None:
+        if debug_dir.exists() and not debug_dir.is_dir():
+            raise StitchError(f"{debug_dir}: exists and is not a folder (--debug-dir needs a folder)")
+        options["hooks"] = DebugDir(debug_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = show
@@ -165,6 +199,8 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
         w, h = pano.size
         click.echo(f"wrote {output} ({w} x {h} px, {len(pano.names)} images, reference {pano.reference}, "
                    f"{len(pano.dropped)} dropped, {pano.seconds:.1f} s)")
+        if debug_dir is not None:
+            click.echo(f"intermediate images in {debug_dir}")
 
 
 def _fail(message: str, code: int) -> int:

@@ -15,8 +15,16 @@ Pipeline of ``stitch_images``:
 6. jointly refine every homography to the reference with ``scipy.optimize.least_squares`` over the inlier
    correspondences of all accepted edges: 8 parameters per non-reference image (the reference is the
    identity), symmetric transfer residuals in pixels, robust loss (soft_l1 by default);
-7. project (plane, cylindrical or spherical; 'auto' picks plane unless it stretches too much), bound the
-   canvas and composite one image at a time at full resolution (stitch.compose).
+7. project (plane, cylindrical or spherical; 'auto', the default, picks the plane unless it stretches too
+   much or a matrix sends part of an image through infinity), bound the canvas (a canvas above
+   ``max_canvas_pixels`` is refused with CanvasTooLargeError naming the image whose matrix blows it up:
+   it is never allocated);
+8. composite at full resolution, one image and one strip at a time (stitch.compose.compose_panorama):
+   exposure compensation (stitch.exposure), seam finding (stitch.seams), multi-band or feather blending
+   (stitch.blend), and the crop to the largest rectangle inside the valid region (stitch.crop).
+
+``hooks`` (a stitch.debug.PipelineHooks, e.g. stitch.debug.DebugDir) receives the accepted matches and every
+compositing stage's output as the pipeline makes them; the CLI's ``--debug-dir`` is that.
 
 Why 0.5 for ``DEFAULT_MIN_PAIR_SCORE``: measured with preset 'accurate' (first level, refiner lsq, work
 0.6 MP) on data/samples/pano3 and ../shared/data/panoramas (weir, hill, vlfeat_roofs, vlfeat_river,
@@ -38,10 +46,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .compose import COMPOSITE_CHOICES, DEFAULT_COMPOSITE, composite
+from .blend import DEFAULT_BLEND
+from .compose import DEFAULT_SEAM_MEGAPIX, ComposeConfig, compose_panorama
+from .crop import DEFAULT_CROP
 from .errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
+from .exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE
 from .geometry import normalize_h, project
 from .io import ImageLike, load_images
+from .seams import DEFAULT_SEAM
 from .select import DEFAULT_PRESET, PRESET_CHOICES, SelectConfig, estimate_pair, estimator_grid
 from .warp import (
     DEFAULT_MAX_CANVAS_PIXELS,
@@ -54,7 +66,7 @@ from .warp import (
 
 #: Projections accepted by stitch_images: the warp stage's ones plus 'auto' (plane unless it stretches).
 PANORAMA_PROJECTION_CHOICES = ("auto",) + PROJECTION_CHOICES
-DEFAULT_PANORAMA_PROJECTION = "plane"
+DEFAULT_PANORAMA_PROJECTION = "auto"
 DEFAULT_WORK_MEGAPIX = 0.6
 DEFAULT_MIN_PAIR_SCORE = 0.5
 DEFAULT_MIN_PAIR_INLIERS = 16
@@ -64,8 +76,14 @@ DEFAULT_LOSS = "soft_l1"
 #: Robust loss scale at the working resolution (px); scaled to full resolution per panorama.
 DEFAULT_LOSS_SCALE_PX = 1.5
 DEFAULT_MAX_POINTS_PER_EDGE = 200
-#: Above this many images the screening runs the 'fast' estimator grid on the first feature level.
-DEFAULT_FULL_GRID_MAX_IMAGES = 10
+#: Above this many images the screening runs the 'fast' estimator grid on the first feature level. Measured
+#: with ``stitch bench panorama`` (weir, budapest, opencv_a): the fast grid kept the overlap PSNR within
+#: 0.06 dB and the SSIM within 0.01 of the full grid's, at 10-25 % less time; a lone pair keeps the full grid.
+DEFAULT_FULL_GRID_MAX_IMAGES = 2
+#: Keypoints per image for panoramas (the presets' own default is 4000). Matching cost grows with its
+#: square: on budapest (6 images, 15 pairs) 2000 halved the time at the same overlap PSNR (20.35 dB), but
+#: weir's small-overlap pair 1-3 fell from 51 inliers (score 0.77) to 26 (0.65); 3000 keeps 44 (0.74).
+DEFAULT_PANORAMA_MAX_KEYPOINTS = 3000
 #: 'auto' uses the plane unless its canvas exceeds this multiple of the summed image areas.
 DEFAULT_AUTO_MAX_STRETCH = 4.0
 
@@ -88,8 +106,20 @@ class PanoramaConfig:
     loss_scale_px: float = DEFAULT_LOSS_SCALE_PX
     max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE
     full_grid_max_images: int = DEFAULT_FULL_GRID_MAX_IMAGES
-    composite: str = DEFAULT_COMPOSITE
     adjust: bool = True
+    exposure: str = DEFAULT_EXPOSURE
+    seam: str = DEFAULT_SEAM
+    blend: str = DEFAULT_BLEND
+    crop: bool = DEFAULT_CROP
+    seam_megapix: float = DEFAULT_SEAM_MEGAPIX
+    bands: int | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+    @property
+    def compose(self) -> ComposeConfig:
+        """The compositing stages' settings."""
+        return ComposeConfig(exposure=self.exposure, seam=self.seam, blend=self.blend, crop=self.crop,
+                             seam_megapix=self.seam_megapix, bands=self.bands, block_size=self.block_size)
 
     @classmethod
     def from_options(cls, preset: str = DEFAULT_PRESET, detector: str | None = None,
@@ -100,7 +130,8 @@ class PanoramaConfig:
         """Config from a preset plus overrides; unknown option names raise ConfigError naming them.
 
         Panorama options: min_pair_score, min_pair_inliers, loss, loss_scale_px, max_points_per_edge,
-        full_grid_max_images, composite, adjust. Anything else goes to SelectConfig.from_options
+        full_grid_max_images, adjust; compositing: exposure, seam, blend, crop, seam_megapix, bands,
+        block_size (stitch.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
         (max_keypoints, ratio, estimators, thresholds, accept_score, score_max_side, min_inliers).
         """
         own = {k: options.pop(k) for k in list(options) if k in cls.__dataclass_fields__}
@@ -118,6 +149,8 @@ class PanoramaConfig:
             raise ConfigError(f"work_megapix={work_megapix}: must be between 0.01 and 100")
         if not (isinstance(max_canvas_pixels, int) and max_canvas_pixels > 0):
             raise ConfigError(f"max_canvas_pixels={max_canvas_pixels}: must be a positive integer")
+        if preset != "fast":  # the fast preset keeps its own, smaller count
+            options.setdefault("max_keypoints", DEFAULT_PANORAMA_MAX_KEYPOINTS)
         sel = SelectConfig.from_options(preset=preset, detector=detector, refiner=refiner, seed=seed, **options)
         cfg = cls(select=sel, preset=preset, projection=projection, seed=int(seed), work_megapix=float(work_megapix),
                   max_canvas_pixels=max_canvas_pixels, **own)
@@ -128,8 +161,7 @@ class PanoramaConfig:
         """Validate the panorama-level fields; ConfigError names the offending one."""
         if self.loss not in LOSS_CHOICES:
             raise ConfigError(f"loss={self.loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
-        if self.composite not in COMPOSITE_CHOICES:
-            raise ConfigError(f"composite={self.composite!r}: choose one of {', '.join(COMPOSITE_CHOICES)}")
+        self.compose.check()
         if not -1.0 <= self.min_pair_score <= 1.0:
             raise ConfigError(f"min_pair_score={self.min_pair_score}: must be in [-1, 1]")
         if self.min_pair_inliers < 4:
@@ -159,7 +191,8 @@ class Panorama:
 
     image (H, W, 3) uint8 BGR, black outside ``mask`` (H, W) bool. ``homographies[k]`` (3, 3) float64 maps
     full-resolution pixels of image ``names[k]`` to the *reference* image's pixel frame (the reference
-    has the identity). Canvas pixel (c, r) sits at projected coordinates (c + offset[0], r + offset[1]);
+    has the identity). Pixel (c, r) of ``image`` sits at projected coordinates (c + offset[0], r + offset[1])
+    (the crop included: ``canvas`` is the uncropped frame, ``crop`` the image's box on it);
     for projection 'plane' the projected coordinates are reference pixels, so image -> canvas is
     ``translate(-offset) @ homographies[k]`` (see ``canvas_homography``); for cylindrical/spherical they
     are ``focal`` * angles (see stitch.warp).
@@ -179,6 +212,11 @@ class Panorama:
     warnings: list[str] = field(default_factory=list)
     rms_before: float | None = None
     rms_after: float | None = None
+    canvas: Canvas | None = None
+    crop: tuple[int, int, int, int] | None = None
+    gains: list[list[float]] = field(default_factory=list)
+    bands: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -206,6 +244,10 @@ class Panorama:
             "homographies": {n: H.tolist() for n, H in zip(self.names, self.homographies)},
             "rms_before": None if self.rms_before is None else round(self.rms_before, 4),
             "rms_after": None if self.rms_after is None else round(self.rms_after, 4),
+            "crop": None if self.crop is None else list(self.crop),
+            "gains": {n: g for n, g in zip(self.names, self.gains)},
+            "bands": self.bands,
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
         }
@@ -574,11 +616,12 @@ def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
 def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT_PRESET, detector: str | None = None,
                   projection: str = DEFAULT_PANORAMA_PROJECTION, seed: int = 0,
                   work_megapix: float = DEFAULT_WORK_MEGAPIX, max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS,
-                  progress: ProgressFn | None = None, **options: Any) -> Panorama:
+                  progress: ProgressFn | None = None, hooks: Any = None, **options: Any) -> Panorama:
     """Stitch paths or (H, W[, C]) arrays into a Panorama (see the module docstring for the pipeline).
 
-    progress(done, total, label) is called as pairs are matched and strips composited. Other ``options``:
-    see PanoramaConfig.from_options. Raises StitchError with < 2 readable images, NoOverlapError when no
+    progress(done, total, label) is called as pairs are matched and strips composited; hooks (a
+    stitch.debug.PipelineHooks) receives the intermediate results. Other ``options`` (exposure, seam, blend,
+    crop, ...): see PanoramaConfig.from_options. Raises StitchError with < 2 readable images, NoOverlapError when no
     two images overlap, CanvasTooLargeError when the canvas would exceed ``max_canvas_pixels``.
     """
     t0 = time.perf_counter()
@@ -595,6 +638,10 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
     A = [work_scale_matrix(sizes[k], (w.shape[1], w.shape[0])) for k, w in enumerate(works)]
     raw, why = match_graph(works, names, cfg, progress) if n > 1 else ([], {})
     edges = [_pair_edge(res, i, j, A[i], A[j]) for i, j, res in raw]
+    if hooks is not None:
+        for i, j, res in raw:
+            inl = np.asarray(res.inliers, bool)
+            hooks.matches(names[i], names[j], works[i], works[j], res.matches.src_pts[inl], res.matches.dst_pts[inl])
     if n > 1 and not edges:
         raise NoOverlapError(f"no two images overlap: {', '.join(names)} (try preset='exhaustive' or "
                              "detector='asift', or check that the images show the same scene)")
@@ -619,10 +666,15 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
         focal = float(sum(sizes[ref]))
     canvas = choose_canvas(cfg.projection, H_list, [sizes[k] for k in order], [names[k] for k in order],
                            sizes[ref], focal, cfg.max_canvas_pixels)
-    comp = composite([images[k] for k in order], H_list, canvas, cfg.composite, progress=progress)
+    del works
+    kept = [images[k] for k in order]
+    images.clear()  # only the kept images stay referenced while compositing
+    comp = compose_panorama(kept, H_list, canvas, cfg.compose, [names[k] for k in order], hooks, progress)
+    offset = (canvas.offset[0] + comp.crop[0], canvas.offset[1] + comp.crop[1])
     return Panorama(
         image=comp.image, mask=comp.mask, homographies=H_list, names=[names[k] for k in order],
-        dropped=dropped, reference=names[ref], projection=canvas.projection.kind, offset=canvas.offset,
+        dropped=dropped, reference=names[ref], projection=canvas.projection.kind, offset=offset,
         focal=focal if canvas.projection.kind != "plane" else None,
         edges=[(names[e.i], names[e.j], e.score, e.n_inliers) for e in edges],
-        seconds=time.perf_counter() - t0, warnings=notes, rms_before=rms0, rms_after=rms1)
+        seconds=time.perf_counter() - t0, warnings=notes, rms_before=rms0, rms_after=rms1, canvas=canvas,
+        crop=comp.crop, gains=comp.gains, bands=comp.bands, stage_seconds=comp.seconds)

@@ -93,7 +93,7 @@ def test_subprocess_run_pano3(tmp_path, samples_dir):
         pytest.skip(f"{STITCH_BIN} not installed (pip install -e .)")
     before = digest(samples_dir / "pano3")
     out = tmp_path / "tmp" / "pano.jpg"
-    proc = subprocess.run([str(STITCH_BIN), "run", "data/samples/pano3", "-o", str(out), "--json"],
+    proc = subprocess.run([str(STITCH_BIN), "run", "data/samples/pano3", "-o", str(out), "--json", "--no-crop"],
                           check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -169,7 +169,7 @@ def test_gray_rgba_16bit_inputs(tmp_path, crops):
     write(d / "1_gray.png", cv2.cvtColor(crops[0], cv2.COLOR_BGR2GRAY))
     write(d / "2_rgba.png", cv2.cvtColor(crops[1], cv2.COLOR_BGR2BGRA))
     write(d / "3_16bit.png", crops[2].astype(np.uint16) * 257)
-    res = run(["run", str(d), "-o", str(tmp_path / "pano.jpg"), "--json"])
+    res = run(["run", str(d), "-o", str(tmp_path / "pano.jpg"), "--json", "--no-crop"])
     assert res.exit_code == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["kept"] == ["1_gray.png", "2_rgba.png", "3_16bit.png"]
@@ -255,3 +255,78 @@ def test_usage_errors_interrupt_and_memory(tmp_path, crops, capsys, monkeypatch)
     assert main(["run", str(d), "-o", str(tmp_path / "o.jpg")]) == 1
     one_line_error(capsys.readouterr().err, "out of memory")
     assert not (tmp_path / "o.jpg").exists()
+
+
+# --- compositing options, the debug folder, the installed script, bench panorama ------------------------
+
+
+def test_installed_stitch_is_ours():
+    """`stitch --help` on PATH (the venv's script) is this project's, not OpenStitching's `stitch`."""
+    if not STITCH_BIN.exists():
+        pytest.skip(f"{STITCH_BIN} not installed (pip install -e .)")
+    proc = subprocess.run([str(STITCH_BIN), "--help"], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "stitch: image stitching and homography tuning" in proc.stdout
+    assert "run " in proc.stdout and "bench " in proc.stdout
+    assert "cli.main" in STITCH_BIN.read_text()
+
+
+def test_run_help_lists_compositing_options():
+    from stitch.blend import BLEND_CHOICES, DEFAULT_BLEND
+    from stitch.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
+    from stitch.seams import DEFAULT_SEAM, SEAM_CHOICES
+
+    res = run(["run", "--help"])
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    for opt in ("--exposure", "--seam", "--blend", "--bands", "--seam-megapix", "--no-crop", "--debug-dir"):
+        assert opt in text, opt
+    for choice in EXPOSURE_CHOICES + SEAM_CHOICES + BLEND_CHOICES:
+        assert choice in text, choice
+    for default in (DEFAULT_EXPOSURE, DEFAULT_SEAM, DEFAULT_BLEND):
+        assert f"default: {default}" in text, default
+
+
+def test_run_compositing_options_and_debug_dir(tmp_path, crops):
+    """Each compositing option reaches the pipeline from the CLI; --debug-dir holds every stage's images."""
+    d = tmp_path / "in"
+    d.mkdir()
+    write(d / "a.png", crops[0])
+    write(d / "b.png", crops[1])
+    dbg = tmp_path / "debug"
+    res = run(["run", str(d), "-o", str(tmp_path / "pano.png"), "--json", "--exposure", "gain", "--seam", "dp",
+               "--blend", "feather", "--seam-megapix", "0.05", "--no-crop", "--debug-dir", str(dbg)])
+    assert res.exit_code == 0, res.stderr
+    summary = json.loads(res.stdout)
+    img = cv2.imread(str(tmp_path / "pano.png"))
+    assert summary["crop"] == [0, 0, img.shape[1], img.shape[0]]  # --no-crop: the whole canvas
+    assert set(summary["gains"]) == {"a.png", "b.png"} and summary["bands"] == 0  # feather: one level
+    names = {str(p.relative_to(dbg)) for p in dbg.rglob("*") if p.is_file()}
+    for expected in ("matches/a--b.jpg", "warped/0_a.jpg", "masks/1_b.png", "compensated/0_a.jpg", "seams/1_b.png",
+                     "seams.png", "result_seams.jpg", "gains.json"):
+        assert expected in names, (expected, sorted(names))
+    res = run(["run", str(d), "-o", str(tmp_path / "cropped.png"), "--json", "--bands", "2", "--blend", "multiband"])
+    assert res.exit_code == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["bands"] == 2 and summary["crop"][3] - summary["crop"][1] == 370  # rows both crops cover
+    assert main(["run", str(d), "-o", str(tmp_path / "x.png"), "--seam", "bogus"]) == 2
+    (tmp_path / "afile").write_text("")
+    assert main(["run", str(d), "-o", str(tmp_path / "y.png"), "--debug-dir", str(tmp_path / "afile")]) == 2
+
+
+def test_bench_panorama_cli(tmp_path, crops):
+    d = tmp_path / "sets" / "tiny"
+    d.mkdir(parents=True)
+    write(d / "a.png", crops[0])
+    write(d / "b.png", crops[1])
+    write(d / "mask1.png", np.zeros((10, 10, 3), np.uint8))  # a feature mask beside the photos: not an input
+    out = tmp_path / "json" / "bench.json"
+    res = run(["bench", "panorama", str(tmp_path / "sets"), "--method", "stitch", "--out", str(tmp_path / "bp"),
+               "--json", str(out)])
+    assert res.exit_code == 0, res.stderr
+    assert "panorama: tiny" in res.stdout and "issue 3 figures" in res.stdout
+    data = json.loads(out.read_text())
+    assert data["rows"][0]["ok"] and data["rows"][0]["given"] == 2 and data["rows"][0]["kept"] == 2
+    assert Path(data["contact_sheet"]).exists()
+    res = run(["bench", "panorama", str(tmp_path / "sets"), "--method", "bogus"])
+    assert res.exit_code == 2

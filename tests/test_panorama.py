@@ -39,12 +39,12 @@ def noise_image(seed: int, size: tuple[int, int] = (640, 480)) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pano3(samples_dir: Path) -> tuple[Panorama, dict, list[str]]:
-    """stitch_images on pano3's three views plus an unrelated image (run once; the warnings it raised)."""
+    """stitch_images on pano3's three views plus an unrelated image, uncropped (run once; the warnings it raised)."""
     gt = json.loads((samples_dir / "pano3" / "ground_truth.json").read_text())
     inputs = [samples_dir / "pano3" / v["file"] for v in gt["views"]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pano = stitch_images(inputs[:2] + [noise_image(7)] + inputs[2:], seed=0)
+        pano = stitch_images(inputs[:2] + [noise_image(7)] + inputs[2:], seed=0, crop=False)
     return pano, gt, [str(w.message) for w in caught]
 
 
@@ -117,7 +117,7 @@ def test_weir_drops_the_distractor(shared_data):
     if not folder.is_dir():
         pytest.skip(f"{folder} not found")
     with pytest.warns(UserWarning, match="dropped weir_noise.jpg"):
-        pano = stitch_images(sorted(folder.glob("weir_*.jpg")))
+        pano = stitch_images(sorted(folder.glob("weir_*.jpg")), crop=False)
     assert pano.names == ["weir_1.jpg", "weir_2.jpg", "weir_3.jpg"] and pano.reference == "weir_2.jpg"
     assert [n for n, _ in pano.dropped] == ["weir_noise.jpg"]
     assert len(pano.edges) == 3 and min(s for _, _, s, _ in pano.edges) > 0.7

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,23 @@ def require_torch() -> tuple[Any, Any]:
     return torch, kornia
 
 
+_default_weights: list[Path] = [DEFAULT_WEIGHTS]
+
+
+@contextmanager
+def default_weights(path: str | os.PathLike) -> Iterator[Path]:
+    """Within the block, ``refine_deep`` calls without ``weights=`` (the pipeline's) use ``path``."""
+    p = Path(path)
+    _default_weights.append(p)
+    try:
+        yield p
+    finally:
+        _default_weights.pop()
+
+
 def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | os.PathLike | None = None,
-                iterations: int = DEFAULT_ITERATIONS, device: str = "cpu") -> np.ndarray | None:
+                iterations: int = DEFAULT_ITERATIONS, device: str = "cpu", coarse: bool = True,
+                threads: int | None = 1) -> np.ndarray | None:
     """Refine H (3, 3, src px -> dst px) with the learned refiner; None when the pair has no usable overlap.
 
     Args:
@@ -49,6 +66,10 @@ def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights
         weights: a weights file from ``stitch train`` (default: the shipped ``DEFAULT_WEIGHTS``).
         iterations: network passes (>= 1); src is re-warped by the estimate between passes.
         device: torch device for the network ("cpu" or "cuda").
+        coarse: run the correlation stages (large corrections, tens of px); False runs only the
+            Lucas-Kanade stage on learned features: faster, for a start within a few px.
+        threads: torch CPU threads during the call (restored afterwards); 1 is fastest for one pair
+            and never oversubscribes a busy machine; None leaves torch's setting.
 
     Returns:
         The refined (3, 3) float64 matrix with H[2, 2] = 1, or None.
@@ -69,8 +90,8 @@ def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights
 
     if abs(np.linalg.det(H)) < 1e-12:
         return None
-    return refine_pair(H, src_img, dst_img, weights if weights is not None else DEFAULT_WEIGHTS,
-                       iterations=int(iterations), device=device)
+    return refine_pair(H, src_img, dst_img, weights if weights is not None else _default_weights[-1],
+                       iterations=int(iterations), device=device, coarse=bool(coarse), threads=threads)
 
 
-__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_WEIGHTS", "INSTALL_HINT", "refine_deep", "require_torch"]
+__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_WEIGHTS", "INSTALL_HINT", "default_weights", "refine_deep", "require_torch"]

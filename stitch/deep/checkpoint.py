@@ -75,13 +75,21 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     return out
 
 
+def _safe_load(path: Path, map_location: str | torch.device) -> Any:
+    """torch.load with weights_only=True; torch's version string class is allowed (older files hold it)."""
+    from torch.torch_version import TorchVersion
+
+    with torch.serialization.safe_globals([TorchVersion]):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by ``stitch.deep.train``; ConfigError if it is not one."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: checkpoint not found")
     try:
-        ck = torch.load(p, map_location=map_location, weights_only=True)
+        ck = _safe_load(p, map_location)
     except _LOAD_ERRORS as exc:  # corrupt or foreign file: one clear message
         raise ConfigError(f"{p}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
@@ -104,7 +112,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"{p}: refiner weights not found (train some with `stitch train CONFIG.toml`)")
     try:
-        w = torch.load(p, map_location="cpu", weights_only=True)
+        w = _safe_load(p, "cpu")
     except _LOAD_ERRORS as exc:  # corrupt or foreign file: one clear message
         raise ConfigError(f"{p}: not readable refiner weights ({type(exc).__name__}: {exc})") from None
     if not isinstance(w, dict) or w.get("format") != WEIGHTS_FORMAT:

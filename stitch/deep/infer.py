@@ -15,6 +15,8 @@ working size, so that no aliasing reaches the network.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -97,9 +99,29 @@ def warp_into(img: np.ndarray, M: np.ndarray, work: int) -> tuple[np.ndarray, np
     return out, cv2.erode(m, np.ones((3, 3), np.uint8)).astype(np.float32)
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (None: leave torch's setting), then restore it."""
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 def refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | Path,
-                iterations: int = 1, device: str = "cpu", min_valid: float = 0.05) -> np.ndarray | None:
+                iterations: int = 1, device: str = "cpu", min_valid: float = 0.05, coarse: bool = True,
+                threads: int | None = 1) -> np.ndarray | None:
     """See ``stitch.deep.refine_deep``; None when the pair has (almost) no overlap under H."""
+    with torch_threads(threads if device == "cpu" else None):
+        return _refine_pair(H, src_img, dst_img, weights, iterations, device, min_valid, coarse)
+
+
+def _refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | Path, iterations: int,
+                 device: str, min_valid: float, coarse: bool) -> np.ndarray | None:
     model, _ = load_refiner(str(weights), device)
     work = model.work_size
     H = normalize_h(H)
@@ -113,7 +135,8 @@ def refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights
     if ma.mean() < min_valid or mb.mean() < min_valid:
         return None
     t = [torch.from_numpy(x)[None, None].to(device) for x in (a, ma, b, mb)]
-    delta = model.predict(*t, rounds=iterations)
+    stages = {} if coarse else {"global_iters": 0, "local_iters": 0}
+    delta = model.predict(*t, rounds=iterations, **stages)
     R = corners_to_h(delta.double().cpu(), work, work)[0].numpy()
     out = np.linalg.inv(S) @ R @ S @ H
     return normalize_h(out) if np.all(np.isfinite(out)) else None

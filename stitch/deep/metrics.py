@@ -29,7 +29,7 @@ def _clean(v: Any) -> Any:
 
 
 class MetricsLog:
-    """Append rows, write ``metrics.csv`` / ``metrics.json`` into ``out_dir``."""
+    """Append rows (train rows: ``loss`` = mean over the steps since the previous row), write ``metrics.csv`` / ``metrics.json`` into ``out_dir``."""
 
     def __init__(self, out_dir: str | os.PathLike) -> None:
         self.dir = Path(out_dir)

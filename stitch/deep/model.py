@@ -14,6 +14,7 @@ Architecture (IHN/RAFT-like, sized for CPUs: about 0.1 M parameters and 0.1 GFLO
 * ``predict(..., rounds=2)`` re-warps A with ``kornia.geometry.warp_perspective`` by the estimate so far
   and runs the network again on the nearly aligned pair.
 
+Features are instance-normalised and unit-length at each position, so correlations are cosines.
 Between iterations the offsets are detached (RAFT-style), so the homography from the offsets needs no
 gradient; ``corners_to_h`` solves the 4-point DLT directly (batched 8 x 8 solve).
 
@@ -28,7 +29,9 @@ Device and dtype follow the inputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -52,8 +55,12 @@ class ModelConfig:
     hidden: int = 32            # width of the update CNNs
     radius: int = 3             # lookup radius r: (2r+1)^2 correlations per level
     levels: int = 2             # levels of the global correlation pyramid
-    global_iters: int = 6
-    local_iters: int = 4
+    global_iters: int = 4
+    local_iters: int = 2
+    lk_dim: int = 4             # learned channels of the Lucas-Kanade features (stride 2); the image is added
+    lk_strides: tuple[int, ...] = (8, 4, 2)  # the LK pyramid, coarse to fine (multiples of 2)
+    lk_iters: tuple[int, ...] = (2, 2, 2)    # LK iterations per pyramid level
+    lk_damping: float = 1e-3    # Levenberg-Marquardt damping, relative to the mean Hessian diagonal
 
     def __post_init__(self) -> None:
         for f in ("feat_dim", "local_dim", "hidden", "radius", "levels", "global_iters"):
@@ -63,6 +70,12 @@ class ModelConfig:
             raise ConfigError(f"model.local_iters={self.local_iters}: must be >= 0")
         if len(self.enc_channels) != 3 or min(self.enc_channels) < 1:
             raise ConfigError(f"model.enc_channels={list(self.enc_channels)}: three positive widths")
+        if self.lk_dim < 0 or self.lk_damping < 0:
+            raise ConfigError("model.lk_dim and model.lk_damping must be >= 0")
+        if len(self.lk_strides) != len(self.lk_iters) or any(s < 2 or s % 2 for s in self.lk_strides) \
+                or any(i < 0 for i in self.lk_iters):
+            raise ConfigError(f"model.lk_strides={list(self.lk_strides)}, lk_iters={list(self.lk_iters)}: one "
+                              "iteration count >= 0 per stride, strides even and >= 2")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -72,13 +85,15 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"model: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
         d = dict(d)
-        if "enc_channels" in d:
-            d["enc_channels"] = tuple(int(c) for c in d["enc_channels"])
+        for k in ("enc_channels", "lk_strides", "lk_iters"):
+            if k in d:
+                d[k] = tuple(int(c) for c in d[k])
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["enc_channels"] = list(self.enc_channels)
+        for k in ("enc_channels", "lk_strides", "lk_iters"):
+            d[k] = list(d[k])
         return d
 
 
@@ -110,10 +125,26 @@ def four_point_h(src: Tensor, dst: Tensor) -> Tensor:
 
 
 def corners_to_h(delta: Tensor, width: int, height: int) -> Tensor:
-    """Homography (B, 3, 3) mapping corner c_k to c_k + delta_k; delta (B, 4, 2) pixels."""
+    """Homography (B, 3, 3) mapping corner c_k to c_k + delta_k; delta (B, 4, 2) pixels; H[2, 2] = 1.
+
+    Closed form (Heckbert 1989: the unit square to a quadrilateral, then the W x H scaling), far fewer
+    ops than a linear solve; equal to ``four_point_h`` / kornia's ``get_perspective_transform``.
+    """
     dt = torch.float64 if delta.dtype == torch.float64 else torch.float32
-    c = image_corners_t(width, height, delta.to(dt)).expand(delta.shape[0], 4, 2)
-    return four_point_h(c, c + delta.to(dt))
+    q = image_corners_t(width, height, delta.to(dt)) + delta.to(dt)  # (B, 4, 2)
+    x, y = q[..., 0], q[..., 1]
+    x0, x1, x2, x3 = x.unbind(-1)
+    y0, y1, y2, y3 = y.unbind(-1)
+    sx, sy = x0 - x1 + x2 - x3, y0 - y1 + y2 - y3
+    dx1, dx2, dy1, dy2 = x1 - x2, x3 - x2, y1 - y2, y3 - y2
+    den = dx1 * dy2 - dx2 * dy1
+    g = (sx * dy2 - dx2 * sy) / den
+    h = (dx1 * sy - sx * dy1) / den
+    one = torch.ones_like(g)
+    Q = torch.stack([x1 - x0 + g * x1, x3 - x0 + h * x3, x0,
+                     y1 - y0 + g * y1, y3 - y0 + h * y3, y0,
+                     g, h, one], -1).reshape(-1, 3, 3)
+    return Q * torch.tensor([1.0 / width, 1.0 / height, 1.0], dtype=dt, device=delta.device)
 
 
 def apply_h(H: Tensor, pts: Tensor) -> Tensor:
@@ -129,11 +160,17 @@ def h_to_corners(H: Tensor, width: int, height: int) -> Tensor:
     return apply_h(H, c) - c
 
 
+def _wide(t: Tensor) -> Tensor:
+    """float64 stays float64; anything else (float16/bfloat16/float32) becomes float32."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def pixel_grid(h: int, w: int, stride: int, like: Tensor) -> Tensor:
     """(1, h*w, 2) input-pixel coordinates (x, y) of a stride-``stride`` feature grid (centre convention)."""
     off = 0.5 * (stride - 1)
-    ys = torch.arange(h, device=like.device, dtype=torch.float32) * stride + off
-    xs = torch.arange(w, device=like.device, dtype=torch.float32) * stride + off
+    dt = torch.float64 if like.dtype == torch.float64 else torch.float32
+    ys = torch.arange(h, device=like.device, dtype=dt) * stride + off
+    xs = torch.arange(w, device=like.device, dtype=dt) * stride + off
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx, gy], -1).reshape(1, h * w, 2)
 
@@ -151,31 +188,120 @@ def normalize_image(img: Tensor, mask: Tensor) -> Tensor:
     return (img - mean) / (var.sqrt() + 0.02) * mask
 
 
-def bilinear_windows(maps: Tensor, coords: Tensor, radius: int) -> Tensor:
-    """Windows of ``maps`` (B, N, h, w) around ``coords`` (B, N, 2) (x, y px of map n) -> (B, N, (2r+1)^2).
+def pad_windows(maps: Tensor, radius: int) -> Tensor:
+    """``maps`` (B, N, h, w) with a zero border of 2r + 2 px: the input of ``bilinear_windows_padded``."""
+    k = 2 * radius + 2
+    return F.pad(maps, (k, k, k, k))
 
-    Bilinear sampling at coords + (dx, dy), integer offsets in [-r, r], zero outside the map: the same
-    numbers as ``grid_sample(..., align_corners=True, padding_mode="zeros")`` on each map, computed by
-    gathering the (2r+2)^2 integer block around each point once (all offsets share the bilinear weights).
-    Output order: row-major over (dy, dx).
+
+def bilinear_windows_padded(padded: Tensor, coords: Tensor, radius: int) -> Tensor:
+    """Windows around ``coords`` (B, N, 2) (x, y px of the *unpadded* map n) of ``pad_windows`` output.
+
+    Returns (B, N, (2r+1)^2), row-major over (dy, dx): bilinear samples at coords + (dx, dy) for integer
+    offsets in [-r, r], zero outside the map (``grid_sample(..., align_corners=True,
+    padding_mode="zeros")``). The (2r+2)^2 integer block around each point is gathered once (all
+    offsets share the bilinear weights); the zero border makes clamped blocks read zeros.
     """
     r = radius
     k = 2 * r + 2
     b, n = coords.shape[:2]
-    hl, wl = maps.shape[-2:]
+    hp, wp = padded.shape[-2:]
     c0 = torch.floor(coords)
-    frac = (coords - c0).to(maps.dtype)
-    ar = torch.arange(k, device=coords.device)
-    xs = c0[..., 0].long().unsqueeze(-1) - r + ar  # (B, N, k)
-    ys = c0[..., 1].long().unsqueeze(-1) - r + ar
-    valid = (((ys >= 0) & (ys < hl)).unsqueeze(-1) & ((xs >= 0) & (xs < wl)).unsqueeze(-2))
-    idx = ys.clamp(0, hl - 1).unsqueeze(-1) * wl + xs.clamp(0, wl - 1).unsqueeze(-2)  # (B, N, k, k)
-    vals = torch.gather(maps.reshape(b, n, hl * wl), 2, idx.reshape(b, n, k * k)).reshape(b, n, k, k)
-    vals = vals * valid.to(vals.dtype)
+    frac = (coords - c0).to(padded.dtype)
+    top_left = c0.long() + (k - r)  # block origin in padded px
+    xs = top_left[..., 0].clamp(0, wp - k).unsqueeze(-1) + torch.arange(k, device=coords.device)  # (B, N, k)
+    ys = top_left[..., 1].clamp(0, hp - k).unsqueeze(-1) + torch.arange(k, device=coords.device)
+    idx = (ys.unsqueeze(-1) * wp + xs.unsqueeze(-2)).reshape(b, n, k * k)
+    vals = torch.gather(padded.reshape(b, n, hp * wp), 2, idx).reshape(b, n, k, k)
     fx, fy = frac[..., 0, None, None], frac[..., 1, None, None]
     top = torch.lerp(vals[:, :, :-1, :-1], vals[:, :, :-1, 1:], fx)
     bot = torch.lerp(vals[:, :, 1:, :-1], vals[:, :, 1:, 1:], fx)
     return torch.lerp(top, bot, fy).reshape(b, n, -1)
+
+
+def bilinear_windows(maps: Tensor, coords: Tensor, radius: int) -> Tensor:
+    """Windows of ``maps`` (B, N, h, w) around ``coords`` (B, N, 2) -> (B, N, (2r+1)^2); see the padded variant."""
+    return bilinear_windows_padded(pad_windows(maps, radius), coords, radius)
+
+
+def local_correlation(fa: Tensor, fb: Tensor, radius: int) -> Tensor:
+    """(B, (2r+1)^2, h, w): sum_c fa(u) fb(u + d) for d = (dx, dy) in [-r, r]^2 (row-major), zero outside fb."""
+    h, w = fa.shape[-2:]
+    r = radius
+    pad = F.pad(fb, (r, r, r, r))
+    return torch.stack([(fa * pad[:, :, dy:dy + h, dx:dx + w]).sum(1)
+                        for dy in range(2 * r + 1) for dx in range(2 * r + 1)], 1)
+
+
+@lru_cache(maxsize=32)
+def _warp_jacobian_cached(width: int, height: int, stride: int, device: str, dtype: torch.dtype) -> Tensor:
+    grid = pixel_grid(height // stride, width // stride, stride, torch.empty(0, dtype=torch.float64, device=device))
+    return warp_jacobian(width, height, grid[0]).to(dtype)
+
+
+def warp_jacobian(width: int, height: int, pts: Tensor) -> Tensor:
+    """d R_delta(p) / d delta at delta = 0 for points (N, 2) in px -> (N, 2, 8) (central differences, float64)."""
+    eps = 1e-3
+    d = torch.eye(8, dtype=torch.float64, device=pts.device).reshape(8, 4, 2) * eps
+    Hs = corners_to_h(torch.cat([d, -d]), width, height)  # (16, 3, 3)
+    q = apply_h(Hs, pts.to(torch.float64).unsqueeze(0).expand(16, -1, -1))  # (16, N, 2)
+    return ((q[:8] - q[8:]) / (2 * eps)).permute(1, 2, 0).contiguous()
+
+
+def _sample(feat: Tensor, pts: Tensor) -> Tensor:
+    """Bilinear samples (B, C, N) of ``feat`` (B, C, h, w) at ``pts`` (B, N, 2) feature px; zero outside."""
+    h, w = feat.shape[-2:]
+    g = torch.stack([2.0 * pts[..., 0] / max(w - 1, 1) - 1.0, 2.0 * pts[..., 1] / max(h - 1, 1) - 1.0], -1)
+    return F.grid_sample(feat, g.unsqueeze(1).to(feat.dtype), mode="bilinear", padding_mode="zeros",
+                         align_corners=True).squeeze(2)
+
+
+def _pool(x: Tensor, k: int) -> Tensor:
+    return F.avg_pool2d(x, k) if k > 1 else x
+
+
+def lucas_kanade(lka: Tensor, mask_a: Tensor, lkb: Tensor, mask_b: Tensor, delta: Tensor, stride: int, iters: int,
+                 damping: float, preds: list[Tensor]) -> Tensor:
+    """Inverse-compositional Lucas-Kanade on stride-2 features pooled to ``stride``; appends each estimate.
+
+    Finds R (4 corner offsets ``delta``, A(u) ~ B(R u)) minimising sum_v |F_a(R^-1 v) - F_b(v)|^2 over
+    B's pixels v. The steepest-descent images SD = grad F_b . dR/d delta and the Hessian SD^T SD are
+    computed once on B (its valid pixels); each iteration warps F_a, solves (H + lambda diag) dp =
+    SD^T e with e = F_a(R^-1 v) - F_b(v) (A's invalid pixels zeroed), and composes R <- R_dp R.
+    Differentiable in the features (the offsets are detached between iterations, like the other stages).
+    ``mask_a``/``mask_b`` are (B, 1, H/2, W/2) masks at the features' stride 2.
+    """
+    bsz = lka.shape[0]
+    H, W = 2 * mask_a.shape[-2], 2 * mask_a.shape[-1]
+    k = stride // 2
+    fa = _pool(lka, k)
+    fb = _pool(lkb, k)
+    c, h, w = fb.shape[1:]
+    ma = _pool(mask_a, k)
+    mb = (_pool(mask_b, k) > 0.999).flatten(2)  # (B, 1, N)
+    padded = F.pad(fb, (1, 1, 1, 1), mode="replicate")
+    gx = 0.5 * (padded[:, :, 1:-1, 2:] - padded[:, :, 1:-1, :-2]) / stride  # per input px
+    gy = 0.5 * (padded[:, :, 2:, 1:-1] - padded[:, :, :-2, 1:-1]) / stride
+    J = _warp_jacobian_cached(W, H, stride, str(fb.device), fb.dtype)  # (N, 2, 8)
+    gx, gy = (gx.flatten(2) * mb).unsqueeze(1), (gy.flatten(2) * mb).unsqueeze(1)  # (B, 1, C, N)
+    sd = (gx * J[:, 0].T[None, :, None] + gy * J[:, 1].T[None, :, None]).reshape(bsz, 8, c * h * w)
+    hess = sd @ sd.transpose(1, 2)  # (B, 8, 8)
+    lam = damping * hess.diagonal(dim1=1, dim2=2).mean(-1) + 1e-9
+    hess = hess + lam[:, None, None] * torch.eye(8, dtype=hess.dtype, device=hess.device)
+    hinv = torch.linalg.inv(hess)
+    fbf = fb.flatten(2)  # (B, C, N)
+    src = torch.cat([fa, ma], 1)
+    grid = pixel_grid(h, w, stride, fb).expand(bsz, -1, -1)  # input px of B's feature pixels
+    for _ in range(iters):
+        delta = delta.detach()
+        R = corners_to_h(delta, W, H)
+        p = to_feature_px(apply_h(torch.linalg.inv(R), grid), stride)
+        s = _sample(src, p)  # (B, C + 1, N)
+        e = (s[:, :c] - fbf) * (s[:, c:] > 0.999)
+        dp = (hinv @ (sd @ e.reshape(bsz, c * h * w, 1))).clamp(-2.0 * stride, 2.0 * stride)  # a trust region
+        delta = h_to_corners(corners_to_h(dp.reshape(bsz, 4, 2), W, H) @ R, W, H)
+        preds.append(delta)
+    return delta
 
 
 # --- network ---------------------------------------------------------------------------------------
@@ -202,11 +328,37 @@ class Encoder(nn.Module):
         self.conv8 = _conv(c8, c8)
         self.out4 = nn.Conv2d(c4, cfg.local_dim, 1)
         self.out8 = nn.Conv2d(c8, cfg.feat_dim, 1)
+        self.lk = _conv(c2, cfg.lk_dim) if cfg.lk_dim else None
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x4 = F.relu(self.conv4(F.relu(self.down4(F.relu(self.down2(x))))))
+    def forward(self, x: Tensor, coarse: bool = True) -> tuple[Tensor | None, Tensor | None, Tensor]:
+        """(stride-4 unit features, stride-8 unit features, stride-2 LK features); the first two are None
+        when ``coarse`` is False (only the LK stage will run)."""
+        x2 = F.relu(self.down2(x))
+        img2 = F.avg_pool2d(x[:, :1], 2)  # the normalised image itself: LK works from the first step
+        lk = torch.cat([standardize(self.lk(x2)), img2], 1) if self.lk is not None else img2
+        if not coarse:
+            return None, None, lk
+        x4 = F.relu(self.conv4(F.relu(self.down4(x2))))
         x8 = F.relu(self.conv8(F.relu(self.down8(x4))))
-        return self.out4(x4).contiguous(), self.out8(x8).contiguous()
+        return unit_features(self.out4(x4)), unit_features(self.out8(x8)), lk
+
+
+def unit_features(f: Tensor) -> Tensor:
+    """Zero-mean, unit-variance channels over each map (instance norm), then unit length at each position.
+
+    Correlations of such features are cosines in [-1, 1] with a useful contrast from the first step
+    (raw features at initialisation correlate almost uniformly, and the network would barely learn).
+    """
+    return F.normalize(standardize(f), dim=1).contiguous()
+
+
+def standardize(f: Tensor) -> Tensor:
+    """Instance normalisation without affine parameters, eps 1e-5 (as ``F.instance_norm``, whose backward
+    gave wrong input gradients in float64 here), computed at float32 or wider."""
+    f = _wide(f)
+    mean = f.mean((2, 3), keepdim=True)
+    var = (f - mean).pow(2).mean((2, 3), keepdim=True)
+    return (f - mean) * torch.rsqrt(var + 1e-5)
 
 
 class UpdateBlock(nn.Module):
@@ -260,17 +412,19 @@ class HomographyRefiner(nn.Module):
         """The update blocks' named parameters (the 'head' learning-rate group)."""
         return [(n, p) for n, p in self.named_parameters() if not n.startswith("encoder.")]
 
-    def _encode(self, img: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        return self.encoder(torch.cat([normalize_image(img, mask), mask], 1))
+    def _encode(self, img: Tensor, mask: Tensor, coarse: bool = True) -> tuple[Tensor | None, Tensor | None, Tensor]:
+        return self.encoder(torch.cat([normalize_image(img, mask), mask], 1), coarse)
 
     def forward(self, img_a: Tensor, mask_a: Tensor, img_b: Tensor, mask_b: Tensor,
-                global_iters: int | None = None, local_iters: int | None = None) -> list[Tensor]:
+                global_iters: int | None = None, local_iters: int | None = None,
+                lk_iters: Sequence[int] | None = None) -> list[Tensor]:
         """Corner-offset estimates (B, 4, 2) in px, one per iteration, the last one final.
 
         Args:
             img_a, img_b: (B, 1, H, W) gray images in [0, 1]; H and W multiples of 16.
             mask_a, mask_b: (B, 1, H, W) validity masks (1 = valid).
-            global_iters, local_iters: override the configured iteration counts.
+            global_iters, local_iters, lk_iters: override the configured iteration counts (0 skips a
+                stage; without the two correlation stages the encoder computes the LK features only).
         """
         if img_a.shape != img_b.shape or img_a.dim() != 4 or img_a.shape[1] != 1:
             raise ValueError(f"img_a, img_b: expected equal (B, 1, H, W) shapes, got {tuple(img_a.shape)}, "
@@ -280,61 +434,79 @@ class HomographyRefiner(nn.Module):
             raise ValueError(f"img_a: H and W must be multiples of 16, got {H} x {W}")
         gi = self.cfg.global_iters if global_iters is None else int(global_iters)
         li = self.cfg.local_iters if local_iters is None else int(local_iters)
-        f4a, f8a = self._encode(img_a, mask_a)
-        f4b, f8b = self._encode(img_b, mask_b)
-        delta = torch.zeros(bsz, 4, 2, device=img_a.device, dtype=torch.float32)
+        ki = tuple(self.cfg.lk_iters if lk_iters is None else lk_iters)
+        if len(ki) != len(self.cfg.lk_strides):
+            raise ValueError(f"lk_iters={list(ki)}: one count per LK level {list(self.cfg.lk_strides)}")
+        coarse = gi > 0 or li > 0
+        f4a, f8a, lka = self._encode(img_a, mask_a, coarse)
+        f4b, f8b, lkb = self._encode(img_b, mask_b, coarse)
+        delta = _wide(torch.zeros(bsz, 4, 2, device=img_a.device, dtype=img_a.dtype))
         preds: list[Tensor] = []
+        if coarse:
+            delta = self._correlation_stages(f4a, f8a, f4b, f8b, delta, gi, li, W, H, preds)
+        if any(ki):
+            with torch.autocast(device_type=img_a.device.type, enabled=False):
+                lka, lkb = _wide(lka), _wide(lkb)
+                ma2, mb2 = _pool(_wide(mask_a), 2), _pool(_wide(mask_b), 2)
+                for stride, iters in zip(self.cfg.lk_strides, ki):
+                    if iters > 0:
+                        delta = lucas_kanade(lka, ma2, lkb, mb2, delta, stride, iters, self.cfg.lk_damping, preds)
+        return preds
+
+    def _correlation_stages(self, f4a: Tensor, f8a: Tensor, f4b: Tensor, f8b: Tensor, delta: Tensor, gi: int,
+                            li: int, W: int, H: int, preds: list[Tensor]) -> Tensor:
+        """The global (stride 8, all-pairs) and local (stride 4) correlation stages; appends to ``preds``."""
+        bsz = delta.shape[0]
 
         # global stage: all-pairs correlation at stride 8 (float32); level l correlates with 2^l-pooled B
         h, w = f8a.shape[-2:]
-        with torch.autocast(device_type=img_a.device.type, enabled=False):
-            fa = f8a.float().flatten(2).transpose(1, 2) / math.sqrt(f8a.shape[1])  # (B, hw, C)
-            pyramid, fb = [], f8b.float()
+        with torch.autocast(device_type=f8a.device.type, enabled=False):
+            fa = _wide(f8a).flatten(2).transpose(1, 2)  # (B, hw, C); unit features: correlations are cosines
+            pyramid, fb = [], _wide(f8b)
             for lvl in range(self.cfg.levels):
                 if lvl:
                     fb = F.avg_pool2d(fb, 2)
                 pyramid.append((fa @ fb.flatten(2)).reshape(bsz, h * w, *fb.shape[-2:]))
-        grid = pixel_grid(h, w, GLOBAL_STRIDE, img_a)
+        grid = pixel_grid(h, w, GLOBAL_STRIDE, f8a)
         base = to_feature_px(grid, GLOBAL_STRIDE)
+        padded = [pad_windows(c, self.cfg.radius) for c in pyramid] if gi > 0 else []
         for _ in range(gi):
             delta = delta.detach()
             p = to_feature_px(apply_h(corners_to_h(delta, W, H), grid.expand(bsz, -1, -1)), GLOBAL_STRIDE)
-            look = [bilinear_windows(c, (p - 0.5 * (2 ** lvl - 1)) / 2 ** lvl, self.cfg.radius)
-                    for lvl, c in enumerate(pyramid)]
+            look = [bilinear_windows_padded(c, (p - 0.5 * (2 ** lvl - 1)) / 2 ** lvl, self.cfg.radius)
+                    for lvl, c in enumerate(padded)]
             x = torch.cat(look + [p - base], -1).transpose(1, 2).reshape(bsz, -1, h, w)
-            delta = delta + GLOBAL_STRIDE * self.global_update(x).float()
+            delta = delta + GLOBAL_STRIDE * _wide(self.global_update(x))
             preds.append(delta)
 
         # local stage: warp B's stride-4 features by the estimate, correlate in a (2r+1)^2 window
         h4, w4 = f4a.shape[-2:]
-        grid4 = pixel_grid(h4, w4, LOCAL_STRIDE, img_a)
+        grid4 = pixel_grid(h4, w4, LOCAL_STRIDE, f4a)
         base4 = to_feature_px(grid4, LOCAL_STRIDE)
         r = self.cfg.radius
-        fa4 = f4a.float()
+        fa4 = _wide(f4a)
         for _ in range(li):
             delta = delta.detach()
             p = to_feature_px(apply_h(corners_to_h(delta, W, H), grid4.expand(bsz, -1, -1)), LOCAL_STRIDE)
             g = torch.stack([2.0 * p[..., 0] / max(w4 - 1, 1) - 1.0, 2.0 * p[..., 1] / max(h4 - 1, 1) - 1.0], -1)
-            fbw = F.grid_sample(f4b.float(), g.reshape(bsz, h4, w4, 2), mode="bilinear", padding_mode="zeros",
+            fbw = F.grid_sample(_wide(f4b), g.reshape(bsz, h4, w4, 2), mode="bilinear", padding_mode="zeros",
                                 align_corners=True)
-            pad = F.pad(fbw, (r, r, r, r))
-            rows = [(pad[:, :, dy:dy + h4, :].unfold(3, 2 * r + 1, 1) * fa4.unsqueeze(-1)).sum(1)
-                    for dy in range(2 * r + 1)]  # each (B, h4, w4, 2r+1): one op per row of offsets
-            look = torch.cat(rows, -1).permute(0, 3, 1, 2) / math.sqrt(fa4.shape[1])
+            look = local_correlation(fa4, fbw, r)
             flow = (p - base4).transpose(1, 2).reshape(bsz, 2, h4, w4)
-            delta = delta + LOCAL_STRIDE * self.local_update(torch.cat([look, flow], 1)).float()
+            delta = delta + LOCAL_STRIDE * _wide(self.local_update(torch.cat([look, flow], 1)))
             preds.append(delta)
-        return preds
+        return delta
 
     @torch.no_grad()
     def predict(self, img_a: Tensor, mask_a: Tensor, img_b: Tensor, mask_b: Tensor, rounds: int = 1,
-                global_iters: int | None = None, local_iters: int | None = None) -> Tensor:
+                global_iters: int | None = None, local_iters: int | None = None,
+                lk_iters: Sequence[int] | None = None) -> Tensor:
         """Final corner offsets (B, 4, 2) after ``rounds`` passes; A is re-warped (kornia) between passes."""
         _, _, H, W = img_a.shape
         total = torch.zeros(img_a.shape[0], 4, 2, device=img_a.device, dtype=torch.float32)
         a, ma = img_a, mask_a
         for k in range(max(1, int(rounds))):
-            d = self(a, ma, img_b, mask_b, global_iters, local_iters)[-1]
+            d = self(a, ma, img_b, mask_b, global_iters, local_iters, lk_iters)[-1]
             total = h_to_corners(corners_to_h(d, W, H) @ corners_to_h(total, W, H), W, H)
             if k + 1 < rounds:  # A_k(u) = A_0(R^-1 u) ~ B(R_true R^-1 u): a small residual for the next pass
                 Rt = corners_to_h(total, W, H).to(img_a.dtype)

@@ -227,7 +227,7 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike
     val = {k: v.to(dev) for k, v in make_val_set(split.val, dc, cfg.run.seed).items()}
     params = [p for p in model.parameters() if p.requires_grad]
     meta_base = {"config": cfg.to_dict(), "config_file": cfg.source, "command": command or " ".join(sys.argv),
-                 "params": count_parameters(model), "torch": torch.__version__, "device": str(dev),
+                 "params": count_parameters(model), "torch": str(torch.__version__), "device": str(dev),
                  "split": {"how": split.how, "train_sets": split.train_sets, "val_sets": split.val_sets,
                            "train_images": len(split.train), "val_images": len(split.val)}}
 
@@ -249,16 +249,19 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike
             "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "swa": swa.state_dict() if swa is not None else None,
-            "early_stop": stopper.state_dict(), "rng": rng_state(),
+            "early_stop": stopper.state_dict(), "rng": rng_state(), "log_window": [window, n_log],
             "elapsed": elapsed_before + time.perf_counter() - t0,
         }, path)
 
     # --- the loop -----------------------------------------------------------------------------------
     model.train()
     losses: list[float] = []
+    skipped = 0
     stopped = "max_steps"
     epoch, done_in_epoch = epoch_position(step, spe)
-    t_log, n_log = time.perf_counter(), 0
+    t_log, n_log, window = time.perf_counter(), 0, 0.0  # window: loss sum since the last log row
+    if resume is not None:
+        window, n_log = float(ck["log_window"][0]), int(ck["log_window"][1])
     while step < tc.max_steps and stopped == "max_steps":
         sampler.set_epoch(epoch, skip=done_in_epoch * per_step)
         batches = iter(loader)
@@ -273,7 +276,10 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike
                 loss_sum += float(loss.detach())
             scaler.unscale_(optimizer)
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else math.inf))
-            scaler.step(optimizer)
+            if math.isfinite(gnorm) or scaler.is_enabled():  # the fp16 scaler skips non-finite steps itself
+                scaler.step(optimizer)
+            else:
+                skipped += 1  # a non-finite gradient (fp32/bf16): skip this update, keep the schedule in step
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             schedule.step()  # after the optimizer step
@@ -285,16 +291,20 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike
             loss_avg = loss_sum / tc.accum_steps
             losses.append(loss_avg)
             n_log += 1
+            window += loss_avg
             elapsed = elapsed_before + time.perf_counter() - t0
             if step % tc.log_every == 0 or step == tc.max_steps:
                 dt = time.perf_counter() - t_log
                 lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-                row = {"step": step, "kind": "train", "epoch": step // spe, "loss": loss_avg, "grad_norm": gnorm,
+                row = {"step": step, "kind": "train", "epoch": step // spe, "loss": window / n_log,
+                       "last_loss": loss_avg, "grad_norm": gnorm,
                        "lr_head": lrs.get("head/decay", lrs.get("head/no_decay")),
                        "lr_backbone": lrs.get("backbone/decay", lrs.get("backbone/no_decay")),
-                       "samples_per_s": n_log * per_step / max(dt, 1e-9), "elapsed_s": elapsed}
+                       "samples_per_s": n_log * per_step / max(dt, 1e-9), "elapsed_s": elapsed,
+                       "skipped_steps": skipped}
                 log.add(row)
-                t_log, n_log = time.perf_counter(), 0
+                log.write()
+                t_log, n_log, window = time.perf_counter(), 0, 0.0
                 if progress:
                     progress(step, tc.max_steps, row)
             over_time = tc.max_minutes > 0 and (time.perf_counter() - t0) > 60.0 * tc.max_minutes
