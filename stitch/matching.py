@@ -100,9 +100,10 @@ def match(fa: Features, fb: Features, config: MatchConfig | None = None) -> Matc
     qa, tb, r = _ratio_matches(fa.desc[base_a], fb.desc[base_b], fa.norm, cfg.ratio)
     qa, tb = base_a[qa], base_b[tb]
     if cfg.mutual and len(qa):
-        back, _ = _knn(fb.desc[base_b], fa.desc[base_a], fa.norm, 1)
-        pos_b = np.searchsorted(base_b, tb)
-        keep = base_a[back[pos_b, 0]] == qa
+        # backward nearest neighbour, only for the dst keypoints that the ratio test kept
+        uniq, inv = np.unique(tb, return_inverse=True)
+        back, _ = _knn(fb.desc[uniq], fa.desc[base_a], fa.norm, 1)
+        keep = base_a[back[inv.ravel(), 0]] == qa
         qa, tb, r = qa[keep], tb[keep], r[keep]
     src_idx, dst_idx, ratios = [qa], [tb], [r]
     # ASIFT: each image's simulated views against the other image's original view (ratio test on the original side)
