@@ -15,10 +15,10 @@ and the data split.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..io import write_bytes_atomic
 
 CHECKPOINT_FORMAT = "stitch-deep-checkpoint/1"
 WEIGHTS_FORMAT = "stitch-deep-refiner/1"
@@ -57,22 +58,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, then an atomic rename."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    """torch.save into memory, then stitch.io's atomic write (temp file in the same folder + rename)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return write_bytes_atomic(path, buf.getvalue())
 
 
 def _safe_load(path: Path, map_location: str | torch.device) -> Any:
