@@ -6,7 +6,9 @@ Two regimes, P x P = 128 x 128 patches, fixed seed (``stitch.deep.pairs`` builds
   patch is cut at a random position, its corners are each moved by up to rho = 32 px, and src is the
   moved quadrilateral warped to 128 x 128 (no photometric change). Methods: SIFT+RANSAC (OpenCV SIFT,
   ratio 0.8, RANSAC 3 px), ECC from identity, classical (our pipeline with refiner="lsq"),
-  classical+ECC (refiner="ecc", the default), deep from identity, classical+deep (refiner="deep").
+  classical+ECC (refiner="ecc", the default), deep from identity (``refine_deep(I, ...,
+  coarse=True)``: all stages), classical+deep (refiner="deep": lsq, ECC, then the deep refiner, each
+  kept only when it raises the quality score).
 - ``refiner``: the same pairs with a photometric change of src (``Photometric(p=0.6)``) and a start
   matrix whose corners are each off the truth by up to 8 px (uniform in the disk). Methods, all from the
   start matrix: start (no refinement), ECC, deep (``refine_deep(..., coarse=False)``: the learned
@@ -270,7 +272,7 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
     images = [read_image(p) for p in files]
     names = [p.relative_to(Path(directory)).as_posix() for p in files]
 
-    def deep(H: np.ndarray, a: np.ndarray, b: np.ndarray, coarse: bool = True) -> np.ndarray | None:
+    def deep(H: np.ndarray, a: np.ndarray, b: np.ndarray, coarse: bool) -> np.ndarray | None:
         return refine_deep(H, a, b, coarse=coarse, **deep_kw)
 
     def pipeline(refiner: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -310,11 +312,11 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
                 elif m == METHOD_CLASSICAL_ECC:
                     outputs[m] = _timed(pipeline, "ecc", src, dst)
                 elif m == METHOD_DEEP_IDENTITY:
-                    outputs[m] = _timed(deep, np.eye(3), src, dst)
+                    outputs[m] = _timed(deep, np.eye(3), src, dst, True)
                 elif m == METHOD_CLASSICAL_DEEP:
                     H, secs, note = _timed(pipeline, "deep", src, dst)
                     if H is None:
-                        H, s2, note2 = _timed(deep, np.eye(3), src, dst)
+                        H, s2, note2 = _timed(deep, np.eye(3), src, dst, True)
                         secs, note = secs + s2, f"fallback: deep from identity ({note}{'; ' + note2 if note2 else ''})"
                     outputs[m] = (H, secs, note)
                 elif m == METHOD_START:

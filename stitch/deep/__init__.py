@@ -26,8 +26,6 @@ from ..errors import ConfigError
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The shipped weights (trained by this project; see weights/README.md for the config and command).
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "refiner.pt"
-#: Network passes, with a kornia re-warp of src between two passes.
-DEFAULT_ITERATIONS = 2
 INSTALL_HINT = "refiner 'deep' needs torch and kornia: pip install 'stitch[deep]'"
 
 
@@ -56,7 +54,7 @@ def default_weights(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | os.PathLike | None = None,
-                iterations: int = DEFAULT_ITERATIONS, device: str = "cpu", coarse: bool = True,
+                iterations: int | None = None, device: str = "cpu", coarse: bool = False,
                 threads: int | None = 1) -> np.ndarray | None:
     """Refine H (3, 3, src px -> dst px) with the learned refiner; None when the pair has no usable overlap.
 
@@ -64,10 +62,12 @@ def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights
         H: (3, 3) start matrix, x_dst ~ H @ [x, y, 1] (pixel centres at integers, as OpenCV).
         src_img, dst_img: (H, W, 3) uint8 BGR or (H, W) gray images, any size.
         weights: a weights file from ``stitch train`` (default: the shipped ``DEFAULT_WEIGHTS``).
-        iterations: network passes (>= 1); src is re-warped by the estimate between passes.
+        iterations: network passes (>= 1), src re-warped (kornia) by the estimate between passes;
+            default 1, or 3 with ``coarse`` (``stitch.deep.infer``, chosen on validation data).
         device: torch device for the network ("cpu" or "cuda").
-        coarse: run the correlation stages (large corrections, tens of px); False runs only the
-            Lucas-Kanade stage on learned features: faster, for a start within a few px.
+        coarse: also run the correlation stages, for a start tens of px off (e.g. the identity);
+            the default (False) runs only the Lucas-Kanade stage on learned features: the refiner's
+            mode for a start within a few px, as after the classical selection, and faster.
         threads: torch CPU threads during the call (restored afterwards); 1 is fastest for one pair
             and never oversubscribes a busy machine; None leaves torch's setting.
 
@@ -80,7 +80,7 @@ def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights
     H = np.asarray(H, dtype=np.float64)
     if H.shape != (3, 3) or not np.all(np.isfinite(H)):
         raise ConfigError(f"H: expected a finite (3, 3) matrix, got shape {H.shape}")
-    if int(iterations) < 1:
+    if iterations is not None and int(iterations) < 1:
         raise ConfigError(f"iterations={iterations}: must be >= 1")
     for name, img in (("src_img", src_img), ("dst_img", dst_img)):
         if not isinstance(img, np.ndarray) or img.ndim not in (2, 3) or min(img.shape[:2]) < 8:
@@ -91,7 +91,8 @@ def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights
     if abs(np.linalg.det(H)) < 1e-12:
         return None
     return refine_pair(H, src_img, dst_img, weights if weights is not None else _default_weights[-1],
-                       iterations=int(iterations), device=device, coarse=bool(coarse), threads=threads)
+                       iterations=None if iterations is None else int(iterations), device=device,
+                       coarse=bool(coarse), threads=threads)
 
 
-__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_WEIGHTS", "INSTALL_HINT", "default_weights", "refine_deep", "require_torch"]
+__all__ = ["DEFAULT_WEIGHTS", "INSTALL_HINT", "default_weights", "refine_deep", "require_torch"]

@@ -15,7 +15,7 @@ working size, so that no aliasing reaches the network.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +28,21 @@ import torch
 from ..geometry import image_corners, normalize_h, project, resize_matrix
 from .checkpoint import read_weights
 from .model import HomographyRefiner, ModelConfig, corners_to_h
+
+#: Inference settings, chosen on the validation set (ledge; see weights/README.md), never on test images:
+#: network passes (src re-warped between passes) and LK iterations per pyramid level.
+COARSE_ROUNDS = 3          # all stages: a start tens of px off (e.g. the identity)
+FINE_ROUNDS = 1            # LK stage only: a start within a few px
+FINE_LK_ITERS = (3, 8)     # iterations of the two finest LK levels in the fine mode (coarser levels: 0)
+
+
+def default_settings(model: HomographyRefiner, coarse: bool) -> tuple[int, tuple[int, ...]]:
+    """(rounds, lk_iters) used when refine_deep gets none."""
+    levels = len(model.cfg.lk_strides)
+    if coarse:
+        return COARSE_ROUNDS, tuple(model.cfg.lk_iters)
+    fine = (0,) * max(0, levels - len(FINE_LK_ITERS)) + FINE_LK_ITERS[-levels:]
+    return FINE_ROUNDS, fine
 
 
 @lru_cache(maxsize=4)
@@ -113,16 +128,20 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | Path,
-                iterations: int = 1, device: str = "cpu", min_valid: float = 0.05, coarse: bool = True,
-                threads: int | None = 1) -> np.ndarray | None:
+                iterations: int | None = None, device: str = "cpu", min_valid: float = 0.05, coarse: bool = True,
+                threads: int | None = 1, lk_iters: Sequence[int] | None = None) -> np.ndarray | None:
     """See ``stitch.deep.refine_deep``; None when the pair has (almost) no overlap under H."""
     with torch_threads(threads if device == "cpu" else None):
-        return _refine_pair(H, src_img, dst_img, weights, iterations, device, min_valid, coarse)
+        return _refine_pair(H, src_img, dst_img, weights, iterations, device, min_valid, coarse, lk_iters)
 
 
-def _refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | Path, iterations: int,
-                 device: str, min_valid: float, coarse: bool) -> np.ndarray | None:
+def _refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | Path,
+                 iterations: int | None, device: str, min_valid: float, coarse: bool,
+                 lk_iters: Sequence[int] | None) -> np.ndarray | None:
     model, _ = load_refiner(str(weights), device)
+    rounds, default_lk = default_settings(model, coarse)
+    rounds = rounds if iterations is None else int(iterations)
+    lk_iters = default_lk if lk_iters is None else tuple(int(i) for i in lk_iters)
     work = model.work_size
     H = normalize_h(H)
     src_size, dst_size = (src_img.shape[1], src_img.shape[0]), (dst_img.shape[1], dst_img.shape[0])
@@ -135,8 +154,8 @@ def _refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weight
     if ma.mean() < min_valid or mb.mean() < min_valid:
         return None
     t = [torch.from_numpy(x)[None, None].to(device) for x in (a, ma, b, mb)]
-    stages = {} if coarse else {"global_iters": 0, "local_iters": 0}
-    delta = model.predict(*t, rounds=iterations, **stages)
+    stages: dict[str, Any] = {} if coarse else {"global_iters": 0, "local_iters": 0}
+    delta = model.predict(*t, rounds=rounds, lk_iters=lk_iters, **stages)
     R = corners_to_h(delta.double().cpu(), work, work)[0].numpy()
     out = np.linalg.inv(S) @ R @ S @ H
     return normalize_h(out) if np.all(np.isfinite(out)) else None

