@@ -293,7 +293,7 @@ def print_synthetic_result(result: Any, console: Console) -> None:
 @bench.command("synthetic")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--pairs", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Pairs per regime (image k %% n for pair k).")
+              help="Pairs per regime (pair k uses image k mod n).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pair generator and estimators.")
 @click.option("--regime", "regimes", type=click.Choice(("detone", "refiner")), multiple=True,
               help="Run only this regime (repeatable; default: both).")
@@ -312,8 +312,9 @@ def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ..
     """MACE on synthetic pairs from the images in DIRECTORY (DeTone protocol and the refiner regime).
 
     DeTone regime: SIFT+RANSAC, ECC from identity, classical, classical+ECC, deep from identity,
-    classical+deep. Refiner regime: start, ECC, deep, deep+ECC. A method that gives no matrix keeps its
-    start matrix. Use images the refiner never trained on (see stitch/deep/weights/README.md).
+    classical+deep. Refiner regime: start, ECC, deep, deep with all stages, deep+ECC. A method that
+    gives no matrix keeps its start matrix. Use images the refiner never trained on (see
+    stitch/deep/weights/README.md).
     """
     from stitch.bench_synthetic import run_synthetic_bench
 
