@@ -46,14 +46,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .blend import DEFAULT_BLEND
-from .compose import DEFAULT_SEAM_MEGAPIX, ComposeConfig, compose_panorama
-from .crop import DEFAULT_CROP
+from .compose import ComposeConfig, compose_panorama
 from .errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
-from .exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE
 from .geometry import normalize_h, project
 from .io import ImageLike, load_images
-from .seams import DEFAULT_SEAM
 from .select import DEFAULT_PRESET, PRESET_CHOICES, SelectConfig, estimate_pair, estimator_grid
 from .warp import (
     DEFAULT_MAX_CANVAS_PIXELS,
@@ -107,19 +103,7 @@ class PanoramaConfig:
     max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE
     full_grid_max_images: int = DEFAULT_FULL_GRID_MAX_IMAGES
     adjust: bool = True
-    exposure: str = DEFAULT_EXPOSURE
-    seam: str = DEFAULT_SEAM
-    blend: str = DEFAULT_BLEND
-    crop: bool = DEFAULT_CROP
-    seam_megapix: float = DEFAULT_SEAM_MEGAPIX
-    bands: int | None = None
-    block_size: int = DEFAULT_BLOCK_SIZE
-
-    @property
-    def compose(self) -> ComposeConfig:
-        """The compositing stages' settings."""
-        return ComposeConfig(exposure=self.exposure, seam=self.seam, blend=self.blend, crop=self.crop,
-                             seam_megapix=self.seam_megapix, bands=self.bands, block_size=self.block_size)
+    compose: ComposeConfig = field(default_factory=ComposeConfig)
 
     @classmethod
     def from_options(cls, preset: str = DEFAULT_PRESET, detector: str | None = None,
@@ -134,12 +118,13 @@ class PanoramaConfig:
         block_size (stitch.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
         (max_keypoints, ratio, estimators, thresholds, accept_score, score_max_side, min_inliers).
         """
+        compose = ComposeConfig(**{k: options.pop(k) for k in list(options) if k in ComposeConfig.__dataclass_fields__})
         own = {k: options.pop(k) for k in list(options) if k in cls.__dataclass_fields__}
         select_keys = ("max_keypoints", "ratio", "estimators", "thresholds", "accept_score", "score_max_side",
                        "min_inliers")
         unknown = sorted(k for k in options if k not in select_keys)
-        if unknown or "select" in own:
-            bad = unknown or ["select"]
+        if unknown or "select" in own or "compose" in own:
+            bad = unknown or [k for k in ("select", "compose") if k in own]
             raise ConfigError(f"unknown option(s) {', '.join(bad)} for stitch_images")
         if preset not in PRESET_CHOICES:
             raise ConfigError(f"preset={preset!r}: choose one of {', '.join(PRESET_CHOICES)}")
@@ -153,7 +138,7 @@ class PanoramaConfig:
             options.setdefault("max_keypoints", DEFAULT_PANORAMA_MAX_KEYPOINTS)
         sel = SelectConfig.from_options(preset=preset, detector=detector, refiner=refiner, seed=seed, **options)
         cfg = cls(select=sel, preset=preset, projection=projection, seed=int(seed), work_megapix=float(work_megapix),
-                  max_canvas_pixels=max_canvas_pixels, **own)
+                  max_canvas_pixels=max_canvas_pixels, compose=compose, **own)
         cfg.check()
         return cfg
 
