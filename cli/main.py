@@ -113,7 +113,7 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.option("--detector", type=click.Choice(DETECTOR_CHOICES), default=None,
               help="Feature detector of the first search level (default: the preset's).")
 @click.option("--projection", type=click.Choice(PANORAMA_PROJECTION_CHOICES), default=DEFAULT_PANORAMA_PROJECTION,
-              show_default=True, help="Output projection; 'auto' uses the plane unless it stretches too much.")
+              show_default=True, help="Output projection; 'auto': spherical for a rotating camera, else the plane (cylindrical if the plane stretches too much).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step.")
 @click.option("--work-megapix", type=click.FloatRange(0.01, 100), default=DEFAULT_WORK_MEGAPIX, show_default=True,
               help="Registration resolution per image (megapixels); compositing is at full resolution.")

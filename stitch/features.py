@@ -108,19 +108,35 @@ def _detector(kind: str, n: int):
     return cv2.SIFT_create(nfeatures=0, contrastThreshold=0.04)
 
 
-def _detect_view(gray: np.ndarray, kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """Detect on one (H, W) uint8 view; returns pts (N, 2) float32 in that view's px and desc (N, D)."""
+#: A view's detection before the cap: pts (N, 2) float32 view px, responses (N,), raw descriptors (N, D).
+RawView = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _raw_view(gray: np.ndarray, kind: str, max_kp: int) -> RawView:
+    """Every keypoint of one (H, W) uint8 view with its response and descriptor (SIFT: uncapped)."""
     kps, desc = _detector(kind, max_kp).detectAndCompute(gray, None)
     if desc is None or not kps:
-        return np.zeros((0, 2), np.float32), np.zeros((0, 32 if kind == "orb" else 128), _desc_dtype(kind))
-    pts = np.array([k.pt for k in kps], dtype=np.float32)
-    keep = spread_keypoints(pts, np.array([k.response for k in kps]), gray.shape[1], gray.shape[0], max_kp, grid)
+        return (np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
+                np.zeros((0, 32 if kind == "orb" else 128), _desc_dtype(kind)))
+    return (np.array([k.pt for k in kps], dtype=np.float32), np.array([k.response for k in kps], np.float32),
+            desc)
+
+
+def _cap_view(raw: RawView, shape: tuple[int, ...], kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """pts (M, 2) and descriptors (M, D) of at most ``max_kp`` spread keypoints of a raw detection."""
+    pts, resp, desc = raw
+    keep = spread_keypoints(pts, resp, shape[1], shape[0], max_kp, grid)
     pts, desc = pts[keep], desc[keep]
     if kind != "orb":  # RootSIFT: L1-normalise then sqrt; Euclidean distance then compares Hellinger kernels
         desc = desc.astype(np.float32)
         desc /= desc.sum(axis=1, keepdims=True) + 1e-7
         desc = np.sqrt(desc)
     return pts, desc
+
+
+def _detect_view(gray: np.ndarray, kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Detect on one (H, W) uint8 view; returns pts (N, 2) float32 in that view's px and desc (N, D)."""
+    return _cap_view(_raw_view(gray, kind, max_kp), gray.shape, kind, max_kp, grid)
 
 
 def _desc_dtype(kind: str):
@@ -171,14 +187,25 @@ def _to_full(pts: np.ndarray, s: float) -> np.ndarray:
     return ((pts.astype(np.float64) + 0.5) / s - 0.5).astype(np.float32)
 
 
-def detect(img: np.ndarray, config: FeatureConfig | None = None) -> Features:
-    """Detect features on (H, W, 3) BGR or (H, W) uint8; returns Features with full-resolution pixel coordinates."""
+def detect(img: np.ndarray, config: FeatureConfig | None = None, raw_cache: dict | None = None) -> Features:
+    """Detect features on (H, W, 3) BGR or (H, W) uint8; returns Features with full-resolution pixel coordinates.
+
+    ``raw_cache`` (one dict per image) keeps the uncapped SIFT detection of the original view, so that
+    another keypoint cap on the same image (a costlier search level) re-selects instead of re-detecting.
+    """
     cfg = config or FeatureConfig()
     gray = to_gray(img)
     h, w = gray.shape
     work, s = resize_max_side(gray, cfg.work_max_side)
     kind = "orb" if cfg.detector == "orb" else "sift"
-    pts, desc = _detect_view(work, kind, cfg.max_keypoints, cfg.grid)
+    key = (kind, cfg.work_max_side, cfg.max_keypoints if kind == "orb" else None)  # ORB's detection depends on n
+    if raw_cache is None or key not in raw_cache:
+        raw = _raw_view(work, kind, cfg.max_keypoints)
+        if raw_cache is not None:
+            raw_cache[key] = raw
+    else:
+        raw = raw_cache[key]
+    pts, desc = _cap_view(raw, work.shape, kind, cfg.max_keypoints, cfg.grid)
     pts_list, desc_list, view_list = [_to_full(pts, s)], [desc], [np.zeros(len(pts), np.int32)]
     if cfg.detector == "asift":
         small, s2 = resize_max_side(gray, cfg.asift_max_side)

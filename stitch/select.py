@@ -169,7 +169,10 @@ class HomographyResult:
         }
 
 
-FeatureCache = dict  # FeatureConfig -> Features, one dict per image
+#: One dict per image: FeatureConfig -> Features, plus RAW_KEY -> the detector's uncapped detections
+#: (stitch.features.detect's raw_cache), so levels that differ only in the keypoint cap detect once.
+FeatureCache = dict
+RAW_KEY = "raw"
 
 
 def max_refine_shift(src_size: tuple[int, int]) -> float:
@@ -191,11 +194,12 @@ def _refiners(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: M
     return steps
 
 
-def _features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache | None) -> Features:
+def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache | None) -> Features:
+    """Features of img under cfg, from/into the image's FeatureCache when one is given."""
     if cache is None:
         return detect(img, cfg)
     if cfg not in cache:
-        cache[cfg] = detect(img, cfg)
+        cache[cfg] = detect(img, cfg, cache.setdefault(RAW_KEY, {}))
     return cache[cfg]
 
 
@@ -204,8 +208,8 @@ def run_level(level: Level, src_img: np.ndarray, dst_img: np.ndarray, cfg: Selec
               dst_cache: FeatureCache | None = None) -> list[Candidate]:
     """Every estimator run of one level on its matches, each scored; seconds include a share of detect+match."""
     t0 = time.perf_counter()
-    fa = _features(src_img, level.features, src_cache)
-    fb = _features(dst_img, level.features, dst_cache)
+    fa = image_features(src_img, level.features, src_cache)
+    fb = image_features(dst_img, level.features, dst_cache)
     m = match(fa, fb, level.matching)
     specs = [replace(s, seed=s.seed + cfg.seed) for s in level.specs]
     tags = {"level": level.name, "features": level.features.label(), "matching": level.matching.label()}
@@ -232,6 +236,8 @@ def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig
     """Bottom-up candidate search between (H, W, 3) uint8 images; raises NoOverlapError if nothing is plausible."""
     cfg = config or SelectConfig.from_options()
     t0 = time.perf_counter()
+    src_cache = {} if src_cache is None else src_cache  # levels share one detection per image
+    dst_cache = {} if dst_cache is None else dst_cache
     ctx = quality.make_context(src_img, dst_img, cfg.score)
     cands: list[Candidate] = []
     tried: list[str] = []

@@ -122,21 +122,27 @@ def focals_from_homography(H: np.ndarray) -> tuple[float | None, float | None]:
     return ok[0], ok[1]
 
 
-def estimate_focal(pair_homographies: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int]]]) -> float:
-    """Median focal length (px) from pairwise (H src->dst (3, 3), src (w, h), dst (w, h)), like OpenCV.
-
-    Falls back to the mean (w + h) of the images when no pair determines it (e.g. pure translations).
-    """
-    focals, sizes = [], []
+def pair_focals(pair_homographies: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int]]]) -> list[float]:
+    """Focal lengths (px) determined by pairwise (H src->dst (3, 3), src (w, h), dst (w, h)); [] if none is."""
+    focals = []
     for H, (ws, hs), (wd, hd) in pair_homographies:
-        sizes += [ws + hs, wd + hd]
         Ts = np.array([[1.0, 0, ws / 2.0], [0, 1.0, hs / 2.0], [0, 0, 1.0]])
         Td = np.array([[1.0, 0, -wd / 2.0], [0, 1.0, -hd / 2.0], [0, 0, 1.0]])
         f_src, f_dst = focals_from_homography(Td @ np.asarray(H, dtype=np.float64) @ Ts)
         if f_src is not None and f_dst is not None:
             focals.append(math.sqrt(f_src * f_dst))
+    return focals
+
+
+def estimate_focal(pair_homographies: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int]]]) -> float:
+    """Median focal length (px) from pairwise (H src->dst (3, 3), src (w, h), dst (w, h)), like OpenCV.
+
+    Falls back to the mean (w + h) of the images when no pair determines it (e.g. pure translations).
+    """
+    focals = pair_focals(pair_homographies)
     if focals:
         return float(np.median(focals))
+    sizes = [ws + hs for _, (ws, hs), _ in pair_homographies] + [wd + hd for _, _, (wd, hd) in pair_homographies]
     if not sizes:
         raise ConfigError("estimate_focal: no homographies given")
     return float(np.mean(sizes))

@@ -88,12 +88,13 @@ def expected_pano3_size(samples_dir: Path) -> tuple[int, int]:
 
 
 def test_subprocess_run_pano3(tmp_path, samples_dir):
-    """`stitch run data/samples/pano3 -o tmp/pano.jpg --json`: exit 0, expected size, inputs unchanged."""
+    """`stitch run data/samples/pano3 ... --projection plane`: exit 0, the GT plane's size, inputs unchanged."""
     if not STITCH_BIN.exists():
         pytest.skip(f"{STITCH_BIN} not installed (pip install -e .)")
     before = digest(samples_dir / "pano3")
     out = tmp_path / "tmp" / "pano.jpg"
-    proc = subprocess.run([str(STITCH_BIN), "run", "data/samples/pano3", "-o", str(out), "--json", "--no-crop"],
+    proc = subprocess.run([str(STITCH_BIN), "run", "data/samples/pano3", "-o", str(out), "--json", "--no-crop",
+                           "--projection", "plane"],
                           check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -305,7 +306,8 @@ def test_run_compositing_options_and_debug_dir(tmp_path, crops):
     for expected in ("matches/a--b.jpg", "warped/0_a.jpg", "masks/1_b.png", "compensated/0_a.jpg", "seams/1_b.png",
                      "seams.png", "result_seams.jpg", "gains.json"):
         assert expected in names, (expected, sorted(names))
-    res = run(["run", str(d), "-o", str(tmp_path / "cropped.png"), "--json", "--bands", "2", "--blend", "multiband"])
+    res = run(["run", str(d), "-o", str(tmp_path / "cropped.png"), "--json", "--bands", "2", "--blend", "multiband",
+               "--projection", "plane"])
     assert res.exit_code == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["bands"] == 2 and summary["crop"][3] - summary["crop"][1] == 370  # rows both crops cover

@@ -203,3 +203,18 @@ def test_detector_choices_message_lists_choices():
         FeatureConfig(detector="SIFT")
     for name in DETECTOR_CHOICES:
         assert name in str(info.value)
+
+
+def test_raw_cache_reselects_without_redetecting(image, monkeypatch):
+    """A second keypoint cap on the same image reuses the cached detection and equals a fresh detect."""
+    import stitch.features as features
+
+    cache: dict = {}
+    small = detect(image, FeatureConfig("sift", 300), cache)
+    calls = []
+    real = features._raw_view
+    monkeypatch.setattr(features, "_raw_view", lambda *a: calls.append(1) or real(*a))
+    big = detect(image, FeatureConfig("sift", 600), cache)
+    assert calls == [] and len(small) == 300 and len(big) == 600
+    fresh = detect(image, FeatureConfig("sift", 600))
+    assert calls == [1] and np.array_equal(big.pts, fresh.pts) and np.array_equal(big.desc, fresh.desc)

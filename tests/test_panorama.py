@@ -18,12 +18,14 @@ from stitch.panorama import (
     Panorama,
     _residuals,
     adjust_homographies,
+    choose_canvas,
     choose_reference,
     edge_residuals,
     spanning_tree_homographies,
     stitch_images,
     work_scale_matrix,
 )
+from stitch.warp import estimate_focal, pair_focals
 
 
 def shift(tx: float, ty: float) -> np.ndarray:
@@ -39,12 +41,12 @@ def noise_image(seed: int, size: tuple[int, int] = (640, 480)) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pano3(samples_dir: Path) -> tuple[Panorama, dict, list[str]]:
-    """stitch_images on pano3's three views plus an unrelated image, uncropped (run once; the warnings it raised)."""
+    """stitch_images on pano3's views plus an unrelated image, uncropped, on the GT's plane (run once; warnings)."""
     gt = json.loads((samples_dir / "pano3" / "ground_truth.json").read_text())
     inputs = [samples_dir / "pano3" / v["file"] for v in gt["views"]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pano = stitch_images(inputs[:2] + [noise_image(7)] + inputs[2:], seed=0, crop=False)
+        pano = stitch_images(inputs[:2] + [noise_image(7)] + inputs[2:], seed=0, crop=False, projection="plane")
     return pano, gt, [str(w.message) for w in caught]
 
 
@@ -110,6 +112,18 @@ def test_same_seed_identical(sample_pair):
     assert corner_error(H, shift(-37, 23), src.shape[1], src.shape[0]) < 0.5
 
 
+def test_workers_do_not_change_the_result(samples_dir):
+    """Pair matching on 1 or 3 threads gives the same matrices and pixels; a bad count names itself."""
+    views = sorted((samples_dir / "pano3").glob("view_*.jpg"))
+    one = stitch_images(views, workers=1, crop=False, seam_megapix=0.05)
+    three = stitch_images(views, workers=3, crop=False, seam_megapix=0.05)
+    assert one.names == three.names and len(one.edges) == len(three.edges) == 2  # views 1 and 3 do not overlap
+    assert all(np.array_equal(x, y) for x, y in zip(one.homographies, three.homographies))
+    assert one.image.tobytes() == three.image.tobytes()
+    with pytest.raises(ConfigError, match="workers=-1"):
+        stitch_images(views, workers=-1)
+
+
 @pytest.mark.slow
 def test_weir_drops_the_distractor(shared_data):
     """Real photos: weir_1..3 stitch (every pair above the threshold); weir_noise.jpg is dropped by name."""
@@ -122,7 +136,8 @@ def test_weir_drops_the_distractor(shared_data):
     assert [n for n, _ in pano.dropped] == ["weir_noise.jpg"]
     assert len(pano.edges) == 3 and min(s for _, _, s, _ in pano.edges) > 0.7
     assert pano.rms_after < 2.5  # px at full resolution (1333 x 750)
-    assert 2700 < pano.size[0] < 3100 and 850 < pano.size[1] < 1100
+    assert pano.projection == "spherical" and pano.focal == pytest.approx(2700, rel=0.1)  # auto: a rotating camera
+    assert 2550 < pano.size[0] < 2750 and 850 < pano.size[1] < 1000
 
 
 def test_identical_images_dropped_with_warning(sample_pair):
@@ -235,6 +250,25 @@ def test_reference_and_spanning_tree():
     Hs = spanning_tree_homographies(list(range(5)), edges, 2)
     for k in range(5):
         np.testing.assert_allclose(Hs[k], np.linalg.inv(Hs_true[2]) @ Hs_true[k], atol=1e-9)
+
+
+def test_auto_projection_spherical_for_rotation_plane_for_translation():
+    """'auto' picks spherical when the pairs fix a focal (rotating camera, f = 700) and the plane for shifts."""
+    size, f = (640, 480), 700.0
+    K = np.array([[f, 0, 319.5], [0, f, 239.5], [0, 0, 1.0]])
+    R = cv2.Rodrigues(np.array([0.05, math.radians(25), 0.0]))[0]
+    H_rot = K @ R @ np.linalg.inv(K)
+    pairs = [(H_rot, size, size)]
+    focal = estimate_focal(pairs)
+    assert focal == pytest.approx(f, rel=0.02) and pair_focals(pairs)
+    canvas = choose_canvas("auto", [np.eye(3), H_rot], [size, size], ["a", "b"], size, focal, 10**8,
+                           rotating=bool(pair_focals(pairs)))
+    assert canvas.projection.kind == "spherical" and canvas.projection.focal == pytest.approx(focal)
+    moved = [(shift(300, 10), size, size)]
+    assert pair_focals(moved) == []
+    canvas = choose_canvas("auto", [np.eye(3), shift(300, 10)], [size, size], ["a", "b"], size,
+                           estimate_focal(moved), 10**8, rotating=False)
+    assert canvas.projection.kind == "plane" and canvas.size[0] == pytest.approx(940, abs=2)
 
 
 def test_work_scale_matrix():
