@@ -134,29 +134,32 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.option("--debug-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the intermediate images (matches, warped images, masks, compensated images, seams, the "
               "result with seam lines) into this folder.")
+@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Threads for pair matching (0: the CPU count, at most 8); the result does not depend on it.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress display (shown on a terminal only) or summary line; warnings still print.")
 def run_cmd(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
             work_megapix: float, max_canvas_mp: float, exposure: str, seam: str, blend: str, bands: int | None,
-            seam_megapix: float, crop: bool, debug_dir: Path | None, as_json: bool, quiet: bool) -> None:
+            seam_megapix: float, crop: bool, debug_dir: Path | None, workers: int, as_json: bool,
+            quiet: bool) -> None:
     """Stitch the images in FOLDER into one panorama written to OUTPUT.
 
     Unreadable files and images that overlap no other are skipped with a warning; fewer than two
     usable images, or no overlap at all, is an error.
     """
-    compose = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
-               "crop": crop}
+    extra = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
+             "crop": crop, "workers": workers}
     try:
         _run(folder, output, preset, detector, projection, seed, work_megapix, max_canvas_mp, as_json, quiet,
-             compose, debug_dir)
+             extra, debug_dir)
     except StitchError as exc:
         raise click.ClickException(_one_line(str(exc))) from None
 
 
 def _run(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
          work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool,
-         compose: dict[str, Any] | None = None, debug_dir: Path | None = None) -> None:
+         extra: dict[str, Any] | None = None, debug_dir: Path | None = None) -> None:
     from stitch.debug import DebugDir
     from stitch.io import list_images, write_image_atomic
     from stitch.panorama import stitch_images
@@ -176,7 +179,7 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
             console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
     options = {"preset": preset, "detector": detector, "projection": projection, "seed": seed,
-               "work_megapix": work_megapix, "max_canvas_pixels": max(1, int(max_canvas_mp * 1e6)), **(compose or {})}
+               "work_megapix": work_megapix, "max_canvas_pixels": max(1, int(max_canvas_mp * 1e6)), **(extra or {})}
     if debug_dir is not None:
         if debug_dir.exists() and not debug_dir.is_dir():
             raise StitchError(f"{debug_dir}: exists and is not a folder (--debug-dir needs a folder)")
