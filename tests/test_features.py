@@ -207,7 +207,7 @@ def test_detector_choices_message_lists_choices():
 
 def test_raw_cache_reselects_without_redetecting(image, monkeypatch):
     """A second keypoint cap on the same image reuses the cached detection and equals a fresh detect."""
-    import stitch.features as features
+    from stitch import features
 
     cache: dict = {}
     small = detect(image, FeatureConfig("sift", 300), cache)
