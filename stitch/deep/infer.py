@@ -33,7 +33,7 @@ from .model import HomographyRefiner, ModelConfig, corners_to_h
 #: network passes (src re-warped between passes) and LK iterations per pyramid level.
 COARSE_ROUNDS = 3          # all stages: a start tens of px off (e.g. the identity)
 FINE_ROUNDS = 1            # LK stage only: a start within a few px
-FINE_LK_ITERS = (3, 8)     # iterations of the two finest LK levels in the fine mode (coarser levels: 0)
+FINE_LK_ITERS = (3, 16)    # iterations of the two finest LK levels in the fine mode (coarser levels: 0)
 
 
 def default_settings(model: HomographyRefiner, coarse: bool) -> tuple[int, tuple[int, ...]]:

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_perspective
@@ -102,8 +104,18 @@ class ModelConfig:
 
 def image_corners_t(width: int, height: int, like: Tensor) -> Tensor:
     """The corners (1, 4, 2) TL, TR, BR, BL of a W x H image in pixels, on ``like``'s device/dtype."""
+    return _corners_cached(int(width), int(height), str(like.device), like.dtype)
+
+
+@lru_cache(maxsize=64)
+def _corners_cached(width: int, height: int, device: str, dtype: torch.dtype) -> Tensor:
     return torch.tensor([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]],
-                        device=like.device, dtype=like.dtype).unsqueeze(0)
+                        device=device, dtype=dtype).unsqueeze(0)
+
+
+@lru_cache(maxsize=64)
+def _corner_scale(width: int, height: int, device: str, dtype: torch.dtype) -> Tensor:
+    return torch.tensor([1.0 / width, 1.0 / height, 1.0], dtype=dtype, device=device)
 
 
 def four_point_h(src: Tensor, dst: Tensor) -> Tensor:
@@ -144,7 +156,7 @@ def corners_to_h(delta: Tensor, width: int, height: int) -> Tensor:
     Q = torch.stack([x1 - x0 + g * x1, x3 - x0 + h * x3, x0,
                      y1 - y0 + g * y1, y3 - y0 + h * y3, y0,
                      g, h, one], -1).reshape(-1, 3, 3)
-    return Q * torch.tensor([1.0 / width, 1.0 / height, 1.0], dtype=dt, device=delta.device)
+    return Q * _corner_scale(int(width), int(height), str(delta.device), dt)
 
 
 def apply_h(H: Tensor, pts: Tensor) -> Tensor:
@@ -248,14 +260,6 @@ def warp_jacobian(width: int, height: int, pts: Tensor) -> Tensor:
     return ((q[:8] - q[8:]) / (2 * eps)).permute(1, 2, 0).contiguous()
 
 
-def _sample(feat: Tensor, pts: Tensor) -> Tensor:
-    """Bilinear samples (B, C, N) of ``feat`` (B, C, h, w) at ``pts`` (B, N, 2) feature px; zero outside."""
-    h, w = feat.shape[-2:]
-    g = torch.stack([2.0 * pts[..., 0] / max(w - 1, 1) - 1.0, 2.0 * pts[..., 1] / max(h - 1, 1) - 1.0], -1)
-    return F.grid_sample(feat, g.unsqueeze(1).to(feat.dtype), mode="bilinear", padding_mode="zeros",
-                         align_corners=True).squeeze(2)
-
-
 def _pool(x: Tensor, k: int) -> Tensor:
     return F.avg_pool2d(x, k) if k > 1 else x
 
@@ -291,17 +295,77 @@ def lucas_kanade(lka: Tensor, mask_a: Tensor, lkb: Tensor, mask_b: Tensor, delta
     hinv = torch.linalg.inv(hess)
     fbf = fb.flatten(2)  # (B, C, N)
     src = torch.cat([fa, ma], 1)
-    grid = pixel_grid(h, w, stride, fb).expand(bsz, -1, -1)  # input px of B's feature pixels
+    grid = pixel_grid(h, w, stride, fb)  # (1, N, 2) input px of B's feature pixels
+    grid_h = torch.cat([grid, torch.ones_like(grid[..., :1])], -1).to(fb.dtype)  # (1, N, 3)
+    to_unit = _sample_matrix(w, h, stride, str(fb.device), fb.dtype)  # input px -> grid_sample coords
+    # Inference on the CPU keeps R in float64 numpy: the per-iteration 3 x 3 algebra then costs
+    # microseconds instead of dozens of small torch ops (same maths; tests/deep check the two agree).
+    host = not torch.is_grad_enabled() and fb.device.type == "cpu"
+    geo = _HostGeometry(delta, W, H, to_unit) if host else None
+    R = corners_to_h(delta.detach(), W, H)
     for _ in range(iters):
-        delta = delta.detach()
-        R = corners_to_h(delta, W, H)
-        p = to_feature_px(apply_h(torch.linalg.inv(R), grid), stride)
-        s = _sample(src, p)  # (B, C + 1, N)
+        if geo is not None:
+            M = geo.sampling_matrix().to(fb.dtype)
+        else:
+            R = R.detach()
+            M = to_unit @ torch.linalg.inv(R).to(fb.dtype)
+        q = grid_h @ M.transpose(1, 2)  # (B, N, 3)
+        z = q[..., 2:3]
+        g = q[..., :2] / torch.where(z.abs() < 1e-8, torch.full_like(z, 1e-8), z)
+        s = F.grid_sample(src, g.unsqueeze(1), mode="bilinear", padding_mode="zeros",
+                          align_corners=True).squeeze(2)  # (B, C + 1, N)
         e = (s[:, :c] - fbf) * (s[:, c:] > 0.999)
         dp = (hinv @ (sd @ e.reshape(bsz, c * h * w, 1))).clamp(-2.0 * stride, 2.0 * stride)  # a trust region
-        delta = h_to_corners(corners_to_h(dp.reshape(bsz, 4, 2), W, H) @ R, W, H)
-        preds.append(delta)
-    return delta
+        if geo is not None:
+            preds.append(geo.compose(dp).to(delta.dtype))
+            if float(dp.abs().max()) < LK_STOP_PX:  # converged: further steps move no corner visibly
+                break
+        else:
+            R = corners_to_h(dp.reshape(bsz, 4, 2), W, H) @ R
+            R = R / R[:, 2:3, 2:3]
+            preds.append(h_to_corners(R, W, H))
+    return preds[-1] if iters > 0 else delta
+
+
+class _HostGeometry:
+    """R (B, 3, 3) float64 numpy for ``lucas_kanade`` at inference: R <- R_dp R, corner offsets of R."""
+
+    def __init__(self, delta: Tensor, width: int, height: int, to_unit: Tensor) -> None:
+        self.corners = np.array([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]], np.float32)
+        d = delta.detach().double().numpy()
+        self.R = np.stack([self._four_point(x) for x in d])
+        self.to_unit = to_unit.double().numpy()
+
+    def _four_point(self, d: np.ndarray) -> np.ndarray:
+        return cv2.getPerspectiveTransform(self.corners, (self.corners + d).astype(np.float32))
+
+    def sampling_matrix(self) -> Tensor:
+        """to_unit @ R^-1 (B, 3, 3): B's input px -> grid_sample coordinates in A."""
+        return torch.from_numpy(self.to_unit @ np.linalg.inv(self.R))
+
+    def compose(self, dp: Tensor) -> Tensor:
+        """R <- R_dp R for corner offsets dp (B, 8, 1); returns R's corner offsets (B, 4, 2) float64."""
+        d = dp.double().reshape(-1, 4, 2).numpy()
+        R = np.stack([self._four_point(x) for x in d]) @ self.R
+        self.R = R / R[:, 2:3, 2:3]
+        c = np.concatenate([self.corners, np.ones((4, 1), np.float32)], 1).astype(np.float64)
+        q = c @ self.R.transpose(0, 2, 1)
+        return torch.from_numpy(q[..., :2] / q[..., 2:3] - self.corners)
+
+
+#: Inference stops a Lucas-Kanade level once no corner moves by this much (working px) in a step.
+LK_STOP_PX = 0.01
+
+
+@lru_cache(maxsize=32)
+def _sample_matrix(w: int, h: int, stride: int, device: str, dtype: torch.dtype) -> Tensor:
+    """(3, 3): input px -> the [-1, 1] coordinates of ``grid_sample(align_corners=True)`` on a w x h map of
+    stride ``stride`` (``to_feature_px``, then 2 x / (w - 1) - 1)."""
+    f = torch.tensor([[1.0 / stride, 0.0, -0.5 * (stride - 1) / stride],
+                      [0.0, 1.0 / stride, -0.5 * (stride - 1) / stride], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    n = torch.tensor([[2.0 / max(w - 1, 1), 0.0, -1.0], [0.0, 2.0 / max(h - 1, 1), -1.0], [0.0, 0.0, 1.0]],
+                     dtype=torch.float64)
+    return (n @ f).to(device=device, dtype=dtype)
 
 
 # --- network ---------------------------------------------------------------------------------------
@@ -438,8 +502,11 @@ class HomographyRefiner(nn.Module):
         if len(ki) != len(self.cfg.lk_strides):
             raise ValueError(f"lk_iters={list(ki)}: one count per LK level {list(self.cfg.lk_strides)}")
         coarse = gi > 0 or li > 0
-        f4a, f8a, lka = self._encode(img_a, mask_a, coarse)
-        f4b, f8b, lkb = self._encode(img_b, mask_b, coarse)
+        # one encoder pass over both images (every normalisation is per image): fewer, larger ops
+        f4, f8, lk = self._encode(torch.cat([img_a, img_b]), torch.cat([mask_a, mask_b]), coarse)
+        f4a, f4b = (None, None) if f4 is None else f4.split(bsz)
+        f8a, f8b = (None, None) if f8 is None else f8.split(bsz)
+        lka, lkb = lk.split(bsz)
         delta = _wide(torch.zeros(bsz, 4, 2, device=img_a.device, dtype=img_a.dtype))
         preds: list[Tensor] = []
         if coarse:

@@ -131,3 +131,25 @@ def test_exception():
         ModelConfig.from_dict({"depth": 3})
     with pytest.raises(ValueError, match="img_a"):
         net(torch.rand(1, 1, 64, 64), torch.ones(1, 1, 64, 64), torch.rand(1, 1, 32, 32), torch.ones(1, 1, 32, 32))
+
+
+def test_lucas_kanade_inference_path_equals_autograd_path(monkeypatch):
+    """The CPU inference path (R in float64 numpy) gives the training path's estimates (grad enabled)."""
+    import stitch.deep.model as model
+
+    monkeypatch.setattr(model, "LK_STOP_PX", 0.0)  # no early stop: the two paths take the same steps
+    torch.manual_seed(3)
+    net = HomographyRefiner(ModelConfig(global_iters=1, local_iters=1, lk_iters=(1, 2, 4))).eval()
+    img = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 256, 256), 2)  # smooth enough for LK to move
+    shift = torch.tensor([[1.0, 0, 2.5], [0, 1.0, -1.5], [0, 0, 1.0]]).expand(2, 3, 3)
+    from kornia.geometry.transform import warp_perspective
+
+    b = warp_perspective(img, shift, (128, 128), align_corners=True)
+    m = torch.ones_like(img)
+    with torch.enable_grad():
+        slow = net(img, m, b, m)
+    with torch.no_grad():
+        fast = net(img, m, b, m)
+    assert len(fast) == len(slow) == 2 + 7 and fast[-1].abs().max() > 0.5  # the estimate moved
+    for f, s in zip(fast, slow):
+        torch.testing.assert_close(f.float(), s.detach().float(), atol=2e-3, rtol=0)
