@@ -21,6 +21,7 @@ from rich.table import Table
 
 from stitch.bench import (
     BASELINE_METHODS,
+    DEFAULT_HOMOGRAPHY_METHODS,
     HOMOGRAPHY_METHOD_CHOICES,
     HOMOGRAPHY_ROW_ORDER,
     METHOD_SELECT_INLIERS,
@@ -28,10 +29,12 @@ from stitch.bench import (
     METHOD_SIFT_MAGSAC,
     METHOD_SIFT_RANSAC,
     METHOD_STITCH,
+    METHOD_STITCH_DEEP,
     REGRESSION_THRESHOLD,
     BenchResult,
     MethodSummary,
     ProgressFn,
+    refiner_check,
     run_homography_bench,
 )
 from stitch.bench_panorama import DEFAULT_TIMEOUT_S, PANORAMA_METHOD_CHOICES
@@ -130,6 +133,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 #: Column labels of the per-pair table (the summary tables use the full method names).
 SHORT_LABELS = {
     METHOD_STITCH: "stitch",
+    METHOD_STITCH_DEEP: "stitch+deep",
     METHOD_SELECT_SCORE: "by score (raw)",
     METHOD_SELECT_INLIERS: "by inliers (raw)",
     METHOD_SIFT_RANSAC: "SIFT+RANSAC",
@@ -176,6 +180,13 @@ def print_homography_result(result: BenchResult, console: Console, per_pair: boo
         console.print(f"{head} none")
     ratio = result.time_ratio_vs_magsac
     console.print(f"median time ratio vs SIFT+MAGSAC: {'n/a' if ratio is None else f'{ratio:.2f}'}")
+    chk = refiner_check(result.rows)
+    if chk is not None:
+        console.print(f"stitch+deep vs stitch on {chk.pairs} pairs: quality score lower on {len(chk.score_lower)}, "
+                      f"higher on {len(chk.score_higher)}; error worse by > 0.01 px on {len(chk.error_worse)}, "
+                      f"better on {len(chk.error_better)}")
+        for label in chk.score_lower + chk.error_worse:
+            console.print(f"  {label}")
     if result.gt_checks:
         bad = [c for c in result.gt_checks if c.inconsistent]
         console.print(f"ground truth vs the images (median residual on SIFT matches within 5 px of H_gt): "
@@ -226,7 +237,8 @@ def bench() -> None:
     "methods",
     type=click.Choice(HOMOGRAPHY_METHOD_CHOICES),
     multiple=True,
-    help="Run only these methods (repeatable; default: all). 'stitch' includes the two raw selector rows.",
+    help="Run only these methods (repeatable; default: all but stitch+deep, the pipeline with the learned "
+    "refiner, which needs torch). 'stitch' includes the two raw selector rows.",
 )
 def homography_cmd(
     directory: Path,
@@ -247,7 +259,7 @@ def homography_cmd(
         with progress_bar("homography") as progress:
             result = run_homography_bench(
                 directory,
-                methods=methods or HOMOGRAPHY_METHOD_CHOICES,
+                methods=methods or DEFAULT_HOMOGRAPHY_METHODS,
                 options={"preset": preset},
                 seed=seed,
                 progress=progress,

@@ -44,11 +44,16 @@ METHOD_SELECT_INLIERS = "stitch: select by inliers (raw)"
 METHOD_SIFT_RANSAC = "SIFT+RANSAC"
 METHOD_SIFT_MAGSAC = "SIFT+MAGSAC"
 
+#: The pipeline with the learned refiner (``refiner="deep"``; needs torch and kornia), beside ``stitch``.
+METHOD_STITCH_DEEP = "stitch+deep"
 #: Methods ``run_homography_bench`` can run (``methods=``); ``stitch`` also yields the two selector rows.
-HOMOGRAPHY_METHOD_CHOICES = (METHOD_STITCH, METHOD_SIFT_RANSAC, METHOD_SIFT_MAGSAC)
+HOMOGRAPHY_METHOD_CHOICES = (METHOD_STITCH, METHOD_STITCH_DEEP, METHOD_SIFT_RANSAC, METHOD_SIFT_MAGSAC)
+#: What runs when no method is named: everything but the optional learned refiner.
+DEFAULT_HOMOGRAPHY_METHODS = (METHOD_STITCH, METHOD_SIFT_RANSAC, METHOD_SIFT_MAGSAC)
 #: Every row a homography benchmark can report, in table order.
 HOMOGRAPHY_ROW_ORDER = (
     METHOD_STITCH,
+    METHOD_STITCH_DEEP,
     METHOD_SELECT_SCORE,
     METHOD_SELECT_INLIERS,
     METHOD_SIFT_RANSAC,
@@ -331,6 +336,7 @@ class MethodOutput:
     H: np.ndarray | None
     seconds: float
     detail: str = ""
+    score: float | None = None  # the project's quality score of H, where it has one
 
 
 def sift_ratio_matches(src_bgr: np.ndarray, dst_bgr: np.ndarray, ratio: float = SIFT_RATIO, fast: bool = False):
@@ -452,7 +458,8 @@ def run_project(
     score = getattr(r, "score", None)
     note = f"score={score:.4g}, {len(cands)} candidates" if isinstance(score, (int, float)) else ""
     return {
-        METHOD_STITCH: MethodOutput(None if H is None else np.asarray(H, np.float64), secs, note),
+        METHOD_STITCH: MethodOutput(None if H is None else np.asarray(H, np.float64), secs, note,
+                                    float(score) if isinstance(score, (int, float)) else None),
         METHOD_SELECT_SCORE: MethodOutput(
             None if by_score is None else by_score.H, math.nan, _candidate_note(by_score)
         ),
@@ -506,6 +513,7 @@ class PairRow:
     error: float
     seconds: float
     detail: str = ""
+    score: float | None = None
 
 
 @dataclass
@@ -557,6 +565,7 @@ class BenchResult:
                 "regressions": [vars(r) for r in self.regressions],
                 "median_time_ratio_vs_sift_magsac": self.time_ratio_vs_magsac,
                 "gt_checks": [dict(vars(c), inconsistent=c.inconsistent) for c in self.gt_checks],
+                "refiner_check": None if (chk := refiner_check(self.rows)) is None else vars(chk),
                 "rows": [vars(r) for r in self.rows],
             }
         )
@@ -639,6 +648,36 @@ def find_regressions(rows: Sequence[PairRow], threshold: float = REGRESSION_THRE
     return out
 
 
+@dataclass
+class RefinerCheck:
+    """stitch+deep against stitch on the same pairs: counts of lower/higher quality scores and errors."""
+
+    pairs: int
+    score_lower: list[str]
+    score_higher: list[str]
+    error_worse: list[str]
+    error_better: list[str]
+
+
+def refiner_check(rows: Sequence[PairRow], tol_px: float = 0.01) -> RefinerCheck | None:
+    """Compare the stitch+deep rows with the stitch rows pair by pair (error changes above ``tol_px``)."""
+    base = {(r.subset, r.name): r for r in rows if r.method == METHOD_STITCH}
+    deep = {(r.subset, r.name): r for r in rows if r.method == METHOD_STITCH_DEEP}
+    keys = [k for k in base if k in deep]
+    if not keys:
+        return None
+    out = RefinerCheck(len(keys), [], [], [], [])
+    for k in keys:
+        a, b, label = base[k], deep[k], "/".join(k)
+        if a.score is not None and b.score is not None and b.score != a.score:
+            (out.score_lower if b.score < a.score else out.score_higher).append(label)
+        if b.error > a.error + tol_px:
+            out.error_worse.append(label)
+        elif b.error < a.error - tol_px:
+            out.error_better.append(label)
+    return out
+
+
 def median_time_ratio(
     rows: Sequence[PairRow], method: str = METHOD_STITCH, reference: str = METHOD_SIFT_MAGSAC
 ) -> float | None:
@@ -657,7 +696,7 @@ def _readonly(img: np.ndarray) -> np.ndarray:
 
 def run_homography_bench(
     root: str | os.PathLike,
-    methods: Sequence[str] = HOMOGRAPHY_METHOD_CHOICES,
+    methods: Sequence[str] = DEFAULT_HOMOGRAPHY_METHODS,
     options: Mapping[str, Any] | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
@@ -668,7 +707,8 @@ def run_homography_bench(
 ) -> BenchResult:
     """Run the real-homography benchmark (DESIGN §4) on ``root`` (see ``load_homography_gt``).
 
-    ``methods``: any of HOMOGRAPHY_METHOD_CHOICES; ``stitch`` also reports the two raw selector rows.
+    ``methods``: any of HOMOGRAPHY_METHOD_CHOICES; ``stitch`` also reports the two raw selector rows;
+    ``stitch+deep`` is the same estimator with ``refiner="deep"`` (its detail holds the quality score).
     ``options`` go to the estimator as keyword arguments (e.g. ``preset``); ``seed`` too.
     ``limit``: only the first N pairs of each subset. ``estimator`` defaults to
     ``stitch.estimate_homography``. Each pair's images are read once; reading is not timed.
@@ -684,8 +724,12 @@ def run_homography_bench(
         raise ConfigError(f"thresholds: must be positive, got {list(thresholds)}")
     opts = dict(options or {})
     pairs = limit_pairs(load_homography_gt(root), limit)
-    if METHOD_STITCH in methods and estimator is None:
+    if (METHOD_STITCH in methods or METHOD_STITCH_DEEP in methods) and estimator is None:
         estimator = default_estimator()
+    if METHOD_STITCH_DEEP in methods:
+        from .deep import require_torch
+
+        require_torch()
     baselines = [m for m in methods if m in BASELINE_METHODS]
 
     t_start = time.perf_counter()
@@ -700,13 +744,17 @@ def run_homography_bench(
         outputs: dict[str, MethodOutput] = {}
         if METHOD_STITCH in methods:
             outputs.update(run_project(estimator, src, dst, seed, opts))
+        if METHOD_STITCH_DEEP in methods:
+            outputs[METHOD_STITCH_DEEP] = run_project(estimator, src, dst, seed, {**opts, "refiner": "deep"})[
+                METHOD_STITCH]
         if baselines:
             outputs.update(run_sift_baselines(src, dst, baselines))
         for m in HOMOGRAPHY_ROW_ORDER:
             if m in outputs:
                 o = outputs[m]
                 rows.append(
-                    PairRow(pair.subset, pair.name, m, homography_error(pair, o.H, size), o.seconds, o.detail)
+                    PairRow(pair.subset, pair.name, m, homography_error(pair, o.H, size), o.seconds, o.detail,
+                            o.score)
                 )
         if check_gt:
             checks.append(gt_consistency(pair, src, dst))

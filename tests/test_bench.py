@@ -269,3 +269,40 @@ def test_cli_exception(tmp_path: Path):
     assert r.exit_code != 0
     assert "no homography ground truth" in r.output
     assert "Traceback" not in r.output
+
+
+def test_refiner_check_counts_lower_scores_and_worse_errors():
+    """stitch+deep is compared with stitch pair by pair: score drops and error rises above 0.01 px."""
+    R = bench.PairRow
+    rows = [
+        R("homogr", "a", bench.METHOD_STITCH, 1.00, 1.0, score=0.80),
+        R("homogr", "a", bench.METHOD_STITCH_DEEP, 1.005, 1.2, score=0.80),  # same score, 0.005 px: a tie
+        R("homogr", "b", bench.METHOD_STITCH, 2.0, 1.0, score=0.70),
+        R("homogr", "b", bench.METHOD_STITCH_DEEP, 1.5, 1.2, score=0.75),
+        R("homogr", "c", bench.METHOD_STITCH, 2.0, 1.0, score=0.70),
+        R("homogr", "c", bench.METHOD_STITCH_DEEP, 2.5, 1.2, score=0.65),
+    ]
+    chk = bench.refiner_check(rows)
+    assert chk.pairs == 3 and chk.score_lower == ["homogr/c"] and chk.score_higher == ["homogr/b"]
+    assert chk.error_worse == ["homogr/c"] and chk.error_better == ["homogr/b"]
+    assert bench.refiner_check(rows[:1]) is None
+
+
+def test_bench_stitch_deep_row_runs_the_deep_refiner(gt_root: Path, gt_pairs):
+    """Method stitch+deep calls the estimator with refiner='deep' and reports its score."""
+    pytest.importorskip("torch")
+    pytest.importorskip("kornia")
+    pairs = bench.limit_pairs(gt_pairs, 1)
+    stub = gt_stub([p for p in pairs for _ in range(2)])  # two estimator calls per pair
+    seen = []
+
+    def spy(src, dst, seed=0, **options):
+        seen.append(options.get("refiner"))
+        return stub(src, dst, seed=seed, **options)
+
+    res = bench.run_homography_bench(gt_root, methods=[bench.METHOD_STITCH, bench.METHOD_STITCH_DEEP], limit=1,
+                                     estimator=spy)
+    assert seen == [None, "deep", None, "deep"]
+    deep_rows = [r for r in res.rows if r.method == bench.METHOD_STITCH_DEEP]
+    assert len(deep_rows) == 2 and all(r.error == pytest.approx(0.0, abs=1e-6) for r in deep_rows)
+    assert res.to_json()["refiner_check"]["pairs"] == 2

@@ -135,7 +135,7 @@ def test_exception():
 
 def test_lucas_kanade_inference_path_equals_autograd_path(monkeypatch):
     """The CPU inference path (R in float64 numpy) gives the training path's estimates (grad enabled)."""
-    import stitch.deep.model as model
+    from stitch.deep import model
 
     monkeypatch.setattr(model, "LK_STOP_PX", 0.0)  # no early stop: the two paths take the same steps
     torch.manual_seed(3)
