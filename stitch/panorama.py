@@ -35,13 +35,14 @@ inliers), while every non-overlapping pair (weir_noise.jpg against the weir, bud
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -309,6 +310,37 @@ def _components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: g[0])
 
 
+class _InlineExecutor:
+    """The part of ThreadPoolExecutor that match_graph uses, run in the calling thread (workers=1)."""
+
+    def shutdown(self) -> None:
+        return None
+
+    def map(self, fn: Callable, items: Any) -> Any:
+        return map(fn, items)
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        fut: Future = Future()
+        fut.set_result(fn(*args))
+        return fut
+
+
+def _executor(workers: int) -> Any:
+    return _InlineExecutor() if workers <= 1 else ThreadPoolExecutor(max_workers=workers)
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    Worker threads allocate from their own malloc arenas, whose free pages would otherwise stay
+    resident and add to the peak of the full-resolution compositing that follows.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def resolve_workers(workers: int) -> int:
     """Threads for pair matching: ``workers``, or for 0 the CPU count (at most 8)."""
     return int(workers) if workers > 0 else max(1, min(8, os.cpu_count() or 1))
@@ -353,7 +385,8 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
 
     workers = resolve_workers(config.workers)
     total = len(pairs)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = _executor(workers)
+    try:
         # features first (one detection per image, shared by every pair), then the pairs; the threads
         # overlap OpenCV's and numpy's GIL-free work, and every result is independent of the order
         done = 0
@@ -379,6 +412,8 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
             if len(set(comp_of.values())) > 1 and retry:
                 total += len(retry)
                 run_all(retry, repair, "matched harder")
+    finally:
+        pool.shutdown()
     if progress is not None:
         progress(total, total, "matching done")
     return [(i, j, results[(i, j)]) for i, j in sorted(results)], why
@@ -667,6 +702,7 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
     works = [to_work(img, cfg.work_megapix) for img in images]
     A = [work_scale_matrix(sizes[k], (w.shape[1], w.shape[0])) for k, w in enumerate(works)]
     raw, why = match_graph(works, names, cfg, progress) if n > 1 else ([], {})
+    release_free_memory()
     edges = [_pair_edge(res, i, j, A[i], A[j]) for i, j, res in raw]
     if hooks is not None:
         for i, j, res in raw:
