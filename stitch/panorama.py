@@ -76,7 +76,7 @@ PANORAMA_PROJECTION_CHOICES = ("auto",) + PROJECTION_CHOICES
 #: 'auto': spherical when a pair's homography determines a focal length (a rotating camera, as in most
 #: panoramas), else the plane (e.g. scans: translations over a flat scene), switching to cylindrical when the
 #: plane stretches too much. Why spherical: on the 18 sets of ../shared/data/panoramas the overlap PSNR of
-#: the registered images rose on 16 (mean +0.5 dB, up to +2.1 dB on prague_maps) and the SSIM on 17 against
+#: the registered images rose on 17 (mean +0.5 dB, up to +2.1 dB on prague_maps) and the SSIM on 16 against
 #: the plane, at the same matrices, because the plane magnifies the periphery; OpenCV's stitcher and
 #: OpenStitching default to it too. Pass projection='plane' for straight lines or a flat document.
 DEFAULT_PANORAMA_PROJECTION = "auto"
