@@ -39,29 +39,75 @@ def _ecc_mask(shape: tuple[int, int], border: int = 8) -> np.ndarray:
     return m
 
 
+def _ecc_value(H: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """ECC correlation of src ``a`` and dst ``b`` (float32 gray) under H (src px -> dst px); -1 if no overlap."""
+    h, w = a.shape
+    warped = cv2.warpPerspective(b, H, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    valid = cv2.warpPerspective(_ecc_mask(b.shape), H, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    if cv2.countNonZero(valid) < 64:
+        return -1.0
+    try:
+        return float(cv2.computeECC(a, warped, valid))
+    except cv2.error:
+        return -1.0
+
+
 def refine_ecc(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, max_side: int = DEFAULT_ECC_MAX_SIDE,
-               levels: int = 2, iterations: int = 40, eps: float = 1e-5) -> np.ndarray | None:
-    """ECC (enhanced correlation) refinement of H (3, 3, src->dst px), coarse to fine; None if it fails."""
+               levels: int = 2, iterations: int = 40, eps: float = 1e-5,
+               fine_iterations: int | None = None) -> np.ndarray | None:
+    """ECC (enhanced correlation) refinement of H (3, 3, src->dst px), coarse to fine; None if it fails.
+
+    ``iterations`` per level (``fine_iterations`` overrides the finest level's). The finest level used
+    to stop at a third of them: on 100 refiner-regime pairs of ``stitch bench synthetic`` (8 px start,
+    photometric change) the full count took the mean MACE from 1.25 to 0.31 px and the failures from 1 to
+    0 at the same median time (about 13 ms), as the criterion's eps usually ends the level earlier.
+    A coarse level can also lead a good start astray (there, from 0.5 px off to 36 px): when the result
+    correlates worse than the start at the finest level, the finest level is rerun from the start alone.
+    """
+    fine = iterations if fine_iterations is None else int(fine_iterations)
     src, dst = to_gray(src_img).astype(np.float32), to_gray(dst_img).astype(np.float32)
     base = min(1.0, max_side / float(max(src.shape + dst.shape)))
-    cur = np.asarray(H, dtype=np.float64)
-    for lvl in reversed(range(levels)):
-        s = base / (2 ** lvl)
-        if s * min(src.shape) < 48:
-            continue
-        a = cv2.resize(src, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else src
-        b = cv2.resize(dst, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else dst
-        Hs = scale_h(cur, s, s)
-        mask = _ecc_mask(b.shape)
-        crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations if lvl else max(10, iterations // 3), eps)
+    start = np.asarray(H, dtype=np.float64)
+    scales = [base / (2 ** lvl) for lvl in reversed(range(levels))]
+    scales = [s for s in scales if s * min(src.shape) >= 48] or [base]
+    out = _ecc_levels(start, src, dst, scales, iterations, fine, eps)
+    if len(scales) > 1:
+        s = scales[-1]
+        a, b = _ecc_pair(src, dst, s)
+
+        def value(M: np.ndarray | None) -> float:
+            return -2.0 if M is None else _ecc_value(scale_h(M, s, s), a, b)
+
+        if value(out) < value(start):
+            again = _ecc_levels(start, src, dst, scales[-1:], iterations, fine, eps)
+            out = max((M for M in (out, again) if M is not None), key=value, default=None)
+    return None if out is None else normalize_h(out)
+
+
+def _ecc_pair(src: np.ndarray, dst: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    if s >= 1:
+        return src, dst
+    return (cv2.resize(src, None, fx=s, fy=s, interpolation=cv2.INTER_AREA),
+            cv2.resize(dst, None, fx=s, fy=s, interpolation=cv2.INTER_AREA))
+
+
+def _ecc_levels(H: np.ndarray, src: np.ndarray, dst: np.ndarray, scales: list[float], iterations: int, fine: int,
+                eps: float) -> np.ndarray | None:
+    """findTransformECC at each scale in turn (coarse first; the last runs ``fine`` iterations)."""
+    cur = H
+    for k, s in enumerate(scales):
+        a, b = _ecc_pair(src, dst, s)
+        last = k == len(scales) - 1
+        crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, fine if last else iterations, eps)
         try:
-            _, W = cv2.findTransformECC(a, b, Hs.astype(np.float32), cv2.MOTION_HOMOGRAPHY, crit, mask, 5)
+            _, W = cv2.findTransformECC(a, b, scale_h(cur, s, s).astype(np.float32), cv2.MOTION_HOMOGRAPHY, crit,
+                                        _ecc_mask(b.shape), 5)
         except cv2.error:
             return None
         if not np.all(np.isfinite(W)):
             return None
         cur = scale_h(W.astype(np.float64), 1.0 / s, 1.0 / s)
-    return normalize_h(cur)
+    return cur
 
 
 def refine_homography(src, dst, H: np.ndarray, method: str = DEFAULT_REFINER, matches: Matches | None = None,

@@ -112,3 +112,23 @@ def test_exception(sample_pair):
 
 def test_corner_shift_known_answer():
     assert corner_shift(np.eye(3), np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 4.0], [0.0, 0.0, 1.0]]), W, H) == 5.0
+
+
+def test_ecc_falls_back_to_the_finest_level_when_the_pyramid_goes_astray(sample_pair, monkeypatch):
+    """A coarse-to-fine result that correlates worse than the start is replaced by a fine-only run."""
+    import stitch.refine as refine
+
+    src, dst, H_gt = sample_pair("perspective")
+    real = refine._ecc_levels
+    calls = []
+
+    def astray(H, a, b, scales, *args):
+        calls.append(len(scales))
+        if len(scales) > 1:  # the pyramid: pretend the coarse level led it 30 px away
+            return np.array([[1.0, 0, 30.0], [0, 1.0, 0], [0, 0, 1.0]]) @ H
+        return real(H, a, b, scales, *args)
+
+    monkeypatch.setattr(refine, "_ecc_levels", astray)
+    start = np.array([[1.0, 0, 1.5], [0, 1.0, -1.0], [0, 0, 1.0]]) @ H_gt
+    H = refine_ecc(start, src, dst)
+    assert calls == [2, 1] and corner_error(H, H_gt, src.shape[1], src.shape[0]) < 0.3
