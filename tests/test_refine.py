@@ -116,7 +116,7 @@ def test_corner_shift_known_answer():
 
 def test_ecc_falls_back_to_the_finest_level_when_the_pyramid_goes_astray(sample_pair, monkeypatch):
     """A coarse-to-fine result that correlates worse than the start is replaced by a fine-only run."""
-    import stitch.refine as refine
+    from stitch import refine
 
     src, dst, H_gt = sample_pair("perspective")
     real = refine._ecc_levels
