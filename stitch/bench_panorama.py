@@ -80,6 +80,7 @@ import cv2
 import numpy as np
 
 from .errors import StitchError
+from .geometry import box_intersection, box_slices
 from .io import IMAGE_EXTENSIONS, write_image_atomic, write_text_atomic
 
 METHOD_STITCH = "stitch"
@@ -217,11 +218,10 @@ def pair_metrics(regs: Sequence[Registered]) -> list[PairMetric]:
     for i in range(len(regs)):
         for j in range(i + 1, len(regs)):
             a, b = regs[i].box, regs[j].box
-            x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-            if x1 <= x0 or y1 <= y0:
+            r = box_intersection(a, b)
+            if r is None:
                 continue
-            sa = (slice(y0 - a[1], y1 - a[1]), slice(x0 - a[0], x1 - a[0]))
-            sb = (slice(y0 - b[1], y1 - b[1]), slice(x0 - b[0], x1 - b[0]))
+            sa, sb = box_slices(r, regs[i].corner), box_slices(r, regs[j].corner)
             O = eroded[i][sa] & eroded[j][sb]
             n = int(O.sum())
             smaller = min(regs[i].mask.sum(), regs[j].mask.sum())

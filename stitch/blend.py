@@ -55,6 +55,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .exposure import Gains, LowView
+from .geometry import box_intersection, box_slices
 from .warp import MAX_TILE_SIDE, Canvas, inverse_maps
 
 BLEND_CHOICES = ("multiband", "feather", "none")
@@ -149,13 +150,10 @@ def overlap_width(views: Sequence[LowView], scale: float) -> float:
     widths = []
     for i in range(len(views)):
         for j in range(i + 1, len(views)):
-            a, b = views[i].box, views[j].box
-            x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-            if x1 <= x0 or y1 <= y0:
+            r = box_intersection(views[i].box, views[j].box)
+            if r is None:
                 continue
-            mi = views[i].mask[y0 - a[1]:y1 - a[1], x0 - a[0]:x1 - a[0]]
-            mj = views[j].mask[y0 - b[1]:y1 - b[1], x0 - b[0]:x1 - b[0]]
-            both = mi & mj
+            both = views[i].mask[box_slices(r, views[i].offset)] & views[j].mask[box_slices(r, views[j].offset)]
             area = int(both.sum())
             if area < 4:
                 continue

@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError
+from .geometry import Box, box_intersection, box_slices
 
 EXPOSURE_CHOICES = ("blocks", "channels", "gain", "none")
 DEFAULT_EXPOSURE = "gain"
@@ -101,14 +102,8 @@ class Gains:
         return LowView(out, view.mask, view.offset)
 
 
-def _intersect(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
-    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
-
-
-def _crop(view: LowView, r: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    ox, oy = view.offset
-    sl = (slice(r[1] - oy, r[3] - oy), slice(r[0] - ox, r[2] - ox))
+def _crop(view: LowView, r: Box) -> tuple[np.ndarray, np.ndarray]:
+    sl = box_slices(r, view.offset)
     return view.image[sl], view.mask[sl]
 
 
@@ -146,7 +141,7 @@ def _image_pairs(views: Sequence[LowView]) -> list[tuple[int, int, np.ndarray, n
     out = []
     for i in range(len(views)):
         for j in range(i + 1, len(views)):
-            r = _intersect(views[i].box, views[j].box)
+            r = box_intersection(views[i].box, views[j].box)
             if r is None:
                 continue
             a, ma = _crop(views[i], r)

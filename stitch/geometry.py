@@ -66,3 +66,19 @@ def resize_matrix(s: float) -> np.ndarray:
 def scale_h(H: np.ndarray, s_src: float, s_dst: float) -> np.ndarray:
     """Re-express H between resized images: src resized by s_src, dst by s_dst (cv2.resize convention)."""
     return normalize_h(resize_matrix(s_dst) @ H @ np.linalg.inv(resize_matrix(s_src)))
+
+
+#: An axis-aligned pixel box (x0, y0, x1, y1), x1 and y1 exclusive.
+Box = tuple[int, int, int, int]
+
+
+def box_intersection(a: Box, b: Box) -> Box | None:
+    """The common part of two boxes, or None when they do not overlap."""
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def box_slices(r: Box, origin: tuple[int, int]) -> tuple[slice, slice]:
+    """(rows, cols) slices of box r in an array whose pixel (0, 0) sits at ``origin`` (x, y)."""
+    ox, oy = origin
+    return slice(r[1] - oy, r[3] - oy), slice(r[0] - ox, r[2] - ox)

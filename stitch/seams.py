@@ -39,6 +39,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .exposure import LowView
+from .geometry import box_intersection, box_slices
 
 SEAM_CHOICES = ("graphcut", "dp", "voronoi", "none", "opencv_graphcut", "opencv_dp")
 DEFAULT_SEAM = "graphcut"
@@ -54,16 +55,6 @@ TIE_CAPACITY = 1 << 24
 DEFAULT_FULL_CUT_PIXELS = 12_000
 #: Half-width (seam-canvas px) of that band.
 DEFAULT_BAND_PX = 12
-
-
-def _intersect(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
-    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
-
-
-def _sl(view: LowView, r: tuple[int, int, int, int]) -> tuple[slice, slice]:
-    ox, oy = view.offset
-    return slice(r[1] - oy, r[3] - oy), slice(r[0] - ox, r[2] - ox)
 
 
 def pixel_cost(a: np.ndarray, b: np.ndarray, beta: float = DEFAULT_BETA, c0: float = DEFAULT_C0) -> np.ndarray:
@@ -184,9 +175,9 @@ def _banded_cut(cost: np.ndarray, overlap: np.ndarray, only_i: np.ndarray, only_
 def _padded(arr: np.ndarray, view: LowView, r: tuple[int, int, int, int]) -> np.ndarray:
     """arr (over view's box) cropped to region r (x0, y0, x1, y1), zero (False) where r leaves the box."""
     out = np.zeros((r[3] - r[1], r[2] - r[0]) + arr.shape[2:], arr.dtype)
-    q = _intersect(view.box, r)
+    q = box_intersection(view.box, r)
     if q is not None:
-        out[q[1] - r[1]:q[3] - r[1], q[0] - r[0]:q[2] - r[0]] = arr[_sl(view, q)]
+        out[box_slices(q, (r[0], r[1]))] = arr[box_slices(q, view.offset)]
     return out
 
 
@@ -198,7 +189,7 @@ def _pairwise(views: Sequence[LowView], masks: list[np.ndarray], method: str, be
     """
     for i in range(len(views)):
         for j in range(i + 1, len(views)):
-            inter = _intersect(views[i].box, views[j].box)
+            inter = box_intersection(views[i].box, views[j].box)
             if inter is None:
                 continue
             r = (inter[0] - 1, inter[1] - 1, inter[2] + 1, inter[3] + 1)
@@ -210,8 +201,8 @@ def _pairwise(views: Sequence[LowView], masks: list[np.ndarray], method: str, be
             if method == "voronoi":
                 keep_i = _voronoi_pair(overlap, only_i, only_j)
                 inner = (slice(1, -1), slice(1, -1))
-                masks[i][_sl(views[i], inter)] &= ~(overlap & ~keep_i)[inner]
-                masks[j][_sl(views[j], inter)] &= ~(overlap & keep_i)[inner]
+                masks[i][box_slices(inter, views[i].offset)] &= ~(overlap & ~keep_i)[inner]
+                masks[j][box_slices(inter, views[j].offset)] &= ~(overlap & keep_i)[inner]
                 continue
             cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
             if method == "graphcut":
@@ -225,7 +216,7 @@ def _pairwise(views: Sequence[LowView], masks: list[np.ndarray], method: str, be
             else:
                 keep_i = _dp_split(views, i, j, cost, overlap)
             inner = (slice(1, -1), slice(1, -1))
-            si, sj = _sl(views[i], inter), _sl(views[j], inter)
+            si, sj = box_slices(inter, views[i].offset), box_slices(inter, views[j].offset)
             masks[i][si] &= ~(overlap & ~keep_i)[inner]
             masks[j][sj] &= ~(overlap & keep_i)[inner]
 
@@ -275,10 +266,10 @@ def seam_cost(views: Sequence[LowView], masks: Sequence[np.ndarray], beta: float
     total = 0.0
     for i in range(len(views)):
         for j in range(i + 1, len(views)):
-            r = _intersect(views[i].box, views[j].box)
+            r = box_intersection(views[i].box, views[j].box)
             if r is None:
                 continue
-            si, sj = _sl(views[i], r), _sl(views[j], r)
+            si, sj = box_slices(r, views[i].offset), box_slices(r, views[j].offset)
             both = views[i].mask[si] & views[j].mask[sj]
             if not both.any():
                 continue

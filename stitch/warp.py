@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from .errors import CanvasTooLargeError, ConfigError
+from .geometry import box_intersection
 
 PROJECTION_CHOICES = ("plane", "cylindrical", "spherical")
 DEFAULT_PROJECTION = "plane"
@@ -247,11 +248,6 @@ class WarpedImage:
     offset: tuple[int, int]
 
 
-def _intersect(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
-    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
-
-
 def _separable_points(canvas: Canvas, region: tuple[int, int, int, int]):
     """Reference-plane points of region's canvas pixels as p[r, c] = alpha[r] * A[c] + beta[r] * B.
 
@@ -312,7 +308,7 @@ def warp_image(img: np.ndarray, H: np.ndarray, canvas: Canvas, index: int,
     (cv2.remap, bilinear). mask marks the canvas pixels that see the image; feather adds its weight.
     """
     box = canvas.boxes[index]
-    r = _intersect(box, region if region is not None else box)
+    r = box_intersection(box, region if region is not None else box)
     if r is None:
         return None
     h, w = img.shape[:2]

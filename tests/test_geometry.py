@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from stitch.geometry import (
+    box_intersection,
+    box_slices,
     corner_error,
     image_corners,
     normalize_h,
@@ -172,3 +174,13 @@ def test_point_error_known_answer():
 def test_exception():
     with pytest.raises(ValueError):
         normalize_h(np.ones(8))  # not 9 numbers
+
+
+def test_box_intersection_and_slices_known_answer():
+    """Overlap of two boxes, none for touching boxes, and the slices of a box inside an offset array."""
+    assert box_intersection((0, 0, 10, 8), (6, 5, 20, 20)) == (6, 5, 10, 8)
+    assert box_intersection((0, 0, 10, 8), (10, 0, 20, 8)) is None  # x1 is exclusive: they only touch
+    arr = np.arange(100).reshape(10, 10)  # pixel (0, 0) of arr sits at canvas (4, 3)
+    rows, cols = box_slices((6, 5, 9, 7), (4, 3))
+    assert (rows, cols) == (slice(2, 4), slice(2, 5)) and arr[rows, cols].shape == (2, 3)
+
