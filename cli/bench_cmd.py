@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,13 @@ def metric_summary_table(title: str, summaries: Sequence[MethodSummary]) -> Tabl
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def save_json(path: Path | None, data: Callable[[], dict[str, Any]]) -> None:
+    """The benchmarks' ``--json FILE``: write ``data()`` there (nothing without a path) and say so on stderr."""
+    if path is not None:
+        write_json(path, data())
+        stderr_console().print(f"wrote {path}")
 
 
 # --- homography ------------------------------------------------------------------------------------
@@ -267,9 +274,7 @@ def homography_cmd(
                 check_gt=check_gt,
             )
         print_homography_result(result, stdout_console(), per_pair=per_pair)
-        if json_path is not None:
-            write_json(json_path, result.to_json())
-            stderr_console().print(f"wrote {json_path}")
+        save_json(json_path, result.to_json)
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -337,9 +342,7 @@ def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ..
                 methods=methods or None, sets=[s.strip() for s in sets.split(",") if s.strip()] if sets else None,
                 weights=weights, iterations=iterations, preset=preset, progress=progress)
         print_synthetic_result(result, stdout_console())
-        if json_path is not None:
-            write_json(json_path, result.to_json())
-            stderr_console().print(f"wrote {json_path}")
+        save_json(json_path, result.to_json)
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -433,8 +436,6 @@ def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...
             result = run_panorama_bench(directory, methods=methods or PANORAMA_METHOD_CHOICES, sets=sets,
                                         timeout=timeout, out_dir=out_dir, progress=progress)
         print_panorama_result(result, stdout_console())
-        if json_path is not None:
-            write_json(json_path, result.to_json())
-            stderr_console().print(f"wrote {json_path}")
+        save_json(json_path, result.to_json)
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None
