@@ -90,7 +90,7 @@ from .geometry import normalize_h, transfer_errors
 from .io import ImageLike, image_name, list_images, load_image, read_matrix, write_text_atomic
 from .matching import Matches
 from .refine import corner_shift, refine_ecc, refine_lsq
-from .select import DEFAULT_PRESET, HomographyResult, SelectConfig, estimate_pair, run_level
+from .select import DEFAULT_PRESET, FeatureCache, HomographyResult, SelectConfig, estimate_pair, run_level
 
 SCHEMA_VERSION = 1
 
@@ -539,7 +539,7 @@ def compare_homographies(
     timings: dict[str, float] = {}
 
     # 1. the full pipeline
-    caches: tuple[dict, dict] = ({}, {})
+    caches = (FeatureCache(), FeatureCache())
     t0 = time.perf_counter()
     res: HomographyResult | None = None
     pipeline_error = None

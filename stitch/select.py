@@ -169,10 +169,13 @@ class HomographyResult:
         }
 
 
-#: One dict per image: FeatureConfig -> Features, plus RAW_KEY -> the detector's uncapped detections
-#: (stitch.features.detect's raw_cache), so levels that differ only in the keypoint cap detect once.
-FeatureCache = dict
-RAW_KEY = "raw"
+@dataclass
+class FeatureCache:
+    """One image's detections: Features per FeatureConfig, and the uncapped detections they are cut from
+    (stitch.features.detect's raw_cache), so levels that differ only in the keypoint cap detect once."""
+
+    features: dict[FeatureConfig, Features] = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
 
 
 def max_refine_shift(src_size: tuple[int, int]) -> float:
@@ -198,9 +201,9 @@ def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache | No
     """Features of img under cfg, from/into the image's FeatureCache when one is given."""
     if cache is None:
         return detect(img, cfg)
-    if cfg not in cache:
-        cache[cfg] = detect(img, cfg, cache.setdefault(RAW_KEY, {}))
-    return cache[cfg]
+    if cfg not in cache.features:
+        cache.features[cfg] = detect(img, cfg, cache.raw)
+    return cache.features[cfg]
 
 
 def run_level(level: Level, src_img: np.ndarray, dst_img: np.ndarray, cfg: SelectConfig,
@@ -236,8 +239,8 @@ def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig
     """Bottom-up candidate search between (H, W, 3) uint8 images; raises NoOverlapError if nothing is plausible."""
     cfg = config or SelectConfig.from_options()
     t0 = time.perf_counter()
-    src_cache = {} if src_cache is None else src_cache  # levels share one detection per image
-    dst_cache = {} if dst_cache is None else dst_cache
+    src_cache = FeatureCache() if src_cache is None else src_cache  # levels share one detection per image
+    dst_cache = FeatureCache() if dst_cache is None else dst_cache
     ctx = quality.make_context(src_img, dst_img, cfg.score)
     cands: list[Candidate] = []
     tried: list[str] = []

@@ -122,11 +122,11 @@ def test_ecc_falls_back_to_the_finest_level_when_the_pyramid_goes_astray(sample_
     real = refine._ecc_levels
     calls = []
 
-    def astray(H, a, b, scales, *args):
-        calls.append(len(scales))
-        if len(scales) > 1:  # the pyramid: pretend the coarse level led it 30 px away
+    def astray(H, pyramid, *args):
+        calls.append(len(pyramid))
+        if len(pyramid) > 1:  # the whole pyramid: pretend the coarse level led it 30 px away
             return np.array([[1.0, 0, 30.0], [0, 1.0, 0], [0, 0, 1.0]]) @ H
-        return real(H, a, b, scales, *args)
+        return real(H, pyramid, *args)
 
     monkeypatch.setattr(refine, "_ecc_levels", astray)
     start = np.array([[1.0, 0, 1.5], [0, 1.0, -1.0], [0, 0, 1.0]]) @ H_gt

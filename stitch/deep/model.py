@@ -318,8 +318,6 @@ def lucas_kanade(lka: Tensor, mask_a: Tensor, lkb: Tensor, mask_b: Tensor, delta
         dp = (hinv @ (sd @ e.reshape(bsz, c * h * w, 1))).clamp(-2.0 * stride, 2.0 * stride)  # a trust region
         if geo is not None:
             preds.append(geo.compose(dp).to(delta.dtype))
-            if float(dp.abs().max()) < LK_STOP_PX:  # converged: further steps move no corner visibly
-                break
         else:
             R = corners_to_h(dp.reshape(bsz, 4, 2), W, H) @ R
             R = R / R[:, 2:3, 2:3]
@@ -351,10 +349,6 @@ class _HostGeometry:
         c = np.concatenate([self.corners, np.ones((4, 1), np.float32)], 1).astype(np.float64)
         q = c @ self.R.transpose(0, 2, 1)
         return torch.from_numpy(q[..., :2] / q[..., 2:3] - self.corners)
-
-
-#: Inference stops a Lucas-Kanade level once no corner moves by this much (working px) in a step.
-LK_STOP_PX = 0.01
 
 
 @lru_cache(maxsize=32)
