@@ -302,7 +302,7 @@ def lucas_kanade(lka: Tensor, mask_a: Tensor, lkb: Tensor, mask_b: Tensor, delta
     # microseconds instead of dozens of small torch ops (same maths; tests/deep check the two agree).
     host = not torch.is_grad_enabled() and fb.device.type == "cpu"
     geo = _HostGeometry(delta, W, H, to_unit) if host else None
-    R = corners_to_h(delta.detach(), W, H)
+    R = None if geo is not None else corners_to_h(delta.detach(), W, H)
     for _ in range(iters):
         if geo is not None:
             M = geo.sampling_matrix().to(fb.dtype)
@@ -330,6 +330,7 @@ class _HostGeometry:
 
     def __init__(self, delta: Tensor, width: int, height: int, to_unit: Tensor) -> None:
         self.corners = np.array([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]], np.float32)
+        self.corners_h = np.concatenate([self.corners, np.ones((4, 1), np.float32)], 1).astype(np.float64)
         d = delta.detach().double().numpy()
         self.R = np.stack([self._four_point(x) for x in d])
         self.to_unit = to_unit.double().numpy()
@@ -346,8 +347,7 @@ class _HostGeometry:
         d = dp.double().reshape(-1, 4, 2).numpy()
         R = np.stack([self._four_point(x) for x in d]) @ self.R
         self.R = R / R[:, 2:3, 2:3]
-        c = np.concatenate([self.corners, np.ones((4, 1), np.float32)], 1).astype(np.float64)
-        q = c @ self.R.transpose(0, 2, 1)
+        q = self.corners_h @ self.R.transpose(0, 2, 1)
         return torch.from_numpy(q[..., :2] / q[..., 2:3] - self.corners)
 
 
