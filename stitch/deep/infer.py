@@ -33,16 +33,17 @@ from .model import HomographyRefiner, ModelConfig, corners_to_h
 #: network passes (src re-warped between passes) and LK iterations per pyramid level.
 COARSE_ROUNDS = 3          # all stages: a start tens of px off (e.g. the identity)
 FINE_ROUNDS = 1            # LK stage only: a start within a few px
-FINE_LK_ITERS = (3, 16)    # iterations of the two finest LK levels in the fine mode (coarser levels: 0)
+FINE_LK_ITERS = (6, 8)     # iterations of the two finest LK levels in the fine mode (coarser levels: 0)
+FINE_LK_STEP = 1.5         # over-relaxed LK steps in the fine mode (the plain Gauss-Newton step falls short)
 
 
-def default_settings(model: HomographyRefiner, coarse: bool) -> tuple[int, tuple[int, ...]]:
-    """(rounds, lk_iters) used when refine_deep gets none."""
+def default_settings(model: HomographyRefiner, coarse: bool) -> tuple[int, tuple[int, ...], float]:
+    """(rounds, lk_iters, lk_step) used when refine_deep gets none."""
     levels = len(model.cfg.lk_strides)
     if coarse:
-        return COARSE_ROUNDS, tuple(model.cfg.lk_iters)
+        return COARSE_ROUNDS, tuple(model.cfg.lk_iters), 1.0
     fine = (0,) * max(0, levels - len(FINE_LK_ITERS)) + FINE_LK_ITERS[-levels:]
-    return FINE_ROUNDS, fine
+    return FINE_ROUNDS, fine, FINE_LK_STEP
 
 
 @lru_cache(maxsize=4)
@@ -91,12 +92,14 @@ def working_frame(box: tuple[float, ...], dst_size: tuple[int, int], work: int) 
 
 def _local_scale(M: np.ndarray, size: tuple[int, int]) -> float:
     """sqrt(|det|) of the Jacobian of M (src px -> working px) at the centre of a (w, h) image."""
-    w, h = size
-    cx, cy = 0.5 * w, 0.5 * h
-    den = M[2, 0] * cx + M[2, 1] * cy + M[2, 2]
-    p = project(M, np.array([[cx, cy]]))[0]
-    J = (M[:2, :2] - np.outer(p, M[2, :2])) / den
-    return float(math.sqrt(abs(np.linalg.det(J))))
+    (a, b, c), (d, e, f), (g, h, i) = M.tolist()
+    cx, cy = 0.5 * size[0], 0.5 * size[1]
+    den = g * cx + h * cy + i
+    if den == 0.0 or not math.isfinite(den):  # the centre maps to infinity: no usable scale, no pre-shrink
+        return 1.0
+    px, py = (a * cx + b * cy + c) / den, (d * cx + e * cy + f) / den
+    det = ((a - px * g) * (e - py * h) - (b - px * h) * (d - py * g)) / (den * den)
+    return math.sqrt(abs(det))
 
 
 def warp_into(img: np.ndarray, M: np.ndarray, work: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +142,7 @@ def _refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weight
                  iterations: int | None, device: str, min_valid: float, coarse: bool,
                  lk_iters: Sequence[int] | None) -> np.ndarray | None:
     model, _ = load_refiner(str(weights), device)
-    rounds, default_lk = default_settings(model, coarse)
+    rounds, default_lk, lk_step = default_settings(model, coarse)
     rounds = rounds if iterations is None else int(iterations)
     lk_iters = default_lk if lk_iters is None else tuple(int(i) for i in lk_iters)
     work = model.work_size
@@ -153,9 +156,12 @@ def _refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weight
     a, ma = warp_into(_gray_f32(src_img), S @ H, work)
     if ma.mean() < min_valid or mb.mean() < min_valid:
         return None
-    t = [torch.from_numpy(x)[None, None].to(device) for x in (a, ma, b, mb)]
-    stages: dict[str, Any] = {} if coarse else {"global_iters": 0, "local_iters": 0}
-    delta = model.predict(*t, rounds=rounds, lk_iters=lk_iters, **stages)
-    R = corners_to_h(delta.double().cpu(), work, work)[0].numpy()
+    if device == "cpu" and not coarse and rounds == 1:  # the LK stage alone, numpy in and out
+        R = model.lk_refine_host(a, ma, b, mb, lk_iters, lk_step)
+    else:
+        t = [torch.from_numpy(x)[None, None].to(device) for x in (a, ma, b, mb)]
+        stages: dict[str, Any] = {} if coarse else {"global_iters": 0, "local_iters": 0}
+        delta = model.predict(*t, rounds=rounds, lk_iters=lk_iters, lk_step=lk_step, **stages)
+        R = corners_to_h(delta.double().cpu(), work, work)[0].numpy()
     out = np.linalg.inv(S) @ R @ S @ H
     return normalize_h(out) if np.all(np.isfinite(out)) else None

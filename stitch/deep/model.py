@@ -14,6 +14,10 @@ Architecture (IHN/RAFT-like, sized for CPUs: about 0.1 M parameters and 0.1 GFLO
 * ``predict(..., rounds=2)`` re-warps A with ``kornia.geometry.warp_perspective`` by the estimate so far
   and runs the network again on the nearly aligned pair.
 
+At CPU inference (no autograd) the Lucas-Kanade stage runs in numpy + OpenCV (``lucas_kanade_host``), and
+the fine mode (LK stage alone) also takes its features from ``Encoder.lk_host``: the same estimates as the
+torch path in far fewer calls (tests/deep compare the two step by step).
+
 Features are instance-normalised and unit-length at each position, so correlations are cosines.
 Between iterations the offsets are detached (RAFT-style), so the homography from the offsets needs no
 gradient; ``corners_to_h`` solves the 4-point DLT directly (batched 8 x 8 solve).
@@ -200,6 +204,15 @@ def normalize_image(img: Tensor, mask: Tensor) -> Tensor:
     return (img - mean) / (var.sqrt() + 0.02) * mask
 
 
+def normalize_image_host(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``normalize_image`` of one (H, W) float32 image with a 0/1 mask, in OpenCV: (H, W) float32."""
+    valid = (mask > 0.5).astype(np.uint8)
+    if not valid.any():
+        return np.zeros_like(img, dtype=np.float32)
+    mean, std = cv2.meanStdDev(img, mask=valid)
+    return ((img - mean[0, 0]) * (mask / (std[0, 0] + 0.02))).astype(np.float32)
+
+
 def pad_windows(maps: Tensor, radius: int) -> Tensor:
     """``maps`` (B, N, h, w) with a zero border of 2r + 2 px: the input of ``bilinear_windows_padded``."""
     k = 2 * radius + 2
@@ -265,13 +278,14 @@ def _pool(x: Tensor, k: int) -> Tensor:
 
 
 def lucas_kanade(lka: Tensor, mask_a: Tensor, lkb: Tensor, mask_b: Tensor, delta: Tensor, stride: int, iters: int,
-                 damping: float, preds: list[Tensor]) -> Tensor:
+                 damping: float, preds: list[Tensor], step: float = 1.0) -> Tensor:
     """Inverse-compositional Lucas-Kanade on stride-2 features pooled to ``stride``; appends each estimate.
 
     Finds R (4 corner offsets ``delta``, A(u) ~ B(R u)) minimising sum_v |F_a(R^-1 v) - F_b(v)|^2 over
     B's pixels v. The steepest-descent images SD = grad F_b . dR/d delta and the Hessian SD^T SD are
     computed once on B (its valid pixels); each iteration warps F_a, solves (H + lambda diag) dp =
-    SD^T e with e = F_a(R^-1 v) - F_b(v) (A's invalid pixels zeroed), and composes R <- R_dp R.
+    SD^T e with e = F_a(R^-1 v) - F_b(v) (A's invalid pixels zeroed), and composes R <- R_{step dp} R
+    (``step`` > 1 over-relaxes the Gauss-Newton step, which the learned features leave short).
     Differentiable in the features (the offsets are detached between iterations, like the other stages).
     ``mask_a``/``mask_b`` are (B, 1, H/2, W/2) masks at the features' stride 2.
     """
@@ -298,57 +312,141 @@ def lucas_kanade(lka: Tensor, mask_a: Tensor, lkb: Tensor, mask_b: Tensor, delta
     grid = pixel_grid(h, w, stride, fb)  # (1, N, 2) input px of B's feature pixels
     grid_h = torch.cat([grid, torch.ones_like(grid[..., :1])], -1).to(fb.dtype)  # (1, N, 3)
     to_unit = _sample_matrix(w, h, stride, str(fb.device), fb.dtype)  # input px -> grid_sample coords
-    # Inference on the CPU keeps R in float64 numpy: the per-iteration 3 x 3 algebra then costs
-    # microseconds instead of dozens of small torch ops (same maths; tests/deep check the two agree).
-    host = not torch.is_grad_enabled() and fb.device.type == "cpu"
-    geo = _HostGeometry(delta, W, H, to_unit) if host else None
-    R = None if geo is not None else corners_to_h(delta.detach(), W, H)
+    R = corners_to_h(delta.detach(), W, H)
     for _ in range(iters):
-        if geo is not None:
-            M = geo.sampling_matrix().to(fb.dtype)
-        else:
-            R = R.detach()
-            M = to_unit @ torch.linalg.inv(R).to(fb.dtype)
+        R = R.detach()
+        M = to_unit @ torch.linalg.inv(R).to(fb.dtype)
         q = grid_h @ M.transpose(1, 2)  # (B, N, 3)
         z = q[..., 2:3]
         g = q[..., :2] / torch.where(z.abs() < 1e-8, torch.full_like(z, 1e-8), z)
         s = F.grid_sample(src, g.unsqueeze(1), mode="bilinear", padding_mode="zeros",
                           align_corners=True).squeeze(2)  # (B, C + 1, N)
         e = (s[:, :c] - fbf) * (s[:, c:] > 0.999)
-        dp = (hinv @ (sd @ e.reshape(bsz, c * h * w, 1))).clamp(-2.0 * stride, 2.0 * stride)  # a trust region
-        if geo is not None:
-            preds.append(geo.compose(dp).to(delta.dtype))
-        else:
-            R = corners_to_h(dp.reshape(bsz, 4, 2), W, H) @ R
-            R = R / R[:, 2:3, 2:3]
-            preds.append(h_to_corners(R, W, H))
+        dp = (step * (hinv @ (sd @ e.reshape(bsz, c * h * w, 1)))).clamp(-2.0 * stride, 2.0 * stride)  # trust region
+        R = corners_to_h(dp.reshape(bsz, 4, 2), W, H) @ R
+        R = R / R[:, 2:3, 2:3]
+        preds.append(h_to_corners(R, W, H))
     return preds[-1] if iters > 0 else delta
 
 
-class _HostGeometry:
-    """R (B, 3, 3) float64 numpy for ``lucas_kanade`` at inference: R <- R_dp R, corner offsets of R."""
+def _pool_hwc(x: np.ndarray, k: int) -> np.ndarray:
+    """k x k average pooling of an (h, w[, C]) float32 array (h, w multiples of k; INTER_AREA at an integer
+    factor is exactly the box average)."""
+    if k == 1:
+        return x
+    return cv2.resize(x, (x.shape[1] // k, x.shape[0] // k), interpolation=cv2.INTER_AREA)
 
-    def __init__(self, delta: Tensor, width: int, height: int, to_unit: Tensor) -> None:
-        self.corners = np.array([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]], np.float32)
-        self.corners_h = np.concatenate([self.corners, np.ones((4, 1), np.float32)], 1).astype(np.float64)
-        d = delta.detach().double().numpy()
-        self.R = np.stack([self._four_point(x) for x in d])
-        self.to_unit = to_unit.double().numpy()
 
-    def _four_point(self, d: np.ndarray) -> np.ndarray:
-        return cv2.getPerspectiveTransform(self.corners, (self.corners + d).astype(np.float32))
+def _warp_inv(img: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """out(v) = img(M v), same size: bilinear, zeros outside (``grid_sample(align_corners=True)`` in pixels)."""
+    return cv2.warpPerspective(img, M, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_CONSTANT)
 
-    def sampling_matrix(self) -> Tensor:
-        """to_unit @ R^-1 (B, 3, 3): B's input px -> grid_sample coordinates in A."""
-        return torch.from_numpy(self.to_unit @ np.linalg.inv(self.R))
 
-    def compose(self, dp: Tensor) -> Tensor:
-        """R <- R_dp R for corner offsets dp (B, 8, 1); returns R's corner offsets (B, 4, 2) float64."""
-        d = dp.double().reshape(-1, 4, 2).numpy()
-        R = np.stack([self._four_point(x) for x in d]) @ self.R
-        self.R = R / R[:, 2:3, 2:3]
-        q = self.corners_h @ self.R.transpose(0, 2, 1)
-        return torch.from_numpy(q[..., :2] / q[..., 2:3] - self.corners)
+def _channel_groups(c: int) -> list[list[int]]:
+    """Indices into [features (c), mask] in groups of 4, 3 or 1 channels (OpenCV's vectorised warps); -1 pads."""
+    idx = list(range(c + 1))
+    groups = [idx[i:i + 4] for i in range(0, c + 1, 4)]
+    if len(groups[-1]) == 2:
+        groups[-1].append(-1)
+    return groups
+
+
+def _stack(x: np.ndarray, chans: list[int]) -> np.ndarray:
+    """(h, w, len(chans)) float32 from an (h, w, C) array (index -1: a zero channel); (h, w) for one channel."""
+    if len(chans) == 1:
+        return np.ascontiguousarray(x[..., chans[0]])
+    zero = np.zeros(x.shape[:2], np.float32)
+    return cv2.merge([x[..., i] if i >= 0 else zero for i in chans])
+
+
+def lucas_kanade_host(lka: np.ndarray, mask_a: np.ndarray, lkb: np.ndarray, mask_b: np.ndarray, R: np.ndarray,
+                      strides: Sequence[int], iters: Sequence[int], damping: float, step: float = 1.0) -> list[np.ndarray]:
+    """``lucas_kanade`` for one pair at CPU inference, in numpy + OpenCV: the same steps in far fewer calls.
+
+    ``lka``/``lkb`` (h, w, C) float32 stride-2 features, ``mask_a``/``mask_b`` (h, w) float32 stride-2
+    masks, R (3, 3) float64 the start (A px -> B px, input pixels of the 2w x 2h pair). Runs every level
+    of ``strides`` with its ``iters`` and returns R after each iteration. A's features and mask are
+    warped together in groups of 4, 3 or 1 channels (OpenCV's vectorised bilinear warps, which agree
+    with ``grid_sample`` to float rounding).
+    """
+    H2, W2 = mask_a.shape
+    W, H = 2 * W2, 2 * H2
+    c = lka.shape[-1]
+    groups = _channel_groups(c)
+    full_a = np.concatenate([lka, mask_a[..., None]], -1)
+    a_groups = [_stack(full_a, ch) for ch in groups]
+    feats = [[j for j, i in enumerate(ch) if 0 <= i < c] for ch in groups]  # feature slots of each group
+    b_groups = [_stack(lkb, [ch[j] for j in f]) if f else None for ch, f in zip(groups, feats)]
+    mask_group = next(g for g, ch in enumerate(groups) if c in ch)
+    mask_slot = groups[mask_group].index(c)
+    order = [mask_group] + [g for g in range(len(groups)) if g != mask_group]  # the mask's group first
+    corners = np.array([[0.0, 0.0], [W, 0.0], [W, H], [0.0, H]])
+    inverses: list[np.ndarray] = []  # R^-1 after each iteration
+    R_inv = cv2.invert(R)[1]
+    for stride, n in zip(strides, iters):
+        if n <= 0:
+            continue
+        k = stride // 2
+        fa = [_pool_hwc(x, k) for x in a_groups]
+        fb = [None if x is None else _pool_hwc(x, k) for x in b_groups]
+        valid_b = (_pool_hwc(mask_b, k) > 0.999).astype(np.float32)
+        h, w = valid_b.shape
+        sd = []  # steepest-descent images per group: (8, N * features), zero off B's mask
+        for x in fb:
+            if x is None:
+                continue
+            gx = cv2.Sobel(x, cv2.CV_32F, 1, 0, ksize=1, scale=0.5 / stride, borderType=cv2.BORDER_REPLICATE)
+            gy = cv2.Sobel(x, cv2.CV_32F, 0, 1, ksize=1, scale=0.5 / stride, borderType=cv2.BORDER_REPLICATE)
+            gx, gy = (g.reshape(h, w, -1) * valid_b[..., None] for g in (gx, gy))  # central differences per input px
+            J0, J1 = _warp_jacobian_host(W, H, stride, gx.shape[-1])
+            sd.append(J0 * gx.reshape(-1) + J1 * gy.reshape(-1))
+        hess = sum(x @ x.T for x in sd).astype(np.float64)
+        hess.flat[::9] += damping * np.trace(hess) / 8.0 + 1e-9
+        hinv = step * cv2.invert(hess, flags=cv2.DECOMP_CHOLESKY)[1]
+        lim = 2.0 * stride  # a trust region on each corner offset
+        off = 0.5 * (stride - 1)
+        T = np.array([[stride, 0.0, off], [0.0, stride, off], [0.0, 0.0, 1.0]])
+        T_inv = cv2.invert(T)[1]
+        corners_f = ((corners - off) / stride).astype(np.float32)  # the corners in feature px
+        M = T_inv @ R_inv @ T  # B's feature px -> A's feature px (T: feature px -> input px)
+        sd_all = np.concatenate(sd, 1)  # (8, N * c), the groups' features in order
+        e_all = np.empty(sd_all.shape[1], np.float32)
+        e_views, at = [], 0
+        for x in fb:
+            e_views.append(None if x is None else e_all[at:at + x.size].reshape(x.shape))
+            at += 0 if x is None else x.size
+        for _ in range(n):
+            e_all.fill(0.0)
+            valid = None
+            for g in order:
+                warped = _warp_inv(fa[g], M)
+                if valid is None:
+                    valid = cv2.compare(warped[..., mask_slot] if warped.ndim == 3 else warped, 0.999, cv2.CMP_GT)
+                f = feats[g]
+                if not f:
+                    continue
+                if len(f) < len(groups[g]):
+                    warped = cv2.extractChannel(warped, f[0]) if len(f) == 1 else np.ascontiguousarray(warped[..., f])
+                cv2.subtract(warped, fb[g], dst=e_views[g], mask=valid)  # stays 0 where A's sample is not valid
+            dp = (hinv @ (sd_all @ e_all)).reshape(4, 2)
+            if max(dp.max(), -dp.min()) > lim:
+                dp = np.clip(dp, -lim, lim)
+            # R <- R_dp R: M <- M T^-1 R_dp^-1 T, where T^-1 R_dp^-1 T maps the moved corners (feature px) back
+            M = M @ cv2.getPerspectiveTransform(corners_f + (dp / stride).astype(np.float32), corners_f)
+            inverses.append(T @ M @ T_inv)
+        R_inv = inverses[-1]
+    return [R / R[2, 2] for R in (cv2.invert(x)[1] for x in inverses)]
+
+
+@lru_cache(maxsize=32)
+def _warp_jacobian_host(width: int, height: int, stride: int, channels: int) -> np.ndarray:
+    """``warp_jacobian`` on the stride-``stride`` grid, d(x, y) / d delta, as float32 numpy (2, 8, N * channels):
+    each pixel's column repeated ``channels`` times (the layout of an (h, w, channels) image); read-only."""
+    J = _warp_jacobian_cached(width, height, stride, "cpu", torch.float64).permute(1, 2, 0).numpy()  # (2, 8, N)
+    out = np.ascontiguousarray(np.repeat(J, channels, axis=2), dtype=np.float32)
+    out.setflags(write=False)
+    return out
 
 
 @lru_cache(maxsize=32)
@@ -387,6 +485,22 @@ class Encoder(nn.Module):
         self.out4 = nn.Conv2d(c4, cfg.local_dim, 1)
         self.out8 = nn.Conv2d(c8, cfg.feat_dim, 1)
         self.lk = _conv(c2, cfg.lk_dim) if cfg.lk_dim else None
+
+    def lk_host(self, imgs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """The stride-2 LK features of ``forward`` (B, H/2, W/2, C) float32 for (B, H, W) float32 images and 0/1
+        masks, at CPU inference: the convolutions in torch, the normalisations in numpy / OpenCV."""
+        norm = np.stack([normalize_image_host(i, m) for i, m in zip(imgs, masks)])
+        half = (imgs.shape[2] // 2, imgs.shape[1] // 2)
+        img2 = np.stack([cv2.resize(n, half, interpolation=cv2.INTER_AREA) for n in norm])[..., None]
+        if self.lk is None:
+            return img2
+        with torch.no_grad():
+            x = torch.from_numpy(np.stack([norm, masks.astype(np.float32)], 1))
+            x = x.contiguous(memory_format=torch.channels_last)  # faster small convolutions on the CPU
+            f = self.lk(F.relu(self.down2(x))).float().permute(0, 2, 3, 1).numpy()
+        mean = f.mean((1, 2), keepdims=True)
+        var = np.square(f - mean).mean((1, 2), keepdims=True)
+        return np.concatenate([(f - mean) / np.sqrt(var + 1e-5), img2], -1)
 
     def forward(self, x: Tensor, coarse: bool = True) -> tuple[Tensor | None, Tensor | None, Tensor]:
         """(stride-4 unit features, stride-8 unit features, stride-2 LK features); the first two are None
@@ -475,7 +589,7 @@ class HomographyRefiner(nn.Module):
 
     def forward(self, img_a: Tensor, mask_a: Tensor, img_b: Tensor, mask_b: Tensor,
                 global_iters: int | None = None, local_iters: int | None = None,
-                lk_iters: Sequence[int] | None = None) -> list[Tensor]:
+                lk_iters: Sequence[int] | None = None, lk_step: float = 1.0) -> list[Tensor]:
         """Corner-offset estimates (B, 4, 2) in px, one per iteration, the last one final.
 
         Args:
@@ -483,6 +597,7 @@ class HomographyRefiner(nn.Module):
             mask_a, mask_b: (B, 1, H, W) validity masks (1 = valid).
             global_iters, local_iters, lk_iters: override the configured iteration counts (0 skips a
                 stage; without the two correlation stages the encoder computes the LK features only).
+            lk_step: scale of the Lucas-Kanade Gauss-Newton steps (1 in training).
         """
         if img_a.shape != img_b.shape or img_a.dim() != 4 or img_a.shape[1] != 1:
             raise ValueError(f"img_a, img_b: expected equal (B, 1, H, W) shapes, got {tuple(img_a.shape)}, "
@@ -509,10 +624,45 @@ class HomographyRefiner(nn.Module):
             with torch.autocast(device_type=img_a.device.type, enabled=False):
                 lka, lkb = _wide(lka), _wide(lkb)
                 ma2, mb2 = _pool(_wide(mask_a), 2), _pool(_wide(mask_b), 2)
+                if not torch.is_grad_enabled() and lka.device.type == "cpu":
+                    preds.extend(self._lucas_kanade_host(lka, ma2, lkb, mb2, delta, ki, lk_step))
+                    return preds
                 for stride, iters in zip(self.cfg.lk_strides, ki):
                     if iters > 0:
-                        delta = lucas_kanade(lka, ma2, lkb, mb2, delta, stride, iters, self.cfg.lk_damping, preds)
+                        delta = lucas_kanade(lka, ma2, lkb, mb2, delta, stride, iters, self.cfg.lk_damping, preds,
+                                             lk_step)
         return preds
+
+    def _lucas_kanade_host(self, lka: Tensor, ma2: Tensor, lkb: Tensor, mb2: Tensor, delta: Tensor,
+                           lk_iters: Sequence[int], step: float) -> list[Tensor]:
+        """The LK stage through ``lucas_kanade_host``, pair by pair: corner offsets (B, 4, 2) per iteration."""
+        W, H = 2 * lka.shape[-1], 2 * lka.shape[-2]
+        starts = corners_to_h(delta.detach().double(), W, H).numpy()
+        fa, fb = lka.permute(0, 2, 3, 1).float().numpy(), lkb.permute(0, 2, 3, 1).float().numpy()
+        ma, mb = ma2[:, 0].float().numpy(), mb2[:, 0].float().numpy()
+        Rs = np.stack([lucas_kanade_host(fa[i], ma[i], fb[i], mb[i], starts[i], self.cfg.lk_strides, lk_iters,
+                                         self.cfg.lk_damping, step) for i in range(len(starts))], 1)
+        c = np.array([[0.0, 0.0, 1.0], [W, 0.0, 1.0], [W, H, 1.0], [0.0, H, 1.0]])
+        q = c @ Rs.transpose(0, 1, 3, 2)  # (steps, B, 4, 3)
+        offsets = torch.from_numpy(q[..., :2] / q[..., 2:3] - c[:, :2]).to(delta.dtype)
+        return list(offsets.unbind(0))
+
+    @torch.no_grad()
+    def lk_refine_host(self, img_a: np.ndarray, mask_a: np.ndarray, img_b: np.ndarray, mask_b: np.ndarray,
+                       lk_iters: Sequence[int], lk_step: float = 1.0) -> np.ndarray:
+        """The LK stage alone from the identity for one pair at CPU inference: R (3, 3) float64, A px -> B px.
+
+        Same result as ``predict(..., rounds=1, global_iters=0, local_iters=0)`` without its torch
+        bookkeeping: (H, W) float32 images in [0, 1] and 0/1 masks in, numpy out.
+        """
+        if len(lk_iters) != len(self.cfg.lk_strides):
+            raise ValueError(f"lk_iters={list(lk_iters)}: one count per LK level {list(self.cfg.lk_strides)}")
+        lk = self.encoder.lk_host(np.stack([img_a, img_b]), np.stack([mask_a, mask_b]))
+        half = (img_a.shape[1] // 2, img_a.shape[0] // 2)
+        ma, mb = (cv2.resize(m, half, interpolation=cv2.INTER_AREA) for m in (mask_a, mask_b))  # avg_pool2d(mask, 2)
+        Rs = lucas_kanade_host(lk[0], ma, lk[1], mb, np.eye(3), self.cfg.lk_strides, lk_iters, self.cfg.lk_damping,
+                               lk_step)
+        return Rs[-1] if Rs else np.eye(3)
 
     def _correlation_stages(self, f4a: Tensor, f8a: Tensor, f4b: Tensor, f8b: Tensor, delta: Tensor, gi: int,
                             li: int, W: int, H: int, preds: list[Tensor]) -> Tensor:
@@ -561,13 +711,13 @@ class HomographyRefiner(nn.Module):
     @torch.no_grad()
     def predict(self, img_a: Tensor, mask_a: Tensor, img_b: Tensor, mask_b: Tensor, rounds: int = 1,
                 global_iters: int | None = None, local_iters: int | None = None,
-                lk_iters: Sequence[int] | None = None) -> Tensor:
+                lk_iters: Sequence[int] | None = None, lk_step: float = 1.0) -> Tensor:
         """Final corner offsets (B, 4, 2) after ``rounds`` passes; A is re-warped (kornia) between passes."""
         _, _, H, W = img_a.shape
         total = torch.zeros(img_a.shape[0], 4, 2, device=img_a.device, dtype=torch.float32)
         a, ma = img_a, mask_a
         for k in range(max(1, int(rounds))):
-            d = self(a, ma, img_b, mask_b, global_iters, local_iters, lk_iters)[-1]
+            d = self(a, ma, img_b, mask_b, global_iters, local_iters, lk_iters, lk_step)[-1]
             total = h_to_corners(corners_to_h(d, W, H) @ corners_to_h(total, W, H), W, H)
             if k + 1 < rounds:  # A_k(u) = A_0(R^-1 u) ~ B(R_true R^-1 u): a small residual for the next pass
                 Rt = corners_to_h(total, W, H).to(img_a.dtype)

@@ -133,20 +133,47 @@ def test_exception():
         net(torch.rand(1, 1, 64, 64), torch.ones(1, 1, 64, 64), torch.rand(1, 1, 32, 32), torch.ones(1, 1, 32, 32))
 
 
-def test_lucas_kanade_inference_path_equals_autograd_path():
-    """The CPU inference path (R in float64 numpy) gives the training path's estimates (grad enabled)."""
-    torch.manual_seed(3)
-    net = HomographyRefiner(ModelConfig(global_iters=1, local_iters=1, lk_iters=(1, 2, 4))).eval()
-    img = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 256, 256), 2)  # smooth enough for LK to move
-    shift = torch.tensor([[1.0, 0, 2.5], [0, 1.0, -1.5], [0, 0, 1.0]]).expand(2, 3, 3)
+def _shifted_pair(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A smooth random image and the same image shifted by (2.5, -1.5) px: (img, shifted, ones)."""
+    img = torch.nn.functional.avg_pool2d(torch.rand(batch, 1, 256, 256), 2)  # smooth enough for LK to move
+    shift = torch.tensor([[1.0, 0, 2.5], [0, 1.0, -1.5], [0, 0, 1.0]]).expand(batch, 3, 3)
     from kornia.geometry.transform import warp_perspective
 
-    b = warp_perspective(img, shift, (128, 128), align_corners=True)
-    m = torch.ones_like(img)
+    return img, warp_perspective(img, shift, (128, 128), align_corners=True), torch.ones_like(img)
+
+
+@pytest.mark.parametrize("lk_dim", [0, 3, 4, 6])  # channel groups [img, mask, pad], [4] + [mask], [4] + [3], [4] + [3]
+@pytest.mark.parametrize("step", [1.0, 1.5])
+def test_lucas_kanade_inference_path_equals_autograd_path(lk_dim, step):
+    """The CPU inference path (numpy + OpenCV) gives the training path's estimates (grad enabled), step by step."""
+    torch.manual_seed(3)
+    net = HomographyRefiner(ModelConfig(global_iters=1, local_iters=1, lk_iters=(1, 2, 4), lk_dim=lk_dim)).eval()
+    img, b, m = _shifted_pair()
+    m[1, :, :, :20] = 0  # a partial mask: A's invalid samples drop out of the error
     with torch.enable_grad():
-        slow = net(img, m, b, m)
+        slow = net(img, m, b, m, lk_step=step)
     with torch.no_grad():
-        fast = net(img, m, b, m)
+        fast = net(img, m, b, m, lk_step=step)
     assert len(fast) == len(slow) == 2 + 7 and fast[-1].abs().max() > 0.5  # the estimate moved
     for f, s in zip(fast, slow):
         torch.testing.assert_close(f.float(), s.detach().float(), atol=2e-3, rtol=0)
+
+
+def test_lk_refine_host_equals_predict():
+    """The numpy fine mode (LK features through ``Encoder.lk_host``, the LK stage alone) returns predict()'s matrix."""
+    torch.manual_seed(4)
+    net = HomographyRefiner(ModelConfig()).eval()
+    img, b, m = _shifted_pair(batch=1)
+    m[..., :, 110:] = 0
+    iters = (0, 4, 6)
+    with torch.no_grad():
+        lk = net._encode(torch.cat([img, b]), torch.cat([m, m]), coarse=False)[2].permute(0, 2, 3, 1).numpy()
+    host = net.encoder.lk_host(np.concatenate([img[:, 0], b[:, 0]]).copy(), np.concatenate([m[:, 0], m[:, 0]]).copy())
+    np.testing.assert_allclose(host, lk, atol=1e-4)
+    delta = net.predict(img, m, b, m, rounds=1, global_iters=0, local_iters=0, lk_iters=iters, lk_step=1.5)
+    R = net.lk_refine_host(img[0, 0].numpy(), m[0, 0].numpy(), b[0, 0].numpy(), m[0, 0].numpy(), iters, 1.5)
+    np.testing.assert_allclose(R, corners_to_h(delta.double(), 128, 128)[0].numpy(), atol=1e-4)
+    assert R[0, 2] > 0.5  # towards the shift (2.5, -1.5) even untrained: the image is one of the LK channels
+    with pytest.raises(ValueError, match="lk_iters"):
+        net.lk_refine_host(img[0, 0].numpy(), m[0, 0].numpy(), b[0, 0].numpy(), m[0, 0].numpy(), (4, 6), 1.0)
+
