@@ -80,7 +80,7 @@ import cv2
 import numpy as np
 
 from .errors import StitchError
-from .geometry import box_intersection, box_slices
+from .geometry import Box, box_intersection, box_slices, placed_box
 from .io import IMAGE_EXTENSIONS, write_image_atomic, write_text_atomic
 
 METHOD_STITCH = "stitch"
@@ -166,9 +166,8 @@ class Registered:
     corner: tuple[int, int]
 
     @property
-    def box(self) -> tuple[int, int, int, int]:
-        h, w = self.mask.shape
-        return self.corner[0], self.corner[1], self.corner[0] + w, self.corner[1] + h
+    def box(self) -> Box:
+        return placed_box(self.corner, self.mask.shape)
 
 
 def _erode(mask: np.ndarray, px: int) -> np.ndarray:

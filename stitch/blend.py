@@ -54,8 +54,8 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError
-from .exposure import Gains, LowView
-from .geometry import box_intersection, box_slices
+from .exposure import Gains, LowView, overlapping_pairs
+from .geometry import box_slices
 from .warp import MAX_TILE_SIDE, Canvas, inverse_maps
 
 BLEND_CHOICES = ("multiband", "feather", "none")
@@ -148,17 +148,13 @@ def bands_for_overlap(width_px: float, canvas_size: tuple[int, int]) -> int:
 def overlap_width(views: Sequence[LowView], scale: float) -> float:
     """Median overlap width (full-res px) over the overlapping pairs of low views; 0 when none overlap."""
     widths = []
-    for i in range(len(views)):
-        for j in range(i + 1, len(views)):
-            r = box_intersection(views[i].box, views[j].box)
-            if r is None:
-                continue
-            both = views[i].mask[box_slices(r, views[i].offset)] & views[j].mask[box_slices(r, views[j].offset)]
-            area = int(both.sum())
-            if area < 4:
-                continue
-            ys, xs = np.nonzero(both)
-            widths.append(area / max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
+    for i, j, r in overlapping_pairs(views):
+        both = views[i].mask[box_slices(r, views[i].offset)] & views[j].mask[box_slices(r, views[j].offset)]
+        area = int(both.sum())
+        if area < 4:
+            continue
+        ys, xs = np.nonzero(both)
+        widths.append(area / max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
     return float(np.median(widths)) / scale if widths else 0.0
 
 

@@ -38,14 +38,14 @@ full resolution by the blender.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from .errors import ConfigError
-from .geometry import Box, box_intersection, box_slices
+from .geometry import Box, box_intersection, box_slices, placed_box
 
 EXPOSURE_CHOICES = ("blocks", "channels", "gain", "none")
 DEFAULT_EXPOSURE = "gain"
@@ -76,10 +76,18 @@ class LowView:
     offset: tuple[int, int]
 
     @property
-    def box(self) -> tuple[int, int, int, int]:
+    def box(self) -> Box:
         """(x0, y0, x1, y1) on the low canvas, x1/y1 exclusive."""
-        h, w = self.mask.shape
-        return self.offset[0], self.offset[1], self.offset[0] + w, self.offset[1] + h
+        return placed_box(self.offset, self.mask.shape)
+
+
+def overlapping_pairs(views: Sequence[LowView]) -> Iterator[tuple[int, int, Box]]:
+    """(i, j, the intersection of their boxes) for every pair i < j of views whose boxes overlap."""
+    for i in range(len(views)):
+        for j in range(i + 1, len(views)):
+            r = box_intersection(views[i].box, views[j].box)
+            if r is not None:
+                yield i, j, r
 
 
 @dataclass
@@ -139,18 +147,14 @@ def _usable(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _image_pairs(views: Sequence[LowView]) -> list[tuple[int, int, np.ndarray, np.ndarray, tuple]]:
     """(i, j, img_i float32 (m, 3), img_j float32 (m, 3), (rows, cols, region)) over each overlap's usable pixels."""
     out = []
-    for i in range(len(views)):
-        for j in range(i + 1, len(views)):
-            r = box_intersection(views[i].box, views[j].box)
-            if r is None:
-                continue
-            a, ma = _crop(views[i], r)
-            b, mb = _crop(views[j], r)
-            ok = _usable(a, ma) & _usable(b, mb)
-            if ok.sum() < 16:
-                continue
-            rows, cols = np.nonzero(ok)
-            out.append((i, j, a[ok].astype(np.float32), b[ok].astype(np.float32), (rows, cols, r)))
+    for i, j, r in overlapping_pairs(views):
+        a, ma = _crop(views[i], r)
+        b, mb = _crop(views[j], r)
+        ok = _usable(a, ma) & _usable(b, mb)
+        if ok.sum() < 16:
+            continue
+        rows, cols = np.nonzero(ok)
+        out.append((i, j, a[ok].astype(np.float32), b[ok].astype(np.float32), (rows, cols, r)))
     return out
 
 

@@ -78,6 +78,12 @@ def box_intersection(a: Box, b: Box) -> Box | None:
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
+def placed_box(origin: tuple[int, int], shape: tuple[int, ...]) -> Box:
+    """The box of an (h, w, ...) array whose pixel (0, 0) sits at ``origin`` (x, y)."""
+    h, w = shape[:2]
+    return origin[0], origin[1], origin[0] + w, origin[1] + h
+
+
 def box_slices(r: Box, origin: tuple[int, int]) -> tuple[slice, slice]:
     """(rows, cols) slices of box r in an array whose pixel (0, 0) sits at ``origin`` (x, y)."""
     ox, oy = origin

@@ -77,9 +77,11 @@ def refine_ecc(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, max_side
         def value(M: np.ndarray | None) -> float:
             return -2.0 if M is None else _ecc_value(scale_h(M, s, s), a, b)
 
-        if value(out) < value(start):
+        v_out = value(out)
+        if v_out < value(start):
             again = _ecc_levels(start, pyramid[-1:], iterations, eps)
-            out = max((M for M in (out, again) if M is not None), key=value, default=None)
+            if again is not None and (out is None or value(again) > v_out):
+                out = again
     return None if out is None else normalize_h(out)
 
 

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError
-from .exposure import LowView
+from .exposure import LowView, overlapping_pairs
 from .geometry import box_intersection, box_slices
 
 SEAM_CHOICES = ("graphcut", "dp", "voronoi", "none", "opencv_graphcut", "opencv_dp")
@@ -187,38 +187,34 @@ def _pairwise(views: Sequence[LowView], masks: list[np.ndarray], method: str, be
     Each pair is cut on the intersection of the two boxes grown by one pixel, so the pixels next to each
     image's own part (which lies outside the intersection) are seen.
     """
-    for i in range(len(views)):
-        for j in range(i + 1, len(views)):
-            inter = box_intersection(views[i].box, views[j].box)
-            if inter is None:
-                continue
-            r = (inter[0] - 1, inter[1] - 1, inter[2] + 1, inter[3] + 1)
-            mi, mj = _padded(masks[i], views[i], r), _padded(masks[j], views[j], r)
-            overlap = mi & mj
-            if overlap.sum() < 2:
-                continue
-            only_i, only_j = mi & ~mj, mj & ~mi
-            if method == "voronoi":
-                keep_i = _voronoi_pair(overlap, only_i, only_j)
-                inner = (slice(1, -1), slice(1, -1))
-                masks[i][box_slices(inter, views[i].offset)] &= ~(overlap & ~keep_i)[inner]
-                masks[j][box_slices(inter, views[j].offset)] &= ~(overlap & keep_i)[inner]
-                continue
-            cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
-            if method == "graphcut":
-                tie_i, tie_j = _touching(overlap, only_i), _touching(overlap, only_j)
-                if not tie_i.any() and not tie_j.any():
-                    continue  # an island of overlap: leave it to both (the blender averages it)
-                if overlap.sum() <= DEFAULT_FULL_CUT_PIXELS:
-                    keep_i = _graphcut_pair(cost, overlap, tie_i, tie_j)
-                else:
-                    keep_i = _banded_cut(cost, overlap, only_i, only_j, _dp_split(views, i, j, cost, overlap))
-            else:
-                keep_i = _dp_split(views, i, j, cost, overlap)
+    for i, j, inter in overlapping_pairs(views):
+        r = (inter[0] - 1, inter[1] - 1, inter[2] + 1, inter[3] + 1)
+        mi, mj = _padded(masks[i], views[i], r), _padded(masks[j], views[j], r)
+        overlap = mi & mj
+        if overlap.sum() < 2:
+            continue
+        only_i, only_j = mi & ~mj, mj & ~mi
+        if method == "voronoi":
+            keep_i = _voronoi_pair(overlap, only_i, only_j)
             inner = (slice(1, -1), slice(1, -1))
-            si, sj = box_slices(inter, views[i].offset), box_slices(inter, views[j].offset)
-            masks[i][si] &= ~(overlap & ~keep_i)[inner]
-            masks[j][sj] &= ~(overlap & keep_i)[inner]
+            masks[i][box_slices(inter, views[i].offset)] &= ~(overlap & ~keep_i)[inner]
+            masks[j][box_slices(inter, views[j].offset)] &= ~(overlap & keep_i)[inner]
+            continue
+        cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
+        if method == "graphcut":
+            tie_i, tie_j = _touching(overlap, only_i), _touching(overlap, only_j)
+            if not tie_i.any() and not tie_j.any():
+                continue  # an island of overlap: leave it to both (the blender averages it)
+            if overlap.sum() <= DEFAULT_FULL_CUT_PIXELS:
+                keep_i = _graphcut_pair(cost, overlap, tie_i, tie_j)
+            else:
+                keep_i = _banded_cut(cost, overlap, only_i, only_j, _dp_split(views, i, j, cost, overlap))
+        else:
+            keep_i = _dp_split(views, i, j, cost, overlap)
+        inner = (slice(1, -1), slice(1, -1))
+        si, sj = box_slices(inter, views[i].offset), box_slices(inter, views[j].offset)
+        masks[i][si] &= ~(overlap & ~keep_i)[inner]
+        masks[j][sj] &= ~(overlap & keep_i)[inner]
 
 
 def _voronoi_pair(overlap: np.ndarray, only_i: np.ndarray, only_j: np.ndarray) -> np.ndarray:
@@ -264,21 +260,17 @@ def seam_cost(views: Sequence[LowView], masks: Sequence[np.ndarray], beta: float
     """Total pixel cost e along the seams of ``masks``: sum over 4-neighbour pairs (p in mask i, q in mask j,
     both covered by i and j) of (e_ij(p) + e_ij(q)) / 2. Lower is better; compares seam finders."""
     total = 0.0
-    for i in range(len(views)):
-        for j in range(i + 1, len(views)):
-            r = box_intersection(views[i].box, views[j].box)
-            if r is None:
-                continue
-            si, sj = box_slices(r, views[i].offset), box_slices(r, views[j].offset)
-            both = views[i].mask[si] & views[j].mask[sj]
-            if not both.any():
-                continue
-            cost = pixel_cost(views[i].image[si], views[j].image[sj], beta, c0)
-            li, lj = masks[i][si] & both, masks[j][sj] & both
-            for dy, dx in ((0, 1), (1, 0)):
-                h, w = both.shape
-                a = slice(0, h - dy), slice(0, w - dx)
-                b = slice(dy, h), slice(dx, w)
-                cut = (li[a] & lj[b]) | (lj[a] & li[b])
-                total += float(((cost[a] + cost[b]) / 2.0)[cut].sum())
+    for i, j, r in overlapping_pairs(views):
+        si, sj = box_slices(r, views[i].offset), box_slices(r, views[j].offset)
+        both = views[i].mask[si] & views[j].mask[sj]
+        if not both.any():
+            continue
+        cost = pixel_cost(views[i].image[si], views[j].image[sj], beta, c0)
+        li, lj = masks[i][si] & both, masks[j][sj] & both
+        for dy, dx in ((0, 1), (1, 0)):
+            h, w = both.shape
+            a = slice(0, h - dy), slice(0, w - dx)
+            b = slice(dy, h), slice(dx, w)
+            cut = (li[a] & lj[b]) | (lj[a] & li[b])
+            total += float(((cost[a] + cost[b]) / 2.0)[cut].sum())
     return total
