@@ -300,8 +300,8 @@ def print_synthetic_result(result: Any, console: Console) -> None:
         console.print(synthetic_table(f"synthetic {titles.get(regime, regime)} ({result.pairs} pairs)", summaries))
     checks = result.checks
     if checks:
-        rows = [[escape(c.name), fmt_num(c.value, 3), escape(c.target), "yes" if c.passed else "[red]no[/red]"]
-                for c in checks]
+        met = {None: "-", True: "yes", False: "[red]no[/red]"}
+        rows = [[escape(c.name), fmt_num(c.value, 3), escape(c.target), met[c.passed]] for c in checks]
         console.print(make_table("issue 4 figures", ["figure", "value", "target", "met"], rows))
     for n in result.notes:
         console.print(f"note: {n}", markup=False)
@@ -329,7 +329,8 @@ def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ..
     """MACE on synthetic pairs from the images in DIRECTORY (DeTone protocol and the refiner regime).
 
     DeTone regime: SIFT+RANSAC, ECC from identity, classical, classical+ECC, deep from identity,
-    classical+deep. Refiner regime: start, ECC, deep, deep with all stages, deep+ECC. A method that
+    classical+deep. Refiner regime: start, ECC, deep, deep with all stages, deep+ECC, and ECC+ECC (ECC
+    again from its own result, a control for how much ECC's end point moves with its start). A method that
     gives no matrix keeps its start matrix. Use images the refiner never trained on (see
     stitch/deep/weights/README.md).
     """

@@ -12,8 +12,10 @@ Two regimes, P x P = 128 x 128 patches, fixed seed (``stitch.deep.pairs`` builds
 - ``refiner``: the same pairs with a photometric change of src (``Photometric(p=0.6)``) and a start
   matrix whose corners are each off the truth by up to 8 px (uniform in the disk). Methods, all from the
   start matrix: start (no refinement), ECC, deep (``refine_deep(..., coarse=False)``: the learned
-  Lucas-Kanade stage, the refiner's mode for a start within a few px), deep with all stages, and
-  deep+ECC (ECC from deep's result).
+  Lucas-Kanade stage, the refiner's mode for a start within a few px), deep with all stages,
+  deep+ECC (ECC from deep's result), and ECC+ECC (ECC run again from its own result: a control that
+  measures how far ECC's end point moves with its start alone, the yardstick for "deep+ECC never
+  worse than ECC").
 
 Pair k of a regime uses ``np.random.default_rng([seed, regime, k])`` and image ``k % n_images``, so a
 run is reproducible and every image gets the same number of pairs.
@@ -61,12 +63,13 @@ METHOD_ECC = "ECC"
 METHOD_DEEP = "deep"
 METHOD_DEEP_ALL = "deep, all stages"
 METHOD_DEEP_ECC = "deep+ECC"
+METHOD_ECC_ECC = "ECC+ECC"
 
 #: Methods of each regime, in table order.
 REGIME_METHODS = {
     REGIME_DETONE: (METHOD_SIFT_RANSAC, METHOD_ECC_IDENTITY, METHOD_CLASSICAL, METHOD_CLASSICAL_ECC,
                     METHOD_DEEP_IDENTITY, METHOD_CLASSICAL_DEEP),
-    REGIME_REFINER: (METHOD_START, METHOD_ECC, METHOD_DEEP, METHOD_DEEP_ALL, METHOD_DEEP_ECC),
+    REGIME_REFINER: (METHOD_START, METHOD_ECC, METHOD_DEEP, METHOD_DEEP_ALL, METHOD_DEEP_ECC, METHOD_ECC_ECC),
 }
 DEEP_METHODS = (METHOD_DEEP_IDENTITY, METHOD_CLASSICAL_DEEP, METHOD_DEEP, METHOD_DEEP_ALL, METHOD_DEEP_ECC)
 SYNTHETIC_METHOD_CHOICES = tuple(dict.fromkeys(m for ms in REGIME_METHODS.values() for m in ms))
@@ -127,12 +130,12 @@ def summarize_synthetic(regime: str, method: str, rows: Sequence[SyntheticRow]) 
 
 @dataclass
 class Check:
-    """One figure of issue 4 against its target."""
+    """One figure of issue 4 against its target (``passed`` None: a control figure, no target)."""
 
     name: str
     value: float
     target: str
-    passed: bool
+    passed: bool | None
 
 
 def issue_checks(summaries: dict[str, list[SyntheticSummary]], rows: Sequence[SyntheticRow]) -> list[Check]:
@@ -154,14 +157,21 @@ def issue_checks(summaries: dict[str, list[SyntheticSummary]], rows: Sequence[Sy
         out.append(Check("refiner: deep time / ECC time (medians)", ratio, "<= 1/3", ratio <= 1.0 / 3.0))
     de = by.get((REGIME_REFINER, METHOD_DEEP_ECC))
     if de and e:
-        ecc = {r_.pair: r_.error for r_ in rows if r_.regime == REGIME_REFINER and r_.method == METHOD_ECC}
-        worse = sum(1 for r_ in rows if r_.regime == REGIME_REFINER and r_.method == METHOD_DEEP_ECC
-                    and r_.error > ecc[r_.pair] + 0.05)
-        out.append(Check("refiner: pairs where deep+ECC is worse than ECC by > 0.05 px", float(worse), "0",
-                         worse == 0))
+        out.append(Check("refiner: pairs where deep+ECC is worse than ECC by > 0.05 px",
+                         float(_worse_than_ecc(rows, METHOD_DEEP_ECC)), "0", _worse_than_ecc(rows, METHOD_DEEP_ECC) == 0))
         out.append(Check("refiner: deep+ECC mean MACE - ECC mean MACE (px)", de.mean - e.mean, "<= 0",
                          de.mean <= e.mean))
+    if by.get((REGIME_REFINER, METHOD_ECC_ECC)) and e:  # a control: no target of its own
+        n = _worse_than_ecc(rows, METHOD_ECC_ECC)
+        out.append(Check("refiner (control): pairs where ECC+ECC is worse than ECC by > 0.05 px", float(n), "-",
+                         None))
     return out
+
+
+def _worse_than_ecc(rows: Sequence[SyntheticRow], method: str, tol: float = 0.05) -> int:
+    """Refiner-regime pairs where ``method``'s error exceeds ECC's by more than ``tol`` px."""
+    ecc = {r.pair: r.error for r in rows if r.regime == REGIME_REFINER and r.method == METHOD_ECC}
+    return sum(1 for r in rows if r.regime == REGIME_REFINER and r.method == method and r.error > ecc[r.pair] + tol)
 
 
 @dataclass
@@ -332,6 +342,10 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
                                   else _timed(deep, H0, src, dst, False))
                     He, se, ne = _timed(refine_ecc, Hd if Hd is not None else H0, src, dst)
                     outputs[m] = (He if He is not None else Hd, sd + se, "; ".join(x for x in (nd, ne) if x))
+                elif m == METHOD_ECC_ECC:
+                    He, se, ne = outputs[METHOD_ECC] if METHOD_ECC in outputs else _timed(refine_ecc, H0, src, dst)
+                    H2, s2, n2 = _timed(refine_ecc, He if He is not None else H0, src, dst)
+                    outputs[m] = (H2 if H2 is not None else He, se + s2, "; ".join(x for x in (ne, n2) if x))
             for m in plan[regime]:
                 H, secs, note = outputs[m]
                 produced = H is not None

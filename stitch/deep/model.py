@@ -206,11 +206,23 @@ def normalize_image(img: Tensor, mask: Tensor) -> Tensor:
 
 def normalize_image_host(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``normalize_image`` of one (H, W) float32 image with a 0/1 mask, in OpenCV: (H, W) float32."""
-    valid = (mask > 0.5).astype(np.uint8)
-    if not valid.any():
-        return np.zeros_like(img, dtype=np.float32)
+    valid = cv2.compare(mask, 0.5, cv2.CMP_GT)
+    if not cv2.countNonZero(valid):
+        return np.zeros(img.shape, np.float32)
     mean, std = cv2.meanStdDev(img, mask=valid)
-    return ((img - mean[0, 0]) * (mask / (std[0, 0] + 0.02))).astype(np.float32)
+    return cv2.multiply(cv2.subtract(img, float(mean[0, 0])), mask, scale=1.0 / (std[0, 0] + 0.02), dtype=cv2.CV_32F)
+
+
+def standardize_host(f: np.ndarray) -> np.ndarray:
+    """``standardize`` of one (h, w, C) float32 map (each channel zero-mean, unit-variance, eps 1e-5), in OpenCV."""
+    if f.shape[-1] > 4:  # cv2.meanStdDev takes at most 4 channels
+        return np.concatenate([standardize_host(f[..., i:i + 4]) for i in range(0, f.shape[-1], 4)], -1)
+    f = np.ascontiguousarray(f)
+    mean, std = cv2.meanStdDev(f)
+    scale = 1.0 / np.sqrt(np.square(std[:, 0]) + 1e-5)
+    pad = (0.0,) * (4 - f.shape[-1])
+    out = cv2.multiply(cv2.subtract(f, tuple(mean[:, 0]) + pad), tuple(scale) + pad)
+    return out.reshape(f.shape)
 
 
 def pad_windows(maps: Tensor, radius: int) -> Tensor:
@@ -361,12 +373,14 @@ def _stack(x: np.ndarray, chans: list[int]) -> np.ndarray:
 
 
 def lucas_kanade_host(lka: np.ndarray, mask_a: np.ndarray, lkb: np.ndarray, mask_b: np.ndarray, R: np.ndarray,
-                      strides: Sequence[int], iters: Sequence[int], damping: float, step: float = 1.0) -> list[np.ndarray]:
+                      strides: Sequence[int], iters: Sequence[int], damping: float, step: float = 1.0,
+                      every_step: bool = True) -> list[np.ndarray]:
     """``lucas_kanade`` for one pair at CPU inference, in numpy + OpenCV: the same steps in far fewer calls.
 
     ``lka``/``lkb`` (h, w, C) float32 stride-2 features, ``mask_a``/``mask_b`` (h, w) float32 stride-2
     masks, R (3, 3) float64 the start (A px -> B px, input pixels of the 2w x 2h pair). Runs every level
-    of ``strides`` with its ``iters`` and returns R after each iteration. A's features and mask are
+    of ``strides`` with its ``iters`` and returns R after each iteration (``every_step``) or only the last
+    R (a one-element list; the start itself when no iteration runs). A's features and mask are
     warped together in groups of 4, 3 or 1 channels (OpenCV's vectorised bilinear warps, which agree
     with ``grid_sample`` to float rounding).
     """
@@ -382,7 +396,7 @@ def lucas_kanade_host(lka: np.ndarray, mask_a: np.ndarray, lkb: np.ndarray, mask
     mask_slot = groups[mask_group].index(c)
     order = [mask_group] + [g for g in range(len(groups)) if g != mask_group]  # the mask's group first
     corners = np.array([[0.0, 0.0], [W, 0.0], [W, H], [0.0, H]])
-    inverses: list[np.ndarray] = []  # R^-1 after each iteration
+    steps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (T, M, T^-1) after each iteration
     R_inv = cv2.invert(R)[1]
     for stride, n in zip(strides, iters):
         if n <= 0:
@@ -401,16 +415,16 @@ def lucas_kanade_host(lka: np.ndarray, mask_a: np.ndarray, lkb: np.ndarray, mask
             gx, gy = (g.reshape(h, w, -1) * valid_b[..., None] for g in (gx, gy))  # central differences per input px
             J0, J1 = _warp_jacobian_host(W, H, stride, gx.shape[-1])
             sd.append(J0 * gx.reshape(-1) + J1 * gy.reshape(-1))
-        hess = sum(x @ x.T for x in sd).astype(np.float64)
+        sd_all = np.concatenate(sd, 1)  # (8, N * c), the groups' features in order
+        hess = (sd_all @ sd_all.T).astype(np.float64)
         hess.flat[::9] += damping * np.trace(hess) / 8.0 + 1e-9
-        hinv = step * cv2.invert(hess, flags=cv2.DECOMP_CHOLESKY)[1]
-        lim = 2.0 * stride  # a trust region on each corner offset
+        gain = (step * cv2.invert(hess, flags=cv2.DECOMP_CHOLESKY)[1]).astype(np.float32) @ sd_all  # dp = gain @ e
+        lim = 2.0 * stride
         off = 0.5 * (stride - 1)
         T = np.array([[stride, 0.0, off], [0.0, stride, off], [0.0, 0.0, 1.0]])
         T_inv = cv2.invert(T)[1]
         corners_f = ((corners - off) / stride).astype(np.float32)  # the corners in feature px
         M = T_inv @ R_inv @ T  # B's feature px -> A's feature px (T: feature px -> input px)
-        sd_all = np.concatenate(sd, 1)  # (8, N * c), the groups' features in order
         e_all = np.empty(sd_all.shape[1], np.float32)
         e_views, at = [], 0
         for x in fb:
@@ -429,14 +443,15 @@ def lucas_kanade_host(lka: np.ndarray, mask_a: np.ndarray, lkb: np.ndarray, mask
                 if len(f) < len(groups[g]):
                     warped = cv2.extractChannel(warped, f[0]) if len(f) == 1 else np.ascontiguousarray(warped[..., f])
                 cv2.subtract(warped, fb[g], dst=e_views[g], mask=valid)  # stays 0 where A's sample is not valid
-            dp = (hinv @ (sd_all @ e_all)).reshape(4, 2)
-            if max(dp.max(), -dp.min()) > lim:
-                dp = np.clip(dp, -lim, lim)
+            dp = np.clip(gain @ e_all, -lim, lim).reshape(4, 2)  # a trust region on each corner offset
             # R <- R_dp R: M <- M T^-1 R_dp^-1 T, where T^-1 R_dp^-1 T maps the moved corners (feature px) back
-            M = M @ cv2.getPerspectiveTransform(corners_f + (dp / stride).astype(np.float32), corners_f)
-            inverses.append(T @ M @ T_inv)
-        R_inv = inverses[-1]
-    return [R / R[2, 2] for R in (cv2.invert(x)[1] for x in inverses)]
+            M = M @ cv2.getPerspectiveTransform(corners_f + dp / stride, corners_f)
+            steps.append((T, M, T_inv))
+        R_inv = T @ M @ T_inv
+    if not steps:
+        return [] if every_step else [R / R[2, 2]]
+    out = [T @ M @ T_inv for T, M, T_inv in (steps if every_step else steps[-1:])]
+    return [R / R[2, 2] for R in (cv2.invert(x)[1] for x in out)]
 
 
 @lru_cache(maxsize=32)
@@ -495,12 +510,10 @@ class Encoder(nn.Module):
         if self.lk is None:
             return img2
         with torch.no_grad():
-            x = torch.from_numpy(np.stack([norm, masks.astype(np.float32)], 1))
-            x = x.contiguous(memory_format=torch.channels_last)  # faster small convolutions on the CPU
+            # (B, H, W, 2) seen as (B, 2, H, W): channels-last, the faster layout for small CPU convolutions
+            x = torch.from_numpy(np.stack([norm, masks.astype(np.float32)], -1)).permute(0, 3, 1, 2)
             f = self.lk(F.relu(self.down2(x))).float().permute(0, 2, 3, 1).numpy()
-        mean = f.mean((1, 2), keepdims=True)
-        var = np.square(f - mean).mean((1, 2), keepdims=True)
-        return np.concatenate([(f - mean) / np.sqrt(var + 1e-5), img2], -1)
+        return np.concatenate([np.stack([standardize_host(x) for x in f]), img2], -1)
 
     def forward(self, x: Tensor, coarse: bool = True) -> tuple[Tensor | None, Tensor | None, Tensor]:
         """(stride-4 unit features, stride-8 unit features, stride-2 LK features); the first two are None
@@ -660,9 +673,8 @@ class HomographyRefiner(nn.Module):
         lk = self.encoder.lk_host(np.stack([img_a, img_b]), np.stack([mask_a, mask_b]))
         half = (img_a.shape[1] // 2, img_a.shape[0] // 2)
         ma, mb = (cv2.resize(m, half, interpolation=cv2.INTER_AREA) for m in (mask_a, mask_b))  # avg_pool2d(mask, 2)
-        Rs = lucas_kanade_host(lk[0], ma, lk[1], mb, np.eye(3), self.cfg.lk_strides, lk_iters, self.cfg.lk_damping,
-                               lk_step)
-        return Rs[-1] if Rs else np.eye(3)
+        return lucas_kanade_host(lk[0], ma, lk[1], mb, np.eye(3), self.cfg.lk_strides, lk_iters, self.cfg.lk_damping,
+                                 lk_step, every_step=False)[0]
 
     def _correlation_stages(self, f4a: Tensor, f8a: Tensor, f4b: Tensor, f8b: Tensor, delta: Tensor, gi: int,
                             li: int, W: int, H: int, preds: list[Tensor]) -> Tensor:

@@ -10,10 +10,13 @@ from helpers import write_sets
 
 from stitch.bench_synthetic import (
     METHOD_CLASSICAL_ECC,
+    METHOD_DEEP_ECC,
     METHOD_ECC,
+    METHOD_ECC_ECC,
     METHOD_START,
     REGIME_METHODS,
     SyntheticRow,
+    issue_checks,
     run_synthetic_bench,
     summarize_synthetic,
 )
@@ -50,6 +53,19 @@ def test_summary_formula():
     s = summarize_synthetic("detone", "m", rows)
     assert s.mean == pytest.approx(3.5) and s.median == 2.0 and s.ok1 == pytest.approx(0.4)
     assert s.failures == pytest.approx(0.4) and s.median_seconds == pytest.approx(0.2)
+
+
+def test_never_worse_counts():
+    """deep+ECC and the ECC+ECC control are counted against ECC pair by pair, with a 0.05 px tolerance."""
+    errors = {METHOD_ECC: [0.30, 0.50, 1.00], METHOD_DEEP_ECC: [0.34, 0.60, 0.90], METHOD_ECC_ECC: [0.40, 0.56, 1.20]}
+    rows = [SyntheticRow("refiner", k, "i", m, e, 0.01) for m, es in errors.items() for k, e in enumerate(es)]
+    summaries = {"refiner": [summarize_synthetic("refiner", m, [r for r in rows if r.method == m]) for m in errors]}
+    checks = {c.name: c for c in issue_checks(summaries, rows)}
+    worse = checks["refiner: pairs where deep+ECC is worse than ECC by > 0.05 px"]
+    assert worse.value == 1.0 and worse.passed is False  # pair 1 only (0.60 > 0.50 + 0.05); pair 0 is within 0.05
+    control = checks["refiner (control): pairs where ECC+ECC is worse than ECC by > 0.05 px"]
+    assert control.value == 3.0 and control.passed is None
+    assert checks["refiner: deep+ECC mean MACE - ECC mean MACE (px)"].value == pytest.approx(0.04 / 3)
 
 
 def test_deep_rows(photos):

@@ -177,3 +177,23 @@ def test_lk_refine_host_equals_predict():
     with pytest.raises(ValueError, match="lk_iters"):
         net.lk_refine_host(img[0, 0].numpy(), m[0, 0].numpy(), b[0, 0].numpy(), m[0, 0].numpy(), (4, 6), 1.0)
 
+
+
+def test_lucas_kanade_host_last_step_only():
+    """every_step=False returns the last of the every-step estimates; with no iteration, the start itself."""
+    from stitch.deep.model import lucas_kanade_host
+
+    rng = np.random.default_rng(5)
+    fa = cv2.GaussianBlur(rng.random((64, 64, 5), dtype=np.float32), (0, 0), 2.0)
+    fb = np.roll(fa, 1, axis=1)  # B(u) = A(u - 1 feature px): R moves A's content 2 input px to the right
+    m = np.ones((64, 64), np.float32)
+    start = np.eye(3)
+    every = lucas_kanade_host(fa, m, fb, m, start, (4, 2), (2, 3), 1e-3, 1.0)
+    last = lucas_kanade_host(fa, m, fb, m, start, (4, 2), (2, 3), 1e-3, 1.0, every_step=False)
+    assert len(every) == 5 and len(last) == 1
+    np.testing.assert_allclose(last[0], every[-1], atol=1e-12)
+    assert 1.0 < last[0][0, 2] < 3.0  # towards the 2 px shift
+    shifted = np.array([[1.0, 0, 3.0], [0, 1.0, 0], [0, 0, 2.0]])
+    np.testing.assert_allclose(lucas_kanade_host(fa, m, fb, m, shifted, (4, 2), (0, 0), 1e-3, every_step=False)[0],
+                               shifted / 2.0)
+    assert lucas_kanade_host(fa, m, fb, m, shifted, (4, 2), (0, 0), 1e-3) == []
