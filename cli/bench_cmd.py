@@ -37,7 +37,13 @@ from stitch.bench import (
     refiner_check,
     run_homography_bench,
 )
-from stitch.bench_panorama import DEFAULT_TIMEOUT_S, PANORAMA_METHOD_CHOICES
+from stitch.bench_panorama import (
+    DEFAULT_TIMEOUT_S,
+    PANORAMA_METHOD_CHOICES,
+    REGISTRATION_NOTES,
+    run_panorama_bench,
+)
+from stitch.bench_synthetic import DEFAULT_PAIRS, REGIME_CHOICES, run_synthetic_bench
 from stitch.errors import StitchError
 from stitch.io import write_text_atomic
 from stitch.select import DEFAULT_PRESET, PRESET_CHOICES
@@ -309,10 +315,10 @@ def print_synthetic_result(result: Any, console: Console) -> None:
 
 @bench.command("synthetic")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--pairs", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--pairs", type=click.IntRange(min=1), default=DEFAULT_PAIRS, show_default=True,
               help="Pairs per regime (pair k uses image k mod n).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pair generator and estimators.")
-@click.option("--regime", "regimes", type=click.Choice(("detone", "refiner")), multiple=True,
+@click.option("--regime", "regimes", type=click.Choice(REGIME_CHOICES), multiple=True,
               help="Run only this regime (repeatable; default: both).")
 @click.option("--method", "methods", multiple=True,
               help="Run only these methods (repeatable; default: all of each regime).")
@@ -334,12 +340,10 @@ def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ..
     gives no matrix keeps its start matrix. Use images the refiner never trained on (see
     stitch/deep/weights/README.md).
     """
-    from stitch.bench_synthetic import run_synthetic_bench
-
     try:
         with progress_bar("synthetic") as progress:
             result = run_synthetic_bench(
-                directory, pairs=pairs, seed=seed, regimes=regimes or ("detone", "refiner"),
+                directory, pairs=pairs, seed=seed, regimes=regimes or REGIME_CHOICES,
                 methods=methods or None, sets=[s.strip() for s in sets.split(",") if s.strip()] if sets else None,
                 weights=weights, iterations=iterations, preset=preset, progress=progress)
         print_synthetic_result(result, stdout_console())
@@ -402,8 +406,6 @@ def print_panorama_result(result: Any, console: Console) -> None:
             console.print(f"{r.set} / {r.method}: {r.error}", markup=False, highlight=False, soft_wrap=True)
     for m, why in result.skipped.items():
         console.print(f"skipped {m}: {why}", markup=False, highlight=False)
-    from stitch.bench_panorama import REGISTRATION_NOTES
-
     for m in result.methods:
         console.print(f"registered images of {m}: {REGISTRATION_NOTES[m]}", markup=False, highlight=False,
                       soft_wrap=True)
@@ -430,8 +432,6 @@ def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...
     seconds, peak memory, overlap PSNR/SSIM (overlap-only and UDIS variants) and seam visibility, and
     writes a contact sheet. The peers need the bench extra: pip install -e '.[bench]' (make bench-panorama).
     """
-    from stitch.bench_panorama import run_panorama_bench
-
     try:
         with progress_bar("panorama") as progress:
             result = run_panorama_bench(directory, methods=methods or PANORAMA_METHOD_CHOICES, sets=sets,

@@ -79,11 +79,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .bench import METHOD_STITCH, ProgressFn
 from .errors import StitchError
+from .exposure import overlapping_pairs
+from .features import resize_max_side, to_gray
 from .geometry import Box, box_intersection, box_slices, placed_box
 from .io import IMAGE_EXTENSIONS, write_image_atomic, write_text_atomic
 
-METHOD_STITCH = "stitch"
 METHOD_OS = "openstitching"
 METHOD_OS_SIFT = "openstitching-sift"
 METHOD_OPENCV = "opencv"
@@ -111,7 +113,6 @@ REGISTRATION_NOTES = {
                    "median focal) as composePanorama does; placed at the corners' minimum (no crop)",
 }
 
-ProgressFn = Callable[[int, int, str], None]
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
@@ -214,39 +215,44 @@ def pair_metrics(regs: Sequence[Registered]) -> list[PairMetric]:
     """PairMetric for every pair with a large enough overlap."""
     out = []
     eroded = [_erode(r.mask, 2) for r in regs]
-    for i in range(len(regs)):
-        for j in range(i + 1, len(regs)):
-            a, b = regs[i].box, regs[j].box
-            r = box_intersection(a, b)
-            if r is None:
-                continue
-            sa, sb = box_slices(r, regs[i].corner), box_slices(r, regs[j].corner)
-            O = eroded[i][sa] & eroded[j][sb]
-            n = int(O.sum())
-            smaller = min(regs[i].mask.sum(), regs[j].mask.sum())
-            if n < max(MIN_PAIR_PIXELS, MIN_PAIR_OVERLAP * smaller):
-                continue
-            ys, xs = np.nonzero(O)
-            # the overlap's bounding box, padded by the SSIM window radius (clipped to the intersection)
-            by0, by1 = max(0, ys.min() - 6), min(O.shape[0], ys.max() + 7)
-            bx0, bx1 = max(0, xs.min() - 6), min(O.shape[1], xs.max() + 7)
-            Ob = O[by0:by1, bx0:bx1]
-            A = regs[i].image[sa][by0:by1, bx0:bx1] * Ob[:, :, None]
-            B = regs[j].image[sb][by0:by1, bx0:bx1] * Ob[:, :, None]
-            diff = A[Ob].astype(np.float64) - B[Ob].astype(np.float64)
-            mse = float(np.mean(diff * diff))
-            smap = ssim_map(A, B)
-            inner = _erode(Ob, 5)
-            ssim_o = float(smap[inner].mean()) if inner.any() else float(smap[Ob].mean())
-            frame = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
-            ssim_u = float((smap.sum() + (frame - smap.size)) / frame)
-            out.append(PairMetric(regs[i].name, regs[j].name, n, _psnr(mse), ssim_o, _psnr(mse * n / frame), ssim_u))
+    areas = [int(r.mask.sum()) for r in regs]
+    for i, j, r in overlapping_pairs(regs):
+        a, b = regs[i].box, regs[j].box
+        sa, sb = box_slices(r, regs[i].corner), box_slices(r, regs[j].corner)
+        O = eroded[i][sa] & eroded[j][sb]
+        n = int(O.sum())
+        if n < max(MIN_PAIR_PIXELS, MIN_PAIR_OVERLAP * min(areas[i], areas[j])):
+            continue
+        ys, xs = np.nonzero(O)
+        # the overlap's bounding box, padded by the SSIM window radius (clipped to the intersection)
+        by0, by1 = max(0, ys.min() - 6), min(O.shape[0], ys.max() + 7)
+        bx0, bx1 = max(0, xs.min() - 6), min(O.shape[1], xs.max() + 7)
+        Ob = O[by0:by1, bx0:bx1]
+        A = regs[i].image[sa][by0:by1, bx0:bx1] * Ob[:, :, None]
+        B = regs[j].image[sb][by0:by1, bx0:bx1] * Ob[:, :, None]
+        diff = A[Ob].astype(np.float64) - B[Ob].astype(np.float64)
+        mse = float(np.mean(diff * diff))
+        smap = ssim_map(A, B)
+        inner = _erode(Ob, 5)
+        ssim_o = float(smap[inner].mean()) if inner.any() else float(smap[Ob].mean())
+        frame = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
+        ssim_u = float((smap.sum() + (frame - smap.size)) / frame)
+        out.append(PairMetric(regs[i].name, regs[j].name, n, _psnr(mse), ssim_o, _psnr(mse * n / frame), ssim_u))
     return out
 
 
-def _log_gray(img: np.ndarray) -> np.ndarray:
-    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
-    return np.log(g.astype(np.float32) + np.float32(LOG_OFFSET))
+def _log_gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward differences (x, y) of log(gray + LOG_OFFSET), float32, 0 on the last column / row."""
+    lg = np.log(to_gray(img).astype(np.float32) + np.float32(LOG_OFFSET))
+    gx, gy = np.zeros_like(lg), np.zeros_like(lg)
+    gx[:, :-1], gy[:-1] = np.diff(lg, axis=1), np.diff(lg, axis=0)
+    return gx, gy
+
+
+def _in_frame(r: Registered, width: int, height: int) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """(slices into r's arrays, slices into the frame) of the part of r inside a width x height frame."""
+    c = box_intersection(r.box, (0, 0, width, height))
+    return None if c is None else (box_slices(c, r.corner), box_slices(c, (0, 0)))
 
 
 def seam_visibility(pano: np.ndarray, pano_mask: np.ndarray, regs: Sequence[Registered]) -> tuple[float, int]:
@@ -259,19 +265,17 @@ def seam_visibility(pano: np.ndarray, pano_mask: np.ndarray, regs: Sequence[Regi
     best = np.full((H, W), np.inf, np.float32)
     count = np.zeros((H, W), np.uint8)
     pmask = _erode(pano_mask, 1)
+    gx_pano, gy_pano = _log_gradients(pano)  # at a slice's last column / row: masked out below by ``ok``
     for r in regs:
-        x0, y0, x1, y1 = r.box
-        cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
-        if cx1 - cx0 < 2 or cy1 - cy0 < 2:
+        inside = _in_frame(r, W, H)
+        if inside is None:
             continue
-        sl_r = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
-        sl_p = (slice(cy0, cy1), slice(cx0, cx1))
+        sl_r, sl_p = inside
         m = _erode(r.mask, 2)[sl_r]
-        li, lp = _log_gray(r.image[sl_r]), _log_gray(pano[sl_p])
-        gxi, gyi = np.zeros_like(li), np.zeros_like(li)
-        gxp, gyp = np.zeros_like(lp), np.zeros_like(lp)
-        gxi[:, :-1], gyi[:-1] = np.diff(li, axis=1), np.diff(li, axis=0)
-        gxp[:, :-1], gyp[:-1] = np.diff(lp, axis=1), np.diff(lp, axis=0)
+        if min(m.shape) < 2:
+            continue
+        gxi, gyi = _log_gradients(r.image[sl_r])
+        gxp, gyp = gx_pano[sl_p], gy_pano[sl_p]
         ok = m.copy()
         ok[:, :-1] &= m[:, 1:]
         ok[:-1] &= m[1:]
@@ -296,22 +300,16 @@ def frame_check(pano: np.ndarray, pano_mask: np.ndarray, regs: Sequence[Register
     """
     H, W = pano_mask.shape
     count = np.zeros((H, W), np.uint8)
-    for r in regs:
-        x0, y0, x1, y1 = r.box
-        cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
-        if cx1 > cx0 and cy1 > cy0:
-            count[cy0:cy1, cx0:cx1] += _erode(r.mask, 3)[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    placed = [(r, inside, _erode(r.mask, 3)[inside[0]]) for r in regs if (inside := _in_frame(r, W, H))]
+    for _, (_, sl_p), m in placed:
+        count[sl_p] += m
+    gray = to_gray(pano)
     diffs = []
-    for r in regs:
-        x0, y0, x1, y1 = r.box
-        cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
-        if cx1 <= cx0 or cy1 <= cy0:
-            continue
-        m = _erode(r.mask, 3)[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] & (count[cy0:cy1, cx0:cx1] == 1)
-        m &= pano_mask[cy0:cy1, cx0:cx1]
+    for r, (sl_r, sl_p), m in placed:
+        m = m & (count[sl_p] == 1) & pano_mask[sl_p]
         if m.any():
-            a = cv2.cvtColor(r.image[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0], cv2.COLOR_BGR2GRAY)[m].astype(np.float32)
-            b = cv2.cvtColor(pano[cy0:cy1, cx0:cx1], cv2.COLOR_BGR2GRAY)[m].astype(np.float32)
+            a = to_gray(r.image[sl_r])[m].astype(np.float32)
+            b = gray[sl_p][m].astype(np.float32)
             lit = a > 20
             g = float(np.median(b[lit] / a[lit])) if lit.any() else 1.0
             diffs.append(np.abs(b - g * a)[:: max(1, len(a) // 200_000)])
@@ -323,12 +321,9 @@ def frame_check(pano: np.ndarray, pano_mask: np.ndarray, regs: Sequence[Register
 
 def _peak_mb() -> float:
     """VmHWM (peak resident set) of this process in MB, from /proc; ru_maxrss where /proc is missing."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    peak = _vmhwm("self")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -401,9 +396,7 @@ def _run_opencv(paths: list[Path]):
     def registered() -> list[Registered]:
         cams = st.cameras()
         ws = float(st.workScale())
-        focals = sorted(float(c.focal) for c in cams)
-        n = len(focals)
-        med = focals[n // 2] if n % 2 else 0.5 * (focals[n // 2 - 1] + focals[n // 2])
+        med = float(np.median([c.focal for c in cams]))
         warper = cv2.PyRotationWarper("spherical", med / ws)
         out, corners = [], []
         for idx, cam in zip(comp, cams):
@@ -435,10 +428,19 @@ def _preload(method: str) -> None:
         importlib.import_module(name)
 
 
+def _result(method: str, paths: Sequence[Path], **fields: Any) -> dict[str, Any]:
+    """A run's result dict: not ok until a field says so."""
+    return {"method": method, "given": [p.name for p in paths], "ok": False,
+            "registration": REGISTRATION_NOTES[method], **fields}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
 def run_child(method: str, paths: list[Path], outdir: Path) -> dict[str, Any]:
     """Run one method on one set in this process: time, peak memory, then the quality figures."""
-    result: dict[str, Any] = {"method": method, "given": [p.name for p in paths], "ok": False,
-                              "registration": REGISTRATION_NOTES[method]}
+    result = _result(method, paths)
     _preload(method)
     t0 = time.perf_counter()
     try:
@@ -451,14 +453,11 @@ def run_child(method: str, paths: list[Path], outdir: Path) -> dict[str, Any]:
         else:
             raise ValueError(f"method={method!r}: choose one of {', '.join(PANORAMA_METHOD_CHOICES)}")
     except Exception as exc:  # noqa: BLE001 (any failure of the method is a result, not a crash of the bench)
-        result.update(seconds=time.perf_counter() - t0, peak_mb=_peak_mb(),
-                      error=" ".join(f"{type(exc).__name__}: {exc}".split())[:300])
+        result.update(seconds=time.perf_counter() - t0, peak_mb=_peak_mb(), error=_one_line(exc))
         return result
     result.update(ok=True, seconds=time.perf_counter() - t0, peak_mb=_peak_mb(), kept=kept,
                   size=[int(image.shape[1]), int(image.shape[0])])
-    h, w = image.shape[:2]
-    s = min(1.0, THUMB_SIDE / max(h, w))
-    thumb = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    thumb, _ = resize_max_side(image, THUMB_SIDE)
     write_image_atomic(outdir / "panorama.jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 90])
     try:
         regs = registered()
@@ -472,7 +471,7 @@ def run_child(method: str, paths: list[Path], outdir: Path) -> dict[str, Any]:
         fc = frame_check(image, mask, regs)
         result["frame_check"] = None if math.isnan(fc) else fc
     except Exception as exc:  # noqa: BLE001 (the panorama stands; its figures are missing, with the reason)
-        result["metrics_error"] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        result["metrics_error"] = _one_line(exc)
         result["metrics_traceback"] = traceback.format_exc()[-2000:]
     return result
 
@@ -499,7 +498,8 @@ def peer_available(method: str) -> str | None:
     return None
 
 
-def _vmhwm(pid: int) -> float | None:
+def _vmhwm(pid: int | str) -> float | None:
+    """VmHWM (peak resident set) in MB of process ``pid`` ("self": this one), from /proc; None if unreadable."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -527,15 +527,13 @@ def run_isolated(method: str, paths: Sequence[Path], outdir: Path, timeout: floa
                 if time.monotonic() - t0 > timeout:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-                    return {"method": method, "given": [p.name for p in paths], "ok": False, "timed_out": True,
-                            "seconds": time.monotonic() - t0, "peak_mb": peak or None,
-                            "error": f"timed out after {timeout:g} s (killed)", "registration": REGISTRATION_NOTES[method]}
+                    return _result(method, paths, timed_out=True, seconds=time.monotonic() - t0, peak_mb=peak or None,
+                                   error=f"timed out after {timeout:g} s (killed)")
     res_file = outdir / "result.json"
     if not res_file.exists():
         tail = (outdir / "log.txt").read_text(errors="replace")[-300:]
-        return {"method": method, "given": [p.name for p in paths], "ok": False, "seconds": time.monotonic() - t0,
-                "peak_mb": peak or None, "error": f"child exited {proc.returncode}: {' '.join(tail.split())}",
-                "registration": REGISTRATION_NOTES[method]}
+        return _result(method, paths, seconds=time.monotonic() - t0, peak_mb=peak or None,
+                       error=f"child exited {proc.returncode}: {' '.join(tail.split())}")
     return json.loads(res_file.read_text())
 
 

@@ -41,17 +41,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from .bench import BASELINE_REPROJ_THRESHOLD, METHOD_SIFT_RANSAC, _jsonable, sift_ratio_matches
+from .bench import METHOD_SIFT_RANSAC, ProgressFn, _jsonable, run_sift_baselines
+from .deep.pairs import REFINE_START_RHO, REGIME_CHOICES, Photometric, detone_pair
 from .errors import ConfigError, StitchError
 from .geometry import corner_error
 from .io import read_image
 
-REGIME_DETONE = "detone"
-REGIME_REFINER = "refiner"
-REGIME_CHOICES = (REGIME_DETONE, REGIME_REFINER)
+REGIME_DETONE, REGIME_REFINER = REGIME_CHOICES
 
 METHOD_ECC_IDENTITY = "ECC from identity"
 METHOD_CLASSICAL = "classical"
@@ -76,11 +74,7 @@ SYNTHETIC_METHOD_CHOICES = tuple(dict.fromkeys(m for ms in REGIME_METHODS.values
 
 DEFAULT_PAIRS = 100
 FAIL_THRESHOLD = 3.0
-REFINER_START_RHO = 8.0
 REFINER_PHOTOMETRIC_P = 0.6
-
-#: ``progress(done, total, label)``
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -157,8 +151,8 @@ def issue_checks(summaries: dict[str, list[SyntheticSummary]], rows: Sequence[Sy
         out.append(Check("refiner: deep time / ECC time (medians)", ratio, "<= 1/3", ratio <= 1.0 / 3.0))
     de = by.get((REGIME_REFINER, METHOD_DEEP_ECC))
     if de and e:
-        out.append(Check("refiner: pairs where deep+ECC is worse than ECC by > 0.05 px",
-                         float(_worse_than_ecc(rows, METHOD_DEEP_ECC)), "0", _worse_than_ecc(rows, METHOD_DEEP_ECC) == 0))
+        n = _worse_than_ecc(rows, METHOD_DEEP_ECC)
+        out.append(Check("refiner: pairs where deep+ECC is worse than ECC by > 0.05 px", float(n), "0", n == 0))
         out.append(Check("refiner: deep+ECC mean MACE - ECC mean MACE (px)", de.mean - e.mean, "<= 0",
                          de.mean <= e.mean))
     if by.get((REGIME_REFINER, METHOD_ECC_ECC)) and e:  # a control: no target of its own
@@ -235,11 +229,7 @@ def _timed(fn: Callable[..., np.ndarray | None], *args: Any) -> tuple[np.ndarray
 
 
 def _sift_ransac(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
-    a, b = sift_ratio_matches(src, dst)
-    if len(a) < 4:
-        return None
-    H, _ = cv2.findHomography(a, b, cv2.RANSAC, BASELINE_REPROJ_THRESHOLD)
-    return None if H is None else np.asarray(H, np.float64)
+    return run_sift_baselines(src, dst, (METHOD_SIFT_RANSAC,))[METHOD_SIFT_RANSAC].H
 
 
 def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS, seed: int = 0,
@@ -253,7 +243,6 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
     ``refine_deep``; ``preset`` to ``estimate_homography``. Deep methods need torch and kornia
     (ConfigError otherwise: leave them out with ``methods``).
     """
-    from .deep.pairs import REFINE_START_RHO, Photometric, detone_pair
     from .refine import refine_ecc
     from .select import DEFAULT_PRESET, estimate_homography
 
@@ -271,7 +260,7 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
         raise ConfigError(f"methods {chosen} belong to none of the regimes {list(regimes)}")
     deep_kw: dict[str, Any] = {}
     if any(m in DEEP_METHODS for ms in plan.values() for m in ms):
-        from .deep import DEFAULT_WEIGHTS, default_weights, refine_deep, require_torch
+        from .deep import DEFAULT_WEIGHTS, refine_deep, require_torch
 
         require_torch()
         deep_kw = {"weights": weights if weights is not None else DEFAULT_WEIGHTS}
@@ -279,17 +268,15 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
             deep_kw["iterations"] = int(iterations)
     preset = preset or DEFAULT_PRESET
     files = synthetic_images(directory, sets)
-    images = [read_image(p) for p in files]
+    images = [read_image(p) for p in files[:pairs]]  # pair k uses image k % len(files)
     names = [p.relative_to(Path(directory)).as_posix() for p in files]
 
     def deep(H: np.ndarray, a: np.ndarray, b: np.ndarray, coarse: bool) -> np.ndarray | None:
         return refine_deep(H, a, b, coarse=coarse, **deep_kw)
 
     def pipeline(refiner: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if refiner != "deep":
-            return estimate_homography(a, b, preset=preset, seed=seed, refiner=refiner).H
-        with default_weights(deep_kw["weights"]):  # the pipeline calls refine_deep without weights=
-            return estimate_homography(a, b, preset=preset, seed=seed, refiner=refiner).H
+        return estimate_homography(a, b, preset=preset, seed=seed, refiner=refiner,
+                                   deep_weights=deep_kw.get("weights")).H
 
     rows: list[SyntheticRow] = []
     total = pairs * len([r for r in regimes if plan[r]])
@@ -302,7 +289,7 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
             continue
         for k in range(pairs):
             rng = np.random.default_rng([seed, rid, k])
-            i = k % len(images)
+            i = k % len(files)
             if regime == REGIME_DETONE:
                 pr = detone_pair(images[i], rng, name=names[i])
             else:

@@ -55,8 +55,8 @@ import numpy as np
 
 from .errors import ConfigError
 from .exposure import Gains, LowView, overlapping_pairs
-from .geometry import box_slices
-from .warp import MAX_TILE_SIDE, Canvas, inverse_maps
+from .geometry import box_slices, union_box
+from .warp import MAX_TILE_SIDE, Canvas, remap_replicate, tile_maps
 
 BLEND_CHOICES = ("multiband", "feather", "none")
 DEFAULT_BLEND = "multiband"
@@ -114,25 +114,12 @@ def warp_region(img: np.ndarray, H: np.ndarray, canvas: Canvas,
     Beyond the image's border the values are its edge pixels replicated (the extension the pyramid needs);
     ``valid`` marks the pixels that really see the image.
     """
-    h, w = img.shape[:2]
     x0, y0, x1, y1 = region
-    if x1 - x0 <= MAX_TILE_SIDE and y1 - y0 <= MAX_TILE_SIDE:
-        mx, my, ok = inverse_maps(H, canvas, region)
-        valid = ok & (mx > -0.5) & (mx < w - 0.5) & (my > -0.5) & (my < h - 0.5)
-        np.clip(mx, -1.0, float(w), out=mx)
-        np.clip(my, -1.0, float(h), out=my)
-        return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), valid
     out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
     valid = np.zeros((y1 - y0, x1 - x0), bool)
-    for ty in range(y0, y1, MAX_TILE_SIDE):
-        for tx in range(x0, x1, MAX_TILE_SIDE):
-            tile = (tx, ty, min(tx + MAX_TILE_SIDE, x1), min(ty + MAX_TILE_SIDE, y1))
-            mx, my, ok = inverse_maps(H, canvas, tile)
-            sl = (slice(tile[1] - y0, tile[3] - y0), slice(tile[0] - x0, tile[2] - x0))
-            valid[sl] = ok & (mx > -0.5) & (mx < w - 0.5) & (my > -0.5) & (my < h - 0.5)
-            np.clip(mx, -1.0, float(w), out=mx)
-            np.clip(my, -1.0, float(h), out=my)
-            out[sl] = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    for sl, inside, mx, my in tile_maps(H, canvas, region, (img.shape[1], img.shape[0])):
+        valid[sl] = inside
+        out[sl] = remap_replicate(img, mx, my)
     return out, valid
 
 
@@ -250,19 +237,17 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
         raise ConfigError(f"bands={bands}: must be an integer in 0..{MAX_BANDS} (or None for automatic)")
     width_px = overlap_width(views, grid.scale)
     seams = [m.astype(np.float32) for m in seam_masks]
+    levels = 0
     if method == "feather":
-        sigma = max(width_px / 4.0, 2.0) * grid.scale
-        if sigma > 0.3:
-            seams = [cv2.GaussianBlur(np.pad(s, 1), (0, 0), sigma)[1:-1, 1:-1] for s in seams]
-        levels = 0
-    elif method == "none":
-        levels = 0
+        feather_px = max(width_px / 4.0, 2.0)  # the seam blur's sigma, full-res px
+        if feather_px * grid.scale > 0.3:
+            seams = [cv2.GaussianBlur(np.pad(s, 1), (0, 0), feather_px * grid.scale)[1:-1, 1:-1] for s in seams]
+        reach = int(3 * feather_px)
     else:
-        levels = bands if bands is not None else bands_for_overlap(width_px, canvas.size)
+        if method != "none":
+            levels = bands if bands is not None else bands_for_overlap(width_px, canvas.size)
+        reach = (6 << min(levels, FINE_LEVELS)) if levels else 0  # full-res px a fine level's weights reach
     c = min(levels, FINE_LEVELS)
-    reach = (4 << c) + (2 << c) if levels else 0  # full-res px a fine level's weights reach past a seam
-    if method == "feather":
-        reach = int(3 * max(width_px / 4.0, 2.0))
     relevant = _relevant(views, seam_masks, math.ceil(reach * grid.scale) + 2)
     sources = [_Source(img, H, box, seam, v.offset, g, u, rel) for img, H, box, seam, v, g, u, rel in
                zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant)]
@@ -282,18 +267,15 @@ def _relevant(views: Sequence[LowView], seam_masks: Sequence[np.ndarray], grow: 
     Its seam mask, plus its valid pixels near the outer edge of the union of all views (there the seam canvas
     is too coarse to say which image covers a full-res pixel), dilated by ``grow`` seam px.
     """
-    x0 = min(v.box[0] for v in views)
-    y0 = min(v.box[1] for v in views)
-    x1 = max(v.box[2] for v in views)
-    y1 = max(v.box[3] for v in views)
-    union = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)
+    x0, y0, x1, y1 = union_box(v.box for v in views)
+    union = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)  # a 1 px empty border
     for v in views:
-        union[v.box[1] - y0 + 1:v.box[3] - y0 + 1, v.box[0] - x0 + 1:v.box[2] - x0 + 1] |= v.mask.astype(np.uint8)
+        union[box_slices(v.box, (x0 - 1, y0 - 1))] |= v.mask.astype(np.uint8)
     inner = cv2.erode(union, np.ones((5, 5), np.uint8))[1:-1, 1:-1] > 0
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
     out = []
     for v, m in zip(views, seam_masks):
-        edge = v.mask & ~inner[v.box[1] - y0:v.box[3] - y0, v.box[0] - x0:v.box[2] - x0]
+        edge = v.mask & ~inner[box_slices(v.box, (x0, y0))]
         keep = (m | edge).astype(np.uint8)
         out.append(cv2.dilate(np.pad(keep, grow), kernel)[grow:-grow or None, grow:-grow or None] > 0)
     return out

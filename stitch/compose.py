@@ -33,6 +33,7 @@ from .blend import BLEND_CHOICES, DEFAULT_BLEND, DEFAULT_STRIP_PIXELS, MAX_BANDS
 from .crop import DEFAULT_CROP, crop_box
 from .errors import ConfigError
 from .exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE, EXPOSURE_CHOICES, Gains, LowView, compensate
+from .geometry import box_slices, union_box, work_scale_matrix
 from .seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
 from .warp import Canvas, Projection, canvas_bounds, warp_image
 
@@ -144,12 +145,6 @@ class Composed:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _resize_matrix(full: tuple[int, int], small: tuple[int, int]) -> np.ndarray:
-    """A (3, 3): full-res px -> px of a cv2.resize'd image (pixel centres: x_s = s (x + .5) - .5)."""
-    sx, sy = small[0] / full[0], small[1] / full[1]
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-
-
 def seam_scale(sizes: Sequence[tuple[int, int]], seam_megapix: float) -> float:
     """s <= 1 such that the median image has about seam_megapix MP on the seam canvas."""
     area = float(np.median([w * h for w, h in sizes]))
@@ -165,7 +160,7 @@ def low_canvas(canvas: Canvas, homographies: Sequence[np.ndarray], sizes: Sequen
     """
     D = np.diag([scale, scale, 1.0])
     small = [(max(2, round(w * scale)), max(2, round(h * scale))) for w, h in sizes]
-    Hs = [D @ np.asarray(H, np.float64) @ np.linalg.inv(_resize_matrix(sz, sm))
+    Hs = [D @ np.asarray(H, np.float64) @ np.linalg.inv(work_scale_matrix(sz, sm))
           for H, sz, sm in zip(homographies, sizes, small)]
     p = canvas.projection
     proj = p if p.kind == "plane" else Projection(p.kind, p.focal * scale, (p.center[0] * scale, p.center[1] * scale))
@@ -193,13 +188,10 @@ def low_views(images: Sequence[np.ndarray], low: Canvas, Hs: Sequence[np.ndarray
 def _seam_lines(views: Sequence[LowView], masks: Sequence[np.ndarray], grid: LowGrid,
                 crop: tuple[int, int, int, int], valid: np.ndarray) -> np.ndarray:
     """(H, W) bool: result pixels where the owning image (nearest seam-canvas label) changes."""
-    x0 = min(v.box[0] for v in views)
-    y0 = min(v.box[1] for v in views)
-    x1 = max(v.box[2] for v in views)
-    y1 = max(v.box[3] for v in views)
+    x0, y0, x1, y1 = union_box(v.box for v in views)
     label = np.full((y1 - y0, x1 - x0), -1.0, np.float32)
     for k, (v, m) in enumerate(zip(views, masks)):
-        label[v.box[1] - y0:v.box[3] - y0, v.box[0] - x0:v.box[2] - x0][m] = k
+        label[box_slices(v.box, (x0, y0))][m] = k
     M = grid.region_matrix((crop[0], crop[1]), (x0, y0))
     h, w = valid.shape
     full = cv2.warpAffine(label, M, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,

@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 
 from .exposure import Gains, LowView
+from .features import resize_max_side
+from .geometry import box_slices, union_box
 from .io import write_image_atomic, write_text_atomic
 
 #: Colours (BGR) of the images in seams.png, cycled.
@@ -71,10 +73,7 @@ class DebugDir(PipelineHooks):
         self.written: list[Path] = []
 
     def _write(self, rel: str, img: np.ndarray) -> None:
-        h, w = img.shape[:2]
-        s = min(1.0, self.max_side / max(h, w, 1))
-        if s < 1.0:
-            img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        img, _ = resize_max_side(img, self.max_side)
         self.written.append(write_image_atomic(self.folder / rel, img))
 
     def matches(self, a, b, img_a, img_b, pts_a, pts_b) -> None:
@@ -105,15 +104,11 @@ class DebugDir(PipelineHooks):
         self.written.append(path)
 
     def seams(self, names, views, masks) -> None:
-        x0 = min(v.box[0] for v in views)
-        y0 = min(v.box[1] for v in views)
-        x1 = max(v.box[2] for v in views)
-        y1 = max(v.box[3] for v in views)
+        x0, y0, x1, y1 = union_box(v.box for v in views)
         colored = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
         for k, (n, v, m) in enumerate(zip(names, views, masks)):
             self._write(f"seams/{k}_{_stem(n)}.png", m.astype(np.uint8) * 255)
-            sl = (slice(v.box[1] - y0, v.box[3] - y0), slice(v.box[0] - x0, v.box[2] - x0))
-            colored[sl][m] = PALETTE[k % len(PALETTE)]
+            colored[box_slices(v.box, (x0, y0))][m] = PALETTE[k % len(PALETTE)]
         self._write("seams.png", colored)
 
     def result(self, image, seam_lines) -> None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -81,7 +82,14 @@ class LowView:
         return placed_box(self.offset, self.mask.shape)
 
 
-def overlapping_pairs(views: Sequence[LowView]) -> Iterator[tuple[int, int, Box]]:
+class Placed(Protocol):
+    """Anything placed on a canvas by its ``box`` (``LowView``, ``bench_panorama.Registered``)."""
+
+    @property
+    def box(self) -> Box: ...
+
+
+def overlapping_pairs(views: Sequence[Placed]) -> Iterator[tuple[int, int, Box]]:
     """(i, j, the intersection of their boxes) for every pair i < j of views whose boxes overlap."""
     for i in range(len(views)):
         for j in range(i + 1, len(views)):

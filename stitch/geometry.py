@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 
@@ -63,6 +65,13 @@ def resize_matrix(s: float) -> np.ndarray:
     return np.array([[s, 0.0, 0.5 * (s - 1.0)], [0.0, s, 0.5 * (s - 1.0)], [0.0, 0.0, 1.0]])
 
 
+def work_scale_matrix(full_size: tuple[int, int], work_size: tuple[int, int]) -> np.ndarray:
+    """A (3, 3): full-res px -> px of the image cv2.resize'd from full_size to work_size, both (w, h)
+    (pixel centres: x_w = s (x + .5) - .5, per axis)."""
+    sx, sy = work_size[0] / full_size[0], work_size[1] / full_size[1]
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
 def scale_h(H: np.ndarray, s_src: float, s_dst: float) -> np.ndarray:
     """Re-express H between resized images: src resized by s_src, dst by s_dst (cv2.resize convention)."""
     return normalize_h(resize_matrix(s_dst) @ H @ np.linalg.inv(resize_matrix(s_src)))
@@ -76,6 +85,12 @@ def box_intersection(a: Box, b: Box) -> Box | None:
     """The common part of two boxes, or None when they do not overlap."""
     x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def union_box(boxes: Iterable[Box]) -> Box:
+    """The smallest box holding every box given (at least one)."""
+    x0, y0, x1, y1 = zip(*boxes)
+    return min(x0), min(y0), max(x1), max(y1)
 
 
 def placed_box(origin: tuple[int, int], shape: tuple[int, ...]) -> Box:

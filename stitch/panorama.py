@@ -51,7 +51,7 @@ import numpy as np
 
 from .compose import ComposeConfig, compose_panorama
 from .errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
-from .geometry import normalize_h, project
+from .geometry import normalize_h, project, work_scale_matrix
 from .io import ImageLike, load_images
 from .select import (
     DEFAULT_PRESET,
@@ -262,12 +262,6 @@ class Panorama:
 
 
 # --- working resolution ------------------------------------------------------------------------------
-
-
-def work_scale_matrix(full_size: tuple[int, int], work_size: tuple[int, int]) -> np.ndarray:
-    """A (3, 3): full-res px -> working px of a cv2.resize'd image (pixel centres: x_w = s (x + .5) - .5)."""
-    sx, sy = work_size[0] / full_size[0], work_size[1] / full_size[1]
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
 
 def to_work(img: np.ndarray, megapix: float) -> np.ndarray:
@@ -709,7 +703,7 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
     if cfg.projection != "plane" and edges:
         pair_hs = [(np.linalg.solve(Hs[e.j], Hs[e.i]), sizes[e.i], sizes[e.j]) for e in edges]
         focals = pair_focals(pair_hs)  # none: no pair behaves like a rotation (e.g. pure shifts)
-        focal, rotating = (float(np.median(focals)), True) if focals else (estimate_focal(pair_hs), False)
+        focal, rotating = estimate_focal(pair_hs, focals), bool(focals)
     elif cfg.projection != "plane":
         focal = float(sum(sizes[ref]))
     canvas = choose_canvas(cfg.projection, H_list, [sizes[k] for k in order], [names[k] for k in order],

@@ -196,21 +196,18 @@ def _pairwise(views: Sequence[LowView], masks: list[np.ndarray], method: str, be
         only_i, only_j = mi & ~mj, mj & ~mi
         if method == "voronoi":
             keep_i = _voronoi_pair(overlap, only_i, only_j)
-            inner = (slice(1, -1), slice(1, -1))
-            masks[i][box_slices(inter, views[i].offset)] &= ~(overlap & ~keep_i)[inner]
-            masks[j][box_slices(inter, views[j].offset)] &= ~(overlap & keep_i)[inner]
-            continue
-        cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
-        if method == "graphcut":
-            tie_i, tie_j = _touching(overlap, only_i), _touching(overlap, only_j)
-            if not tie_i.any() and not tie_j.any():
-                continue  # an island of overlap: leave it to both (the blender averages it)
-            if overlap.sum() <= DEFAULT_FULL_CUT_PIXELS:
-                keep_i = _graphcut_pair(cost, overlap, tie_i, tie_j)
-            else:
-                keep_i = _banded_cut(cost, overlap, only_i, only_j, _dp_split(views, i, j, cost, overlap))
         else:
-            keep_i = _dp_split(views, i, j, cost, overlap)
+            cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
+            if method != "graphcut":
+                keep_i = _dp_split(views, i, j, cost, overlap)
+            else:
+                tie_i, tie_j = _touching(overlap, only_i), _touching(overlap, only_j)
+                if not tie_i.any() and not tie_j.any():
+                    continue  # an island of overlap: leave it to both (the blender averages it)
+                if overlap.sum() <= DEFAULT_FULL_CUT_PIXELS:
+                    keep_i = _graphcut_pair(cost, overlap, tie_i, tie_j)
+                else:
+                    keep_i = _banded_cut(cost, overlap, only_i, only_j, _dp_split(views, i, j, cost, overlap))
         inner = (slice(1, -1), slice(1, -1))
         si, sj = box_slices(inter, views[i].offset), box_slices(inter, views[j].offset)
         masks[i][si] &= ~(overlap & ~keep_i)[inner]

@@ -9,6 +9,7 @@ it raises the score.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -90,13 +91,15 @@ class SelectConfig:
     seed: int = 0
     min_inliers: int = DEFAULT_MIN_INLIERS
     exhaustive: bool = False
+    deep_weights: str | None = None  # refiner "deep": a weights file (None: the shipped weights)
 
     @classmethod
     def from_options(cls, preset: str = DEFAULT_PRESET, detector: str | None = None, max_keypoints: int | None = None,
                      refiner: str | None = None, seed: int = 0, accept_score: float | None = None,
                      estimators: list[str] | None = None, thresholds: list[float] | None = None,
                      ratio: float | None = None, score_max_side: int | None = None,
-                     min_inliers: int = DEFAULT_MIN_INLIERS) -> SelectConfig:
+                     min_inliers: int = DEFAULT_MIN_INLIERS,
+                     deep_weights: str | os.PathLike | None = None) -> SelectConfig:
         """Config from a named preset plus overrides (each override is checked and names itself on error)."""
         if max_keypoints is not None and max_keypoints < 8:
             raise ConfigError(f"max_keypoints={max_keypoints}: must be at least 8")
@@ -119,11 +122,12 @@ class SelectConfig:
         sc = quality.ScoreConfig() if score_max_side is None else quality.ScoreConfig(work_max_side=score_max_side)
         return cls(levels=levels, accept_score=DEFAULT_ACCEPT_SCORE if accept_score is None else accept_score,
                    refiner=ref, score=sc, seed=int(seed), min_inliers=min_inliers,
-                   exhaustive=(preset == "exhaustive"))
+                   exhaustive=(preset == "exhaustive"),
+                   deep_weights=None if deep_weights is None else os.fspath(deep_weights))
 
 
 OPTION_NAMES = ("detector", "max_keypoints", "refiner", "accept_score", "estimators", "thresholds", "ratio",
-                "score_max_side", "min_inliers")
+                "score_max_side", "min_inliers", "deep_weights")
 
 
 @dataclass
@@ -183,7 +187,8 @@ def max_refine_shift(src_size: tuple[int, int]) -> float:
     return max(10.0, 0.03 * float(np.hypot(*src_size)))
 
 
-def _refiners(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches) -> list:
+def _refiners(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches,
+              deep_weights: str | None = None) -> list:
     """The (name, H -> H or None) refinement steps for a refiner setting, applied in order."""
     steps = []
     if refiner in ("lsq", "ecc", "deep"):
@@ -193,22 +198,19 @@ def _refiners(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: M
     if refiner == "deep":
         from .deep import refine_deep  # optional: needs torch + kornia
 
-        steps.append(("deep", lambda H: refine_deep(H, src_img, dst_img)))
+        steps.append(("deep", lambda H: refine_deep(H, src_img, dst_img, weights=deep_weights)))
     return steps
 
 
-def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache | None) -> Features:
-    """Features of img under cfg, from/into the image's FeatureCache when one is given."""
-    if cache is None:
-        return detect(img, cfg)
+def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache) -> Features:
+    """Features of img under cfg, from/into the image's FeatureCache."""
     if cfg not in cache.features:
         cache.features[cfg] = detect(img, cfg, cache.raw)
     return cache.features[cfg]
 
 
 def run_level(level: Level, src_img: np.ndarray, dst_img: np.ndarray, cfg: SelectConfig,
-              ctx: quality.ScoringContext, src_cache: FeatureCache | None = None,
-              dst_cache: FeatureCache | None = None) -> list[Candidate]:
+              ctx: quality.ScoringContext, src_cache: FeatureCache, dst_cache: FeatureCache) -> list[Candidate]:
     """Every estimator run of one level on its matches, each scored; seconds include a share of detect+match."""
     t0 = time.perf_counter()
     fa = image_features(src_img, level.features, src_cache)
@@ -260,7 +262,7 @@ def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig
                              "the images may not overlap - try detector='asift' or preset='exhaustive'")
     win = cands[0]
     H, sc, parts, how = win.H, win.score, win.parts, "none"
-    for name, fn in _refiners(cfg.refiner, src_img, dst_img, win.matches):
+    for name, fn in _refiners(cfg.refiner, src_img, dst_img, win.matches, cfg.deep_weights):
         H2 = fn(H)
         if H2 is None or corner_shift(H, H2, *ctx.src_size) > max_refine_shift(ctx.src_size):
             continue  # diverged, or moved too far to be a refinement
@@ -281,7 +283,7 @@ def estimate_homography(src: ImageLike, dst: ImageLike, *, preset: str = DEFAULT
     """Estimate H (3, 3) mapping src pixels to dst pixels; src/dst are paths or (H, W[, C]) arrays.
 
     ``options`` override the preset: detector, max_keypoints, refiner, accept_score, estimators,
-    thresholds, ratio, score_max_side, min_inliers (see SelectConfig.from_options).
+    thresholds, ratio, score_max_side, min_inliers, deep_weights (see SelectConfig.from_options).
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:

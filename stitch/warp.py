@@ -22,7 +22,7 @@ mask and the feather weight come from the same maps instead of two more warps.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -135,12 +135,14 @@ def pair_focals(pair_homographies: Sequence[tuple[np.ndarray, tuple[int, int], t
     return focals
 
 
-def estimate_focal(pair_homographies: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int]]]) -> float:
+def estimate_focal(pair_homographies: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int]]],
+                   focals: Sequence[float] | None = None) -> float:
     """Median focal length (px) from pairwise (H src->dst (3, 3), src (w, h), dst (w, h)), like OpenCV.
 
-    Falls back to the mean (w + h) of the images when no pair determines it (e.g. pure translations).
+    ``focals``: their ``pair_focals`` when already computed. Falls back to the mean (w + h) of the images
+    when no pair determines it (e.g. pure translations).
     """
-    focals = pair_focals(pair_homographies)
+    focals = pair_focals(pair_homographies) if focals is None else focals
     if focals:
         return float(np.median(focals))
     sizes = [ws + hs for _, (ws, hs), _ in pair_homographies] + [wd + hd for _, _, (wd, hd) in pair_homographies]
@@ -300,6 +302,28 @@ def feather_weight(width: int, height: int) -> np.ndarray:
     return _border_weight(mx, my, width, height)
 
 
+def tile_maps(H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int], size: tuple[int, int]
+              ) -> Iterator[tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray]]:
+    """Tile by tile (at most MAX_TILE_SIDE a side) over canvas region (x0, y0, x1, y1): (slices of the tile in
+    the region, inside (th, tw) bool: the pixel sees the (w, h) ``size`` image, then its inverse maps mx, my)."""
+    w, h = size
+    x0, y0, x1, y1 = region
+    for ty in range(y0, y1, MAX_TILE_SIDE):
+        for tx in range(x0, x1, MAX_TILE_SIDE):
+            tile = (tx, ty, min(tx + MAX_TILE_SIDE, x1), min(ty + MAX_TILE_SIDE, y1))
+            mx, my, valid = inverse_maps(H, canvas, tile)
+            inside = valid & (mx > -0.5) & (mx < w - 0.5) & (my > -0.5) & (my < h - 0.5)
+            yield (slice(tile[1] - y0, tile[3] - y0), slice(tile[0] - x0, tile[2] - x0)), inside, mx, my
+
+
+def remap_replicate(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """cv2.remap, bilinear, with the image's edge pixels replicated beyond its border (maps clipped in place)."""
+    h, w = img.shape[:2]
+    np.clip(mx, -1.0, float(w), out=mx)
+    np.clip(my, -1.0, float(h), out=my)
+    return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def warp_image(img: np.ndarray, H: np.ndarray, canvas: Canvas, index: int,
                region: tuple[int, int, int, int] | None = None, feather: bool = False) -> WarpedImage | None:
     """Warp img (h, w, C) (image ``index`` of the canvas, H (3, 3) image -> reference) onto its canvas box.
@@ -316,18 +340,13 @@ def warp_image(img: np.ndarray, H: np.ndarray, canvas: Canvas, index: int,
     out = np.zeros((y1 - y0, x1 - x0) + img.shape[2:], dtype=img.dtype)
     mask = np.zeros((y1 - y0, x1 - x0), bool)
     weight = np.zeros((y1 - y0, x1 - x0), np.float32) if feather else None
-    for ty in range(y0, y1, MAX_TILE_SIDE):
-        for tx in range(x0, x1, MAX_TILE_SIDE):
-            tile = (tx, ty, min(tx + MAX_TILE_SIDE, x1), min(ty + MAX_TILE_SIDE, y1))
-            mx, my, valid = inverse_maps(H, canvas, tile)
-            inside = valid & (mx > -0.5) & (mx < w - 0.5) & (my > -0.5) & (my < h - 0.5)
-            if not inside.any():
-                continue
-            sl = (slice(tile[1] - y0, tile[3] - y0), slice(tile[0] - x0, tile[2] - x0))
-            out[sl] = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            mask[sl] = inside
-            if weight is not None:
-                weight[sl] = np.where(inside, _border_weight(mx, my, w, h), np.float32(0.0))
+    for sl, inside, mx, my in tile_maps(H, canvas, r, (w, h)):
+        if not inside.any():
+            continue
+        mask[sl] = inside
+        if weight is not None:
+            weight[sl] = np.where(inside, _border_weight(mx, my, w, h), np.float32(0.0))
+        out[sl] = remap_replicate(img, mx, my)
     if not mask.any():
         return None
     out[~mask] = 0

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +35,6 @@ def require_torch() -> tuple[Any, Any]:
     except ImportError:
         raise ConfigError(INSTALL_HINT) from None
     return torch, kornia
-
-
-_default_weights: list[Path] = [DEFAULT_WEIGHTS]
-
-
-@contextmanager
-def default_weights(path: str | os.PathLike) -> Iterator[Path]:
-    """Within the block, ``refine_deep`` calls without ``weights=`` (the pipeline's) use ``path``."""
-    p = Path(path)
-    _default_weights.append(p)
-    try:
-        yield p
-    finally:
-        _default_weights.pop()
 
 
 def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | os.PathLike | None = None,
@@ -90,9 +74,9 @@ def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights
 
     if abs(np.linalg.det(H)) < 1e-12:
         return None
-    return refine_pair(H, src_img, dst_img, weights if weights is not None else _default_weights[-1],
+    return refine_pair(H, src_img, dst_img, weights if weights is not None else DEFAULT_WEIGHTS,
                        iterations=None if iterations is None else int(iterations), device=device,
                        coarse=bool(coarse), threads=threads)
 
 
-__all__ = ["DEFAULT_WEIGHTS", "INSTALL_HINT", "default_weights", "refine_deep", "require_torch"]
+__all__ = ["DEFAULT_WEIGHTS", "INSTALL_HINT", "refine_deep", "require_torch"]

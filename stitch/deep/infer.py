@@ -15,7 +15,8 @@ working size, so that no aliasing reaches the network.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -117,51 +118,62 @@ def warp_into(img: np.ndarray, M: np.ndarray, work: int) -> tuple[np.ndarray, np
     return out, cv2.erode(m, np.ones((3, 3), np.uint8)).astype(np.float32)
 
 
+_threads_lock = threading.Lock()
+_threads_users = 0          # torch_threads blocks running now, in any thread
+_threads_saved = 0          # torch's setting before the first of them
+
+
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch CPU threads (None: leave torch's setting), then restore it."""
-    old = torch.get_num_threads()
-    if n is not None and n != old:
-        torch.set_num_threads(int(n))
+    """Run the block with ``n`` torch CPU threads (None: leave torch's setting), then restore it.
+
+    The setting is process-wide, so overlapping blocks (the panorama's pair threads) share one: the
+    first to enter sets it, the last to leave restores what was there before the first.
+    """
+    global _threads_users, _threads_saved
+    if n is None:
+        yield
+        return
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            if int(n) != _threads_saved:
+                torch.set_num_threads(int(n))
+        _threads_users += 1
     try:
         yield
     finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0 and torch.get_num_threads() != _threads_saved:
+                torch.set_num_threads(_threads_saved)
 
 
 def refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | Path,
                 iterations: int | None = None, device: str = "cpu", min_valid: float = 0.05, coarse: bool = True,
-                threads: int | None = 1, lk_iters: Sequence[int] | None = None) -> np.ndarray | None:
+                threads: int | None = 1) -> np.ndarray | None:
     """See ``stitch.deep.refine_deep``; None when the pair has (almost) no overlap under H."""
     with torch_threads(threads if device == "cpu" else None):
-        return _refine_pair(H, src_img, dst_img, weights, iterations, device, min_valid, coarse, lk_iters)
-
-
-def _refine_pair(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights: str | Path,
-                 iterations: int | None, device: str, min_valid: float, coarse: bool,
-                 lk_iters: Sequence[int] | None) -> np.ndarray | None:
-    model, _ = load_refiner(str(weights), device)
-    rounds, default_lk, lk_step = default_settings(model, coarse)
-    rounds = rounds if iterations is None else int(iterations)
-    lk_iters = default_lk if lk_iters is None else tuple(int(i) for i in lk_iters)
-    work = model.work_size
-    H = normalize_h(H)
-    src_size, dst_size = (src_img.shape[1], src_img.shape[0]), (dst_img.shape[1], dst_img.shape[0])
-    box = overlap_box(H, src_size, dst_size)
-    if box is None:
-        return None
-    S = working_frame(box, dst_size, work)
-    b, mb = warp_into(_gray_f32(dst_img), S, work)
-    a, ma = warp_into(_gray_f32(src_img), S @ H, work)
-    if ma.mean() < min_valid or mb.mean() < min_valid:
-        return None
-    if device == "cpu" and not coarse and rounds == 1:  # the LK stage alone, numpy in and out
-        R = model.lk_refine_host(a, ma, b, mb, lk_iters, lk_step)
-    else:
-        t = [torch.from_numpy(x)[None, None].to(device) for x in (a, ma, b, mb)]
-        stages: dict[str, Any] = {} if coarse else {"global_iters": 0, "local_iters": 0}
-        delta = model.predict(*t, rounds=rounds, lk_iters=lk_iters, lk_step=lk_step, **stages)
-        R = corners_to_h(delta.double().cpu(), work, work)[0].numpy()
-    out = np.linalg.inv(S) @ R @ S @ H
-    return normalize_h(out) if np.all(np.isfinite(out)) else None
+        model, _ = load_refiner(str(weights), device)
+        rounds, lk_iters, lk_step = default_settings(model, coarse)
+        rounds = rounds if iterations is None else int(iterations)
+        work = model.work_size
+        H = normalize_h(H)
+        src_size, dst_size = (src_img.shape[1], src_img.shape[0]), (dst_img.shape[1], dst_img.shape[0])
+        box = overlap_box(H, src_size, dst_size)
+        if box is None:
+            return None
+        S = working_frame(box, dst_size, work)
+        b, mb = warp_into(_gray_f32(dst_img), S, work)
+        a, ma = warp_into(_gray_f32(src_img), S @ H, work)
+        if ma.mean() < min_valid or mb.mean() < min_valid:
+            return None
+        if device == "cpu" and not coarse and rounds == 1:  # the LK stage alone, numpy in and out
+            R = model.lk_refine_host(a, ma, b, mb, lk_iters, lk_step)
+        else:
+            t = [torch.from_numpy(x)[None, None].to(device) for x in (a, ma, b, mb)]
+            stages: dict[str, Any] = {} if coarse else {"global_iters": 0, "local_iters": 0}
+            delta = model.predict(*t, rounds=rounds, lk_iters=lk_iters, lk_step=lk_step, **stages)
+            R = corners_to_h(delta.double().cpu(), work, work)[0].numpy()
+        out = np.linalg.inv(S) @ R @ S @ H
+        return normalize_h(out) if np.all(np.isfinite(out)) else None

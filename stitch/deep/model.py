@@ -20,7 +20,7 @@ torch path in far fewer calls (tests/deep compare the two step by step).
 
 Features are instance-normalised and unit-length at each position, so correlations are cosines.
 Between iterations the offsets are detached (RAFT-style), so the homography from the offsets needs no
-gradient; ``corners_to_h`` solves the 4-point DLT directly (batched 8 x 8 solve).
+gradient; ``corners_to_h`` builds the 4-point homography in closed form.
 
 Convention: A (the src side, already warped into the working frame) and B (the dst side) are
 (B, 1, H, W) float tensors in [0, 1] with (B, 1, H, W) validity masks (1 = valid). The prediction
@@ -46,6 +46,7 @@ from kornia.geometry.transform import warp_perspective
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..geometry import image_corners, resize_matrix
 
 GLOBAL_STRIDE = 8
 LOCAL_STRIDE = 4
@@ -122,29 +123,11 @@ def _corner_scale(width: int, height: int, device: str, dtype: torch.dtype) -> T
     return torch.tensor([1.0 / width, 1.0 / height, 1.0], dtype=dtype, device=device)
 
 
-def four_point_h(src: Tensor, dst: Tensor) -> Tensor:
-    """Homographies (B, 3, 3) with H(src_k) = dst_k for 4 points (B, 4, 2); H[2, 2] = 1. Float32 or wider.
-
-    The 8 x 8 DLT system is solved directly (as ``kornia.geometry.get_perspective_transform``, fewer ops).
-    """
-    dt = torch.float64 if src.dtype == torch.float64 or dst.dtype == torch.float64 else torch.float32
-    s, d = src.to(dt), dst.to(dt)
-    x, y, u, v = s[..., 0], s[..., 1], d[..., 0], d[..., 1]
-    one, zero = torch.ones_like(x), torch.zeros_like(x)
-    rows_u = torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], -1)
-    rows_v = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], -1)
-    A = torch.cat([rows_u, rows_v], 1)  # (B, 8, 8)
-    b = torch.cat([u, v], 1).unsqueeze(-1)
-    with torch.autocast(device_type=s.device.type, enabled=False):
-        h = torch.linalg.solve(A, b).squeeze(-1)
-    return torch.cat([h, torch.ones_like(h[:, :1])], 1).reshape(-1, 3, 3)
-
-
 def corners_to_h(delta: Tensor, width: int, height: int) -> Tensor:
     """Homography (B, 3, 3) mapping corner c_k to c_k + delta_k; delta (B, 4, 2) pixels; H[2, 2] = 1.
 
     Closed form (Heckbert 1989: the unit square to a quadrilateral, then the W x H scaling), far fewer
-    ops than a linear solve; equal to ``four_point_h`` / kornia's ``get_perspective_transform``.
+    ops than a linear solve; equal to kornia's ``get_perspective_transform``.
     """
     dt = torch.float64 if delta.dtype == torch.float64 else torch.float32
     q = image_corners_t(width, height, delta.to(dt)) + delta.to(dt)  # (B, 4, 2)
@@ -395,7 +378,7 @@ def lucas_kanade_host(lka: np.ndarray, mask_a: np.ndarray, lkb: np.ndarray, mask
     mask_group = next(g for g, ch in enumerate(groups) if c in ch)
     mask_slot = groups[mask_group].index(c)
     order = [mask_group] + [g for g in range(len(groups)) if g != mask_group]  # the mask's group first
-    corners = np.array([[0.0, 0.0], [W, 0.0], [W, H], [0.0, H]])
+    corners = image_corners(W, H)
     steps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (T, M, T^-1) after each iteration
     R_inv = cv2.invert(R)[1]
     for stride, n in zip(strides, iters):
@@ -421,8 +404,7 @@ def lucas_kanade_host(lka: np.ndarray, mask_a: np.ndarray, lkb: np.ndarray, mask
         gain = (step * cv2.invert(hess, flags=cv2.DECOMP_CHOLESKY)[1]).astype(np.float32) @ sd_all  # dp = gain @ e
         lim = 2.0 * stride
         off = 0.5 * (stride - 1)
-        T = np.array([[stride, 0.0, off], [0.0, stride, off], [0.0, 0.0, 1.0]])
-        T_inv = cv2.invert(T)[1]
+        T, T_inv = resize_matrix(stride), resize_matrix(1.0 / stride)  # feature px <-> input px
         corners_f = ((corners - off) / stride).astype(np.float32)  # the corners in feature px
         M = T_inv @ R_inv @ T  # B's feature px -> A's feature px (T: feature px -> input px)
         e_all = np.empty(sd_all.shape[1], np.float32)
@@ -505,8 +487,7 @@ class Encoder(nn.Module):
         """The stride-2 LK features of ``forward`` (B, H/2, W/2, C) float32 for (B, H, W) float32 images and 0/1
         masks, at CPU inference: the convolutions in torch, the normalisations in numpy / OpenCV."""
         norm = np.stack([normalize_image_host(i, m) for i, m in zip(imgs, masks)])
-        half = (imgs.shape[2] // 2, imgs.shape[1] // 2)
-        img2 = np.stack([cv2.resize(n, half, interpolation=cv2.INTER_AREA) for n in norm])[..., None]
+        img2 = np.stack([_pool_hwc(n, 2) for n in norm])[..., None]
         if self.lk is None:
             return img2
         with torch.no_grad():
@@ -621,8 +602,7 @@ class HomographyRefiner(nn.Module):
         gi = self.cfg.global_iters if global_iters is None else int(global_iters)
         li = self.cfg.local_iters if local_iters is None else int(local_iters)
         ki = tuple(self.cfg.lk_iters if lk_iters is None else lk_iters)
-        if len(ki) != len(self.cfg.lk_strides):
-            raise ValueError(f"lk_iters={list(ki)}: one count per LK level {list(self.cfg.lk_strides)}")
+        self._check_lk_iters(ki)
         coarse = gi > 0 or li > 0
         # one encoder pass over both images (every normalisation is per image): fewer, larger ops
         f4, f8, lk = self._encode(torch.cat([img_a, img_b]), torch.cat([mask_a, mask_b]), coarse)
@@ -646,6 +626,10 @@ class HomographyRefiner(nn.Module):
                                              lk_step)
         return preds
 
+    def _check_lk_iters(self, lk_iters: Sequence[int]) -> None:
+        if len(lk_iters) != len(self.cfg.lk_strides):
+            raise ValueError(f"lk_iters={list(lk_iters)}: one count per LK level {list(self.cfg.lk_strides)}")
+
     def _lucas_kanade_host(self, lka: Tensor, ma2: Tensor, lkb: Tensor, mb2: Tensor, delta: Tensor,
                            lk_iters: Sequence[int], step: float) -> list[Tensor]:
         """The LK stage through ``lucas_kanade_host``, pair by pair: corner offsets (B, 4, 2) per iteration."""
@@ -655,10 +639,8 @@ class HomographyRefiner(nn.Module):
         ma, mb = ma2[:, 0].float().numpy(), mb2[:, 0].float().numpy()
         Rs = np.stack([lucas_kanade_host(fa[i], ma[i], fb[i], mb[i], starts[i], self.cfg.lk_strides, lk_iters,
                                          self.cfg.lk_damping, step) for i in range(len(starts))], 1)
-        c = np.array([[0.0, 0.0, 1.0], [W, 0.0, 1.0], [W, H, 1.0], [0.0, H, 1.0]])
-        q = c @ Rs.transpose(0, 1, 3, 2)  # (steps, B, 4, 3)
-        offsets = torch.from_numpy(q[..., :2] / q[..., 2:3] - c[:, :2]).to(delta.dtype)
-        return list(offsets.unbind(0))
+        offsets = h_to_corners(torch.from_numpy(Rs).reshape(-1, 3, 3), W, H).reshape(*Rs.shape[:2], 4, 2)
+        return list(offsets.to(delta.dtype).unbind(0))
 
     @torch.no_grad()
     def lk_refine_host(self, img_a: np.ndarray, mask_a: np.ndarray, img_b: np.ndarray, mask_b: np.ndarray,
@@ -668,11 +650,9 @@ class HomographyRefiner(nn.Module):
         Same result as ``predict(..., rounds=1, global_iters=0, local_iters=0)`` without its torch
         bookkeeping: (H, W) float32 images in [0, 1] and 0/1 masks in, numpy out.
         """
-        if len(lk_iters) != len(self.cfg.lk_strides):
-            raise ValueError(f"lk_iters={list(lk_iters)}: one count per LK level {list(self.cfg.lk_strides)}")
+        self._check_lk_iters(lk_iters)
         lk = self.encoder.lk_host(np.stack([img_a, img_b]), np.stack([mask_a, mask_b]))
-        half = (img_a.shape[1] // 2, img_a.shape[0] // 2)
-        ma, mb = (cv2.resize(m, half, interpolation=cv2.INTER_AREA) for m in (mask_a, mask_b))  # avg_pool2d(mask, 2)
+        ma, mb = _pool_hwc(mask_a, 2), _pool_hwc(mask_b, 2)  # avg_pool2d(mask, 2)
         return lucas_kanade_host(lk[0], ma, lk[1], mb, np.eye(3), self.cfg.lk_strides, lk_iters, self.cfg.lk_damping,
                                  lk_step, every_step=False)[0]
 

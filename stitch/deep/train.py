@@ -260,6 +260,7 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike
     stopped = "max_steps"
     epoch, done_in_epoch = epoch_position(step, spe)
     t_log, n_log, window = time.perf_counter(), 0, 0.0  # window: loss sum since the last log row
+    n_timed = 0  # steps since t_log (n_log also counts the steps before a resume)
     if resume is not None:
         window, n_log = float(ck["log_window"][0]), int(ck["log_window"][1])
     while step < tc.max_steps and stopped == "max_steps":
@@ -291,6 +292,7 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike
             loss_avg = loss_sum / tc.accum_steps
             losses.append(loss_avg)
             n_log += 1
+            n_timed += 1
             window += loss_avg
             elapsed = elapsed_before + time.perf_counter() - t0
             if step % tc.log_every == 0 or step == tc.max_steps:
@@ -300,11 +302,11 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike
                        "last_loss": loss_avg, "grad_norm": gnorm,
                        "lr_head": lrs.get("head/decay", lrs.get("head/no_decay")),
                        "lr_backbone": lrs.get("backbone/decay", lrs.get("backbone/no_decay")),
-                       "samples_per_s": n_log * per_step / max(dt, 1e-9), "elapsed_s": elapsed,
+                       "samples_per_s": n_timed * per_step / max(dt, 1e-9), "elapsed_s": elapsed,
                        "skipped_steps": skipped}
                 log.add(row)
                 log.write()
-                t_log, n_log, window = time.perf_counter(), 0, 0.0
+                t_log, n_log, n_timed, window = time.perf_counter(), 0, 0, 0.0
                 if progress:
                     progress(step, tc.max_steps, row)
             over_time = tc.max_minutes > 0 and (time.perf_counter() - t0) > 60.0 * tc.max_minutes

@@ -12,7 +12,7 @@ import numpy as np
 from helpers import texture
 
 import stitch
-from stitch.deep import DEFAULT_WEIGHTS, default_weights, refine_deep
+from stitch.deep import DEFAULT_WEIGHTS, refine_deep
 from stitch.deep.pairs import Photometric, detone_pair
 from stitch.errors import ConfigError
 from stitch.geometry import corner_error, image_corners, project
@@ -69,11 +69,12 @@ def test_pipeline_with_deep(sample_pair):
     assert corner_error(r_deep.H, H_gt, src.shape[1], src.shape[0]) < 1.0
 
 
-def test_default_weights_context(tmp_path):
+def test_pipeline_deep_weights_option(tmp_path):
+    """estimate_homography(refiner="deep", deep_weights=...) hands the weights file to the refiner."""
     img = texture(0)
-    with default_weights(tmp_path / "missing.pt"), pytest.raises(ConfigError, match="not found"):
-        refine_deep(np.eye(3), img, img)
-    assert refine_deep(np.eye(3), img, img) is not None  # back to the shipped weights
+    with pytest.raises(ConfigError, match="not found"):
+        stitch.estimate_homography(img, img, refiner="deep", deep_weights=tmp_path / "missing.pt")
+    assert refine_deep(np.eye(3), img, img) is not None  # the shipped weights by default
 
 
 def test_exception():
@@ -84,3 +85,26 @@ def test_exception():
         refine_deep(np.eye(3), img, img, iterations=0)
     far = np.array([[1, 0, 5000.0], [0, 1, 0], [0, 0, 1]])
     assert refine_deep(far, img, img) is None  # no overlap: a clear None, no crash
+
+
+def test_torch_threads_overlapping_blocks_restore_the_setting():
+    """Blocks that overlap (as the panorama's pair threads do) leave torch's thread count as it was."""
+    import torch
+
+    from stitch.deep.infer import torch_threads
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, b = torch_threads(1), torch_threads(1)
+        a.__enter__()
+        b.__enter__()
+        assert torch.get_num_threads() == 1
+        a.__exit__(None, None, None)  # the other block still runs: its setting stays
+        assert torch.get_num_threads() == 1
+        b.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2
+        with torch_threads(None):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
