@@ -263,7 +263,10 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
         from .deep import DEFAULT_WEIGHTS, refine_deep, require_torch
 
         require_torch()
+        from .deep.infer import load_refiner
+
         deep_kw = {"weights": weights if weights is not None else DEFAULT_WEIGHTS}
+        load_refiner(str(deep_kw["weights"]))  # an unreadable weights file: one ConfigError now, not a failed row each
         if iterations is not None:
             deep_kw["iterations"] = int(iterations)
     preset = preset or DEFAULT_PRESET

@@ -116,6 +116,8 @@ class SelectConfig:
             levels = tuple(replace(lv, specs=specs) for lv in levels)
         if ratio is not None:
             levels = tuple(replace(lv, matching=MatchConfig(ratio, lv.matching.mutual)) for lv in levels)
+        if deep_weights is not None and not isinstance(deep_weights, (str, os.PathLike)):
+            raise ConfigError(f"deep_weights={deep_weights!r}: expected the path of a weights file")
         ref = refiner if refiner is not None else ("lsq" if preset == "fast" else DEFAULT_REFINER)
         if ref not in REFINER_CHOICES:
             raise ConfigError(f"refiner={ref!r}: choose one of {', '.join(REFINER_CHOICES)}")

@@ -100,3 +100,11 @@ def test_exception(photos, tmp_path):
         run_synthetic_bench(photos, pairs=0)
     with pytest.raises(ConfigError, match="not found"):
         run_synthetic_bench(tmp_path / "none")
+
+
+def test_missing_weights_is_one_error(photos, tmp_path):
+    """A deep method with an unreadable weights file stops the run with one ConfigError, before any pair."""
+    pytest.importorskip("torch")
+    pytest.importorskip("kornia")
+    with pytest.raises(ConfigError, match="not found"):
+        run_synthetic_bench(photos, pairs=1, methods=["deep"], weights=tmp_path / "missing.pt")

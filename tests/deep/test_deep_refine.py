@@ -74,6 +74,8 @@ def test_pipeline_deep_weights_option(tmp_path):
     img = texture(0)
     with pytest.raises(ConfigError, match="not found"):
         stitch.estimate_homography(img, img, refiner="deep", deep_weights=tmp_path / "missing.pt")
+    with pytest.raises(ConfigError, match="deep_weights"):
+        stitch.estimate_homography(img, img, refiner="deep", deep_weights=5)
     assert refine_deep(np.eye(3), img, img) is not None  # the shipped weights by default
 
 
