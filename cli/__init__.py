@@ -1,0 +1,1 @@
+"""The ``stitch`` command line (click), installed as ``stitch.cli``: run, compare, batch, train, bench."""

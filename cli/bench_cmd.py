@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stitch.bench import (
+from stitch.bench.homography import (
     BASELINE_METHODS,
     DEFAULT_HOMOGRAPHY_METHODS,
     HOMOGRAPHY_METHOD_CHOICES,
@@ -37,16 +37,16 @@ from stitch.bench import (
     refiner_check,
     run_homography_bench,
 )
-from stitch.bench_panorama import (
+from stitch.bench.panorama import (
     DEFAULT_TIMEOUT_S,
     PANORAMA_METHOD_CHOICES,
     REGISTRATION_NOTES,
     run_panorama_bench,
 )
-from stitch.bench_synthetic import DEFAULT_PAIRS, REGIME_CHOICES, run_synthetic_bench
+from stitch.bench.synthetic import DEFAULT_PAIRS, REGIME_CHOICES, run_synthetic_bench
 from stitch.errors import StitchError
+from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES
 from stitch.io import write_text_atomic
-from stitch.select import DEFAULT_PRESET, PRESET_CHOICES
 
 #: Wide enough for the metric tables when stdout is not a terminal (pipes, CI logs).
 NON_TTY_WIDTH = 200

@@ -13,10 +13,11 @@ from pathlib import Path
 import click
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from stitch.cli.bench_cmd import fmt_num, stderr_console, stdout_console
 
-from cli.bench_cmd import fmt_num, stderr_console, stdout_console
 from stitch.errors import StitchError
-from stitch.report import (
+from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES
+from stitch.report.compare import (
     COMPARE_METHOD_CHOICES,
     DEFAULT_METHODS,
     CompareReport,
@@ -26,7 +27,6 @@ from stitch.report import (
     write_html,
     write_json,
 )
-from stitch.select import DEFAULT_PRESET, PRESET_CHOICES
 
 
 @contextmanager

@@ -15,26 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import click
+from stitch.cli.bench_cmd import bench, progress_bar, stderr_console
+from stitch.cli.compare_cmd import compare
+from stitch.cli.train_cmd import train
 
-from cli.bench_cmd import bench, progress_bar, stderr_console
-from cli.compare_cmd import compare
-from cli.train_cmd import train
 from stitch import __version__
-from stitch.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
-from stitch.compose import DEFAULT_SEAM_MEGAPIX
-from stitch.crop import DEFAULT_CROP
 from stitch.errors import StitchError
-from stitch.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
-from stitch.features import DETECTOR_CHOICES
+from stitch.homography.features import DETECTOR_CHOICES
+from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES
 from stitch.io import IMAGE_EXTENSIONS
-from stitch.panorama import (
+from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
+from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
+from stitch.panorama.crop import DEFAULT_CROP
+from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
+from stitch.panorama.pipeline import (
     DEFAULT_PANORAMA_PROJECTION,
     DEFAULT_WORK_MEGAPIX,
     PANORAMA_PROJECTION_CHOICES,
 )
-from stitch.seams import DEFAULT_SEAM, SEAM_CHOICES
-from stitch.select import DEFAULT_PRESET, PRESET_CHOICES
-from stitch.warp import DEFAULT_MAX_CANVAS_PIXELS
+from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES
+from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -160,9 +160,9 @@ def run_cmd(folder: Path, output: Path, preset: str, detector: str | None, proje
 def _run(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
          work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool,
          extra: dict[str, Any] | None = None, debug_dir: Path | None = None) -> None:
-    from stitch.debug import DebugDir
     from stitch.io import list_images, write_image_atomic
-    from stitch.panorama import stitch_images
+    from stitch.panorama.debug import DebugDir
+    from stitch.panorama.pipeline import stitch_images
 
     paths = list_images(folder)
     _check_output(output, paths)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from stitch.cli.bench_cmd import stderr_console
 
-from cli.bench_cmd import stderr_console
 from stitch.errors import ConfigError, StitchError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")

@@ -8,21 +8,21 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "estimate_homography": "stitch.select",
-    "estimate_pair": "stitch.select",
-    "HomographyResult": "stitch.select",
-    "Candidate": "stitch.candidates",
-    "refine_homography": "stitch.refine",
-    "stitch_images": "stitch.panorama",
-    "Panorama": "stitch.panorama",
+    "estimate_homography": "stitch.homography.select",
+    "estimate_pair": "stitch.homography.select",
+    "HomographyResult": "stitch.homography.select",
+    "Candidate": "stitch.homography.candidates",
+    "refine_homography": "stitch.homography.refine",
+    "stitch_images": "stitch.panorama.pipeline",
+    "Panorama": "stitch.panorama.pipeline",
     "StitchError": "stitch.errors",
     "ImageReadError": "stitch.errors",
     "NoOverlapError": "stitch.errors",
     "EstimationError": "stitch.errors",
     "ConfigError": "stitch.errors",
     "CanvasTooLargeError": "stitch.errors",
-    "compare_homographies": "stitch.report",
-    "CompareReport": "stitch.report",
+    "compare_homographies": "stitch.report.compare",
+    "CompareReport": "stitch.report.compare",
 }
 
 __all__ = [

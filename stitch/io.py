@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ImageReadError, StitchError
+from stitch.errors import ImageReadError, StitchError
 
 ImageLike = str | os.PathLike | np.ndarray
 

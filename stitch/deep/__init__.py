@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from stitch.errors import ConfigError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The shipped weights (trained by this project; see weights/README.md for the config and command).
@@ -70,7 +70,7 @@ def refine_deep(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, weights
         if not isinstance(img, np.ndarray) or img.ndim not in (2, 3) or min(img.shape[:2]) < 8:
             raise ConfigError(f"{name}: expected an (H, W) or (H, W, 3) image of at least 8 x 8 px")
     require_torch()
-    from .infer import refine_pair
+    from stitch.deep.infer import refine_pair
 
     if abs(np.linalg.det(H)) < 1e-12:
         return None

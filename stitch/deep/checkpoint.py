@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..io import write_bytes_atomic
+from stitch.errors import ConfigError
+from stitch.io import write_bytes_atomic
 
 CHECKPOINT_FORMAT = "stitch-deep-checkpoint/1"
 WEIGHTS_FORMAT = "stitch-deep-refiner/1"

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .schedules import DEFAULT_SCHEDULER, SCHEDULER_CHOICES
+from stitch.deep.schedules import DEFAULT_SCHEDULER, SCHEDULER_CHOICES
+from stitch.errors import ConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
@@ -145,9 +145,9 @@ class TrainConfig:
 
 def config_from_dict(d: dict[str, Any], source: str = "") -> TrainConfig:
     """Build and check a TrainConfig from nested dicts (the parsed TOML)."""
-    from .data import DataConfig
-    from .model import ModelConfig
-    from .optim import OptimConfig
+    from stitch.deep.data import DataConfig
+    from stitch.deep.model import ModelConfig
+    from stitch.deep.optim import OptimConfig
 
     unknown = sorted(set(d) - set(SECTIONS))
     if unknown:

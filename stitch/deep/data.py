@@ -25,9 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import ConfigError
-from ..io import read_image
-from .pairs import (
+from stitch.deep.pairs import (
     DETONE_RHO,
     DETONE_SIZE,
     Photometric,
@@ -40,6 +38,8 @@ from .pairs import (
     uniform_deltas,
     warp_with_mask,
 )
+from stitch.errors import ConfigError
+from stitch.io import read_image
 
 VAL_STREAM = 1_000_003  # validation samples use rng([seed, VAL_STREAM, k]): disjoint from training draws
 

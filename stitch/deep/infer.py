@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 import torch
 
-from ..geometry import image_corners, normalize_h, project, resize_matrix
-from .checkpoint import read_weights
-from .model import HomographyRefiner, ModelConfig, corners_to_h
+from stitch.deep.checkpoint import read_weights
+from stitch.deep.model import HomographyRefiner, ModelConfig, corners_to_h
+from stitch.geometry import image_corners, normalize_h, project, resize_matrix
 
 #: Inference settings, chosen on the validation set (ledge; see weights/README.md), never on test images:
 #: network passes (src re-warped between passes) and LK iterations per pyramid level.

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..io import write_text_atomic
+from stitch.io import write_text_atomic
 
 CSV_NAME = "metrics.csv"
 JSON_NAME = "metrics.json"

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from kornia.geometry.transform import warp_perspective
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from ..geometry import image_corners, resize_matrix
+from stitch.errors import ConfigError
+from stitch.geometry import image_corners, resize_matrix
 
 GLOBAL_STRIDE = 8
 LOCAL_STRIDE = 4

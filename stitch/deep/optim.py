@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from stitch.errors import ConfigError
 
 OPTIMIZER_CHOICES = ("sgd", "adam", "adamw")
 DEFAULT_OPTIMIZER = "adamw"

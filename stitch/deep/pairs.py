@@ -27,9 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ConfigError
-from ..geometry import image_corners
-from ..io import IMAGE_EXTENSIONS
+from stitch.errors import ConfigError
+from stitch.geometry import image_corners
+from stitch.io import IMAGE_EXTENSIONS
 
 DETONE_SIZE = (320, 240)
 DETONE_PATCH = 128

@@ -39,7 +39,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as lrs
 
-from ..errors import ConfigError
+from stitch.errors import ConfigError
 
 SCHEDULER_CHOICES = ("constant", "step", "multistep", "exponential", "cosine", "cosine_restarts", "plateau",
                      "lambda", "onecycle")

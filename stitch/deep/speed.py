@@ -13,11 +13,11 @@ import time
 
 import torch
 
-from .config import load_config
-from .data import EpochSampler, PairDataset, build_loader, split_files
-from .model import HomographyRefiner, count_parameters, sequence_loss
-from .optim import build_optimizer
-from .train import amp_dtype, resolve_device
+from stitch.deep.config import load_config
+from stitch.deep.data import EpochSampler, PairDataset, build_loader, split_files
+from stitch.deep.model import HomographyRefiner, count_parameters, sequence_loss
+from stitch.deep.optim import build_optimizer
+from stitch.deep.train import amp_dtype, resolve_device
 
 
 def loader_rate(cfg, device: torch.device, batches: int) -> float:

@@ -32,9 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..io import write_text_atomic
-from .checkpoint import (
+from stitch.deep.checkpoint import (
     CHECKPOINT_FORMAT,
     export_weights,
     load_checkpoint,
@@ -42,13 +40,22 @@ from .checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from .config import TrainConfig
-from .data import EpochSampler, PairDataset, build_loader, epoch_position, make_val_set, split_files
-from .ema import SWA, ModelEMA
-from .metrics import MetricsLog
-from .model import HomographyRefiner, count_parameters, mace, sequence_loss
-from .optim import build_optimizer
-from .schedules import Schedule
+from stitch.deep.config import TrainConfig
+from stitch.deep.data import (
+    EpochSampler,
+    PairDataset,
+    build_loader,
+    epoch_position,
+    make_val_set,
+    split_files,
+)
+from stitch.deep.ema import SWA, ModelEMA
+from stitch.deep.metrics import MetricsLog
+from stitch.deep.model import HomographyRefiner, count_parameters, mace, sequence_loss
+from stitch.deep.optim import build_optimizer
+from stitch.deep.schedules import Schedule
+from stitch.errors import ConfigError
+from stitch.io import write_text_atomic
 
 #: ``progress(step, max_steps, info)``: called after every logged step and evaluation.
 TrainProgress = Callable[[int, int, dict[str, Any]], None]

@@ -6,12 +6,8 @@ Modules that need torch/kornia call ``pytest.importorskip`` themselves; test_fal
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers.py
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -10,8 +10,7 @@ pytest.importorskip("torch", reason="needs torch (pip install 'stitch[deep]')")
 pytest.importorskip("kornia", reason="needs kornia (pip install 'stitch[deep]')")
 
 from helpers import write_sets
-
-from cli.main import main
+from stitch.cli.main import main
 
 TINY = """
 [run]

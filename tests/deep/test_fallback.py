@@ -54,8 +54,8 @@ def test_fresh_interpreter_without_torch(tmp_path):
         import sys
         sys.modules["torch"] = None
         sys.modules["kornia"] = None
-        import stitch, stitch.deep, stitch.select, stitch.bench_synthetic
-        from cli.main import main
+        import stitch, stitch.deep, stitch.homography.select, stitch.bench.synthetic
+        from stitch.cli.main import main
         rc = main(["train", {str(REPO / "configs" / "refiner_cpu.toml")!r}, "--dry-run"])
         assert rc == 1, rc
         rc = main(["bench", "synthetic", {str(REPO / "data" / "samples")!r}, "--pairs", "1", "--regime", "refiner",

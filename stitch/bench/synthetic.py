@@ -1,0 +1,358 @@
+"""The synthetic benchmark (DESIGN §4, issue 4): MACE on pairs generated from the images of a folder.
+
+Two regimes, P x P = 128 x 128 patches, fixed seed (``stitch.deep.pairs`` builds the pairs):
+
+- ``detone``: the DeTone et al. (2016) protocol. Each photograph is resized to 320 x 240, a 128 x 128
+  patch is cut at a random position, its corners are each moved by up to rho = 32 px, and src is the
+  moved quadrilateral warped to 128 x 128 (no photometric change). Methods: SIFT+RANSAC (OpenCV SIFT,
+  ratio 0.8, RANSAC 3 px), ECC from identity, classical (our pipeline with refiner="lsq"),
+  classical+ECC (refiner="ecc", the default), deep from identity (``refine_deep(I, ...,
+  coarse=True)``: all stages), classical+deep (refiner="deep": lsq, ECC, then the deep refiner, each
+  kept only when it raises the quality score).
+- ``refiner``: the same pairs with a photometric change of src (``Photometric(p=0.6)``) and a start
+  matrix whose corners are each off the truth by up to 8 px (uniform in the disk). Methods, all from the
+  start matrix: start (no refinement), ECC, deep (``refine_deep(..., coarse=False)``: the learned
+  Lucas-Kanade stage, the refiner's mode for a start within a few px), deep with all stages,
+  deep+ECC (ECC from deep's result), and ECC+ECC (ECC run again from its own result: a control that
+  measures how far ECC's end point moves with its start alone, the yardstick for "deep+ECC never
+  worse than ECC").
+
+Pair k of a regime uses ``np.random.default_rng([seed, regime, k])`` and image ``k % n_images``, so a
+run is reproducible and every image gets the same number of pairs.
+
+Error: MACE, the mean over the 4 patch corners (0, 0), (P, 0), (P, P), (0, P) of the distance between
+the corner mapped by H_est and by H_gt (``stitch.geometry.corner_error``). A method that returns no
+matrix (a failed fit, the pipeline finding no plausible candidate) keeps its start matrix (identity,
+or the refiner regime's start), so every row is a finite error and means are comparable. Failures are
+errors above 3 px. Times are wall seconds per pair, pair generation excluded.
+
+``classical+deep`` is ``estimate_homography(src, dst, refiner="deep")``; where the pipeline finds no
+plausible matrix at all it falls back to deep from identity (counted in its ``fallbacks``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stitch.bench.homography import METHOD_SIFT_RANSAC, ProgressFn, _jsonable, run_sift_baselines
+from stitch.deep.pairs import REFINE_START_RHO, REGIME_CHOICES, Photometric, detone_pair
+from stitch.errors import ConfigError, StitchError
+from stitch.geometry import corner_error
+from stitch.io import read_image
+
+REGIME_DETONE, REGIME_REFINER = REGIME_CHOICES
+
+METHOD_ECC_IDENTITY = "ECC from identity"
+METHOD_CLASSICAL = "classical"
+METHOD_CLASSICAL_ECC = "classical+ECC"
+METHOD_DEEP_IDENTITY = "deep from identity"
+METHOD_CLASSICAL_DEEP = "classical+deep"
+METHOD_START = "start"
+METHOD_ECC = "ECC"
+METHOD_DEEP = "deep"
+METHOD_DEEP_ALL = "deep, all stages"
+METHOD_DEEP_ECC = "deep+ECC"
+METHOD_ECC_ECC = "ECC+ECC"
+
+#: Methods of each regime, in table order.
+REGIME_METHODS = {
+    REGIME_DETONE: (METHOD_SIFT_RANSAC, METHOD_ECC_IDENTITY, METHOD_CLASSICAL, METHOD_CLASSICAL_ECC,
+                    METHOD_DEEP_IDENTITY, METHOD_CLASSICAL_DEEP),
+    REGIME_REFINER: (METHOD_START, METHOD_ECC, METHOD_DEEP, METHOD_DEEP_ALL, METHOD_DEEP_ECC, METHOD_ECC_ECC),
+}
+DEEP_METHODS = (METHOD_DEEP_IDENTITY, METHOD_CLASSICAL_DEEP, METHOD_DEEP, METHOD_DEEP_ALL, METHOD_DEEP_ECC)
+SYNTHETIC_METHOD_CHOICES = tuple(dict.fromkeys(m for ms in REGIME_METHODS.values() for m in ms))
+
+DEFAULT_PAIRS = 100
+FAIL_THRESHOLD = 3.0
+REFINER_PHOTOMETRIC_P = 0.6
+
+
+@dataclass
+class SyntheticRow:
+    """One method on one pair: MACE (px), wall seconds, whether it produced a matrix, a short note."""
+
+    regime: str
+    pair: int
+    image: str
+    method: str
+    error: float
+    seconds: float
+    produced: bool = True
+    detail: str = ""
+
+
+@dataclass
+class SyntheticSummary:
+    """One method over one regime's pairs (errors in px)."""
+
+    regime: str
+    method: str
+    pairs: int
+    mean: float
+    median: float
+    p90: float
+    ok1: float           # fraction <= 1 px
+    failures: float      # fraction > FAIL_THRESHOLD px
+    no_result: int       # pairs where the method gave no matrix (start kept)
+    mean_seconds: float
+    median_seconds: float
+
+
+def summarize_synthetic(regime: str, method: str, rows: Sequence[SyntheticRow]) -> SyntheticSummary:
+    e = np.array([r.error for r in rows], dtype=np.float64)
+    s = np.array([r.seconds for r in rows], dtype=np.float64)
+    return SyntheticSummary(
+        regime=regime, method=method, pairs=len(rows),
+        mean=float(e.mean()) if len(e) else math.nan, median=float(np.median(e)) if len(e) else math.nan,
+        p90=float(np.percentile(e, 90)) if len(e) else math.nan,
+        ok1=float(np.mean(e <= 1.0)) if len(e) else math.nan,
+        failures=float(np.mean(e > FAIL_THRESHOLD)) if len(e) else math.nan,
+        no_result=sum(not r.produced for r in rows),
+        mean_seconds=float(s.mean()) if len(s) else math.nan, median_seconds=float(np.median(s)) if len(s) else math.nan,
+    )
+
+
+@dataclass
+class Check:
+    """One figure of issue 4 against its target (``passed`` None: a control figure, no target)."""
+
+    name: str
+    value: float
+    target: str
+    passed: bool | None
+
+
+def issue_checks(summaries: dict[str, list[SyntheticSummary]], rows: Sequence[SyntheticRow]) -> list[Check]:
+    """The figures issue 4 asks for, from whatever methods were run."""
+    by = {(s.regime, s.method): s for ss in summaries.values() for s in ss}
+    out: list[Check] = []
+    d = by.get((REGIME_DETONE, METHOD_DEEP_IDENTITY))
+    if d:
+        out.append(Check("detone: deep from identity, mean MACE (px)", d.mean, "< 9.2", d.mean < 9.2))
+    c = by.get((REGIME_DETONE, METHOD_CLASSICAL_DEEP))
+    if c:
+        out.append(Check("detone: classical+deep, mean MACE (px)", c.mean, "<= 1.0", c.mean <= 1.0))
+        out.append(Check("detone: classical+deep, failures (> 3 px)", c.failures, "<= 3%", c.failures <= 0.03))
+    r, e = by.get((REGIME_REFINER, METHOD_DEEP)), by.get((REGIME_REFINER, METHOD_ECC))
+    if r:
+        out.append(Check("refiner: deep, median MACE (px)", r.median, "<= 0.5", r.median <= 0.5))
+    if r and e and e.median_seconds > 0:
+        ratio = r.median_seconds / e.median_seconds
+        out.append(Check("refiner: deep time / ECC time (medians)", ratio, "<= 1/3", ratio <= 1.0 / 3.0))
+    de = by.get((REGIME_REFINER, METHOD_DEEP_ECC))
+    if de and e:
+        n = _worse_than_ecc(rows, METHOD_DEEP_ECC)
+        out.append(Check("refiner: pairs where deep+ECC is worse than ECC by > 0.05 px", float(n), "0", n == 0))
+        out.append(Check("refiner: deep+ECC mean MACE - ECC mean MACE (px)", de.mean - e.mean, "<= 0",
+                         de.mean <= e.mean))
+    if by.get((REGIME_REFINER, METHOD_ECC_ECC)) and e:  # a control: no target of its own
+        n = _worse_than_ecc(rows, METHOD_ECC_ECC)
+        out.append(Check("refiner (control): pairs where ECC+ECC is worse than ECC by > 0.05 px", float(n), "-",
+                         None))
+    return out
+
+
+def _worse_than_ecc(rows: Sequence[SyntheticRow], method: str, tol: float = 0.05) -> int:
+    """Refiner-regime pairs where ``method``'s error exceeds ECC's by more than ``tol`` px."""
+    ecc = {r.pair: r.error for r in rows if r.regime == REGIME_REFINER and r.method == METHOD_ECC}
+    return sum(1 for r in rows if r.regime == REGIME_REFINER and r.method == method and r.error > ecc[r.pair] + tol)
+
+
+@dataclass
+class SyntheticResult:
+    """Rows, per-regime summaries (table order) and the settings of one run."""
+
+    root: str
+    images: list[str]
+    seed: int
+    pairs: int
+    weights: str | None
+    rows: list[SyntheticRow]
+    summaries: dict[str, list[SyntheticSummary]]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def checks(self) -> list[Check]:
+        return issue_checks(self.summaries, self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable({
+            "benchmark": "synthetic", "root": self.root, "images": self.images, "seed": self.seed,
+            "pairs_per_regime": self.pairs, "weights": self.weights, "seconds": self.seconds, "notes": self.notes,
+            "fail_threshold_px": FAIL_THRESHOLD,
+            "summaries": {k: [vars(s) for s in v] for k, v in self.summaries.items()},
+            "checks": [vars(c) for c in self.checks],
+            "rows": [vars(r) for r in self.rows],
+        })
+
+
+def synthetic_images(directory: str | os.PathLike, sets: Sequence[str] | None = None) -> list[Path]:
+    """Image files under ``directory`` (recursive), optionally only the sets (first folders) named."""
+    from stitch.deep.pairs import list_image_files, set_name
+
+    root = Path(directory)
+    files = list_image_files(root)
+    if sets:
+        found = {set_name(p, root) for p in files}
+        missing = sorted(set(sets) - found)
+        if missing:
+            raise ConfigError(f"sets: {', '.join(missing)} not found under {root} (found: {', '.join(sorted(found))})")
+        files = [p for p in files if set_name(p, root) in set(sets)]
+    return files
+
+
+def _timed(fn: Callable[..., np.ndarray | None], *args: Any) -> tuple[np.ndarray | None, float, str]:
+    """(fn(*args) or None, wall seconds, a note naming the StitchError if one was raised)."""
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            H = fn(*args)
+        note = ""
+    except StitchError as exc:
+        H, note = None, f"{type(exc).__name__}: {exc}"
+    secs = time.perf_counter() - t0
+    if H is not None and (np.asarray(H).shape != (3, 3) or not np.all(np.isfinite(H))):
+        H, note = None, "non-finite matrix"
+    return H, secs, note
+
+
+def _sift_ransac(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+    return run_sift_baselines(src, dst, (METHOD_SIFT_RANSAC,))[METHOD_SIFT_RANSAC].H
+
+
+def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS, seed: int = 0,
+                        regimes: Sequence[str] = REGIME_CHOICES, methods: Sequence[str] | None = None,
+                        sets: Sequence[str] | None = None, weights: str | os.PathLike | None = None,
+                        iterations: int | None = None, preset: str | None = None,
+                        progress: ProgressFn | None = None) -> SyntheticResult:
+    """Run the synthetic benchmark on the images of ``directory`` (see the module docstring).
+
+    ``methods`` filters the methods of each regime (default: all); ``weights`` / ``iterations`` go to
+    ``refine_deep``; ``preset`` to ``estimate_homography``. Deep methods need torch and kornia
+    (ConfigError otherwise: leave them out with ``methods``).
+    """
+    from stitch.homography.refine import refine_ecc
+    from stitch.homography.select import DEFAULT_PRESET, estimate_homography
+
+    if pairs < 1:
+        raise ConfigError(f"pairs={pairs}: must be >= 1")
+    bad = [r for r in regimes if r not in REGIME_CHOICES]
+    if bad or not regimes:
+        raise ConfigError(f"regimes: unknown or empty {bad or list(regimes)}; choose from {list(REGIME_CHOICES)}")
+    chosen = list(methods) if methods else list(SYNTHETIC_METHOD_CHOICES)
+    bad = [m for m in chosen if m not in SYNTHETIC_METHOD_CHOICES]
+    if bad:
+        raise ConfigError(f"methods: unknown {bad}; choose from {list(SYNTHETIC_METHOD_CHOICES)}")
+    plan = {r: [m for m in REGIME_METHODS[r] if m in chosen] for r in regimes}
+    if not any(plan.values()):
+        raise ConfigError(f"methods {chosen} belong to none of the regimes {list(regimes)}")
+    deep_kw: dict[str, Any] = {}
+    if any(m in DEEP_METHODS for ms in plan.values() for m in ms):
+        from stitch.deep import DEFAULT_WEIGHTS, refine_deep, require_torch
+
+        require_torch()
+        from stitch.deep.infer import load_refiner
+
+        deep_kw = {"weights": weights if weights is not None else DEFAULT_WEIGHTS}
+        load_refiner(str(deep_kw["weights"]))  # an unreadable weights file: one ConfigError now, not a failed row each
+        if iterations is not None:
+            deep_kw["iterations"] = int(iterations)
+    preset = preset or DEFAULT_PRESET
+    files = synthetic_images(directory, sets)
+    images = [read_image(p) for p in files[:pairs]]  # pair k uses image k % len(files)
+    names = [p.relative_to(Path(directory)).as_posix() for p in files]
+
+    def deep(H: np.ndarray, a: np.ndarray, b: np.ndarray, coarse: bool) -> np.ndarray | None:
+        return refine_deep(H, a, b, coarse=coarse, **deep_kw)
+
+    def pipeline(refiner: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return estimate_homography(a, b, preset=preset, seed=seed, refiner=refiner,
+                                   deep_weights=deep_kw.get("weights")).H
+
+    rows: list[SyntheticRow] = []
+    total = pairs * len([r for r in regimes if plan[r]])
+    done = 0
+    t_start = time.perf_counter()
+    if progress:
+        progress(0, total, "")
+    for rid, regime in enumerate(REGIME_CHOICES):
+        if regime not in regimes or not plan[regime]:
+            continue
+        for k in range(pairs):
+            rng = np.random.default_rng([seed, rid, k])
+            i = k % len(files)
+            if regime == REGIME_DETONE:
+                pr = detone_pair(images[i], rng, name=names[i])
+            else:
+                pr = detone_pair(images[i], rng, photo=Photometric(p=REFINER_PHOTOMETRIC_P),
+                                 start_rho=REFINE_START_RHO, name=names[i])
+            src, dst, P, H0 = pr.src, pr.dst, pr.size, pr.H_start
+            src.setflags(write=False)
+            dst.setflags(write=False)
+            outputs: dict[str, tuple[np.ndarray | None, float, str]] = {}
+            for m in plan[regime]:
+                if m == METHOD_SIFT_RANSAC:
+                    outputs[m] = _timed(_sift_ransac, src, dst)
+                elif m == METHOD_ECC_IDENTITY:
+                    outputs[m] = _timed(refine_ecc, np.eye(3), src, dst)
+                elif m == METHOD_CLASSICAL:
+                    outputs[m] = _timed(pipeline, "lsq", src, dst)
+                elif m == METHOD_CLASSICAL_ECC:
+                    outputs[m] = _timed(pipeline, "ecc", src, dst)
+                elif m == METHOD_DEEP_IDENTITY:
+                    outputs[m] = _timed(deep, np.eye(3), src, dst, True)
+                elif m == METHOD_CLASSICAL_DEEP:
+                    H, secs, note = _timed(pipeline, "deep", src, dst)
+                    if H is None:
+                        H, s2, note2 = _timed(deep, np.eye(3), src, dst, True)
+                        secs, note = secs + s2, f"fallback: deep from identity ({note}{'; ' + note2 if note2 else ''})"
+                    outputs[m] = (H, secs, note)
+                elif m == METHOD_START:
+                    outputs[m] = (H0, 0.0, "")
+                elif m == METHOD_ECC:
+                    outputs[m] = _timed(refine_ecc, H0, src, dst)
+                elif m == METHOD_DEEP:
+                    outputs[m] = _timed(deep, H0, src, dst, False)
+                elif m == METHOD_DEEP_ALL:
+                    outputs[m] = _timed(deep, H0, src, dst, True)
+                elif m == METHOD_DEEP_ECC:
+                    Hd, sd, nd = (outputs[METHOD_DEEP] if METHOD_DEEP in outputs
+                                  else _timed(deep, H0, src, dst, False))
+                    He, se, ne = _timed(refine_ecc, Hd if Hd is not None else H0, src, dst)
+                    outputs[m] = (He if He is not None else Hd, sd + se, "; ".join(x for x in (nd, ne) if x))
+                elif m == METHOD_ECC_ECC:
+                    He, se, ne = outputs[METHOD_ECC] if METHOD_ECC in outputs else _timed(refine_ecc, H0, src, dst)
+                    H2, s2, n2 = _timed(refine_ecc, He if He is not None else H0, src, dst)
+                    outputs[m] = (H2 if H2 is not None else He, se + s2, "; ".join(x for x in (ne, n2) if x))
+            for m in plan[regime]:
+                H, secs, note = outputs[m]
+                produced = H is not None
+                err = corner_error(H if produced else H0, pr.H_gt, P, P)
+                rows.append(SyntheticRow(regime, k, names[i], m, err if math.isfinite(err) else 1e9, secs, produced,
+                                         note))
+            done += 1
+            if progress:
+                progress(done, total, f"{regime} {k + 1}/{pairs}")
+    summaries = {
+        regime: [summarize_synthetic(regime, m, [r for r in rows if r.regime == regime and r.method == m])
+                 for m in plan[regime]]
+        for regime in REGIME_CHOICES if regime in regimes and plan[regime]
+    }
+    notes = []
+    fb = sum(1 for r in rows if r.method == METHOD_CLASSICAL_DEEP and r.detail.startswith("fallback"))
+    if any(METHOD_CLASSICAL_DEEP in ms for ms in plan.values()):
+        notes.append(f"classical+deep fell back to deep from identity on {fb} pair(s) (no plausible pipeline matrix)")
+    return SyntheticResult(str(directory), names, seed, pairs, str(deep_kw.get("weights")) if deep_kw else None,
+                           rows, summaries, time.perf_counter() - t_start, notes)

@@ -1,0 +1,208 @@
+"""Stage 1: keypoints and descriptors (SIFT, ORB, affine-simulated SIFT), bounded in number and spread out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from stitch.errors import ConfigError
+from stitch.imaging import resize_max_side, to_gray
+
+DETECTOR_CHOICES = ("sift", "orb", "asift")
+DEFAULT_DETECTOR = "sift"
+DEFAULT_MAX_KEYPOINTS = 4000
+DEFAULT_WORK_MAX_SIDE = 2000
+DEFAULT_ASIFT_TILTS = (2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Detector settings. ``work_max_side`` bounds the detection resolution; points come back in full-res px."""
+
+    detector: str = DEFAULT_DETECTOR
+    max_keypoints: int = DEFAULT_MAX_KEYPOINTS
+    work_max_side: int = DEFAULT_WORK_MAX_SIDE
+    grid: int = 8
+    asift_tilts: tuple[float, ...] = DEFAULT_ASIFT_TILTS
+    asift_view_keypoints: int = 1200
+    asift_max_side: int = 900
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTOR_CHOICES:
+            raise ConfigError(f"detector={self.detector!r}: choose one of {', '.join(DETECTOR_CHOICES)}")
+        if self.max_keypoints < 8:
+            raise ConfigError(f"max_keypoints={self.max_keypoints}: must be at least 8")
+        if self.work_max_side < 64:
+            raise ConfigError(f"work_max_side={self.work_max_side}: must be at least 64")
+        if self.grid < 1:
+            raise ConfigError(f"grid={self.grid}: must be at least 1")
+        if any(t <= 1.0 for t in self.asift_tilts):
+            raise ConfigError(f"asift_tilts={self.asift_tilts}: every tilt must be > 1")
+
+    def label(self) -> str:
+        """Short human-readable tag, e.g. 'sift-4000'."""
+        return f"{self.detector}-{self.max_keypoints}"
+
+
+@dataclass
+class Features:
+    """Keypoints of one image. pts (N, 2) float32 full-res px; desc (N, D); view (N,) int: 0 = original view."""
+
+    pts: np.ndarray
+    desc: np.ndarray
+    norm: int
+    image_size: tuple[int, int]  # (width, height) of the full-resolution image
+    view: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+
+    def __post_init__(self) -> None:
+        if len(self.view) != len(self.pts):  # default: every point is from the original view
+            self.view = np.zeros(len(self.pts), np.int32)
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def subset(self, keep: np.ndarray) -> Features:
+        """Features restricted to a boolean mask or index array."""
+        return replace(self, pts=self.pts[keep], desc=self.desc[keep], view=self.view[keep])
+
+
+def spread_keypoints(xy: np.ndarray, resp: np.ndarray, width: int, height: int, max_keypoints: int,
+                     grid: int) -> np.ndarray:
+    """Indices of at most ``max_keypoints`` points (xy (N, 2), resp (N,)): strongest per grid cell first."""
+    if len(xy) <= max_keypoints:
+        return np.arange(len(xy))
+    cx = np.clip((xy[:, 0] * grid / max(width, 1)).astype(int), 0, grid - 1)
+    cy = np.clip((xy[:, 1] * grid / max(height, 1)).astype(int), 0, grid - 1)
+    cell = cy * grid + cx
+    # rank of each keypoint inside its cell by response (0 = strongest)
+    order = np.lexsort((-resp, cell))
+    rank = np.empty(len(xy), dtype=np.int64)
+    sorted_cells = cell[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_cells)) + 1]
+    counts = np.diff(np.r_[starts, len(order)])
+    rank[order] = np.arange(len(order)) - np.repeat(starts, counts)
+    # round-robin over cells: all rank-0 points first (strongest first), then rank-1, ...
+    return np.sort(np.lexsort((-resp, rank))[:max_keypoints])
+
+
+def _detector(kind: str, n: int):
+    if kind == "orb":
+        return cv2.ORB_create(nfeatures=max(2 * n, 500), scaleFactor=1.2, nlevels=8, fastThreshold=10)
+    return cv2.SIFT_create(nfeatures=0, contrastThreshold=0.04)
+
+
+#: A view's detection before the cap: pts (N, 2) float32 view px, responses (N,), raw descriptors (N, D).
+RawView = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _raw_view(gray: np.ndarray, kind: str, max_kp: int) -> RawView:
+    """Every keypoint of one (H, W) uint8 view with its response and descriptor (SIFT: uncapped)."""
+    kps, desc = _detector(kind, max_kp).detectAndCompute(gray, None)
+    if desc is None or not kps:
+        return (np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
+                np.zeros((0, 32 if kind == "orb" else 128), _desc_dtype(kind)))
+    return (np.array([k.pt for k in kps], dtype=np.float32), np.array([k.response for k in kps], np.float32),
+            desc)
+
+
+def _cap_view(raw: RawView, shape: tuple[int, ...], kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """pts (M, 2) and descriptors (M, D) of at most ``max_kp`` spread keypoints of a raw detection."""
+    pts, resp, desc = raw
+    keep = spread_keypoints(pts, resp, shape[1], shape[0], max_kp, grid)
+    pts, desc = pts[keep], desc[keep]
+    if kind != "orb":  # RootSIFT: L1-normalise then sqrt; Euclidean distance then compares Hellinger kernels
+        desc = desc.astype(np.float32)
+        desc /= desc.sum(axis=1, keepdims=True) + 1e-7
+        desc = np.sqrt(desc)
+    return pts, desc
+
+
+def _detect_view(gray: np.ndarray, kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Detect on one (H, W) uint8 view; returns pts (N, 2) float32 in that view's px and desc (N, D)."""
+    return _cap_view(_raw_view(gray, kind, max_kp), gray.shape, kind, max_kp, grid)
+
+
+def _desc_dtype(kind: str):
+    return np.uint8 if kind == "orb" else np.float32
+
+
+def affine_views(width: int, height: int, tilts: tuple[float, ...]) -> list[tuple[float, np.ndarray]]:
+    """ASIFT view simulations: (tilt, R (2, 3) rotating original px into a canvas that holds the whole image)."""
+    views = []
+    for t in tilts:
+        for phi in np.arange(0.0, 180.0, 72.0 / t):
+            a = math.radians(phi)
+            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+            corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], float) @ rot.T
+            views.append((t, np.hstack([rot, -corners.min(axis=0)[:, None]])))
+    return views
+
+
+def _asift_view_features(gray: np.ndarray, cfg: FeatureConfig) -> tuple[list, list, list]:
+    h, w = gray.shape
+    pts_all, desc_all, view_all = [], [], []
+    for vid, (t, R) in enumerate(affine_views(w, h, cfg.asift_tilts), start=1):
+        corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], float) @ R.T
+        rw, rh = (np.ceil(corners.max(axis=0)).astype(int) + 1).tolist()
+        size = (max(1, round(rw / t)), rh)
+        A = np.array([[size[0] / rw, 0.0], [0.0, 1.0]]) @ R  # exact squeeze of the rotated canvas width
+        A[0, 2] += 0.5 * size[0] / rw - 0.5
+        rot = cv2.warpAffine(gray, R, (rw, rh), flags=cv2.INTER_LINEAR)
+        rot = cv2.GaussianBlur(rot, (0, 0), sigmaX=0.8 * math.sqrt(t * t - 1), sigmaY=0.01)
+        view = cv2.resize(rot, size, interpolation=cv2.INTER_LINEAR)
+        mask_src = np.full((h, w), 255, np.uint8)
+        mask = cv2.warpAffine(mask_src, A, size, flags=cv2.INTER_NEAREST)
+        view[cv2.erode(mask, np.ones((5, 5), np.uint8)) == 0] = 0
+        p, d = _detect_view(view, "sift", cfg.asift_view_keypoints, max(2, cfg.grid // 2))
+        if len(p) == 0:
+            continue
+        Ainv = cv2.invertAffineTransform(A)
+        back = p.astype(np.float64) @ Ainv[:, :2].T + Ainv[:, 2]
+        inside = (back[:, 0] >= 0) & (back[:, 0] < w) & (back[:, 1] >= 0) & (back[:, 1] < h)
+        pts_all.append(back[inside].astype(np.float32))
+        desc_all.append(d[inside])
+        view_all.append(np.full(int(inside.sum()), vid, np.int32))
+    return pts_all, desc_all, view_all
+
+
+def _to_full(pts: np.ndarray, s: float) -> np.ndarray:
+    """Points (N, 2) from an image resized by ``s`` back to original px (cv2.resize pixel-centre convention)."""
+    return ((pts.astype(np.float64) + 0.5) / s - 0.5).astype(np.float32)
+
+
+def detect(img: np.ndarray, config: FeatureConfig | None = None, raw_cache: dict | None = None) -> Features:
+    """Detect features on (H, W, 3) BGR or (H, W) uint8; returns Features with full-resolution pixel coordinates.
+
+    ``raw_cache`` (one dict per image) keeps the uncapped SIFT detection of the original view, so that
+    another keypoint cap on the same image (a costlier search level) re-selects instead of re-detecting.
+    """
+    cfg = config or FeatureConfig()
+    gray = to_gray(img)
+    h, w = gray.shape
+    work, s = resize_max_side(gray, cfg.work_max_side)
+    kind = "orb" if cfg.detector == "orb" else "sift"
+    key = (kind, cfg.work_max_side, cfg.max_keypoints if kind == "orb" else None)  # ORB's detection depends on n
+    if raw_cache is None or key not in raw_cache:
+        raw = _raw_view(work, kind, cfg.max_keypoints)
+        if raw_cache is not None:
+            raw_cache[key] = raw
+    else:
+        raw = raw_cache[key]
+    pts, desc = _cap_view(raw, work.shape, kind, cfg.max_keypoints, cfg.grid)
+    pts_list, desc_list, view_list = [_to_full(pts, s)], [desc], [np.zeros(len(pts), np.int32)]
+    if cfg.detector == "asift":
+        small, s2 = resize_max_side(gray, cfg.asift_max_side)
+        p2, d2, v2 = _asift_view_features(small, cfg)
+        pts_list += [_to_full(p, s2) for p in p2]
+        desc_list += d2
+        view_list += v2
+    return Features(
+        pts=np.concatenate(pts_list).astype(np.float32),
+        desc=np.concatenate(desc_list),
+        norm=cv2.NORM_HAMMING if kind == "orb" else cv2.NORM_L2,
+        image_size=(w, h),
+        view=np.concatenate(view_list),
+    )

@@ -1,0 +1,302 @@
+"""Stage 5: choose the best homography. Bottom-up search over feature, matching and estimator settings.
+
+The search starts with the cheapest feature/matching level, runs every estimator setting of that level on
+its matches (one Candidate each), scores all of them with the stitching-quality score, and escalates to a
+costlier level (more features, a looser ratio, affine-simulated SIFT) only while the best score stays
+below ``accept_score``. The winner is then refined (least squares, ECC) and a refinement is kept only when
+it raises the score.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from stitch.errors import ConfigError, NoOverlapError
+from stitch.geometry import transfer_errors
+from stitch.homography import quality
+from stitch.homography.candidates import Candidate, EstimatorSpec, generate
+from stitch.homography.features import DETECTOR_CHOICES, FeatureConfig, Features, detect
+from stitch.homography.matching import MatchConfig, Matches, match
+from stitch.homography.refine import DEFAULT_REFINER, REFINER_CHOICES, corner_shift, refine_ecc, refine_lsq
+from stitch.io import ImageLike, image_name, load_image
+
+PRESET_CHOICES = ("fast", "accurate", "exhaustive")
+DEFAULT_PRESET = "accurate"
+DEFAULT_ACCEPT_SCORE = 0.55
+DEFAULT_MIN_INLIERS = 8
+
+
+@dataclass(frozen=True)
+class Level:
+    """One rung of the bottom-up search: feature and matching settings plus the estimator grid run on them."""
+
+    name: str
+    features: FeatureConfig
+    matching: MatchConfig
+    specs: tuple[EstimatorSpec, ...]
+
+
+def estimator_grid(preset: str) -> tuple[EstimatorSpec, ...]:
+    """The estimator x threshold x seed grid of a preset."""
+    if preset == "fast":
+        return (EstimatorSpec("USAC_MAGSAC", 2.0), EstimatorSpec("RANSAC", 3.0), EstimatorSpec("USAC_ACCURATE", 2.0))
+    grid = [
+        EstimatorSpec("USAC_MAGSAC", 1.0), EstimatorSpec("USAC_MAGSAC", 2.0), EstimatorSpec("USAC_MAGSAC", 4.0),
+        EstimatorSpec("USAC_ACCURATE", 2.0), EstimatorSpec("USAC_PROSAC", 3.0),
+        EstimatorSpec("RANSAC", 2.0, 0), EstimatorSpec("RANSAC", 2.0, 1), EstimatorSpec("RANSAC", 4.0),
+        EstimatorSpec("LMEDS", 3.0), EstimatorSpec("RHO", 3.0),
+    ]
+    if preset == "exhaustive":
+        grid += [EstimatorSpec("USAC_MAGSAC", 2.0, s) for s in (1, 2, 3)]
+        grid += [EstimatorSpec("RANSAC", t, s) for t in (1.0, 3.0, 6.0) for s in (0, 2)]
+    return tuple(grid)
+
+
+def preset_levels(preset: str, detector: str | None = None, max_keypoints: int | None = None) -> tuple[Level, ...]:
+    """The feature/matching levels of a preset, cheapest first; ``detector`` pins the first level's detector."""
+    if preset not in PRESET_CHOICES:
+        raise ConfigError(f"preset={preset!r}: choose one of {', '.join(PRESET_CHOICES)}")
+    if detector is not None and detector not in DETECTOR_CHOICES:
+        raise ConfigError(f"detector={detector!r}: choose one of {', '.join(DETECTOR_CHOICES)}")
+    grid = estimator_grid(preset)
+    n = max_keypoints if max_keypoints is not None else (2000 if preset == "fast" else 4000)
+    first = FeatureConfig(detector=detector or ("orb" if preset == "fast" else "sift"), max_keypoints=n)
+    levels = [Level(first.label(), first, MatchConfig(0.8, True), grid)]
+    if preset == "fast":
+        if first.detector != "sift":
+            levels.append(Level(f"sift-{n}", FeatureConfig("sift", n), MatchConfig(0.8, True), grid))
+        return tuple(levels)
+    if first.detector != "asift":
+        dense = FeatureConfig("sift", 2 * n)
+        levels.append(Level(f"{dense.label()}-loose", dense, MatchConfig(0.9, False), grid))
+        levels.append(Level("asift", FeatureConfig("asift", n), MatchConfig(0.8, True), grid))
+    return tuple(levels)
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Everything estimate_pair needs. Build it with ``SelectConfig.from_options(preset=..., ...)``."""
+
+    levels: tuple[Level, ...]
+    accept_score: float = DEFAULT_ACCEPT_SCORE
+    refiner: str = DEFAULT_REFINER
+    score: quality.ScoreConfig = field(default_factory=quality.ScoreConfig)
+    seed: int = 0
+    min_inliers: int = DEFAULT_MIN_INLIERS
+    exhaustive: bool = False
+    deep_weights: str | None = None  # refiner "deep": a weights file (None: the shipped weights)
+
+    @classmethod
+    def from_options(cls, preset: str = DEFAULT_PRESET, detector: str | None = None, max_keypoints: int | None = None,
+                     refiner: str | None = None, seed: int = 0, accept_score: float | None = None,
+                     estimators: list[str] | None = None, thresholds: list[float] | None = None,
+                     ratio: float | None = None, score_max_side: int | None = None,
+                     min_inliers: int = DEFAULT_MIN_INLIERS,
+                     deep_weights: str | os.PathLike | None = None) -> SelectConfig:
+        """Config from a named preset plus overrides (each override is checked and names itself on error)."""
+        if max_keypoints is not None and max_keypoints < 8:
+            raise ConfigError(f"max_keypoints={max_keypoints}: must be at least 8")
+        if score_max_side is not None and score_max_side < 32:
+            raise ConfigError(f"score_max_side={score_max_side}: must be at least 32")
+        if min_inliers < 4:
+            raise ConfigError(f"min_inliers={min_inliers}: a homography needs at least 4")
+        levels = preset_levels(preset, detector, max_keypoints)
+        if estimators or thresholds:
+            base = levels[0].specs
+            methods = estimators or sorted({s.method for s in base}, key=[s.method for s in base].index)
+            ths = thresholds or sorted({s.threshold for s in base})
+            specs = tuple(EstimatorSpec(m, t) for m in methods for t in ths)
+            levels = tuple(replace(lv, specs=specs) for lv in levels)
+        if ratio is not None:
+            levels = tuple(replace(lv, matching=MatchConfig(ratio, lv.matching.mutual)) for lv in levels)
+        if deep_weights is not None and not isinstance(deep_weights, (str, os.PathLike)):
+            raise ConfigError(f"deep_weights={deep_weights!r}: expected the path of a weights file")
+        ref = refiner if refiner is not None else ("lsq" if preset == "fast" else DEFAULT_REFINER)
+        if ref not in REFINER_CHOICES:
+            raise ConfigError(f"refiner={ref!r}: choose one of {', '.join(REFINER_CHOICES)}")
+        sc = quality.ScoreConfig() if score_max_side is None else quality.ScoreConfig(work_max_side=score_max_side)
+        return cls(levels=levels, accept_score=DEFAULT_ACCEPT_SCORE if accept_score is None else accept_score,
+                   refiner=ref, score=sc, seed=int(seed), min_inliers=min_inliers,
+                   exhaustive=(preset == "exhaustive"),
+                   deep_weights=None if deep_weights is None else os.fspath(deep_weights))
+
+
+OPTION_NAMES = ("detector", "max_keypoints", "refiner", "accept_score", "estimators", "thresholds", "ratio",
+                "score_max_side", "min_inliers", "deep_weights")
+
+
+@dataclass
+class HomographyResult:
+    """The chosen homography. H (3, 3) float64 maps src px to dst px; candidates are every scored try, best first."""
+
+    H: np.ndarray
+    score: float
+    parts: dict[str, float]
+    candidates: list[Candidate]
+    matches: Matches
+    inliers: np.ndarray
+    refined_by: str
+    levels_tried: list[str]
+    seconds: float
+    src_size: tuple[int, int]
+    dst_size: tuple[int, int]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Candidate:
+        """The winning (unrefined) candidate."""
+        return self.candidates[0]
+
+    @property
+    def n_inliers(self) -> int:
+        """Matches within the support threshold of the final H."""
+        return int(np.count_nonzero(self.inliers))
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary of the result (the matrix, score parts, and every candidate)."""
+        return {
+            "H": self.H.tolist(),
+            "score": round(float(self.score), 6),
+            "parts": {k: round(float(v), 6) for k, v in self.parts.items()},
+            "refined_by": self.refined_by,
+            "inliers": self.n_inliers,
+            "matches": len(self.matches),
+            "levels_tried": self.levels_tried,
+            "seconds": round(self.seconds, 4),
+            "warnings": list(self.warnings),
+            "candidates": [c.summary() for c in self.candidates],
+        }
+
+
+@dataclass
+class FeatureCache:
+    """One image's detections: Features per FeatureConfig, and the uncapped detections they are cut from
+    (stitch.features.detect's raw_cache), so levels that differ only in the keypoint cap detect once."""
+
+    features: dict[FeatureConfig, Features] = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+
+def max_refine_shift(src_size: tuple[int, int]) -> float:
+    """Largest corner move (px) a refinement may make: 3% of the src diagonal, at least 10 px."""
+    return max(10.0, 0.03 * float(np.hypot(*src_size)))
+
+
+def _refiners(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches,
+              deep_weights: str | None = None) -> list:
+    """The (name, H -> H or None) refinement steps for a refiner setting, applied in order."""
+    steps = []
+    if refiner in ("lsq", "ecc", "deep"):
+        steps.append(("lsq", lambda H: refine_lsq(H, matches)))
+    if refiner in ("ecc", "deep"):
+        steps.append(("ecc", lambda H: refine_ecc(H, src_img, dst_img)))
+    if refiner == "deep":
+        from stitch.deep import refine_deep  # optional: needs torch + kornia
+
+        steps.append(("deep", lambda H: refine_deep(H, src_img, dst_img, weights=deep_weights)))
+    return steps
+
+
+def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache) -> Features:
+    """Features of img under cfg, from/into the image's FeatureCache."""
+    if cfg not in cache.features:
+        cache.features[cfg] = detect(img, cfg, cache.raw)
+    return cache.features[cfg]
+
+
+def run_level(level: Level, src_img: np.ndarray, dst_img: np.ndarray, cfg: SelectConfig,
+              ctx: quality.ScoringContext, src_cache: FeatureCache, dst_cache: FeatureCache) -> list[Candidate]:
+    """Every estimator run of one level on its matches, each scored; seconds include a share of detect+match."""
+    t0 = time.perf_counter()
+    fa = image_features(src_img, level.features, src_cache)
+    fb = image_features(dst_img, level.features, dst_cache)
+    m = match(fa, fb, level.matching)
+    specs = [replace(s, seed=s.seed + cfg.seed) for s in level.specs]
+    tags = {"level": level.name, "features": level.features.label(), "matching": level.matching.label()}
+    new = generate(m, specs, tags)
+    overhead = (time.perf_counter() - t0 - sum(c.seconds for c in new)) / max(len(new), 1)
+    for c in new:
+        t1 = time.perf_counter()
+        if c.ok and c.n_inliers < cfg.min_inliers:
+            c.rejected = f"{c.n_inliers} inliers < min_inliers={cfg.min_inliers}"
+        if c.ok:
+            c.score, c.parts, c.rejected = quality.score(c.H, ctx, m)
+        c.seconds += overhead + time.perf_counter() - t1
+    return new
+
+
+def _sort_key(c: Candidate) -> tuple:
+    return (not c.ok, -c.score if c.ok else 0.0, -c.n_inliers)
+
+
+def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig | None = None,
+                  src_cache: FeatureCache | None = None, dst_cache: FeatureCache | None = None,
+                  names: tuple[str, str] = ("src", "dst"),
+                  progress: Callable[[str], None] | None = None) -> HomographyResult:
+    """Bottom-up candidate search between (H, W, 3) uint8 images; raises NoOverlapError if nothing is plausible."""
+    cfg = config or SelectConfig.from_options()
+    t0 = time.perf_counter()
+    src_cache = FeatureCache() if src_cache is None else src_cache  # levels share one detection per image
+    dst_cache = FeatureCache() if dst_cache is None else dst_cache
+    ctx = quality.make_context(src_img, dst_img, cfg.score)
+    cands: list[Candidate] = []
+    tried: list[str] = []
+    for level in cfg.levels:
+        if progress:
+            progress(f"{names[0]} -> {names[1]}: {level.name}")
+        new = run_level(level, src_img, dst_img, cfg, ctx, src_cache, dst_cache)
+        cands += new
+        tried.append(level.name)
+        best = max((c.score for c in cands if c.ok), default=float("-inf"))
+        if best >= cfg.accept_score and not cfg.exhaustive:
+            break
+    cands.sort(key=_sort_key)
+    if not cands or not cands[0].ok:
+        why = cands[0].rejected if cands else "no candidates"
+        raise NoOverlapError(f"no plausible homography from {names[0]} to {names[1]} (best try: {why}); "
+                             "the images may not overlap - try detector='asift' or preset='exhaustive'")
+    win = cands[0]
+    H, sc, parts, how = win.H, win.score, win.parts, "none"
+    for name, fn in _refiners(cfg.refiner, src_img, dst_img, win.matches, cfg.deep_weights):
+        H2 = fn(H)
+        if H2 is None or corner_shift(H, H2, *ctx.src_size) > max_refine_shift(ctx.src_size):
+            continue  # diverged, or moved too far to be a refinement
+        s2, p2, r2 = quality.score(H2, ctx, win.matches)
+        if r2 is None and s2 > sc:
+            H, sc, parts, how = H2, s2, p2, name if how == "none" else f"{how}+{name}"
+    inl = transfer_errors(H, win.matches.src_pts, win.matches.dst_pts) < cfg.score.support_tau
+    res = HomographyResult(H, sc, parts, cands, win.matches, inl, how, tried, time.perf_counter() - t0,
+                           ctx.src_size, ctx.dst_size)
+    if sc < cfg.accept_score:
+        res.warnings.append(f"low quality score {sc:.3f} < {cfg.accept_score}: check the alignment")
+    return res
+
+
+def estimate_homography(src: ImageLike, dst: ImageLike, *, preset: str = DEFAULT_PRESET, seed: int = 0,
+                        config: SelectConfig | None = None, progress: Callable[[str], None] | None = None,
+                        **options: Any) -> HomographyResult:
+    """Estimate H (3, 3) mapping src pixels to dst pixels; src/dst are paths or (H, W[, C]) arrays.
+
+    ``options`` override the preset: detector, max_keypoints, refiner, accept_score, estimators,
+    thresholds, ratio, score_max_side, min_inliers, deep_weights (see SelectConfig.from_options).
+    """
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(OPTION_NAMES)}")
+    if config is not None and options:
+        raise ConfigError(f"pass either config= or options ({', '.join(sorted(options))}), not both")
+    cfg = config or SelectConfig.from_options(preset=preset, seed=seed, **options)
+    a, b = load_image(src, "src"), load_image(dst, "dst")
+    res = estimate_pair(a, b, cfg, names=(image_name(src, 0) if not isinstance(src, np.ndarray) else "src",
+                                          image_name(dst, 1) if not isinstance(dst, np.ndarray) else "dst"),
+                        progress=progress)
+    for w in res.warnings:
+        warnings.warn(w, stacklevel=2)
+    return res

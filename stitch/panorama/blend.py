@@ -1,0 +1,462 @@
+"""Stage 8c: blending at full resolution with bounded memory: multi-band (Laplacian pyramid) or feather.
+
+Inputs: the full-resolution images with their homographies and canvas (stitch.warp), and, from the
+seam-resolution stages, each image's seam mask and gain map (stitch.seams, stitch.exposure) together with
+the affine map between the two canvases (``LowGrid``). Each image is warped at full resolution a strip at a
+time (``strip_pixels`` canvas pixels), never as a whole canvas.
+
+Weights. Image k's weight at a full-resolution canvas pixel is
+
+    M_k = valid_k * (seam_k + eps)
+
+where valid_k marks the pixels that see the image, seam_k is its seam mask sampled bilinearly from the seam
+canvas (a transition of about one seam pixel), and eps (``EPS_WEIGHT``) lets a pixel that no seam mask
+claims (the seam canvas is coarser than the valid region's edge) still take any image that sees it.
+
+* ``multiband`` (Burt & Adelson 1983; the scheme of OpenCV's MultiBandBlender): the Laplacian pyramid of
+  every image is blended band by band, band l with the weights G_l(M_k) (the Gaussian pyramid of the
+  weights) normalised by their sum, and the blended pyramid is collapsed. Low frequencies (exposure, sky)
+  mix over a wide zone, fine detail over a few pixels, so the seam neither shows a step nor ghosts.
+  The number of bands follows the overlap width w (the median over overlapping pairs of overlap area /
+  its longer bounding-box side, in full-resolution px): bands = clip(floor(log2 w) - 2, 1, MAX_BANDS), so
+  that the coarsest band spans about the overlap.
+
+  Memory: the pyramid is split at level c = min(bands, FINE_LEVELS), and the canvas is processed in one
+  pass over horizontal strips (``strip_pixels``), each extended by a margin of 4 * 2^c rows so the
+  pyramid's filters see the same pixels as on the whole canvas. A strip warps every image that touches it
+  once, one image at a time; from that warp come the image's Gaussian level c (kept per image at 1 / 2^c
+  resolution) and its bands 0..c-1 on the columns where its weight matters (its seam mask, grown by the
+  filters' reach). The strip's blended fine bands are collapsed and stored as int16 (1/32 gray level).
+  Then the coarse bands (levels >= c) are blended on the whole 1 / 2^c canvas, and every output strip is
+  the upsampled coarse result plus its stored fine part. Strip origins are multiples of 2^c and each
+  image's coarse region a multiple of 2^bands, so every level's sampling grid is the global one: the
+  result equals a whole-canvas multi-band blend up to rounding (tests/test_blend.py compares strips of
+  20 000 px with one strip), while the float buffers hold one strip and one image at a time (plus the
+  int16 fine part, 6 bytes per canvas pixel, and the uint8 result). On
+  opencv_boat (6 photos of 10 MP, an 8633 x 1953 result) the whole stitch peaks at about 0.7 GB.
+
+* ``feather``: one level; weights valid_k * (blurred seam_k + eps), the seam mask blurred on the seam
+  canvas with sigma = w / 4 (full-resolution px): a linear-like cross-fade of about w / 2 px around each seam
+  (with seam 'none', a cross-fade over the whole overlap, like the plain compositor).
+* ``none``: one level, hard seams: weights valid_k * ([seam_k >= 0.5] + eps).
+
+Images are extended beyond their borders by replicating the edge pixels (cv2.remap BORDER_REPLICATE), so
+a Laplacian band near an image border does not pull the blend towards black.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stitch.errors import ConfigError
+from stitch.geometry import box_slices, union_box
+from stitch.panorama.exposure import Gains
+from stitch.panorama.views import LowView, overlapping_pairs
+from stitch.panorama.warp import MAX_TILE_SIDE, Canvas, remap_replicate, tile_maps
+
+BLEND_CHOICES = ("multiband", "feather", "none")
+DEFAULT_BLEND = "multiband"
+MAX_BANDS = 10
+#: Pyramid levels blended strip by strip at full resolution; coarser ones on the 1 / 2^c canvas.
+FINE_LEVELS = 3
+#: Canvas pixels per strip (the float buffers take roughly 100 bytes per strip pixel).
+DEFAULT_STRIP_PIXELS = 2_000_000
+EPS_WEIGHT = 1e-4
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class LowGrid:
+    """Affine map from full-resolution canvas pixels (c, r) to seam-canvas pixels: (s c + tx, s r + ty)."""
+
+    scale: float
+    tx: float
+    ty: float
+
+    def region_matrix(self, region_origin: tuple[int, int], low_origin: tuple[int, int]) -> np.ndarray:
+        """M (2, 3) for cv2.warpAffine(..., WARP_INVERSE_MAP): region pixel -> low-map pixel."""
+        s = self.scale
+        return np.array([[s, 0.0, s * region_origin[0] + self.tx - low_origin[0]],
+                         [0.0, s, s * region_origin[1] + self.ty - low_origin[1]]])
+
+
+def sample_low(low_map: np.ndarray, low_origin: tuple[int, int], grid: LowGrid,
+               region: tuple[int, int, int, int], replicate: bool = False) -> np.ndarray:
+    """A low-resolution (h', w'[, C]) float32 map over a low box, sampled bilinearly at a full-res region.
+
+    Returns (h, w[, C]) float32 for region (x0, y0, x1, y1); outside the low box: 0, or the nearest edge
+    value when ``replicate``.
+    """
+    x0, y0, x1, y1 = region
+    M = grid.region_matrix((x0, y0), low_origin)
+    src = np.ascontiguousarray(low_map, dtype=np.float32)
+    out = np.empty((y1 - y0, x1 - x0) + src.shape[2:], np.float32)
+    border = cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT
+    for tx in range(0, x1 - x0, MAX_TILE_SIDE):  # warpAffine's destination limit, as for remap
+        tw = min(MAX_TILE_SIDE, x1 - x0 - tx)
+        Mt = M.copy()
+        Mt[:, 2] += M[:, 0] * tx
+        res = cv2.warpAffine(src, Mt, (tw, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=border, borderValue=0)
+        out[:, tx:tx + tw] = res.reshape(out[:, tx:tx + tw].shape)
+    return out
+
+
+def warp_region(img: np.ndarray, H: np.ndarray, canvas: Canvas,
+                region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """img (h, w, 3) uint8 warped onto canvas region (x0, y0, x1, y1): (uint8 (rh, rw, 3), valid (rh, rw) bool).
+
+    Beyond the image's border the values are its edge pixels replicated (the extension the pyramid needs);
+    ``valid`` marks the pixels that really see the image.
+    """
+    x0, y0, x1, y1 = region
+    out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+    valid = np.zeros((y1 - y0, x1 - x0), bool)
+    for sl, inside, mx, my in tile_maps(H, canvas, region, (img.shape[1], img.shape[0])):
+        valid[sl] = inside
+        out[sl] = remap_replicate(img, mx, my)
+    return out, valid
+
+
+def bands_for_overlap(width_px: float, canvas_size: tuple[int, int]) -> int:
+    """Number of multi-band levels for an overlap ``width_px`` wide (see the module docstring)."""
+    if not (width_px > 0 and math.isfinite(width_px)):
+        return 1
+    bands = math.floor(math.log2(max(width_px, 2.0))) - 2
+    limit = math.floor(math.log2(max(min(canvas_size), 8) / 4.0))
+    return int(np.clip(bands, 1, max(1, min(MAX_BANDS, limit))))
+
+
+def overlap_width(views: Sequence[LowView], scale: float) -> float:
+    """Median overlap width (full-res px) over the overlapping pairs of low views; 0 when none overlap."""
+    widths = []
+    for i, j, r in overlapping_pairs(views):
+        both = views[i].mask[box_slices(r, views[i].offset)] & views[j].mask[box_slices(r, views[j].offset)]
+        area = int(both.sum())
+        if area < 4:
+            continue
+        ys, xs = np.nonzero(both)
+        widths.append(area / max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
+    return float(np.median(widths)) / scale if widths else 0.0
+
+
+@dataclass
+class Blended:
+    """The blended canvas: image (H, W, 3) uint8 (black where empty), mask (H, W) bool, bands used."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    bands: int
+
+
+def _align_down(x: int, a: int) -> int:
+    return (x // a) * a
+
+
+def _align_up(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+class _Source:
+    """One image's full-resolution inputs: pixels, homography, canvas box, seam/gain maps on the low canvas."""
+
+    def __init__(self, img: np.ndarray, H: np.ndarray, box: tuple[int, int, int, int], seam: np.ndarray,
+                 low_origin: tuple[int, int], gain: np.ndarray, gain_uniform: bool, relevant: np.ndarray) -> None:
+        self.img, self.H, self.box = img, H, box
+        self.seam, self.low_origin = seam, low_origin
+        self.gain, self.gain_uniform = gain, gain_uniform
+        self.relevant = relevant
+
+    def columns(self, grid: LowGrid, y0: int, y1: int) -> tuple[int, int] | None:
+        """Full-res canvas columns [x0, x1) where this image matters within rows [y0, y1); None if nowhere."""
+        s, ox, oy = grid.scale, self.low_origin[0], self.low_origin[1]
+        h = self.relevant.shape[0]
+        r0 = max(0, math.floor(s * y0 + grid.ty - oy) - 1)
+        r1 = min(h, math.ceil(s * y1 + grid.ty - oy) + 2)
+        if r1 <= r0:
+            return None
+        cols = np.flatnonzero(self.relevant[r0:r1].any(axis=0))
+        if len(cols) == 0:
+            return None
+        x0 = math.floor((cols[0] + ox - grid.tx) / s) - 1
+        x1 = math.ceil((cols[-1] + 1 + ox - grid.tx) / s) + 1
+        return max(x0, self.box[0]), min(x1, self.box[2])
+
+    def weighted(self, canvas: Canvas, grid: LowGrid, region: tuple[int, int, int, int],
+                 method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Over region: gain-compensated pixels (h, w, 3) float32, weight M_k (h, w) float32, valid (h, w) bool."""
+        raw, valid = warp_region(self.img, self.H, canvas, region)
+        if self.gain_uniform:
+            img = np.multiply(raw, self.gain[0, 0].reshape(1, 1, -1), dtype=np.float32)
+        else:
+            g = sample_low(self.gain, self.low_origin, grid, region, replicate=True)
+            img = np.multiply(raw, g.reshape(g.shape[0], g.shape[1], -1), dtype=np.float32)
+        del raw
+        weight = sample_low(self.seam, self.low_origin, grid, region)
+        if method == "none":
+            weight = (weight >= 0.5).astype(np.float32)
+        weight += np.float32(EPS_WEIGHT)
+        weight *= valid
+        return img, weight, valid
+
+
+def _gauss(x: np.ndarray, levels: int) -> list[np.ndarray]:
+    pyr = [x]
+    for _ in range(levels):
+        pyr.append(cv2.pyrDown(pyr[-1]))
+    return pyr
+
+
+def _up(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    up = cv2.pyrUp(x, dstsize=(shape[1], shape[0]))
+    return up.reshape(shape[:2] + x.shape[2:]) if up.ndim < x.ndim else up
+
+
+def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas, grid: LowGrid,
+          views: Sequence[LowView], seam_masks: Sequence[np.ndarray], gains: Gains, method: str = DEFAULT_BLEND,
+          bands: int | None = None, strip_pixels: int = DEFAULT_STRIP_PIXELS,
+          progress: ProgressFn | None = None) -> Blended:
+    """Blend the images (h, w, 3) uint8 onto ``canvas`` (see the module docstring).
+
+    views / seam_masks / gains: per image, on the seam canvas (``grid`` maps full-res canvas px to it).
+    bands: multi-band levels (None: from the overlap width). Returns the canvas-size image and mask.
+    """
+    if method not in BLEND_CHOICES:
+        raise ConfigError(f"blend={method!r}: choose one of {', '.join(BLEND_CHOICES)}")
+    if strip_pixels < 1:
+        raise ConfigError(f"strip_pixels={strip_pixels}: must be positive")
+    n = len(images)
+    if not (n == len(homographies) == len(canvas.boxes) == len(views) == len(seam_masks) == len(gains.maps)):
+        raise ConfigError("blend: images, homographies, canvas boxes, views, seam masks and gains must match")
+    if bands is not None and not (isinstance(bands, int) and 0 <= bands <= MAX_BANDS):
+        raise ConfigError(f"bands={bands}: must be an integer in 0..{MAX_BANDS} (or None for automatic)")
+    width_px = overlap_width(views, grid.scale)
+    seams = [m.astype(np.float32) for m in seam_masks]
+    levels = 0
+    if method == "feather":
+        feather_px = max(width_px / 4.0, 2.0)  # the seam blur's sigma, full-res px
+        if feather_px * grid.scale > 0.3:
+            seams = [cv2.GaussianBlur(np.pad(s, 1), (0, 0), feather_px * grid.scale)[1:-1, 1:-1] for s in seams]
+        reach = int(3 * feather_px)
+    else:
+        if method != "none":
+            levels = bands if bands is not None else bands_for_overlap(width_px, canvas.size)
+        reach = (6 << min(levels, FINE_LEVELS)) if levels else 0  # full-res px a fine level's weights reach
+    c = min(levels, FINE_LEVELS)
+    relevant = _relevant(views, seam_masks, math.ceil(reach * grid.scale) + 2)
+    sources = [_Source(img, H, box, seam, v.offset, g, u, rel) for img, H, box, seam, v, g, u, rel in
+               zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant)]
+    W, Hc = canvas.size
+    step = 1 << levels
+    Wp, Hp = _align_up(W, step), _align_up(Hc, step)
+    if levels == 0:
+        image, mask = _single_level(sources, canvas, grid, method, W, Hc, Wp, Hp, strip_pixels, progress)
+    else:
+        image, mask = _multiband(sources, canvas, grid, method, levels, c, W, Hc, Wp, Hp, strip_pixels, progress)
+    return Blended(image, mask, levels)
+
+
+def _relevant(views: Sequence[LowView], seam_masks: Sequence[np.ndarray], grow: int) -> list[np.ndarray]:
+    """Per view (low box, bool): where its full-res weight matters at the fine levels.
+
+    Its seam mask, plus its valid pixels near the outer edge of the union of all views (there the seam canvas
+    is too coarse to say which image covers a full-res pixel), dilated by ``grow`` seam px.
+    """
+    x0, y0, x1, y1 = union_box(v.box for v in views)
+    union = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)  # a 1 px empty border
+    for v in views:
+        union[box_slices(v.box, (x0 - 1, y0 - 1))] |= v.mask.astype(np.uint8)
+    inner = cv2.erode(union, np.ones((5, 5), np.uint8))[1:-1, 1:-1] > 0
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    out = []
+    for v, m in zip(views, seam_masks):
+        edge = v.mask & ~inner[box_slices(v.box, (x0, y0))]
+        keep = (m | edge).astype(np.uint8)
+        out.append(cv2.dilate(np.pad(keep, grow), kernel)[grow:-grow or None, grow:-grow or None] > 0)
+    return out
+
+
+def _expanded(box: tuple[int, int, int, int], margin: int, align: int, Wp: int, Hp: int) -> tuple[int, int, int, int]:
+    return (max(0, _align_down(box[0] - margin, align)), max(0, _align_down(box[1] - margin, align)),
+            min(Wp, _align_up(box[2] + margin, align)), min(Hp, _align_up(box[3] + margin, align)))
+
+
+#: Fixed-point scale of the stored fine bands (int16): 1/32 gray level, range +-1023.
+FINE_SCALE = 32.0
+
+
+def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method: str, levels: int, c: int,
+               W: int, Hc: int, Wp: int, Hp: int, strip_pixels: int,
+               progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-band blend in one pass over strips (see the module docstring); uint8 image and mask (Hc, W).
+
+    Each strip warps every image that touches it once. From that warp come (a) the image's Gaussian level c
+    rows of the strip (kept per image, at 1 / 2^c resolution, for the coarse bands) and (b) the fine bands
+    0..c-1 on the columns where the image's weight matters; the strip's blended fine bands are collapsed and
+    stored as int16 (FINE_SCALE). Then the coarse bands are blended on the whole 1 / 2^c canvas, and each
+    strip of the output is the upsampled coarse result plus the stored fine part.
+    """
+    step_c = 1 << c
+    margin = 4 * step_c
+    fine = np.zeros((Hp, Wp, 3), np.int16)
+    mask = np.zeros((Hc, W), bool)
+    inner = [_expanded(src.box, margin, step_c, Wp, Hp) for src in sources]
+    gc_img = [np.zeros(((r[3] - r[1]) >> c, (r[2] - r[0]) >> c, 3), np.float32) for r in inner]
+    gc_w = [np.zeros(((r[3] - r[1]) >> c, (r[2] - r[0]) >> c), np.float32) for r in inner]
+    rows = max(step_c, _align_down(max(1, strip_pixels // max(1, Wp)), step_c))
+    n_strips = -(-Hp // rows)
+    for s_idx, y0 in enumerate(range(0, Hp, rows)):
+        y1 = min(Hp, y0 + rows)
+        Y0, Y1 = max(0, y0 - margin), min(Hp, y1 + margin)
+        acc = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv, 3), np.float32) for lv in range(c)]
+        wsum = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv), np.float32) for lv in range(c)]
+        for k, src in enumerate(sources):
+            rk = inner[k]
+            ry0, ry1 = max(rk[1], Y0), min(rk[3], Y1)
+            if ry1 <= ry0:
+                continue
+            region = (rk[0], ry0, rk[2], ry1)
+            img, wgt, valid = src.weighted(canvas, grid, region, method)
+            vy0, vy1 = max(y0, ry0), min(y1, ry1, Hc)
+            if vy1 > vy0:
+                xs0, xs1 = rk[0], min(rk[2], W)
+                mask[vy0:vy1, xs0:xs1] |= valid[vy0 - ry0:vy1 - ry0, :xs1 - xs0]
+            del valid
+            gi, gw = _gauss(img, c), _gauss(wgt, c)
+            del img, wgt
+            # (a) Gaussian level c rows of [y0, y1) for the coarse bands
+            cy0, cy1 = max(y0, rk[1]), min(y1, rk[3])
+            if cy1 > cy0:
+                dst = slice((cy0 - rk[1]) >> c, (cy1 - rk[1]) >> c)
+                srcs = slice((cy0 - ry0) >> c, (cy1 - ry0) >> c)
+                gc_img[k][dst] = gi[c][srcs]
+                gc_w[k][dst] = gw[c][srcs]
+            # (b) fine bands on the columns where this image's weight matters
+            cols = src.columns(grid, Y0, Y1)
+            if cols is None:
+                continue
+            fx0 = max(rk[0], _align_down(cols[0] - margin, step_c))
+            fx1 = min(rk[2], _align_up(cols[1] + margin, step_c))
+            if fx1 <= fx0:
+                continue
+            oy = ry0 - Y0
+            for lv in range(c):
+                a, b = (fx0 - rk[0]) >> lv, (fx1 - rk[0]) >> lv
+                g_here = gi[lv][:, a:b]
+                nxt = gi[lv + 1][:, (fx0 - rk[0]) >> (lv + 1):(fx1 - rk[0]) >> (lv + 1)]
+                lap = _up(np.ascontiguousarray(nxt), g_here.shape)
+                np.subtract(g_here, lap, out=lap)
+                w_here = gw[lv][:, a:b]
+                lap *= w_here[:, :, None]
+                h, w = w_here.shape
+                sy, sx = oy >> lv, fx0 >> lv
+                acc[lv][sy:sy + h, sx:sx + w] += lap
+                wsum[lv][sy:sy + h, sx:sx + w] += w_here
+            del gi, gw
+        res = None
+        for lv in range(c - 1, -1, -1):
+            blended = acc[lv] / np.maximum(wsum[lv], 1e-12)[:, :, None]
+            res = blended if res is None else _up(np.ascontiguousarray(res), blended.shape) + blended
+            acc[lv] = wsum[lv] = None
+        part = res[y0 - Y0:y1 - Y0]
+        fine[y0:y1] = np.clip(np.rint(part * FINE_SCALE), -32767, 32767).astype(np.int16)
+        if progress is not None:
+            progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
+    coarse = _coarse_bands(sources, inner, gc_img, gc_w, levels, c, Wp, Hp)
+    del gc_img, gc_w
+    if progress is not None:
+        progress(n_strips, n_strips + 1, "blending: low bands")
+    out = np.zeros((Hc, W, 3), np.uint8)
+    for y0 in range(0, Hp, rows):
+        y1 = min(Hp, y0 + rows)
+        Y0, Y1 = max(0, y0 - margin), min(Hp, y1 + margin)
+        up = np.ascontiguousarray(coarse[Y0 >> c:Y1 >> c])
+        for lv in range(c - 1, -1, -1):
+            up = _up(up, (((Y1 - Y0) >> lv), Wp >> lv, 3))
+        hh = min(y1, Hc) - y0
+        if hh <= 0:
+            continue
+        vals = up[y0 - Y0:y0 - Y0 + hh, :W] + fine[y0:y0 + hh, :W].astype(np.float32) * np.float32(1.0 / FINE_SCALE)
+        keep = mask[y0:y0 + hh]
+        block = out[y0:y0 + hh]
+        block[keep] = np.clip(np.rint(vals[keep]), 0, 255).astype(np.uint8)
+    if progress is not None:
+        progress(n_strips + 1, n_strips + 1, "blending done")
+    return out, mask
+
+
+def _coarse_bands(sources: Sequence[_Source], inner: Sequence[tuple[int, int, int, int]],
+                  gc_img: Sequence[np.ndarray], gc_w: Sequence[np.ndarray], levels: int, c: int, Wp: int,
+                  Hp: int) -> np.ndarray:
+    """The collapsed blend of levels >= c on the 1 / 2^c canvas, (Hp >> c, Wp >> c, 3) float32.
+
+    Each image's level-c Gaussian (over ``inner``, aligned to 2^c) is padded to a region aligned to
+    2^levels (replicated pixels, zero weight) so every coarser level sits on the global grid.
+    """
+    rel = levels - c  # Laplacian levels blended at the coarse resolution (the last one is the residual)
+    step_c, step_l = 1 << c, 1 << levels
+    acc = [np.zeros((Hp >> (c + j), Wp >> (c + j), 3), np.float32) for j in range(rel + 1)]
+    wsum = [np.zeros((Hp >> (c + j), Wp >> (c + j)), np.float32) for j in range(rel + 1)]
+    for src, rin, g_img, g_w in zip(sources, inner, gc_img, gc_w):
+        outer = _expanded(src.box, max(2 * step_l, 4 * step_c), step_l, Wp, Hp)
+        pad = [(rin[1] - outer[1]) >> c, (outer[3] - rin[3]) >> c, (rin[0] - outer[0]) >> c,
+               (outer[2] - rin[2]) >> c]
+        img = cv2.copyMakeBorder(g_img, *pad, cv2.BORDER_REPLICATE)
+        wgt = cv2.copyMakeBorder(g_w, *pad, cv2.BORDER_CONSTANT, value=0)
+        gi, gw = _gauss(img, rel), _gauss(wgt, rel)
+        ox, oy = outer[0] >> c, outer[1] >> c
+        for j in range(rel + 1):
+            lap = gi[j] - _up(gi[j + 1], gi[j].shape) if j < rel else gi[j]
+            h, w = gw[j].shape
+            sy, sx = oy >> j, ox >> j
+            acc[j][sy:sy + h, sx:sx + w] += lap * gw[j][:, :, None]
+            wsum[j][sy:sy + h, sx:sx + w] += gw[j]
+    result = None
+    for j in range(rel, -1, -1):
+        blended = acc[j] / np.maximum(wsum[j], 1e-12)[:, :, None]
+        result = blended if result is None else _up(result, blended.shape) + blended
+        acc[j] = wsum[j] = None
+    return result
+
+
+def _single_level(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method: str, W: int, Hc: int,
+                  Wp: int, Hp: int, strip_pixels: int, progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
+    """Feather / hard seams: one weighted average per strip, on the columns where each image matters."""
+    out = np.zeros((Hc, W, 3), np.uint8)
+    mask = np.zeros((Hc, W), bool)
+    rows = max(1, strip_pixels // max(1, Wp))
+    n_strips = -(-Hp // rows)
+    for s_idx, y0 in enumerate(range(0, Hp, rows)):
+        y1 = min(Hp, y0 + rows)
+        acc = np.zeros((y1 - y0, Wp, 3), np.float32)
+        wsum = np.zeros((y1 - y0, Wp), np.float32)
+        valid_any = np.zeros((y1 - y0, Wp), bool)
+        for src in sources:
+            cols = src.columns(grid, y0, y1)
+            if cols is None:
+                continue
+            region = (max(cols[0], 0), max(src.box[1], y0), min(cols[1], Wp), min(src.box[3], y1))
+            if region[3] <= region[1] or region[2] <= region[0]:
+                continue
+            img, wgt, valid = src.weighted(canvas, grid, region, method)
+            sl = (slice(region[1] - y0, region[3] - y0), slice(region[0], region[2]))
+            valid_any[sl] |= valid
+            img *= wgt[:, :, None]
+            acc[sl] += img
+            wsum[sl] += wgt
+        res = acc / np.maximum(wsum, 1e-12)[:, :, None]
+        hh = min(y1, Hc) - y0
+        if hh > 0:
+            keep = valid_any[:hh, :W]
+            block = out[y0:y0 + hh]
+            block[keep] = np.clip(np.rint(res[:hh, :W][keep]), 0, 255).astype(np.uint8)
+            mask[y0:y0 + hh] = keep
+        if progress is not None:
+            progress(s_idx + 1, n_strips, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
+    return out, mask

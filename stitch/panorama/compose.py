@@ -1,0 +1,274 @@
+"""Stage 8: compositing the warped images onto the canvas.
+
+``compose_panorama`` (what stitch_images runs) chains the compositing stages, each in its own module:
+
+1. every image is warped onto a *seam-resolution* canvas (``seam_megapix`` per image; the same projection
+   with its scale multiplied by s, so full-resolution canvas pixel (c, r) sits at (s c + tx, s r + ty) there,
+   see ``low_canvas``);
+2. exposure compensation solves gains on those views (stitch.exposure);
+3. seams are found on the compensated views (stitch.seams);
+4. the full-resolution images are blended strip by strip with the seam masks and gains (stitch.blend);
+5. the result is cropped to the largest rectangle inside the valid region (stitch.crop), unless disabled.
+
+Hooks (stitch.debug.PipelineHooks) receive the views, gains, seam masks and the result as they are made.
+
+``composite`` is the plain compositor (no exposure, no seams): feather = each image weighted by
+(distance to its nearest border + 1) / max at the source position of every canvas pixel, so overlaps fade
+linearly; average = every covering image counts equally. It fills the canvas in horizontal strips of at most
+``strip_pixels`` pixels, warping only the images that touch a strip, one at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stitch.errors import ConfigError
+from stitch.geometry import box_slices, union_box, work_scale_matrix
+from stitch.panorama.blend import (
+    BLEND_CHOICES,
+    DEFAULT_BLEND,
+    DEFAULT_STRIP_PIXELS,
+    MAX_BANDS,
+    LowGrid,
+    blend,
+)
+from stitch.panorama.crop import DEFAULT_CROP, crop_box
+from stitch.panorama.exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE, EXPOSURE_CHOICES, Gains, compensate
+from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
+from stitch.panorama.views import LowView
+from stitch.panorama.warp import Canvas, Projection, canvas_bounds, warp_image
+
+COMPOSITE_CHOICES = ("feather", "average")
+DEFAULT_COMPOSITE = "feather"
+#: Canvas pixels per strip of the plain compositor (its float accumulators take ~16 bytes per pixel).
+PLAIN_STRIP_PIXELS = 4_000_000
+#: Megapixels per image on the seam-resolution canvas (exposure and seams work there).
+DEFAULT_SEAM_MEGAPIX = 0.1
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class Composite:
+    """The composited canvas: image (H, W, 3) uint8 BGR (black where empty) and mask (H, W) bool."""
+
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def composite(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
+              method: str = DEFAULT_COMPOSITE, strip_pixels: int = PLAIN_STRIP_PIXELS,
+              progress: ProgressFn | None = None) -> Composite:
+    """Blend images (h, w, 3) uint8 warped by H (3, 3, image -> reference) onto canvas, strip by strip."""
+    if method not in COMPOSITE_CHOICES:
+        raise ConfigError(f"composite={method!r}: choose one of {', '.join(COMPOSITE_CHOICES)}")
+    if strip_pixels < 1:
+        raise ConfigError(f"strip_pixels={strip_pixels}: must be positive")
+    if len(images) != len(homographies) or len(images) != len(canvas.boxes):
+        raise ConfigError(f"composite: {len(images)} images, {len(homographies)} homographies and "
+                          f"{len(canvas.boxes)} canvas boxes must match")
+    width, height = canvas.size
+    out = np.zeros((height, width, 3), np.uint8)
+    mask = np.zeros((height, width), bool)
+    rows = max(1, min(height, strip_pixels // max(width, 1)))
+    n_strips = -(-height // rows)
+    for k, y0 in enumerate(range(0, height, rows)):
+        y1 = min(height, y0 + rows)
+        acc = np.zeros((y1 - y0, width, 3), np.float32)
+        wsum = np.zeros((y1 - y0, width), np.float32)
+        for i, (img, H) in enumerate(zip(images, homographies)):
+            wi = warp_image(img, H, canvas, i, region=(0, y0, width, y1), feather=method == "feather")
+            if wi is None:
+                continue
+            w = wi.weight if wi.weight is not None else wi.mask.astype(np.float32)
+            ys, xs = wi.offset[1] - y0, wi.offset[0]
+            h_, w_ = wi.mask.shape
+            acc[ys:ys + h_, xs:xs + w_] += wi.image.astype(np.float32) * w[:, :, None]
+            wsum[ys:ys + h_, xs:xs + w_] += w
+        covered = wsum > 0
+        blended = acc / np.maximum(wsum, 1e-12)[:, :, None]
+        out[y0:y1][covered] = np.clip(np.rint(blended[covered]), 0, 255).astype(np.uint8)
+        mask[y0:y1] = covered
+        if progress is not None:
+            progress(k + 1, n_strips, f"compositing rows {y0}-{y1} of {height}")
+    return Composite(out, mask)
+
+
+# --- the staged compositor ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComposeConfig:
+    """Settings of compose_panorama; every field's default is its stage's DEFAULT_* constant."""
+
+    exposure: str = DEFAULT_EXPOSURE
+    seam: str = DEFAULT_SEAM
+    blend: str = DEFAULT_BLEND
+    crop: bool = DEFAULT_CROP
+    seam_megapix: float = DEFAULT_SEAM_MEGAPIX
+    bands: int | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+    strip_pixels: int = DEFAULT_STRIP_PIXELS
+
+    def check(self) -> None:
+        """ConfigError naming the first invalid field."""
+        if self.exposure not in EXPOSURE_CHOICES:
+            raise ConfigError(f"exposure={self.exposure!r}: choose one of {', '.join(EXPOSURE_CHOICES)}")
+        if self.seam not in SEAM_CHOICES:
+            raise ConfigError(f"seam={self.seam!r}: choose one of {', '.join(SEAM_CHOICES)}")
+        if self.blend not in BLEND_CHOICES:
+            raise ConfigError(f"blend={self.blend!r}: choose one of {', '.join(BLEND_CHOICES)}")
+        if not isinstance(self.crop, bool):
+            raise ConfigError(f"crop={self.crop!r}: must be True or False")
+        if not (isinstance(self.seam_megapix, (int, float)) and 0.001 <= self.seam_megapix <= 10):
+            raise ConfigError(f"seam_megapix={self.seam_megapix}: must be between 0.001 and 10")
+        if self.bands is not None and not (isinstance(self.bands, int) and 0 <= self.bands <= MAX_BANDS):
+            raise ConfigError(f"bands={self.bands}: must be an integer in 0..{MAX_BANDS}, or None (automatic)")
+        if not (isinstance(self.block_size, int) and self.block_size >= 2):
+            raise ConfigError(f"block_size={self.block_size}: must be an integer >= 2 (px at the seam resolution)")
+        if not (isinstance(self.strip_pixels, int) and self.strip_pixels >= 1000):
+            raise ConfigError(f"strip_pixels={self.strip_pixels}: must be an integer >= 1000")
+
+
+@dataclass
+class Composed:
+    """compose_panorama's result: image (H, W, 3) uint8 and mask (H, W) bool after the crop.
+
+    crop: (x0, y0, x1, y1) of the result in canvas pixels; gains: mean gain per image (list of 1 or 3
+    floats); bands: multi-band levels used; seconds: per stage.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    crop: tuple[int, int, int, int]
+    gains: list[list[float]]
+    bands: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def seam_scale(sizes: Sequence[tuple[int, int]], seam_megapix: float) -> float:
+    """s <= 1 such that the median image has about seam_megapix MP on the seam canvas."""
+    area = float(np.median([w * h for w, h in sizes]))
+    return min(1.0, math.sqrt(seam_megapix * 1e6 / max(area, 1.0)))
+
+
+def low_canvas(canvas: Canvas, homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]],
+               scale: float) -> tuple[Canvas, list[np.ndarray], list[tuple[int, int]], LowGrid]:
+    """The seam-resolution canvas: (canvas, H per downscaled image (3, 3), downscaled sizes (w, h), LowGrid).
+
+    The reference plane is scaled by D = diag(s, s, 1) (curved projections: focal and centre times s), so a
+    projected coordinate u becomes s u and full-res canvas pixel c maps to s (c + offset) - offset_low.
+    """
+    D = np.diag([scale, scale, 1.0])
+    small = [(max(2, round(w * scale)), max(2, round(h * scale))) for w, h in sizes]
+    Hs = [D @ np.asarray(H, np.float64) @ np.linalg.inv(work_scale_matrix(sz, sm))
+          for H, sz, sm in zip(homographies, sizes, small)]
+    p = canvas.projection
+    proj = p if p.kind == "plane" else Projection(p.kind, p.focal * scale, (p.center[0] * scale, p.center[1] * scale))
+    low = canvas_bounds(Hs, small, proj, max_canvas_pixels=max(canvas.pixels, 1) * 4 + 1_000_000)
+    grid = LowGrid(scale, scale * canvas.offset[0] - low.offset[0], scale * canvas.offset[1] - low.offset[1])
+    return low, Hs, small, grid
+
+
+def low_views(images: Sequence[np.ndarray], low: Canvas, Hs: Sequence[np.ndarray],
+              small: Sequence[tuple[int, int]]) -> list[LowView]:
+    """Every image downscaled (INTER_AREA) and warped onto the seam canvas: a LowView on its box."""
+    views = []
+    for k, (img, H, sm) in enumerate(zip(images, Hs, small)):
+        src = cv2.resize(img, sm, interpolation=cv2.INTER_AREA) if (img.shape[1], img.shape[0]) != sm else img
+        wi = warp_image(src, H, low, k)
+        if wi is None:  # too small to cover a seam pixel: an empty view on its box
+            x0, y0, x1, y1 = low.boxes[k]
+            h, w = max(1, y1 - y0), max(1, x1 - x0)
+            views.append(LowView(np.zeros((h, w, 3), np.uint8), np.zeros((h, w), bool), (x0, y0)))
+        else:
+            views.append(LowView(wi.image, wi.mask, wi.offset))
+    return views
+
+
+def _seam_lines(views: Sequence[LowView], masks: Sequence[np.ndarray], grid: LowGrid,
+                crop: tuple[int, int, int, int], valid: np.ndarray) -> np.ndarray:
+    """(H, W) bool: result pixels where the owning image (nearest seam-canvas label) changes."""
+    x0, y0, x1, y1 = union_box(v.box for v in views)
+    label = np.full((y1 - y0, x1 - x0), -1.0, np.float32)
+    for k, (v, m) in enumerate(zip(views, masks)):
+        label[box_slices(v.box, (x0, y0))][m] = k
+    M = grid.region_matrix((crop[0], crop[1]), (x0, y0))
+    h, w = valid.shape
+    full = cv2.warpAffine(label, M, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
+    lines = np.zeros((h, w), bool)
+    dx = (full[:, 1:] != full[:, :-1]) & (full[:, 1:] >= 0) & (full[:, :-1] >= 0)
+    dy = (full[1:] != full[:-1]) & (full[1:] >= 0) & (full[:-1] >= 0)
+    lines[:, 1:] |= dx
+    lines[1:] |= dy
+    return lines & valid
+
+
+def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
+                     config: ComposeConfig | None = None, names: Sequence[str] | None = None, hooks: Any = None,
+                     progress: ProgressFn | None = None) -> Composed:
+    """Exposure, seams, blending and crop of images (h, w, 3) uint8 with H (3, 3, image -> reference) on canvas.
+
+    hooks: a stitch.debug.PipelineHooks (or None); names label the images for it.
+    """
+    cfg = config or ComposeConfig()
+    cfg.check()
+    if len(images) != len(homographies) or len(images) != len(canvas.boxes):
+        raise ConfigError(f"compose_panorama: {len(images)} images, {len(homographies)} homographies and "
+                          f"{len(canvas.boxes)} canvas boxes must match")
+    names = list(names) if names is not None else [f"image{k}" for k in range(len(images))]
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    sizes = [(img.shape[1], img.shape[0]) for img in images]
+    s = seam_scale(sizes, cfg.seam_megapix)
+    low, Hs_low, small, grid = low_canvas(canvas, homographies, sizes, s)
+    views = low_views(images, low, Hs_low, small)
+    if hooks is not None:
+        hooks.warped(names, views)
+    seconds["warp_seam_res"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    gains: Gains = compensate(views, cfg.exposure, cfg.block_size)
+    comp = [gains.apply_low(k, v) for k, v in enumerate(views)]
+    if hooks is not None:
+        hooks.compensated(names, comp, gains)
+    seconds["exposure"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if progress is not None:
+        progress(0, 1, f"finding seams ({cfg.seam})")
+    masks = find_seams(comp, cfg.seam)
+    if hooks is not None:
+        hooks.seams(names, comp, masks)
+    seconds["seams"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    out = blend(images, homographies, canvas, grid, views, masks, gains, cfg.blend, cfg.bands, cfg.strip_pixels,
+                progress)
+    seconds["blend"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    image, mask, bands = out.image, out.mask, out.bands
+    del out
+    box = (0, 0, mask.shape[1], mask.shape[0])
+    if cfg.crop:
+        box = crop_box(mask)
+        if box[2] > box[0] and box[3] > box[1] and box != (0, 0, mask.shape[1], mask.shape[0]):
+            image = np.ascontiguousarray(image[box[1]:box[3], box[0]:box[2]])
+            mask = np.ascontiguousarray(mask[box[1]:box[3], box[0]:box[2]])
+        elif box[2] <= box[0] or box[3] <= box[1]:
+            box = (0, 0, mask.shape[1], mask.shape[0])
+    seconds["crop"] = time.perf_counter() - t
+    if hooks is not None:
+        final_mask = mask
+        hooks.result(image, lambda: _seam_lines(views, masks, grid, box, final_mask))
+    return Composed(image, mask, box, [[round(float(g), 5) for g in gains.scalar(k)] for k in range(len(images))],
+                    bands, seconds)

@@ -1,0 +1,208 @@
+"""Stage 8a: exposure compensation. Gains solved by least squares from the overlaps, at a low resolution.
+
+Every image k gets a gain map g_k, multiplied into its pixels before the seams are found and the images
+blended. The gains come from the warped images at the seam resolution (stitch.compose warps them once, at
+``seam_megapix`` per image), so the cost does not grow with the photos' size.
+
+Model (the one of OpenCV's GainCompensator, Brown & Lowe 2007, solved here in numpy): every pair of
+*units* u, v from different images that overlap in N_uv pixels, with mean intensities I_uv (unit u over the
+shared pixels) and I_vu (unit v over the same pixels), contributes
+
+    N_uv * [ (g_u I_uv - g_v I_vu)^2 / sigma_n^2 + ((1 - g_u)^2 + (1 - g_v)^2) / sigma_g^2 ]
+
+to a quadratic energy; its minimum solves one small linear system (one unknown per unit). sigma_n (intensity
+noise, in 0..255 units) weighs the agreement, sigma_g pulls every gain towards 1 so the overall brightness
+is kept. OpenCV uses sigma_g = 0.1, which with sigma_n = 10 weighs the prior as much as the data and
+shrinks the gains towards 1 (on data/samples/pano3 a known 8.6 % gain step came back as 5.2 %); the
+image gains here use sigma_g = 1 (the same step comes back within 0.1 %), the block gains, which only
+correct what the image gains left, keep OpenCV's 0.1. Pixels near black or white (outside [``DEFAULT_MIN_LEVEL``, ``DEFAULT_MAX_LEVEL``] in any image) are
+left out of the means: a clipped pixel does not scale with the exposure.
+
+Kinds (``EXPOSURE_CHOICES``):
+
+* ``gain``: one unit per image, on the gray level (mean of B, G, R): one scalar gain per image;
+* ``channels``: the same system solved for B, G and R separately: three gains per image (white balance;
+  not the default: next to a gray photo it pulls a color photo's colors towards gray, e.g. opencv_b's snow
+  turns pink);
+* ``blocks``: per-image gray gains first, then block gains on top: each image's warped box is cut into
+  blocks of about ``block_size`` px (at the seam resolution), every block is a unit of a second system,
+  solved on the gain-compensated images with the same prior towards 1; the block grid is smoothed (the
+  [1/4, 1/2, 1/4] kernel, twice) and interpolated bilinearly, so a gain varies smoothly across an image
+  (vignetting, a sky that darkens towards one side);
+* ``none``: every gain is 1.
+
+Convention: gains multiply 8-bit BGR values (g > 1 brightens); a gain map is (h, w, C) float32 over the
+image's box on the low-resolution canvas, C = 1 (gray gain) or 3 (B, G, R), and it is sampled bilinearly at
+full resolution by the blender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stitch.errors import ConfigError
+from stitch.geometry import Box, box_slices
+from stitch.panorama.views import LowView, overlapping_pairs
+
+EXPOSURE_CHOICES = ("blocks", "channels", "gain", "none")
+DEFAULT_EXPOSURE = "gain"
+#: Standard deviation of the intensity difference between two aligned views (0..255 units).
+DEFAULT_SIGMA_N = 10.0
+#: Standard deviation of an image gain around 1 (the prior that keeps the overall brightness).
+DEFAULT_SIGMA_G = 1.0
+#: The same for the block gains (a correction on top of the image gains).
+DEFAULT_BLOCK_SIGMA_G = 0.1
+#: Block side (px at the seam resolution) of the 'blocks' kind.
+DEFAULT_BLOCK_SIZE = 32
+#: Pixels darker or brighter than these levels in any image are left out of the overlap means.
+DEFAULT_MIN_LEVEL = 8
+DEFAULT_MAX_LEVEL = 247
+#: Gains are clipped to this range (a solve on a bad overlap must not blow an image up).
+GAIN_RANGE = (0.25, 4.0)
+
+
+@dataclass
+class Gains:
+    """Per-image gain maps. maps[k] (h_k, w_k, C) float32 over view k's low box; uniform[k] when constant."""
+
+    kind: str
+    maps: list[np.ndarray]
+    uniform: list[bool]
+
+    def scalar(self, k: int) -> np.ndarray:
+        """The mean gain of image k over its map, (C,) float64 (C = 1 or 3)."""
+        return self.maps[k].reshape(-1, self.maps[k].shape[-1]).mean(axis=0).astype(np.float64)
+
+    def apply_low(self, k: int, view: LowView) -> LowView:
+        """View k with its gain applied (uint8, clipped), masked pixels left black."""
+        out = np.clip(view.image.astype(np.float32) * self.maps[k], 0, 255)
+        out = np.rint(out).astype(np.uint8)
+        out[~view.mask] = 0
+        return LowView(out, view.mask, view.offset)
+
+
+def _crop(view: LowView, r: Box) -> tuple[np.ndarray, np.ndarray]:
+    sl = box_slices(r, view.offset)
+    return view.image[sl], view.mask[sl]
+
+
+def solve_gains(n_units: int, pairs: Sequence[tuple[int, int, float, float, float]], sigma_n: float = DEFAULT_SIGMA_N,
+                sigma_g: float = DEFAULT_SIGMA_G) -> np.ndarray:
+    """Gains (n_units,) float64 minimising the energy of the module docstring.
+
+    pairs: (u, v, N_uv, I_uv, I_vu) per overlapping pair of units. A unit in no pair gets gain 1.
+    """
+    if sigma_n <= 0 or sigma_g <= 0:
+        raise ConfigError(f"sigma_n={sigma_n}, sigma_g={sigma_g}: must be > 0")
+    A = np.zeros((n_units, n_units))
+    b = np.zeros(n_units)
+    a_n, a_g = 1.0 / sigma_n ** 2, 1.0 / sigma_g ** 2
+    for u, v, n, iu, iv in pairs:
+        for p, q, ip, iq in ((u, v, iu, iv), (v, u, iv, iu)):
+            A[p, p] += n * (ip * ip * a_n + a_g)
+            A[p, q] -= n * ip * iq * a_n
+            b[p] += n * a_g
+    isolated = np.diag(A) == 0
+    A[isolated, isolated] = 1.0
+    b[isolated] = 1.0
+    return np.clip(np.linalg.solve(A, b), *GAIN_RANGE)
+
+
+def _usable(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """mask & not clipped: every channel within [DEFAULT_MIN_LEVEL, DEFAULT_MAX_LEVEL]."""
+    lo = img.min(axis=2) >= DEFAULT_MIN_LEVEL
+    hi = img.max(axis=2) <= DEFAULT_MAX_LEVEL
+    return mask & lo & hi
+
+
+def _image_pairs(views: Sequence[LowView]) -> list[tuple[int, int, np.ndarray, np.ndarray, tuple]]:
+    """(i, j, img_i float32 (m, 3), img_j float32 (m, 3), (rows, cols, region)) over each overlap's usable pixels."""
+    out = []
+    for i, j, r in overlapping_pairs(views):
+        a, ma = _crop(views[i], r)
+        b, mb = _crop(views[j], r)
+        ok = _usable(a, ma) & _usable(b, mb)
+        if ok.sum() < 16:
+            continue
+        rows, cols = np.nonzero(ok)
+        out.append((i, j, a[ok].astype(np.float32), b[ok].astype(np.float32), (rows, cols, r)))
+    return out
+
+
+def _image_gains(n: int, overlaps: list, channel: int | None, sigma_n: float, sigma_g: float) -> np.ndarray:
+    pairs = []
+    for i, j, a, b, _ in overlaps:
+        va = a.mean(axis=1) if channel is None else a[:, channel]
+        vb = b.mean(axis=1) if channel is None else b[:, channel]
+        pairs.append((i, j, float(len(va)), float(va.mean()), float(vb.mean())))
+    return solve_gains(n, pairs, sigma_n, sigma_g)
+
+
+def _smooth_grid(grid: np.ndarray) -> np.ndarray:
+    k = np.array([0.25, 0.5, 0.25], np.float32)
+    out = grid.astype(np.float32)
+    for _ in range(2):
+        out = cv2.sepFilter2D(out, -1, k, k, borderType=cv2.BORDER_REPLICATE)
+    return out
+
+
+def _block_gains(views: Sequence[LowView], overlaps: list, base: np.ndarray, block_size: int, sigma_n: float,
+                 sigma_g: float) -> list[np.ndarray]:
+    """Per-image block-gain grids (by, bx) float32 (before the image gain), solved on gain-compensated means."""
+    grids = [(max(1, round(v.mask.shape[0] / block_size)), max(1, round(v.mask.shape[1] / block_size)))
+             for v in views]
+    counts = [by * bx for by, bx in grids]
+    first = [sum(counts[:k]) for k in range(len(grids))]
+    n_units = sum(counts)
+    sums: dict[tuple[int, int], list[float]] = {}
+    for i, j, a, b, (rows, cols, r) in overlaps:
+        ga, gb = base[i] * a.mean(axis=1), base[j] * b.mean(axis=1)
+        units = []
+        for k in (i, j):
+            v = views[k]
+            h, w = v.mask.shape
+            by, bx = grids[k]
+            yy = rows + (r[1] - v.offset[1])
+            xx = cols + (r[0] - v.offset[0])
+            units.append(first[k] + np.minimum(yy * by // h, by - 1) * bx + np.minimum(xx * bx // w, bx - 1))
+        key = units[0].astype(np.int64) * n_units + units[1]
+        uniq, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+        sa = np.bincount(inv, ga)
+        sb = np.bincount(inv, gb)
+        for q, c, s_a, s_b in zip(uniq, cnt, sa, sb):
+            acc = sums.setdefault((int(q // n_units), int(q % n_units)), [0.0, 0.0, 0.0])
+            acc[0] += c
+            acc[1] += s_a
+            acc[2] += s_b
+    pairs = [(u, v, n, s_a / n, s_b / n) for (u, v), (n, s_a, s_b) in sums.items()]
+    g = solve_gains(n_units, pairs, sigma_n, sigma_g)
+    return [_smooth_grid(g[first[k]:first[k] + by * bx].reshape(by, bx)) for k, (by, bx) in enumerate(grids)]
+
+
+def compensate(views: Sequence[LowView], kind: str = DEFAULT_EXPOSURE, block_size: int = DEFAULT_BLOCK_SIZE,
+               sigma_n: float = DEFAULT_SIGMA_N, sigma_g: float = DEFAULT_SIGMA_G) -> Gains:
+    """Gain maps for the warped low-resolution views (see the module docstring for the model and kinds)."""
+    if kind not in EXPOSURE_CHOICES:
+        raise ConfigError(f"exposure={kind!r}: choose one of {', '.join(EXPOSURE_CHOICES)}")
+    if block_size < 2:
+        raise ConfigError(f"block_size={block_size}: must be at least 2 px")
+    n = len(views)
+    shapes = [v.mask.shape for v in views]
+    if kind == "none" or n < 2:
+        return Gains(kind, [np.ones((h, w, 1), np.float32) for h, w in shapes], [True] * n)
+    overlaps = _image_pairs(views)
+    if kind == "channels":
+        g = np.stack([_image_gains(n, overlaps, c, sigma_n, sigma_g) for c in range(3)], axis=1)
+        maps = [np.broadcast_to(g[k].astype(np.float32), (h, w, 3)).copy() for k, (h, w) in enumerate(shapes)]
+        return Gains(kind, maps, [True] * n)
+    base = _image_gains(n, overlaps, None, sigma_n, sigma_g)
+    if kind == "gain":
+        return Gains(kind, [np.full((h, w, 1), base[k], np.float32) for k, (h, w) in enumerate(shapes)], [True] * n)
+    grids = _block_gains(views, overlaps, base, block_size, sigma_n, DEFAULT_BLOCK_SIGMA_G)
+    maps = [(base[k] * cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)).reshape(h, w, 1).astype(np.float32)
+            for k, (grid, (h, w)) in enumerate(zip(grids, shapes))]
+    return Gains(kind, maps, [False] * n)

@@ -1,0 +1,353 @@
+"""Stage 7: canvas bounds and projections (plane, cylindrical, spherical); warp one image at a time.
+
+Convention: every image i comes with H_i (3, 3) float64 mapping its full-resolution pixels to the
+*reference plane* (the pixel frame of the reference image), x_ref ~ H_i @ [x, y, 1]; pixel centres at
+integer coordinates (OpenCV). A projection maps reference-plane points to *projected* coordinates
+(u, v), and the canvas is the axis-aligned box of projected coordinates that holds every warped image:
+canvas pixel (c, r) sits at projected (u, v) = (c + offset[0], r + offset[1]).
+
+* plane: (u, v) = reference-plane pixels (a homography per image; straight lines stay straight).
+* cylindrical / spherical: a virtual camera K = [[f, 0, cx], [0, f, cy], [0, 0, 1]] at the reference
+  image (f from the homographies, (cx, cy) its centre); a reference-plane point p is the ray
+  d = K^-1 p, and u = f * atan2(d_x, d_z), v = f * d_y / hypot(d_x, d_z) (cylinder) or
+  v = f * atan2(d_y, hypot(d_x, d_z)) (sphere). Homogeneous points keep their sign (each H_i is scaled
+  to det > 0), so rays more than 90 degrees from the reference camera stay valid.
+
+Warping maps every canvas pixel of the requested region back into the image (inverse_maps: the
+projections are separable in canvas row and column, so this is a few multiply-adds per pixel) and
+samples it with cv2.remap (bilinear), for the plane too: the same result as cv2.warpPerspective, and the
+mask and the feather weight come from the same maps instead of two more warps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stitch.errors import CanvasTooLargeError, ConfigError
+from stitch.geometry import box_intersection
+
+PROJECTION_CHOICES = ("plane", "cylindrical", "spherical")
+DEFAULT_PROJECTION = "plane"
+#: Canvas size cap (pixels); a bigger canvas is almost always a wrong matrix, not a real panorama.
+DEFAULT_MAX_CANVAS_PIXELS = 80_000_000
+#: Points sampled on each side of an image border to bound its warped outline (curved projections).
+DEFAULT_BORDER_SAMPLES = 64
+#: Largest tile side used when warping (OpenCV's remap/warp limit is 32767 px per side).
+MAX_TILE_SIDE = 8192
+
+
+def _positive_det(H: np.ndarray) -> np.ndarray:
+    """H (3, 3) scaled by +-1/|det|^(1/3) so that det(H) == 1: a sign-consistent homogeneous map."""
+    H = np.asarray(H, dtype=np.float64).reshape(3, 3)
+    d = float(np.linalg.det(H))
+    if not math.isfinite(d) or abs(d) < 1e-300:
+        return H
+    return H / (math.copysign(abs(d) ** (1.0 / 3.0), d))
+
+
+@dataclass(frozen=True)
+class Projection:
+    """How reference-plane points map to projected (u, v) coordinates (see the module docstring)."""
+
+    kind: str = DEFAULT_PROJECTION
+    focal: float = 1.0  # px; cylindrical / spherical only
+    center: tuple[float, float] = (0.0, 0.0)  # reference principal point (cx, cy) px
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROJECTION_CHOICES:
+            raise ConfigError(f"projection={self.kind!r}: choose one of {', '.join(PROJECTION_CHOICES)}")
+        if not (math.isfinite(self.focal) and self.focal > 0):
+            raise ConfigError(f"focal={self.focal}: must be a positive finite number of pixels")
+
+    def forward(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Homogeneous reference-plane points p (N, 3) -> (uv (N, 2) float64, valid (N,) bool)."""
+        p = np.asarray(p, dtype=np.float64).reshape(-1, 3)
+        if self.kind == "plane":
+            valid = p[:, 2] > 1e-12
+            with np.errstate(divide="ignore", invalid="ignore"):
+                uv = p[:, :2] / p[:, 2:3]
+            uv[~valid] = np.nan
+            return uv, valid
+        f, (cx, cy) = self.focal, self.center
+        dx, dy, dz = p[:, 0] - cx * p[:, 2], p[:, 1] - cy * p[:, 2], f * p[:, 2]
+        rho = np.hypot(dx, dz)
+        valid = rho > 1e-12 * (np.abs(dy) + 1.0)
+        u = f * np.arctan2(dx, dz)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = f * (dy / rho) if self.kind == "cylindrical" else f * np.arctan2(dy, rho)
+        uv = np.stack([u, v], axis=1)
+        uv[~valid] = np.nan
+        return uv, valid
+
+    def inverse(self, uv: np.ndarray) -> np.ndarray:
+        """Projected (N, 2) -> homogeneous reference-plane points (N, 3) (rays behind the camera: z < 0)."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        if self.kind == "plane":
+            return np.hstack([uv, np.ones((len(uv), 1))])
+        f, (cx, cy) = self.focal, self.center
+        theta = uv[:, 0] / f
+        if self.kind == "cylindrical":
+            dx, dy, dz = np.sin(theta), uv[:, 1] / f, np.cos(theta)
+        else:
+            phi = uv[:, 1] / f
+            dx, dy, dz = np.sin(theta) * np.cos(phi), np.sin(phi), np.cos(theta) * np.cos(phi)
+        return np.stack([f * dx + cx * dz, f * dy + cy * dz, dz], axis=1)
+
+
+def focals_from_homography(H: np.ndarray) -> tuple[float | None, float | None]:
+    """Focal lengths (f_src, f_dst) px implied by a rotation-only H (3, 3) in *centred* pixel coordinates.
+
+    The formulas of OpenCV's detail::focalsFromHomography (Szeliski & Shum); None where undetermined.
+    """
+    h = (np.asarray(H, dtype=np.float64) / H[2, 2]).ravel()
+
+    def solve(d1: float, d2: float, v1: float, v2: float) -> float | None:
+        if v1 < v2:
+            v1, v2 = v2, v1
+        if v1 > 0 and v2 > 0:
+            return math.sqrt(v1 if abs(d1) > abs(d2) else v2)
+        return math.sqrt(v1) if v1 > 0 else None
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d1, d2 = h[6] * h[7], (h[7] - h[6]) * (h[7] + h[6])
+        f_dst = solve(d1, d2, -(h[0] * h[1] + h[3] * h[4]) / d1,
+                      (h[0] ** 2 + h[3] ** 2 - h[1] ** 2 - h[4] ** 2) / d2)
+        d1, d2 = h[0] * h[3] + h[1] * h[4], h[0] ** 2 + h[1] ** 2 - h[3] ** 2 - h[4] ** 2
+        f_src = solve(d1, d2, -h[2] * h[5] / d1, (h[5] ** 2 - h[2] ** 2) / d2)
+    ok = [f if f is not None and math.isfinite(f) and f > 0 else None for f in (f_src, f_dst)]
+    return ok[0], ok[1]
+
+
+def pair_focals(pair_homographies: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int]]]) -> list[float]:
+    """Focal lengths (px) determined by pairwise (H src->dst (3, 3), src (w, h), dst (w, h)); [] if none is."""
+    focals = []
+    for H, (ws, hs), (wd, hd) in pair_homographies:
+        Ts = np.array([[1.0, 0, ws / 2.0], [0, 1.0, hs / 2.0], [0, 0, 1.0]])
+        Td = np.array([[1.0, 0, -wd / 2.0], [0, 1.0, -hd / 2.0], [0, 0, 1.0]])
+        f_src, f_dst = focals_from_homography(Td @ np.asarray(H, dtype=np.float64) @ Ts)
+        if f_src is not None and f_dst is not None:
+            focals.append(math.sqrt(f_src * f_dst))
+    return focals
+
+
+def estimate_focal(pair_homographies: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int]]],
+                   focals: Sequence[float] | None = None) -> float:
+    """Median focal length (px) from pairwise (H src->dst (3, 3), src (w, h), dst (w, h)), like OpenCV.
+
+    ``focals``: their ``pair_focals`` when already computed. Falls back to the mean (w + h) of the images
+    when no pair determines it (e.g. pure translations).
+    """
+    focals = pair_focals(pair_homographies) if focals is None else focals
+    if focals:
+        return float(np.median(focals))
+    sizes = [ws + hs for _, (ws, hs), _ in pair_homographies] + [wd + hd for _, _, (wd, hd) in pair_homographies]
+    if not sizes:
+        raise ConfigError("estimate_focal: no homographies given")
+    return float(np.mean(sizes))
+
+
+def border_points(width: int, height: int, samples: int = DEFAULT_BORDER_SAMPLES) -> np.ndarray:
+    """(4 * samples, 2) points along the border of a W x H image (corners included), px."""
+    t = np.linspace(0.0, 1.0, samples, endpoint=False)
+    x1, y1 = width - 1.0, height - 1.0
+    return np.concatenate([
+        np.stack([t * x1, np.zeros_like(t)], 1), np.stack([np.full_like(t, x1), t * y1], 1),
+        np.stack([x1 - t * x1, np.full_like(t, y1)], 1), np.stack([np.zeros_like(t), y1 - t * y1], 1),
+    ])
+
+
+def warped_outline(H: np.ndarray, size: tuple[int, int], projection: Projection, name: str = "image",
+                   samples: int = DEFAULT_BORDER_SAMPLES) -> np.ndarray:
+    """Projected (M, 2) outline of a (w, h) image through H (3, 3, image -> reference); raises if unbounded."""
+    w, h = size
+    pts = (np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
+           if projection.kind == "plane" else border_points(w, h, samples))
+    ph = np.hstack([pts, np.ones((len(pts), 1))]) @ _positive_det(H).T
+    uv, valid = projection.forward(ph)
+    if not np.all(valid) or not np.all(np.isfinite(uv)):
+        hint = ("try projection='cylindrical'" if projection.kind == "plane" else "check the matches")
+        raise CanvasTooLargeError(f"{name}: its homography maps part of the image through infinity (more than 90 "
+                                  f"degrees from the reference view); {hint}, or check the matches")
+    return uv
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """The output frame. size (W, H) px; offset: projected (u, v) of canvas pixel (0, 0); boxes per image."""
+
+    projection: Projection
+    offset: tuple[float, float]
+    size: tuple[int, int]
+    boxes: tuple[tuple[int, int, int, int], ...]  # per image (x0, y0, x1, y1) canvas px, x1/y1 exclusive
+
+    @property
+    def pixels(self) -> int:
+        """Canvas area in pixels."""
+        return self.size[0] * self.size[1]
+
+
+def _box(uv: np.ndarray, margin: float) -> tuple[float, float, float, float]:
+    return (float(uv[:, 0].min()) - margin, float(uv[:, 1].min()) - margin,
+            float(uv[:, 0].max()) + margin, float(uv[:, 1].max()) + margin)
+
+
+def _union_pixels(boxes: Sequence[tuple[float, float, float, float]]) -> float:
+    if not boxes:
+        return 0.0
+    b = np.asarray(boxes)
+    return float((b[:, 2].max() - b[:, 0].min() + 1) * (b[:, 3].max() - b[:, 1].min() + 1))
+
+
+def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
+                  names: Sequence[str] | None = None,
+                  max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS) -> Canvas:
+    """The canvas holding every (w, h) image warped by its H (3, 3, image -> reference) and projected.
+
+    Raises CanvasTooLargeError (naming the image whose matrix blows the canvas up) above max_canvas_pixels.
+    """
+    if len(homographies) != len(sizes) or not homographies:
+        raise ConfigError(f"canvas_bounds: need one size per homography, got {len(homographies)} and {len(sizes)}")
+    if max_canvas_pixels < 1:
+        raise ConfigError(f"max_canvas_pixels={max_canvas_pixels}: must be positive")
+    names = list(names) if names is not None else [f"image{i}" for i in range(len(sizes))]
+    margin = 0.0 if projection.kind == "plane" else 1.0
+    fboxes = [_box(warped_outline(H, s, projection, n), margin) for H, s, n in zip(homographies, sizes, names)]
+    u0 = math.floor(min(b[0] for b in fboxes))
+    v0 = math.floor(min(b[1] for b in fboxes))
+    width = math.floor(max(b[2] for b in fboxes)) - u0 + 1
+    height = math.floor(max(b[3] for b in fboxes)) - v0 + 1
+    if width * height > max_canvas_pixels:
+        total = _union_pixels(fboxes)
+        shrink = [total - _union_pixels(fboxes[:i] + fboxes[i + 1:]) for i in range(len(fboxes))]
+        worst = int(np.argmax(shrink))
+        bw, bh = fboxes[worst][2] - fboxes[worst][0], fboxes[worst][3] - fboxes[worst][1]
+        raise CanvasTooLargeError(
+            f"the canvas would be {width} x {height} px ({width * height / 1e6:.0f} MP > cap "
+            f"{max_canvas_pixels / 1e6:.0f} MP); the matrix of {names[worst]} blows it up "
+            f"(its warped box is {bw:.0f} x {bh:.0f} px)"
+            + ("; try projection='cylindrical', or check the matches" if projection.kind == "plane"
+               else "; check the matches, or raise max_canvas_pixels"))
+    boxes = tuple((max(0, math.floor(b[0]) - u0), max(0, math.floor(b[1]) - v0),
+                   min(width, math.floor(b[2]) - u0 + 1), min(height, math.floor(b[3]) - v0 + 1)) for b in fboxes)
+    return Canvas(projection, (float(u0), float(v0)), (int(width), int(height)), boxes)
+
+
+@dataclass
+class WarpedImage:
+    """One image warped onto part of the canvas: image (h, w, 3) uint8, mask (h, w) bool, weight (h, w) float32.
+
+    offset (x, y): canvas pixel of the crop's top-left corner; weight is None unless feathering was asked.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    weight: np.ndarray | None
+    offset: tuple[int, int]
+
+
+def _separable_points(canvas: Canvas, region: tuple[int, int, int, int]):
+    """Reference-plane points of region's canvas pixels as p[r, c] = alpha[r] * A[c] + beta[r] * B.
+
+    Returns alpha (h,), A (w, 3), beta (h,), B (3,): every projection here is separable in (column, row),
+    which keeps the per-pixel work to a few multiply-adds (same points as Projection.inverse).
+    """
+    x0, y0, x1, y1 = region
+    u = np.arange(x0, x1, dtype=np.float64) + canvas.offset[0]
+    v = np.arange(y0, y1, dtype=np.float64) + canvas.offset[1]
+    proj = canvas.projection
+    if proj.kind == "plane":
+        return np.ones_like(v), np.stack([u, np.zeros_like(u), np.ones_like(u)], 1), v, np.array([0.0, 1.0, 0.0])
+    f, (cx, cy) = proj.focal, proj.center
+    s, c = np.sin(u / f), np.cos(u / f)
+    A = np.stack([f * s + cx * c, cy * c, c], 1)
+    B = np.array([0.0, f, 0.0])
+    if proj.kind == "cylindrical":
+        return np.ones_like(v), A, v / f, B
+    return np.cos(v / f), A, np.sin(v / f), B
+
+
+def inverse_maps(H: np.ndarray, canvas: Canvas,
+                 region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(map_x, map_y, valid) (h, w): the image pixel seen at each canvas pixel of region (x0, y0, x1, y1).
+
+    map_x/map_y float32 image px for cv2.remap; valid (h, w) bool is False where the canvas ray is behind
+    the image's camera (there the maps hold -1).
+    """
+    alpha, A, beta, B = _separable_points(canvas, region)
+    Hinv = np.linalg.inv(_positive_det(H))
+    Ah, Bh = A @ Hinv.T, Hinv @ B
+    a, b = alpha[:, None].astype(np.float32), beta[:, None].astype(np.float32)
+    q = [a * Ah[None, :, k].astype(np.float32) + b * np.float32(Bh[k]) for k in range(3)]
+    valid = q[2] > 1e-9
+    z = np.where(valid, q[2], np.float32(1.0))
+    mx = np.where(valid, q[0] / z, np.float32(-1.0))
+    my = np.where(valid, q[1] / z, np.float32(-1.0))
+    return mx.astype(np.float32), my.astype(np.float32), valid
+
+
+def _border_weight(mx: np.ndarray, my: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Feather weight at image coordinates: (distance to the nearest border + 1) / its maximum, float32."""
+    d = np.minimum(np.minimum(mx + 1.0, width - mx), np.minimum(my + 1.0, height - my))
+    return np.clip(d / ((min(width, height) + 1) / 2.0), 0.0, 1.0).astype(np.float32)
+
+
+def feather_weight(width: int, height: int) -> np.ndarray:
+    """(height, width) float32 feather weight of an unwarped image (what warp_image uses, at pixel centres)."""
+    mx, my = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return _border_weight(mx, my, width, height)
+
+
+def tile_maps(H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int], size: tuple[int, int]
+              ) -> Iterator[tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray]]:
+    """Tile by tile (at most MAX_TILE_SIDE a side) over canvas region (x0, y0, x1, y1): (slices of the tile in
+    the region, inside (th, tw) bool: the pixel sees the (w, h) ``size`` image, then its inverse maps mx, my)."""
+    w, h = size
+    x0, y0, x1, y1 = region
+    for ty in range(y0, y1, MAX_TILE_SIDE):
+        for tx in range(x0, x1, MAX_TILE_SIDE):
+            tile = (tx, ty, min(tx + MAX_TILE_SIDE, x1), min(ty + MAX_TILE_SIDE, y1))
+            mx, my, valid = inverse_maps(H, canvas, tile)
+            inside = valid & (mx > -0.5) & (mx < w - 0.5) & (my > -0.5) & (my < h - 0.5)
+            yield (slice(tile[1] - y0, tile[3] - y0), slice(tile[0] - x0, tile[2] - x0)), inside, mx, my
+
+
+def remap_replicate(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """cv2.remap, bilinear, with the image's edge pixels replicated beyond its border (maps clipped in place)."""
+    h, w = img.shape[:2]
+    np.clip(mx, -1.0, float(w), out=mx)
+    np.clip(my, -1.0, float(h), out=my)
+    return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def warp_image(img: np.ndarray, H: np.ndarray, canvas: Canvas, index: int,
+               region: tuple[int, int, int, int] | None = None, feather: bool = False) -> WarpedImage | None:
+    """Warp img (h, w, C) (image ``index`` of the canvas, H (3, 3) image -> reference) onto its canvas box.
+
+    Only the part inside region (x0, y0, x1, y1) is warped (None if that is empty), tile by tile
+    (cv2.remap, bilinear). mask marks the canvas pixels that see the image; feather adds its weight.
+    """
+    box = canvas.boxes[index]
+    r = box_intersection(box, region if region is not None else box)
+    if r is None:
+        return None
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = r
+    out = np.zeros((y1 - y0, x1 - x0) + img.shape[2:], dtype=img.dtype)
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    weight = np.zeros((y1 - y0, x1 - x0), np.float32) if feather else None
+    for sl, inside, mx, my in tile_maps(H, canvas, r, (w, h)):
+        if not inside.any():
+            continue
+        mask[sl] = inside
+        if weight is not None:
+            weight[sl] = np.where(inside, _border_weight(mx, my, w, h), np.float32(0.0))
+        out[sl] = remap_replicate(img, mx, my)
+    if not mask.any():
+        return None
+    out[~mask] = 0
+    return WarpedImage(out, mask, weight, (x0, y0))

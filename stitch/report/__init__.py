@@ -1,0 +1,1 @@
+"""Compare-homography reports: ``compare`` builds the report model (rows, JSON), ``html`` renders its page."""

@@ -1,0 +1,177 @@
+"""stitch.bench_panorama: metrics with known answers, set discovery, the subprocess runner, targets, the sheet."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stitch.bench.panorama import (
+    MEMORY_SET,
+    METHOD_OPENCV,
+    METHOD_OS,
+    METHOD_OS_SIFT,
+    METHOD_STITCH,
+    PanoramaBenchResult,
+    PanoramaRow,
+    Registered,
+    contact_sheet,
+    discover_sets,
+    frame_check,
+    is_distractor,
+    pair_metrics,
+    run_isolated,
+    seam_visibility,
+    ssim_map,
+)
+from stitch.errors import StitchError
+
+
+def texture(seed: int, size: tuple[int, int] = (300, 200)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(30, 220, (size[1] // 5, size[0] // 5, 3), dtype=np.uint8)
+    return cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
+
+
+def regs_from(scene: np.ndarray, shift_b: int = 0, gain_b: float = 1.0) -> list[Registered]:
+    """Two registered 200-wide views of scene (corners 0 and 100); b optionally misplaced by shift_b px."""
+    a = scene[:, :200].copy()
+    b_src = np.roll(scene, shift_b, axis=1)[:, 100:300]
+    b = np.clip(b_src.astype(np.float32) * gain_b, 0, 255).astype(np.uint8)
+    m = np.ones(a.shape[:2], bool)
+    return [Registered("a", a, m, (0, 0)), Registered("b", b, m.copy(), (100, 0))]
+
+
+def test_smoke():
+    scene = texture(1)
+    pairs = pair_metrics(regs_from(scene))
+    assert len(pairs) == 1 and pairs[0].a == "a" and pairs[0].overlap_px > 10_000
+    p = pairs[0]
+    assert p.psnr == 99.0 and p.ssim == pytest.approx(1.0) and p.ssim_udis == pytest.approx(1.0)
+    assert ssim_map(scene, scene).min() == pytest.approx(1.0)
+
+
+def test_shift():
+    """A 2 px misregistration lowers both variants; the UDIS variant (zeros agree over the frame) reads higher."""
+    scene = texture(1)
+    p = pair_metrics(regs_from(scene, shift_b=2))[0]
+    assert 10 < p.psnr < 40 and p.ssim < 0.9
+    assert p.psnr_udis > p.psnr and p.ssim_udis > p.ssim
+    # frame = 300 x 200, overlap ~ (100 - 4) x (200 - 4): udis MSE = overlap MSE * n / frame
+    assert p.psnr_udis - p.psnr == pytest.approx(10 * math.log10(300 * 200 / p.overlap_px), abs=1e-6)
+
+
+def test_seam_visibility_known_answers():
+    """0 when the panorama is the images; a hard 25 % exposure step at the seam scores higher than the same
+    step spread over the overlap; a global gain per image is not counted."""
+    scene = texture(3)
+    regs = regs_from(scene)
+    mask = np.ones(scene.shape[:2], bool)
+    vis, n = seam_visibility(scene, mask, regs)
+    assert vis == pytest.approx(0.0, abs=1e-4) and n > 10_000
+    bright = regs_from(scene, gain_b=1.25)
+    hard = scene.astype(np.float32).copy()
+    hard[:, 150:] *= 1.25
+    ramp = np.clip((np.arange(300) - 100) / 100.0, 0, 1)[None, :, None]
+    soft = scene.astype(np.float32) * (1 + 0.25 * ramp)
+    to8 = (lambda x: np.clip(x, 0, 255).astype(np.uint8))
+    v_hard, _ = seam_visibility(to8(hard), mask, bright)
+    v_soft, _ = seam_visibility(to8(soft), mask, bright)
+    assert v_hard > 2 * v_soft > 0, (v_hard, v_soft)
+    assert frame_check(scene, mask, regs) == 0.0
+
+
+def test_discover_sets(tmp_path):
+    for name, files in {"s1": ["a.jpg", "b.jpg", "mask1.png", "notes.txt"], "s2": ["x.png", "x_noise.png"],
+                        "one": ["only.jpg"]}.items():
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_bytes(b"")
+    sets = discover_sets(tmp_path)
+    assert [(n, [p.name for p in ps]) for n, ps in sets] == [("s1", ["a.jpg", "b.jpg"]), ("s2", ["x.png", "x_noise.png"])]
+    assert is_distractor("weir_noise.jpg") and not is_distractor("noise_free.jpg")
+    assert [n for n, _ in discover_sets(tmp_path, ["s2"])] == ["s2"]
+    with pytest.raises(StitchError, match="unknown set"):
+        discover_sets(tmp_path, ["nope"])
+    with pytest.raises(StitchError, match="folder not found"):
+        discover_sets(tmp_path / "missing")
+
+
+def _row(set_name, method, ok=True, seconds=1.0, peak=100.0, ssim=0.9, psnr=25.0, vis=1.0, kept=2, given=2):
+    return PanoramaRow(set_name, method, ok, given, kept, ok and kept == given, seconds, peak, psnr, ssim,
+                       psnr + 5, ssim + 0.05, vis, 1)
+
+
+def test_targets_and_totals():
+    rows = [_row("a", METHOD_STITCH, seconds=2, ssim=0.95, psnr=27, vis=0.5),
+            _row("a", METHOD_OS_SIFT, seconds=3, ssim=0.9, psnr=26, vis=1.5),
+            _row("a", METHOD_OS, ok=False, seconds=120, peak=5000),
+            _row(MEMORY_SET, METHOD_STITCH, seconds=10, peak=600, ssim=0.8, psnr=24, vis=0.8),
+            _row(MEMORY_SET, METHOD_OS_SIFT, seconds=9, peak=1000, ssim=0.85, psnr=23, vis=2.0),
+            _row(MEMORY_SET, METHOD_OS, seconds=12, peak=1100, ssim=0.7, psnr=22, vis=2.0)]
+    res = PanoramaBenchResult(rows, [METHOD_STITCH, METHOD_OS, METHOD_OS_SIFT], ["a", MEMORY_SET], 120.0)
+    tot = res.totals()
+    assert tot[METHOD_OS_SIFT]["vs_stitch"]["seconds_stitch"] == 12 and tot[METHOD_OS_SIFT]["vs_stitch"]["seconds_peer"] == 12
+    assert tot[METHOD_OS]["vs_stitch"]["sets"] == [MEMORY_SET]
+    t = {x.name.split(" (")[0]: x for x in res.targets()}
+    assert t["success on every set, every image kept except the distractors"].reached
+    ssim_t = next(x for x in res.targets() if x.name.startswith("overlap SSIM"))
+    assert not ssim_t.reached and MEMORY_SET in ssim_t.detail
+    assert next(x for x in res.targets() if x.name.startswith("total time")).reached  # 12 <= 12
+    mem = [x for x in res.targets() if x.name.startswith("peak memory")]
+    assert len(mem) == 2 and all(x.reached for x in mem)
+    assert json.loads(json.dumps(res.to_json()))["rows"][0]["set"] == "a"
+
+
+def test_contact_sheet(tmp_path):
+    thumb = tmp_path / "p.jpg"
+    cv2.imwrite(str(thumb), texture(5, (800, 200)))
+    row = _row("a", METHOD_STITCH)
+    row.thumbnail = str(thumb)
+    res = PanoramaBenchResult([row, _row("a", METHOD_OPENCV, ok=False)], [METHOD_STITCH, METHOD_OPENCV], ["a"], 120.0)
+    out = contact_sheet(res, tmp_path / "sheet.png")
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[1] > 1000 and img[60:200, 160:600].std() > 10
+
+
+@pytest.fixture(scope="module")
+def tiny_set(samples_dir: Path, tmp_path_factory) -> list[Path]:
+    """Two overlapping 360 x 400 crops of pano3/view_2.jpg."""
+    d = tmp_path_factory.mktemp("tiny")
+    view = cv2.imread(str(samples_dir / "pano3" / "view_2.jpg"))
+    paths = [d / "a.png", d / "b.png"]
+    cv2.imwrite(str(paths[0]), view[0:400, 0:360])
+    cv2.imwrite(str(paths[1]), view[30:430, 140:500])
+    return paths
+
+
+def test_run_isolated_stitch_and_opencv(tiny_set, tmp_path):
+    """The subprocess runner: time, peak memory, kept images and the figures for stitch and cv2.Stitcher."""
+    res = run_isolated(METHOD_STITCH, tiny_set, tmp_path / "stitch", timeout=120)
+    assert res["ok"], res
+    assert res["kept"] == ["a.png", "b.png"] and 0 < res["seconds"] < 60 and 50 < res["peak_mb"] < 2000
+    assert len(res["pairs"]) == 1 and res["psnr"] > 30 and res["ssim"] > 0.9  # crops of one image: exact overlap
+    assert res["seam_visibility"] < 1.0 and res["frame_check"] <= 2
+    assert (tmp_path / "stitch" / "panorama.jpg").exists()
+    cv = run_isolated(METHOD_OPENCV, tiny_set, tmp_path / "opencv", timeout=120)
+    assert cv["method"] == METHOD_OPENCV and "registration" in cv
+    if cv["ok"]:  # cv2.Stitcher may refuse two plain crops; when it stitches, its frame must be recovered
+        assert cv["frame_check"] is not None and cv["frame_check"] < 10
+
+
+def test_run_isolated_timeout(tiny_set, tmp_path):
+    res = run_isolated(METHOD_STITCH, tiny_set, tmp_path / "t", timeout=0.3)
+    assert not res["ok"] and res["timed_out"] and "timed out" in res["error"]
+
+
+def test_exception(tmp_path):
+    from stitch.bench.panorama import run_panorama_bench
+
+    with pytest.raises(StitchError, match="method"):
+        run_panorama_bench(tmp_path, methods=["bogus"])
+    with pytest.raises(StitchError, match="no panorama sets"):
+        run_panorama_bench(tmp_path, methods=[METHOD_STITCH])

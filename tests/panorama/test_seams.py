@@ -1,0 +1,103 @@
+"""stitch.seams: every covered pixel in exactly one mask; seams go around a moving object."""
+
+from __future__ import annotations
+
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from stitch.errors import ConfigError
+from stitch.panorama.seams import SEAM_CHOICES, find_seams, pixel_cost, seam_cost
+from stitch.panorama.views import LowView
+
+OBJECT = (slice(20, 60), slice(112, 128))  # rows, columns of the "moving object" in canvas pixels
+
+
+def scene(seed: int = 1, size: tuple[int, int] = (300, 120)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(60, 190, (size[1] // 6, size[0] // 6, 3), dtype=np.uint8)
+    return cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
+
+
+def views_with_object() -> list[LowView]:
+    """Two 180 x 120 views (canvas x 0..180 and 120..300... overlapping on 60..180): the first sees a bright
+    object at OBJECT that the second does not (it moved between the shots)."""
+    s = scene()
+    a = s[:, :180].copy()
+    a[OBJECT] = (250, 250, 250)
+    b = s[:, 60:].copy()
+    m = np.ones((120, 180), bool)
+    return [LowView(a, m, (0, 0)), LowView(b, m.copy(), (60, 0))]
+
+
+def coverage(views, masks) -> np.ndarray:
+    """Per canvas pixel: how many seam masks claim it (-1 where no view covers it)."""
+    x1 = max(v.box[2] for v in views)
+    y1 = max(v.box[3] for v in views)
+    count = np.zeros((y1, x1), int)
+    covered = np.zeros((y1, x1), bool)
+    for v, m in zip(views, masks):
+        count[v.box[1]:v.box[3], v.box[0]:v.box[2]] += m
+        covered[v.box[1]:v.box[3], v.box[0]:v.box[2]] |= v.mask
+    count[~covered] = -1
+    return count
+
+
+def test_smoke():
+    views = views_with_object()
+    for method in SEAM_CHOICES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # OpenCV 5's DpSeamFinder asserts here: falls back with a warning
+            masks = find_seams(views, method)
+        assert len(masks) == 2 and all(m.shape == v.mask.shape and m.dtype == bool for m, v in zip(masks, views))
+        cov = coverage(views, masks)
+        if method == "none":
+            assert cov.max() == 2  # no seams: the overlap stays shared
+        elif method.startswith("opencv_"):
+            assert np.mean(cov[cov >= 0] == 1) > 0.97, method
+        else:
+            assert np.all(cov[cov >= 0] == 1), method  # a partition of the covered pixels
+
+
+def test_shift():
+    """The object (only in view 0) is never cut: its pixels go wholly to one view. Graph cut and DP beat
+    Voronoi, which cuts through the middle of the overlap (column 120, across the object)."""
+    views = views_with_object()
+    for method in ("graphcut", "dp"):
+        masks = find_seams(views, method)
+        in_a = masks[0][OBJECT]
+        assert in_a.all() or not in_a.any(), method
+    costs = {m: seam_cost(views, find_seams(views, m)) for m in ("graphcut", "dp", "voronoi")}
+    assert costs["graphcut"] <= costs["dp"] + 1e-6 and costs["graphcut"] < 0.5 * costs["voronoi"], costs
+    vor = find_seams(views, "voronoi")[0]
+    assert vor[:, :118].all() and not vor[:, 122:].any()  # the middle of the overlap (view 0 columns 60..180)
+
+
+def test_three_views_partition():
+    """Three views in a row with a vertical offset: still a partition (pairs cut in order)."""
+    s = scene(4, (400, 160))
+    views = [LowView(s[0:120, 0:180].copy(), np.ones((120, 180), bool), (0, 0)),
+             LowView(s[20:140, 110:290].copy(), np.ones((120, 180), bool), (110, 20)),
+             LowView(s[40:160, 220:400].copy(), np.ones((120, 180), bool), (220, 40))]
+    for method in ("graphcut", "dp", "voronoi"):
+        cov = coverage(views, find_seams(views, method))
+        assert np.all(cov[cov >= 0] == 1), method
+
+
+def test_pixel_cost():
+    a = scene()[:, :100]
+    e = pixel_cost(a, a, beta=1.0, c0=1.0)
+    np.testing.assert_allclose(e, 1.0)  # identical images: only the constant remains
+    assert pixel_cost(a, 255 - a).mean() > 20
+
+
+def test_exception():
+    views = views_with_object()
+    with pytest.raises(ConfigError, match="seam='bogus'"):
+        find_seams(views, "bogus")
+    with pytest.raises(ConfigError, match="beta"):
+        find_seams(views, "graphcut", beta=-1)
+    single = find_seams(views[:1], "graphcut")
+    assert single[0].all()
