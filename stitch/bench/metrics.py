@@ -28,7 +28,7 @@ def is_degenerate(H: np.ndarray | None) -> bool:
 
 
 def homography_error(pair: GTPair, H_est: np.ndarray | None, src_size: tuple[int, int]) -> float:
-    """Error (px) of ``H_est`` (3, 3) on ``pair`` per DESIGN §4; inf when H_est is None or degenerate.
+    """Error (px) of ``H_est`` (3, 3) on ``pair`` (corner error, or the annotated points' error); inf when H_est is None or degenerate.
 
     ``src_size`` is (width, height) of the src image. With annotated points (homogr) it is the mean
     distance between H_est @ A points and the B points; otherwise the mean corner error of the src image.

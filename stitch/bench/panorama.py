@@ -1,4 +1,4 @@
-"""The panorama benchmark (DESIGN §4): stitch, OpenStitching and cv2.Stitcher on real photo sets.
+"""The panorama benchmark: stitch, OpenStitching and cv2.Stitcher on real photo sets.
 
 Protocol. Every method runs on every set in its own subprocess (``python -m stitch.bench_panorama``), one
 at a time, with a wall-clock ``timeout`` (120 s by default; a run past it is killed and counts as a

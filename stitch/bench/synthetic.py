@@ -1,4 +1,4 @@
-"""The synthetic benchmark (DESIGN §4, issue 4): MACE on pairs generated from the images of a folder.
+"""The synthetic benchmark: MACE on pairs generated from the images of a folder.
 
 Two regimes, P x P = 128 x 128 patches, fixed seed (``stitch.deep.pairs`` builds the pairs):
 

@@ -23,7 +23,7 @@ Column definitions (all errors in full-resolution px):
 * ``transfer_rms``: RMS symmetric transfer error over those inliers (``quality.support``).
 * ``score`` and ``parts``: ``quality.score`` (see its docstring); rejected rows score -inf with a reason.
 * ``error``: with ground truth, ``metrics.homography_error``: the mean error on the annotated points when
-  they are given (``homogr``), else the mean corner error of the src image (DESIGN section 4).
+  they are given (``homogr``), else the mean corner error of the src image.
 
 JSON schema (``SCHEMA_VERSION`` 1), written by ``CompareReport.to_json`` / ``write_json``. Floats are
 plain numbers except +-infinity, written as the strings ``"inf"`` / ``"-inf"``; NaN (not measured) is
