@@ -108,7 +108,7 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.option("--max-canvas-mp", type=click.FloatRange(0.001), default=DEFAULT_MAX_CANVAS_PIXELS / 1e6,
               show_default=True, help="Refuse canvases larger than this many megapixels.")
 @click.option("--exposure", type=click.Choice(EXPOSURE_CHOICES), default=DEFAULT_EXPOSURE, show_default=True,
-              help="Exposure compensation: per-image gain, per-channel gains, block gains, or none.")
+              help="Exposure compensation: per-image gain, per-channel gains, block gains, colour (gain, colour balance and per-channel blocks, for a colour cast), or none.")
 @click.option("--seam", type=click.Choice(SEAM_CHOICES), default=DEFAULT_SEAM, show_default=True,
               help="Seam finder in the overlaps (graph cut, dynamic programming, Voronoi, none, or OpenCV's).")
 @click.option("--blend", type=click.Choice(BLEND_CHOICES), default=DEFAULT_BLEND, show_default=True,
