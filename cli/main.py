@@ -1,4 +1,4 @@
-"""The `stitch` command line: `stitch run FOLDER -o OUT` (panoramas) and `stitch bench ...` (benchmarks).
+"""The `stitch` command line: `stitch run FOLDER|FILES -o OUT` (panoramas) and `stitch bench ...` (benchmarks).
 
 Errors are one line on stderr (``error: ...``) with a non-zero exit, never a traceback; warnings (such as
 an image dropped from a panorama) are one line each (``warning: ...``) on stderr. Heavy modules load
@@ -26,7 +26,7 @@ from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES
 from stitch.io import IMAGE_EXTENSIONS
 from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
 from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
-from stitch.panorama.crop import DEFAULT_CROP
+from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
 from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
 from stitch.panorama.pipeline import (
     DEFAULT_PANORAMA_PROJECTION,
@@ -83,6 +83,18 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
             raise StitchError(f"{output}: refusing to overwrite an input image; choose another output path")
 
 
+def _check_dirs(inputs: list[Path], paths: list[Path], mask_dir: Path | None, timelapse: Path | None) -> None:
+    """Refuse a --timelapse folder that holds inputs, or a --mask-dir that is missing or holds the photos."""
+    folders = {p.resolve().parent for p in paths} | {i.resolve() for i in inputs if i.is_dir()}
+    if timelapse is not None:
+        if timelapse.exists() and not timelapse.is_dir():
+            raise StitchError(f"{timelapse}: exists and is not a folder (--timelapse needs a folder)")
+        if timelapse.resolve() in folders:
+            raise StitchError(f"{timelapse}: --timelapse must not be a folder of input images; choose another folder")
+    if mask_dir is not None and mask_dir.resolve() in folders:
+        raise StitchError(f"{mask_dir}: --mask-dir must not be a folder of input images; put the masks in their own folder")
+
+
 def _summary(out: Path, pano: Any) -> dict[str, Any]:
     s = pano.summary()
     return {
@@ -98,6 +110,9 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
         "crop": s["crop"],
         "gains": s["gains"],
         "bands": s["bands"],
+        "scale": s["scale"],
+        "filled": s["filled"],
+        "timelapse": s["timelapse"],
         "stage_seconds": s["stage_seconds"],
         "seconds": s["seconds"],
         "warnings": s["warnings"],
@@ -105,7 +120,7 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 
 
 @cli.command("run")
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output image (.jpg, .png, ...); written atomically.")
 @click.option("--preset", type=click.Choice(PRESET_CHOICES), default=DEFAULT_PRESET, show_default=True,
@@ -129,8 +144,24 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
               help="Multi-band levels (default: from the overlap width).")
 @click.option("--seam-megapix", type=click.FloatRange(0.001, 10), default=DEFAULT_SEAM_MEGAPIX, show_default=True,
               help="Resolution (megapixels per image) at which exposure gains and seams are computed.")
-@click.option("--crop/--no-crop", default=DEFAULT_CROP, show_default=True,
-              help="Crop to the largest rectangle inside the valid region.")
+@click.option("--crop", type=click.Choice(CROP_CHOICES), default=DEFAULT_CROP, show_default=True,
+              help="Crop: " + "; ".join(f"'{k}': {m.help}" for k, m in CROP_MODES.items()) + ".")
+@click.option("--no-crop", is_flag=True, help="Same as --crop none.")
+@click.option("--crop-max-empty", type=click.FloatRange(0.0, 0.5, max_open=True), default=DEFAULT_CROP_MAX_EMPTY,
+              show_default=True, help="Largest share of empty pixels (then filled) in a '--crop fill' rectangle.")
+@click.option("--scale", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Output resolution as a fraction of the full resolution (compositing only; e.g. 0.5).")
+@click.option("--megapixels", type=click.FloatRange(0.0, min_open=True), default=None,
+              help="Output resolution: scale the canvas (before the crop) down to at most this many megapixels.")
+@click.option("--range-width", type=click.IntRange(0), default=0, show_default=True,
+              help="Ordered sequence: match each image only with the K images before and after it in input order "
+              "(0: every pair).")
+@click.option("--mask-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Feature masks: DIR/<photo stem>.png (any image extension) is the mask of that photo, white = "
+              "features may be found there, black = none. Photos without a mask use the whole image.")
+@click.option("--timelapse", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write every input warped alone onto the panorama's frame into this folder "
+              "(NNNN_<stem>.png, one per kept image).")
 @click.option("--debug-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the intermediate images (matches, warped images, masks, compensated images, seams, the "
               "result with seam lines) into this folder.")
@@ -139,37 +170,63 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress display (shown on a terminal only) or summary line; warnings still print.")
-def run_cmd(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
+def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str | None, projection: str, seed: int,
             work_megapix: float, max_canvas_mp: float, exposure: str, seam: str, blend: str, bands: int | None,
-            seam_megapix: float, crop: bool, debug_dir: Path | None, workers: int, as_json: bool,
-            quiet: bool) -> None:
-    """Stitch the images in FOLDER into one panorama written to OUTPUT.
+            seam_megapix: float, crop: str, no_crop: bool, crop_max_empty: float, scale: float | None,
+            megapixels: float | None, range_width: int, mask_dir: Path | None, timelapse: Path | None,
+            debug_dir: Path | None, workers: int, as_json: bool, quiet: bool) -> None:
+    """Stitch the images in FOLDER (or the image FILES given, or several folders) into one panorama written
+    to OUTPUT.
 
-    Unreadable files and images that overlap no other are skipped with a warning; fewer than two
-    usable images, or no overlap at all, is an error.
+    A folder's image files are read in name order; broken symlinks, files named like masks (mask*,
+    *_mask) and panoramas stitch wrote itself (tagged JPEG/PNG) are skipped with a warning. Unreadable
+    files, images under 32 px a side and images that overlap no other are skipped with a warning; fewer
+    than two usable images, or no overlap at all, is an error.
     """
+    if no_crop and crop not in (DEFAULT_CROP, "none"):
+        raise click.UsageError(f"--no-crop contradicts --crop {crop}")
+    if scale is not None and megapixels is not None:
+        raise click.UsageError("give --scale or --megapixels, not both")
     extra = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
-             "crop": crop, "workers": workers}
+             "crop": "none" if no_crop else crop, "crop_max_empty": crop_max_empty, "scale": scale,
+             "megapixels": megapixels, "range_width": range_width, "workers": workers,
+             "timelapse": None if timelapse is None else str(timelapse)}
     try:
-        _run(folder, output, preset, detector, projection, seed, work_megapix, max_canvas_mp, as_json, quiet,
-             extra, debug_dir)
+        _run(list(inputs), output, preset, detector, projection, seed, work_megapix, max_canvas_mp, as_json, quiet,
+             extra, debug_dir, mask_dir)
     except StitchError as exc:
         raise click.ClickException(_one_line(str(exc))) from None
 
 
-def _run(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
+def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, projection: str, seed: int,
          work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool,
-         extra: dict[str, Any] | None = None, debug_dir: Path | None = None) -> None:
-    from stitch.io import list_images, write_image_atomic
+         extra: dict[str, Any] | None = None, debug_dir: Path | None = None, mask_dir: Path | None = None) -> None:
+    from stitch.io import collect_inputs, write_image_atomic
     from stitch.panorama.debug import DebugDir
+    from stitch.panorama.inputs import masks_from_dir
     from stitch.panorama.pipeline import stitch_images
 
-    paths = list_images(folder)
+    scan = collect_inputs(inputs)
+    paths = scan.paths
     _check_output(output, paths)
+    timelapse = (extra or {}).get("timelapse")
+    _check_dirs(inputs, paths, mask_dir, None if timelapse is None else Path(timelapse))
     console = stderr_console()
-    if output.resolve().parent == folder.resolve():
-        console.print(f"warning: {output} is inside {folder}: a later run on {folder} will read it as an input",
-                      markup=False, highlight=False, soft_wrap=True)
+
+    def say(text: str) -> None:
+        console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    for name, why in scan.skipped:
+        say(f"skipping {name}: {why}")
+    masks = None
+    if mask_dir is not None:
+        masks, unused = masks_from_dir(paths, mask_dir)
+        if unused:
+            say(f"{mask_dir}: no photo matches the mask file(s) {', '.join(unused)} (the mask of a.jpg is a.png)")
+    if output.suffix.lower() not in (".jpg", ".jpeg", ".png") and any(
+            output.resolve().parent == i.resolve() for i in inputs if i.is_dir()):
+        say(f"{output} is inside an input folder and a {output.suffix} file carries no stitch tag: a later run on "
+            "that folder will read it as an input (write .jpg or .png, or elsewhere)")
     printed: set[str] = set()
 
     def show(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
@@ -188,12 +245,12 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
         warnings.simplefilter("always")
         warnings.showwarning = show
         if quiet or not console.is_terminal:  # a live display only makes sense on a terminal
-            pano = stitch_images(paths, **options)
+            pano = stitch_images(paths, masks=masks, **options)
         else:
             with progress_bar("stitch", console) as progress:
-                pano = stitch_images(paths, progress=progress, **options)
+                pano = stitch_images(paths, progress=progress, masks=masks, **options)
     try:
-        write_image_atomic(output, pano.image)
+        write_image_atomic(output, pano.image, tag=True)
     except OSError as exc:
         raise StitchError(f"{output}: cannot write the panorama ({exc.strerror or exc})") from None
     if as_json:
@@ -204,6 +261,8 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
                    f"{len(pano.dropped)} dropped, {pano.seconds:.1f} s)")
         if debug_dir is not None:
             click.echo(f"intermediate images in {debug_dir}")
+        if pano.timelapse:
+            click.echo(f"{len(pano.timelapse)} timelapse frames in {timelapse}")
 
 
 def _fail(message: str, code: int) -> int:
