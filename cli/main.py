@@ -154,7 +154,7 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.option("--megapixels", type=click.FloatRange(0.0, min_open=True), default=None,
               help="Output resolution: scale the canvas (before the crop) down to at most this many megapixels.")
 @click.option("--range-width", type=click.IntRange(0), default=0, show_default=True,
-              help="Ordered sequence: match each image only with the K images before and after it in input order "
+              help="Ordered sequence: match only the images at most K places apart in input order "
               "(0: every pair).")
 @click.option("--mask-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Feature masks: DIR/<photo stem>.png (any image extension) is the mask of that photo, white = "

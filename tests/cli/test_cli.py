@@ -307,7 +307,7 @@ def test_run_compositing_options_and_debug_dir(tmp_path, crops):
                      "seams.png", "result_seams.jpg", "gains.json"):
         assert expected in names, (expected, sorted(names))
     res = run(["run", str(d), "-o", str(tmp_path / "cropped.png"), "--json", "--bands", "2", "--blend", "multiband",
-               "--projection", "plane"])
+               "--projection", "plane", "--crop", "rect"])
     assert res.exit_code == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["bands"] == 2 and summary["crop"][3] - summary["crop"][1] == 370  # rows both crops cover
