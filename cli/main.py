@@ -83,16 +83,14 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
             raise StitchError(f"{output}: refusing to overwrite an input image; choose another output path")
 
 
-def _check_dirs(inputs: list[Path], paths: list[Path], mask_dir: Path | None, timelapse: Path | None) -> None:
-    """Refuse a --timelapse folder that holds inputs, or a --mask-dir that is missing or holds the photos."""
-    folders = {p.resolve().parent for p in paths} | {i.resolve() for i in inputs if i.is_dir()}
-    if timelapse is not None:
-        if timelapse.exists() and not timelapse.is_dir():
-            raise StitchError(f"{timelapse}: exists and is not a folder (--timelapse needs a folder)")
-        if timelapse.resolve() in folders:
-            raise StitchError(f"{timelapse}: --timelapse must not be a folder of input images; choose another folder")
-    if mask_dir is not None and mask_dir.resolve() in folders:
-        raise StitchError(f"{mask_dir}: --mask-dir must not be a folder of input images; put the masks in their own folder")
+def _check_timelapse(inputs: list[Path], paths: list[Path], timelapse: Path | None) -> None:
+    """Refuse a --timelapse path that is a file or a folder of input images."""
+    if timelapse is None:
+        return
+    if timelapse.exists() and not timelapse.is_dir():
+        raise StitchError(f"{timelapse}: exists and is not a folder (--timelapse needs a folder)")
+    if timelapse.resolve() in {p.resolve().parent for p in paths} | {i.resolve() for i in inputs if i.is_dir()}:
+        raise StitchError(f"{timelapse}: --timelapse must not be a folder of input images; choose another folder")
 
 
 def _summary(out: Path, pano: Any) -> dict[str, Any]:
@@ -120,7 +118,7 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 
 
 @cli.command("run")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="FOLDER|FILES...")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output image (.jpg, .png, ...); written atomically.")
 @click.option("--preset", type=click.Choice(PRESET_CHOICES), default=DEFAULT_PRESET, show_default=True,
@@ -210,7 +208,7 @@ def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, pr
     paths = scan.paths
     _check_output(output, paths)
     timelapse = (extra or {}).get("timelapse")
-    _check_dirs(inputs, paths, mask_dir, None if timelapse is None else Path(timelapse))
+    _check_timelapse(inputs, paths, None if timelapse is None else Path(timelapse))
     console = stderr_console()
 
     def say(text: str) -> None:

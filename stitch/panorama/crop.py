@@ -255,7 +255,8 @@ class CropMode:
 
 #: Every crop mode by name: the CLI's ``--crop`` choices, the API's check and the docs read this table.
 CROP_MODES: dict[str, CropMode] = {
-    "fill": CropMode(fill_box, True, "largest rectangle with at most 2 % empty pixels, those filled (default)"),
+    "fill": CropMode(fill_box, True, "largest rectangle with a small share of empty pixels (at most 2 % by "
+                                     "default), those filled by inpainting"),
     "rect": CropMode(rect_box, False, "largest rectangle inside the valid region (no invented pixel)"),
     "none": CropMode(whole_frame, False, "no crop: the whole canvas, black where no image reaches"),
 }

@@ -100,9 +100,9 @@ def masks_from_dir(paths: Sequence[str | os.PathLike], mask_dir: str | os.PathLi
     """(mask file or None per photo by the naming rule of the module docstring, mask files matching no photo)."""
     d = Path(mask_dir)
     if not d.is_dir():
-        raise ImageReadError(f"{d}: mask folder not found")
+        raise ImageReadError(f"{d}: mask folder not found (--mask-dir)")
     if any(Path(p).resolve().parent == d.resolve() for p in paths):
-        raise ConfigError(f"{d}: the mask folder must not hold the photos; put the masks in their own folder")
+        raise ConfigError(f"{d}: --mask-dir must not be a folder of input images; put the masks in their own folder")
     files = {}
     for f in sorted(d.iterdir()):
         if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
