@@ -83,16 +83,6 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
             raise StitchError(f"{output}: refusing to overwrite an input image; choose another output path")
 
 
-def _check_timelapse(inputs: list[Path], paths: list[Path], timelapse: Path | None) -> None:
-    """Refuse a --timelapse path that is a file or a folder of input images."""
-    if timelapse is None:
-        return
-    if timelapse.exists() and not timelapse.is_dir():
-        raise StitchError(f"{timelapse}: exists and is not a folder (--timelapse needs a folder)")
-    if timelapse.resolve() in {p.resolve().parent for p in paths} | {i.resolve() for i in inputs if i.is_dir()}:
-        raise StitchError(f"{timelapse}: --timelapse must not be a folder of input images; choose another folder")
-
-
 def _summary(out: Path, pano: Any) -> dict[str, Any]:
     s = pano.summary()
     return {
@@ -199,16 +189,16 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str |
 def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, projection: str, seed: int,
          work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool,
          extra: dict[str, Any] | None = None, debug_dir: Path | None = None, mask_dir: Path | None = None) -> None:
-    from stitch.io import collect_inputs, write_image_atomic
+    from stitch.io import collect_inputs, is_stitch_output, write_image_atomic
     from stitch.panorama.debug import DebugDir
-    from stitch.panorama.inputs import masks_from_dir
+    from stitch.panorama.inputs import check_timelapse_dir, masks_from_dir
     from stitch.panorama.pipeline import stitch_images
 
     scan = collect_inputs(inputs)
     paths = scan.paths
-    _check_output(output, paths)
     timelapse = (extra or {}).get("timelapse")
-    _check_timelapse(inputs, paths, None if timelapse is None else Path(timelapse))
+    if timelapse is not None:
+        check_timelapse_dir(timelapse, paths)
     console = stderr_console()
 
     def say(text: str) -> None:
@@ -221,6 +211,10 @@ def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, pr
         masks, unused = masks_from_dir(paths, mask_dir)
         if unused:
             say(f"{mask_dir}: no photo matches the mask file(s) {', '.join(unused)} (the mask of a.jpg is a.png)")
+    # never overwrite an input, a mask, or a file the folder listing skipped (unless stitch wrote it)
+    skipped = [i / n for i in inputs if i.is_dir() for n, _ in scan.skipped]
+    _check_output(output, paths + [m for m in masks or [] if m is not None]
+                  + [p for p in skipped if p.is_file() and not is_stitch_output(p)])
     if output.suffix.lower() not in (".jpg", ".jpeg", ".png") and any(
             output.resolve().parent == i.resolve() for i in inputs if i.is_dir()):
         say(f"{output} is inside an input folder and a {output.suffix} file carries no stitch tag: a later run on "

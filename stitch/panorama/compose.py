@@ -27,11 +27,9 @@ linearly; average = every covering image counts equally. It fills the canvas in 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -49,6 +47,7 @@ from stitch.panorama.blend import (
 )
 from stitch.panorama.crop import DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY, crop_mode, crop_panorama
 from stitch.panorama.exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE, EXPOSURE_CHOICES, Gains, compensate
+from stitch.panorama.inputs import check_timelapse_dir
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, Projection, canvas_bounds, warp_image
@@ -142,7 +141,7 @@ class ComposeConfig:
             raise ConfigError(f"crop_max_empty={self.crop_max_empty}: must be in [0, 0.5)")
         check_output_size(self.scale, self.megapixels)
         if self.timelapse is not None:
-            check_timelapse_dir(self.timelapse)
+            check_timelapse_dir(self.timelapse)  # stitch_images also checks it against the input files
         if not (isinstance(self.seam_megapix, (int, float)) and 0.001 <= self.seam_megapix <= 10):
             raise ConfigError(f"seam_megapix={self.seam_megapix}: must be between 0.001 and 10")
         if self.bands is not None and not (isinstance(self.bands, int) and 0 <= self.bands <= MAX_BANDS):
@@ -183,16 +182,6 @@ def check_output_size(scale: float | None, megapixels: float | None) -> None:
         raise ConfigError(f"scale={scale}: must be in (0, 1] (a fraction of the full resolution)")
     if megapixels is not None and not (isinstance(megapixels, (int, float)) and megapixels > 0):
         raise ConfigError(f"megapixels={megapixels}: must be a positive number of megapixels")
-
-
-def check_timelapse_dir(folder: str | os.PathLike) -> None:
-    """ConfigError when ``folder`` exists and is not a folder, or cannot be created or written."""
-    p = Path(folder)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"timelapse={str(p)!r}: exists and is not a folder")
-    parent = next((q for q in [p, *p.resolve().parents] if q.exists()), None)
-    if parent is None or not os.access(parent, os.W_OK):
-        raise ConfigError(f"timelapse={str(p)!r}: cannot write there ({parent} is not a writable folder)")
 
 
 def output_scale(canvas_pixels: int, scale: float | None = None, megapixels: float | None = None) -> float:

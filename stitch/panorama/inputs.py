@@ -115,6 +115,19 @@ def masks_from_dir(paths: Sequence[str | os.PathLike], mask_dir: str | os.PathLi
     return found, unused
 
 
+def check_timelapse_dir(folder: str | os.PathLike, inputs: Sequence[object] = ()) -> None:
+    """ConfigError when the timelapse ``folder`` is a file, cannot be written, or holds one of the input files
+    (a frame must never overwrite an input; arrays among ``inputs`` are ignored)."""
+    p = Path(folder)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{p}: the timelapse folder exists and is not a folder")
+    parent = next((q for q in [p, *p.resolve().parents] if q.exists()), None)
+    if parent is None or not os.access(parent, os.W_OK):
+        raise ConfigError(f"{p}: cannot write the timelapse folder there ({parent} is not a writable folder)")
+    if any(isinstance(i, (str, os.PathLike)) and Path(i).resolve().parent == p.resolve() for i in inputs):
+        raise ConfigError(f"{p}: the timelapse folder must not hold input images; choose another folder")
+
+
 def sequence_pairs(n: int, range_width: int = 0) -> list[tuple[int, int]]:
     """Pairs (i, j), i < j, to match among n images: j - i <= range_width, or every pair for 0."""
     if not (isinstance(range_width, int) and range_width >= 0):

@@ -62,7 +62,15 @@ from stitch.homography.select import (
 )
 from stitch.io import ImageLike, load_images
 from stitch.panorama.compose import ComposeConfig, compose_panorama
-from stitch.panorama.inputs import MIN_IMAGE_SIDE, MaskLike, check_mask, load_masks, sequence_pairs, work_mask
+from stitch.panorama.inputs import (
+    MIN_IMAGE_SIDE,
+    MaskLike,
+    check_mask,
+    check_timelapse_dir,
+    load_masks,
+    sequence_pairs,
+    work_mask,
+)
 from stitch.panorama.warp import (
     DEFAULT_MAX_CANVAS_PIXELS,
     PROJECTION_CHOICES,
@@ -694,6 +702,8 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
     cfg = PanoramaConfig.from_options(preset=preset, detector=detector, projection=projection, seed=seed,
                                       work_megapix=work_megapix, max_canvas_pixels=max_canvas_pixels, **options)
     notes: list[str] = []
+    if cfg.compose.timelapse is not None:
+        check_timelapse_dir(cfg.compose.timelapse, paths_or_arrays if isinstance(paths_or_arrays, list) else ())
     mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
     images, names, dropped, index = read_inputs(paths_or_arrays, notes)
     images, names, keep = drop_duplicates(images, names, dropped, notes)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import one_line_error
 from stitch.cli.main import cli, main
 
 from stitch.geometry import image_corners, project
@@ -29,16 +30,6 @@ def digest(folder: Path) -> dict[str, str]:
 def write(path: Path, img: np.ndarray) -> Path:
     assert cv2.imwrite(str(path), img), path
     return path
-
-
-def one_line_error(stderr: str, *needles: str) -> str:
-    """The single `error:` line of stderr (no traceback); asserts it names every needle."""
-    assert "Traceback" not in stderr, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

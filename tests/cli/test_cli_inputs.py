@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import one_line_error
 from stitch.cli.main import main
 
 from stitch.io import is_stitch_output
@@ -22,15 +23,6 @@ def digest(folder: Path) -> dict[str, str]:
     """sha256 of every regular file in folder (symlinks left out)."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
             if p.is_file() and not p.is_symlink()}
-
-
-def one_line_error(stderr: str, *needles: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def warnings_of(stderr: str) -> list[str]:
@@ -155,7 +147,7 @@ def test_timelapse_scale_and_range_width(photos, tmp_path, capsys):
         frame = cv2.imread(f)
         assert frame.shape[:2] == (s["size"][1], s["size"][0]) and is_stitch_output(f)
     assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--timelapse", str(photos)]) == 1
-    one_line_error(capsys.readouterr().err, "--timelapse must not be a folder of input images")
+    one_line_error(capsys.readouterr().err, "the timelapse folder must not hold input images")
     assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--scale", "0.5", "--megapixels", "1"]) == 2
     one_line_error(capsys.readouterr().err, "give --scale or --megapixels, not both")
     assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--scale", "1.5"]) == 2

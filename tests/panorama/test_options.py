@@ -149,7 +149,7 @@ def test_timelapse_frames_cover_the_panorama(crops, tmp_path):
         union |= covered
     # the 'fill' crop's invented pixels are False in the mask and covered by no frame
     assert p.filled > 0 and np.array_equal(union, p.mask)
-    with pytest.raises(ConfigError, match="timelapse=.*exists and is not a folder"):
+    with pytest.raises(ConfigError, match="0000_image0.png: the timelapse folder exists and is not a folder"):
         stitch_images(crops, timelapse=str(p.timelapse[0]))
 
 
