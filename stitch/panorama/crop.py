@@ -5,8 +5,9 @@
   mosaic whose images are offset it throws most of the picture away (ledge keeps 0.30 of its 0.67 MP).
 * ``fill`` (the default): the largest rectangle with at most ``max_empty`` (``DEFAULT_CROP_MAX_EMPTY``,
   2 %) of its pixels empty. The empty pixels, thin wedges along the borders, are filled by inpainting from
-  their neighbours (cv2.inpaint, Telea) and stay False in the result's mask, so a caller can tell them
-  apart. It keeps much more of the picture at the price of a few invented pixels at the edges, the trade
+  their neighbours (cv2.inpaint, Telea), together with a ``FILL_RIM`` px rim of the picture around them
+  (warped borders carry interpolation fringes, which inpainting would smear into the hole); the filled
+  pixels are False in the result's mask, so a caller can tell them apart. It keeps much more of the picture at the price of a few invented pixels at the edges, the trade
   a photographer makes with Photoshop's or Lightroom's "fill edges"; its area is never below ``rect``'s.
   Pass ``crop='rect'`` when no pixel may be invented, ``crop='none'`` to keep everything.
 
@@ -48,6 +49,8 @@ DEFAULT_FILL_MAX_SIDE = 128
 DEFAULT_CROP_MAX_EMPTY = 0.02
 #: Inpainting radius (px) of the ``fill`` crop.
 FILL_RADIUS = 3
+#: Valid pixels within this distance (px) of an empty one are inpainted too (they carry the warp's fringe).
+FILL_RIM = 2
 
 def largest_rectangle(mask: np.ndarray) -> tuple[int, int, int, int]:
     """The largest axis-aligned all-True rectangle of mask (H, W) bool, as (x0, y0, x1, y1); (0, 0, 0, 0) if none."""
@@ -229,11 +232,15 @@ def fill_box(mask: np.ndarray, max_empty: float = DEFAULT_CROP_MAX_EMPTY,
     return box if area > (rect[2] - rect[0]) * (rect[3] - rect[1]) else rect
 
 
-def fill_empty(image: np.ndarray, valid: np.ndarray, radius: int = FILL_RADIUS) -> np.ndarray:
-    """image (H, W, 3) uint8 with its pixels outside valid (H, W) bool inpainted (Telea), region by region."""
+def fill_empty(image: np.ndarray, valid: np.ndarray, radius: int = FILL_RADIUS,
+               rim: int = FILL_RIM) -> tuple[np.ndarray, np.ndarray]:
+    """(image (H, W, 3) uint8 with its pixels outside valid (H, W) bool, and those within ``rim`` px of them,
+    inpainted (Telea) region by region; filled (H, W) bool: the pixels replaced)."""
     holes = (~valid).astype(np.uint8)
     if not holes.any():
-        return image
+        return image, np.zeros(valid.shape, bool)
+    if rim > 0:
+        holes = cv2.dilate(holes, np.ones((2 * rim + 1, 2 * rim + 1), np.uint8))
     out = image.copy()
     h, w = holes.shape
     n, _, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=8)
@@ -241,7 +248,7 @@ def fill_empty(image: np.ndarray, valid: np.ndarray, radius: int = FILL_RADIUS) 
     for x, y, bw, bh, _ in stats[1:n]:
         x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
         out[y0:y1, x0:x1] = cv2.inpaint(out[y0:y1, x0:x1], holes[y0:y1, x0:x1], radius, cv2.INPAINT_TELEA)
-    return out
+    return out, holes > 0
 
 
 @dataclass(frozen=True)
@@ -275,7 +282,8 @@ def crop_mode(value: str | bool) -> str:
 
 @dataclass
 class Cropped:
-    """A cropped panorama: image (h, w, 3) uint8, mask (h, w) bool (False where empty or filled), box on the canvas."""
+    """A cropped panorama: image (h, w, 3) uint8, mask (h, w) bool (False where empty or filled), box on the canvas;
+    filled: how many pixels the 'fill' mode inpainted."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -296,6 +304,7 @@ def crop_panorama(image: np.ndarray, mask: np.ndarray, mode: str | bool = DEFAUL
         mask = np.ascontiguousarray(mask[box[1]:box[3], box[0]:box[2]])
     filled = 0
     if spec.fill and not mask.all():
-        filled = int(mask.size - np.count_nonzero(mask))
-        image = fill_empty(image, mask)
+        image, replaced = fill_empty(image, mask)
+        mask = mask & ~replaced
+        filled = int(np.count_nonzero(replaced))
     return Cropped(image, mask, box, filled)

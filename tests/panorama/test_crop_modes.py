@@ -89,8 +89,9 @@ def test_crop_panorama_fills_and_flags(corner_mask):
     img = np.full((100, 100, 3), 120, np.uint8)
     img[~corner_mask] = 0
     c = crop_panorama(img, corner_mask, "fill", 0.02)
-    assert c.box == (11, 1, 100, 100) and c.filled == 171
-    assert int((~c.mask).sum()) == 171  # the filled pixels stay False in the mask
+    assert c.box == (11, 1, 100, 100)
+    # the 9 x 19 empty corner and a 2-px rim around it are filled, and False in the mask
+    assert c.filled == 11 * 21 and int((~c.mask).sum()) == 11 * 21 and not c.mask[:21, :11].any()
     assert (c.image[c.mask] == 120).all()  # real pixels untouched
     assert np.abs(c.image.astype(int) - 120).max() <= 5  # empty ones inpainted from their uniform neighbours
     r = crop_panorama(img, corner_mask, "rect")

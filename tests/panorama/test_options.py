@@ -147,8 +147,10 @@ def test_timelapse_frames_cover_the_panorama(crops, tmp_path):
                                           p.gains[k])
         assert np.array_equal(frame, expect)
         union |= covered
-    # the 'fill' crop's invented pixels are False in the mask and covered by no frame
-    assert p.filled > 0 and np.array_equal(union, p.mask)
+    # the frames cover every real pixel; the 'fill' crop's empty pixels (covered by no frame) and the rim it
+    # inpainted around them are False in the mask
+    empty = int((~union).sum())
+    assert (union | ~p.mask).all() and 0 < empty < p.filled and empty <= 0.02 * union.size
     with pytest.raises(ConfigError, match="0000_image0.png: the timelapse folder exists and is not a folder"):
         stitch_images(crops, timelapse=str(p.timelapse[0]))
 
