@@ -132,7 +132,7 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
               help="Multi-band levels (default: from the overlap width).")
 @click.option("--seam-megapix", type=click.FloatRange(0.001, 10), default=DEFAULT_SEAM_MEGAPIX, show_default=True,
               help="Resolution (megapixels per image) at which exposure gains and seams are computed.")
-@click.option("--crop", type=click.Choice(CROP_CHOICES), default=DEFAULT_CROP, show_default=True,
+@click.option("--crop", type=click.Choice(CROP_CHOICES), default=None, show_default=DEFAULT_CROP,
               help="Crop: " + "; ".join(f"'{k}': {m.help}" for k, m in CROP_MODES.items()) + ".")
 @click.option("--no-crop", is_flag=True, help="Same as --crop none.")
 @click.option("--crop-max-empty", type=click.FloatRange(0.0, 0.5, max_open=True), default=DEFAULT_CROP_MAX_EMPTY,
@@ -160,7 +160,7 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
               help="No progress display (shown on a terminal only) or summary line; warnings still print.")
 def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str | None, projection: str, seed: int,
             work_megapix: float, max_canvas_mp: float, exposure: str, seam: str, blend: str, bands: int | None,
-            seam_megapix: float, crop: str, no_crop: bool, crop_max_empty: float, scale: float | None,
+            seam_megapix: float, crop: str | None, no_crop: bool, crop_max_empty: float, scale: float | None,
             megapixels: float | None, range_width: int, mask_dir: Path | None, timelapse: Path | None,
             debug_dir: Path | None, workers: int, as_json: bool, quiet: bool) -> None:
     """Stitch the images in FOLDER (or the image FILES given, or several folders) into one panorama written
@@ -171,12 +171,12 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str |
     files, images under 32 px a side and images that overlap no other are skipped with a warning; fewer
     than two usable images, or no overlap at all, is an error.
     """
-    if no_crop and crop not in (DEFAULT_CROP, "none"):
+    if no_crop and crop not in (None, "none"):
         raise click.UsageError(f"--no-crop contradicts --crop {crop}")
     if scale is not None and megapixels is not None:
         raise click.UsageError("give --scale or --megapixels, not both")
     extra = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
-             "crop": "none" if no_crop else crop, "crop_max_empty": crop_max_empty, "scale": scale,
+             "crop": "none" if no_crop else crop or DEFAULT_CROP, "crop_max_empty": crop_max_empty, "scale": scale,
              "megapixels": megapixels, "range_width": range_width, "workers": workers,
              "timelapse": None if timelapse is None else str(timelapse)}
     try:

@@ -132,8 +132,9 @@ def test_crop_modes_and_no_crop_alias(photos, tmp_path, capsys):
     assert w == sizes["--no-crop"][0] and abs(h - 370) <= 1
     fill = sizes[""]  # the default keeps more, with <= 2 % filled
     assert fill[0] * fill[1] > 1.05 * w * h
-    assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--no-crop", "--crop", "rect"]) == 2
-    one_line_error(capsys.readouterr().err, "--no-crop contradicts --crop rect")
+    for mode in ("rect", "fill"):
+        assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--no-crop", "--crop", mode]) == 2
+        one_line_error(capsys.readouterr().err, f"--no-crop contradicts --crop {mode}")
 
 
 def test_timelapse_scale_and_range_width(photos, tmp_path, capsys):
