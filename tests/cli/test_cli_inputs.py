@@ -123,15 +123,14 @@ def test_mask_dir(tmp_path, samples_dir, capsys):
 
 def test_crop_modes_and_no_crop_alias(photos, tmp_path, capsys):
     sizes = {}
-    for flags in (["--crop", "rect"], ["--no-crop"], ["--crop", "none"], []):
+    for flags in (["--crop", "rect"], ["--no-crop"]):
         assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--json", "--projection", "plane",
                      *FAST, *flags]) == 0
-        sizes[" ".join(flags)] = tuple(json.loads(capsys.readouterr().out)["size"])
-    assert sizes["--no-crop"] == sizes["--crop none"] and abs(sizes["--no-crop"][0] - 500) <= 1
-    w, h = sizes["--crop rect"]  # rows 30..400 are covered across the whole width
+        s = json.loads(capsys.readouterr().out)
+        sizes[flags[-1]] = tuple(s["size"])
+    assert s["crop"] == [0, 0, *s["size"]] and abs(sizes["--no-crop"][0] - 500) <= 1  # the whole canvas
+    w, h = sizes["rect"]  # rows 30..400 are covered across the whole width
     assert w == sizes["--no-crop"][0] and abs(h - 370) <= 1
-    fill = sizes[""]  # the default keeps more, with <= 2 % filled
-    assert fill[0] * fill[1] > 1.05 * w * h
     for mode in ("rect", "fill"):
         assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--no-crop", "--crop", mode]) == 2
         one_line_error(capsys.readouterr().err, f"--no-crop contradicts --crop {mode}")
