@@ -6,6 +6,7 @@ to stderr, a short summary to stdout; errors are one line (exit code 1).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,11 @@ def status_line(description: str) -> Iterator[Callable[[str], None]]:
     with Progress(*columns, console=con, transient=True, disable=not con.is_terminal) as bar:
         task = bar.add_task(description, total=None, msg="")
         yield lambda msg: bar.update(task, msg=escape(msg))
+
+
+def _print_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+    """A warning (e.g. a file the folder listing skipped) as one ``warning:`` line on stderr."""
+    stderr_console().print(f"warning: {' '.join(str(message).split())}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_summary(report: CompareReport) -> None:
@@ -150,7 +156,9 @@ def compare(
                 raise click.ClickException(f"{inputs[0]}: expected SRC DST (two images) or a FOLDER")
             if gt_path is not None or gt_points is not None:
                 raise click.ClickException("--gt/--gt-points need SRC DST (one pair), not a folder")
-            with status_line("compare") as say:
+            with status_line("compare") as say, warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.showwarning = _print_warning
                 result = compare_folder(inputs[0], methods=meths, preset=preset, seed=seed, progress=say)
                 say("writing the report")
                 write_html(
