@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ from stitch.panorama.inputs import check_timelapse_dir
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, Projection, canvas_bounds, warp_image
+from stitch.types import ProgressFn
 
 COMPOSITE_CHOICES = ("feather", "average")
 DEFAULT_COMPOSITE = "feather"
@@ -59,7 +60,6 @@ PLAIN_STRIP_PIXELS = 4_000_000
 #: Megapixels per image on the seam-resolution canvas (exposure and seams work there).
 DEFAULT_SEAM_MEGAPIX = 0.1
 
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass

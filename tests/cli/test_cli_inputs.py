@@ -42,9 +42,9 @@ def photos(tmp_path: Path, samples_dir: Path) -> Path:
 
 
 def test_files_as_input_equal_folder_input(photos, tmp_path, capsys):
-    assert main(["run", str(photos), "-o", str(tmp_path / "folder.png"), "--json", *FAST]) == 0
+    assert main(["run", str(photos), "-o", str(tmp_path / "folder.png"), "--json", "-", *FAST]) == 0
     by_folder = json.loads(capsys.readouterr().out)
-    assert main(["run", str(photos / "a.png"), str(photos / "b.png"), "-o", str(tmp_path / "files.png"), "--json",
+    assert main(["run", str(photos / "a.png"), str(photos / "b.png"), "-o", str(tmp_path / "files.png"), "--json", "-",
                  *FAST]) == 0
     by_files = json.loads(capsys.readouterr().out)
     assert by_files["kept"] == by_folder["kept"] == ["a.png", "b.png"]
@@ -63,7 +63,7 @@ def test_folder_skips_links_masks_tiny_images_and_own_outputs(photos, tmp_path, 
     cv2.imwrite(str(photos / "tiny.png"), np.zeros((1, 1, 3), np.uint8))
     before = digest(photos)
     out = photos / "pano.jpg"  # into the input folder
-    assert main(["run", str(photos), "-o", str(out), "--json", *FAST]) == 0
+    assert main(["run", str(photos), "-o", str(out), "--json", "-", *FAST]) == 0
     captured = capsys.readouterr()
     warns = warnings_of(captured.err)
     assert "warning: skipping dangling.jpg: dangling symlink" in captured.err
@@ -73,7 +73,7 @@ def test_folder_skips_links_masks_tiny_images_and_own_outputs(photos, tmp_path, 
     assert json.loads(captured.out)["kept"] == ["a.png", "b.png"]
     first = out.read_bytes()
     # the next run skips the panorama it wrote, and may overwrite it
-    assert main(["run", str(photos), "-o", str(out), "--json", *FAST]) == 0
+    assert main(["run", str(photos), "-o", str(out), "--json", "-", *FAST]) == 0
     captured = capsys.readouterr()
     assert "warning: skipping pano.jpg: written by stitch (a panorama or timelapse frame), not a photo" in captured.err
     assert json.loads(captured.out)["kept"] == ["a.png", "b.png"] and out.read_bytes() == first
@@ -108,7 +108,7 @@ def test_mask_dir(tmp_path, samples_dir, capsys):
     cv2.imwrite(str(masks / "a.png"), mask)
     cv2.imwrite(str(masks / "b.png"), mask)
     cv2.imwrite(str(masks / "zzz.png"), mask)
-    opts = ["-o", str(tmp_path / "o.png"), "--json", "--projection", "plane", "--crop", "none", *FAST]
+    opts = ["-o", str(tmp_path / "o.png"), "--json", "-", "--projection", "plane", "--crop", "none", *FAST]
     assert main(["run", str(d), *opts]) == 0
     w, h = json.loads(capsys.readouterr().out)["size"]
     assert abs(w - 360) <= 1 and abs(h - 400) <= 1  # misled: the photos stacked on each other
@@ -124,7 +124,7 @@ def test_mask_dir(tmp_path, samples_dir, capsys):
 def test_crop_modes_and_no_crop_alias(photos, tmp_path, capsys):
     sizes = {}
     for flags in (["--crop", "rect"], ["--no-crop"]):
-        assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--json", "--projection", "plane",
+        assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--json", "-", "--projection", "plane",
                      *FAST, *flags]) == 0
         s = json.loads(capsys.readouterr().out)
         sizes[flags[-1]] = tuple(s["size"])
@@ -139,7 +139,7 @@ def test_crop_modes_and_no_crop_alias(photos, tmp_path, capsys):
 def test_timelapse_scale_and_range_width(photos, tmp_path, capsys):
     frames = tmp_path / "frames"
     assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--timelapse", str(frames), "--scale", "0.5",
-                 "--range-width", "1", "--json", *FAST]) == 0
+                 "--range-width", "1", "--json", "-", *FAST]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["scale"] == 0.5 and [Path(f).name for f in s["timelapse"]] == ["0000_a.png", "0001_b.png"]
     assert sorted(p.name for p in frames.iterdir()) == ["0000_a.png", "0001_b.png"]
