@@ -707,7 +707,7 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
                                       work_megapix=work_megapix, max_canvas_pixels=max_canvas_pixels, **options)
     notes: list[str] = []
     if cfg.compose.timelapse is not None:
-        check_timelapse_dir(cfg.compose.timelapse, paths_or_arrays if isinstance(paths_or_arrays, list) else ())
+        check_timelapse_dir(cfg.compose.timelapse, paths_or_arrays if isinstance(paths_or_arrays, (list, tuple)) else ())
     mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
     images, names, dropped, index = read_inputs(paths_or_arrays, notes)
     images, names, keep = drop_duplicates(images, names, dropped, notes)
