@@ -15,22 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from stitch import __version__
 from stitch.cli.bench_cmd import bench, progress_bar, stderr_console
 from stitch.cli.compare_cmd import compare
 from stitch.cli.train_cmd import train
-
-from stitch import __version__
 from stitch.errors import StitchError
 from stitch.homography.features import DETECTOR_CHOICES
 from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES
 from stitch.io import IMAGE_EXTENSIONS
 from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
+from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
 from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
 from stitch.panorama.crop import DEFAULT_CROP
 from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
 from stitch.panorama.pipeline import (
+    DEFAULT_MODEL,
     DEFAULT_PANORAMA_PROJECTION,
     DEFAULT_WORK_MEGAPIX,
+    MODEL_CHOICES,
     PANORAMA_PROJECTION_CHOICES,
 )
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES
@@ -114,6 +117,12 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
               help="Feature detector of the first search level (default: the preset's).")
 @click.option("--projection", type=click.Choice(PANORAMA_PROJECTION_CHOICES), default=DEFAULT_PANORAMA_PROJECTION,
               show_default=True, help="Output projection; 'auto': spherical for a rotating camera, else the plane (cylindrical if the plane stretches too much).")
+@click.option("--model", type=click.Choice(MODEL_CHOICES), default=DEFAULT_MODEL, show_default=True,
+              help="Camera model: rotation (rotations + focal by bundle adjustment; closes 360-degree turns), "
+              "homography (flat scenes), scans (affine, for documents and maps); auto: rotation unless the "
+              "projection is 'plane' or homographies fit clearly better.")
+@click.option("--wave-correct", type=click.Choice(WAVE_CHOICES), default=DEFAULT_WAVE, show_default=True,
+              help="Straighten the horizon (rotation model): horizontal, vertical, auto or none.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step.")
 @click.option("--work-megapix", type=click.FloatRange(0.01, 100), default=DEFAULT_WORK_MEGAPIX, show_default=True,
               help="Registration resolution per image (megapixels); compositing is at full resolution.")
@@ -142,14 +151,14 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 def run_cmd(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
             work_megapix: float, max_canvas_mp: float, exposure: str, seam: str, blend: str, bands: int | None,
             seam_megapix: float, crop: bool, debug_dir: Path | None, workers: int, as_json: bool,
-            quiet: bool) -> None:
+            quiet: bool, model: str, wave_correct: str) -> None:
     """Stitch the images in FOLDER into one panorama written to OUTPUT.
 
     Unreadable files and images that overlap no other are skipped with a warning; fewer than two
     usable images, or no overlap at all, is an error.
     """
     extra = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
-             "crop": crop, "workers": workers}
+             "crop": crop, "workers": workers, "model": model, "wave_correct": wave_correct}
     try:
         _run(folder, output, preset, detector, projection, seed, work_megapix, max_canvas_mp, as_json, quiet,
              extra, debug_dir)

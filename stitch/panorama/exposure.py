@@ -133,8 +133,13 @@ def _image_pairs(views: Sequence[LowView]) -> list[tuple[int, int, np.ndarray, n
     return out
 
 
-def _image_gains(n: int, overlaps: list, channel: int | None, sigma_n: float, sigma_g: float) -> np.ndarray:
-    pairs = []
+#: Weight (pixels) of the pseudo-overlap that ties the two pieces of an image crossing a 360-degree wrap.
+SAME_IMAGE_WEIGHT = 1e7
+
+
+def _image_gains(n: int, overlaps: list, channel: int | None, sigma_n: float, sigma_g: float,
+                 same: Sequence[tuple[int, int]] = ()) -> np.ndarray:
+    pairs = [(u, v, SAME_IMAGE_WEIGHT, 128.0, 128.0) for u, v in same]
     for i, j, a, b, _ in overlaps:
         va = a.mean(axis=1) if channel is None else a[:, channel]
         vb = b.mean(axis=1) if channel is None else b[:, channel]
@@ -184,8 +189,12 @@ def _block_gains(views: Sequence[LowView], overlaps: list, base: np.ndarray, blo
 
 
 def compensate(views: Sequence[LowView], kind: str = DEFAULT_EXPOSURE, block_size: int = DEFAULT_BLOCK_SIZE,
-               sigma_n: float = DEFAULT_SIGMA_N, sigma_g: float = DEFAULT_SIGMA_G) -> Gains:
-    """Gain maps for the warped low-resolution views (see the module docstring for the model and kinds)."""
+               sigma_n: float = DEFAULT_SIGMA_N, sigma_g: float = DEFAULT_SIGMA_G,
+               same: Sequence[tuple[int, int]] = ()) -> Gains:
+    """Gain maps for the warped low-resolution views (see the module docstring for the model and kinds).
+
+    same: pairs of views that are pieces of one image (a 360-degree wrap): their image gains are tied.
+    """
     if kind not in EXPOSURE_CHOICES:
         raise ConfigError(f"exposure={kind!r}: choose one of {', '.join(EXPOSURE_CHOICES)}")
     if block_size < 2:
@@ -196,10 +205,10 @@ def compensate(views: Sequence[LowView], kind: str = DEFAULT_EXPOSURE, block_siz
         return Gains(kind, [np.ones((h, w, 1), np.float32) for h, w in shapes], [True] * n)
     overlaps = _image_pairs(views)
     if kind == "channels":
-        g = np.stack([_image_gains(n, overlaps, c, sigma_n, sigma_g) for c in range(3)], axis=1)
+        g = np.stack([_image_gains(n, overlaps, c, sigma_n, sigma_g, same) for c in range(3)], axis=1)
         maps = [np.broadcast_to(g[k].astype(np.float32), (h, w, 3)).copy() for k, (h, w) in enumerate(shapes)]
         return Gains(kind, maps, [True] * n)
-    base = _image_gains(n, overlaps, None, sigma_n, sigma_g)
+    base = _image_gains(n, overlaps, None, sigma_n, sigma_g, same)
     if kind == "gain":
         return Gains(kind, [np.full((h, w, 1), base[k], np.float32) for k, (h, w) in enumerate(shapes)], [True] * n)
     grids = _block_gains(views, overlaps, base, block_size, sigma_n, DEFAULT_BLOCK_SIGMA_G)
