@@ -52,9 +52,9 @@ WAVE_CHOICES = ("auto", "horizontal", "vertical", "none")
 #: OpenCV's stitcher and OpenStitching straighten horizontally by default; 'auto' does so too unless the
 #: cameras sweep more up and down than sideways (then 'vertical').
 DEFAULT_WAVE = "auto"
-#: Weight (per camera) of the prior that keeps the up vector near the cameras' mean y axis when the x axes
-#: alone do not fix it (e.g. two images a few degrees apart).
-WAVE_PRIOR = 0.01
+#: The x axes fix the up vector only when they spread: below this second eigenvalue of sum x x^T (per camera;
+#: about 3.6 degrees of spread) the up vector is the cameras' mean y axis made perpendicular to their x axes.
+WAVE_MIN_SPREAD = 1e-3
 
 
 @dataclass
@@ -377,7 +377,7 @@ def wave_correct(Rs: dict[int, np.ndarray], kind: str, ref: int) -> dict[int, np
     """Rotations R_k W^T after turning the world by W (3, 3) so the horizon (or the vertical sweep) is straight.
 
     horizontal: W's y axis (down) is the direction most perpendicular to every camera's x axis (the smallest
-    eigenvector of sum x x^T plus a small prior towards the mean y axis), its z axis the mean viewing
+    eigenvector of sum x x^T; the mean y axis when the x axes hardly spread), its z axis the mean viewing
     direction made horizontal (the reference's, when those cancel out, as in a full turn). vertical: W's x
     axis is the cameras' common x axis. none: the rotations unchanged. 'auto': see ``wave_kind``.
     """
@@ -396,8 +396,10 @@ def wave_correct(Rs: dict[int, np.ndarray], kind: str, ref: int) -> dict[int, np
         return dict(Rs)
     n = len(keys)
     if kind == "horizontal":
-        M = X.T @ X + WAVE_PRIOR * n * (np.eye(3) - np.outer(ybar, ybar))
-        y = np.linalg.eigh(M)[1][:, 0]
+        vals, vecs = np.linalg.eigh(X.T @ X)
+        y = vecs[:, 0] if vals[1] >= WAVE_MIN_SPREAD * n else _unit(ybar - (ybar @ xbar) * xbar)
+        if y is None:
+            return dict(Rs)
         y = y if y @ ybar >= 0 else -y
         z = _unit(Z.sum(0) - (Z.sum(0) @ y) * y)
         if z is None or np.linalg.norm(Z.sum(0)) < 0.2 * n:
