@@ -74,12 +74,18 @@ def rms(r: np.ndarray) -> float:
 
 
 def subsample_edges(edges: Sequence[PairEdge], max_points_per_edge: int, seed: int) -> list[PairEdge]:
-    """Edges with at most ``max_points_per_edge`` inliers each (a seeded random subset, kept in order), float64."""
-    rng = np.random.default_rng(seed)
+    """Edges with at most ``max_points_per_edge`` inliers each (a random subset, kept in order), float64.
+
+    Each edge draws from its own generator, seeded by (``seed``, its inlier count): the subset does not
+    depend on the edges' order (so neither on the input order of the images).
+    """
     sub = []
     for e in edges:
         n = len(e.pts_i)
-        keep = np.sort(rng.choice(n, max_points_per_edge, replace=False)) if n > max_points_per_edge else slice(None)
+        if n > max_points_per_edge:
+            keep = np.sort(np.random.default_rng([seed, n]).choice(n, max_points_per_edge, replace=False))
+        else:
+            keep = slice(None)
         sub.append(replace(e, pts_i=np.asarray(e.pts_i[keep], np.float64), pts_j=np.asarray(e.pts_j[keep], np.float64)))
     return sub
 
