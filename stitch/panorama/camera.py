@@ -358,6 +358,16 @@ def _unit(v: np.ndarray) -> np.ndarray | None:
     return v / n if n > 1e-9 else None
 
 
+def _forward(Z: np.ndarray, axis: np.ndarray, z_ref: np.ndarray) -> np.ndarray | None:
+    """The mean viewing direction of Z (n, 3) made perpendicular to ``axis``; the reference's (z_ref) when the
+    directions cancel out (a full turn)."""
+    zsum = Z.sum(0)
+    z = _unit(zsum - (zsum @ axis) * axis)
+    if z is None or np.linalg.norm(zsum) < 0.2 * len(Z):
+        z = _unit(z_ref - (z_ref @ axis) * axis)
+    return z
+
+
 def wave_kind(Rs: Sequence[np.ndarray]) -> str:
     """'vertical' when the cameras' viewing directions spread more up and down than sideways, else 'horizontal'."""
     Z = np.array([R[2] for R in Rs])
@@ -401,9 +411,7 @@ def wave_correct(Rs: dict[int, np.ndarray], kind: str, ref: int) -> dict[int, np
         if y is None:
             return dict(Rs)
         y = y if y @ ybar >= 0 else -y
-        z = _unit(Z.sum(0) - (Z.sum(0) @ y) * y)
-        if z is None or np.linalg.norm(Z.sum(0)) < 0.2 * n:
-            z = _unit(Rs[ref][2] - (Rs[ref][2] @ y) * y)
+        z = _forward(Z, y, Rs[ref][2])
         if z is None:
             return dict(Rs)
         x = np.cross(y, z)
@@ -411,9 +419,7 @@ def wave_correct(Rs: dict[int, np.ndarray], kind: str, ref: int) -> dict[int, np
         M = X.T @ X
         x = np.linalg.eigh(M)[1][:, -1]
         x = x if x @ xbar >= 0 else -x
-        z = _unit(Z.sum(0) - (Z.sum(0) @ x) * x)
-        if z is None or np.linalg.norm(Z.sum(0)) < 0.2 * n:
-            z = _unit(Rs[ref][2] - (Rs[ref][2] @ x) * x)
+        z = _forward(Z, x, Rs[ref][2])
         if z is None:
             return dict(Rs)
         y = np.cross(z, x)
