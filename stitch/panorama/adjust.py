@@ -156,7 +156,33 @@ def adjust_homographies(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[Pai
     return {k: normalize_h(H) for k, H in refined.items()}, rms(r0), rms(r1)
 
 
-def median_transfer_error(Hs: dict[int, np.ndarray], edges: Sequence[PairEdge]) -> float:
-    """Median symmetric transfer error (px per point) of the edges' inliers under image -> reference Hs (3, 3)."""
-    r = edge_residuals(Hs, edges).reshape(-1, 2)
-    return float(np.median(np.hypot(r[:, 0], r[:, 1]))) if len(r) else 0.0
+#: adjust_in_frame refuses frames where an image's corners, seen from the reference image, lie behind it or
+#: differ in depth by more than this factor (too oblique for one plane).
+MAX_DEPTH_RATIO = 10.0
+
+
+def adjust_in_frame(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[PairEdge],
+                    sizes: dict[int, tuple[int, int]], loss: str = DEFAULT_LOSS, f_scale: float = 2.0,
+                    max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE, seed: int = 0,
+                    ) -> tuple[dict[int, np.ndarray], float, float] | None:
+    """adjust_homographies around a given frame: Hs (3, 3, image -> frame) refined with image ``ref`` held.
+
+    The Hs are re-expressed relative to image ``ref`` (H_ref^-1 H_k), adjusted, and mapped back (H_ref H_k'),
+    so the frame (e.g. the camera model's wave-corrected virtual camera) stays. Returns (Hs, RMS before,
+    after), or None when some image does not fit on the reference's plane (see MAX_DEPTH_RATIO).
+    """
+    H_ref = np.asarray(Hs[ref], np.float64)
+    rel = {}
+    for k, H in Hs.items():
+        G = np.linalg.solve(H_ref, H)
+        d = float(np.linalg.det(G))
+        if not np.isfinite(d) or abs(d) < 1e-300:
+            return None
+        G = G / np.cbrt(d)
+        w, h = sizes[k]
+        z = G[2] @ np.array([[0, w - 1, w - 1, 0], [0, 0, h - 1, h - 1], [1.0, 1, 1, 1]])
+        if z.min() <= 0 or z.max() > MAX_DEPTH_RATIO * z.min():
+            return None
+        rel[k] = normalize_h(G)
+    out, r0, r1 = adjust_homographies(rel, ref, edges, sizes, loss, f_scale, max_points_per_edge, seed)
+    return {k: H_ref @ H for k, H in out.items()}, r0, r1

@@ -545,13 +545,19 @@ def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, s
                     r0, r1, kind)
 
 
+#: What a Registration's ``model`` may be (see Registration).
+REGISTRATION_MODELS = ("rotation", "rotation+homography", "homography", "scans")
+
+
 @dataclass
 class Registration:
     """What ``stitch.register`` returns: one Camera per kept image (input order) and the panorama's frame.
 
     model: 'rotation' (cameras: R and focal; the panorama's virtual camera has focal ``focal`` and principal
-    point ``center``, identity rotation) or 'homography' / 'scans' (each camera's ``H`` (3, 3) maps its pixels
-    to the reference plane; R is the identity). full_turn: a loop-closing pair closed a 360-degree turn.
+    point ``center``, identity rotation; edit R or focal to change the render), 'rotation+homography' (the
+    same cameras, each with its refined ``H`` (3, 3) pixels -> the virtual camera's plane, which renders; set
+    model='rotation' to render from R and focal instead) or 'homography' / 'scans' (only H; R is the
+    identity). full_turn: a loop-closing pair closed a 360-degree turn.
     ``save`` / ``load`` round-trip it through JSON exactly (floats as repr), so ``stitch.compose`` renders the
     same pixels as ``stitch_images``.
     """
@@ -576,7 +582,12 @@ class Registration:
         return [c.name for c in self.cameras]
 
     def homographies(self) -> list[np.ndarray]:
-        """H (3, 3) per camera: its pixels -> the reference plane of the virtual camera (see the class docstring)."""
+        """H (3, 3) per camera: its pixels -> the reference plane of the virtual camera (see the class docstring).
+
+        Cameras that carry H (refined homographies, or the homography models) use it; else K_v R^T K^-1.
+        """
+        if self.model != "rotation" and all(c.H is not None for c in self.cameras):
+            return [np.asarray(c.H, np.float64) for c in self.cameras]
         if self.model == "rotation":
             if self.focal is None:
                 raise ConfigError("registration: the rotation model needs a focal")
@@ -607,8 +618,8 @@ class Registration:
         if not isinstance(d, dict) or not isinstance(d.get("cameras"), list) or not d["cameras"]:
             raise ConfigError("registration: expected a JSON object with a non-empty 'cameras' list")
         model = d.get("model", "rotation")
-        if model not in ("rotation", "homography", "scans"):
-            raise ConfigError(f"registration: model={model!r}: choose rotation, homography or scans")
+        if model not in REGISTRATION_MODELS:
+            raise ConfigError(f"registration: model={model!r}: choose one of {', '.join(REGISTRATION_MODELS)}")
         cams = [Camera.from_dict(c) for c in d["cameras"]]
         focal = d.get("focal")
         center = d.get("center") or list(cams[0].center)
