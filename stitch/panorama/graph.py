@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -38,11 +38,10 @@ from stitch.homography.select import (
     estimator_grid,
     image_features,
 )
+from stitch.types import ProgressFn
 
 if TYPE_CHECKING:
     from stitch.panorama.pipeline import PanoramaConfig
-
-ProgressFn = Callable[[int, int, str], None]
 
 #: Up to this many images every pair gets the full candidate search; above, the cheap first pass selects.
 DEFAULT_SHORTLIST_MIN_IMAGES = 8

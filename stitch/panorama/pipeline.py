@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -97,6 +97,7 @@ from stitch.panorama.warp import (
     Projection,
     canvas_bounds,
 )
+from stitch.types import ProgressFn
 
 __all__ = ["PairEdge", "adjust_homographies", "choose_reference", "components", "edge_residuals", "match_graph",
            "release_free_memory", "resolve_workers", "spanning_tree_homographies"]  # re-exported for callers
@@ -131,7 +132,6 @@ DEFAULT_PANORAMA_MAX_KEYPOINTS = 3000
 #: 'auto' uses the plane unless its canvas exceeds this multiple of the summed image areas.
 DEFAULT_AUTO_MAX_STRETCH = 4.0
 
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,6 @@ class PanoramaConfig:
     select: SelectConfig
     preset: str = DEFAULT_PRESET
     projection: str = DEFAULT_PANORAMA_PROJECTION
-    seed: int = 0
     work_megapix: float = DEFAULT_WORK_MEGAPIX
     max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS
     min_pair_score: float = DEFAULT_MIN_PAIR_SCORE
@@ -155,6 +154,11 @@ class PanoramaConfig:
     wave_correct: str = DEFAULT_WAVE
     workers: int = 0
     compose: ComposeConfig = field(default_factory=ComposeConfig)
+
+    @property
+    def seed(self) -> int:
+        """The one seed of a run: the pair search's (``select.seed``), also used to subsample the adjustment."""
+        return self.select.seed
 
     @classmethod
     def from_options(cls, preset: str = DEFAULT_PRESET, detector: str | None = None,
@@ -189,7 +193,7 @@ class PanoramaConfig:
         if preset != "fast":  # the fast preset keeps its own, smaller count
             options.setdefault("max_keypoints", DEFAULT_PANORAMA_MAX_KEYPOINTS)
         sel = SelectConfig.from_options(preset=preset, detector=detector, refiner=refiner, seed=seed, **options)
-        cfg = cls(select=sel, preset=preset, projection=projection, seed=int(seed), work_megapix=float(work_megapix),
+        cfg = cls(select=sel, preset=preset, projection=projection, work_megapix=float(work_megapix),
                   max_canvas_pixels=max_canvas_pixels, compose=compose, **own)
         cfg.check()
         return cfg
