@@ -43,7 +43,8 @@ method's own output frame, at the resolution it composites at):
 How each method's registered images are obtained (also written to the JSON, ``registration``):
 
 * ``stitch``: every kept image warped by its homography onto the panorama's canvas (stitch.warp, the same
-  warp the blender uses), shifted by the crop.
+  warp the blender uses), shifted by the crop; on a 360-degree turn the image crossing the wrap counts as
+  its two pieces.
 * ``openstitching`` / ``openstitching-sift``: ``stitching.Stitcher()`` / ``Stitcher(detector="sift")``;
   the cameras are captured from its ``estimate_scale`` step (a subclass that records them), then its own
   ``resize_final_resolution``, ``warp_final_resolution`` and cropper give the warped images and masks the
@@ -55,6 +56,17 @@ How each method's registered images are obtained (also written to the JSON, ``re
 
 ``frame_check`` (JSON) is the median absolute difference between the panorama and the registered image
 that alone covers a pixel (over such pixels): a few gray levels when the reconstructed frame is right.
+
+``focal`` (per row): stitch's projection focal (px, full resolution); cv2.Stitcher's median camera focal
+divided by its work scale; not read from OpenStitching.
+
+Order invariance (``orders``): stitch runs again on the same set in each input order of ORDER_CHOICES
+other than 'sorted' (reversed; shuffled = a permutation seeded by ORDER_SEED), timed, without the quality
+figures; ``order_runs`` and ``order_spread`` hold each order's canvas size and focal and the largest
+relative difference across orders (the goal: ORDER_TOLERANCE, 0.5 %).
+
+Time as N grows (``run_growth``): stitch alone on the first n photos (sorted by name) of one set, n in
+GROWTH_COUNTS, one subprocess per n: seconds, peak memory, images kept.
 
 Output: the rows (set x method), totals, a contact sheet (every panorama side by
 side, downscaled) and ``to_json()``.
@@ -112,7 +124,7 @@ NO_METRICS_FLAG = "--no-metrics"
 
 REGISTRATION_NOTES = {
     METHOD_STITCH: "each kept image warped by its homography onto the panorama canvas (stitch.warp), shifted by "
-                   "the crop",
+                   "the crop (the image crossing a 360-degree wrap: both pieces)",
     METHOD_OS: "Stitcher() cameras captured at estimate_scale; its own final-resolution warps and masks (the "
                "images its blender was fed), placed by its cropper's rectangles",
     METHOD_OS_SIFT: "Stitcher(detector='sift') cameras captured at estimate_scale; its own final-resolution "
