@@ -19,6 +19,82 @@ from stitch.panorama.graph import PairEdge
 LOSS_CHOICES = ("linear", "huber", "soft_l1", "cauchy")
 DEFAULT_LOSS = "soft_l1"
 DEFAULT_MAX_POINTS_PER_EDGE = 200
+#: Solvers of robust_least_squares: 'lm' (Levenberg-Marquardt on the small normal equations, the default)
+#: or 'trf' (scipy.optimize.least_squares, trust region with LSMR steps). Same cost function. Why 'lm':
+#: the parameters are few (3-8 per image) and the residuals many, so J^T W J is a small dense matrix, built
+#: by one sparse product; LSMR instead takes hundreds of long vector operations per step. Measured on
+#: parrington's bundle adjustment (18 cameras, 7070 points, loaded 2-core machine): 'trf' 21.6 s, 'lm' 1.1 s,
+#: to the same cost (4438.24); on cave_atrium 'trf' took 160 s (cameras) + 333 s (homographies).
+SOLVER_CHOICES = ("lm", "trf")
+DEFAULT_SOLVER = "lm"
+
+
+def _rho(z: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's robust losses: (rho(z), rho'(z)) of z = (r / f_scale)^2."""
+    if loss == "linear":
+        return z, np.ones_like(z)
+    if loss == "soft_l1":
+        t = np.sqrt(1.0 + z)
+        return 2.0 * (t - 1.0), 1.0 / t
+    if loss == "huber":
+        big = z > 1.0
+        sz = np.sqrt(np.where(big, z, 1.0))
+        return np.where(big, 2.0 * sz - 1.0, z), np.where(big, 1.0 / sz, 1.0)
+    return np.log1p(z), 1.0 / (1.0 + z)  # cauchy
+
+
+def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_scale: float = 1.0,
+                         max_nfev: int = 100, solver: str = DEFAULT_SOLVER) -> np.ndarray:
+    """x minimising 0.5 f_scale^2 sum rho((r_i / f_scale)^2), r = fun(x), rho: ``loss`` (as least_squares).
+
+    fun(x, want_jac) returns r (m,) or, with want_jac, (r, J) with J a sparse (m, n) Jacobian. 'lm': damped
+    Gauss-Newton with iteratively reweighted normal equations (weights rho'), Marquardt's diagonal scaling
+    and a step accepted only when the cost falls; 'trf': scipy.optimize.least_squares (x_scale='jac').
+    """
+    if solver not in SOLVER_CHOICES:
+        raise ConfigError(f"solver={solver!r}: choose one of {', '.join(SOLVER_CHOICES)}")
+    if solver == "trf":
+        from scipy.optimize import least_squares
+
+        return least_squares(lambda x: fun(x), x0, jac=lambda x: fun(x, True)[1], loss=loss, f_scale=f_scale,
+                             method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=max_nfev).x
+    from scipy.sparse import diags
+
+    def cost(r: np.ndarray) -> float:
+        return 0.5 * f_scale ** 2 * float(np.sum(_rho((r / f_scale) ** 2, loss)[0]))
+
+    x = np.asarray(x0, np.float64).copy()
+    r, J = fun(x, True)
+    c, lam, nfev = cost(r), 1e-3, 1
+    while nfev < max_nfev:
+        w = _rho((r / f_scale) ** 2, loss)[1]
+        JW = diags(w) @ J
+        A = np.asarray((J.T @ JW).todense())
+        g = JW.T @ r
+        d = np.diag(A).copy()
+        d[d <= 0] = 1.0
+        while nfev < max_nfev:
+            try:
+                dx = np.linalg.solve(A + lam * np.diag(d), -g)
+            except np.linalg.LinAlgError:
+                dx = np.full_like(x, np.nan)
+            r_new = fun(x + dx) if np.all(np.isfinite(dx)) else None
+            nfev += 1
+            c_new = cost(r_new) if r_new is not None else np.inf
+            if np.isfinite(c_new) and c_new < c:
+                break
+            lam *= 4.0
+            if lam > 1e12:
+                return x
+        else:
+            return x
+        x = x + dx
+        gain = (c - c_new) / max(c, 1e-300)
+        c, lam = c_new, max(lam / 3.0, 1e-12)
+        if gain < 1e-10:
+            break
+        r, J = fun(x, True)
+    return x
 
 
 def norm_matrix(size: tuple[int, int]) -> np.ndarray:
@@ -103,19 +179,18 @@ def affine_edges(edges: Sequence[PairEdge]) -> list[PairEdge]:
 def adjust_homographies(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[PairEdge],
                         sizes: dict[int, tuple[int, int]], loss: str = DEFAULT_LOSS, f_scale: float = 2.0,
                         max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE,
-                        seed: int = 0, affine: bool = False) -> tuple[dict[int, np.ndarray], float, float]:
+                        seed: int = 0, affine: bool = False,
+                        solver: str = DEFAULT_SOLVER) -> tuple[dict[int, np.ndarray], float, float]:
     """Jointly refine image -> reference Hs (3, 3) over all edges' inliers; the reference stays identity.
 
     8 parameters per non-reference image (G = Tref H T^-1 with G[2, 2] == 1, T normalising pixel
     coordinates, for conditioning); ``affine`` (the scans model, as OpenCV's SCANS): 6, G's last row stays
     [0, 0, 1] (pass affine initial Hs, e.g. chained from ``affine_edges``). Residuals: symmetric transfer
     errors in px (edge_residuals); robust ``loss`` with scale ``f_scale`` px; analytic sparse Jacobian;
-    trust-region steps by LSMR (sparse matrix-vector products: no dense SVD of the tall Jacobian, slow when
-    BLAS threads compete). Returns (refined Hs, RMS transfer error before, after) in px over the
+    ``solver``: see robust_least_squares. Returns (refined Hs, RMS transfer error before, after) in px over the
     (subsampled, ``seed``) inliers; keeps the input when it does not improve.
     """
-    from scipy.optimize import least_squares  # scipy loads only when a panorama is adjusted
-    from scipy.sparse import csr_matrix
+    from scipy.sparse import csr_matrix  # scipy loads only when a panorama is adjusted
 
     if loss not in LOSS_CHOICES:
         raise ConfigError(f"loss={loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
@@ -147,11 +222,14 @@ def adjust_homographies(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[Pai
         cols = np.concatenate([np.tile(np.arange(npar * c, npar * c + npar), len(B)) for _, c, B in blocks])
         return csr_matrix((np.concatenate([B.ravel() for _, _, B in blocks]), (rows, cols)), shape=(n_rows, n_cols))
 
-    sol = least_squares(lambda x: edge_residuals(unpack(x), sub), x0, jac=jac, loss=loss, f_scale=f_scale,
-                        method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=100)
-    refined = unpack(sol.x)
+    def fun(x: np.ndarray, want_jac: bool = False) -> Any:
+        r = edge_residuals(unpack(x), sub)
+        return (r, jac(x)) if want_jac else r
+
+    x1 = robust_least_squares(fun, x0, loss, f_scale, 100, solver)
+    refined = unpack(x1)
     r1 = edge_residuals(refined, sub)
-    if not np.all(np.isfinite(sol.x)) or not np.isfinite(rms(r1)) or rms(r1) > rms(r0):
+    if not np.all(np.isfinite(x1)) or not np.isfinite(rms(r1)) or rms(r1) > rms(r0):
         return dict(Hs), rms(r0), rms(r0)
     return {k: normalize_h(H) for k, H in refined.items()}, rms(r0), rms(r1)
 

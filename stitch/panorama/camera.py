@@ -15,8 +15,9 @@ Steps (``register_cameras``):
    may be zoomed differently);
 2. rotations: chained from the reference along the maximum spanning tree of the pair graph (keys break
    ties, see stitch.panorama.graph), each step the rotation nearest to K_b^-1 H_ab K_a;
-3. bundle adjustment (``bundle_adjust``): ``scipy.optimize.least_squares`` over the inliers of every
-   accepted pair (at most ``max_points_per_edge`` per pair), residuals = reprojection errors in px in both
+3. bundle adjustment (``bundle_adjust``): robust nonlinear least squares (adjust.robust_least_squares:
+   Levenberg-Marquardt on the small normal equations, or scipy.optimize.least_squares) over the inliers of
+   every accepted pair (at most ``max_points_per_edge`` per pair), residuals = reprojection errors in px in both
    directions, robust loss, analytic sparse Jacobian (each residual depends on two rotations and their
    focal); the reference rotation is held fixed;
 4. wave correction (``wave_correct``; horizontal, vertical, auto or none), after OpenCV's waveCorrect: the
@@ -41,8 +42,10 @@ from stitch.errors import ConfigError, StitchError
 from stitch.panorama.adjust import (
     DEFAULT_LOSS,
     DEFAULT_MAX_POINTS_PER_EDGE,
+    DEFAULT_SOLVER,
     LOSS_CHOICES,
     rms,
+    robust_least_squares,
     subsample_edges,
 )
 from stitch.panorama.graph import PairEdge, maximum_spanning_tree, tree_walk
@@ -318,14 +321,14 @@ def bundle_adjust(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0:
                   focals: dict[int, float], centers: dict[int, tuple[float, float]], shared_focal: bool,
                   loss: str = DEFAULT_LOSS, f_scale: float = 2.0,
                   max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE, seed: int = 0,
-                  ) -> tuple[dict[int, np.ndarray], dict[int, float], float, float]:
+                  solver: str = DEFAULT_SOLVER) -> tuple[dict[int, np.ndarray], dict[int, float], float, float]:
     """Refine rotations R (3, 3) and focals (px) over the edges' inliers; R_ref stays fixed.
+
+    ``solver``: 'lm' or 'trf' (scipy.optimize.least_squares), see adjust.robust_least_squares.
 
     Returns (R per node, focal per node, RMS reprojection error before, after) in px; the input comes back
     when the solution is not finite or not better.
     """
-    from scipy.optimize import least_squares
-
     if loss not in LOSS_CHOICES:
         raise ConfigError(f"loss={loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
     order = sorted(nodes)
@@ -340,12 +343,11 @@ def bundle_adjust(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0:
     r0 = prob.residuals(x0)
     if not len(r0):
         return dict(R0), {k: float(f0[groups[k]]) for k in order}, 0.0, 0.0
-    sol = least_squares(lambda x: prob.residuals(x), x0, jac=lambda x: prob.residuals(x, True)[1], loss=loss,
-                        f_scale=f_scale, method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=100)
-    r1 = prob.residuals(sol.x)
-    if not np.all(np.isfinite(sol.x)) or not np.isfinite(rms(r1)) or rms(r1) > rms(r0) or np.any(sol.x[3 * prob.n_free:] <= 0):
+    x1 = robust_least_squares(prob.residuals, x0, loss, f_scale, 100, solver)
+    r1 = prob.residuals(x1)
+    if not np.all(np.isfinite(x1)) or not np.isfinite(rms(r1)) or rms(r1) > rms(r0) or np.any(x1[3 * prob.n_free:] <= 0):
         return dict(R0), {k: float(f0[groups[k]]) for k in order}, rms(r0), rms(r0)
-    R, f, _ = prob.unpack(sol.x)
+    R, f, _ = prob.unpack(x1)
     return ({k: nearest_rotation(R[p]) for p, k in enumerate(order)}, {k: float(f[p]) for p, k in enumerate(order)},
             rms(r0), rms(r1))
 
