@@ -569,7 +569,8 @@ def render(images: list[np.ndarray], reg: Registration, cfg: PanoramaConfig, pro
     projection = cfg.projection
     if reg.model == "scans" and projection == "auto":
         projection = "plane"
-    canvas = choose_canvas(projection, H_list, sizes, names, ref_size, reg.focal, cfg.max_canvas_pixels,
+    focal = reg.focal if reg.focal is not None else float(sum(ref_size))  # registered for the plane: a stand-in
+    canvas = choose_canvas(projection, H_list, sizes, names, ref_size, focal, cfg.max_canvas_pixels,
                            rotating=reg.rotating, turn=reg.full_turn and projection != "plane", center=reg.center)
     pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
     kept = [images[k] for k in pieces]
@@ -584,7 +585,7 @@ def render(images: list[np.ndarray], reg: Registration, cfg: PanoramaConfig, pro
     return Panorama(
         image=comp.image, mask=comp.mask, homographies=H_list, names=list(names), dropped=list(reg.dropped),
         reference=reg.reference, projection=canvas.projection.kind, offset=offset,
-        focal=reg.focal if canvas.projection.kind != "plane" else None, edges=list(reg.edges),
+        focal=focal if canvas.projection.kind != "plane" else None, edges=list(reg.edges),
         seconds=time.perf_counter() - t0, warnings=list(reg.warnings), rms_before=reg.rms_before,
         rms_after=reg.rms_after, canvas=canvas, crop=comp.crop, gains=[gains[k] for k in range(len(names))],
         bands=comp.bands, stage_seconds=comp.seconds, cameras=reg, full_turn=canvas.projection.turn,

@@ -290,3 +290,18 @@ def test_pair_shortlist_keeps_neighbours_and_the_loop(turn_views):
     assert ring <= set(pairs) and len(pairs) < 45
     rev = candidate_pairs(turn_views[::-1], keys[::-1], k=2, min_images=4)
     assert sorted((9 - j, 9 - i) for i, j in rev) == pairs  # the same pairs whatever the order
+
+
+def test_recompose_at_another_projection(turn_views):
+    """A registration for the plane re-renders cylindrical without matching; every projection maps pixels."""
+    views = turn_views[:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = register(views, projection="plane")
+        flat = compose(views, reg, projection="plane", crop=False)
+        cyl = compose(views, reg, projection="cylindrical", crop=False)
+    assert reg.model == "homography" and flat.projection == "plane" and cyl.projection == "cylindrical"
+    for p in (flat, cyl):
+        uv = np.rint(p.to_panorama(1, np.array([[160.0, 120.0]]))).astype(int)[0]
+        assert p.mask[uv[1], uv[0]]
+        assert np.abs(p.image[uv[1], uv[0]].astype(float) - views[1][120, 160].astype(float)).mean() < 20
