@@ -13,6 +13,7 @@ _EXPORTS = {
     "HomographyResult": "stitch.homography.select",
     "Candidate": "stitch.homography.candidates",
     "refine_homography": "stitch.homography.refine",
+    "find_homography": "stitch.homography.points",
     "stitch_images": "stitch.panorama.pipeline",
     "Panorama": "stitch.panorama.pipeline",
     "StitchError": "stitch.errors",
@@ -37,6 +38,7 @@ __all__ = [
     "StitchError",
     "estimate_homography",
     "estimate_pair",
+    "find_homography",
     "refine_homography",
     "stitch_images",
 ]

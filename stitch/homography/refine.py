@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from stitch.errors import ConfigError, EstimationError
-from stitch.geometry import normalize_h, project, scale_h, transfer_errors
+from stitch.geometry import fit_homography_dlt, normalize_h, project, scale_h, transfer_errors
 from stitch.homography.matching import Matches
 from stitch.imaging import to_gray
 
@@ -19,14 +19,19 @@ DEFAULT_REFINER = "ecc"
 DEFAULT_ECC_MAX_SIDE = 1024
 
 
-def refine_lsq(H: np.ndarray, matches: Matches, tau: float = 2.5, rounds: int = 3) -> np.ndarray | None:
-    """Least squares + Levenberg-Marquardt on the matches within ``tau`` px of H (3, 3); None if < 8 remain."""
+def refine_lsq(H: np.ndarray, matches: Matches, tau: float = 2.5, rounds: int = 3,
+               min_points: int = 8) -> np.ndarray | None:
+    """Least squares + Levenberg-Marquardt on the matches within ``tau`` px of H (3, 3); None if < min_points remain."""
     cur = H
     for _ in range(rounds):
         inl = transfer_errors(cur, matches.src_pts, matches.dst_pts) < tau
-        if inl.sum() < 8:
+        if inl.sum() < max(4, min_points):
             return None
-        new, _ = cv2.findHomography(matches.src_pts[inl].astype(np.float64), matches.dst_pts[inl].astype(np.float64), 0)
+        if inl.sum() < 8:  # OpenCV's least squares is loose on a handful of points: the normalised DLT is exact
+            new = fit_homography_dlt(matches.src_pts[inl], matches.dst_pts[inl])
+        else:
+            new, _ = cv2.findHomography(matches.src_pts[inl].astype(np.float64),
+                                        matches.dst_pts[inl].astype(np.float64), 0)
         if new is None or not np.all(np.isfinite(new)):
             return None
         new = normalize_h(new)
