@@ -91,7 +91,7 @@ def require(name: str) -> None:
         raise ConfigError(why)
 
 
-def _check_keys(model: Any, state: dict, what: str) -> None:
+def check_keys(model: Any, state: dict, what: str) -> None:
     """Load ``state`` into ``model`` and refuse a partial load (a learned parameter left at random)."""
     res = model.load_state_dict(state, strict=False)
     params = {n for n, _ in model.named_parameters()}
@@ -134,14 +134,14 @@ def load_models(name: str) -> tuple[Any, Any]:
             LightGlue.default_conf = saved
         state = torch.load(glue_path, map_location="cpu", weights_only=True)  # also holds a copy of the extractor
         state = {k: v for k, v in state.items() if k.startswith("matcher.")}
-        _check_keys(glue.net, _lightglue_state(state, glue.net.conf.n_layers), f"{name} matcher ({glue_path.name})")
+        check_keys(glue.net, _lightglue_state(state, glue.net.conf.n_layers), f"{name} matcher ({glue_path.name})")
         glue = glue.net
     else:
         det = DISK(desc_dim=m.desc_dim)
-        _check_keys(det, torch.load(det_path, map_location="cpu", weights_only=True)["extractor"],
+        check_keys(det, torch.load(det_path, map_location="cpu", weights_only=True)["extractor"],
                     f"{name} detector ({det_path.name})")
         glue = LightGlue(None, **{**LightGlue.features["disk"], "weights": None})
-        _check_keys(glue, _lightglue_state(torch.load(glue_path, map_location="cpu", weights_only=True),
+        check_keys(glue, _lightglue_state(torch.load(glue_path, map_location="cpu", weights_only=True),
                                            glue.conf.n_layers), f"{name} matcher ({glue_path.name})")
     det.eval()
     glue.eval()
