@@ -419,7 +419,8 @@ def select_by_inliers(candidates: Sequence[Any]) -> Any | None:
 def _candidate_note(c: Any | None) -> str:
     if c is None:
         return "no eligible candidate"
-    return f"{getattr(c, 'method', '?')} {getattr(c, 'params', {})} inliers={getattr(c, 'n_inliers', '?')}"
+    return (f"{getattr(c, 'method', '?')} [{getattr(c, 'source', '?')}] {getattr(c, 'params', {})} "
+            f"inliers={getattr(c, 'n_inliers', '?')}")
 
 
 def default_estimator() -> EstimatorFn:
@@ -457,6 +458,8 @@ def run_project(
     H = getattr(r, "H", None)
     score = getattr(r, "score", None)
     note = f"score={score:.4g}, {len(cands)} candidates" if isinstance(score, (int, float)) else ""
+    if cands:  # which candidate source won, and the search steps run (stitch.homography.sources)
+        note += f", source={getattr(cands[0], 'source', '?')}, steps={','.join(getattr(r, 'levels_tried', []))}"
     return {
         METHOD_STITCH: MethodOutput(None if H is None else np.asarray(H, np.float64), secs, note,
                                     float(score) if isinstance(score, (int, float)) else None),
