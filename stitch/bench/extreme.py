@@ -30,19 +30,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stitch.bench.homography import (
-    METHOD_SIFT_RANSAC,
-    GTPair,
-    homography_error,
-    load_homogr_pairs,
-    load_oxford_pairs,
-    run_sift_baselines,
-)
+from stitch.bench.baselines import METHOD_SIFT_RANSAC, run_sift_baselines
+from stitch.bench.datasets import GTPair, load_homogr_pairs, load_oxford_pairs
+from stitch.bench.metrics import homography_error
 from stitch.errors import ConfigError, StitchError
 from stitch.geometry import project
 from stitch.homography.sources import SOURCE_CHOICES
 from stitch.imaging import resize_max_side
 from stitch.io import list_images, read_image
+from stitch.types import ProgressFn
 
 SUCCESS_PX = 10.0
 SYNTH_MAX_SIDE = 800
@@ -57,8 +53,6 @@ METHOD_ASIFT = "ASIFT (OpenCV)"
 SOURCE_METHODS = tuple(f"source:{s}" for s in SOURCE_CHOICES)
 EXTREME_METHOD_CHOICES = (METHOD_PIPELINE, *SOURCE_METHODS, METHOD_SIFT_RANSAC, METHOD_ASIFT)
 ASIFT_MAX_SIDE, ASIFT_POINTS, ASIFT_THRESHOLD = 800, 1500, 4.0
-
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass

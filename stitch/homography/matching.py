@@ -48,7 +48,7 @@ class Matches:
         return Matches(self.src_pts[keep], self.dst_pts[keep], self.src_idx[keep], self.dst_idx[keep], self.ratio[keep])
 
 
-def _knn(query: np.ndarray, train: np.ndarray, norm: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def knn(query: np.ndarray, train: np.ndarray, norm: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """k nearest train descriptors for each query: (idx (Nq, k), dist (Nq, k)); missing neighbours get inf."""
     nq = len(query)
     idx = np.full((nq, k), -1, np.int64)
@@ -82,7 +82,7 @@ def _knn(query: np.ndarray, train: np.ndarray, norm: int, k: int) -> tuple[np.nd
 
 def _ratio_matches(qa: np.ndarray, tb: np.ndarray, norm: int, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Query->train matches passing the ratio test: (query idx, train idx, ratio)."""
-    idx, dist = _knn(qa, tb, norm, 2)
+    idx, dist = knn(qa, tb, norm, 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(dist[:, 1] > 0, dist[:, 0] / dist[:, 1], 1.0)
     r[~np.isfinite(dist[:, 1])] = 0.0  # a single train descriptor: no second neighbour to compare
@@ -99,7 +99,7 @@ def ratio_matches(qa: np.ndarray, tb: np.ndarray, norm: int, ratio: float,
     if mutual and len(q):
         # backward nearest neighbour, only for the train descriptors that the ratio test kept
         uniq, inv = np.unique(t, return_inverse=True)
-        back, _ = _knn(tb[uniq], qa, norm, 1)
+        back, _ = knn(tb[uniq], qa, norm, 1)
         keep = back[inv.ravel(), 0] == q
         q, t, r = q[keep], t[keep], r[keep]
     return q, t, r

@@ -10,7 +10,6 @@ the quality score needs the pixels); with images (``src=``/``dst=``) it is the f
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from stitch.homography.candidates import Candidate, generate
 from stitch.homography.matching import Matches
 from stitch.homography.refine import corner_shift, refine_chain
 from stitch.homography.select import DEFAULT_PRESET, HomographyResult, SelectConfig, max_refine_shift
-from stitch.homography.sources import score_candidates, transfer_inliers
+from stitch.homography.sources import level_specs, score_candidates, transfer_inliers
 from stitch.io import ImageLike, load_image
 
 SOURCE_POINTS = "points"
@@ -109,7 +108,7 @@ def find_homography(src_pts: Any, dst_pts: Any, *, src: ImageLike | None = None,
                                     thresholds=thresholds, min_inliers=max(4, int(min_inliers)))
     idx = np.arange(len(a))
     m = Matches(a, b, idx, idx, np.zeros(len(a)))
-    specs = [replace(s, seed=s.seed + cfg.seed) for s in cfg.levels[0].specs]
+    specs = level_specs(cfg.levels[0], cfg.seed)
     cands = generate(m, specs, {"level": SOURCE_POINTS, "features": "given", "matching": "given"})
     for c in cands:
         c.source = SOURCE_POINTS

@@ -33,6 +33,7 @@ from stitch.homography.sources import (
     empty_matches,
     image_features,  # noqa: F401 - re-exported: the panorama pipeline shares the search's detections
     level_candidates,
+    level_specs,  # noqa: F401 - re-exported: the compare report numbers the trials with the search's seed rule
     run_sources,
     score_candidates,
     transfer_inliers,
@@ -121,6 +122,11 @@ class SelectConfig:
             raise ConfigError(f"score_max_side={score_max_side}: must be at least 32")
         if min_inliers < 4:
             raise ConfigError(f"min_inliers={min_inliers}: a homography needs at least 4")
+        if accept_score is not None and not (isinstance(accept_score, (int, float)) and 0.0 <= accept_score <= 1.0):
+            raise ConfigError(f"accept_score={accept_score!r}: the quality score lies in [0, 1]; choose a value in "
+                              f"that range (default {DEFAULT_ACCEPT_SCORE})")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed={seed!r}: must be a non-negative integer")
         levels = preset_levels(preset, detector, max_keypoints)
         if estimators or thresholds:
             base = levels[0].specs

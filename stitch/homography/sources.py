@@ -30,7 +30,7 @@ import numpy as np
 from stitch.errors import ConfigError
 from stitch.geometry import transfer_errors
 from stitch.homography import quality
-from stitch.homography.candidates import Candidate, generate
+from stitch.homography.candidates import Candidate, EstimatorSpec, generate
 from stitch.homography.features import FeatureConfig, Features, detect
 from stitch.homography.matching import Matches, match
 
@@ -107,6 +107,11 @@ def score_candidates(new: list[Candidate], ctx: quality.ScoringContext, min_inli
     return new
 
 
+def level_specs(level: Level, seed: int) -> list[EstimatorSpec]:
+    """The level's estimator runs as the search makes them: each spec's own seed plus the search ``seed``."""
+    return [replace(s, seed=s.seed + seed) for s in level.specs]
+
+
 def level_candidates(level: Level, src_img: np.ndarray, dst_img: np.ndarray, seed: int,
                      src_cache: FeatureCache, dst_cache: FeatureCache) -> list[Candidate]:
     """Every estimator run of one feature level on its matches (unscored); seconds include a share of
@@ -115,7 +120,7 @@ def level_candidates(level: Level, src_img: np.ndarray, dst_img: np.ndarray, see
     fa = image_features(src_img, level.features, src_cache)
     fb = image_features(dst_img, level.features, dst_cache)
     m = match(fa, fb, level.matching)
-    specs = [replace(s, seed=s.seed + seed) for s in level.specs]
+    specs = level_specs(level, seed)
     tags = {"level": level.name, "features": level.features.label(), "matching": level.matching.label()}
     new = generate(m, specs, tags)
     overhead = (time.perf_counter() - t0 - sum(c.seconds for c in new)) / max(len(new), 1)
@@ -167,8 +172,7 @@ def learned_candidates(name: str, state: SearchState) -> list[Candidate]:
     m = Matches(fa.pts[pairs[:, 0]].astype(np.float64), fb.pts[pairs[:, 1]].astype(np.float64), pairs[:, 0],
                 pairs[:, 1], (1.0 - conf).astype(np.float64))  # "ratio": lower is more distinctive (PROSAC order)
     cfg = state.config
-    specs = [replace(s, seed=s.seed + cfg.seed) for s in cfg.levels[0].specs]
-    new = generate(m, specs, {"level": f"{name}+lightglue", "features": fcfg.label(), "matching": "lightglue"})
+    new = generate(m, level_specs(cfg.levels[0], cfg.seed), {"level": f"{name}+lightglue", "features": fcfg.label(), "matching": "lightglue"})
     overhead = (time.perf_counter() - t0 - sum(c.seconds for c in new)) / max(len(new), 1)
     for c in new:
         c.seconds += overhead

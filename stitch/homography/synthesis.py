@@ -148,12 +148,12 @@ def synthesize_matches(src_img: np.ndarray, dst_img: np.ndarray, rnd: SynthesisR
 
 def synthesis_candidates(state: SearchState, rnd: SynthesisRound, index: int) -> list[Candidate]:
     """Candidates of one synthesis round under the first level's estimator grid (unscored)."""
-    from dataclasses import replace
+    from stitch.homography.sources import level_specs
 
     t0 = time.perf_counter()
     m, stats = synthesize_matches(state.src_img, state.dst_img, rnd)
     cfg = state.config
-    specs = [replace(s, seed=s.seed + cfg.seed) for s in cfg.levels[0].specs]
+    specs = level_specs(cfg.levels[0], cfg.seed)
     tags = {"level": f"synthesis-{index}", "features": f"{rnd.detector}-views", "matching": f"r{rnd.ratio:.2f}+mutual",
             **stats}
     new = generate(m, specs, tags)

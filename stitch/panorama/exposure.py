@@ -38,8 +38,8 @@ full resolution by the blender.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -48,7 +48,6 @@ from stitch.errors import ConfigError
 from stitch.geometry import Box, box_slices
 from stitch.panorama.views import LowView, overlapping_pairs
 
-EXPOSURE_CHOICES = ("blocks", "channels", "gain", "none")
 DEFAULT_EXPOSURE = "gain"
 #: Standard deviation of the intensity difference between two aligned views (0..255 units).
 DEFAULT_SIGMA_N = 10.0
@@ -183,26 +182,53 @@ def _block_gains(views: Sequence[LowView], overlaps: list, base: np.ndarray, blo
     return [_smooth_grid(g[first[k]:first[k] + by * bx].reshape(by, bx)) for k, (by, bx) in enumerate(grids)]
 
 
+def _unit_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+    """``none``: every gain is 1."""
+    return Gains("none", [np.ones((*v.mask.shape, 1), np.float32) for v in views], [True] * len(views))
+
+
+def _channel_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+    """``channels``: one gain per image and per B, G, R channel."""
+    overlaps, n = _image_pairs(views), len(views)
+    g = np.stack([_image_gains(n, overlaps, c, sigma_n, sigma_g) for c in range(3)], axis=1)
+    maps = [np.broadcast_to(g[k].astype(np.float32), (*v.mask.shape, 3)).copy() for k, v in enumerate(views)]
+    return Gains("channels", maps, [True] * n)
+
+
+def _gray_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+    """``gain``: one gain per image, on the gray level."""
+    base = _image_gains(len(views), _image_pairs(views), None, sigma_n, sigma_g)
+    return Gains("gain", [np.full((*v.mask.shape, 1), base[k], np.float32) for k, v in enumerate(views)],
+                 [True] * len(views))
+
+
+def _block_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+    """``blocks``: per-image gray gains, then smoothed block gains on top."""
+    overlaps = _image_pairs(views)
+    base = _image_gains(len(views), overlaps, None, sigma_n, sigma_g)
+    grids = _block_gains(views, overlaps, base, block_size, sigma_n, DEFAULT_BLOCK_SIGMA_G)
+    maps = [(base[k] * cv2.resize(grid, (v.mask.shape[1], v.mask.shape[0]), interpolation=cv2.INTER_LINEAR))
+            .reshape(*v.mask.shape, 1).astype(np.float32) for k, (grid, v) in enumerate(zip(grids, views))]
+    return Gains("blocks", maps, [False] * len(views))
+
+
+#: The exposure kinds: name -> gains(views, block_size, sigma_n, sigma_g). The CLI and the API read it.
+EXPOSURE_MODES: dict[str, Callable[[Sequence[LowView], int, float, float], Gains]] = {
+    "blocks": _block_gain_maps,
+    "channels": _channel_gains,
+    "gain": _gray_gains,
+    "none": _unit_gains,
+}
+EXPOSURE_CHOICES = tuple(EXPOSURE_MODES)
+
+
 def compensate(views: Sequence[LowView], kind: str = DEFAULT_EXPOSURE, block_size: int = DEFAULT_BLOCK_SIZE,
                sigma_n: float = DEFAULT_SIGMA_N, sigma_g: float = DEFAULT_SIGMA_G) -> Gains:
     """Gain maps for the warped low-resolution views (see the module docstring for the model and kinds)."""
-    if kind not in EXPOSURE_CHOICES:
+    if kind not in EXPOSURE_MODES:
         raise ConfigError(f"exposure={kind!r}: choose one of {', '.join(EXPOSURE_CHOICES)}")
     if block_size < 2:
         raise ConfigError(f"block_size={block_size}: must be at least 2 px")
-    n = len(views)
-    shapes = [v.mask.shape for v in views]
-    if kind == "none" or n < 2:
-        return Gains(kind, [np.ones((h, w, 1), np.float32) for h, w in shapes], [True] * n)
-    overlaps = _image_pairs(views)
-    if kind == "channels":
-        g = np.stack([_image_gains(n, overlaps, c, sigma_n, sigma_g) for c in range(3)], axis=1)
-        maps = [np.broadcast_to(g[k].astype(np.float32), (h, w, 3)).copy() for k, (h, w) in enumerate(shapes)]
-        return Gains(kind, maps, [True] * n)
-    base = _image_gains(n, overlaps, None, sigma_n, sigma_g)
-    if kind == "gain":
-        return Gains(kind, [np.full((h, w, 1), base[k], np.float32) for k, (h, w) in enumerate(shapes)], [True] * n)
-    grids = _block_gains(views, overlaps, base, block_size, sigma_n, DEFAULT_BLOCK_SIGMA_G)
-    maps = [(base[k] * cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)).reshape(h, w, 1).astype(np.float32)
-            for k, (grid, (h, w)) in enumerate(zip(grids, shapes))]
-    return Gains(kind, maps, [False] * n)
+    if len(views) < 2:
+        return replace(_unit_gains(views, block_size, sigma_n, sigma_g), kind=kind)
+    return EXPOSURE_MODES[kind](views, block_size, sigma_n, sigma_g)
