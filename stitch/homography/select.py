@@ -232,7 +232,8 @@ def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig
     cands.sort(key=_sort_key)
     if not cands or not cands[0].ok:
         why = cands[0].rejected if cands else "no candidates"
-        raise NoOverlapError(f"no plausible homography from {names[0]} to {names[1]} (best try: {why}); "
+        also = f"; {state.warnings[0]}" if state.warnings else ""  # e.g. a source that failed
+        raise NoOverlapError(f"no plausible homography from {names[0]} to {names[1]} (best try: {why}{also}); "
                              "the images may not overlap - try detector='asift' or preset='exhaustive'")
     win = cands[0]
     H, sc, parts, how = win.H, win.score, win.parts, "none"

@@ -7,9 +7,9 @@ every candidate with the same quality score and plausibility gate (``score_candi
 soon as a score is accepted, so a pair accepted at the first step pays nothing for the later sources.
 
 * ``features``: the preset's detector+matcher levels (SIFT, denser SIFT with a looser ratio, ASIFT);
+* ``synthesis``: MODS-style view synthesis (``stitch.homography.synthesis``), in rounds of more views;
 * ``learned``: learned detectors with their LightGlue matchers (XFeat+LighterGlue, DISK+LightGlue; the
   optional extra ``learned``);
-* ``synthesis``: MODS-style view synthesis (``stitch.homography.synthesis``), in rounds of more views;
 * ``direct``: matrices with no matches of their own: the learned refiner's coarse mode
   (``stitch.deep.refine_deep(H, coarse=True)``) from the identity and from the best candidate so far,
   and ECC started from those starts and from the learned refiner's results.
@@ -245,8 +245,8 @@ class Source:
 #: The one table of candidate sources, in search order (cheapest first).
 SOURCES: dict[str, Source] = {s.name: s for s in sorted((
     Source("features", features_source, 0, help="detector+matcher levels of the preset (SIFT, dense SIFT, ASIFT)"),
-    Source("learned", learned_source, 1, extra="learned", help="XFeat+LighterGlue and DISK+LightGlue"),
-    Source("synthesis", synthesis_source, 2, help="MODS-style affine view synthesis, in rounds"),
+    Source("synthesis", synthesis_source, 1, help="MODS-style affine view synthesis, in rounds"),
+    Source("learned", learned_source, 2, extra="learned", help="XFeat+LighterGlue and DISK+LightGlue"),
     Source("direct", direct_source, 3, extra="deep",
            help="learned refiner (coarse) and ECC from the identity and from the best candidate"),
 ), key=lambda s: s.cost)}

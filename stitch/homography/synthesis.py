@@ -45,7 +45,7 @@ class SynthesisRound:
     max_side: int = 640
     view_keypoints: int = 800
     ratio: float = 0.85
-    time_budget_s: float = 20.0
+    time_budget_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS or DETECTORS[self.detector].affine_views:

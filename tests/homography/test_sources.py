@@ -31,11 +31,12 @@ def first_level_only(names: str) -> SelectConfig:
 
 
 def test_tables():
-    assert SOURCE_CHOICES == ("features", "learned", "synthesis", "direct")  # cheapest first
+    assert SOURCE_CHOICES == ("features", "synthesis", "learned", "direct")  # cheapest first
     assert [SOURCES[n].cost for n in SOURCE_CHOICES] == sorted(SOURCES[n].cost for n in SOURCE_CHOICES)
     assert REFINER_CHOICES == ("none", "lsq", "ecc", "deep") and REFINERS["deep"].chain == ("lsq", "ecc", "deep")
     assert set(LEARNED_CHOICES) <= set(DETECTOR_CHOICES) and DETECTORS["asift"].affine_views
     assert check_sources("direct, features") == ("features", "direct")
+    assert SelectConfig.from_options(sources=["learned", "synthesis"]).sources == ("synthesis", "learned")
     with pytest.raises(ConfigError, match="'bogus'"):
         check_sources("features,bogus")
     with pytest.raises(ConfigError, match="sources='nope'|'nope'"):
