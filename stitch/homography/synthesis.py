@@ -9,7 +9,8 @@ duplicates (the same physical match found in several view pairs). Rounds go from
 the search runs the next round only while the best score stays below the acceptance score.
 
 Each round is bounded: images are shrunk to ``max_side`` before the views are simulated, every view keeps
-at most ``view_keypoints`` keypoints, and a round stops adding view pairs past ``time_budget_s``. Its
+at most ``view_keypoints`` keypoints, and each image's views stop (after the first) past half of
+``time_budget_s``; the views simulated so far are matched (cheap beside the detection). Its
 seconds, peak traced memory (tracemalloc: numpy and OpenCV buffers allocated through Python), views and
 matches are reported in every candidate's params.
 """
@@ -74,8 +75,10 @@ class ViewSet:
     n_views: int
 
 
-def view_set(gray: np.ndarray, tilts: tuple[float, ...], rnd: SynthesisRound, with_original: bool) -> ViewSet:
-    """Detect on the simulated views (and the original if ``with_original``) of a (H, W) uint8 image."""
+def view_set(gray: np.ndarray, tilts: tuple[float, ...], rnd: SynthesisRound, with_original: bool,
+             deadline: float = float("inf")) -> ViewSet:
+    """Detect on the simulated views (and the original if ``with_original``) of a (H, W) uint8 image; no view
+    is started after ``deadline`` (perf_counter s) except the first."""
     small, s = resize_max_side(gray, rnd.max_side)
     h, w = small.shape
     kind = DETECTORS[rnd.detector].raw
@@ -83,8 +86,14 @@ def view_set(gray: np.ndarray, tilts: tuple[float, ...], rnd: SynthesisRound, wi
     views: list[tuple[np.ndarray, np.ndarray]] = []
     if with_original:
         views.append((small, np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])))
-    views += [simulate_view(small, t, R) for t, R in affine_views(w, h, tilts)]
-    for i, (img, A) in enumerate(views):
+    specs = affine_views(w, h, tilts)
+    n_views = len(views) + len(specs)
+    done = 0
+    for i in range(n_views):
+        if done and time.perf_counter() > deadline:
+            break
+        img, A = views[i] if i < len(views) else simulate_view(small, *specs[i - len(views)])
+        done += 1
         p, d = detect_view(img, kind, rnd.view_keypoints, 4)
         if len(p) == 0:
             continue
@@ -93,19 +102,17 @@ def view_set(gray: np.ndarray, tilts: tuple[float, ...], rnd: SynthesisRound, wi
         desc.append(d[inside])
         vid.append(np.full(int(inside.sum()), i, np.int32))
     if not pts:
-        return ViewSet(np.zeros((0, 2)), np.zeros((0, 1), np.float32), np.zeros(0, np.int32), len(views))
-    return ViewSet(np.concatenate(pts), np.concatenate(desc), np.concatenate(vid), len(views))
+        return ViewSet(np.zeros((0, 2)), np.zeros((0, 1), np.float32), np.zeros(0, np.int32), done)
+    return ViewSet(np.concatenate(pts), np.concatenate(desc), np.concatenate(vid), done)
 
 
-def match_view_sets(a: ViewSet, b: ViewSet, norm: int, ratio: float, deadline: float) -> tuple[Matches, int]:
+def match_view_sets(a: ViewSet, b: ViewSet, norm: int, ratio: float) -> tuple[Matches, int]:
     """Ratio + mutual matches of each simulated view of one image against the other's original view (view 0),
-    both ways, merged; (matches, view pairs run). The round stops adding view pairs at ``deadline``."""
+    both ways, merged; (matches, view pairs run)."""
     src, dst, ia, ib, rr = [], [], [], [], []
     pairs = [(va, 0) for va in np.unique(a.view)] + [(0, vb) for vb in np.unique(b.view) if vb != 0]
     done = 0
     for va, vb in pairs:
-        if time.perf_counter() > deadline:
-            break
         sel_a, sel_b = np.flatnonzero(a.view == va), np.flatnonzero(b.view == vb)
         q, t, r = ratio_matches(a.desc[sel_a], b.desc[sel_b], norm, ratio, mutual=True)
         src.append(a.pts[sel_a[q]])
@@ -132,10 +139,11 @@ def synthesize_matches(src_img: np.ndarray, dst_img: np.ndarray, rnd: SynthesisR
     try:
         tracemalloc.reset_peak()
         ga, gb = to_gray(src_img), to_gray(dst_img)
-        a = view_set(ga, rnd.tilts, rnd, with_original=True)
-        b = view_set(gb, rnd.tilts, rnd, with_original=True)
+        # each image's views get half the round's time budget (the matching after is cheap beside detection)
+        a = view_set(ga, rnd.tilts, rnd, with_original=True, deadline=t0 + 0.5 * rnd.time_budget_s)
+        b = view_set(gb, rnd.tilts, rnd, with_original=True, deadline=time.perf_counter() + 0.5 * rnd.time_budget_s)
         norm = cv2.NORM_HAMMING if DETECTORS[rnd.detector].raw == "orb" else cv2.NORM_L2
-        m, pairs = match_view_sets(a, b, norm, rnd.ratio, t0 + rnd.time_budget_s)
+        m, pairs = match_view_sets(a, b, norm, rnd.ratio)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         if tracing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -33,12 +34,19 @@ def test_tilt_75(sample_pair):
     """A planar pair tilted by 75 degrees (tilt 3.9): the synthesis rounds recover H within 3 px."""
     src = sample_pair("perspective")[0]
     dst, H_gt = tilted_view(src, 75.0)
-    m, stats = synthesize_matches(src, dst, DEFAULT_ROUNDS[1])
+    m, stats = synthesize_matches(src, dst, replace(DEFAULT_ROUNDS[1], time_budget_s=300.0))  # all views, even loaded
     H, inl = estimate(m, EstimatorSpec("USAC_MAGSAC", 2.0))
     assert H is not None and inl.sum() >= 40
     assert corner_error(H, H_gt, src.shape[1], src.shape[0]) < 3.0
     assert stats["views"][0] == 1 + 8 + 10 and stats["view_pairs"] > 0 and stats["round_peak_mb"] > 0
     assert stats["round_seconds"] > 0 and stats["matches"] == len(m)
+
+
+def test_time_budget(sample_pair):
+    """Past its budget a round stops simulating views (the first view of each image is always detected)."""
+    src = sample_pair("perspective")[0]
+    m, stats = synthesize_matches(src, src, replace(DEFAULT_ROUNDS[2], time_budget_s=1e-6))
+    assert stats["views"] == [1, 1] and stats["view_pairs"] == 1 and len(m) > 100  # original against original
 
 
 def test_rounds():
