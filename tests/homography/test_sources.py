@@ -94,7 +94,7 @@ def test_failing_source_is_a_warning(sample_pair, monkeypatch):
 
     monkeypatch.setitem(SOURCES, "learned", sources.Source("learned", broken, 1))
     src, dst, H_gt = sample_pair("translation")
-    with pytest.warns(UserWarning, match="learned"):
+    with pytest.warns(UserWarning):  # the failure, and the low score of the unreachable bar
         r = stitch.estimate_homography(src, dst, config=first_level_only("features,learned"))
     assert any("source 'learned' failed: RuntimeError: boom" in w for w in r.warnings)
     assert err(r, H_gt, src) < 0.5
@@ -106,7 +106,7 @@ def test_missing_extra_is_a_warning(sample_pair, monkeypatch):
                         lambda name, *a: None if name == "torch" else object())
     assert unavailable("xfeat") == f"torch is missing; {INSTALL_HINT}"
     src, dst, H_gt = sample_pair("translation")
-    with pytest.warns(UserWarning, match="stitch.learned."):
+    with pytest.warns(UserWarning):  # the install hints, and the low score of the unreachable bar
         r = stitch.estimate_homography(src, dst, config=first_level_only("features,learned"))
     hints = [w for w in r.warnings if "pip install 'stitch[learned]'" in w]
     assert len(hints) == len(LEARNED_CHOICES) and all("\n" not in w for w in hints)
