@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from stitch.errors import ConfigError, EstimationError
-from stitch.geometry import fit_homography_dlt, normalize_h, project, scale_h, transfer_errors
+from stitch.geometry import as_homography, fit_homography_dlt, normalize_h, project, scale_h, transfer_errors
 from stitch.homography.matching import Matches
 from stitch.imaging import to_gray
 
@@ -193,12 +193,12 @@ def refine_homography(src, dst, H: np.ndarray, method: str = DEFAULT_REFINER, ma
     from stitch.io import load_image
 
     r = check_refiner(method, "method")
-    H = normalize_h(np.asarray(H, dtype=np.float64))
+    H = as_homography(H)
     if r.step is None:
         return H
+    a, b = load_image(src, "src"), load_image(dst, "dst")
     if r.needs_matches and matches is None:
         raise ConfigError(f"method={method!r} needs the matches (use estimate_homography, which passes them)")
-    a, b = load_image(src, "src"), load_image(dst, "dst")
     out = r.step(H, a, b, matches, **options)
     if out is None:
         raise EstimationError(f"{method} refinement did not converge from the given matrix")
