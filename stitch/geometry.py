@@ -119,3 +119,25 @@ def box_slices(r: Box, origin: tuple[int, int]) -> tuple[slice, slice]:
     """(rows, cols) slices of box r in an array whose pixel (0, 0) sits at ``origin`` (x, y)."""
     ox, oy = origin
     return slice(r[1] - oy, r[3] - oy), slice(r[0] - ox, r[2] - ox)
+
+
+def fit_homography_dlt(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray | None:
+    """Normalised DLT (Hartley): H (3, 3) from (N, 2) src/dst px, N >= 4, in float64; None if degenerate."""
+    def norm(p: np.ndarray) -> np.ndarray:
+        c = p.mean(axis=0)
+        d = np.sqrt(((p - c) ** 2).sum(axis=1)).mean()
+        s = np.sqrt(2.0) / d if d > 0 else 1.0
+        return np.array([[s, 0.0, -s * c[0]], [0.0, s, -s * c[1]], [0.0, 0.0, 1.0]])
+
+    a, b = np.asarray(src_pts, np.float64), np.asarray(dst_pts, np.float64)
+    Ta, Tb = norm(a), norm(b)
+    pa, pb = project(Ta, a), project(Tb, b)
+    x, y, u, v = pa[:, 0], pa[:, 1], pb[:, 0], pb[:, 1]
+    z, o = np.zeros_like(x), np.ones_like(x)
+    A = np.concatenate([np.stack([-x, -y, -o, z, z, z, u * x, u * y, u], 1),
+                        np.stack([z, z, z, -x, -y, -o, v * x, v * y, v], 1)])
+    Hn = np.linalg.svd(A)[2][-1].reshape(3, 3)
+    H = np.linalg.inv(Tb) @ Hn @ Ta
+    if not np.all(np.isfinite(H)) or abs(H[2, 2]) < 1e-12:
+        return None
+    return H / H[2, 2]

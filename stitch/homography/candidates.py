@@ -55,6 +55,7 @@ class Candidate:
     parts: dict[str, float] = field(default_factory=dict)
     rejected: str | None = None
     seconds: float = 0.0
+    source: str = "features"  # the candidate source that produced it (stitch.homography.sources.SOURCES)
 
     @property
     def n_inliers(self) -> int:
@@ -70,6 +71,7 @@ class Candidate:
         """JSON-ready description (no arrays except H as nested lists)."""
         return {
             "method": self.method,
+            "source": self.source,
             "params": dict(self.params),
             "H": None if self.H is None else self.H.tolist(),
             "inliers": self.n_inliers,

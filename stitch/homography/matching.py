@@ -91,20 +91,39 @@ def _ratio_matches(qa: np.ndarray, tb: np.ndarray, norm: int, ratio: float) -> t
     return q, idx[ok, 0], r[ok]
 
 
+def ratio_matches(qa: np.ndarray, tb: np.ndarray, norm: int, ratio: float,
+                  mutual: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Matches of query descriptors qa (N, D) to train tb (M, D) passing Lowe's ratio test and, if ``mutual``,
+    the backward nearest-neighbour check: (query idx (K,), train idx (K,), ratio (K,))."""
+    q, t, r = _ratio_matches(qa, tb, norm, ratio)
+    if mutual and len(q):
+        # backward nearest neighbour, only for the train descriptors that the ratio test kept
+        uniq, inv = np.unique(t, return_inverse=True)
+        back, _ = knn(tb[uniq], qa, norm, 1)
+        keep = back[inv.ravel(), 0] == q
+        q, t, r = q[keep], t[keep], r[keep]
+    return q, t, r
+
+
+def merge_duplicates(src_pts: np.ndarray, dst_pts: np.ndarray, ratio: np.ndarray, cell: float = 2.0) -> np.ndarray:
+    """Sorted indices keeping one match per (src, dst) position pair rounded to ``cell`` px: the most distinctive.
+
+    The same physical match found in several simulated views lands on (nearly) the same pixels.
+    """
+    key = np.round(np.hstack([src_pts, dst_pts]) / cell).astype(np.int64)
+    order = np.argsort(ratio, kind="stable")
+    _, first = np.unique(key[order], axis=0, return_index=True)
+    return np.sort(order[first])
+
+
 def match(fa: Features, fb: Features, config: MatchConfig | None = None) -> Matches:
     """Match src features ``fa`` to dst features ``fb``; simulated (ASIFT) views are matched to the other original."""
     cfg = config or MatchConfig()
     if fa.norm != fb.norm:
         raise ConfigError("cannot match binary (ORB) descriptors against float (SIFT) descriptors")
     base_a, base_b = np.flatnonzero(fa.view == 0), np.flatnonzero(fb.view == 0)
-    qa, tb, r = _ratio_matches(fa.desc[base_a], fb.desc[base_b], fa.norm, cfg.ratio)
+    qa, tb, r = ratio_matches(fa.desc[base_a], fb.desc[base_b], fa.norm, cfg.ratio, cfg.mutual)
     qa, tb = base_a[qa], base_b[tb]
-    if cfg.mutual and len(qa):
-        # backward nearest neighbour, only for the dst keypoints that the ratio test kept
-        uniq, inv = np.unique(tb, return_inverse=True)
-        back, _ = knn(fb.desc[uniq], fa.desc[base_a], fa.norm, 1)
-        keep = base_a[back[inv.ravel(), 0]] == qa
-        qa, tb, r = qa[keep], tb[keep], r[keep]
     src_idx, dst_idx, ratios = [qa], [tb], [r]
     # ASIFT: each image's simulated views against the other image's original view (ratio test on the original side)
     sim_a, sim_b = np.flatnonzero(fa.view > 0), np.flatnonzero(fb.view > 0)
@@ -121,11 +140,7 @@ def match(fa: Features, fb: Features, config: MatchConfig | None = None) -> Matc
     si, di, ra = np.concatenate(src_idx), np.concatenate(dst_idx), np.concatenate(ratios)
     sp, dp = fa.pts[si].astype(np.float64), fb.pts[di].astype(np.float64)
     if len(sim_a) or len(sim_b):
-        # the same physical match found in several views: keep the most distinctive one per rounded position pair
-        key = np.round(np.hstack([sp, dp]) / 2.0).astype(np.int64)
-        order = np.argsort(ra, kind="stable")
-        _, first = np.unique(key[order], axis=0, return_index=True)
-        keep = np.sort(order[first])
+        keep = merge_duplicates(sp, dp, ra)
         si, di, ra, sp, dp = si[keep], di[keep], ra[keep], sp[keep], dp[keep]
     return Matches(sp, dp, si, di, ra)
 

@@ -1,28 +1,37 @@
-"""Stage 5: refine a selected homography: least squares on its inliers, ECC photometric alignment."""
+"""Stage 5: refine a selected homography: least squares on its inliers, ECC photometric alignment, the learned
+refiner. ``REFINERS`` is the one table of refiner names: the pipeline's chain per setting and each step alone."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from stitch.errors import ConfigError, EstimationError
-from stitch.geometry import as_homography, normalize_h, project, scale_h, transfer_errors
+from stitch.geometry import as_homography, fit_homography_dlt, normalize_h, project, scale_h, transfer_errors
 from stitch.homography.matching import Matches
 from stitch.imaging import to_gray
 
-REFINER_CHOICES = ("none", "lsq", "ecc", "deep")
 DEFAULT_REFINER = "ecc"
 DEFAULT_ECC_MAX_SIDE = 1024
 
 
-def refine_lsq(H: np.ndarray, matches: Matches, tau: float = 2.5, rounds: int = 3) -> np.ndarray | None:
-    """Least squares + Levenberg-Marquardt on the matches within ``tau`` px of H (3, 3); None if < 8 remain."""
+def refine_lsq(H: np.ndarray, matches: Matches, tau: float = 2.5, rounds: int = 3,
+               min_points: int = 8) -> np.ndarray | None:
+    """Least squares + Levenberg-Marquardt on the matches within ``tau`` px of H (3, 3); None if < min_points remain."""
     cur = H
     for _ in range(rounds):
         inl = transfer_errors(cur, matches.src_pts, matches.dst_pts) < tau
-        if inl.sum() < 8:
+        if inl.sum() < max(4, min_points):
             return None
-        new, _ = cv2.findHomography(matches.src_pts[inl].astype(np.float64), matches.dst_pts[inl].astype(np.float64), 0)
+        if inl.sum() < 8:  # OpenCV's least squares is loose on a handful of points: the normalised DLT is exact
+            new = fit_homography_dlt(matches.src_pts[inl], matches.dst_pts[inl])
+        else:
+            new, _ = cv2.findHomography(matches.src_pts[inl].astype(np.float64),
+                                        matches.dst_pts[inl].astype(np.float64), 0)
         if new is None or not np.all(np.isfinite(new)):
             return None
         new = normalize_h(new)
@@ -109,27 +118,88 @@ def _ecc_levels(H: np.ndarray, pyramid: list[tuple[float, np.ndarray, np.ndarray
     return cur
 
 
+#: A refinement step: (H (3, 3) src->dst px, src image, dst image, matches or None, options) -> H or None.
+RefineStep = Callable[..., "np.ndarray | None"]
+
+
+def _lsq_step(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches | None,
+              **options: Any) -> np.ndarray | None:
+    return None if matches is None or len(matches) == 0 else refine_lsq(H, matches, **options)
+
+
+def _ecc_step(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches | None,
+              **options: Any) -> np.ndarray | None:
+    return refine_ecc(H, src_img, dst_img, **options)
+
+
+def _deep_step(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches | None,
+               **options: Any) -> np.ndarray | None:
+    from stitch.deep import refine_deep  # optional: needs torch + kornia
+
+    return refine_deep(H, src_img, dst_img, **options)
+
+
+@dataclass(frozen=True)
+class Refiner:
+    """A refiner name: ``step`` refines alone; ``chain`` is what the pipeline applies under this setting, in order."""
+
+    name: str
+    step: RefineStep | None
+    chain: tuple[str, ...]
+    needs_matches: bool = False
+    extra: str | None = None  # the optional extra it needs (pip install 'stitch[EXTRA]')
+    help: str = ""
+
+
+#: The one table of refiners: CLI choices, API checks, the compare report and the benches read it.
+REFINERS: dict[str, Refiner] = {r.name: r for r in (
+    Refiner("none", None, (), help="keep the selected candidate's matrix"),
+    Refiner("lsq", _lsq_step, ("lsq",), needs_matches=True, help="least squares + LM on the inliers"),
+    Refiner("ecc", _ecc_step, ("lsq", "ecc"), help="then ECC photometric alignment"),
+    Refiner("deep", _deep_step, ("lsq", "ecc", "deep"), extra="deep", help="then the learned refiner"),
+)}
+REFINER_CHOICES = tuple(REFINERS)
+#: The refiners that are a step of their own (every name but "none").
+REFINER_STEPS = tuple(n for n, r in REFINERS.items() if r.step is not None)
+
+
+def check_refiner(name: str, what: str = "refiner") -> Refiner:
+    """The table entry of ``name``; ConfigError naming ``what`` and the choices otherwise."""
+    if name not in REFINERS:
+        raise ConfigError(f"{what}={name!r}: choose one of {', '.join(REFINER_CHOICES)}")
+    return REFINERS[name]
+
+
+def refine_chain(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches | None,
+                 options: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, Callable]]:
+    """The (name, H -> H or None) steps the pipeline applies for a refiner setting; ``options`` per step name.
+
+    Steps that need matches are left out when there are none (a candidate from a direct estimator).
+    """
+    opts = options or {}
+    out = []
+    for name in check_refiner(refiner).chain:
+        r = REFINERS[name]
+        if r.needs_matches and (matches is None or len(matches) == 0):
+            continue
+        kw = {k: v for k, v in opts.get(name, {}).items() if v is not None}
+        out.append((name, lambda H, r=r, kw=kw: r.step(H, src_img, dst_img, matches, **kw)))
+    return out
+
+
 def refine_homography(src, dst, H: np.ndarray, method: str = DEFAULT_REFINER, matches: Matches | None = None,
                       **options) -> np.ndarray:
     """Refine H (3, 3, src->dst px) between src/dst (paths or arrays) with ``method`` in REFINER_CHOICES."""
     from stitch.io import load_image
 
-    if method not in REFINER_CHOICES:
-        raise ConfigError(f"method={method!r}: choose one of {', '.join(REFINER_CHOICES)}")
+    r = check_refiner(method, "method")
     H = as_homography(H)
-    if method == "none":
+    if r.step is None:
         return H
     a, b = load_image(src, "src"), load_image(dst, "dst")
-    if method == "lsq":
-        if matches is None:
-            raise ConfigError("method='lsq' needs the matches (use estimate_homography, which passes them)")
-        out = refine_lsq(H, matches, **options)
-    elif method == "ecc":
-        out = refine_ecc(H, a, b, **options)
-    else:
-        from stitch.deep import refine_deep  # optional: needs torch + kornia
-
-        out = refine_deep(H, a, b, **options)
+    if r.needs_matches and matches is None:
+        raise ConfigError(f"method={method!r} needs the matches (use estimate_homography, which passes them)")
+    out = r.step(H, a, b, matches, **options)
     if out is None:
         raise EstimationError(f"{method} refinement did not converge from the given matrix")
     return out

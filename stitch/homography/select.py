@@ -1,10 +1,11 @@
-"""Stage 5: choose the best homography. Bottom-up search over feature, matching and estimator settings.
+"""Stage 5: choose the best homography. Bottom-up search over the candidate sources (stitch.homography.sources).
 
 The search starts with the cheapest feature/matching level, runs every estimator setting of that level on
 its matches (one Candidate each), scores all of them with the stitching-quality score, and escalates to a
-costlier level (more features, a looser ratio, affine-simulated SIFT) only while the best score stays
-below ``accept_score``. The winner is then refined (least squares, ECC) and a refinement is kept only when
-it raises the score.
+costlier step (more features, a looser ratio, affine-simulated SIFT, then the other sources: learned
+matchers, view synthesis, direct estimators) only while the best score stays below ``accept_score``. The
+winner is then refined (least squares, ECC; the REFINERS table) and a refinement is kept only when it
+raises the score.
 """
 
 from __future__ import annotations
@@ -19,12 +20,24 @@ from typing import Any
 import numpy as np
 
 from stitch.errors import ConfigError, NoOverlapError
-from stitch.geometry import transfer_errors
 from stitch.homography import quality
-from stitch.homography.candidates import Candidate, EstimatorSpec, generate
-from stitch.homography.features import DETECTOR_CHOICES, FeatureConfig, Features, detect
-from stitch.homography.matching import MatchConfig, Matches, match
-from stitch.homography.refine import DEFAULT_REFINER, REFINER_CHOICES, corner_shift, refine_ecc, refine_lsq
+from stitch.homography.candidates import Candidate, EstimatorSpec
+from stitch.homography.features import DETECTOR_CHOICES, FeatureConfig
+from stitch.homography.matching import MatchConfig, Matches
+from stitch.homography.refine import DEFAULT_REFINER, check_refiner, corner_shift, refine_chain
+from stitch.homography.sources import (
+    DEFAULT_SOURCES,
+    FeatureCache,
+    SearchState,
+    check_sources,
+    empty_matches,
+    image_features,  # noqa: F401 - re-exported: the panorama pipeline shares the search's detections
+    level_candidates,
+    level_specs,  # noqa: F401 - re-exported: the compare report numbers the trials with the search's seed rule
+    run_sources,
+    score_candidates,
+    transfer_inliers,
+)
 from stitch.io import ImageLike, image_name, load_image
 
 PRESET_CHOICES = ("fast", "accurate", "exhaustive")
@@ -91,7 +104,8 @@ class SelectConfig:
     seed: int = 0
     min_inliers: int = DEFAULT_MIN_INLIERS
     exhaustive: bool = False
-    deep_weights: str | None = None  # refiner "deep": a weights file (None: the shipped weights)
+    deep_weights: str | None = None  # refiner "deep" and the direct source: a weights file (None: the shipped ones)
+    sources: tuple[str, ...] = ("features",)  # candidate sources in search order (sources.SOURCES)
 
     @classmethod
     def from_options(cls, preset: str = DEFAULT_PRESET, detector: str | None = None, max_keypoints: int | None = None,
@@ -99,7 +113,8 @@ class SelectConfig:
                      estimators: list[str] | None = None, thresholds: list[float] | None = None,
                      ratio: float | None = None, score_max_side: int | None = None,
                      min_inliers: int = DEFAULT_MIN_INLIERS,
-                     deep_weights: str | os.PathLike | None = None) -> SelectConfig:
+                     deep_weights: str | os.PathLike | None = None,
+                     sources: Any = None) -> SelectConfig:
         """Config from a named preset plus overrides (each override is checked and names itself on error)."""
         if max_keypoints is not None and max_keypoints < 8:
             raise ConfigError(f"max_keypoints={max_keypoints}: must be at least 8")
@@ -124,17 +139,20 @@ class SelectConfig:
         if deep_weights is not None and not isinstance(deep_weights, (str, os.PathLike)):
             raise ConfigError(f"deep_weights={deep_weights!r}: expected the path of a weights file")
         ref = refiner if refiner is not None else ("lsq" if preset == "fast" else DEFAULT_REFINER)
-        if ref not in REFINER_CHOICES:
-            raise ConfigError(f"refiner={ref!r}: choose one of {', '.join(REFINER_CHOICES)}")
+        check_refiner(ref)
+        if sources is None:
+            srcs = ("features",) if preset == "fast" else DEFAULT_SOURCES
+        else:
+            srcs = check_sources(sources)
         sc = quality.ScoreConfig() if score_max_side is None else quality.ScoreConfig(work_max_side=score_max_side)
         return cls(levels=levels, accept_score=DEFAULT_ACCEPT_SCORE if accept_score is None else accept_score,
                    refiner=ref, score=sc, seed=int(seed), min_inliers=min_inliers,
                    exhaustive=(preset == "exhaustive"),
-                   deep_weights=None if deep_weights is None else os.fspath(deep_weights))
+                   deep_weights=None if deep_weights is None else os.fspath(deep_weights), sources=srcs)
 
 
 OPTION_NAMES = ("detector", "max_keypoints", "refiner", "accept_score", "estimators", "thresholds", "ratio",
-                "score_max_side", "min_inliers", "deep_weights")
+                "score_max_side", "min_inliers", "deep_weights", "sources")
 
 
 @dataclass
@@ -173,6 +191,7 @@ class HomographyResult:
             "refined_by": self.refined_by,
             "inliers": self.n_inliers,
             "matches": len(self.matches),
+            "source": self.best.source,
             "levels_tried": self.levels_tried,
             "seconds": round(self.seconds, 4),
             "warnings": list(self.warnings),
@@ -180,67 +199,16 @@ class HomographyResult:
         }
 
 
-@dataclass
-class FeatureCache:
-    """One image's detections: Features per FeatureConfig, and the uncapped detections they are cut from
-    (stitch.features.detect's raw_cache), so levels that differ only in the keypoint cap detect once."""
-
-    features: dict[FeatureConfig, Features] = field(default_factory=dict)
-    raw: dict = field(default_factory=dict)
-    mask: np.ndarray | None = None  # (H, W) bool: features only where True (stitch.homography.features.detect)
-
-
 def max_refine_shift(src_size: tuple[int, int]) -> float:
     """Largest corner move (px) a refinement may make: 3% of the src diagonal, at least 10 px."""
     return max(10.0, 0.03 * float(np.hypot(*src_size)))
 
 
-def _refiners(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches,
-              deep_weights: str | None = None) -> list:
-    """The (name, H -> H or None) refinement steps for a refiner setting, applied in order."""
-    steps = []
-    if refiner in ("lsq", "ecc", "deep"):
-        steps.append(("lsq", lambda H: refine_lsq(H, matches)))
-    if refiner in ("ecc", "deep"):
-        steps.append(("ecc", lambda H: refine_ecc(H, src_img, dst_img)))
-    if refiner == "deep":
-        from stitch.deep import refine_deep  # optional: needs torch + kornia
-
-        steps.append(("deep", lambda H: refine_deep(H, src_img, dst_img, weights=deep_weights)))
-    return steps
-
-
-def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache) -> Features:
-    """Features of img under cfg, from/into the image's FeatureCache."""
-    if cfg not in cache.features:
-        cache.features[cfg] = detect(img, cfg, cache.raw, cache.mask)
-    return cache.features[cfg]
-
-
-def level_specs(level: Level, seed: int) -> list[EstimatorSpec]:
-    """The level's estimator runs as the search makes them: each spec's own seed plus the search ``seed``."""
-    return [replace(s, seed=s.seed + seed) for s in level.specs]
-
-
 def run_level(level: Level, src_img: np.ndarray, dst_img: np.ndarray, cfg: SelectConfig,
               ctx: quality.ScoringContext, src_cache: FeatureCache, dst_cache: FeatureCache) -> list[Candidate]:
     """Every estimator run of one level on its matches, each scored; seconds include a share of detect+match."""
-    t0 = time.perf_counter()
-    fa = image_features(src_img, level.features, src_cache)
-    fb = image_features(dst_img, level.features, dst_cache)
-    m = match(fa, fb, level.matching)
-    specs = level_specs(level, cfg.seed)
-    tags = {"level": level.name, "features": level.features.label(), "matching": level.matching.label()}
-    new = generate(m, specs, tags)
-    overhead = (time.perf_counter() - t0 - sum(c.seconds for c in new)) / max(len(new), 1)
-    for c in new:
-        t1 = time.perf_counter()
-        if c.ok and c.n_inliers < cfg.min_inliers:
-            c.rejected = f"{c.n_inliers} inliers < min_inliers={cfg.min_inliers}"
-        if c.ok:
-            c.score, c.parts, c.rejected = quality.score(c.H, ctx, m)
-        c.seconds += overhead + time.perf_counter() - t1
-    return new
+    new = level_candidates(level, src_img, dst_img, cfg.seed, src_cache, dst_cache)
+    return score_candidates(new, ctx, cfg.min_inliers)
 
 
 def _sort_key(c: Candidate) -> tuple:
@@ -257,34 +225,32 @@ def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig
     src_cache = FeatureCache() if src_cache is None else src_cache  # levels share one detection per image
     dst_cache = FeatureCache() if dst_cache is None else dst_cache
     ctx = quality.make_context(src_img, dst_img, cfg.score)
-    cands: list[Candidate] = []
-    tried: list[str] = []
-    for level in cfg.levels:
-        if progress:
-            progress(f"{names[0]} -> {names[1]}: {level.name}")
-        new = run_level(level, src_img, dst_img, cfg, ctx, src_cache, dst_cache)
-        cands += new
-        tried.append(level.name)
-        best = max((c.score for c in cands if c.ok), default=float("-inf"))
-        if best >= cfg.accept_score and not cfg.exhaustive:
-            break
+    state = SearchState(src_img, dst_img, ctx, cfg, src_cache, dst_cache)
+    tried = run_sources(state, progress=(lambda step: progress(f"{names[0]} -> {names[1]}: {step}")) if progress
+                        else None, accept=lambda best: best >= cfg.accept_score and not cfg.exhaustive)
+    cands = state.candidates
     cands.sort(key=_sort_key)
     if not cands or not cands[0].ok:
         why = cands[0].rejected if cands else "no candidates"
-        raise NoOverlapError(f"no plausible homography from {names[0]} to {names[1]} (best try: {why}); "
+        also = f"; {state.warnings[0]}" if state.warnings else ""  # e.g. a source that failed
+        raise NoOverlapError(f"no plausible homography from {names[0]} to {names[1]} (best try: {why}{also}); "
                              "the images may not overlap - try detector='asift' or preset='exhaustive'")
     win = cands[0]
     H, sc, parts, how = win.H, win.score, win.parts, "none"
-    for name, fn in _refiners(cfg.refiner, src_img, dst_img, win.matches, cfg.deep_weights):
+    matches = win.matches
+    support = matches if matches is not None else next((c.matches for c in cands if c.ok and c.matches is not None),
+                                                      None)
+    for name, fn in refine_chain(cfg.refiner, src_img, dst_img, matches, {"deep": {"weights": cfg.deep_weights}}):
         H2 = fn(H)
         if H2 is None or corner_shift(H, H2, *ctx.src_size) > max_refine_shift(ctx.src_size):
             continue  # diverged, or moved too far to be a refinement
-        s2, p2, r2 = quality.score(H2, ctx, win.matches)
+        s2, p2, r2 = quality.score(H2, ctx, support)
         if r2 is None and s2 > sc:
             H, sc, parts, how = H2, s2, p2, name if how == "none" else f"{how}+{name}"
-    inl = transfer_errors(H, win.matches.src_pts, win.matches.dst_pts) < cfg.score.support_tau
-    res = HomographyResult(H, sc, parts, cands, win.matches, inl, how, tried, time.perf_counter() - t0,
-                           ctx.src_size, ctx.dst_size)
+    final = matches if matches is not None else (support if support is not None else empty_matches())
+    inl = transfer_inliers(H, final, cfg.score.support_tau)
+    res = HomographyResult(H, sc, parts, cands, final, inl, how, tried, time.perf_counter() - t0,
+                           ctx.src_size, ctx.dst_size, warnings=list(dict.fromkeys(state.warnings)))
     if sc < cfg.accept_score:
         res.warnings.append(f"low quality score {sc:.3f} < {cfg.accept_score}: check the alignment")
     return res
@@ -296,7 +262,8 @@ def estimate_homography(src: ImageLike, dst: ImageLike, *, preset: str = DEFAULT
     """Estimate H (3, 3) mapping src pixels to dst pixels; src/dst are paths or (H, W[, C]) arrays.
 
     ``options`` override the preset: detector, max_keypoints, refiner, accept_score, estimators,
-    thresholds, ratio, score_max_side, min_inliers, deep_weights (see SelectConfig.from_options).
+    thresholds, ratio, score_max_side, min_inliers, deep_weights, sources (names of
+    stitch.homography.sources.SOURCES, a list or a comma list; see SelectConfig.from_options).
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:

@@ -50,7 +50,7 @@ plain numbers except +-infinity, written as the strings ``"inf"`` / ``"-inf"``; 
           "timings": {"pipeline": s, "candidates": s, "refiners": s, "baselines": s, "total": s},
           "rows": [                                # best score first; "id" is the index in this list
             {"id": int, "kind": "pipeline" | "candidate" | "refined" | "baseline",
-             "method": str, "family": str, "params": {str: any}, "trial": int | null,
+             "method": str, "source": str, "family": str, "params": {str: any}, "trial": int | null,
              "H": 3x3 | null, "matches": int, "inliers": int, "inlier_ratio": float | null,
              "estimator_inliers": int | null, "transfer_rms": float | "inf" | null,
              "score": float | "-inf", "parts": {"photometric", "ncc", "gc", "overlap", "support",
@@ -91,7 +91,7 @@ from stitch.geometry import normalize_h, transfer_errors
 from stitch.homography import quality
 from stitch.homography.candidates import ESTIMATOR_CHOICES, Candidate
 from stitch.homography.matching import Matches
-from stitch.homography.refine import corner_shift, refine_ecc, refine_lsq
+from stitch.homography.refine import REFINER_STEPS, REFINERS, corner_shift
 from stitch.homography.select import (
     DEFAULT_PRESET,
     FeatureCache,
@@ -108,10 +108,8 @@ SCHEMA_VERSION = 1
 METHOD_PIPELINE = bench.METHOD_STITCH
 METHOD_CANDIDATES = "candidates"
 METHOD_ALL_LEVELS = "all-levels"
-METHOD_LSQ = "lsq"
-METHOD_ECC = "ecc"
-METHOD_DEEP = "deep"
-REFINER_METHODS = (METHOD_LSQ, METHOD_ECC, METHOD_DEEP)
+METHOD_LSQ, METHOD_ECC, METHOD_DEEP = REFINER_STEPS  # the refiners table (stitch.homography.refine.REFINERS)
+REFINER_METHODS = REFINER_STEPS
 #: What ``methods=`` / ``--methods`` accepts (case-insensitive). The pipeline row is always there.
 #: Estimator names keep only those estimators' candidate rows.
 COMPARE_METHOD_CHOICES = (
@@ -152,6 +150,7 @@ class Row:
     trial: int | None = None
     note: str = ""
     id: int = -1
+    source: str = ""  # candidate source (stitch.homography.sources), "refiner" or "baseline"
     match_set: Matches | None = field(default=None, repr=False)
     residuals: np.ndarray | None = field(default=None, repr=False)
 
@@ -179,6 +178,7 @@ class Row:
             "id": self.id,
             "kind": self.kind,
             "method": self.method,
+            "source": self.source,
             "family": self.family,
             "params": dict(self.params),
             "trial": self.trial,
@@ -453,6 +453,7 @@ def _candidate_row(c: Candidate, trial: int | None, forced: bool) -> Row:
         seconds=c.seconds,
         trial=trial,
         note=note,
+        source=c.source,
     )
 
 
@@ -494,6 +495,7 @@ def _refined_row(name: str, fn: Callable[[], np.ndarray | None], base: Row, src_
         {"refiner": name, "from": base.label.split(" ", 1)[1]},
         None if H is None else normalize_h(H),
         seconds=secs,
+        source="refiner",
     )
     if H is None:
         row.rejected = why or f"{name} refinement did not converge"
@@ -582,20 +584,21 @@ def _refiner_rows(st: _Stage, res: HomographyResult, win_row: Row, meths: Sequen
     pipe_row = Row(KIND_PIPELINE, METHOD_PIPELINE, "pipeline",
                    {"preset": preset, "refined_by": res.refined_by, "levels_tried": list(res.levels_tried),
                     "from": f"{res.best.method} t={wp.get('threshold', 0):g} {wp.get('features', '')}"},
-                   res.H, seconds=res.seconds, note="the project's matrix")
+                   res.H, seconds=res.seconds, note="the project's matrix", source=res.best.source)
     rows = [_measure(pipe_row, st.ctx, res.matches)]
     steps: list[tuple[str, Callable[[], np.ndarray | None]]] = []
     H0, m0, a, b = res.best.H, res.best.matches, st.a, st.b
-    if METHOD_LSQ in meths:
-        steps.append((METHOD_LSQ, lambda: refine_lsq(H0, m0)))
-    if METHOD_ECC in meths:
-        steps.append((METHOD_ECC, lambda: refine_ecc(H0, a, b)))
-    if METHOD_DEEP in meths:
-        deep, why = _deep_refiner()
-        if deep is None:
-            st.notes.append(why)
-        else:
-            steps.append((METHOD_DEEP, lambda: deep(H0, a, b)))
+    for name in (n for n in REFINER_STEPS if n in meths):  # the REFINERS table, in its order
+        ref = REFINERS[name]
+        if ref.extra == "deep":
+            deep, why = _deep_refiner()
+            if deep is None:
+                st.notes.append(why)
+                continue
+        if ref.needs_matches and m0 is None:
+            st.notes.append(f"{name} skipped: the winning candidate ({res.best.source}) has no matches")
+            continue
+        steps.append((name, lambda ref=ref: ref.step(H0, a, b, m0)))
     for name, fn in steps:
         st.tell(f"{name} refinement")
         rows.append(_measure(_refined_row(name, fn, win_row, st.ctx.src_size), st.ctx, res.matches))
@@ -612,7 +615,7 @@ def _baseline_rows(st: _Stage, meths: Sequence[str], eval_m: Matches | None) -> 
             row = Row(KIND_BASELINE, m, "OpenCV baseline",
                       {"ratio": baselines.SIFT_RATIO, "threshold": baselines.BASELINE_REPROJ_THRESHOLD},
                       None if out.H is None else normalize_h(out.H), seconds=out.seconds,
-                      note=f"own SIFT matching: {out.detail}")
+                      note=f"own SIFT matching: {out.detail}", source=KIND_BASELINE)
             if out.H is None:
                 row.rejected = "no homography found"
             rows.append(_measure(row, st.ctx, eval_m))

@@ -477,6 +477,7 @@ COLUMNS = (  # key, header, tooltip, digits (None: text)
         "kind (pipeline / candidate / refined / baseline) and estimator, refiner or baseline",
         None,
     ),
+    ("source", "source", "candidate source (features, learned, synthesis, direct), refiner or baseline", None),
     ("params", "parameters", "threshold, seed, feature level, matching", None),
     ("inliers", "inliers", "matches with symmetric transfer error < support_tau", 0),
     ("matches", "matches", "size of the match set the row is measured on", 0),
@@ -537,6 +538,8 @@ def table_html(report: Any, key: str) -> str:
                     f'<td class="l"><span class="tag" style="background:{KIND_COLORS[r.kind]}">'
                     f"{esc(r.kind)}</span> {esc(r.method)}</td>"
                 )
+            elif k == "source":
+                cells.append(f'<td class="l">{esc(r.source)}</td>')
             elif k == "params":
                 cells.append(f'<td class="l params">{esc(_params_text(r))}</td>')
             elif k == "rejected":

@@ -307,3 +307,13 @@ def test_bench_stitch_deep_row_runs_the_deep_refiner(gt_root: Path, gt_pairs):
     deep_rows = [r for r in res.rows if r.method == bench.METHOD_STITCH_DEEP]
     assert len(deep_rows) == 2 and all(r.error == pytest.approx(0.0, abs=1e-6) for r in deep_rows)
     assert res.to_json()["refiner_check"]["pairs"] == 2
+
+
+def test_gt_caveat_summaries():
+    """The Oxford GT-caveat pairs (wall, bark, boat 1->6) get a summary apart from the other Oxford pairs."""
+    rows = [bench.PairRow("oxford", n, "stitch", e, 1.0) for n, e in
+            (("wall 1->2", 4.0), ("bark 1->3", 4.0), ("boat 1->6", 4.0), ("boat 1->2", 1.0), ("graf 1->2", 1.0))]
+    s = bench.summarize_rows(rows)
+    assert s[bench.OXFORD_CAVEAT][0].pairs == 3 and s[bench.OXFORD_CAVEAT][0].ok[3.0] == 0.0
+    assert s[bench.OXFORD_RELIABLE][0].pairs == 2 and s[bench.OXFORD_RELIABLE][0].ok[3.0] == 1.0
+    assert s["oxford"][0].pairs == 5

@@ -35,6 +35,7 @@ PAIR = "perspective"
 ROW_KEYS = {
     "id",
     "kind",
+    "source",
     "method",
     "family",
     "params",
@@ -110,6 +111,8 @@ def test_smoke(written):
     assert [r["id"] for r in rows] == list(range(len(rows)))
     for r in rows:
         assert set(r) == ROW_KEYS
+        assert r["source"] == {"candidate": "features", "pipeline": "features", "refined": "refiner",
+                               "baseline": "baseline"}[r["kind"]]
         assert set(r["parts"]) == PART_KEYS
         assert r["seconds"] > 0 and 0 < r["inliers"] <= r["matches"]
         assert r["inlier_ratio"] == pytest.approx(r["inliers"] / r["matches"])

@@ -1,0 +1,314 @@
+"""Candidate sources: where the bottom-up search gets its homography candidates. ``SOURCES`` is the one table.
+
+A source looks at the pair and at what the search has found so far (a ``SearchState``) and yields *steps*,
+cheapest first; each step is a name and a thunk that returns new, unscored candidates. The search
+(``stitch.homography.select.estimate_pair``) runs the sources in the order of their ``cost``, scores
+every candidate with the same quality score and plausibility gate (``score_candidates``), and stops as
+soon as a score is accepted, so a pair accepted at the first step pays nothing for the later sources.
+
+* ``features``: the preset's detector+matcher levels (SIFT, denser SIFT with a looser ratio, ASIFT);
+* ``synthesis``: MODS-style view synthesis (``stitch.homography.synthesis``), in rounds of more views;
+* ``learned``: learned detectors with their LightGlue matchers (XFeat+LighterGlue, DISK+LightGlue; the
+  optional extra ``learned``);
+* ``direct``: matrices with no matches of their own: the learned refiner's coarse mode
+  (``stitch.deep.refine_deep(H, coarse=True)``) from the identity and from the best candidate so far,
+  and ECC started from those starts and from the learned refiner's results.
+
+Every candidate records its ``source``. A source whose optional extra is missing, or that fails,
+becomes one warning on the result; the other sources still run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stitch.errors import ConfigError
+from stitch.geometry import transfer_errors
+from stitch.homography import quality
+from stitch.homography.candidates import Candidate, EstimatorSpec, generate
+from stitch.homography.features import FeatureConfig, Features, detect
+from stitch.homography.matching import Matches, match
+
+if TYPE_CHECKING:
+    from stitch.homography.select import Level, SelectConfig
+
+
+@dataclass
+class FeatureCache:
+    """One image's detections: Features per FeatureConfig, and the uncapped detections they are cut from
+    (stitch.features.detect's raw_cache), so levels that differ only in the keypoint cap detect once."""
+
+    features: dict[FeatureConfig, Features] = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+    mask: np.ndarray | None = None  # (H, W) bool: features only where True (stitch.homography.features.detect)
+
+
+def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache) -> Features:
+    """Features of img under cfg, from/into the image's FeatureCache."""
+    if cfg not in cache.features:
+        cache.features[cfg] = detect(img, cfg, cache.raw, cache.mask)
+    return cache.features[cfg]
+
+
+def empty_matches() -> Matches:
+    """A match set with no matches (the support evidence of a candidate that has none)."""
+    z = np.zeros((0, 2))
+    return Matches(z, z.copy(), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+
+
+@dataclass
+class SearchState:
+    """What a source sees: the pair (H, W, 3) uint8, the scoring context, the config, the candidates so far."""
+
+    src_img: np.ndarray
+    dst_img: np.ndarray
+    ctx: quality.ScoringContext
+    config: SelectConfig
+    src_cache: FeatureCache
+    dst_cache: FeatureCache
+    candidates: list[Candidate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def best(self) -> Candidate | None:
+        """The best-scoring plausible candidate so far, or None."""
+        ok = [c for c in self.candidates if c.ok]
+        return max(ok, key=lambda c: c.score) if ok else None
+
+    def best_score(self) -> float:
+        """Score of ``best()`` (-inf when there is none)."""
+        b = self.best()
+        return float("-inf") if b is None else b.score
+
+    def support_matches(self) -> Matches | None:
+        """The match set direct candidates are scored against: the best candidate's (None when there is none)."""
+        b = self.best()
+        return None if b is None else b.matches
+
+
+def score_candidates(new: list[Candidate], ctx: quality.ScoringContext, min_inliers: int,
+                     support: Matches | None = None) -> list[Candidate]:
+    """Score each candidate in place (quality score + plausibility gate) and return them.
+
+    A candidate with matches of its own needs ``min_inliers`` estimator inliers; one without (a direct
+    estimator) is scored on ``support`` (the best match set so far) for the support term.
+    """
+    for c in new:
+        t1 = time.perf_counter()
+        own = c.matches is not None
+        if own and c.ok and c.n_inliers < min_inliers:
+            c.rejected = f"{c.n_inliers} inliers < min_inliers={min_inliers}"
+        if c.ok:
+            c.score, c.parts, c.rejected = quality.score(c.H, ctx, c.matches if own else support)
+        c.seconds += time.perf_counter() - t1
+    return new
+
+
+def level_specs(level: Level, seed: int) -> list[EstimatorSpec]:
+    """The level's estimator runs as the search makes them: each spec's own seed plus the search ``seed``."""
+    return [replace(s, seed=s.seed + seed) for s in level.specs]
+
+
+def level_candidates(level: Level, src_img: np.ndarray, dst_img: np.ndarray, seed: int,
+                     src_cache: FeatureCache, dst_cache: FeatureCache) -> list[Candidate]:
+    """Every estimator run of one feature level on its matches (unscored); seconds include a share of
+    detect+match."""
+    t0 = time.perf_counter()
+    fa = image_features(src_img, level.features, src_cache)
+    fb = image_features(dst_img, level.features, dst_cache)
+    m = match(fa, fb, level.matching)
+    specs = level_specs(level, seed)
+    tags = {"level": level.name, "features": level.features.label(), "matching": level.matching.label()}
+    new = generate(m, specs, tags)
+    overhead = (time.perf_counter() - t0 - sum(c.seconds for c in new)) / max(len(new), 1)
+    for c in new:
+        c.seconds += overhead
+    return new
+
+
+# --- the sources ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of a source's work: ``run()`` returns new, unscored candidates (their ``source`` is set after)."""
+
+    name: str
+    run: Callable[[], list[Candidate]]
+
+
+def features_source(state: SearchState) -> Iterator[Step]:
+    """The preset's detector+matcher levels, cheapest first (today's search)."""
+    cfg = state.config
+    for level in cfg.levels:
+        yield Step(level.name, lambda level=level: level_candidates(level, state.src_img, state.dst_img, cfg.seed,
+                                                                   state.src_cache, state.dst_cache))
+
+
+def learned_source(state: SearchState) -> Iterator[Step]:
+    """Each learned detector with its LightGlue matcher, under the first level's estimator grid."""
+    from stitch.homography.learned import LEARNED_CHOICES, unavailable
+
+    for name in LEARNED_CHOICES:
+        why = unavailable(name)
+        if why is not None:
+            state.warnings.append(f"source 'learned' ({name}) skipped: {why}")
+            continue
+        yield Step(f"{name}+lightglue", lambda name=name: learned_candidates(name, state))
+
+
+def learned_candidates(name: str, state: SearchState) -> list[Candidate]:
+    """Candidates of one learned detector + its LightGlue matcher (the estimator grid of the first level)."""
+    from stitch.homography.learned import DEFAULT_MAX_KEYPOINTS, match_learned
+
+    t0 = time.perf_counter()
+    fcfg = FeatureConfig(detector=name, max_keypoints=DEFAULT_MAX_KEYPOINTS)
+    fa = image_features(state.src_img, fcfg, state.src_cache)
+    fb = image_features(state.dst_img, fcfg, state.dst_cache)
+    pairs, conf = match_learned(name, fa.pts, fa.desc, fa.image_size, fb.pts, fb.desc, fb.image_size)
+    m = Matches(fa.pts[pairs[:, 0]].astype(np.float64), fb.pts[pairs[:, 1]].astype(np.float64), pairs[:, 0],
+                pairs[:, 1], (1.0 - conf).astype(np.float64))  # "ratio": lower is more distinctive (PROSAC order)
+    cfg = state.config
+    new = generate(m, level_specs(cfg.levels[0], cfg.seed), {"level": f"{name}+lightglue", "features": fcfg.label(), "matching": "lightglue"})
+    overhead = (time.perf_counter() - t0 - sum(c.seconds for c in new)) / max(len(new), 1)
+    for c in new:
+        c.seconds += overhead
+    return new
+
+
+def synthesis_source(state: SearchState) -> Iterator[Step]:
+    """MODS-style view synthesis in rounds (stitch.homography.synthesis); a round runs only while not accepted."""
+    from stitch.homography.synthesis import DEFAULT_ROUNDS, synthesis_candidates
+
+    for i, rnd in enumerate(DEFAULT_ROUNDS):
+        yield Step(f"synthesis-{i + 1}", lambda i=i, rnd=rnd: synthesis_candidates(state, rnd, i + 1))
+
+
+def direct_source(state: SearchState) -> Iterator[Step]:
+    """Matrices without matches: deep coarse mode and ECC, from the identity and from the best candidate so far."""
+    best = state.best()  # before the identity's candidates join the pool
+    yield Step("direct-identity", lambda: direct_candidates(state, "identity", np.eye(3)))
+    if best is not None:
+        yield Step("direct-best", lambda: direct_candidates(state, "best", best.H))
+
+
+def direct_candidates(state: SearchState, start_name: str, start: np.ndarray) -> list[Candidate]:
+    """deep(coarse) and ECC from ``start`` (3, 3), and ECC from the deep result; the deep refiner missing is a
+    warning (ECC still runs)."""
+    from stitch.homography.refine import REFINERS
+
+    ecc = REFINERS["ecc"].step
+    a, b = state.src_img, state.dst_img
+    out: list[Candidate] = []
+
+    def add(method: str, fn: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+        t0 = time.perf_counter()
+        H = fn()
+        c = Candidate(method, {"level": f"direct-{start_name}", "from": start_name}, H, np.zeros(0, bool),
+                      seconds=time.perf_counter() - t0)
+        if H is None:
+            c.rejected = f"{method} from the {start_name} did not converge"
+        out.append(c)
+        return H
+
+    add("ecc", lambda: ecc(start, a, b, None))
+    deep_kw: dict[str, Any] = {"coarse": True}
+    if state.config.deep_weights is not None:
+        deep_kw["weights"] = state.config.deep_weights
+    try:
+        from stitch.deep import refine_deep, require_torch
+
+        require_torch()
+    except (ImportError, ConfigError) as exc:
+        state.warnings.append(f"source 'direct': learned refiner skipped ({exc}); ECC only")
+        return out
+    Hd = add("deep-coarse", lambda: refine_deep(start, a, b, **deep_kw))
+    if Hd is not None:
+        add("deep-coarse+ecc", lambda: ecc(Hd, a, b, None))
+    return out
+
+
+@dataclass(frozen=True)
+class Source:
+    """A candidate source: ``steps(state)`` yields its work cheapest first; ``cost`` orders the sources."""
+
+    name: str
+    steps: Callable[[SearchState], Iterator[Step]]
+    cost: int
+    extra: str | None = None  # an optional extra some of its steps need (missing: a warning, not an error)
+    help: str = ""
+
+
+#: The one table of candidate sources, in search order (cheapest first).
+SOURCES: dict[str, Source] = {s.name: s for s in sorted((
+    Source("features", features_source, 0, help="detector+matcher levels of the preset (SIFT, dense SIFT, ASIFT)"),
+    Source("synthesis", synthesis_source, 1, help="MODS-style affine view synthesis, in rounds"),
+    Source("learned", learned_source, 2, extra="learned", help="XFeat+LighterGlue and DISK+LightGlue"),
+    Source("direct", direct_source, 3, extra="deep",
+           help="learned refiner (coarse) and ECC from the identity and from the best candidate"),
+), key=lambda s: s.cost)}
+SOURCE_CHOICES = tuple(SOURCES)
+DEFAULT_SOURCES = SOURCE_CHOICES
+
+
+def check_sources(names: Any) -> tuple[str, ...]:
+    """Source names (a sequence or a comma list) in search order; ConfigError names an unknown one."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = tuple(names)
+    if not names:
+        raise ConfigError(f"sources: name at least one of {', '.join(SOURCE_CHOICES)}")
+    for n in names:
+        if n not in SOURCES:
+            raise ConfigError(f"sources: {n!r} is not one of {', '.join(SOURCE_CHOICES)}")
+    return tuple(n for n in SOURCE_CHOICES if n in names)
+
+
+def run_sources(state: SearchState, progress: Callable[[str], None] | None = None,
+                accept: Callable[[float], bool] | None = None) -> list[str]:
+    """Run the configured sources' steps in order into ``state``; stop once ``accept(best score)``.
+
+    Returns the names of the steps run. A step that raises becomes a warning and ends its source only.
+    """
+    tried: list[str] = []
+    for name in state.config.sources:
+        steps = SOURCES[name].steps(state)
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - a failing source is a warning; the others still run
+                state.warnings.append(f"source {name!r} failed: {type(exc).__name__}: {exc}")
+                break
+            if progress:
+                progress(step.name)
+            try:
+                new = step.run()
+            except Exception as exc:  # noqa: BLE001 - as above
+                state.warnings.append(f"source {name!r} ({step.name}) failed: {type(exc).__name__}: {exc}")
+                break
+            support = state.support_matches()
+            for c in new:
+                c.source = name
+                c.params.setdefault("level", step.name)
+            score_candidates(new, state.ctx, state.config.min_inliers, support)
+            for c in new:  # a direct candidate: its support evidence and the matches of it
+                if c.matches is None and support is not None and c.ok:
+                    c.params["support_from"] = "best candidate so far"
+            state.candidates += new
+            tried.append(step.name)
+            if accept is not None and accept(state.best_score()):
+                return tried
+    return tried
+
+
+def transfer_inliers(H: np.ndarray, matches: Matches | None, tau: float) -> np.ndarray:
+    """(N,) bool: matches within ``tau`` px symmetric transfer error of H (empty when there are no matches)."""
+    if matches is None or len(matches) == 0:
+        return np.zeros(0, bool)
+    return transfer_errors(H, matches.src_pts, matches.dst_pts) < tau
