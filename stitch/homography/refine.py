@@ -3,6 +3,7 @@ refiner. ``REFINERS`` is the one table of refiner names: the pipeline's chain pe
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -187,22 +188,58 @@ def refine_chain(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches
     return out
 
 
+@dataclass
+class Refinement:
+    """What ``refine_homography`` did. H (3, 3) is the refiner's output (src px -> dst px); ``start`` the matrix
+    it started from; the quality scores of both on the same images (and matches, when given) say whether it
+    helped: ``improved`` is True when ``score_after > score_before``, and ``best`` is the better matrix."""
+
+    H: np.ndarray
+    start: np.ndarray
+    method: str
+    score_before: float
+    score_after: float
+    corner_shift: float  # the largest move of a src corner between start and H (px)
+
+    @property
+    def improved(self) -> bool:
+        """True when the refined matrix scores higher than the start."""
+        return self.score_after > self.score_before
+
+    @property
+    def best(self) -> np.ndarray:
+        """The refined matrix when it scores higher, else the start."""
+        return self.H if self.improved else self.start
+
+
 def refine_homography(src, dst, H: np.ndarray, method: str = DEFAULT_REFINER, matches: Matches | None = None,
-                      **options) -> np.ndarray:
-    """Refine H (3, 3, src->dst px) between src/dst (paths or arrays) with ``method`` in REFINER_CHOICES."""
+                      **options) -> Refinement:
+    """Refine H (3, 3, src->dst px) between src/dst (paths or arrays) with ``method`` in REFINER_CHOICES.
+
+    Returns a Refinement: the refined matrix and the quality scores before and after (stitch.homography.quality,
+    on the same images and matches), so a refinement that lowers the score is visible (``improved`` False,
+    ``best`` the start) and warned about; nothing is discarded silently. Raises EstimationError when the
+    refiner does not converge, ConfigError for a bad method or matrix.
+    """
+    from stitch.homography import quality
     from stitch.io import load_image
 
     r = check_refiner(method, "method")
     H = as_homography(H)
-    if r.step is None:
-        return H
     a, b = load_image(src, "src"), load_image(dst, "dst")
     if r.needs_matches and matches is None:
         raise ConfigError(f"method={method!r} needs the matches (use estimate_homography, which passes them)")
-    out = r.step(H, a, b, matches, **options)
+    out = H if r.step is None else r.step(H, a, b, matches, **options)
     if out is None:
         raise EstimationError(f"{method} refinement did not converge from the given matrix")
-    return out
+    out = normalize_h(out)
+    ctx = quality.make_context(a, b)
+    before, after = quality.score(H, ctx, matches)[0], quality.score(out, ctx, matches)[0]
+    result = Refinement(out, H, method, float(before), float(after), corner_shift(H, out, a.shape[1], a.shape[0]))
+    if r.step is not None and after < before:
+        warnings.warn(f"refinement {method!r} lowered the quality score ({before:.4f} -> {after:.4f}); "
+                      "Refinement.best keeps the start", stacklevel=2)
+    return result
 
 
 def corner_shift(H_a: np.ndarray, H_b: np.ndarray, width: int, height: int) -> float:

@@ -171,6 +171,7 @@ class HomographyResult:
     src_size: tuple[int, int]
     dst_size: tuple[int, int]
     warnings: list[str] = field(default_factory=list)
+    refinements: list[dict[str, Any]] = field(default_factory=list)  # per refiner step: refiner, kept, reason
 
     @property
     def best(self) -> Candidate:
@@ -195,13 +196,37 @@ class HomographyResult:
             "levels_tried": self.levels_tried,
             "seconds": round(self.seconds, 4),
             "warnings": list(self.warnings),
+            "refinements": list(self.refinements),
             "candidates": [c.summary() for c in self.candidates],
         }
 
 
+#: A refinement may move a src corner by at most this share of the src diagonal (and at least
+#: MIN_REFINE_SHIFT_PX): a larger move is a different alignment, not a refinement of the chosen one.
+MAX_REFINE_SHIFT = 0.03
+MIN_REFINE_SHIFT_PX = 10.0
+
+
 def max_refine_shift(src_size: tuple[int, int]) -> float:
-    """Largest corner move (px) a refinement may make: 3% of the src diagonal, at least 10 px."""
-    return max(10.0, 0.03 * float(np.hypot(*src_size)))
+    """Largest corner move (px) a refinement may make: MAX_REFINE_SHIFT of the src diagonal, at least 10 px."""
+    return max(MIN_REFINE_SHIFT_PX, MAX_REFINE_SHIFT * float(np.hypot(*src_size)))
+
+
+def refinement_verdict(H: np.ndarray, H2: np.ndarray | None, score: float, ctx: quality.ScoringContext,
+                       support: Matches | None) -> tuple[bool, str, float, dict[str, float]]:
+    """Whether the search keeps refinement H2 (3, 3) of H (scoring ``score``): (kept, why, H2's score, parts)."""
+    if H2 is None:
+        return False, "did not converge", float("-inf"), {}
+    shift, cap = corner_shift(H, H2, *ctx.src_size), max_refine_shift(ctx.src_size)
+    if shift > cap:
+        return False, (f"moves a src corner {shift:.1f} px, more than the refinement cap {cap:.1f} px "
+                       f"({MAX_REFINE_SHIFT:.0%} of the src diagonal)"), float("-inf"), {}
+    s2, p2, r2 = quality.score(H2, ctx, support)
+    if r2 is not None:
+        return False, f"implausible: {r2}", s2, p2
+    if s2 <= score:
+        return False, f"score {s2:.4f} is not above {score:.4f}", s2, p2
+    return True, f"score {score:.4f} -> {s2:.4f}", s2, p2
 
 
 def run_level(level: Level, src_img: np.ndarray, dst_img: np.ndarray, cfg: SelectConfig,
@@ -240,17 +265,17 @@ def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig
     matches = win.matches
     support = matches if matches is not None else next((c.matches for c in cands if c.ok and c.matches is not None),
                                                       None)
+    steps: list[dict[str, Any]] = []
     for name, fn in refine_chain(cfg.refiner, src_img, dst_img, matches, {"deep": {"weights": cfg.deep_weights}}):
         H2 = fn(H)
-        if H2 is None or corner_shift(H, H2, *ctx.src_size) > max_refine_shift(ctx.src_size):
-            continue  # diverged, or moved too far to be a refinement
-        s2, p2, r2 = quality.score(H2, ctx, support)
-        if r2 is None and s2 > sc:
+        kept, why, s2, p2 = refinement_verdict(H, H2, sc, ctx, support)
+        steps.append({"refiner": name, "kept": kept, "reason": why})
+        if kept:
             H, sc, parts, how = H2, s2, p2, name if how == "none" else f"{how}+{name}"
     final = matches if matches is not None else (support if support is not None else empty_matches())
     inl = transfer_inliers(H, final, cfg.score.support_tau)
     res = HomographyResult(H, sc, parts, cands, final, inl, how, tried, time.perf_counter() - t0,
-                           ctx.src_size, ctx.dst_size, warnings=list(dict.fromkeys(state.warnings)))
+                           ctx.src_size, ctx.dst_size, warnings=list(dict.fromkeys(state.warnings)), refinements=steps)
     if sc < cfg.accept_score:
         res.warnings.append(f"low quality score {sc:.3f} < {cfg.accept_score}: check the alignment")
     return res

@@ -42,7 +42,7 @@ plain numbers except +-infinity, written as the strings ``"inf"`` / ``"-inf"``; 
           "pipeline": {"ok": bool, "error": str | null, "refined_by": str | null,
                        "levels_tried": [str], "warnings": [str]},
           "winner": int | null,                    # row id of the pipeline's matrix
-          "runner_up": int | null,                 # best row not derived from the winning candidate
+          "runner_up": int | null,                 # the best row other than the pipeline's and its winning candidate's
           "ground_truth": null | {"H": 3x3, "error_kind": "points" | "corner", "points": int | null,
                                   "winner_error": float, "best_error": float, "best_row": int | null,
                                   "winner_within_px": float, "winner_is_best": bool},
@@ -94,11 +94,13 @@ from stitch.homography.matching import Matches
 from stitch.homography.refine import REFINER_STEPS, REFINERS, corner_shift
 from stitch.homography.select import (
     DEFAULT_PRESET,
+    MAX_REFINE_SHIFT,
     FeatureCache,
     HomographyResult,
     SelectConfig,
     estimate_pair,
     level_specs,
+    max_refine_shift,
     run_level,
 )
 from stitch.io import ImageLike, image_name, jsonable, list_images, load_image, read_matrix, write_text_atomic
@@ -599,9 +601,17 @@ def _refiner_rows(st: _Stage, res: HomographyResult, win_row: Row, meths: Sequen
             st.notes.append(f"{name} skipped: the winning candidate ({res.best.source}) has no matches")
             continue
         steps.append((name, lambda ref=ref: ref.step(H0, a, b, m0)))
+    verdicts = {v["refiner"]: v for v in res.refinements}
     for name, fn in steps:
         st.tell(f"{name} refinement")
-        rows.append(_measure(_refined_row(name, fn, win_row, st.ctx.src_size), st.ctx, res.matches))
+        row = _measure(_refined_row(name, fn, win_row, st.ctx.src_size), st.ctx, res.matches)
+        if row.H is not None and corner_shift(H0, row.H, *st.ctx.src_size) > max_refine_shift(st.ctx.src_size):
+            row.note += (f"; the pipeline would not keep it: more than its refinement cap of "
+                         f"{max_refine_shift(st.ctx.src_size):.1f} px ({MAX_REFINE_SHIFT:.0%} of the src diagonal)")
+        if name in verdicts:  # what the pipeline's own chain did with this refiner, and why
+            v = verdicts[name]
+            row.note += f"; in the pipeline's chain: {'kept' if v['kept'] else 'not kept'} ({v['reason']})"
+        rows.append(row)
     return pipe_row, rows
 
 
@@ -633,7 +643,7 @@ def _rank_rows(st: _Stage, rows: list[Row], truth: GroundTruth | None, pipe_row:
             r.error = metrics.homography_error(pair, r.H, st.ctx.src_size)
     _rank(rows)
     winner = None if pipe_row is None else pipe_row.id
-    derived = {id(pipe_row), id(win_row)} | {id(r) for r in rows if r.kind == KIND_REFINED}
+    derived = {id(pipe_row), id(win_row)}  # the runner-up: the best other row, refined rows included
     runner = next((r.id for r in rows if r.ok and id(r) not in derived), None)
     if pipe_row is not None:
         for r in rows:

@@ -56,7 +56,7 @@ def test_refine_homography_deep(sample_pair):
     src, dst, H_gt = sample_pair("illumination")
     w, h = src.shape[1], src.shape[0]
     H0 = perturb(H_gt, w, h, CORNER_DELTAS)
-    out = stitch.refine_homography(src, dst, H0, method="deep")
+    out = stitch.refine_homography(src, dst, H0, method="deep").H
     assert corner_error(out, H_gt, w, h) < corner_error(H0, H_gt, w, h)
 
 

@@ -34,7 +34,7 @@ def noisy_matches(H_gt: np.ndarray, n: int = 300, noise: float = 0.5, n_out: int
 
 def test_smoke(sample_pair):
     src, dst, H_gt = sample_pair("rotation_scale")
-    out = refine_homography(src, dst, 3.0 * H_gt, method="none")
+    out = refine_homography(src, dst, 3.0 * H_gt, method="none").H
     np.testing.assert_allclose(out, H_gt, rtol=1e-12, atol=1e-12)  # 'none' only normalises
     assert REFINER_CHOICES[0] == "none"
 
@@ -45,7 +45,9 @@ def test_shift(sample_pair, name):
     src, dst, H_gt = sample_pair(name)
     start = perturb(H_gt, CORNER_DELTAS)
     assert corner_error(start, H_gt, W, H) == pytest.approx(np.sqrt(13.0), abs=1e-3)
-    out = refine_homography(src, dst, start, method="ecc")
+    r = refine_homography(src, dst, start, method="ecc")
+    out = r.H
+    assert r.improved and r.score_after > r.score_before and r.best is r.H and r.corner_shift > 1.0
     assert out.shape == (3, 3) and out[2, 2] == pytest.approx(1.0)
     assert corner_error(out, H_gt, W, H) < 0.5
     assert corner_shift(out, H_gt, W, H) < 1.0
@@ -61,7 +63,7 @@ def test_ecc_from_gt_stays(sample_pair, name):
 def test_ecc_accepts_paths(samples_dir, sample_pair):
     _, _, H_gt = sample_pair("perspective")
     folder = samples_dir / "pairs" / "perspective"
-    out = refine_homography(folder / "src.jpg", str(folder / "dst.jpg"), perturb(H_gt, CORNER_DELTAS), "ecc")
+    out = refine_homography(folder / "src.jpg", str(folder / "dst.jpg"), perturb(H_gt, CORNER_DELTAS), "ecc").H
     assert corner_error(out, H_gt, W, H) < 0.5
 
 
@@ -80,7 +82,7 @@ def test_lsq_improves_noisy_start(sample_pair):
     after = corner_error(out, H_gt, W, H)
     assert after < 0.3 and after < 0.2 * before
     via_api = refine_homography(np.zeros((H, W, 3), np.uint8), np.zeros((H, W, 3), np.uint8), start,
-                                method="lsq", matches=m)
+                                method="lsq", matches=m).H
     np.testing.assert_allclose(via_api, out, rtol=1e-9, atol=1e-9)
 
 
@@ -132,3 +134,20 @@ def test_ecc_falls_back_to_the_finest_level_when_the_pyramid_goes_astray(sample_
     start = np.array([[1.0, 0, 1.5], [0, 1.0, -1.0], [0, 0, 1.0]]) @ H_gt
     H = refine_ecc(start, src, dst)
     assert calls == [2, 1] and corner_error(H, H_gt, src.shape[1], src.shape[0]) < 0.3
+
+
+def test_refinement_that_lowers_the_score_is_reported(sample_pair, monkeypatch):
+    """A refiner that makes things worse: the scores say so, ``best`` keeps the start, and a warning says it."""
+    from dataclasses import replace
+
+    from stitch.homography import refine as refine_mod
+
+    src, dst, H_gt = sample_pair("perspective")
+    far = perturb(H_gt, 8.0 * CORNER_DELTAS)  # ~29 px off: what a bad refinement might return
+    bad = replace(refine_mod.REFINERS["ecc"], step=lambda H, a, b, m, **kw: far)
+    monkeypatch.setitem(refine_mod.REFINERS, "ecc", bad)
+    with pytest.warns(UserWarning, match="lowered the quality score"):
+        r = refine_homography(src, dst, H_gt, method="ecc")
+    assert not r.improved and r.score_after < r.score_before
+    np.testing.assert_allclose(r.best, H_gt / H_gt[2, 2], atol=1e-12)
+    assert r.corner_shift > 20

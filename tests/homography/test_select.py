@@ -224,3 +224,20 @@ def test_blank_images_raise_no_overlap():
     blank = np.full((240, 320, 3), 90, np.uint8)
     with pytest.raises(NoOverlapError, match="no plausible homography"):
         stitch.estimate_homography(blank, blank.copy(), preset="fast")
+
+
+def test_refinements_carry_their_reasons(sample_pair):
+    """Every refinement step of the search is recorded with whether it was kept and why, also the cap's rejections."""
+    from stitch.homography import quality
+    from stitch.homography.select import max_refine_shift, refinement_verdict
+
+    src, dst, H_gt = sample_pair("perspective")
+    r = stitch.estimate_homography(src, dst)
+    assert [s["refiner"] for s in r.refinements] == ["lsq", "ecc"]
+    assert all(set(s) == {"refiner", "kept", "reason"} and s["reason"] for s in r.refinements)
+    assert r.summary()["refinements"] == r.refinements
+    ctx = quality.make_context(src, dst)
+    far = np.array([[1.0, 0.0, 60.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ r.H  # 60 px: beyond the 24 px cap
+    kept, why, _, _ = refinement_verdict(r.H, far, r.score, ctx, r.matches)
+    assert not kept and "refinement cap" in why and f"{max_refine_shift((640, 480)):.1f} px" in why
+    assert refinement_verdict(r.H, None, r.score, ctx, r.matches)[:2] == (False, "did not converge")

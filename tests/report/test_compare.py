@@ -123,7 +123,14 @@ def test_smoke(written):
     assert trials == list(range(n_cands))  # every estimation trial, in generation order
     win = rows[p["winner"]]
     assert win["kind"] == "pipeline" and p["runner_up"] is not None and p["runner_up"] != p["winner"]
-    assert rows[p["runner_up"]]["kind"] in ("candidate", "baseline")
+    runner = rows[p["runner_up"]]
+    assert runner["kind"] in ("candidate", "baseline", "refined")
+    # the runner-up is the best row other than the pipeline's and its winning candidate's: nothing else above it
+    others = [r for i, r in enumerate(rows) if i != p["winner"] and r["note"].split(",")[0] != "winning candidate"]
+    assert runner["score"] == max(r["score"] for r in others)
+    for r in rows:  # every refined row says what the pipeline's own chain did with that refiner, and why
+        if r["kind"] == "refined":
+            assert "in the pipeline's chain:" in r["note"] or "would not keep it" in r["note"], r["note"]
     assert np.allclose(win["H"], rep.winner_row.H)
     assert p["src"]["width"] == 640 and p["dst"]["height"] == 480
     assert set(p["timings"]) >= {"pipeline", "candidates", "refiners", "baselines", "total"}
