@@ -231,7 +231,7 @@ def test_refinements_carry_their_reasons(sample_pair):
     from stitch.homography import quality
     from stitch.homography.select import max_refine_shift, refinement_verdict
 
-    src, dst, H_gt = sample_pair("perspective")
+    src, dst, _ = sample_pair("perspective")
     r = stitch.estimate_homography(src, dst)
     assert [s["refiner"] for s in r.refinements] == ["lsq", "ecc"]
     assert all(set(s) == {"refiner", "kept", "reason"} and s["reason"] for s in r.refinements)
