@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from stitch.cli.batch_cmd import batch
 from stitch.cli.bench_cmd import bench, progress_bar, stderr_console
 from stitch.cli.compare_cmd import compare
 from stitch.cli.train_cmd import train
@@ -56,6 +57,7 @@ def cli() -> None:
     """The `stitch` command group."""
 
 
+cli.add_command(batch)
 cli.add_command(bench)
 cli.add_command(compare)
 cli.add_command(train)
