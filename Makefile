@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev,deep,report,bench]'
+	$(BIN)/pip install -e '.[dev,deep,report,bench,ray]'
 	$(BIN)/pip install --no-deps --force-reinstall -e .
 	touch $@
 

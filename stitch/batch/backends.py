@@ -30,6 +30,7 @@ from typing import Any
 
 from stitch.batch.jobs import (
     STATUS_CRASHED,
+    STATUS_OOM,
     STATUS_TIMEOUT,
     JobOptions,
     SetResult,
@@ -54,8 +55,9 @@ RAY_CANCEL_GRACE_S = 30.0
 #: Values of the pair refiner that are learned stages (a GPU helps them).
 LEARNED_REFINERS = ("deep",)
 RAY_INSTALL_HINT = "the ray backend needs Ray: pip install 'stitch[ray]'"
-#: Modules the fork server imports once, so each job starts without importing them again.
-PRELOAD = ["stitch.batch.jobs", "stitch.panorama.pipeline", "cv2", "numpy", "scipy.optimize"]
+#: Modules the fork server imports once, so each job starts without importing them again. '__main__' too: a
+#: job process would otherwise import the main module (and all it imports) again, as multiprocessing's spawn does.
+PRELOAD = ["__main__", "stitch.batch.jobs", "stitch.panorama.pipeline", "cv2", "numpy", "scipy.optimize"]
 PR_SET_PDEATHSIG = 1
 
 JobFn = Callable[[SetSpec, JobOptions, Path], SetResult]
@@ -119,7 +121,14 @@ def child_main(conn: Connection, job: Job) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     if job.limits.timeout_s > 0:
         signal.alarm(math.ceil(job.limits.timeout_s + ALARM_GRACE_S))
-    conn.send(job.fn(job.spec, job.options, job.out))
+    try:
+        result = job.fn(job.spec, job.options, job.out)
+    except MemoryError as exc:
+        result = SetResult(job.spec.name, STATUS_OOM, f"out of memory ({one_line(exc)[:200]})",
+                           images=len(job.spec.files))
+    if result.status == STATUS_OOM and job.limits.memory_mb > 0:
+        result.reason += f"; the cap is --memory-mb {job.limits.memory_mb}"
+    conn.send(result)
     conn.close()
 
 

@@ -198,7 +198,7 @@ def run_set(spec: SetSpec, options: JobOptions, out: Path) -> SetResult:
         result.thumbnail = f"{spec.name}/{THUMB_NAME}"
     except StitchError as exc:
         result.reason = one_line(exc)
-    except Exception as exc:  # a memory cap hit, or a bug: recorded, the batch goes on
+    except Exception as exc:  # noqa: BLE001 (a memory cap hit, or a bug: recorded, the batch goes on)
         if is_memory_error(exc):
             result.status, result.reason = STATUS_OOM, f"out of memory ({one_line(exc)[:200]})"
         else:

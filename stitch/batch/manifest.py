@@ -26,13 +26,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
 from stitch import __version__
-from stitch.batch.jobs import RETRY_STATUSES, JobOptions, SetResult
+from stitch.batch.jobs import RETRY_STATUSES, JobOptions, SetResult, set_options
 from stitch.batch.sets import SetSpec
-from stitch.errors import StitchError
+from stitch.errors import ConfigError, StitchError
 
 MANIFEST_NAME = "manifest.jsonl"
 LOCK_NAME = ".batch.lock"
@@ -60,12 +61,24 @@ KEY_MODE_CHOICES = tuple(KEY_MODES)
 DEFAULT_KEY_MODE = "stat"
 
 
+def effective_config(spec: SetSpec, options: JobOptions) -> Any:
+    """The set's full PanoramaConfig as plain data (defaults filled in, so spelling a default out changes
+    nothing); the raw options and overrides when they are invalid (the set will fail with the reason)."""
+    from stitch.panorama.pipeline import PanoramaConfig
+
+    try:
+        return asdict(PanoramaConfig.from_options(**set_options(spec, options)))
+    except (ConfigError, TypeError):
+        base = SetSpec(spec.name, spec.folder, spec.files)
+        return {"base": effective_config(base, options), "overrides": spec.overrides}
+
+
 def set_key(spec: SetSpec, options: JobOptions, mode: str = DEFAULT_KEY_MODE) -> str:
     """Hex key of a set: the stitch version, the options, the set's overrides, and each input's fingerprint."""
     fingerprint = KEY_MODES[mode]
     h = hashlib.sha256()
-    head = {"version": __version__, "stitch": options.stitch, "image_ext": options.image_ext,
-            "thumb_side": options.thumb_side, "overrides": spec.overrides, "error": spec.error, "key": mode}
+    head = {"version": __version__, "config": effective_config(spec, options), "image_ext": options.image_ext,
+            "thumb_side": options.thumb_side, "error": spec.error, "key": mode}
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
     for p in spec.files:
         try:
@@ -96,7 +109,7 @@ class Manifest:
         self._fh: TextIO | None = None
         self._lock: int | None = None
 
-    def __enter__(self) -> Manifest:
+    def __enter__(self) -> Manifest:  # noqa: PYI034 (not subclassed)
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock = os.open(self.out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
