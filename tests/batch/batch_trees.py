@@ -48,17 +48,6 @@ def make_tree(root: Path, bad: bool = True) -> Path:
     return root
 
 
-def output_files(out: Path) -> dict[str, bytes]:
-    """Every panorama and thumbnail under OUT (relative path -> bytes)."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and (p.name.startswith("panorama") or p.name == "thumb.jpg")}
-
-
-def partial_files(out: Path) -> list[str]:
-    """Temporary files of interrupted writes left under OUT."""
-    return [p.relative_to(out).as_posix() for p in out.rglob(".*.tmp")]
-
-
 def hanging_job(spec: SetSpec, options: JobOptions, out: Path) -> SetResult:
     """A job that never finishes (the time limit must end it)."""
     time.sleep(3600)

@@ -20,8 +20,6 @@ from batch_trees import (
     greedy_job,
     hanging_job,
     make_tree,
-    output_files,
-    partial_files,
 )
 from helpers import texture
 
@@ -29,6 +27,7 @@ from stitch.batch.backends import Limits, make_backend
 from stitch.batch.jobs import STATUS_FAILED, STATUS_OK, STATUS_OOM, STATUS_TIMEOUT
 from stitch.batch.manifest import MANIFEST_NAME, latest_records, read_records
 from stitch.batch.run import run_batch
+from stitch.bench.batch import output_files, partial_files
 from stitch.cli.main import main
 from stitch.errors import ConfigError
 

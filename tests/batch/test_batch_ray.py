@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from batch_trees import GOOD_SEEDS, hanging_job, make_tree, output_files, partial_files
+from batch_trees import GOOD_SEEDS, hanging_job, make_tree
 
 from stitch.batch.backends import Limits, RayBackend
 from stitch.batch.jobs import STATUS_TIMEOUT
 from stitch.batch.manifest import MANIFEST_NAME, latest_records
 from stitch.batch.run import run_batch
+from stitch.bench.batch import output_files, partial_files
 
 TESTS = Path(__file__).resolve().parents[1]
 
