@@ -457,7 +457,7 @@ def print_batch_result(result: Any, console: Console) -> None:
     c = result.crash
     if c is not None:
         console.print(make_table("crash and resume", ["check", "value"], [
-            ["kill -9 after (s, each after a restart)", ", ".join(fmt_num(t, 1) for t in c.kill_after_s)],
+            ["kill -9 after (s since each restart)", ", ".join(fmt_num(t, 1) for t in c.kill_after_s)],
             ["sets finished at each kill", ", ".join(map(str, c.finished_before_kill))],
             ["records / sets", f"{c.records} / {c.sets}"],
             ["finished twice", escape(", ".join(c.duplicates)) or "none"],

@@ -16,6 +16,7 @@ Ray task per set, declaring ``num_cpus``, ``memory`` and, when the set uses a le
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 import multiprocessing
 import os
@@ -293,7 +294,8 @@ class RayBackend:
         self.ray = ray
         self.started = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "logging_level": logging.ERROR}
             if address:
                 ray.init(address=address, **kwargs)
             else:

@@ -9,6 +9,7 @@ resume lookup of the manifest, ~0.2 KB per set found there). At the end the HTML
 
 from __future__ import annotations
 
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -51,6 +52,8 @@ class BatchSummary:
     more_failures: int = 0
     index: str | None = None
     manifest: str | None = None
+    #: Peak resident memory of this (the coordinator) process in MB, job processes excluded.
+    peak_rss_mb: float = 0.0
 
     @property
     def ran(self) -> int:
@@ -67,7 +70,8 @@ class BatchSummary:
                 "sets_with_warnings": self.warned, "job_seconds": round(self.job_seconds, 3),
                 "setup_seconds": round(self.setup_seconds, 3), "seconds": round(self.seconds, 3),
                 "failures": [{"set": n, "status": s, "reason": r} for n, s, r in self.failures],
-                "more_failures": self.more_failures, "index": self.index, "manifest": self.manifest}
+                "more_failures": self.more_failures, "index": self.index, "manifest": self.manifest,
+                "peak_rss_mb": round(self.peak_rss_mb, 1)}
 
 
 def check_out(root: Path, out: Path) -> list[Path]:
@@ -147,5 +151,6 @@ def run_batch(root: str | Path, out: str | Path, options: JobOptions | None = No
             summary.seconds = time.perf_counter() - t0
     summary.manifest = str(manifest.path)
     summary.index = str(write_index(out, title=f"stitch batch: {root}"))
+    summary.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KB
     return summary
 

@@ -10,12 +10,12 @@ Figures:
   speed-up is throughput(2) / throughput(1). Times exclude the backend's start (Ray's ``init`` and the worker
   warm-up), reported apart as ``setup_s``.
 - Ray overhead per set: (time with Ray - time with local) / time with local, at the same worker count.
-- crash and resume: the CLI is killed with SIGKILL at ``kills`` random moments (each after a restart), then
-  run to the end. Checked: each set has exactly one manifest record (none finished twice, none lost), the
+- crash and resume: the CLI is killed with SIGKILL at ``kills`` random moments (each after a restart: once
+  the manifest holds a random number of sets, plus a random part of a set's time), then run to the end. Checked: each set has exactly one manifest record (none finished twice, none lost), the
   panoramas and thumbnails are byte-identical to the uninterrupted run (summaries too, but for timings and
   paths), and no temporary or stray file is left in OUT.
-- coordinator memory: peak RSS (``wait4``'s ru_maxrss of the CLI process alone; the jobs run in other
-  processes) on ``MEMORY_SETS`` sets, the larger tree made of folders of symbolic links to the files of a
+- coordinator memory: peak RSS of the CLI process alone (its ``getrusage(RUSAGE_SELF)``, in its --json; the
+  jobs and the fork server are other processes) on ``MEMORY_SETS`` sets, the larger tree made of folders of symbolic links to the files of a
   tree of small (128 px) sets.
 - bad sets: each is recorded as failed with a one-line reason, and the batch runs every other set.
 """
@@ -321,40 +321,51 @@ def scaling_run(root: Path, out: Path, backend: str, workers: int) -> ScalingRow
                       round(s.setup_seconds, 3), round(s.ran / busy, 4), round(s.job_seconds, 3))
 
 
-def crash_and_resume(root: Path, out: Path, reference: Path, kills: int, expected_s: float, workers: int,
+def crash_and_resume(root: Path, out: Path, reference: Path, kills: int, set_s: float, workers: int,
                      rng: np.random.Generator) -> CrashCheck:
-    """Kill the CLI ``kills`` times at random moments in (5 %, 60 %) of ``expected_s``, then finish; compare."""
+    """Kill the CLI ``kills`` times, then let it finish; compare OUT with the uninterrupted ``reference``.
+
+    Kill k comes after the manifest reached a random count of sets (increasing, between 1 and all but one)
+    plus a random delay of up to one set's time ``set_s``, so that it lands anywhere within a job.
+    """
     cmd = cli_command(root, out, workers)
     manifest = out / MANIFEST_NAME
-    times = sorted(float(t) for t in rng.uniform(0.05, 0.6, size=kills) * expected_s)
-    finished = []
-    for t in times:
+    expected = {r["name"] for r in latest_records(reference / MANIFEST_NAME)}
+    marks = sorted(int(m) for m in rng.choice(np.arange(1, max(2, len(expected))), size=kills, replace=True))
+    delays = [float(d) for d in rng.uniform(0.0, set_s, size=kills)]
+    times, finished = [], []
+    for mark, delay in zip(marks, delays):
         proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(t)
+        t0 = time.monotonic()
+        while proc.poll() is None and sum(1 for _ in read_records(manifest)) < mark:
+            time.sleep(0.05)
+        time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        times.append(round(time.monotonic() - t0, 2))
         finished.append(sum(1 for _ in read_records(manifest)))
     subprocess.run(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     names = [r["name"] for r in read_records(manifest)]
-    expected = {r["name"] for r in latest_records(reference / MANIFEST_NAME)}
     dups = sorted(n for n, c in Counter(names).items() if c > 1)
     got, ref = output_files(out), output_files(reference)
     summaries, ref_summaries = comparable_summaries(out), comparable_summaries(reference)
-    return CrashCheck([round(t, 2) for t in times], finished, len(expected), len(names), dups,
-                      sorted(expected - set(names)), sorted(k for k in ref.keys() | got.keys() if ref.get(k) != got.get(k)),
+    return CrashCheck(times, finished, len(expected), len(names), dups, sorted(expected - set(names)),
+                      sorted(k for k in ref.keys() | got.keys() if ref.get(k) != got.get(k)),
                       sorted(k for k in ref_summaries.keys() | summaries.keys()
                              if ref_summaries.get(k) != summaries.get(k)),
                       partial_files(out), stray_files(out))
 
 
 def coordinator_peak_mb(root: Path, out: Path, workers: int) -> tuple[float, float]:
-    """(peak RSS of the `stitch batch` process alone in MB, seconds) for one run over ``root``."""
+    """(peak RSS in MB of the `stitch batch` process alone, as its --json reports it; seconds) for one run."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cli_command(root, out, workers), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    _, _, usage = os.wait4(proc.pid, 0)
-    proc.returncode = 0  # reaped above; keep Popen from waiting again
-    return usage.ru_maxrss / 1024.0, time.perf_counter() - t0
+    report = out.parent / f"{out.name}.json"
+    subprocess.run(cli_command(root, out, workers, ["--json", str(report)]), env=_env(), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
+    seconds = time.perf_counter() - t0
+    if not report.is_file():
+        raise StitchError(f"stitch batch on {root} wrote no summary (see {out})")
+    return float(json.loads(report.read_text())["peak_rss_mb"]), seconds
 
 
 def bad_set_reasons(out: Path) -> tuple[dict[str, str], bool]:
@@ -420,7 +431,7 @@ def run_batch_bench(directory: str | os.PathLike, work: str | os.PathLike | None
             w = max(WORKER_COUNTS)
             ref_row = result.row("local", w) or result.scaling[0]
             result.crash = crash_and_resume(tree, base / "out_crash", reference, kills,
-                                            ref_row.seconds + ref_row.setup_s, w, rng)
+                                            ref_row.job_seconds / max(ref_row.sets, 1), w, rng)
         if memory_sets:
             small = base / "small"
             make_tree(directory, small, min(max(memory_sets), 200), max_side=SMALL_SIDE, bad=False)
