@@ -22,8 +22,11 @@ import multiprocessing
 import os
 import resource
 import signal
+import sys
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -56,10 +59,12 @@ RAY_CANCEL_GRACE_S = 30.0
 #: Values of the pair refiner that are learned stages (a GPU helps them).
 LEARNED_REFINERS = ("deep",)
 RAY_INSTALL_HINT = "the ray backend needs Ray: pip install 'stitch[ray]'"
-#: Modules the fork server imports once, so each job starts without importing them again. '__main__' too: a
-#: job process would otherwise import the main module (and all it imports) again, as multiprocessing's spawn does.
-PRELOAD = ["__main__", "stitch.batch.jobs", "stitch.panorama.pipeline", "cv2", "numpy", "scipy.optimize"]
+#: Modules the fork server imports once, so each job starts without importing them again.
+PRELOAD = ["stitch.batch.jobs", "stitch.panorama.pipeline", "cv2", "numpy", "scipy.optimize"]
 PR_SET_PDEATHSIG = 1
+#: One BLAS/OpenMP thread per job, like its matcher and OpenCV: parallel jobs do not oversubscribe the cores,
+#: and results do not depend on the machine's core count (Ray sets OMP_NUM_THREADS in its workers too).
+JOB_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 JobFn = Callable[[SetSpec, JobOptions, Path], SetResult]
 
@@ -106,6 +111,19 @@ def process_context() -> Any:
     return ctx
 
 
+@contextmanager
+def main_hidden() -> Iterator[None]:
+    """Start children without the main module: they would re-run it (and all it imports: the CLI, or a Ray
+    worker's ray) before each job, as multiprocessing's spawn does, for nothing (jobs live in importable modules)."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 def die_with_parent() -> None:
     """Linux: the kernel sends SIGKILL to this process when its parent exits (no orphaned jobs)."""
     try:
@@ -137,11 +155,13 @@ class Guarded:
     """A running job child: its process, the result pipe, and its deadline (monotonic s, inf: none)."""
 
     def __init__(self, job: Job, ctx: Any) -> None:
+        warm_up()
         self.job = job
         self.recv, send = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=child_main, args=(send, job), name=f"stitch-set:{job.spec.name}", daemon=True)
         self.started = time.monotonic()
-        self.proc.start()
+        with main_hidden():
+            self.proc.start()
         send.close()
         self.deadline = self.started + job.limits.timeout_s if job.limits.timeout_s > 0 else math.inf
         self.killed = False
@@ -196,11 +216,21 @@ def failure_result(job: Job, killed: bool, exitcode: int | None, seconds: float,
 
 
 def warm_up() -> None:
-    """Start this process's fork server now (it imports the pipeline once), so the first set does not wait for it."""
+    """Start this process's fork server if it is not running (it imports the pipeline once), with one BLAS and
+    OpenMP thread per job (JOB_THREAD_ENV, in the server's environment only)."""
     from multiprocessing import forkserver
 
     process_context()
-    forkserver.ensure_running()
+    saved = {k: os.environ.get(k) for k in JOB_THREAD_ENV}
+    os.environ.update(JOB_THREAD_ENV)
+    try:
+        forkserver.ensure_running()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_guarded(job: Job) -> SetResult:

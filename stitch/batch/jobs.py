@@ -6,8 +6,9 @@ Outputs of a set, each written atomically (a temporary file and a rename): the p
 ``log.txt`` (inputs, options, warnings, the outcome). Before it writes, a job removes what an earlier,
 interrupted or superseded run of the same set left in its folder, so the folder never mixes two runs.
 
-Determinism: the pair matcher runs on one thread (``workers=1``) and OpenCV on one thread, so that parallel
-jobs do not oversubscribe the cores; the panorama is then a function of the images and the options alone
+Determinism: the pair matcher, OpenCV and the BLAS library each run on one thread (``workers=1``,
+``cv2.setNumThreads(1)``, stitch.batch.backends.JOB_THREAD_ENV), so that parallel jobs do not oversubscribe
+the cores; the panorama is then a function of the images and the options alone
 (byte-identical across runs, backends and machines with the same library versions). The summary's
 timings (``seconds``, ``stage_seconds``) naturally differ between runs.
 """

@@ -94,7 +94,8 @@ def run_batch(root: str | Path, out: str | Path, options: JobOptions | None = No
 
     ``workers``: sets at a time (0: one per CPU of this machine, or of the Ray cluster at ``address``).
 
-    ``job_fn`` must be a module-level function (it is pickled by reference into the job processes).
+    ``job_fn`` must be a function of an importable module, not of ``__main__`` (the job processes import it by
+    name and never run the main module).
     """
     root, out = Path(root), Path(out)
     options = options or JobOptions()
