@@ -6,13 +6,22 @@ drift); a set's ``stitch.toml`` overrides them for that set.
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.markup import escape
+from stitch.cli.console import (
+    emit_json,
+    fmt_num,
+    make_table,
+    one_line,
+    progress_bar,
+    results_console,
+    stderr_console,
+)
+from stitch.cli.options import json_option, quiet_option, workers_option
 
 from stitch.batch.backends import (
     BACKEND_CHOICES,
@@ -21,10 +30,9 @@ from stitch.batch.backends import (
     DEFAULT_TIMEOUT_S,
     Limits,
 )
-from stitch.batch.jobs import STATUS_OK, STATUSES, JobOptions, SetResult, one_line
+from stitch.batch.jobs import STATUS_OK, STATUSES, JobOptions, SetResult
 from stitch.batch.manifest import DEFAULT_KEY_MODE, KEY_MODE_CHOICES
 from stitch.batch.sets import DEFAULT_COUNT, DEFAULT_GAP_S, DEFAULT_GROUPING, GROUPING_CHOICES, OVERRIDE_FILE
-from stitch.cli.bench_cmd import fmt_num, make_table, progress_bar, stderr_console, stdout_console
 from stitch.errors import StitchError
 
 #: `stitch run` options that apply to every set of a batch (its click options are reused as they are).
@@ -95,8 +103,7 @@ def print_summary(summary: Any, console: Any) -> None:
               help="local: processes on this machine; ray: Ray tasks (pip install 'stitch[ray]').")
 @click.option("--address", default=None, help="Ray cluster address (e.g. 'auto' or ray://head:10001); default: "
               "a local Ray instance.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Sets at a time (0: one per CPU here, or the Ray cluster's CPUs / --cpus-per-set).")
+@workers_option("Sets at a time (0: one per CPU here, or the Ray cluster's CPUs / --cpus-per-set).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds per set before it is killed (0: no limit).")
 @click.option("--memory-mb", type=click.IntRange(min=0), default=DEFAULT_MEMORY_MB, show_default=True,
@@ -111,9 +118,8 @@ def print_summary(summary: Any, console: Any) -> None:
               help="Also redo sets that failed before (timeouts, memory and crashes are always redone).")
 @click.option("--format", "image_format", type=click.Choice(FORMAT_CHOICES), default="jpg", show_default=True,
               help="Panorama file format.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
-              help="Write the batch summary as JSON to this file ('-': stdout).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress, per-set lines or tables; errors still print.")
+@json_option("Write the batch summary as JSON to this file ('-': stdout).")
+@quiet_option("No progress, per-set lines or tables; errors still print.")
 def batch(root: Path, out: Path, group_by: str, gap_s: float, count: int, backend: str, address: str | None,
           workers: int, timeout_s: float, memory_mb: int, cpus_per_set: float, gpus_per_set: float, key_mode: str,
           retry_failed: bool, image_format: str, json_path: Path | None, quiet: bool, **run_options: Any) -> None:
@@ -149,15 +155,8 @@ def batch(root: Path, out: Path, group_by: str, gap_s: float, count: int, backen
     except StitchError as exc:
         raise click.ClickException(one_line(exc)) from None
     if show:
-        print_summary(summary, stderr_console() if str(json_path) == "-" else stdout_console())
-    if json_path is not None:
-        text = json.dumps(summary.to_json(), indent=2) + "\n"
-        if str(json_path) == "-":
-            click.echo(text, nl=False)
-        else:
-            from stitch.io import write_text_atomic
-
-            write_text_atomic(json_path, text)
+        print_summary(summary, results_console(json_path))
+    emit_json(json_path, summary.to_json(), quiet=quiet)
     if summary.failed:
         raise click.ClickException(f"{summary.failed} of {summary.ran} sets failed this run (reasons in "
                                    f"{summary.index}; a set's {OVERRIDE_FILE} can change its options)")

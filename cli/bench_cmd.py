@@ -1,23 +1,37 @@
-"""`stitch bench ...`: run the benchmark protocols of DESIGN §4 and print rich tables.
+"""`stitch bench ...`: run the benchmark protocols and print rich tables (helpers in stitch.cli.console).
 
-Shared helpers (consoles, progress bar, number formatting, tables, JSON output) are module-level so the
-`panorama` and `synthetic` subcommands can reuse them.
+Each subcommand prints the project's figures beside the baselines and, where the project has goals for
+them, a goals table (stitch.cli.bench_goals).
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from stitch.cli.bench_goals import (
+    DEFAULT_MEMORY_SET,
+    Goal,
+    batch_goals,
+    goals_table_rows,
+    panorama_goals,
+    synthetic_goals,
+)
+from stitch.cli.console import (
+    emit_json,
+    fmt_num,
+    fmt_threshold,
+    make_table,
+    progress_bar,
+    results_console,
+)
+from stitch.cli.options import json_option, preset_option, seed_option
 
 from stitch.batch.backends import BACKENDS as BATCH_BACKENDS
 from stitch.bench.homography import (
@@ -34,7 +48,6 @@ from stitch.bench.homography import (
     REGRESSION_THRESHOLD,
     BenchResult,
     MethodSummary,
-    ProgressFn,
     refiner_check,
     run_homography_bench,
 )
@@ -46,69 +59,6 @@ from stitch.bench.panorama import (
 )
 from stitch.bench.synthetic import DEFAULT_PAIRS, REGIME_CHOICES, run_synthetic_bench
 from stitch.errors import StitchError
-from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES
-from stitch.io import write_text_atomic
-
-#: Wide enough for the metric tables when stdout is not a terminal (pipes, CI logs).
-NON_TTY_WIDTH = 200
-
-
-# --- shared helpers ----------------------------------------------------------------------------------
-
-
-def stdout_console() -> Console:
-    """Console for results (stdout); a fixed wide width when stdout is not a terminal."""
-    con = Console(highlight=False)
-    return con if con.is_terminal else Console(highlight=False, width=NON_TTY_WIDTH)
-
-
-def stderr_console() -> Console:
-    """Console for progress and notes (stderr), so stdout carries only results."""
-    return Console(stderr=True, highlight=False)
-
-
-@contextmanager
-def progress_bar(description: str, console: Console | None = None) -> Iterator[ProgressFn]:
-    """A rich progress bar on stderr; yields a ``progress(done, total, label)`` callback."""
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[label]}"),
-    )
-    with Progress(*columns, console=console or stderr_console(), transient=True) as bar:
-        task = bar.add_task(description, total=None, label="")
-
-        def update(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, label=label)
-
-        yield update
-
-
-def fmt_num(x: float | None, digits: int = 2) -> str:
-    """Fixed-point number; "inf" for failures, "—" for not measured (None / NaN)."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.{digits}f}"
-
-
-def fmt_threshold(t: float) -> str:
-    return f"{t:g}"
-
-
-def make_table(
-    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], left_columns: int = 1
-) -> Table:
-    """A rich table; the first ``left_columns`` columns are left-aligned, the rest right-aligned."""
-    table = Table(title=title, title_justify="left")
-    for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i < left_columns else "right", no_wrap=i < left_columns)
-    for r in rows:
-        table.add_row(*r)
-    return table
 
 
 def metric_summary_table(title: str, summaries: Sequence[MethodSummary]) -> Table:
@@ -130,16 +80,16 @@ def metric_summary_table(title: str, summaries: Sequence[MethodSummary]) -> Tabl
     return make_table(title, columns, rows)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+def print_goals(goals: Sequence[Goal], console: Console) -> None:
+    """The goals table: goal | reached | detail (nothing when no goal applies to this run)."""
+    if goals:
+        rows = [[escape(n), "[red]no[/red]" if r == "no" else r, escape(d)] for n, r, d in goals_table_rows(goals)]
+        console.print(make_table("goals", ["goal", "reached", "detail"], rows))
 
 
-def save_json(path: Path | None, data: Callable[[], dict[str, Any]]) -> None:
-    """The benchmarks' ``--json FILE``: write ``data()`` there (nothing without a path) and say so on stderr."""
-    if path is not None:
-        write_json(path, data())
-        stderr_console().print(f"wrote {path}")
+def with_goals(doc: dict[str, Any], goals: Sequence[Goal]) -> dict[str, Any]:
+    """The benchmark's JSON document with its goals added under "goals"."""
+    return {**doc, "goals": [asdict(g) for g in goals]}
 
 
 # --- homography ------------------------------------------------------------------------------------
@@ -212,7 +162,7 @@ def print_homography_result(result: BenchResult, console: Console, per_pair: boo
 
 
 @click.group(
-    help="Run the benchmark protocols (DESIGN §4) and print tables of the results.\n\n"
+    help="Run the benchmark protocols and print tables of the results beside the baselines.\n\n"
     "homography: real image pairs with ground-truth homographies (oxford_affine, homogr); "
     "reports ok@3/5/10 px, AUC@3/5/10, median error and time, against OpenCV SIFT baselines."
 )
@@ -222,21 +172,9 @@ def bench() -> None:
 
 @bench.command("homography")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed passed to the estimator.")
-@click.option(
-    "--preset",
-    type=click.Choice(PRESET_CHOICES),
-    default=DEFAULT_PRESET,
-    show_default=True,
-    help="Estimator preset.",
-)
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the full result (summaries and per-pair rows) as JSON to this file.",
-)
+@seed_option("Seed passed to the estimator.")
+@preset_option(help="Estimator preset.")
+@json_option("Also write the full result (summaries and per-pair rows) as JSON to this file ('-': stdout).")
 @click.option("--per-pair", is_flag=True, help="Print the per-pair error table too.")
 @click.option("--check-gt", is_flag=True,
               help="Also check how well each H_gt fits the images (untimed diagnostic; flags biased GT).")
@@ -280,8 +218,8 @@ def homography_cmd(
                 limit=limit,
                 check_gt=check_gt,
             )
-        print_homography_result(result, stdout_console(), per_pair=per_pair)
-        save_json(json_path, result.to_json)
+        print_homography_result(result, results_console(json_path), per_pair=per_pair)
+        emit_json(json_path, result.to_json)
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -300,16 +238,12 @@ def synthetic_table(title: str, summaries: Sequence[Any]) -> Table:
 
 
 def print_synthetic_result(result: Any, console: Console) -> None:
-    """One table per regime, then the issue's figures (pass/fail) and notes."""
+    """One table per regime, then the goals (reached or not) and notes."""
     titles = {"detone": "DeTone regime: 320x240, 128x128 patch, rho=32, start = identity",
               "refiner": "refiner regime: start off by <= 8 px at the corners, photometric change"}
     for regime, summaries in result.summaries.items():
         console.print(synthetic_table(f"synthetic {titles.get(regime, regime)} ({result.pairs} pairs)", summaries))
-    checks = result.checks
-    if checks:
-        met = {None: "-", True: "yes", False: "[red]no[/red]"}
-        rows = [[escape(c.name), fmt_num(c.value, 3), escape(c.target), met[c.passed]] for c in checks]
-        console.print(make_table("issue 4 figures", ["figure", "value", "target", "met"], rows))
+    print_goals(synthetic_goals(result), console)
     for n in result.notes:
         console.print(f"note: {n}", markup=False)
 
@@ -318,7 +252,7 @@ def print_synthetic_result(result: Any, console: Console) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--pairs", type=click.IntRange(min=1), default=DEFAULT_PAIRS, show_default=True,
               help="Pairs per regime (pair k uses image k mod n).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pair generator and estimators.")
+@seed_option("Seed of the pair generator and estimators.")
 @click.option("--regime", "regimes", type=click.Choice(REGIME_CHOICES), multiple=True,
               help="Run only this regime (repeatable; default: both).")
 @click.option("--method", "methods", multiple=True,
@@ -327,9 +261,8 @@ def print_synthetic_result(result: Any, console: Console) -> None:
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Refiner weights for the deep methods (default: the shipped ones).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="Deep refiner passes (default: its own).")
-@click.option("--preset", type=click.Choice(PRESET_CHOICES), default=None, help="Pipeline preset.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the summaries, checks and per-pair rows as JSON to this file.")
+@preset_option(default=None, help="Pipeline preset (default: the pipeline's).")
+@json_option("Also write the summaries, goals and per-pair rows as JSON to this file ('-': stdout).")
 def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ...], methods: tuple[str, ...],
                   sets: str | None, weights: Path | None, iterations: int | None, preset: str | None,
                   json_path: Path | None) -> None:
@@ -347,8 +280,8 @@ def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ..
                 directory, pairs=pairs, seed=seed, regimes=regimes or REGIME_CHOICES,
                 methods=methods or None, sets=[s.strip() for s in sets.split(",") if s.strip()] if sets else None,
                 weights=weights, iterations=iterations, preset=preset, progress=progress)
-        print_synthetic_result(result, stdout_console())
-        save_json(json_path, result.to_json)
+        print_synthetic_result(result, results_console(json_path))
+        emit_json(json_path, lambda: with_goals(result.to_json(), synthetic_goals(result)))
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -373,8 +306,8 @@ def panorama_set_table(result: Any, set_name: str) -> Table:
     return make_table(f"panorama: {set_name}", columns, rows)
 
 
-def print_panorama_result(result: Any, console: Console) -> None:
-    """A table per set, the totals, the issue's targets, failures, and how each figure was obtained."""
+def print_panorama_result(result: Any, console: Console, memory_set: str = DEFAULT_MEMORY_SET) -> None:
+    """A table per set, the totals, the goals, failures, and how each figure was obtained."""
     for s in result.sets:
         console.print(panorama_set_table(result, s))
     totals = result.totals()
@@ -397,11 +330,7 @@ def print_panorama_result(result: Any, console: Console) -> None:
         console.print(make_table("stitch vs each peer, over the sets both succeed on",
                                  ["peer", "sets", "stitch s", "peer s", "SSIM stitch/peer", "PSNR stitch/peer",
                                   "seam vis stitch/peer"], head))
-    targets = result.targets()
-    if targets:
-        console.print(make_table("issue 3 figures", ["figure", "reached", "detail"],
-                                 [[escape(t.name), "—" if t.reached is None else ("yes" if t.reached else "[red]no[/red]"),
-                                   escape(t.detail)] for t in targets]))
+    print_goals(panorama_goals(result, memory_set), console)
     for r in result.rows:
         if r.error:
             console.print(f"{r.set} / {r.method}: {r.error}", markup=False, highlight=False, soft_wrap=True)
@@ -423,10 +352,11 @@ def print_panorama_result(result: Any, console: Console) -> None:
               help="Seconds per run (one method on one set) before it is killed.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/bench_panorama"),
               show_default=True, help="Folder for the thumbnails, per-run logs and contact_sheet.png.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write every row, the totals and the targets as JSON to this file.")
+@click.option("--memory-set", default=DEFAULT_MEMORY_SET, show_default=True,
+              help="The set whose peak memory is compared with the peers' in the goals table.")
+@json_option("Also write every row, the totals and the goals as JSON to this file ('-': stdout).")
 def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...], timeout: float,
-                 out_dir: Path, json_path: Path | None) -> None:
+                 out_dir: Path, memory_set: str, json_path: Path | None) -> None:
     """Panoramas on DIRECTORY (e.g. ../shared/data/panoramas): stitch against OpenStitching and cv2.Stitcher.
 
     Each method runs on each set in its own subprocess with a timeout; reports success, images kept,
@@ -437,8 +367,8 @@ def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...
         with progress_bar("panorama") as progress:
             result = run_panorama_bench(directory, methods=methods or PANORAMA_METHOD_CHOICES, sets=sets,
                                         timeout=timeout, out_dir=out_dir, progress=progress)
-        print_panorama_result(result, stdout_console())
-        save_json(json_path, result.to_json)
+        print_panorama_result(result, results_console(json_path), memory_set)
+        emit_json(json_path, lambda: with_goals(result.to_json(), panorama_goals(result, memory_set)))
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -473,9 +403,7 @@ def print_batch_result(result: Any, console: Console) -> None:
     if result.bad_sets:
         console.print(make_table("bad sets", ["set", "reason"],
                                  [[escape(n), escape(r)] for n, r in result.bad_sets.items()], left_columns=2))
-    met = {None: "-", True: "yes", False: "[red]no[/red]"}
-    console.print(make_table("issue 15 figures", ["figure", "value", "target", "met"],
-                             [[escape(f), fmt_num(v, 3), escape(t), met[m]] for f, v, t, m in result.targets()]))
+    print_goals(batch_goals(result), console)
     for b, why in result.skipped.items():
         console.print(f"skipped {b}: {why}", markup=False, highlight=False)
     for n in result.notes:
@@ -495,8 +423,7 @@ def print_batch_result(result: Any, console: Console) -> None:
 @click.option("--memory-sets", default="200,2000", show_default=True,
               help="Tree sizes at which the coordinator's peak RSS is measured ('' to skip).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the kill times.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write every figure as JSON to this file.")
+@json_option("Also write every figure and the goals as JSON to this file ('-': stdout).")
 def batch_cmd(directory: Path, sets: int, work: Path | None, backends: tuple[str, ...], kills: int, memory_sets: str,
               seed: int, json_path: Path | None) -> None:
     """stitch batch at scale on a tree generated from DIRECTORY (e.g. ../shared/data/panoramas).
@@ -515,7 +442,7 @@ def batch_cmd(directory: Path, sets: int, work: Path | None, backends: tuple[str
         with progress_bar("bench batch") as progress:
             result = run_batch_bench(directory, work=work, sets=sets, backends=backends or tuple(BATCH_BACKENDS),
                                      kills=kills, memory_sets=sizes, seed=seed, progress=progress)
-        print_batch_result(result, stdout_console())
-        save_json(json_path, result.to_json)
+        print_batch_result(result, results_console(json_path))
+        emit_json(json_path, lambda: with_goals(result.to_json(), batch_goals(result)))
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None

@@ -1,6 +1,6 @@
 """`stitch compare`: compare the pipeline, its candidates, the refiners and the OpenCV baselines on a pair.
 
-Writes one self-contained HTML report (and optionally JSON; schema in ``stitch.report``). Progress goes
+Writes one self-contained HTML report (and optionally JSON; schema in ``stitch.report.compare``). Progress goes
 to stderr, a short summary to stdout; errors are one line (exit code 1).
 """
 
@@ -13,10 +13,11 @@ from pathlib import Path
 import click
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from stitch.cli.bench_cmd import fmt_num, stderr_console, stdout_console
+from stitch.cli.console import emit_json, fmt_num, is_stdout, results_console, stderr_console
+from stitch.cli.options import json_option, preset_option, seed_option
 
 from stitch.errors import StitchError
-from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES
+from stitch.io import check_writable
 from stitch.report.compare import (
     COMPARE_METHOD_CHOICES,
     DEFAULT_METHODS,
@@ -24,8 +25,8 @@ from stitch.report.compare import (
     compare_folder,
     compare_homographies,
     parse_methods,
+    report_document,
     write_html,
-    write_json,
 )
 
 
@@ -44,8 +45,21 @@ def status_line(description: str) -> Iterator[Callable[[str], None]]:
         yield lambda msg: bar.update(task, msg=escape(msg))
 
 
-def _print_summary(report: CompareReport) -> None:
-    con = stdout_console()
+#: File endings accepted for --report.
+HTML_SUFFIXES = (".html", ".htm")
+
+
+def _check_report_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    """Refuse a --report path that is not an .html file, before any work."""
+    if value.suffix.lower() not in HTML_SUFFIXES:
+        raise click.BadParameter(f"{value}: the report is an HTML page; give a name ending in .html")
+    try:
+        return check_writable(value)
+    except StitchError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _print_summary(report: CompareReport, con) -> None:
     w = report.winner_row
     head = f"{escape(report.src_name)} -> {escape(report.dst_name)}:"
     if w is None:
@@ -84,15 +98,11 @@ def _print_summary(report: CompareReport) -> None:
     "report_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the HTML report here.",
+    callback=_check_report_path,
+    help="Write the HTML report here (.html).",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the numbers as JSON (schema_version 1; the schema is in stitch/report.py).",
-)
+@json_option("Also write the numbers as JSON to this file ('-': stdout; schema_version 1, documented in "
+             "stitch/report/compare.py).")
 @click.option(
     "--gt",
     "gt_path",
@@ -117,14 +127,8 @@ def _print_summary(report: CompareReport) -> None:
     f"Estimator names keep only their candidates; 'all-levels' also runs the feature levels the "
     f"pipeline did not escalate to. Default: {','.join(DEFAULT_METHODS)}.",
 )
-@click.option(
-    "--preset",
-    type=click.Choice(PRESET_CHOICES),
-    default=DEFAULT_PRESET,
-    show_default=True,
-    help="Pipeline preset.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robust estimators.")
+@preset_option(help="Pipeline preset.")
+@seed_option("Seed of the robust estimators.")
 @click.option(
     "--deep",
     "include_deep",
@@ -156,12 +160,12 @@ def compare(
                 write_html(
                     result.reports, report_path, result.screening, title=f"stitch compare: {inputs[0]}"
                 )
-                if json_path is not None:
-                    write_json(result.reports, json_path, result.screening)
+                emit_json(json_path, lambda: report_document(result.reports, result.screening), quiet=True)
+            con = results_console(json_path)
             for r in result.reports:
-                _print_summary(r)
+                _print_summary(r, con)
             skipped = sum(not s["accepted"] for s in result.screening)
-            stdout_console().print(
+            con.print(
                 f"{len(result.reports)} overlapping pair(s) compared, {skipped} pair(s) screened out"
             )
         elif len(inputs) == 2:
@@ -178,9 +182,8 @@ def compare(
                 )
                 say("writing the report")
                 report.to_html(report_path)
-                if json_path is not None:
-                    report.to_json(json_path)
-            _print_summary(report)
+                emit_json(json_path, lambda: report_document([report]), quiet=True)
+            _print_summary(report, results_console(json_path))
         else:
             raise click.ClickException(f"expected SRC DST or one FOLDER, got {len(inputs)} paths")
     except StitchError as exc:
@@ -188,4 +191,5 @@ def compare(
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     err = stderr_console()
-    err.print(f"wrote {escape(str(report_path))}" + (f" and {escape(str(json_path))}" if json_path else ""))
+    also = f" and {escape(str(json_path))}" if json_path is not None and not is_stdout(json_path) else ""
+    err.print(f"wrote {escape(str(report_path))}" + also)

@@ -7,7 +7,6 @@ inside the commands.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -16,15 +15,16 @@ from typing import Any
 
 import click
 from stitch.cli.batch_cmd import batch
-from stitch.cli.bench_cmd import bench, progress_bar, stderr_console
+from stitch.cli.bench_cmd import bench
 from stitch.cli.compare_cmd import compare
+from stitch.cli.console import cli_wording, emit_json, is_stdout, one_line, progress_bar, stderr_console
+from stitch.cli.options import json_option, preset_option, quiet_option, seed_option, workers_option
 from stitch.cli.train_cmd import train
 
 from stitch import __version__
 from stitch.errors import StitchError
 from stitch.homography.features import DETECTOR_CHOICES
-from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES
-from stitch.io import IMAGE_EXTENSIONS
+from stitch.io import check_image_output
 from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
 from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
 from stitch.panorama.crop import DEFAULT_CROP
@@ -61,24 +61,13 @@ cli.add_command(batch)
 cli.add_command(bench)
 cli.add_command(compare)
 cli.add_command(train)
-cli.add_command(compare)
-
-
-def _one_line(text: str) -> str:
-    """Collapse whitespace and newlines so a message prints as one line."""
-    return " ".join(str(text).split())
 
 
 def _check_output(output: Path, inputs: list[Path]) -> None:
-    """Refuse an output that is a folder, has no image extension, or is one of the input files."""
-    if output.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise StitchError(f"{output}: unsupported output extension '{output.suffix}' "
-                          f"(use one of {', '.join(IMAGE_EXTENSIONS)})")
+    """Refuse an output that is a folder, cannot be written or encoded, or is one of the input files."""
     if output.is_dir():
         raise StitchError(f"{output}: is a folder; give an output file name such as {output / 'pano.jpg'}")
-    parent = next((p for p in output.resolve().parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise StitchError(f"{output}: cannot write there ({parent} is not a writable folder)")
+    check_image_output(output)
     target = output.resolve()
     for p in inputs:
         if p.resolve() == target or (output.exists() and os.path.samefile(p, output)):
@@ -110,19 +99,18 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output image (.jpg, .png, ...); written atomically.")
-@click.option("--preset", type=click.Choice(PRESET_CHOICES), default=DEFAULT_PRESET, show_default=True,
-              help="Pairwise estimation preset.")
+@preset_option(help="Pairwise estimation preset.")
 @click.option("--detector", type=click.Choice(DETECTOR_CHOICES), default=None,
               help="Feature detector of the first search level (default: the preset's).")
 @click.option("--projection", type=click.Choice(PANORAMA_PROJECTION_CHOICES), default=DEFAULT_PANORAMA_PROJECTION,
               show_default=True, help="Output projection; 'auto': spherical for a rotating camera, else the plane (cylindrical if the plane stretches too much).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step.")
+@seed_option()
 @click.option("--work-megapix", type=click.FloatRange(0.01, 100), default=DEFAULT_WORK_MEGAPIX, show_default=True,
               help="Registration resolution per image (megapixels); compositing is at full resolution.")
 @click.option("--max-canvas-mp", type=click.FloatRange(0.001), default=DEFAULT_MAX_CANVAS_PIXELS / 1e6,
               show_default=True, help="Refuse canvases larger than this many megapixels.")
 @click.option("--exposure", type=click.Choice(EXPOSURE_CHOICES), default=DEFAULT_EXPOSURE, show_default=True,
-              help="Exposure compensation: per-image gain, per-channel gains, block gains, or none.")
+              help="Exposure compensation: per-image gain, per-channel gains, block gains, colour (gain, colour balance and per-channel blocks, for a colour cast), or none.")
 @click.option("--seam", type=click.Choice(SEAM_CHOICES), default=DEFAULT_SEAM, show_default=True,
               help="Seam finder in the overlaps (graph cut, dynamic programming, Voronoi, none, or OpenCV's).")
 @click.option("--blend", type=click.Choice(BLEND_CHOICES), default=DEFAULT_BLEND, show_default=True,
@@ -136,14 +124,12 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.option("--debug-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the intermediate images (matches, warped images, masks, compensated images, seams, the "
               "result with seam lines) into this folder.")
-@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
-              help="Threads for pair matching (0: the CPU count, at most 8); the result does not depend on it.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-@click.option("-q", "--quiet", is_flag=True,
-              help="No progress display (shown on a terminal only) or summary line; warnings still print.")
+@workers_option("Threads for pair matching (0: the CPU count, at most 8); the result does not depend on it.")
+@json_option("Write a JSON summary of the run to this file ('-': stdout).")
+@quiet_option("No progress display (shown on a terminal only) or summary line; warnings still print.")
 def run_cmd(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
             work_megapix: float, max_canvas_mp: float, exposure: str, seam: str, blend: str, bands: int | None,
-            seam_megapix: float, crop: bool, debug_dir: Path | None, workers: int, as_json: bool,
+            seam_megapix: float, crop: bool, debug_dir: Path | None, workers: int, json_path: Path | None,
             quiet: bool) -> None:
     """Stitch the images in FOLDER into one panorama written to OUTPUT.
 
@@ -153,14 +139,14 @@ def run_cmd(folder: Path, output: Path, preset: str, detector: str | None, proje
     extra = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
              "crop": crop, "workers": workers}
     try:
-        _run(folder, output, preset, detector, projection, seed, work_megapix, max_canvas_mp, as_json, quiet,
+        _run(folder, output, preset, detector, projection, seed, work_megapix, max_canvas_mp, json_path, quiet,
              extra, debug_dir)
     except StitchError as exc:
-        raise click.ClickException(_one_line(str(exc))) from None
+        raise click.ClickException(one_line(str(exc))) from None
 
 
 def _run(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
-         work_megapix: float, max_canvas_mp: float, as_json: bool, quiet: bool,
+         work_megapix: float, max_canvas_mp: float, json_path: Path | None, quiet: bool,
          extra: dict[str, Any] | None = None, debug_dir: Path | None = None) -> None:
     from stitch.io import list_images, write_image_atomic
     from stitch.panorama.debug import DebugDir
@@ -175,7 +161,7 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
     printed: set[str] = set()
 
     def show(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
-        text = _one_line(str(message))
+        text = cli_wording(one_line(str(message)))
         if text not in printed:
             printed.add(text)
             console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
@@ -198,9 +184,8 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
         write_image_atomic(output, pano.image)
     except OSError as exc:
         raise StitchError(f"{output}: cannot write the panorama ({exc.strerror or exc})") from None
-    if as_json:
-        click.echo(json.dumps(_summary(output, pano), indent=2))
-    elif not quiet:
+    emit_json(json_path, _summary(output, pano), quiet=quiet)
+    if not quiet and not is_stdout(json_path):
         w, h = pano.size
         click.echo(f"wrote {output} ({w} x {h} px, {len(pano.names)} images, reference {pano.reference}, "
                    f"{len(pano.dropped)} dropped, {pano.seconds:.1f} s)")
@@ -209,7 +194,7 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
 
 
 def _fail(message: str, code: int) -> int:
-    click.echo(f"error: {_one_line(message)}", err=True)
+    click.echo(f"error: {cli_wording(one_line(message))}", err=True)
     return code
 
 

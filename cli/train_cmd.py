@@ -6,14 +6,14 @@ goes to stdout. Errors are one line, like every other command.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from stitch.cli.bench_cmd import stderr_console
+from stitch.cli.console import emit_json, one_line, stderr_console
+from stitch.cli.options import json_option, quiet_option
 
 from stitch.errors import ConfigError, StitchError
 
@@ -52,35 +52,37 @@ def _fmt(x: Any) -> str:
               help="Where to train (default: the config's run.device; auto = CUDA when available).")
 @click.option("-s", "--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value, e.g. -s train.max_steps=200 -s data.root=photos/ (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@json_option("Write the summary (or, with --dry-run, the plan) as JSON to this file ('-': stdout).")
+@quiet_option("No progress display.")
 def train(config: Path, dry_run: bool, resume: Path | None, device: str | None, overrides: tuple[str, ...],
-          as_json: bool, quiet: bool) -> None:
+          json_path: Path | None, quiet: bool) -> None:
     """Train the learned homography refiner as CONFIG.toml says (see configs/).
 
     Writes checkpoints, metrics (CSV/JSON), plots and the exported weights (refiner.pt) into the
     config's run.out_dir.
     """
     try:
-        _train(config, dry_run, resume, device, overrides, as_json, quiet)
+        _train(config, dry_run, resume, device, overrides, json_path, quiet)
     except StitchError as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from None
+        raise click.ClickException(one_line(exc)) from None
 
 
 def _train(config: Path, dry_run: bool, resume: Path | None, device: str | None, overrides: tuple[str, ...],
-           as_json: bool, quiet: bool) -> None:
+           json_path: Path | None, quiet: bool) -> None:
     from stitch.deep import require_torch
 
     require_torch()
     from stitch.deep.config import load_config
-    from stitch.deep.train import describe, train
+    from stitch.deep.train import describe, plan_warnings, train
 
     cfg = load_config(config, _parse_set(overrides))
     console = stderr_console()
+    for warning in plan_warnings(cfg, device):
+        console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         plan = describe(cfg, device)
-        if as_json:
-            click.echo(json.dumps(plan, indent=2))
+        if json_path is not None:
+            emit_json(json_path, plan, quiet=quiet)
             return
         click.echo(f"config {config}: {plan['params']:,} parameters on {plan['device']} (amp {plan['amp']})")
         click.echo(f"data: {plan['train_images']} training / {plan['val_images']} validation images, split "
@@ -125,8 +127,8 @@ def _train(config: Path, dry_run: bool, resume: Path | None, device: str | None,
     summary = {"step": result.step, "stopped": result.stopped, "best": result.best, "final": result.final,
                "exported": result.exported, "export_source": result.export_source, "seconds": round(result.seconds, 1),
                "params": result.params, "out_dir": str(result.out_dir)}
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
+    if json_path is not None:
+        emit_json(json_path, summary, quiet=quiet)
     else:
         f = result.final
         click.echo(f"trained {result.step} steps in {result.seconds / 60:.1f} min ({result.stopped}); "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -151,6 +153,40 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return out
 
 
+def check_writable(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a folder, a path under a file, or a
+    folder where no file can be created (probed with a temporary file, so it holds for root and read-only
+    mounts too). Returns the path; raises StitchError naming it."""
+    out = Path(path)
+    if out.is_dir():
+        raise StitchError(f"{out}: is a folder; give a file name")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise StitchError(f"{out}: cannot write there ({parent} is not a folder)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".stitch-probe.", dir=str(parent))
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise StitchError(f"{out}: cannot write there ({parent}: {exc.strerror or exc})") from None
+    return out
+
+
+def check_image_output(path: str | os.PathLike) -> Path:
+    """``check_writable`` plus an extension OpenCV can encode (.jpg, .png, .tif, ...)."""
+    out = Path(path)
+    ext = out.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise StitchError(f"{out}: unsupported output extension '{out.suffix}' (use one of {', '.join(IMAGE_EXTENSIONS)})")
+    try:
+        ok = cv2.imencode(ext, np.zeros((2, 2, 3), np.uint8))[0]
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise StitchError(f"{out}: this OpenCV build cannot write '{ext}' files; use .jpg, .png or .tif")
+    return check_writable(out)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 text atomically."""
     return write_bytes_atomic(path, text.encode("utf-8"))
@@ -169,3 +205,27 @@ def read_matrix(path: str | os.PathLike) -> np.ndarray:
     if len(vals) != 9:
         raise StitchError(f"{p}: expected 9 numbers for a 3x3 matrix, found {len(vals)}")
     return np.asarray(vals, dtype=np.float64).reshape(3, 3)
+
+
+def jsonable(x: Any) -> Any:
+    """Recursively convert to JSON types: numpy -> python, Path -> str, inf -> "inf", NaN -> None."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if x is None or isinstance(x, str):
+        return x
+    return str(x)

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from stitch.bench.panorama import is_distractor, set_inputs
 from stitch.errors import StitchError
 from stitch.imaging import resize_max_side
 from stitch.io import read_image
+from stitch.types import ProgressFn
 
 DEFAULT_SETS = 200
 #: Coordinator memory is measured at these tree sizes.
@@ -64,11 +65,6 @@ BAD_SETS = {"bad/empty": "no images", "bad/one_image": "got 1", "bad/no_overlap"
             "bad/corrupt": "unreadable"}
 #: Summary fields that legitimately differ between two runs of the same set.
 RUN_DEPENDENT = ("seconds", "stage_seconds", "output")
-#: Targets of issue 15.
-TARGET_SPEEDUP = 1.8
-TARGET_RAY_OVERHEAD = 0.05
-
-ProgressFn = Callable[[int, int, str], None]
 
 
 # --- the tree ------------------------------------------------------------------------------------------------
@@ -268,38 +264,13 @@ class BatchBenchResult:
         loc, ray = self.row("local", workers), self.row("ray", workers)
         return None if loc is None or ray is None or not ray.sets_per_s else loc.sets_per_s / ray.sets_per_s - 1.0
 
-    def targets(self) -> list[tuple[str, float | None, str, bool | None]]:
-        """(figure, value, target, met) for issue 15's figures."""
-        rows: list[tuple[str, float | None, str, bool | None]] = []
-        for b in BACKENDS:
-            s = self.speedup(b)
-            rows.append((f"speed-up 2 vs 1 worker ({b})", s, f">= {TARGET_SPEEDUP}",
-                         None if s is None else s >= TARGET_SPEEDUP))
-        for w in WORKER_COUNTS:
-            o = self.ray_overhead(w)
-            rows.append((f"Ray overhead per set, {w} worker(s)", o, f"<= {TARGET_RAY_OVERHEAD:.0%}",
-                         None if o is None else o <= TARGET_RAY_OVERHEAD))
-        if self.crash is not None:
-            rows.append((f"crash and resume (kill -9 x{len(self.crash.kill_after_s)})", None, "all checks",
-                         self.crash.passed))
-        if len(self.memory_mb) >= 2:
-            lo, hi = min(self.memory_mb), max(self.memory_mb)
-            growth = self.memory_mb[hi] - self.memory_mb[lo]
-            rows.append((f"coordinator peak RSS growth {lo} -> {hi} sets (MB)", growth,
-                         "flat (< 5 % of the 200-set peak)", growth <= 0.05 * self.memory_mb[lo]))
-        if self.bad_sets:
-            rows.append(("bad sets recorded with a one-line reason", float(len(self.bad_sets)),
-                         f"all {len(BAD_SETS)}", self.bad_ok))
-        return rows
-
     def to_json(self) -> dict[str, Any]:
         return {"tree": self.tree, "sets": self.sets, "scaling": [asdict(r) for r in self.scaling],
                 "speedup": {b: self.speedup(b) for b in BACKENDS},
                 "ray_overhead": {w: self.ray_overhead(w) for w in WORKER_COUNTS},
                 "crash": None if self.crash is None else {**asdict(self.crash), "passed": self.crash.passed},
                 "memory_mb": self.memory_mb, "memory_seconds": self.memory_seconds, "bad_sets": self.bad_sets,
-                "bad_ok": self.bad_ok, "skipped": self.skipped, "notes": self.notes,
-                "targets": [{"figure": f, "value": v, "target": t, "met": m} for f, v, t, m in self.targets()]}
+                "bad_ok": self.bad_ok, "skipped": self.skipped, "notes": self.notes}
 
 
 def cli_command(root: Path, out: Path, workers: int, extra: Sequence[str] = ()) -> list[str]:

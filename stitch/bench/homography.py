@@ -1,4 +1,4 @@
-"""Benchmark datasets and metrics (DESIGN §4). Pure functions and small dataclasses; no printing.
+"""The real-homography benchmark: the pipeline and the OpenCV baselines on pairs with ground truth.
 
 Real homography accuracy (``run_homography_bench``) on ``homography_gt``:
 
@@ -21,28 +21,36 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from stitch.bench.baselines import (
+    BASELINE_METHODS,
+    METHOD_SIFT_MAGSAC,
+    METHOD_SIFT_RANSAC,
+    MethodOutput,
+    run_sift_baselines,
+    sift_ratio_matches,
+)
+from stitch.bench.datasets import SUBSETS, GTPair, limit_pairs, load_homography_gt
+from stitch.bench.metrics import DEFAULT_THRESHOLDS, MethodSummary, homography_error, median_or_nan, summarize
 from stitch.errors import ConfigError, StitchError
-from stitch.geometry import corner_error, point_error, project
-from stitch.io import IMAGE_EXTENSIONS, read_image, read_matrix
+from stitch.geometry import project
+from stitch.io import jsonable, read_image
+from stitch.types import ProgressFn
 
 # --- names and defaults ------------------------------------------------------------------------------
 
-SUBSETS = ("oxford", "homogr")
+
 OVERALL = "overall"
 
 METHOD_STITCH = "stitch"
 METHOD_SELECT_SCORE = "stitch: select by score (raw)"
 METHOD_SELECT_INLIERS = "stitch: select by inliers (raw)"
-METHOD_SIFT_RANSAC = "SIFT+RANSAC"
-METHOD_SIFT_MAGSAC = "SIFT+MAGSAC"
 
 #: The pipeline with the learned refiner (``refiner="deep"``; needs torch and kornia), beside ``stitch``.
 METHOD_STITCH_DEEP = "stitch+deep"
@@ -59,343 +67,15 @@ HOMOGRAPHY_ROW_ORDER = (
     METHOD_SIFT_RANSAC,
     METHOD_SIFT_MAGSAC,
 )
-BASELINE_METHODS = (METHOD_SIFT_RANSAC, METHOD_SIFT_MAGSAC)
 
-#: Error thresholds (px) for ok@t and AUC@t.
-DEFAULT_THRESHOLDS = (3.0, 5.0, 10.0)
 #: A pair is a regression when a baseline is at or below this error (px) and the project is not.
 REGRESSION_THRESHOLD = 3.0
 
-#: Baseline settings, as in the benchmark protocol (OpenCV defaults otherwise).
-SIFT_RATIO = 0.8
-BASELINE_REPROJ_THRESHOLD = 3.0
-_BASELINE_FLAGS = {METHOD_SIFT_RANSAC: cv2.RANSAC, METHOD_SIFT_MAGSAC: cv2.USAC_MAGSAC}
-
-#: ``progress(done, total, label)``: called once with ``done=0`` before the first pair, then after each.
-ProgressFn = Callable[[int, int, str], None]
 #: ``estimator(src_bgr, dst_bgr, seed=..., **options)`` -> object with ``.H`` and ``.candidates``.
 EstimatorFn = Callable[..., Any]
 
 
-# --- ground truth ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GTPair:
-    """One benchmark pair with its ground truth.
-
-    ``H_gt`` (3, 3) float64 maps ``src`` pixels to ``dst`` pixels. ``eval_src_pts`` / ``eval_dst_pts``
-    (N, 2) are annotated correspondences (``homogr``); None means the corner error is used (``oxford``).
-    """
-
-    subset: str
-    name: str
-    src: Path
-    dst: Path
-    H_gt: np.ndarray = field(repr=False)
-    eval_src_pts: np.ndarray | None = field(default=None, repr=False)
-    eval_dst_pts: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def label(self) -> str:
-        """``<subset>/<name>``, unique within a benchmark."""
-        return f"{self.subset}/{self.name}"
-
-
-def _find_image(folder: Path, stem: str) -> Path | None:
-    """The image file ``folder/stem.<ext>`` (any known image extension), or None."""
-    for p in sorted(folder.glob(f"{stem}.*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-            return p
-    return None
-
-
-def _require_image(folder: Path, stem: str) -> Path:
-    p = _find_image(folder, stem)
-    if p is None:
-        raise StitchError(f"{folder / stem}.*: image not found (the ground-truth set is incomplete)")
-    return p
-
-
-def _is_oxford_dir(d: Path) -> bool:
-    return d.is_dir() and any((s / "H1to2p").is_file() for s in d.iterdir() if s.is_dir())
-
-
-def _is_homogr_dir(d: Path) -> bool:
-    return d.is_dir() and ((d / "derived_H_A_to_B").is_dir() or any(d.glob("*_model.txt")))
-
-
-def load_oxford_pairs(folder: str | os.PathLike) -> list[GTPair]:
-    """Pairs img1 -> img{k} of every ``<seq>`` folder that has ``H1to{k}p`` (sorted by sequence, k)."""
-    root = Path(folder)
-    pairs: list[GTPair] = []
-    for seq in sorted(p for p in root.iterdir() if p.is_dir()):
-        src = _find_image(seq, "img1")
-        if src is None:
-            continue
-        ks = sorted(int(h.name[4:-1]) for h in seq.glob("H1to*p") if h.name[4:-1].isdigit())
-        for k in ks:
-            dst = _require_image(seq, f"img{k}")
-            pairs.append(GTPair("oxford", f"{seq.name} 1->{k}", src, dst, read_matrix(seq / f"H1to{k}p")))
-    return pairs
-
-
-def _read_vpts(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``<name>_vpts.txt`` (N x 6: xA yA wA xB yB wB) -> A (N, 2), B (N, 2) in pixels."""
-    try:
-        v = np.loadtxt(path, comments="#", ndmin=2, dtype=np.float64)
-    except ValueError as exc:
-        raise StitchError(f"{path}: not a numeric N x 6 point table ({exc})") from None
-    if v.ndim != 2 or v.shape[1] != 6 or len(v) == 0:
-        raise StitchError(f"{path}: expected N x 6 columns (xA yA wA xB yB wB), got shape {v.shape}")
-    return v[:, 0:2] / v[:, 2:3], v[:, 3:5] / v[:, 5:6]
-
-
-def load_homogr_pairs(folder: str | os.PathLike) -> list[GTPair]:
-    """Pairs A -> B of the CMP ``homogr`` set (sorted by name).
-
-    The A -> B matrix is ``derived_H_A_to_B/<name>.txt``; without it, ``inv(<name>_model.txt)`` (the
-    model file maps B -> A). Evaluation points come from ``<name>_vpts.txt`` when present.
-    """
-    root = Path(folder)
-    derived = root / "derived_H_A_to_B"
-    names = {p.stem for p in derived.glob("*.txt")} if derived.is_dir() else set()
-    names |= {p.name[: -len("_model.txt")] for p in root.glob("*_model.txt")}
-    pairs: list[GTPair] = []
-    for name in sorted(names):
-        if (derived / f"{name}.txt").is_file():
-            H = read_matrix(derived / f"{name}.txt")
-        else:
-            model = read_matrix(root / f"{name}_model.txt")
-            try:
-                H = np.linalg.inv(model)
-            except np.linalg.LinAlgError:
-                raise StitchError(f"{root / name}_model.txt: singular matrix") from None
-        H = H / H[2, 2]
-        src, dst = _require_image(root, f"{name}A"), _require_image(root, f"{name}B")
-        vpts = root / f"{name}_vpts.txt"
-        pa, pb = _read_vpts(vpts) if vpts.is_file() else (None, None)
-        pairs.append(GTPair("homogr", name, src, dst, H, pa, pb))
-    return pairs
-
-
-def load_homography_gt(root: str | os.PathLike) -> list[GTPair]:
-    """All ground-truth pairs under ``root``: oxford first, then homogr.
-
-    ``root`` is the ``homography_gt`` folder (holding ``oxford_affine/`` and/or ``homogr/``) or one of
-    those two folders directly. Raises StitchError naming ``root`` when neither subset is found.
-    """
-    base = Path(root)
-    if not base.is_dir():
-        raise StitchError(f"{base}: folder not found")
-    pairs: list[GTPair] = []
-    if (base / "oxford_affine").is_dir() or (base / "homogr").is_dir():
-        if _is_oxford_dir(base / "oxford_affine"):
-            pairs += load_oxford_pairs(base / "oxford_affine")
-        if _is_homogr_dir(base / "homogr"):
-            pairs += load_homogr_pairs(base / "homogr")
-    elif _is_oxford_dir(base):
-        pairs = load_oxford_pairs(base)
-    elif _is_homogr_dir(base):
-        pairs = load_homogr_pairs(base)
-    if not pairs:
-        raise StitchError(
-            f"{base}: no homography ground truth found (expected oxford_affine/<seq>/H1to2p "
-            "or homogr/derived_H_A_to_B/)"
-        )
-    return pairs
-
-
-def limit_pairs(pairs: Sequence[GTPair], limit: int | None) -> list[GTPair]:
-    """The first ``limit`` pairs of each subset (all pairs when ``limit`` is None), order kept."""
-    if limit is None:
-        return list(pairs)
-    if limit < 1:
-        raise ConfigError(f"limit: must be >= 1, got {limit}")
-    seen: dict[str, int] = {}
-    out = []
-    for p in pairs:
-        if seen.get(p.subset, 0) < limit:
-            out.append(p)
-            seen[p.subset] = seen.get(p.subset, 0) + 1
-    return out
-
-
-# --- errors and metrics ------------------------------------------------------------------------------
-
-
-def is_degenerate(H: np.ndarray | None) -> bool:
-    """True when H is None, not (3, 3), has non-finite entries or is (numerically) singular."""
-    if H is None:
-        return True
-    H = np.asarray(H, dtype=np.float64)
-    if H.shape != (3, 3) or not np.all(np.isfinite(H)):
-        return True
-    s = np.linalg.svd(H, compute_uv=False)
-    return bool(s[0] == 0 or s[-1] <= 1e-12 * s[0])
-
-
-def homography_error(pair: GTPair, H_est: np.ndarray | None, src_size: tuple[int, int]) -> float:
-    """Error (px) of ``H_est`` (3, 3) on ``pair`` per DESIGN §4; inf when H_est is None or degenerate.
-
-    ``src_size`` is (width, height) of the src image. With annotated points (homogr) it is the mean
-    distance between H_est @ A points and the B points; otherwise the mean corner error of the src image.
-    """
-    if is_degenerate(H_est):
-        return math.inf
-    if pair.eval_src_pts is not None and pair.eval_dst_pts is not None:
-        err = point_error(H_est, pair.eval_src_pts, pair.eval_dst_pts)
-    else:
-        w, h = src_size
-        err = corner_error(H_est, pair.H_gt, w, h)
-    return err if math.isfinite(err) else math.inf
-
-
-def _clean_errors(errors: Iterable[float]) -> np.ndarray:
-    """Errors as float64; NaN (and None) count as failures (inf)."""
-    e = np.array([math.inf if x is None else float(x) for x in errors], dtype=np.float64)
-    e[np.isnan(e)] = math.inf
-    return e
-
-
-def ok_at(errors: Iterable[float], threshold: float) -> float:
-    """Fraction of errors <= ``threshold`` (inf counts as a failure); NaN for an empty list."""
-    e = _clean_errors(errors)
-    return float(np.mean(e <= threshold)) if len(e) else math.nan
-
-
-def auc_at(errors: Iterable[float], threshold: float) -> float:
-    """Area under the recall-vs-error curve on [0, threshold], divided by ``threshold``.
-
-    The SuperGlue/LoFTR definition: errors sorted, recall i/n at the i-th error, the curve starts at
-    (0, 0) and is linear between points, and is held flat from the last error below the threshold up
-    to the threshold. Failures (inf) lower the recall. NaN for an empty list.
-    """
-    if threshold <= 0:
-        raise ConfigError(f"threshold: must be > 0, got {threshold}")
-    e = np.sort(_clean_errors(errors))
-    n = len(e)
-    if n == 0:
-        return math.nan
-    errs = np.concatenate([[0.0], e])
-    recall = np.concatenate([[0.0], np.arange(1, n + 1) / n])
-    last = int(np.searchsorted(errs, threshold))
-    x = np.concatenate([errs[:last], [threshold]])
-    y = np.concatenate([recall[:last], [recall[last - 1]]])
-    area = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) * 0.5))
-    return area / threshold
-
-
-def median_or_nan(values: Iterable[float]) -> float:
-    """Median of the non-NaN values (inf kept: it is a failure), NaN when there are none."""
-    v = np.array([math.nan if x is None else float(x) for x in values], dtype=np.float64)
-    v = v[~np.isnan(v)]
-    return float(np.median(v)) if len(v) else math.nan
-
-
-@dataclass
-class MethodSummary:
-    """Aggregate of one method over a set of pairs. ``ok`` / ``auc`` are keyed by threshold (px)."""
-
-    method: str
-    pairs: int
-    ok: dict[float, float]
-    auc: dict[float, float]
-    median_error: float
-    median_seconds: float
-    total_seconds: float
-
-
-def summarize(
-    method: str,
-    errors: Sequence[float],
-    seconds: Sequence[float],
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-) -> MethodSummary:
-    """ok@t, AUC@t, median error and median/total seconds of one method (NaN seconds = not timed)."""
-    secs = np.array([math.nan if s is None else float(s) for s in seconds], dtype=np.float64)
-    timed = secs[~np.isnan(secs)]
-    return MethodSummary(
-        method=method,
-        pairs=len(errors),
-        ok={float(t): ok_at(errors, t) for t in thresholds},
-        auc={float(t): auc_at(errors, t) for t in thresholds},
-        median_error=median_or_nan(_clean_errors(errors)),
-        median_seconds=float(np.median(timed)) if len(timed) else math.nan,
-        total_seconds=float(np.sum(timed)) if len(timed) else math.nan,
-    )
-
-
 # --- methods -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class MethodOutput:
-    """What one method produced on one pair: H (3, 3) or None, wall seconds, a short note."""
-
-    H: np.ndarray | None
-    seconds: float
-    detail: str = ""
-    score: float | None = None  # the project's quality score of H, where it has one
-
-
-def sift_ratio_matches(src_bgr: np.ndarray, dst_bgr: np.ndarray, ratio: float = SIFT_RATIO, fast: bool = False):
-    """OpenCV SIFT (defaults, grayscale, full resolution) + exact knn k=2 + Lowe ratio test.
-
-    Returns (src_pts (N, 2) float32, dst_pts (N, 2) float32) in pixels. ``fast`` swaps cv2.BFMatcher for
-    the project's BLAS search (the same exact neighbours, much faster on large images); the benchmark keeps
-    BFMatcher so that the baseline is timed as users run it.
-    """
-    sift = cv2.SIFT_create()
-    g1 = cv2.cvtColor(src_bgr, cv2.COLOR_BGR2GRAY)
-    g2 = cv2.cvtColor(dst_bgr, cv2.COLOR_BGR2GRAY)
-    kp1, d1 = sift.detectAndCompute(g1, None)
-    kp2, d2 = sift.detectAndCompute(g2, None)
-    if d1 is None or d2 is None or len(kp1) < 2 or len(kp2) < 2:
-        return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
-    p1 = np.float32([k.pt for k in kp1])
-    p2 = np.float32([k.pt for k in kp2])
-    if fast:
-        from stitch.homography.matching import _knn
-
-        idx, dist = _knn(d1, d2, cv2.NORM_L2, 2)
-        good = np.flatnonzero(dist[:, 0] < ratio * dist[:, 1])
-        return p1[good].reshape(-1, 2), p2[idx[good, 0]].reshape(-1, 2)
-    knn = cv2.BFMatcher().knnMatch(d1, d2, k=2)
-    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < ratio * m[1].distance]
-    q = np.array([m.queryIdx for m in good], dtype=np.int64)
-    t = np.array([m.trainIdx for m in good], dtype=np.int64)
-    return p1[q].reshape(-1, 2), p2[t].reshape(-1, 2)
-
-
-def run_sift_baselines(
-    src_bgr: np.ndarray,
-    dst_bgr: np.ndarray,
-    methods: Sequence[str] = BASELINE_METHODS,
-    fast: bool = False,
-) -> dict[str, MethodOutput]:
-    """The OpenCV baselines on one pair: SIFT + ratio 0.8 + findHomography (RANSAC / USAC_MAGSAC, 3 px).
-
-    Detection and matching run once; each method's seconds = that shared time + its own estimation.
-    """
-    unknown = [m for m in methods if m not in _BASELINE_FLAGS]
-    if unknown:
-        raise ConfigError(f"methods: unknown baseline(s) {unknown}; choose from {list(_BASELINE_FLAGS)}")
-    t0 = time.perf_counter()
-    src, dst = sift_ratio_matches(src_bgr, dst_bgr, fast=fast)
-    t_match = time.perf_counter() - t0
-    out: dict[str, MethodOutput] = {}
-    for m in methods:
-        t1 = time.perf_counter()
-        H, n_in = None, 0
-        if len(src) >= 4:
-            H, mask = cv2.findHomography(src, dst, _BASELINE_FLAGS[m], BASELINE_REPROJ_THRESHOLD)
-            n_in = int(mask.sum()) if mask is not None else 0
-        secs = t_match + (time.perf_counter() - t1)
-        out[m] = MethodOutput(
-            None if H is None else np.asarray(H, np.float64), secs, f"{len(src)} matches, {n_in} inliers"
-        )
-    return out
 
 
 def _eligible(c: Any) -> bool:
@@ -551,7 +231,7 @@ class BenchResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict. inf -> the string "inf"; NaN (not measured) -> None."""
-        return _jsonable(
+        return jsonable(
             {
                 "benchmark": "homography",
                 "root": self.root,
@@ -581,30 +261,6 @@ def _summary_json(s: MethodSummary) -> dict[str, Any]:
     d.update({f"auc@{_fmt_t(t)}": v for t, v in s.auc.items()})
     d.update(median_error=s.median_error, median_seconds=s.median_seconds, total_seconds=s.total_seconds)
     return d
-
-
-def _jsonable(x: Any) -> Any:
-    """Recursively convert to JSON types: numpy -> python, Path -> str, inf -> "inf", NaN -> None."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        v = float(x)
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if x is None or isinstance(x, str):
-        return x
-    return str(x)
 
 
 def summarize_rows(
@@ -705,7 +361,7 @@ def run_homography_bench(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     check_gt: bool = False,
 ) -> BenchResult:
-    """Run the real-homography benchmark (DESIGN §4) on ``root`` (see ``load_homography_gt``).
+    """Run the real-homography benchmark (the protocol in the README, "Benchmarks") on ``root`` (see ``load_homography_gt``).
 
     ``methods``: any of HOMOGRAPHY_METHOD_CHOICES; ``stitch`` also reports the two raw selector rows;
     ``stitch+deep`` is the same estimator with ``refiner="deep"`` (its detail holds the quality score).

@@ -1,4 +1,4 @@
-"""The panorama benchmark (DESIGN §4): stitch, OpenStitching and cv2.Stitcher on real photo sets.
+"""The panorama benchmark: stitch, OpenStitching and cv2.Stitcher on real photo sets.
 
 Protocol. Every method runs on every set in its own subprocess (``python -m stitch.bench_panorama``), one
 at a time, with a wall-clock ``timeout`` (120 s by default; a run past it is killed and counts as a
@@ -56,7 +56,7 @@ How each method's registered images are obtained (also written to the JSON, ``re
 ``frame_check`` (JSON) is the median absolute difference between the panorama and the registered image
 that alone covers a pixel (over such pixels): a few gray levels when the reconstructed frame is right.
 
-Output: the rows (set x method), totals, the issue's targets, a contact sheet (every panorama side by
+Output: the rows (set x method), totals, a contact sheet (every panorama side by
 side, downscaled) and ``to_json()``.
 """
 
@@ -79,12 +79,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stitch.bench.homography import METHOD_STITCH, ProgressFn
+from stitch.bench.homography import METHOD_STITCH
 from stitch.errors import StitchError
 from stitch.geometry import Box, box_intersection, box_slices, placed_box
 from stitch.imaging import resize_max_side, to_gray
 from stitch.io import IMAGE_EXTENSIONS, write_image_atomic, write_text_atomic
 from stitch.panorama.views import overlapping_pairs
+from stitch.types import ProgressFn
 
 METHOD_OS = "openstitching"
 METHOD_OS_SIFT = "openstitching-sift"
@@ -95,8 +96,6 @@ DEFAULT_TIMEOUT_S = 120.0
 #: A pair counts when its overlap holds at least this fraction of the smaller image (and 1000 px).
 MIN_PAIR_OVERLAP = 0.01
 MIN_PAIR_PIXELS = 1000
-#: The set the memory target is measured on.
-MEMORY_SET = "opencv_boat"
 #: Longer side of each panorama on the contact sheet, and of the saved thumbnails.
 THUMB_SIDE = 1600
 SHEET_CELL = (560, 220)
@@ -580,17 +579,8 @@ def _row(set_name: str, raw: dict[str, Any], outdir: Path) -> PanoramaRow:
 
 
 @dataclass
-class Target:
-    """One of the issue's figures: what, whether it is reached, and the numbers behind it."""
-
-    name: str
-    reached: bool | None
-    detail: str
-
-
-@dataclass
 class PanoramaBenchResult:
-    """Rows per (set, method), the methods run, the contact sheet path, totals and targets."""
+    """Rows per (set, method), the methods run, the contact sheet path and totals (goals: stitch.cli.bench_goals)."""
 
     rows: list[PanoramaRow]
     methods: list[str]
@@ -634,57 +624,6 @@ class PanoramaBenchResult:
                 out[m]["vs_stitch"] = both
         return out
 
-    def targets(self) -> list[Target]:
-        """The issue's figures, each reached or not (None: not measurable in this run)."""
-        if METHOD_STITCH not in self.methods:
-            return []
-        ours = {s: self.row(s, METHOD_STITCH) for s in self.sets}
-        peers = [m for m in self.methods if m in PEER_METHODS]
-        out = []
-        bad = [s for s, r in ours.items() if not (r and r.ok and r.distractors_dropped)]
-        out.append(Target("success on every set, every image kept except the distractors (*_noise)", not bad,
-                          "all sets" if not bad else "not on: " + ", ".join(bad)))
-        for key, label in (("ssim", "overlap SSIM"), ("psnr", "overlap PSNR"), ("ssim_udis", "UDIS SSIM"),
-                           ("psnr_udis", "UDIS PSNR")):
-            worse, n = [], 0
-            for s in self.sets:
-                vals = [getattr(r, key) for m in peers if (r := self.row(s, m)) and r.ok and getattr(r, key) is not None]
-                if not vals:
-                    continue
-                n += 1
-                mine = getattr(ours[s], key) if ours[s] and ours[s].ok else None
-                if mine is None or mine < max(vals) - 1e-9:
-                    worse.append(f"{s} ({'—' if mine is None else f'{mine:.3f}'} < {max(vals):.3f})")
-            out.append(Target(f"{label} >= the best peer's on every set a peer succeeds on ({n} sets)",
-                              None if n == 0 else not worse, "below on: " + "; ".join(worse) if worse else "on all"))
-        worse, n = [], 0
-        for s in self.sets:
-            vals = [r.seam_visibility for m in peers
-                    if (r := self.row(s, m)) and r.ok and r.seam_visibility is not None]
-            if not vals:
-                continue
-            n += 1
-            mine = ours[s].seam_visibility if ours[s] and ours[s].ok else None
-            if mine is None or mine >= min(vals):
-                worse.append(f"{s} ({'—' if mine is None else f'{mine:.2f}'} >= {min(vals):.2f})")
-        out.append(Target(f"seam visibility below every peer's ({n} sets with a peer)", None if n == 0 else not worse,
-                          "not below on: " + "; ".join(worse) if worse else "on all"))
-        tot = self.totals()
-        if METHOD_OS_SIFT in tot and "vs_stitch" in tot[METHOD_OS_SIFT]:
-            v = tot[METHOD_OS_SIFT]["vs_stitch"]
-            out.append(Target(f"total time <= openstitching-sift over the {len(v['sets'])} sets both succeed on",
-                              v["seconds_stitch"] <= v["seconds_peer"] if v["sets"] else None,
-                              f"stitch {v['seconds_stitch']:.1f} s vs {v['seconds_peer']:.1f} s"))
-        mine = ours.get(MEMORY_SET)
-        for m in (METHOD_OS, METHOD_OS_SIFT):
-            peer = self.row(MEMORY_SET, m)
-            if mine is None or peer is None or mine.peak_mb is None or peer.peak_mb is None:
-                continue
-            out.append(Target(f"peak memory on {MEMORY_SET} <= {m}'s", mine.ok and mine.peak_mb <= peer.peak_mb,
-                              f"stitch {mine.peak_mb:.0f} MB vs {peer.peak_mb:.0f} MB"
-                              + ("" if peer.ok else " (the peer failed; its figure is a lower bound)")))
-        return out
-
     def to_json(self) -> dict[str, Any]:
         return {
             "protocol": "stitch.bench.panorama (see its module docstring)",
@@ -695,7 +634,6 @@ class PanoramaBenchResult:
             "registration": {m: REGISTRATION_NOTES[m] for m in self.methods},
             "rows": [asdict(r) for r in self.rows],
             "totals": self.totals(),
-            "targets": [asdict(t) for t in self.targets()],
             "contact_sheet": self.contact_sheet,
         }
 

@@ -1,4 +1,4 @@
-"""The synthetic benchmark (DESIGN §4, issue 4): MACE on pairs generated from the images of a folder.
+"""The synthetic benchmark: MACE on pairs generated from the images of a folder.
 
 Two regimes, P x P = 128 x 128 patches, fixed seed (``stitch.deep.pairs`` builds the pairs):
 
@@ -43,11 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from stitch.bench.homography import METHOD_SIFT_RANSAC, ProgressFn, _jsonable, run_sift_baselines
+from stitch.bench.baselines import METHOD_SIFT_RANSAC, run_sift_baselines
 from stitch.deep.pairs import REFINE_START_RHO, REGIME_CHOICES, Photometric, detone_pair
 from stitch.errors import ConfigError, StitchError
 from stitch.geometry import corner_error
-from stitch.io import read_image
+from stitch.io import jsonable, read_image
+from stitch.types import ProgressFn
 
 REGIME_DETONE, REGIME_REFINER = REGIME_CHOICES
 
@@ -122,47 +123,7 @@ def summarize_synthetic(regime: str, method: str, rows: Sequence[SyntheticRow]) 
     )
 
 
-@dataclass
-class Check:
-    """One figure of issue 4 against its target (``passed`` None: a control figure, no target)."""
-
-    name: str
-    value: float
-    target: str
-    passed: bool | None
-
-
-def issue_checks(summaries: dict[str, list[SyntheticSummary]], rows: Sequence[SyntheticRow]) -> list[Check]:
-    """The figures issue 4 asks for, from whatever methods were run."""
-    by = {(s.regime, s.method): s for ss in summaries.values() for s in ss}
-    out: list[Check] = []
-    d = by.get((REGIME_DETONE, METHOD_DEEP_IDENTITY))
-    if d:
-        out.append(Check("detone: deep from identity, mean MACE (px)", d.mean, "< 9.2", d.mean < 9.2))
-    c = by.get((REGIME_DETONE, METHOD_CLASSICAL_DEEP))
-    if c:
-        out.append(Check("detone: classical+deep, mean MACE (px)", c.mean, "<= 1.0", c.mean <= 1.0))
-        out.append(Check("detone: classical+deep, failures (> 3 px)", c.failures, "<= 3%", c.failures <= 0.03))
-    r, e = by.get((REGIME_REFINER, METHOD_DEEP)), by.get((REGIME_REFINER, METHOD_ECC))
-    if r:
-        out.append(Check("refiner: deep, median MACE (px)", r.median, "<= 0.5", r.median <= 0.5))
-    if r and e and e.median_seconds > 0:
-        ratio = r.median_seconds / e.median_seconds
-        out.append(Check("refiner: deep time / ECC time (medians)", ratio, "<= 1/3", ratio <= 1.0 / 3.0))
-    de = by.get((REGIME_REFINER, METHOD_DEEP_ECC))
-    if de and e:
-        n = _worse_than_ecc(rows, METHOD_DEEP_ECC)
-        out.append(Check("refiner: pairs where deep+ECC is worse than ECC by > 0.05 px", float(n), "0", n == 0))
-        out.append(Check("refiner: deep+ECC mean MACE - ECC mean MACE (px)", de.mean - e.mean, "<= 0",
-                         de.mean <= e.mean))
-    if by.get((REGIME_REFINER, METHOD_ECC_ECC)) and e:  # a control: no target of its own
-        n = _worse_than_ecc(rows, METHOD_ECC_ECC)
-        out.append(Check("refiner (control): pairs where ECC+ECC is worse than ECC by > 0.05 px", float(n), "-",
-                         None))
-    return out
-
-
-def _worse_than_ecc(rows: Sequence[SyntheticRow], method: str, tol: float = 0.05) -> int:
+def worse_than_ecc(rows: Sequence[SyntheticRow], method: str, tol: float = 0.05) -> int:
     """Refiner-regime pairs where ``method``'s error exceeds ECC's by more than ``tol`` px."""
     ecc = {r.pair: r.error for r in rows if r.regime == REGIME_REFINER and r.method == METHOD_ECC}
     return sum(1 for r in rows if r.regime == REGIME_REFINER and r.method == method and r.error > ecc[r.pair] + tol)
@@ -182,17 +143,12 @@ class SyntheticResult:
     seconds: float
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def checks(self) -> list[Check]:
-        return issue_checks(self.summaries, self.rows)
-
     def to_json(self) -> dict[str, Any]:
-        return _jsonable({
+        return jsonable({
             "benchmark": "synthetic", "root": self.root, "images": self.images, "seed": self.seed,
             "pairs_per_regime": self.pairs, "weights": self.weights, "seconds": self.seconds, "notes": self.notes,
             "fail_threshold_px": FAIL_THRESHOLD,
             "summaries": {k: [vars(s) for s in v] for k, v in self.summaries.items()},
-            "checks": [vars(c) for c in self.checks],
             "rows": [vars(r) for r in self.rows],
         })
 
@@ -258,6 +214,7 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
     plan = {r: [m for m in REGIME_METHODS[r] if m in chosen] for r in regimes}
     if not any(plan.values()):
         raise ConfigError(f"methods {chosen} belong to none of the regimes {list(regimes)}")
+    files = synthetic_images(directory, sets)  # the arguments are checked before the optional torch is
     deep_kw: dict[str, Any] = {}
     if any(m in DEEP_METHODS for ms in plan.values() for m in ms):
         from stitch.deep import DEFAULT_WEIGHTS, refine_deep, require_torch
@@ -270,7 +227,6 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
         if iterations is not None:
             deep_kw["iterations"] = int(iterations)
     preset = preset or DEFAULT_PRESET
-    files = synthetic_images(directory, sets)
     images = [read_image(p) for p in files[:pairs]]  # pair k uses image k % len(files)
     names = [p.relative_to(Path(directory)).as_posix() for p in files]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,28 @@ EXPORT_CHOICES = ("auto", "model", "ema", "swa")
 SECTIONS = ("run", "data", "model", "optim", "schedule", "train")
 
 
-def _check_keys(section: str, d: dict[str, Any], cls: type) -> None:
+def _type_ok(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type of the field's ``default`` (an int passes for a float, a bool never for a
+    number)."""
+    want = type(default)
+    if want is bool or isinstance(value, bool):
+        return isinstance(value, bool) and want is bool
+    if want is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, want)
+
+
+def _check_keys(section: str, d: dict[str, Any], cls: type, extra_ok: bool = False) -> None:
+    """Unknown keys (unless ``extra_ok``) and values of the wrong type raise ConfigError naming ``section.key``."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - names)
-    if unknown:
+    if unknown and not extra_ok:
         raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else None
+        if f.name in d and isinstance(default, (bool, int, float, str)) and not _type_ok(d[f.name], default):
+            raise ConfigError(f"{section}.{f.name}={d[f.name]!r}: expected {type(default).__name__} "
+                              f"(like the default, {default!r})")
 
 
 @dataclass(frozen=True)
@@ -157,8 +174,9 @@ def config_from_dict(d: dict[str, Any], source: str = "") -> TrainConfig:
             raise ConfigError(f"[{s}] must be a table")
     run = d.get("run", {})
     train = d.get("train", {})
-    _check_keys("run", run, RunSection)
-    _check_keys("train", train, TrainSection)
+    for name, cls in (("run", RunSection), ("train", TrainSection), ("data", DataConfig), ("model", ModelConfig),
+                      ("optim", OptimConfig), ("schedule", ScheduleSection)):
+        _check_keys(name, d.get(name, {}), cls, extra_ok=name == "schedule")  # schedule: extras are options
     try:
         cfg = TrainConfig(run=RunSection(**run), data=DataConfig.from_dict(d.get("data", {})),
                           model=ModelConfig.from_dict(d.get("model", {})), optim=OptimConfig.from_dict(d.get("optim", {})),

@@ -171,6 +171,197 @@ def _batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=nb) for k, v in batch.items()}
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds: the modules, the optimizer state, the counters and the log."""
+
+    cfg: TrainConfig
+    dev: torch.device
+    out: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scaler: torch.amp.GradScaler
+    adt: torch.dtype | None
+    ema: ModelEMA | None
+    swa: SWA | None
+    stopper: EarlyStopping
+    log: MetricsLog
+    t0: float
+    step: int = 0
+    best: float = math.inf
+    elapsed_before: float = 0.0
+    skipped: int = 0
+    window: float = 0.0  # loss sum since the last log row
+    n_log: int = 0  # steps in ``window`` (also those before a resume)
+    n_timed: int = 0  # steps since ``t_log``
+    t_log: float = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        """Training seconds, those before a resume included."""
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+
+def _set_up(cfg: TrainConfig, device: str | None) -> _Run:
+    """Device, seeds, output folder, model, optimizer, schedule, AMP scaler, EMA / SWA, early stopping, log."""
+    tc = cfg.train
+    dev = resolve_device(device or cfg.run.device)
+    if dev.type == "cpu" and tc.threads:
+        torch.set_num_threads(tc.threads)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = not tc.deterministic
+    seed_everything(cfg.run.seed, tc.deterministic)
+    t0 = time.perf_counter()
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.json", cfg.to_json() + "\n")
+    model = HomographyRefiner(cfg.model, cfg.data.patch).to(dev)
+    optimizer = build_optimizer(model, cfg.optim)
+    schedule = Schedule(optimizer, cfg.schedule.name, tc.max_steps, cfg.schedule.warmup_steps,
+                        cfg.schedule.warmup_start_factor, **cfg.schedule.options)
+    adt = amp_dtype(tc.amp, dev)
+    return _Run(cfg, dev, out, model, optimizer, schedule, torch.amp.GradScaler(dev.type, enabled=adt == torch.float16),
+                adt, ModelEMA(model, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None,
+                SWA(model, tc.swa_start, tc.swa_every) if tc.swa_start > 0 else None,
+                EarlyStopping(tc.early_stop_patience, tc.early_stop_min_delta), MetricsLog(out), t0)
+
+
+def _resume(run: _Run, path: str | os.PathLike) -> None:
+    """Load a checkpoint into ``run``: every state, the counters, the RNG states and the log up to its step."""
+    ck = load_checkpoint(path, run.dev)
+    if ck["config"]["model"] != run.cfg.model.to_dict():
+        raise ConfigError(f"{path}: the checkpoint's [model] differs from the configuration's")
+    run.model.load_state_dict(ck["model"])
+    run.optimizer.load_state_dict(ck["optimizer"])
+    run.schedule.load_state_dict(ck["schedule"])
+    run.scaler.load_state_dict(ck["scaler"])
+    if run.ema is not None and ck["ema"] is not None:
+        run.ema.load_state_dict(ck["ema"])
+    if run.swa is not None and ck["swa"] is not None:
+        run.swa.load_state_dict(ck["swa"])
+    run.stopper.load_state_dict(ck["early_stop"])
+    run.step, run.best, run.elapsed_before = int(ck["step"]), float(ck["best"]), float(ck.get("elapsed", 0.0))
+    set_rng_state(ck["rng"])
+    run.log.load()
+    run.log.truncate(run.step)
+    run.window, run.n_log = float(ck["log_window"][0]), int(ck["log_window"][1])
+
+
+def _checkpoint(run: _Run, path: Path) -> None:
+    """The one-dict checkpoint: states, counters, config and RNG states (exact resume)."""
+    save_atomic({
+        "format": CHECKPOINT_FORMAT, "step": run.step, "epoch": run.step // run.cfg.train.steps_per_epoch,
+        "best": run.best, "config": run.cfg.to_dict(), "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "schedule": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict(), "ema": run.ema.state_dict() if run.ema is not None else None,
+        "swa": run.swa.state_dict() if run.swa is not None else None,
+        "early_stop": run.stopper.state_dict(), "rng": rng_state(), "log_window": [run.window, run.n_log],
+        "elapsed": run.elapsed,
+    }, path)
+
+
+def _step(run: _Run, batches: Any, params: list[torch.Tensor]) -> tuple[float, float]:
+    """One optimizer step: accumulated micro-batches, unscale, clip, step, scaler update, then the schedule,
+    EMA and SWA. Returns (mean loss of the micro-batches, gradient norm)."""
+    tc = run.cfg.train
+    loss_sum = 0.0
+    for _micro in range(tc.accum_steps):
+        b = _batch_to(next(batches), run.dev)
+        with torch.autocast(device_type=run.dev.type, dtype=run.adt or torch.float32, enabled=run.adt is not None):
+            preds = run.model(b["a"], b["mask_a"], b["b"], torch.ones_like(b["b"]))
+        loss = flooded(sequence_loss(preds, b["target"], tc.loss_gamma), tc.flood)
+        run.scaler.scale(loss / tc.accum_steps).backward()
+        loss_sum += float(loss.detach())
+    run.scaler.unscale_(run.optimizer)
+    gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else math.inf))
+    if math.isfinite(gnorm) or run.scaler.is_enabled():  # the fp16 scaler skips non-finite steps itself
+        run.scaler.step(run.optimizer)
+    else:
+        run.skipped += 1  # a non-finite gradient (fp32/bf16): skip this update, keep the schedule in step
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.schedule.step()  # after the optimizer step
+    run.step += 1
+    if run.ema is not None:
+        run.ema.update(run.model)
+    if run.swa is not None:
+        run.swa.maybe_update(run.model, run.step)
+    return loss_sum / tc.accum_steps, gnorm
+
+
+def _log_train(run: _Run, loss_avg: float, gnorm: float, progress: TrainProgress | None) -> None:
+    """A training row (mean loss since the last row, LRs, throughput) into the log and to ``progress``."""
+    tc = run.cfg.train
+    dt = time.perf_counter() - run.t_log
+    lrs = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
+    row = {"step": run.step, "kind": "train", "epoch": run.step // tc.steps_per_epoch, "loss": run.window / run.n_log,
+           "last_loss": loss_avg, "grad_norm": gnorm, "lr_head": lrs.get("head/decay", lrs.get("head/no_decay")),
+           "lr_backbone": lrs.get("backbone/decay", lrs.get("backbone/no_decay")),
+           "samples_per_s": run.n_timed * tc.batch_size * tc.accum_steps / max(dt, 1e-9), "elapsed_s": run.elapsed,
+           "skipped_steps": run.skipped}
+    run.log.add(row)
+    run.log.write()
+    run.t_log, run.n_log, run.n_timed, run.window = time.perf_counter(), 0, 0, 0.0
+    if progress:
+        progress(run.step, tc.max_steps, row)
+
+
+def _evaluate(run: _Run, val: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Validation MACE of the model, and of its EMA and SWA averages when they exist."""
+    ev = evaluate(run.model, val, dtype=run.adt)
+    if run.ema is not None:
+        ev.update({f"ema_{k}": v for k, v in evaluate(run.ema.module, val, dtype=run.adt).items()})
+    if run.swa is not None and run.swa.count > 0:
+        ev.update({f"swa_{k}": v for k, v in evaluate(run.swa.module, val, dtype=run.adt).items()})
+    return ev
+
+
+def _evaluate_and_track(run: _Run, val: dict[str, torch.Tensor], meta: dict[str, Any],
+                        progress: TrainProgress | None) -> bool:
+    """Evaluate; step ReduceLROnPlateau, keep the best weights, log. Returns True when early stopping fires."""
+    ev = _evaluate(run, val)
+    value = ev.get("ema_val_mace", ev["val_mace"])  # the monitored value: the EMA's when the EMA is on
+    run.schedule.step_metric(value)
+    if value < run.best:
+        run.best = value
+        src = run.ema.module if run.ema is not None else run.model
+        export_weights(run.out / "best.pt", src.state_dict(), run.cfg.model.to_dict(), run.cfg.data.patch,
+                       dict(meta, step=run.step, val=ev), half=False)
+    stop = run.stopper.update(value)
+    run.log.add({"step": run.step, "kind": "val", "epoch": run.step // run.cfg.train.steps_per_epoch, **ev,
+                 "best": run.best, "elapsed_s": run.elapsed})
+    run.log.write()
+    if progress:
+        progress(run.step, run.cfg.train.max_steps, {"kind": "val", **ev, "best": run.best})
+    return stop
+
+
+def _export(run: _Run, val: dict[str, torch.Tensor], meta: dict[str, Any], stopped: str,
+            losses: list[float]) -> TrainResult:
+    """Export the lowest final validation MACE among model / EMA / SWA (or ``train.export``) as refiner.pt."""
+    final = _evaluate(run, val)
+    cands = {"model": (run.model, final["val_mace"])}
+    if run.ema is not None:
+        cands["ema"] = (run.ema.module, final["ema_val_mace"])
+    if run.swa is not None and run.swa.count > 0:
+        cands["swa"] = (run.swa.module, final["swa_val_mace"])
+    pick = run.cfg.train.export if run.cfg.train.export != "auto" else min(cands, key=lambda k: cands[k][1])
+    if pick not in cands:
+        pick = "model"
+    seconds = run.elapsed
+    exported = export_weights(run.out / "refiner.pt", cands[pick][0].state_dict(), run.cfg.model.to_dict(),
+                              run.cfg.data.patch, dict(meta, step=run.step, stopped=stopped, export_source=pick,
+                                                       val=final, seconds=round(seconds, 1)))
+    params = count_parameters(run.model)
+    run.log.write({"step": run.step, "stopped": stopped, "export_source": pick, "final": final, "best": run.best,
+                   "seconds": seconds, "params": params})
+    run.log.plot()
+    return TrainResult(run.step, stopped, run.best, final, str(exported), pick, run.out, seconds, params, losses)
+
+
 def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike | None = None,
           progress: TrainProgress | None = None, command: str | None = None,
           stop_after: int | None = None) -> TrainResult:
@@ -180,191 +371,78 @@ def train(cfg: TrainConfig, device: str | None = None, resume: str | os.PathLike
     written, nothing exported; ``stopped == "interrupted"``), e.g. to test or to split a run. A killed run
     resumes from its last periodic checkpoint (``train.ckpt_every``).
     """
-    t0 = time.perf_counter()
+    # --- set-up ---------------------------------------------------------------------------------------
+    run = _set_up(cfg, device)
     tc, dc = cfg.train, cfg.data
-    dev = resolve_device(device or cfg.run.device)
-    if dev.type == "cpu" and tc.threads:
-        torch.set_num_threads(tc.threads)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = not tc.deterministic
-    seed_everything(cfg.run.seed, tc.deterministic)
-    out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.json", cfg.to_json() + "\n")
-
-    # --- data, model, optimizer, schedule, AMP, averages ------------------------------------------
     split = split_files(dc)
-    model = HomographyRefiner(cfg.model, dc.patch).to(dev)
-    optimizer = build_optimizer(model, cfg.optim)
-    schedule = Schedule(optimizer, cfg.schedule.name, tc.max_steps, cfg.schedule.warmup_steps,
-                        cfg.schedule.warmup_start_factor, **cfg.schedule.options)
-    adt = amp_dtype(tc.amp, dev)
-    scaler = torch.amp.GradScaler(dev.type, enabled=adt == torch.float16)
-    ema = ModelEMA(model, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None
-    swa = SWA(model, tc.swa_start, tc.swa_every) if tc.swa_start > 0 else None
-    stopper = EarlyStopping(tc.early_stop_patience, tc.early_stop_min_delta)
-    log = MetricsLog(out)
-    step, best, elapsed_before = 0, math.inf, 0.0
-
+    # --- resume ---------------------------------------------------------------------------------------
     if resume is not None:
-        ck = load_checkpoint(resume, dev)
-        if ck["config"]["model"] != cfg.model.to_dict():
-            raise ConfigError(f"{resume}: the checkpoint's [model] differs from the configuration's")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        schedule.load_state_dict(ck["schedule"])
-        scaler.load_state_dict(ck["scaler"])
-        if ema is not None and ck["ema"] is not None:
-            ema.load_state_dict(ck["ema"])
-        if swa is not None and ck["swa"] is not None:
-            swa.load_state_dict(ck["swa"])
-        stopper.load_state_dict(ck["early_stop"])
-        step, best, elapsed_before = int(ck["step"]), float(ck["best"]), float(ck.get("elapsed", 0.0))
-        set_rng_state(ck["rng"])
-        log.load()
-        log.truncate(step)
-
-    spe = tc.steps_per_epoch
-    per_step = tc.batch_size * tc.accum_steps
+        _resume(run, resume)
+    spe, per_step = tc.steps_per_epoch, tc.batch_size * tc.accum_steps
     dataset = PairDataset(split.train, dc, cfg.run.seed, length=2 ** 62)
     sampler = EpochSampler(spe * per_step)
-    loader = build_loader(dataset, sampler, tc.batch_size, dc, cfg.run.seed, dev)
-    val = {k: v.to(dev) for k, v in make_val_set(split.val, dc, cfg.run.seed).items()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    meta_base = {"config": cfg.to_dict(), "config_file": cfg.source, "command": command or " ".join(sys.argv),
-                 "params": count_parameters(model), "torch": str(torch.__version__), "device": str(dev),
-                 "split": {"how": split.how, "train_sets": split.train_sets, "val_sets": split.val_sets,
-                           "train_images": len(split.train), "val_images": len(split.val)}}
-
-    def monitored(ev: dict[str, float]) -> float:
-        return ev.get("ema_val_mace", ev["val_mace"])
-
-    def run_eval() -> dict[str, float]:
-        ev = evaluate(model, val, dtype=adt)
-        if ema is not None:
-            ev.update({f"ema_{k}": v for k, v in evaluate(ema.module, val, dtype=adt).items()})
-        if swa is not None and swa.count > 0:
-            ev.update({f"swa_{k}": v for k, v in evaluate(swa.module, val, dtype=adt).items()})
-        return ev
-
-    def checkpoint(path: Path) -> None:
-        save_atomic({
-            "format": CHECKPOINT_FORMAT, "step": step, "epoch": step // spe, "best": best,
-            "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "swa": swa.state_dict() if swa is not None else None,
-            "early_stop": stopper.state_dict(), "rng": rng_state(), "log_window": [window, n_log],
-            "elapsed": elapsed_before + time.perf_counter() - t0,
-        }, path)
-
-    # --- the loop -----------------------------------------------------------------------------------
-    model.train()
+    loader = build_loader(dataset, sampler, tc.batch_size, dc, cfg.run.seed, run.dev)
+    val = {k: v.to(run.dev) for k, v in make_val_set(split.val, dc, cfg.run.seed).items()}
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    meta = {"config": cfg.to_dict(), "config_file": cfg.source, "command": command or " ".join(sys.argv),
+            "params": count_parameters(run.model), "torch": str(torch.__version__), "device": str(run.dev),
+            "split": {"how": split.how, "train_sets": split.train_sets, "val_sets": split.val_sets,
+                      "train_images": len(split.train), "val_images": len(split.val)}}
+    # --- the loop: step, log, evaluate and checkpoint -------------------------------------------------
+    run.model.train()
     losses: list[float] = []
-    skipped = 0
     stopped = "max_steps"
-    epoch, done_in_epoch = epoch_position(step, spe)
-    t_log, n_log, window = time.perf_counter(), 0, 0.0  # window: loss sum since the last log row
-    n_timed = 0  # steps since t_log (n_log also counts the steps before a resume)
-    if resume is not None:
-        window, n_log = float(ck["log_window"][0]), int(ck["log_window"][1])
-    while step < tc.max_steps and stopped == "max_steps":
+    epoch, done_in_epoch = epoch_position(run.step, spe)
+    run.t_log = time.perf_counter()
+    while run.step < tc.max_steps and stopped == "max_steps":
         sampler.set_epoch(epoch, skip=done_in_epoch * per_step)
         batches = iter(loader)
         for _ in range(done_in_epoch, spe):
-            loss_sum = 0.0
-            for _micro in range(tc.accum_steps):
-                b = _batch_to(next(batches), dev)
-                with torch.autocast(device_type=dev.type, dtype=adt or torch.float32, enabled=adt is not None):
-                    preds = model(b["a"], b["mask_a"], b["b"], torch.ones_like(b["b"]))
-                loss = flooded(sequence_loss(preds, b["target"], tc.loss_gamma), tc.flood)
-                scaler.scale(loss / tc.accum_steps).backward()
-                loss_sum += float(loss.detach())
-            scaler.unscale_(optimizer)
-            gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else math.inf))
-            if math.isfinite(gnorm) or scaler.is_enabled():  # the fp16 scaler skips non-finite steps itself
-                scaler.step(optimizer)
-            else:
-                skipped += 1  # a non-finite gradient (fp32/bf16): skip this update, keep the schedule in step
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step()  # after the optimizer step
-            step += 1
-            if ema is not None:
-                ema.update(model)
-            if swa is not None:
-                swa.maybe_update(model, step)
-            loss_avg = loss_sum / tc.accum_steps
+            loss_avg, gnorm = _step(run, batches, params)
             losses.append(loss_avg)
-            n_log += 1
-            n_timed += 1
-            window += loss_avg
-            elapsed = elapsed_before + time.perf_counter() - t0
-            if step % tc.log_every == 0 or step == tc.max_steps:
-                dt = time.perf_counter() - t_log
-                lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-                row = {"step": step, "kind": "train", "epoch": step // spe, "loss": window / n_log,
-                       "last_loss": loss_avg, "grad_norm": gnorm,
-                       "lr_head": lrs.get("head/decay", lrs.get("head/no_decay")),
-                       "lr_backbone": lrs.get("backbone/decay", lrs.get("backbone/no_decay")),
-                       "samples_per_s": n_timed * per_step / max(dt, 1e-9), "elapsed_s": elapsed,
-                       "skipped_steps": skipped}
-                log.add(row)
-                log.write()
-                t_log, n_log, n_timed, window = time.perf_counter(), 0, 0, 0.0
-                if progress:
-                    progress(step, tc.max_steps, row)
-            over_time = tc.max_minutes > 0 and (time.perf_counter() - t0) > 60.0 * tc.max_minutes
-            if step % tc.eval_every == 0 or step == tc.max_steps or over_time:
-                ev = run_eval()
-                value = monitored(ev)
-                schedule.step_metric(value)
-                if value < best:
-                    best = value
-                    src = ema.module if ema is not None else model
-                    export_weights(out / "best.pt", src.state_dict(), cfg.model.to_dict(), dc.patch,
-                                   dict(meta_base, step=step, val=ev), half=False)
-                if stopper.update(value):
-                    stopped = "early_stop"
-                log.add({"step": step, "kind": "val", "epoch": step // spe, **ev, "best": best,
-                         "elapsed_s": elapsed})
-                log.write()
-                if progress:
-                    progress(step, tc.max_steps, {"kind": "val", **ev, "best": best})
+            run.n_log += 1
+            run.n_timed += 1
+            run.window += loss_avg
+            if run.step % tc.log_every == 0 or run.step == tc.max_steps:
+                _log_train(run, loss_avg, gnorm, progress)
+            over_time = tc.max_minutes > 0 and (time.perf_counter() - run.t0) > 60.0 * tc.max_minutes
+            evaluate_now = run.step % tc.eval_every == 0 or run.step == tc.max_steps or over_time
+            if evaluate_now and _evaluate_and_track(run, val, meta, progress):
+                stopped = "early_stop"
             if over_time and stopped == "max_steps":
                 stopped = "max_minutes"
-            if stop_after is not None and step >= stop_after and stopped == "max_steps":
+            if stop_after is not None and run.step >= stop_after and stopped == "max_steps":
                 stopped = "interrupted"
-            if step % tc.ckpt_every == 0 or stopped != "max_steps" or step == tc.max_steps:
-                checkpoint(out / "last.pt")
-            if stopped != "max_steps" or step >= tc.max_steps:
+            if run.step % tc.ckpt_every == 0 or stopped != "max_steps" or run.step == tc.max_steps:
+                _checkpoint(run, run.out / "last.pt")
+            if stopped != "max_steps" or run.step >= tc.max_steps:
                 break
         epoch, done_in_epoch = epoch + 1, 0
     if stopped == "interrupted":
-        log.write()
-        return TrainResult(step, stopped, best, {}, "", "", out, elapsed_before + time.perf_counter() - t0,
-                           count_parameters(model), losses)
+        run.log.write()
+        return TrainResult(run.step, stopped, run.best, {}, "", "", run.out, run.elapsed,
+                           count_parameters(run.model), losses)
+    # --- export ---------------------------------------------------------------------------------------
+    return _export(run, val, meta, stopped, losses)
 
-    # --- export: the lowest validation MACE among model / EMA / SWA --------------------------------
-    final = run_eval()
-    cands = {"model": (model, final["val_mace"])}
-    if ema is not None:
-        cands["ema"] = (ema.module, final["ema_val_mace"])
-    if swa is not None and swa.count > 0:
-        cands["swa"] = (swa.module, final["swa_val_mace"])
-    pick = tc.export if tc.export != "auto" else min(cands, key=lambda k: cands[k][1])
-    if pick not in cands:
-        pick = "model"
-    seconds = elapsed_before + time.perf_counter() - t0
-    meta = dict(meta_base, step=step, stopped=stopped, export_source=pick, val=final, seconds=round(seconds, 1))
-    exported = export_weights(out / "refiner.pt", cands[pick][0].state_dict(), cfg.model.to_dict(), dc.patch, meta)
-    log.write({"step": step, "stopped": stopped, "export_source": pick, "final": final, "best": best,
-               "seconds": seconds, "params": count_parameters(model)})
-    log.plot()
-    return TrainResult(step, stopped, best, final, str(exported), pick, out, seconds, count_parameters(model),
-                       losses)
+
+#: Training samples above which a CPU run gets a warning (the shipped CPU recipe plans about 21,000).
+CPU_SAMPLES_WARN = 200_000
+
+
+def plan_warnings(cfg: TrainConfig, device: str | None = None) -> list[str]:
+    """Warnings about a plan that does not fit the machine, e.g. a GPU recipe that would run on the CPU."""
+    dev = resolve_device(device or cfg.run.device)
+    out = []
+    samples = cfg.train.max_steps * cfg.train.batch_size * cfg.train.accum_steps
+    cpus = os.cpu_count() or 1
+    if dev.type == "cpu" and samples > CPU_SAMPLES_WARN:
+        out.append(f"no CUDA device: this configuration plans {samples:,} training samples on the CPU, which takes "
+                   f"days here; use configs/refiner_cpu.toml, or lower train.max_steps with -s train.max_steps=N")
+    if cfg.data.num_workers > cpus:
+        out.append(f"data.num_workers={cfg.data.num_workers} is more than this machine's {cpus} CPUs; "
+                   f"try -s data.num_workers={max(cpus - 1, 0)}")
+    return out
 
 
 def describe(cfg: TrainConfig, device: str | None = None) -> dict[str, Any]:
@@ -390,4 +468,4 @@ def describe(cfg: TrainConfig, device: str | None = None) -> dict[str, Any]:
             "train_images": len(split.train), "val_images": len(split.val), "split": split.how,
             "train_sets": split.train_sets, "val_sets": split.val_sets,
             "groups": groups, "lr_at_step": lrs, "samples": cfg.train.max_steps * cfg.train.batch_size * cfg.train.accum_steps,
-            "out_dir": cfg.run.out_dir}
+            "out_dir": cfg.run.out_dir, "warnings": plan_warnings(cfg, device)}

@@ -48,7 +48,7 @@ class Matches:
         return Matches(self.src_pts[keep], self.dst_pts[keep], self.src_idx[keep], self.dst_idx[keep], self.ratio[keep])
 
 
-def _knn(query: np.ndarray, train: np.ndarray, norm: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def knn(query: np.ndarray, train: np.ndarray, norm: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """k nearest train descriptors for each query: (idx (Nq, k), dist (Nq, k)); missing neighbours get inf."""
     nq = len(query)
     idx = np.full((nq, k), -1, np.int64)
@@ -82,7 +82,7 @@ def _knn(query: np.ndarray, train: np.ndarray, norm: int, k: int) -> tuple[np.nd
 
 def _ratio_matches(qa: np.ndarray, tb: np.ndarray, norm: int, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Query->train matches passing the ratio test: (query idx, train idx, ratio)."""
-    idx, dist = _knn(qa, tb, norm, 2)
+    idx, dist = knn(qa, tb, norm, 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(dist[:, 1] > 0, dist[:, 0] / dist[:, 1], 1.0)
     r[~np.isfinite(dist[:, 1])] = 0.0  # a single train descriptor: no second neighbour to compare
@@ -102,7 +102,7 @@ def match(fa: Features, fb: Features, config: MatchConfig | None = None) -> Matc
     if cfg.mutual and len(qa):
         # backward nearest neighbour, only for the dst keypoints that the ratio test kept
         uniq, inv = np.unique(tb, return_inverse=True)
-        back, _ = _knn(fb.desc[uniq], fa.desc[base_a], fa.norm, 1)
+        back, _ = knn(fb.desc[uniq], fa.desc[base_a], fa.norm, 1)
         keep = base_a[back[inv.ravel(), 0]] == qa
         qa, tb, r = qa[keep], tb[keep], r[keep]
     src_idx, dst_idx, ratios = [qa], [tb], [r]

@@ -107,6 +107,11 @@ class SelectConfig:
             raise ConfigError(f"score_max_side={score_max_side}: must be at least 32")
         if min_inliers < 4:
             raise ConfigError(f"min_inliers={min_inliers}: a homography needs at least 4")
+        if accept_score is not None and not (isinstance(accept_score, (int, float)) and 0.0 <= accept_score <= 1.0):
+            raise ConfigError(f"accept_score={accept_score!r}: the quality score lies in [0, 1]; choose a value in "
+                              f"that range (default {DEFAULT_ACCEPT_SCORE})")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed={seed!r}: must be a non-negative integer")
         levels = preset_levels(preset, detector, max_keypoints)
         if estimators or thresholds:
             base = levels[0].specs
@@ -211,6 +216,11 @@ def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache) -> 
     return cache.features[cfg]
 
 
+def level_specs(level: Level, seed: int) -> list[EstimatorSpec]:
+    """The level's estimator runs as the search makes them: each spec's own seed plus the search ``seed``."""
+    return [replace(s, seed=s.seed + seed) for s in level.specs]
+
+
 def run_level(level: Level, src_img: np.ndarray, dst_img: np.ndarray, cfg: SelectConfig,
               ctx: quality.ScoringContext, src_cache: FeatureCache, dst_cache: FeatureCache) -> list[Candidate]:
     """Every estimator run of one level on its matches, each scored; seconds include a share of detect+match."""
@@ -218,7 +228,7 @@ def run_level(level: Level, src_img: np.ndarray, dst_img: np.ndarray, cfg: Selec
     fa = image_features(src_img, level.features, src_cache)
     fb = image_features(dst_img, level.features, dst_cache)
     m = match(fa, fb, level.matching)
-    specs = [replace(s, seed=s.seed + cfg.seed) for s in level.specs]
+    specs = level_specs(level, cfg.seed)
     tags = {"level": level.name, "features": level.features.label(), "matching": level.matching.label()}
     new = generate(m, specs, tags)
     overhead = (time.perf_counter() - t0 - sum(c.seconds for c in new)) / max(len(new), 1)

@@ -47,7 +47,7 @@ a Laplacian band near an image border does not pull the blend towards black.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -58,8 +58,25 @@ from stitch.geometry import box_slices, union_box
 from stitch.panorama.exposure import Gains
 from stitch.panorama.views import LowView, overlapping_pairs
 from stitch.panorama.warp import MAX_TILE_SIDE, Canvas, remap_replicate, tile_maps
+from stitch.types import ProgressFn
 
-BLEND_CHOICES = ("multiband", "feather", "none")
+
+@dataclass(frozen=True)
+class BlendMode:
+    """How a blender weighs the images at the seams: blurred seam masks, Laplacian bands, or hard 0/1 weights."""
+
+    feather: bool = False
+    multiband: bool = False
+    hard: bool = False
+
+
+#: The blenders: name -> BlendMode, read by ``blend``, the CLI and the API.
+BLENDERS: dict[str, BlendMode] = {
+    "multiband": BlendMode(multiband=True),
+    "feather": BlendMode(feather=True),
+    "none": BlendMode(hard=True),
+}
+BLEND_CHOICES = tuple(BLENDERS)
 DEFAULT_BLEND = "multiband"
 MAX_BANDS = 10
 #: Pyramid levels blended strip by strip at full resolution; coarser ones on the 1 / 2^c canvas.
@@ -68,7 +85,6 @@ FINE_LEVELS = 3
 DEFAULT_STRIP_PIXELS = 2_000_000
 EPS_WEIGHT = 1e-4
 
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -199,7 +215,7 @@ class _Source:
             img = np.multiply(raw, g.reshape(g.shape[0], g.shape[1], -1), dtype=np.float32)
         del raw
         weight = sample_low(self.seam, self.low_origin, grid, region)
-        if method == "none":
+        if BLENDERS[method].hard:
             weight = (weight >= 0.5).astype(np.float32)
         weight += np.float32(EPS_WEIGHT)
         weight *= valid
@@ -227,8 +243,9 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     views / seam_masks / gains: per image, on the seam canvas (``grid`` maps full-res canvas px to it).
     bands: multi-band levels (None: from the overlap width). Returns the canvas-size image and mask.
     """
-    if method not in BLEND_CHOICES:
+    if method not in BLENDERS:
         raise ConfigError(f"blend={method!r}: choose one of {', '.join(BLEND_CHOICES)}")
+    mode = BLENDERS[method]
     if strip_pixels < 1:
         raise ConfigError(f"strip_pixels={strip_pixels}: must be positive")
     n = len(images)
@@ -239,13 +256,13 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     width_px = overlap_width(views, grid.scale)
     seams = [m.astype(np.float32) for m in seam_masks]
     levels = 0
-    if method == "feather":
+    if mode.feather:
         feather_px = max(width_px / 4.0, 2.0)  # the seam blur's sigma, full-res px
         if feather_px * grid.scale > 0.3:
             seams = [cv2.GaussianBlur(np.pad(s, 1), (0, 0), feather_px * grid.scale)[1:-1, 1:-1] for s in seams]
         reach = int(3 * feather_px)
     else:
-        if method != "none":
+        if mode.multiband:
             levels = bands if bands is not None else bands_for_overlap(width_px, canvas.size)
         reach = (6 << min(levels, FINE_LEVELS)) if levels else 0  # full-res px a fine level's weights reach
     c = min(levels, FINE_LEVELS)

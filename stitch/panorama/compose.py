@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from stitch.panorama.exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE, EXPOS
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, Projection, canvas_bounds, warp_image
+from stitch.types import ProgressFn
 
 COMPOSITE_CHOICES = ("feather", "average")
 DEFAULT_COMPOSITE = "feather"
@@ -52,7 +53,6 @@ PLAIN_STRIP_PIXELS = 4_000_000
 #: Megapixels per image on the seam-resolution canvas (exposure and seams work there).
 DEFAULT_SEAM_MEGAPIX = 0.1
 
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass

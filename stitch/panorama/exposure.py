@@ -29,6 +29,13 @@ Kinds (``EXPOSURE_CHOICES``):
   solved on the gain-compensated images with the same prior towards 1; the block grid is smoothed (the
   [1/4, 1/2, 1/4] kernel, twice) and interpolated bilinearly, so a gain varies smoothly across an image
   (vignetting, a sky that darkens towards one side);
+* ``color``: for a colour cast between images, including one that varies across the frame (a sky that is
+  teal in one photo and blue in the next): a gray gain per image, a colour balance per image (the per-channel
+  gains divided by their mean, so it changes colour and not brightness) and smoothed per-channel block gains
+  on top. The colour terms are solved only between colour images: a gray photo (``is_monochrome``) still sets
+  the brightness of its neighbours but never their colour, so opencv_b's snow does not turn pink. What no gain
+  model restores is a clipped channel: in exposure_error the second photo is overexposed by a third and its
+  sky's blue is clipped at 255, so after its 0.75 gain it reads 190 where the first photo has 250;
 * ``none``: every gain is 1.
 
 Convention: gains multiply 8-bit BGR values (g > 1 brightens); a gain map is (h, w, C) float32 over the
@@ -38,8 +45,8 @@ full resolution by the blender.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -48,7 +55,6 @@ from stitch.errors import ConfigError
 from stitch.geometry import Box, box_slices
 from stitch.panorama.views import LowView, overlapping_pairs
 
-EXPOSURE_CHOICES = ("blocks", "channels", "gain", "none")
 DEFAULT_EXPOSURE = "gain"
 #: Standard deviation of the intensity difference between two aligned views (0..255 units).
 DEFAULT_SIGMA_N = 10.0
@@ -56,6 +62,8 @@ DEFAULT_SIGMA_N = 10.0
 DEFAULT_SIGMA_G = 1.0
 #: The same for the block gains (a correction on top of the image gains).
 DEFAULT_BLOCK_SIGMA_G = 0.1
+#: The same for the per-channel block gains of 'color' (looser: a sky's cast can reach 15-20 %).
+DEFAULT_COLOR_BLOCK_SIGMA_G = 0.3
 #: Block side (px at the seam resolution) of the 'blocks' kind.
 DEFAULT_BLOCK_SIZE = 32
 #: Pixels darker or brighter than these levels in any image are left out of the overlap means.
@@ -63,6 +71,8 @@ DEFAULT_MIN_LEVEL = 8
 DEFAULT_MAX_LEVEL = 247
 #: Gains are clipped to this range (a solve on a bad overlap must not blow an image up).
 GAIN_RANGE = (0.25, 4.0)
+#: A view whose mean (max - min over B, G, R) is below this many levels is gray: it takes no colour correction.
+MONOCHROME_SPREAD = 3.0
 
 
 @dataclass
@@ -151,8 +161,9 @@ def _smooth_grid(grid: np.ndarray) -> np.ndarray:
 
 
 def _block_gains(views: Sequence[LowView], overlaps: list, base: np.ndarray, block_size: int, sigma_n: float,
-                 sigma_g: float) -> list[np.ndarray]:
-    """Per-image block-gain grids (by, bx) float32 (before the image gain), solved on gain-compensated means."""
+                 sigma_g: float, channel: int | None = None) -> list[np.ndarray]:
+    """Per-image block-gain grids (by, bx) float32 (before the image gain), solved on gain-compensated means of
+    the gray level (``channel`` None) or of one channel."""
     grids = [(max(1, round(v.mask.shape[0] / block_size)), max(1, round(v.mask.shape[1] / block_size)))
              for v in views]
     counts = [by * bx for by, bx in grids]
@@ -160,7 +171,8 @@ def _block_gains(views: Sequence[LowView], overlaps: list, base: np.ndarray, blo
     n_units = sum(counts)
     sums: dict[tuple[int, int], list[float]] = {}
     for i, j, a, b, (rows, cols, r) in overlaps:
-        ga, gb = base[i] * a.mean(axis=1), base[j] * b.mean(axis=1)
+        va, vb = (a.mean(axis=1), b.mean(axis=1)) if channel is None else (a[:, channel], b[:, channel])
+        ga, gb = base[i] * va, base[j] * vb
         units = []
         for k in (i, j):
             v = views[k]
@@ -183,26 +195,82 @@ def _block_gains(views: Sequence[LowView], overlaps: list, base: np.ndarray, blo
     return [_smooth_grid(g[first[k]:first[k] + by * bx].reshape(by, bx)) for k, (by, bx) in enumerate(grids)]
 
 
+def _unit_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+    """``none``: every gain is 1."""
+    return Gains("none", [np.ones((*v.mask.shape, 1), np.float32) for v in views], [True] * len(views))
+
+
+def _channel_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+    """``channels``: one gain per image and per B, G, R channel."""
+    overlaps, n = _image_pairs(views), len(views)
+    g = np.stack([_image_gains(n, overlaps, c, sigma_n, sigma_g) for c in range(3)], axis=1)
+    maps = [np.broadcast_to(g[k].astype(np.float32), (*v.mask.shape, 3)).copy() for k, v in enumerate(views)]
+    return Gains("channels", maps, [True] * n)
+
+
+def _gray_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+    """``gain``: one gain per image, on the gray level."""
+    base = _image_gains(len(views), _image_pairs(views), None, sigma_n, sigma_g)
+    return Gains("gain", [np.full((*v.mask.shape, 1), base[k], np.float32) for k, v in enumerate(views)],
+                 [True] * len(views))
+
+
+def _block_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+    """``blocks``: per-image gray gains, then smoothed block gains on top."""
+    overlaps = _image_pairs(views)
+    base = _image_gains(len(views), overlaps, None, sigma_n, sigma_g)
+    grids = _block_gains(views, overlaps, base, block_size, sigma_n, DEFAULT_BLOCK_SIGMA_G)
+    maps = [(base[k] * cv2.resize(grid, (v.mask.shape[1], v.mask.shape[0]), interpolation=cv2.INTER_LINEAR))
+            .reshape(*v.mask.shape, 1).astype(np.float32) for k, (grid, v) in enumerate(zip(grids, views))]
+    return Gains("blocks", maps, [False] * len(views))
+
+
+def is_monochrome(view: LowView, spread: float = MONOCHROME_SPREAD) -> bool:
+    """True when the view's pixels are gray: the mean of (max - min over B, G, R) is below ``spread`` levels."""
+    px = view.image[view.mask]
+    return len(px) == 0 or float((px.max(axis=1).astype(np.int16) - px.min(axis=1)).mean()) < spread
+
+
+def _color_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+    """``color``: a gray gain per image, a colour balance per image (per-channel gains over the gray one) and
+    smoothed per-channel block gains, the colour terms solved only between colour images (a gray photo
+    next to a colour one constrains brightness, never colour)."""
+    n = len(views)
+    overlaps = _image_pairs(views)
+    mono = [is_monochrome(v) for v in views]
+    colour = [o for o in overlaps if not mono[o[0]] and not mono[o[1]]]
+    gray = _image_gains(n, overlaps, None, sigma_n, sigma_g)
+    per_channel = np.stack([_image_gains(n, colour, c, sigma_n, sigma_g) for c in range(3)], axis=1)  # (n, 3)
+    balance = per_channel / per_channel.mean(axis=1, keepdims=True)  # colour only: mean 1 over B, G, R
+    base = gray[:, None] * balance
+    grids = [_block_gains(views, colour, base[:, c], block_size, sigma_n, DEFAULT_COLOR_BLOCK_SIGMA_G, c)
+             for c in range(3)]
+    maps = []
+    for k, v in enumerate(views):
+        h, w = v.mask.shape
+        chans = [base[k, c] * cv2.resize(grids[c][k], (w, h), interpolation=cv2.INTER_LINEAR) for c in range(3)]
+        maps.append(np.stack(chans, axis=2).astype(np.float32))
+    return Gains("color", maps, [False] * n)
+
+
+#: The exposure kinds: name -> gains(views, block_size, sigma_n, sigma_g). The CLI and the API read it.
+EXPOSURE_MODES: dict[str, Callable[[Sequence[LowView], int, float, float], Gains]] = {
+    "blocks": _block_gain_maps,
+    "channels": _channel_gains,
+    "color": _color_gain_maps,
+    "gain": _gray_gains,
+    "none": _unit_gains,
+}
+EXPOSURE_CHOICES = tuple(EXPOSURE_MODES)
+
+
 def compensate(views: Sequence[LowView], kind: str = DEFAULT_EXPOSURE, block_size: int = DEFAULT_BLOCK_SIZE,
                sigma_n: float = DEFAULT_SIGMA_N, sigma_g: float = DEFAULT_SIGMA_G) -> Gains:
     """Gain maps for the warped low-resolution views (see the module docstring for the model and kinds)."""
-    if kind not in EXPOSURE_CHOICES:
+    if kind not in EXPOSURE_MODES:
         raise ConfigError(f"exposure={kind!r}: choose one of {', '.join(EXPOSURE_CHOICES)}")
     if block_size < 2:
         raise ConfigError(f"block_size={block_size}: must be at least 2 px")
-    n = len(views)
-    shapes = [v.mask.shape for v in views]
-    if kind == "none" or n < 2:
-        return Gains(kind, [np.ones((h, w, 1), np.float32) for h, w in shapes], [True] * n)
-    overlaps = _image_pairs(views)
-    if kind == "channels":
-        g = np.stack([_image_gains(n, overlaps, c, sigma_n, sigma_g) for c in range(3)], axis=1)
-        maps = [np.broadcast_to(g[k].astype(np.float32), (h, w, 3)).copy() for k, (h, w) in enumerate(shapes)]
-        return Gains(kind, maps, [True] * n)
-    base = _image_gains(n, overlaps, None, sigma_n, sigma_g)
-    if kind == "gain":
-        return Gains(kind, [np.full((h, w, 1), base[k], np.float32) for k, (h, w) in enumerate(shapes)], [True] * n)
-    grids = _block_gains(views, overlaps, base, block_size, sigma_n, DEFAULT_BLOCK_SIGMA_G)
-    maps = [(base[k] * cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)).reshape(h, w, 1).astype(np.float32)
-            for k, (grid, (h, w)) in enumerate(zip(grids, shapes))]
-    return Gains(kind, maps, [False] * n)
+    if len(views) < 2:
+        return replace(_unit_gains(views, block_size, sigma_n, sigma_g), kind=kind)
+    return EXPOSURE_MODES[kind](views, block_size, sigma_n, sigma_g)

@@ -41,7 +41,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -71,6 +71,7 @@ from stitch.panorama.warp import (
     estimate_focal,
     pair_focals,
 )
+from stitch.types import ProgressFn
 
 #: Projections accepted by stitch_images: the warp stage's ones plus 'auto'.
 PANORAMA_PROJECTION_CHOICES = ("auto",) + PROJECTION_CHOICES
@@ -102,7 +103,6 @@ DEFAULT_PANORAMA_MAX_KEYPOINTS = 3000
 #: 'auto' uses the plane unless its canvas exceeds this multiple of the summed image areas.
 DEFAULT_AUTO_MAX_STRETCH = 4.0
 
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,6 @@ class PanoramaConfig:
     select: SelectConfig
     preset: str = DEFAULT_PRESET
     projection: str = DEFAULT_PANORAMA_PROJECTION
-    seed: int = 0
     work_megapix: float = DEFAULT_WORK_MEGAPIX
     max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS
     min_pair_score: float = DEFAULT_MIN_PAIR_SCORE
@@ -124,6 +123,11 @@ class PanoramaConfig:
     adjust: bool = True
     workers: int = 0
     compose: ComposeConfig = field(default_factory=ComposeConfig)
+
+    @property
+    def seed(self) -> int:
+        """The one seed of a run: the pair search's (``select.seed``), also used to subsample the adjustment."""
+        return self.select.seed
 
     @classmethod
     def from_options(cls, preset: str = DEFAULT_PRESET, detector: str | None = None,
@@ -158,7 +162,7 @@ class PanoramaConfig:
         if preset != "fast":  # the fast preset keeps its own, smaller count
             options.setdefault("max_keypoints", DEFAULT_PANORAMA_MAX_KEYPOINTS)
         sel = SelectConfig.from_options(preset=preset, detector=detector, refiner=refiner, seed=seed, **options)
-        cfg = cls(select=sel, preset=preset, projection=projection, seed=int(seed), work_megapix=float(work_megapix),
+        cfg = cls(select=sel, preset=preset, projection=projection, work_megapix=float(work_megapix),
                   max_canvas_pixels=max_canvas_pixels, compose=compose, **own)
         cfg.check()
         return cfg

@@ -32,7 +32,7 @@ Pairs are processed in index order on the masks left by the earlier pairs, as Op
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -41,7 +41,6 @@ from stitch.errors import ConfigError
 from stitch.geometry import box_intersection, box_slices
 from stitch.panorama.views import LowView, overlapping_pairs
 
-SEAM_CHOICES = ("graphcut", "dp", "voronoi", "none", "opencv_graphcut", "opencv_dp")
 DEFAULT_SEAM = "graphcut"
 #: Weight of the gradient difference in the pixel cost e.
 DEFAULT_BETA = 1.0
@@ -181,37 +180,55 @@ def _padded(arr: np.ndarray, view: LowView, r: tuple[int, int, int, int]) -> np.
     return out
 
 
-def _pairwise(views: Sequence[LowView], masks: list[np.ndarray], method: str, beta: float, c0: float) -> None:
-    """Cut every overlapping pair in index order, updating ``masks`` in place.
+def _voronoi_keep(views: Sequence[LowView], i: int, j: int, r: tuple[int, int, int, int], overlap: np.ndarray,
+                  only_i: np.ndarray, only_j: np.ndarray, beta: float, c0: float) -> np.ndarray | None:
+    """``voronoi``: overlap pixels nearer to image i's own part (a (h, w) bool 'keep in i' mask)."""
+    return _voronoi_pair(overlap, only_i, only_j)
+
+
+def _dp_keep(views: Sequence[LowView], i: int, j: int, r: tuple[int, int, int, int], overlap: np.ndarray,
+             only_i: np.ndarray, only_j: np.ndarray, beta: float, c0: float) -> np.ndarray | None:
+    """``dp``: the dynamic-programming seam on the pixel cost."""
+    cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
+    return _dp_split(views, i, j, cost, overlap)
+
+
+def _graphcut_keep(views: Sequence[LowView], i: int, j: int, r: tuple[int, int, int, int], overlap: np.ndarray,
+                   only_i: np.ndarray, only_j: np.ndarray, beta: float, c0: float) -> np.ndarray | None:
+    """``graphcut``: a minimum cut, in a band around the DP seam when the overlap is large (None: leave it)."""
+    cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
+    tie_i, tie_j = _touching(overlap, only_i), _touching(overlap, only_j)
+    if not tie_i.any() and not tie_j.any():
+        return None  # an island of overlap: leave it to both (the blender averages it)
+    if overlap.sum() <= DEFAULT_FULL_CUT_PIXELS:
+        return _graphcut_pair(cost, overlap, tie_i, tie_j)
+    return _banded_cut(cost, overlap, only_i, only_j, _dp_split(views, i, j, cost, overlap))
+
+
+PairCut = Callable[..., "np.ndarray | None"]
+
+
+def _pairwise(views: Sequence[LowView], cut: PairCut, beta: float, c0: float) -> list[np.ndarray]:
+    """Cut every overlapping pair in index order with ``cut``; returns the seam masks.
 
     Each pair is cut on the intersection of the two boxes grown by one pixel, so the pixels next to each
     image's own part (which lies outside the intersection) are seen.
     """
+    masks = [v.mask.copy() for v in views]
     for i, j, inter in overlapping_pairs(views):
         r = (inter[0] - 1, inter[1] - 1, inter[2] + 1, inter[3] + 1)
         mi, mj = _padded(masks[i], views[i], r), _padded(masks[j], views[j], r)
         overlap = mi & mj
         if overlap.sum() < 2:
             continue
-        only_i, only_j = mi & ~mj, mj & ~mi
-        if method == "voronoi":
-            keep_i = _voronoi_pair(overlap, only_i, only_j)
-        else:
-            cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
-            if method != "graphcut":
-                keep_i = _dp_split(views, i, j, cost, overlap)
-            else:
-                tie_i, tie_j = _touching(overlap, only_i), _touching(overlap, only_j)
-                if not tie_i.any() and not tie_j.any():
-                    continue  # an island of overlap: leave it to both (the blender averages it)
-                if overlap.sum() <= DEFAULT_FULL_CUT_PIXELS:
-                    keep_i = _graphcut_pair(cost, overlap, tie_i, tie_j)
-                else:
-                    keep_i = _banded_cut(cost, overlap, only_i, only_j, _dp_split(views, i, j, cost, overlap))
+        keep_i = cut(views, i, j, r, overlap, mi & ~mj, mj & ~mi, beta, c0)
+        if keep_i is None:
+            continue
         inner = (slice(1, -1), slice(1, -1))
         si, sj = box_slices(inter, views[i].offset), box_slices(inter, views[j].offset)
         masks[i][si] &= ~(overlap & ~keep_i)[inner]
         masks[j][sj] &= ~(overlap & keep_i)[inner]
+    return masks
 
 
 def _voronoi_pair(overlap: np.ndarray, only_i: np.ndarray, only_j: np.ndarray) -> np.ndarray:
@@ -231,25 +248,46 @@ def _opencv(views: Sequence[LowView], method: str) -> list[np.ndarray]:
     return [np.asarray(cv2.UMat.get(m) if isinstance(m, cv2.UMat) else m) > 0 for m in out]
 
 
-def find_seams(views: Sequence[LowView], method: str = DEFAULT_SEAM, beta: float = DEFAULT_BETA,
-               c0: float = DEFAULT_C0) -> list[np.ndarray]:
-    """Seam masks (h_k, w_k) bool, one per view (see the module docstring); the views are not modified."""
-    if method not in SEAM_CHOICES:
-        raise ConfigError(f"seam={method!r}: choose one of {', '.join(SEAM_CHOICES)}")
-    if beta < 0 or c0 < 0:
-        raise ConfigError(f"beta={beta}, c0={c0}: must be >= 0")
-    if method == "none" or len(views) < 2:
-        return [v.mask.copy() for v in views]
-    if method.startswith("opencv_"):
+def _opencv_finder(method: str) -> Callable[[Sequence[LowView], float, float], list[np.ndarray]]:
+    """cv2.detail's finder ``method`` ('opencv_graphcut' / 'opencv_dp'), falling back to ours when it fails."""
+    def find(views: Sequence[LowView], beta: float, c0: float) -> list[np.ndarray]:
         try:
             return _opencv(views, method)
         except cv2.error as exc:  # e.g. OpenCV 5's DpSeamFinder asserts on some rectangular overlaps
+            own = method.removeprefix("opencv_")
             warnings.warn(f"seam={method!r} failed in OpenCV ({' '.join(str(exc).split())[-120:]}); "
-                          f"using seam='{method.removeprefix('opencv_')}' instead", stacklevel=2)
-            method = method.removeprefix("opencv_")
-    masks = [v.mask.copy() for v in views]
-    _pairwise(views, masks, method, beta, c0)
-    return masks
+                          f"using seam='{own}' instead", stacklevel=3)
+            return SEAM_FINDERS[own](views, beta, c0)
+    return find
+
+
+def _pairwise_finder(cut: PairCut) -> Callable[[Sequence[LowView], float, float], list[np.ndarray]]:
+    """A seam finder that cuts every overlapping pair with ``cut``."""
+    return lambda views, beta, c0: _pairwise(views, cut, beta, c0)
+
+
+#: The seam finders: name -> finder(views, beta, c0) -> seam masks. The CLI, the API and the benches read it.
+SEAM_FINDERS: dict[str, Callable[[Sequence[LowView], float, float], list[np.ndarray]]] = {
+    "graphcut": _pairwise_finder(_graphcut_keep),
+    "dp": _pairwise_finder(_dp_keep),
+    "voronoi": _pairwise_finder(_voronoi_keep),
+    "none": lambda views, beta, c0: [v.mask.copy() for v in views],
+    "opencv_graphcut": _opencv_finder("opencv_graphcut"),
+    "opencv_dp": _opencv_finder("opencv_dp"),
+}
+SEAM_CHOICES = tuple(SEAM_FINDERS)
+
+
+def find_seams(views: Sequence[LowView], method: str = DEFAULT_SEAM, beta: float = DEFAULT_BETA,
+               c0: float = DEFAULT_C0) -> list[np.ndarray]:
+    """Seam masks (h_k, w_k) bool, one per view (see the module docstring); the views are not modified."""
+    if method not in SEAM_FINDERS:
+        raise ConfigError(f"seam={method!r}: choose one of {', '.join(SEAM_CHOICES)}")
+    if beta < 0 or c0 < 0:
+        raise ConfigError(f"beta={beta}, c0={c0}: must be >= 0")
+    if len(views) < 2:
+        return [v.mask.copy() for v in views]
+    return SEAM_FINDERS[method](views, beta, c0)
 
 
 def seam_cost(views: Sequence[LowView], masks: Sequence[np.ndarray], beta: float = DEFAULT_BETA,

@@ -22,8 +22,8 @@ Column definitions (all errors in full-resolution px):
   estimator's own mask said (candidates only).
 * ``transfer_rms``: RMS symmetric transfer error over those inliers (``quality.support``).
 * ``score`` and ``parts``: ``quality.score`` (see its docstring); rejected rows score -inf with a reason.
-* ``error``: with ground truth, ``bench.homography_error``: the mean error on the annotated points when
-  they are given (``homogr``), else the mean corner error of the src image (DESIGN section 4).
+* ``error``: with ground truth, ``metrics.homography_error``: the mean error on the annotated points when
+  they are given (``homogr``), else the mean corner error of the src image.
 
 JSON schema (``SCHEMA_VERSION`` 1), written by ``CompareReport.to_json`` / ``write_json``. Floats are
 plain numbers except +-infinity, written as the strings ``"inf"`` / ``"-inf"``; NaN (not measured) is
@@ -84,6 +84,7 @@ import cv2
 import numpy as np
 
 from stitch import __version__
+from stitch.bench import baselines, datasets, metrics
 from stitch.bench import homography as bench
 from stitch.errors import ConfigError, NoOverlapError, StitchError
 from stitch.geometry import normalize_h, transfer_errors
@@ -97,9 +98,10 @@ from stitch.homography.select import (
     HomographyResult,
     SelectConfig,
     estimate_pair,
+    level_specs,
     run_level,
 )
-from stitch.io import ImageLike, image_name, list_images, load_image, read_matrix, write_text_atomic
+from stitch.io import ImageLike, image_name, jsonable, list_images, load_image, read_matrix, write_text_atomic
 
 SCHEMA_VERSION = 1
 
@@ -113,9 +115,9 @@ REFINER_METHODS = (METHOD_LSQ, METHOD_ECC, METHOD_DEEP)
 #: What ``methods=`` / ``--methods`` accepts (case-insensitive). The pipeline row is always there.
 #: Estimator names keep only those estimators' candidate rows.
 COMPARE_METHOD_CHOICES = (
-    (METHOD_CANDIDATES, METHOD_ALL_LEVELS) + REFINER_METHODS + bench.BASELINE_METHODS + ESTIMATOR_CHOICES
+    (METHOD_CANDIDATES, METHOD_ALL_LEVELS) + REFINER_METHODS + baselines.BASELINE_METHODS + ESTIMATOR_CHOICES
 )
-DEFAULT_METHODS = (METHOD_CANDIDATES, METHOD_LSQ, METHOD_ECC) + bench.BASELINE_METHODS
+DEFAULT_METHODS = (METHOD_CANDIDATES, METHOD_LSQ, METHOD_ECC) + baselines.BASELINE_METHODS
 
 KIND_PIPELINE, KIND_CANDIDATE, KIND_REFINED, KIND_BASELINE = "pipeline", "candidate", "refined", "baseline"
 
@@ -325,11 +327,6 @@ class CompareReport:
         return write_html([self], path)
 
 
-def jsonable(x: Any) -> Any:
-    """JSON types only: numpy -> python, inf -> "inf"/"-inf", NaN -> None (``bench``'s encoding)."""
-    return bench._jsonable(x)
-
-
 def report_document(reports: Sequence[CompareReport], screening: list[dict[str, Any]] | None = None) -> dict:
     """The whole JSON document (schema in the module docstring) for one or more pair reports."""
     return jsonable(
@@ -387,13 +384,13 @@ def parse_methods(methods: Sequence[str] | str | None, include_deep: bool = Fals
 
 
 def _as_gt(gt: Any, gt_points: Any) -> GroundTruth | None:
-    """GroundTruth from a (3, 3) array, matrix file or bench.GTPair; points from (A, B) or an N x 6 file."""
+    """GroundTruth from a (3, 3) array, matrix file or datasets.GTPair; points from (A, B) or an N x 6 file."""
     if gt is None:
         if gt_points is not None:
             raise ConfigError("gt_points: needs gt (the ground-truth matrix) too")
         return None
     pa = pb = None
-    if isinstance(gt, bench.GTPair):
+    if isinstance(gt, datasets.GTPair):
         H, pa, pb = gt.H_gt, gt.eval_src_pts, gt.eval_dst_pts
     elif isinstance(gt, (str, os.PathLike)):
         H = read_matrix(gt)
@@ -408,7 +405,7 @@ def _as_gt(gt: Any, gt_points: Any) -> GroundTruth | None:
             p = Path(gt_points)
             if not p.is_file():
                 raise StitchError(f"{p}: ground-truth point file not found")
-            pa, pb = bench._read_vpts(p)
+            pa, pb = datasets.read_vpts(p)
         else:
             pa, pb = (np.asarray(x, dtype=np.float64).reshape(-1, 2) for x in gt_points)
             if len(pa) != len(pb) or len(pa) == 0:
@@ -463,8 +460,8 @@ def _trial_index(cfg: SelectConfig) -> dict[tuple, int]:
     """(level, method, threshold, seed) -> generation order over every level of ``cfg`` (the trial index)."""
     out: dict[tuple, int] = {}
     for level in cfg.levels:
-        for s in level.specs:
-            out.setdefault((level.name, s.method, float(s.threshold), s.seed + cfg.seed), len(out))
+        for s in level_specs(level, cfg.seed):
+            out.setdefault((level.name, s.method, float(s.threshold), s.seed), len(out))
     return out
 
 
@@ -513,6 +510,136 @@ def _rank(rows: list[Row]) -> list[Row]:
     return rows
 
 
+@dataclass
+class _Stage:
+    """What the stages of ``compare_homographies`` share: the images, names, config, scoring context, notes."""
+
+    a: np.ndarray
+    b: np.ndarray
+    names: tuple[str, str]
+    cfg: SelectConfig
+    caches: tuple[FeatureCache, FeatureCache]
+    say: Callable[[str], None]
+    notes: list[str]
+    ctx: Any = None
+
+    def tell(self, what: str) -> None:
+        self.say(f"{self.names[0]} -> {self.names[1]}: {what}")
+
+
+def _run_pipeline(st: _Stage) -> tuple[HomographyResult | None, str | None]:
+    """1. The full pipeline; a failure is recorded, not raised. Sets the scoring context."""
+    res, error = None, None
+    try:
+        res = estimate_pair(st.a, st.b, st.cfg, st.caches[0], st.caches[1], names=st.names, progress=st.say)
+    except NoOverlapError as exc:
+        error = str(exc)
+        st.notes.append(f"the pipeline failed: {exc}")
+    st.ctx = quality.make_context(st.a, st.b, st.cfg.score)  # identical to the pipeline's: same images and config
+    return res, error
+
+
+def _candidate_rows(st: _Stage, res: HomographyResult | None,
+                    meths: Sequence[str]) -> tuple[list[Row], Row | None, Matches | None]:
+    """2. A row per candidate (grouped by family in the table); levels the pipeline skipped only when asked.
+
+    Returns (rows, the winning candidate's row, the match set the baselines are measured on)."""
+    trials = _trial_index(st.cfg)
+    cands: list[Candidate] = list(res.candidates) if res is not None else []
+    tried = list(res.levels_tried) if res is not None else []
+    forced: list[Candidate] = []
+    want_all = METHOD_ALL_LEVELS in meths or res is None
+    for level in st.cfg.levels:
+        if level.name in tried or not want_all:
+            continue
+        st.tell(f"forced level {level.name}")
+        forced += run_level(level, st.a, st.b, st.cfg, st.ctx, st.caches[0], st.caches[1])
+    if res is None and forced:
+        st.notes.append("every level was re-run to show the rejected candidates")
+    elif forced:
+        st.notes.append(f"forced levels: {', '.join(sorted({c.params['level'] for c in forced}))}")
+    est_filter = [m for m in meths if m in ESTIMATOR_CHOICES]
+    show_cands = bool(est_filter) or METHOD_CANDIDATES in meths or METHOD_ALL_LEVELS in meths
+    rows: list[Row] = []
+    win_row: Row | None = None
+    forced_ids = {id(c) for c in forced}
+    for c in cands + forced:
+        r = _measure(_candidate_row(c, _trial_of(c, trials), id(c) in forced_ids), st.ctx, c.matches, rescore=False)
+        is_win = res is not None and c is res.best
+        if is_win:
+            win_row = r
+            r.note = "winning candidate" + (f", refined by {res.refined_by}" if res.refined_by != "none" else "")
+        if is_win or (show_cands and (not est_filter or c.method in est_filter)):
+            rows.append(r)
+    eval_m = res.matches if res is not None else next((c.matches for c in forced if c.matches is not None), None)
+    return rows, win_row, eval_m
+
+
+def _refiner_rows(st: _Stage, res: HomographyResult, win_row: Row, meths: Sequence[str],
+                  preset: str) -> tuple[Row, list[Row]]:
+    """3. The pipeline's row, and a row per refiner applied to the winning candidate."""
+    wp = win_row.params
+    pipe_row = Row(KIND_PIPELINE, METHOD_PIPELINE, "pipeline",
+                   {"preset": preset, "refined_by": res.refined_by, "levels_tried": list(res.levels_tried),
+                    "from": f"{res.best.method} t={wp.get('threshold', 0):g} {wp.get('features', '')}"},
+                   res.H, seconds=res.seconds, note="the project's matrix")
+    rows = [_measure(pipe_row, st.ctx, res.matches)]
+    steps: list[tuple[str, Callable[[], np.ndarray | None]]] = []
+    H0, m0, a, b = res.best.H, res.best.matches, st.a, st.b
+    if METHOD_LSQ in meths:
+        steps.append((METHOD_LSQ, lambda: refine_lsq(H0, m0)))
+    if METHOD_ECC in meths:
+        steps.append((METHOD_ECC, lambda: refine_ecc(H0, a, b)))
+    if METHOD_DEEP in meths:
+        deep, why = _deep_refiner()
+        if deep is None:
+            st.notes.append(why)
+        else:
+            steps.append((METHOD_DEEP, lambda: deep(H0, a, b)))
+    for name, fn in steps:
+        st.tell(f"{name} refinement")
+        rows.append(_measure(_refined_row(name, fn, win_row, st.ctx.src_size), st.ctx, res.matches))
+    return pipe_row, rows
+
+
+def _baseline_rows(st: _Stage, meths: Sequence[str], eval_m: Matches | None) -> list[Row]:
+    """4. The OpenCV baselines (stitch.bench.baselines), measured on the pipeline's match set."""
+    rows: list[Row] = []
+    base = [m for m in baselines.BASELINE_METHODS if m in meths]
+    if base:
+        st.tell("OpenCV baselines")
+        for m, out in baselines.run_sift_baselines(st.a, st.b, base, fast=True).items():
+            row = Row(KIND_BASELINE, m, "OpenCV baseline",
+                      {"ratio": baselines.SIFT_RATIO, "threshold": baselines.BASELINE_REPROJ_THRESHOLD},
+                      None if out.H is None else normalize_h(out.H), seconds=out.seconds,
+                      note=f"own SIFT matching: {out.detail}")
+            if out.H is None:
+                row.rejected = "no homography found"
+            rows.append(_measure(row, st.ctx, eval_m))
+    return rows
+
+
+def _rank_rows(st: _Stage, rows: list[Row], truth: GroundTruth | None, pipe_row: Row | None,
+               win_row: Row | None) -> tuple[int | None, int | None]:
+    """5. Ground-truth errors, the ranking, and (winner id, runner-up id); notes rows that beat the pipeline."""
+    if truth is not None:
+        nm = st.names
+        pair = datasets.GTPair("compare", f"{nm[0]} -> {nm[1]}", Path(nm[0]), Path(nm[1]), truth.H, truth.src_pts,
+                               truth.dst_pts)
+        for r in rows:
+            r.error = metrics.homography_error(pair, r.H, st.ctx.src_size)
+    _rank(rows)
+    winner = None if pipe_row is None else pipe_row.id
+    derived = {id(pipe_row), id(win_row)} | {id(r) for r in rows if r.kind == KIND_REFINED}
+    runner = next((r.id for r in rows if r.ok and id(r) not in derived), None)
+    if pipe_row is not None:
+        for r in rows:
+            if r.ok and r.score > pipe_row.score + 1e-9 and r.kind != KIND_CANDIDATE:
+                st.notes.append(f"{r.method} scores higher ({r.score:.4f}) than the pipeline's matrix "
+                                f"({pipe_row.score:.4f})")
+    return winner, runner
+
+
 def compare_homographies(
     src: ImageLike,
     dst: ImageLike,
@@ -529,7 +656,7 @@ def compare_homographies(
     """Compare the pipeline, its candidates, the refiners and the OpenCV baselines on one pair.
 
     src/dst: paths or (H, W[, C]) arrays. ``gt``: the ground-truth H (3, 3) src -> dst (array, matrix
-    file or ``bench.GTPair``); ``gt_points``: annotated points as (A (N, 2), B (N, 2)) or an N x 6 file
+    file or ``datasets.GTPair``); ``gt_points``: annotated points as (A (N, 2), B (N, 2)) or an N x 6 file
     (xA yA wA xB yB wB), which switch the error from the corner error to the point error. ``methods``:
     from COMPARE_METHOD_CHOICES (default DEFAULT_METHODS); ``include_deep`` adds 'deep'. ``progress``
     gets short stage messages. A pipeline failure is reported (``pipeline_error``), not raised.
@@ -539,161 +666,41 @@ def compare_homographies(
     truth = _as_gt(gt, gt_points)
     cfg = SelectConfig.from_options(preset=preset, seed=seed)
     a, b = load_image(src, "src"), load_image(dst, "dst")
-    nm = names or (
-        image_name(src, 0) if not isinstance(src, np.ndarray) else "src",
-        image_name(dst, 1) if not isinstance(dst, np.ndarray) else "dst",
-    )
-    say = progress or (lambda _msg: None)
-    notes: list[str] = []
+    nm = names or (image_name(src, 0) if not isinstance(src, np.ndarray) else "src",
+                   image_name(dst, 1) if not isinstance(dst, np.ndarray) else "dst")
+    st = _Stage(a, b, nm, cfg, (FeatureCache(), FeatureCache()), progress or (lambda _msg: None), [])
     timings: dict[str, float] = {}
 
-    # 1. the full pipeline
-    caches = (FeatureCache(), FeatureCache())
     t0 = time.perf_counter()
-    res: HomographyResult | None = None
-    pipeline_error = None
-    try:
-        res = estimate_pair(a, b, cfg, caches[0], caches[1], names=nm, progress=say)
-    except NoOverlapError as exc:
-        pipeline_error = str(exc)
-        notes.append(f"the pipeline failed: {exc}")
+    res, pipeline_error = _run_pipeline(st)
     timings["pipeline"] = time.perf_counter() - t0
-    ctx = quality.make_context(a, b, cfg.score)  # identical to the pipeline's: same images and ScoreConfig
 
-    # 2. candidates, grouped by family in the table; levels the pipeline skipped only when asked
     t0 = time.perf_counter()
-    trials = _trial_index(cfg)
-    cands: list[Candidate] = list(res.candidates) if res is not None else []
-    tried = list(res.levels_tried) if res is not None else []
-    forced: list[Candidate] = []
-    want_all = METHOD_ALL_LEVELS in meths or res is None
-    for level in cfg.levels:
-        if level.name in tried or not want_all:
-            continue
-        say(f"{nm[0]} -> {nm[1]}: forced level {level.name}")
-        forced += run_level(level, a, b, cfg, ctx, caches[0], caches[1])
-    if res is None and forced:
-        notes.append("every level was re-run to show the rejected candidates")
-    elif forced:
-        notes.append(f"forced levels: {', '.join(sorted({c.params['level'] for c in forced}))}")
-    est_filter = [m for m in meths if m in ESTIMATOR_CHOICES]
-    show_cands = bool(est_filter) or METHOD_CANDIDATES in meths or METHOD_ALL_LEVELS in meths
-    rows: list[Row] = []
-    win_row: Row | None = None
-    forced_ids = {id(c) for c in forced}
-    for c in cands + forced:
-        r = _measure(
-            _candidate_row(c, _trial_of(c, trials), id(c) in forced_ids), ctx, c.matches, rescore=False
-        )
-        is_win = res is not None and c is res.best
-        if is_win:
-            win_row = r
-            r.note = "winning candidate" + (
-                f", refined by {res.refined_by}" if res.refined_by != "none" else ""
-            )
-        if is_win or (show_cands and (not est_filter or c.method in est_filter)):
-            rows.append(r)
+    rows, win_row, eval_m = _candidate_rows(st, res, meths)
     timings["candidates"] = time.perf_counter() - t0
-    eval_m = (
-        res.matches if res is not None else next((c.matches for c in forced if c.matches is not None), None)
-    )
 
-    # 3. the pipeline row and the refiners applied to the winning candidate
     t0 = time.perf_counter()
     pipe_row = None
     if res is not None and win_row is not None:
-        wp = win_row.params
-        pipe_row = Row(
-            KIND_PIPELINE,
-            METHOD_PIPELINE,
-            "pipeline",
-            {
-                "preset": preset,
-                "refined_by": res.refined_by,
-                "levels_tried": list(res.levels_tried),
-                "from": f"{res.best.method} t={wp.get('threshold', 0):g} {wp.get('features', '')}",
-            },
-            res.H,
-            seconds=res.seconds,
-            note="the project's matrix",
-        )
-        rows.append(_measure(pipe_row, ctx, res.matches))
-        steps: list[tuple[str, Callable[[], np.ndarray | None]]] = []
-        H0, m0 = res.best.H, res.best.matches
-        if METHOD_LSQ in meths:
-            steps.append((METHOD_LSQ, lambda: refine_lsq(H0, m0)))
-        if METHOD_ECC in meths:
-            steps.append((METHOD_ECC, lambda: refine_ecc(H0, a, b)))
-        if METHOD_DEEP in meths:
-            deep, why = _deep_refiner()
-            if deep is None:
-                notes.append(why)
-            else:
-                steps.append((METHOD_DEEP, lambda: deep(H0, a, b)))
-        for name, fn in steps:
-            say(f"{nm[0]} -> {nm[1]}: {name} refinement")
-            rows.append(_measure(_refined_row(name, fn, win_row, ctx.src_size), ctx, res.matches))
+        pipe_row, refined = _refiner_rows(st, res, win_row, meths, preset)
+        rows += refined
     timings["refiners"] = time.perf_counter() - t0
 
-    # 4. the OpenCV baselines (stitch.bench), measured on the pipeline's match set
     t0 = time.perf_counter()
-    base = [m for m in bench.BASELINE_METHODS if m in meths]
-    if base:
-        say(f"{nm[0]} -> {nm[1]}: OpenCV baselines")
-        for m, out in bench.run_sift_baselines(a, b, base, fast=True).items():
-            row = Row(
-                KIND_BASELINE,
-                m,
-                "OpenCV baseline",
-                {"ratio": bench.SIFT_RATIO, "threshold": bench.BASELINE_REPROJ_THRESHOLD},
-                None if out.H is None else normalize_h(out.H),
-                seconds=out.seconds,
-                note=f"own SIFT matching: {out.detail}",
-            )
-            if out.H is None:
-                row.rejected = "no homography found"
-            rows.append(_measure(row, ctx, eval_m))
+    rows += _baseline_rows(st, meths, eval_m)
     timings["baselines"] = time.perf_counter() - t0
 
-    # 5. ground truth, ranking, winner and runner-up
-    if truth is not None:
-        pair = bench.GTPair(
-            "compare", f"{nm[0]} -> {nm[1]}", Path(nm[0]), Path(nm[1]), truth.H, truth.src_pts, truth.dst_pts
-        )
-        for r in rows:
-            r.error = bench.homography_error(pair, r.H, ctx.src_size)
-    _rank(rows)
-    winner = None if pipe_row is None else pipe_row.id
-    derived = {id(pipe_row), id(win_row)} | {id(r) for r in rows if r.kind == KIND_REFINED}
-    runner = next((r.id for r in rows if r.ok and id(r) not in derived), None)
-    if pipe_row is not None:
-        better = [r for r in rows if r.ok and r.score > pipe_row.score + 1e-9 and r.kind != KIND_CANDIDATE]
-        for r in better:
-            notes.append(
-                f"{r.method} scores higher ({r.score:.4f}) than the pipeline's matrix ({pipe_row.score:.4f})"
-            )
+    winner, runner = _rank_rows(st, rows, truth, pipe_row, win_row)
     timings["total"] = time.perf_counter() - t_start
     return CompareReport(
-        src_name=nm[0],
-        dst_name=nm[1],
+        src_name=nm[0], dst_name=nm[1],
         src_path=None if isinstance(src, np.ndarray) else str(src),
         dst_path=None if isinstance(dst, np.ndarray) else str(dst),
-        src_image=a,
-        dst_image=b,
-        preset=preset,
-        seed=int(seed),
-        methods=meths,
-        score_config=cfg.score,
-        rows=rows,
-        winner=winner,
-        runner_up=runner,
-        pipeline_error=pipeline_error,
+        src_image=a, dst_image=b, preset=preset, seed=int(seed), methods=meths, score_config=cfg.score,
+        rows=rows, winner=winner, runner_up=runner, pipeline_error=pipeline_error,
         refined_by=None if res is None else res.refined_by,
-        levels_tried=tried,
-        warnings=[] if res is None else list(res.warnings),
-        gt=truth,
-        notes=notes,
-        timings=timings,
+        levels_tried=list(res.levels_tried) if res is not None else [],
+        warnings=[] if res is None else list(res.warnings), gt=truth, notes=st.notes, timings=timings,
     )
 
 
@@ -778,13 +785,13 @@ def compare_folder(
 
 
 def check_winners(
-    pairs: Sequence[bench.GTPair],
+    pairs: Sequence[datasets.GTPair],
     *,
     tolerance: float = DEFAULT_GT_TOLERANCE,
     progress: Callable[[int, int, str], None] | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """``compare_homographies`` on ground-truth pairs (``bench.load_homography_gt``): is the winner the best?
+    """``compare_homographies`` on ground-truth pairs (``datasets.load_homography_gt``): is the winner the best?
 
     Returns one dict per pair: name, winner_error, best_error, best_method, winner_is_best (within
     ``tolerance`` px of the smallest error in the table) and seconds. ``options`` go to compare_homographies.

@@ -22,13 +22,13 @@ from batch_trees import (
     make_tree,
 )
 from helpers import texture
+from stitch.cli.main import main
 
 from stitch.batch.backends import Limits, make_backend
 from stitch.batch.jobs import STATUS_FAILED, STATUS_OK, STATUS_OOM, STATUS_TIMEOUT
 from stitch.batch.manifest import MANIFEST_NAME, latest_records, read_records
 from stitch.batch.run import run_batch
 from stitch.bench.batch import output_files, partial_files
-from stitch.cli.main import main
 from stitch.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import cv2
 import pytest
+from stitch.cli.bench_goals import batch_goals
+from stitch.cli.main import main
 
 from stitch.batch.jobs import STATUS_FAILED, STATUS_OK, SetResult
 from stitch.batch.manifest import Manifest
@@ -22,7 +24,6 @@ from stitch.bench.batch import (
     stray_files,
     variants,
 )
-from stitch.cli.main import main
 from stitch.errors import StitchError
 
 
@@ -73,9 +74,10 @@ def test_targets() -> None:
                          memory_mb={200: 150.0, 2000: 151.0})
     assert r.speedup("local") == pytest.approx(1.9048) and r.speedup("ray") is None
     assert r.ray_overhead(2) == pytest.approx(1.9048 / 1.8519 - 1)
-    met = {f: m for f, _, _, m in r.targets()}
-    assert met["speed-up 2 vs 1 worker (local)"] is True and met["Ray overhead per set, 2 worker(s)"] is True
-    assert met["coordinator peak RSS growth 200 -> 2000 sets (MB)"] is True
+    goals = {g.name: g.reached for g in batch_goals(r)}
+    assert goals == {"local: throughput with 2 workers >= 1.8x 1 worker": True,
+                     "Ray's time per set <= local's + 5% (2 worker(s))": True,
+                     "coordinator memory flat from 200 to 2000 sets (growth <= 5%)": True}
     assert json.loads(json.dumps(r.to_json()))["speedup"]["local"] == pytest.approx(1.9048)
 
 

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from stitch.cli.bench_cmd import bench as bench_group
 
+from stitch.bench import baselines, datasets, metrics
 from stitch.bench import homography as bench
 from stitch.errors import ConfigError, EstimationError, StitchError
 from stitch.geometry import point_error
@@ -30,8 +31,8 @@ def gt_root() -> Path:
 
 
 @pytest.fixture(scope="module")
-def gt_pairs(gt_root: Path) -> list[bench.GTPair]:
-    return bench.load_homography_gt(gt_root)
+def gt_pairs(gt_root: Path) -> list[datasets.GTPair]:
+    return datasets.load_homography_gt(gt_root)
 
 
 def cand(name: str, H, n_inliers: int, score: float, rejected: str | None = None):
@@ -52,52 +53,52 @@ def cand(name: str, H, n_inliers: int, score: float, rejected: str | None = None
 
 def test_ok_at_known_answer():
     errors = [0.0, 1.0, 2.0, INF]
-    assert bench.ok_at(errors, 3) == 0.75
-    assert bench.ok_at(errors, 1) == 0.5  # <= counts
-    assert bench.ok_at(errors, 0.5) == 0.25
-    assert bench.ok_at([INF, float("nan")], 10) == 0.0  # NaN is a failure too
-    assert math.isnan(bench.ok_at([], 3))
+    assert metrics.ok_at(errors, 3) == 0.75
+    assert metrics.ok_at(errors, 1) == 0.5  # <= counts
+    assert metrics.ok_at(errors, 0.5) == 0.25
+    assert metrics.ok_at([INF, float("nan")], 10) == 0.0  # NaN is a failure too
+    assert math.isnan(metrics.ok_at([], 3))
 
 
 def test_auc_known_answer():
     # Curve through (0,0), (0,.25), (1,.5), (2,.75), held at .75 up to t=3:
     # area = 0 + (.25+.5)/2 + (.5+.75)/2 + .75 = 1.75 -> AUC@3 = 1.75 / 3.
-    assert bench.auc_at([0.0, 1.0, 2.0, INF], 3) == pytest.approx(1.75 / 3)
+    assert metrics.auc_at([0.0, 1.0, 2.0, INF], 3) == pytest.approx(1.75 / 3)
     # t=1.5: 0.375 + (.5 + .5) * .5 / 2... held at .5 from 1 to 1.5 -> (0.375 + 0.25) / 1.5.
-    assert bench.auc_at([0.0, 1.0, 2.0, INF], 1.5) == pytest.approx(0.625 / 1.5)
-    assert bench.auc_at([0.0, 0.0], 5) == pytest.approx(1.0)
-    assert bench.auc_at([INF, INF], 5) == 0.0
+    assert metrics.auc_at([0.0, 1.0, 2.0, INF], 1.5) == pytest.approx(0.625 / 1.5)
+    assert metrics.auc_at([0.0, 0.0], 5) == pytest.approx(1.0)
+    assert metrics.auc_at([INF, INF], 5) == 0.0
     # one error of 1 px: linear from (0,0) to (1,1), then flat: (0.5 + 9) / 10.
-    assert bench.auc_at([1.0], 10) == pytest.approx(0.95)
-    assert bench.auc_at([2.0, 1.0, 0.0, INF], 3) == bench.auc_at([0.0, 1.0, 2.0, INF], 3)  # order-free
-    assert math.isnan(bench.auc_at([], 3))
+    assert metrics.auc_at([1.0], 10) == pytest.approx(0.95)
+    assert metrics.auc_at([2.0, 1.0, 0.0, INF], 3) == metrics.auc_at([0.0, 1.0, 2.0, INF], 3)  # order-free
+    assert math.isnan(metrics.auc_at([], 3))
     with pytest.raises(ConfigError, match="threshold"):
-        bench.auc_at([1.0], 0)
+        metrics.auc_at([1.0], 0)
 
 
 def test_summarize_known_answer():
-    s = bench.summarize("m", [0.0, 1.0, 2.0, INF], [1.0, 2.0, 3.0, float("nan")])
+    s = metrics.summarize("m", [0.0, 1.0, 2.0, INF], [1.0, 2.0, 3.0, float("nan")])
     assert s.pairs == 4
     assert s.ok == {3.0: 0.75, 5.0: 0.75, 10.0: 0.75}
     assert s.auc[3.0] == pytest.approx(1.75 / 3)
     assert s.median_error == 1.5
     assert s.median_seconds == 2.0 and s.total_seconds == 6.0  # NaN = not timed, left out
-    assert bench.summarize("m", [INF, INF, 1.0], [0, 0, 0]).median_error == INF
+    assert metrics.summarize("m", [INF, INF, 1.0], [0, 0, 0]).median_error == INF
 
 
 def test_corner_error_shift():
-    pair = bench.GTPair("oxford", "x", Path("a"), Path("b"), np.eye(3))
+    pair = datasets.GTPair("oxford", "x", Path("a"), Path("b"), np.eye(3))
     shift = np.array([[1.0, 0, 3.0], [0, 1, 4.0], [0, 0, 1]])
-    assert bench.homography_error(pair, shift, (640, 480)) == pytest.approx(5.0)
-    assert bench.homography_error(pair, np.eye(3), (640, 480)) == 0.0
-    assert bench.homography_error(pair, None, (640, 480)) == INF
-    assert bench.homography_error(pair, np.zeros((3, 3)), (640, 480)) == INF
-    assert bench.homography_error(pair, np.full((3, 3), np.nan), (640, 480)) == INF
+    assert metrics.homography_error(pair, shift, (640, 480)) == pytest.approx(5.0)
+    assert metrics.homography_error(pair, np.eye(3), (640, 480)) == 0.0
+    assert metrics.homography_error(pair, None, (640, 480)) == INF
+    assert metrics.homography_error(pair, np.zeros((3, 3)), (640, 480)) == INF
+    assert metrics.homography_error(pair, np.full((3, 3), np.nan), (640, 480)) == INF
     # with annotated points, the error is measured on those points, not the corners
     pts = np.array([[10.0, 10.0], [20.0, 30.0]])
-    pair_pts = bench.GTPair("homogr", "y", Path("a"), Path("b"), np.eye(3), pts, pts + [3.0, 4.0])
-    assert bench.homography_error(pair_pts, np.eye(3), (640, 480)) == pytest.approx(5.0)
-    assert bench.homography_error(pair_pts, shift, (640, 480)) == pytest.approx(0.0)
+    pair_pts = datasets.GTPair("homogr", "y", Path("a"), Path("b"), np.eye(3), pts, pts + [3.0, 4.0])
+    assert metrics.homography_error(pair_pts, np.eye(3), (640, 480)) == pytest.approx(5.0)
+    assert metrics.homography_error(pair_pts, shift, (640, 480)) == pytest.approx(0.0)
 
 
 def test_selectors_planted():
@@ -118,32 +119,32 @@ def test_regressions_and_ratio():
     R = bench.PairRow
     rows = [
         R("oxford", "a", bench.METHOD_STITCH, 9.0, 2.0),
-        R("oxford", "a", bench.METHOD_SIFT_MAGSAC, 1.0, 1.0),
-        R("oxford", "a", bench.METHOD_SIFT_RANSAC, 4.0, 1.0),
+        R("oxford", "a", baselines.METHOD_SIFT_MAGSAC, 1.0, 1.0),
+        R("oxford", "a", baselines.METHOD_SIFT_RANSAC, 4.0, 1.0),
         R("oxford", "b", bench.METHOD_STITCH, 1.0, 4.0),
-        R("oxford", "b", bench.METHOD_SIFT_MAGSAC, 0.5, 1.0),
+        R("oxford", "b", baselines.METHOD_SIFT_MAGSAC, 0.5, 1.0),
         R("homogr", "c", bench.METHOD_STITCH, INF, 6.0),
-        R("homogr", "c", bench.METHOD_SIFT_MAGSAC, INF, 1.0),
+        R("homogr", "c", baselines.METHOD_SIFT_MAGSAC, INF, 1.0),
     ]
     regs = bench.find_regressions(rows)
     assert [(r.subset, r.name) for r in regs] == [("oxford", "a")]
-    assert regs[0].baseline_errors == {bench.METHOD_SIFT_MAGSAC: 1.0}
+    assert regs[0].baseline_errors == {baselines.METHOD_SIFT_MAGSAC: 1.0}
     assert bench.median_time_ratio(rows) == pytest.approx(4.0)
     assert bench.median_time_ratio(rows[:1]) is None
     summ = bench.summarize_rows(rows)
     assert list(summ) == ["oxford", "homogr", "overall"]
     assert [s.method for s in summ["overall"]] == [
         bench.METHOD_STITCH,
-        bench.METHOD_SIFT_RANSAC,
-        bench.METHOD_SIFT_MAGSAC,
+        baselines.METHOD_SIFT_RANSAC,
+        baselines.METHOD_SIFT_MAGSAC,
     ]
 
 
 def test_loader_exception(tmp_path: Path):
     with pytest.raises(StitchError, match=str(tmp_path)):
-        bench.load_homography_gt(tmp_path)
+        datasets.load_homography_gt(tmp_path)
     with pytest.raises(StitchError, match="not found"):
-        bench.load_homography_gt(tmp_path / "missing")
+        datasets.load_homography_gt(tmp_path / "missing")
 
 
 # --- real data -------------------------------------------------------------------------------------
@@ -155,9 +156,9 @@ def test_loader_counts(gt_root: Path, gt_pairs):
     assert len({p.label for p in gt_pairs}) == 56
     assert all(p.eval_src_pts is None for p in gt_pairs if p.subset == "oxford")
     # a subset folder directly
-    assert len(bench.load_homography_gt(gt_root / "oxford_affine")) == 40
-    assert len(bench.load_homography_gt(gt_root / "homogr")) == 16
-    assert len(bench.limit_pairs(gt_pairs, 2)) == 4
+    assert len(datasets.load_homography_gt(gt_root / "oxford_affine")) == 40
+    assert len(datasets.load_homography_gt(gt_root / "homogr")) == 16
+    assert len(datasets.limit_pairs(gt_pairs, 2)) == 4
 
 
 def test_homogr_gt_maps_annotated_points(gt_pairs):
@@ -167,7 +168,7 @@ def test_homogr_gt_maps_annotated_points(gt_pairs):
         assert p.eval_src_pts is not None and len(p.eval_src_pts) >= 4
         fwd = point_error(p.H_gt, p.eval_src_pts, p.eval_dst_pts)
         assert fwd < 0.5, p.name
-        assert bench.homography_error(p, p.H_gt, (1, 1)) == pytest.approx(fwd)
+        assert metrics.homography_error(p, p.H_gt, (1, 1)) == pytest.approx(fwd)
         # the inverse (B -> A) is worse everywhere, and far off on most pairs (city is near-identity)
         inv = point_error(np.linalg.inv(p.H_gt), p.eval_src_pts, p.eval_dst_pts)
         assert inv > fwd, p.name
@@ -178,10 +179,10 @@ def test_homogr_gt_maps_annotated_points(gt_pairs):
 def test_baseline_magsac_leuven(gt_pairs):
     pair = next(p for p in gt_pairs if p.subset == "oxford" and p.name == "leuven 1->2")
     src, dst = read_image(pair.src), read_image(pair.dst)
-    out = bench.run_sift_baselines(src, dst, [bench.METHOD_SIFT_MAGSAC])
-    err = bench.homography_error(pair, out[bench.METHOD_SIFT_MAGSAC].H, (src.shape[1], src.shape[0]))
+    out = baselines.run_sift_baselines(src, dst, [baselines.METHOD_SIFT_MAGSAC])
+    err = metrics.homography_error(pair, out[baselines.METHOD_SIFT_MAGSAC].H, (src.shape[1], src.shape[0]))
     assert err < 3.0
-    assert out[bench.METHOD_SIFT_MAGSAC].seconds > 0
+    assert out[baselines.METHOD_SIFT_MAGSAC].seconds > 0
 
 
 def gt_stub(pairs):
@@ -198,7 +199,7 @@ def gt_stub(pairs):
 
 
 def test_bench_run_with_gt_stub(gt_root: Path, gt_pairs):
-    pairs = bench.limit_pairs(gt_pairs, 1)
+    pairs = datasets.limit_pairs(gt_pairs, 1)
     calls = []
     res = bench.run_homography_bench(
         gt_root,
@@ -243,7 +244,7 @@ def test_bench_methods_exception(gt_root: Path):
 
 
 def test_cli_homography_smoke(gt_root: Path, gt_pairs, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(bench, "default_estimator", lambda: gt_stub(bench.limit_pairs(gt_pairs, 1)))
+    monkeypatch.setattr(bench, "default_estimator", lambda: gt_stub(datasets.limit_pairs(gt_pairs, 1)))
     out = tmp_path / "res.json"
     r = CliRunner().invoke(
         bench_group,
@@ -292,7 +293,7 @@ def test_bench_stitch_deep_row_runs_the_deep_refiner(gt_root: Path, gt_pairs):
     """Method stitch+deep calls the estimator with refiner='deep' and reports its score."""
     pytest.importorskip("torch")
     pytest.importorskip("kornia")
-    pairs = bench.limit_pairs(gt_pairs, 1)
+    pairs = datasets.limit_pairs(gt_pairs, 1)
     stub = gt_stub([p for p in pairs for _ in range(2)])  # two estimator calls per pair
     seen = []
 

@@ -1,4 +1,4 @@
-"""stitch.bench_synthetic and `stitch bench synthetic`: pairs, rows, summaries, checks, JSON."""
+"""stitch.bench.synthetic and `stitch bench synthetic`: pairs, rows, summaries, goals, JSON."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from helpers import write_sets
+from stitch.cli.bench_goals import synthetic_goals
 
 from stitch.bench.synthetic import (
     METHOD_CLASSICAL_ECC,
@@ -15,10 +16,11 @@ from stitch.bench.synthetic import (
     METHOD_ECC_ECC,
     METHOD_START,
     REGIME_METHODS,
+    SyntheticResult,
     SyntheticRow,
-    issue_checks,
     run_synthetic_bench,
     summarize_synthetic,
+    worse_than_ecc,
 )
 from stitch.errors import ConfigError
 
@@ -60,12 +62,15 @@ def test_never_worse_counts():
     errors = {METHOD_ECC: [0.30, 0.50, 1.00], METHOD_DEEP_ECC: [0.34, 0.60, 0.90], METHOD_ECC_ECC: [0.40, 0.56, 1.20]}
     rows = [SyntheticRow("refiner", k, "i", m, e, 0.01) for m, es in errors.items() for k, e in enumerate(es)]
     summaries = {"refiner": [summarize_synthetic("refiner", m, [r for r in rows if r.method == m]) for m in errors]}
-    checks = {c.name: c for c in issue_checks(summaries, rows)}
-    worse = checks["refiner: pairs where deep+ECC is worse than ECC by > 0.05 px"]
-    assert worse.value == 1.0 and worse.passed is False  # pair 1 only (0.60 > 0.50 + 0.05); pair 0 is within 0.05
-    control = checks["refiner (control): pairs where ECC+ECC is worse than ECC by > 0.05 px"]
-    assert control.value == 3.0 and control.passed is None
-    assert checks["refiner: deep+ECC mean MACE - ECC mean MACE (px)"].value == pytest.approx(0.04 / 3)
+    result = SyntheticResult("r", [], 0, 3, None, rows, summaries, 0.0)
+    goals = {g.name.split(",")[0]: g for g in synthetic_goals(result)}
+    worse = goals["refiner: pairs where deep+ECC is worse than ECC by > 0.05 px"]
+    # deep+ECC: pair 1 only (0.60 > 0.50 + 0.05; pair 0 is within 0.05); the ECC+ECC control: all 3 pairs
+    assert worse.detail == "1 pairs (control: 3)" and worse.reached is True
+    control = goals["refiner (control): pairs where ECC+ECC is worse than ECC by > 0.05 px"]
+    assert control.detail == "3 pairs" and control.reached is None
+    assert goals["refiner: deep+ECC mean MACE <= ECC mean MACE"].reached is False  # 0.6133 > 0.6
+    assert worse_than_ecc(rows, METHOD_DEEP_ECC) == 1
 
 
 def test_deep_rows(photos):
@@ -77,7 +82,7 @@ def test_deep_rows(photos):
         pytest.skip("no shipped weights")
     r = run_synthetic_bench(photos, pairs=1)
     assert {s.method for ss in r.summaries.values() for s in ss} == {m for ms in REGIME_METHODS.values() for m in ms}
-    names = [c.name for c in r.checks]
+    names = [g.name for g in synthetic_goals(r)]
     assert any("deep from identity" in n for n in names) and any("time" in n for n in names)
 
 

@@ -93,7 +93,7 @@ def test_subprocess_run_pano3(tmp_path, samples_dir):
         pytest.skip(f"{STITCH_BIN} not installed (pip install -e .)")
     before = digest(samples_dir / "pano3")
     out = tmp_path / "tmp" / "pano.jpg"
-    proc = subprocess.run([str(STITCH_BIN), "run", "data/samples/pano3", "-o", str(out), "--json", "--no-crop",
+    proc = subprocess.run([str(STITCH_BIN), "run", "data/samples/pano3", "-o", str(out), "--json", "-", "--no-crop",
                            "--projection", "plane"],
                           check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -151,7 +151,7 @@ def test_broken_files_skipped_or_fatal(tmp_path, crops, capsys):
     write(d / "b.png", crops[1])
     before = digest(d)
     out = tmp_path / "out" / "pano.png"
-    assert main(["run", str(d), "-o", str(out), "--json"]) == 0
+    assert main(["run", str(d), "-o", str(out), "--json", "-"]) == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     warns = [ln for ln in captured.err.splitlines() if ln.startswith("warning:")]
@@ -170,7 +170,7 @@ def test_gray_rgba_16bit_inputs(tmp_path, crops):
     write(d / "1_gray.png", cv2.cvtColor(crops[0], cv2.COLOR_BGR2GRAY))
     write(d / "2_rgba.png", cv2.cvtColor(crops[1], cv2.COLOR_BGR2BGRA))
     write(d / "3_16bit.png", crops[2].astype(np.uint16) * 257)
-    res = run(["run", str(d), "-o", str(tmp_path / "pano.jpg"), "--json", "--no-crop"])
+    res = run(["run", str(d), "-o", str(tmp_path / "pano.jpg"), "--json", "-", "--no-crop"])
     assert res.exit_code == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["kept"] == ["1_gray.png", "2_rgba.png", "3_16bit.png"]
@@ -196,7 +196,7 @@ def test_unrelated_image_dropped_with_warning(tmp_path, crops):
     write(d / "a.png", crops[0])
     write(d / "b.png", crops[1])
     write(d / "z_noise.png", noise(5))
-    res = run(["run", str(d), "-o", str(tmp_path / "pano.png"), "--json"])
+    res = run(["run", str(d), "-o", str(tmp_path / "pano.png"), "--json", "-"])
     assert res.exit_code == 0, res.stderr
     assert any(ln.startswith("warning: dropped z_noise.png") for ln in res.stderr.splitlines())
     summary = json.loads(res.stdout)
@@ -295,7 +295,7 @@ def test_run_compositing_options_and_debug_dir(tmp_path, crops):
     write(d / "a.png", crops[0])
     write(d / "b.png", crops[1])
     dbg = tmp_path / "debug"
-    res = run(["run", str(d), "-o", str(tmp_path / "pano.png"), "--json", "--exposure", "gain", "--seam", "dp",
+    res = run(["run", str(d), "-o", str(tmp_path / "pano.png"), "--json", "-", "--exposure", "gain", "--seam", "dp",
                "--blend", "feather", "--seam-megapix", "0.05", "--no-crop", "--debug-dir", str(dbg)])
     assert res.exit_code == 0, res.stderr
     summary = json.loads(res.stdout)
@@ -306,7 +306,7 @@ def test_run_compositing_options_and_debug_dir(tmp_path, crops):
     for expected in ("matches/a--b.jpg", "warped/0_a.jpg", "masks/1_b.png", "compensated/0_a.jpg", "seams/1_b.png",
                      "seams.png", "result_seams.jpg", "gains.json"):
         assert expected in names, (expected, sorted(names))
-    res = run(["run", str(d), "-o", str(tmp_path / "cropped.png"), "--json", "--bands", "2", "--blend", "multiband",
+    res = run(["run", str(d), "-o", str(tmp_path / "cropped.png"), "--json", "-", "--bands", "2", "--blend", "multiband",
                "--projection", "plane"])
     assert res.exit_code == 0, res.stderr
     summary = json.loads(res.stdout)
@@ -326,8 +326,9 @@ def test_bench_panorama_cli(tmp_path, crops):
     res = run(["bench", "panorama", str(tmp_path / "sets"), "--method", "stitch", "--out", str(tmp_path / "bp"),
                "--json", str(out)])
     assert res.exit_code == 0, res.stderr
-    assert "panorama: tiny" in res.stdout and "issue 3 figures" in res.stdout
+    assert "panorama: tiny" in res.stdout and "goals" in res.stdout
     data = json.loads(out.read_text())
+    assert data["goals"][0]["name"].startswith("success on every set") and data["goals"][0]["reached"] is True
     assert data["rows"][0]["ok"] and data["rows"][0]["given"] == 2 and data["rows"][0]["kept"] == 2
     assert Path(data["contact_sheet"]).exists()
     res = run(["bench", "panorama", str(tmp_path / "sets"), "--method", "bogus"])

@@ -63,11 +63,11 @@ def test_dry_run(config, capsys):
 
 
 def test_train_resume_json(config, capsys):
-    assert main(["train", str(config), "-q", "--json", "-s", "train.max_steps=2"]) == 0
+    assert main(["train", str(config), "-q", "--json", "-", "-s", "train.max_steps=2"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["step"] == 2 and s["stopped"] == "max_steps"
     run = config.parent / "run"
-    assert main(["train", str(config), "-q", "--json", "--resume", str(run / "last.pt")]) == 0
+    assert main(["train", str(config), "-q", "--json", "-", "--resume", str(run / "last.pt")]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["step"] == 3 and (run / "refiner.pt").is_file() and (run / "lr.png").is_file()
 

@@ -10,7 +10,7 @@ import pytest
 
 from stitch.errors import ConfigError
 from stitch.homography.features import FeatureConfig, Features, detect
-from stitch.homography.matching import MatchConfig, Matches, _knn, match
+from stitch.homography.matching import MatchConfig, Matches, knn, match
 
 SHIFT = np.array([29.0, 17.0])  # a scene point at src px (x, y) is at dst px (x + 29, y + 17)
 
@@ -125,7 +125,7 @@ def test_mutual_only_removes(sift_features):
     assert pairs(mutual) <= pairs(one_way)
     assert len(mutual) < len(one_way)
     # each kept match is the nearest src descriptor of its dst keypoint
-    back, _ = _knn(fb.desc[mutual.dst_idx], fa.desc, fa.norm, 1)
+    back, _ = knn(fb.desc[mutual.dst_idx], fa.desc, fa.norm, 1)
     np.testing.assert_array_equal(back[:, 0], mutual.src_idx)
     # the mutual check drops wrong matches more than right ones
     assert np.mean(shift_error(mutual) < 1.5) >= np.mean(shift_error(one_way) < 1.5)
@@ -143,7 +143,7 @@ def test_knn_agrees_with_bfmatcher_l2():
     rng = np.random.default_rng(1)
     q = rng.random((300, 128), dtype=np.float32)
     t = rng.random((500, 128), dtype=np.float32)
-    idx, dist = _knn(q, t, cv2.NORM_L2, 2)
+    idx, dist = knn(q, t, cv2.NORM_L2, 2)
     bi, bd = _bf(q, t, cv2.NORM_L2, 2)
     np.testing.assert_array_equal(idx, bi)
     np.testing.assert_allclose(dist, bd, rtol=1e-5)
@@ -154,7 +154,7 @@ def test_knn_agrees_with_bfmatcher_hamming():
     rng = np.random.default_rng(2)
     q = rng.integers(0, 256, (200, 32), dtype=np.uint8)
     t = rng.integers(0, 256, (300, 32), dtype=np.uint8)
-    idx, dist = _knn(q, t, cv2.NORM_HAMMING, 2)
+    idx, dist = knn(q, t, cv2.NORM_HAMMING, 2)
     bi, bd = _bf(q, t, cv2.NORM_HAMMING, 2)
     np.testing.assert_array_equal(dist, bd)
     # ties in integer distances may pick either neighbour; the distances say the same
@@ -165,13 +165,13 @@ def test_knn_chunked_and_edge_cases():
     rng = np.random.default_rng(3)
     t = rng.random((4, 8), dtype=np.float32)
     q = t[[2, 0, 3]] + 1e-3  # each query next to a known train row
-    idx, dist = _knn(q, t, cv2.NORM_L2, 1)
+    idx, dist = knn(q, t, cv2.NORM_L2, 1)
     np.testing.assert_array_equal(idx[:, 0], [2, 0, 3])
     np.testing.assert_allclose(dist[:, 0], np.sqrt(8) * 1e-3, rtol=0.1)  # float32 |q|^2 + |t|^2 - 2qt
-    idx, dist = _knn(q, t[:1], cv2.NORM_L2, 2)  # one train row: the second neighbour is missing
+    idx, dist = knn(q, t[:1], cv2.NORM_L2, 2)  # one train row: the second neighbour is missing
     np.testing.assert_array_equal(idx[:, 1], [-1, -1, -1])
     assert np.all(np.isinf(dist[:, 1]))
-    idx, dist = _knn(np.zeros((0, 8), np.float32), t, cv2.NORM_L2, 2)
+    idx, dist = knn(np.zeros((0, 8), np.float32), t, cv2.NORM_L2, 2)
     assert idx.shape == (0, 2) and dist.shape == (0, 2)
 
 

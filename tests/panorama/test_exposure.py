@@ -11,7 +11,7 @@ import pytest
 
 from stitch.errors import ConfigError
 from stitch.panorama.compose import low_canvas, low_views, seam_scale
-from stitch.panorama.exposure import EXPOSURE_CHOICES, compensate, solve_gains
+from stitch.panorama.exposure import EXPOSURE_CHOICES, compensate, is_monochrome, solve_gains
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Projection, canvas_bounds
 
@@ -96,3 +96,38 @@ def test_exception():
     with pytest.raises(ConfigError, match="sigma"):
         solve_gains(1, [], sigma_n=0)
     assert compensate(views[:1], "gain").uniform == [True]  # one view: nothing to compensate
+
+
+def test_color_cast_planted():
+    """A colour cast planted on view 2 (B x1.1, R x0.85) comes back from the overlap within 2 %."""
+    g = compensate(two_views(1.0, (1.1, 1.0, 0.85)), "color", block_size=16)
+    ratio = g.scalar(0) / g.scalar(1)
+    np.testing.assert_allclose(ratio, [1.1, 1.0, 0.85], rtol=0.02)
+
+
+def test_color_cast_that_varies_across_the_frame():
+    """A cast on the top half only (a sky): 'color' removes most of the step that 'channels' leaves."""
+    views = two_views(1.0)
+    top = views[1].image[:75].astype(np.float32) * np.array([1.18, 1.05, 0.9], np.float32)
+    views[1].image[:75] = np.clip(top, 0, 255).astype(np.uint8)
+
+    def step(kind: str) -> float:
+        g = compensate(views, kind, block_size=16)
+        a, b = g.apply_low(0, views[0]).image[:75, 100:], g.apply_low(1, views[1]).image[:75, :100]
+        return float(np.abs(a.astype(np.float32).mean((0, 1)) - b.astype(np.float32).mean((0, 1))).max())
+
+    assert step("none") > 15
+    assert step("color") < 0.35 * step("channels")
+
+
+def test_color_leaves_a_gray_photo_alone():
+    """Next to a gray photo, a colour photo keeps its colours (no pink snow): only brightness is matched."""
+    views = two_views(1.0)
+    gray = cv2.cvtColor(cv2.cvtColor(views[1].image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    views[1] = LowView(gray, views[1].mask, views[1].offset)
+    assert is_monochrome(views[1]) and not is_monochrome(views[0])
+    g = compensate(views, "color")
+    for k in range(2):
+        s = g.scalar(k)
+        assert np.ptp(s) < 0.01, (k, s)  # the same gain on B, G and R
+    assert np.ptp(compensate(views, "channels").scalar(0)) > 0.02  # what 'channels' does instead

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from stitch.cli.compare_cmd import compare
 
-from stitch.bench import homography as bench
+from stitch.bench import datasets, metrics
 from stitch.errors import ConfigError
 from stitch.homography.select import SelectConfig
 from stitch.report.compare import (
@@ -138,8 +138,8 @@ def test_shift(written, pair_dir):
     assert all(isinstance(r["error"], float) for r in p["rows"])  # every row has an error
     # the reported error is bench's definition (corner error of the src image)
     w = rep.winner_row
-    pair = bench.GTPair("t", "t", Path("a"), Path("b"), np.loadtxt(pair_dir / "H.txt"))
-    assert w.error == pytest.approx(bench.homography_error(pair, w.H, (640, 480)))
+    pair = datasets.GTPair("t", "t", Path("a"), Path("b"), np.loadtxt(pair_dir / "H.txt"))
+    assert w.error == pytest.approx(metrics.homography_error(pair, w.H, (640, 480)))
 
 
 def test_json_encoding():
@@ -381,7 +381,7 @@ def test_folder(samples_dir, tmp_path):
 @pytest.mark.slow
 def test_homogr_winner(shared_data):
     """On a real homogr pair with annotated points the winner is within 1 px of the best row."""
-    pairs = [p for p in bench.load_homogr_pairs(shared_data / "homography_gt" / "homogr") if p.name == "adam"]
+    pairs = [p for p in datasets.load_homogr_pairs(shared_data / "homography_gt" / "homogr") if p.name == "adam"]
     if not pairs:
         pytest.skip("homogr/adam not in the shared data")
     (res,) = check_winners(pairs, methods="candidates,lsq,ecc,SIFT+MAGSAC")

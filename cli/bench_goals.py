@@ -1,0 +1,168 @@
+"""The goals that `stitch bench` checks its figures against: the project's targets, not the library's.
+
+Each benchmark module in ``stitch.bench`` measures; this module says what counts as reached, and which set
+stands for what (``DEFAULT_MEMORY_SET``). ``stitch bench ... --json`` adds the goals to the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stitch.batch.backends import BACKENDS
+from stitch.bench.batch import BAD_SETS, WORKER_COUNTS, BatchBenchResult
+from stitch.bench.homography import METHOD_STITCH
+from stitch.bench.panorama import METHOD_OS, METHOD_OS_SIFT, PEER_METHODS, PanoramaBenchResult
+from stitch.bench.synthetic import (
+    METHOD_CLASSICAL_DEEP,
+    METHOD_DEEP,
+    METHOD_DEEP_ECC,
+    METHOD_DEEP_IDENTITY,
+    METHOD_ECC,
+    METHOD_ECC_ECC,
+    REGIME_DETONE,
+    REGIME_REFINER,
+    SyntheticResult,
+    worse_than_ecc,
+)
+
+#: The panorama set whose peak memory is compared with the peers'.
+DEFAULT_MEMORY_SET = "opencv_boat"
+#: HomographyNet's published mean corner error on the DeTone protocol (px).
+HOMOGRAPHYNET_MACE = 9.2
+#: Batch (issue 15): throughput with 2 workers over 1, Ray's time per set over local's minus 1, and the
+#: coordinator's peak RSS growth from the smallest to the largest tree, as a fraction of the smallest's.
+BATCH_SPEEDUP = 1.8
+BATCH_RAY_OVERHEAD = 0.05
+BATCH_MEMORY_GROWTH = 0.05
+
+
+@dataclass
+class Goal:
+    """One goal: what, whether it is reached (None: not measurable, or a control with no target), the numbers."""
+
+    name: str
+    reached: bool | None
+    detail: str
+
+
+def panorama_goals(result: PanoramaBenchResult, memory_set: str = DEFAULT_MEMORY_SET) -> list[Goal]:
+    """Success, overlap quality and seam visibility against the peers, time, and peak memory on ``memory_set``."""
+    if METHOD_STITCH not in result.methods:
+        return []
+    ours = {s: result.row(s, METHOD_STITCH) for s in result.sets}
+    peers = [m for m in result.methods if m in PEER_METHODS]
+    out = []
+    bad = [s for s, r in ours.items() if not (r and r.ok and r.distractors_dropped)]
+    out.append(Goal("success on every set, every image kept except the distractors (*_noise)", not bad,
+                      "all sets" if not bad else "not on: " + ", ".join(bad)))
+    for key, label in (("ssim", "overlap SSIM"), ("psnr", "overlap PSNR"), ("ssim_udis", "UDIS SSIM"),
+                       ("psnr_udis", "UDIS PSNR")):
+        worse, n = [], 0
+        for s in result.sets:
+            vals = [getattr(r, key) for m in peers if (r := result.row(s, m)) and r.ok and getattr(r, key) is not None]
+            if not vals:
+                continue
+            n += 1
+            mine = getattr(ours[s], key) if ours[s] and ours[s].ok else None
+            if mine is None or mine < max(vals) - 1e-9:
+                worse.append(f"{s} ({'—' if mine is None else f'{mine:.3f}'} < {max(vals):.3f})")
+        out.append(Goal(f"{label} >= the best peer's on every set a peer succeeds on ({n} sets)",
+                          None if n == 0 else not worse, "below on: " + "; ".join(worse) if worse else "on all"))
+    worse, n = [], 0
+    for s in result.sets:
+        vals = [r.seam_visibility for m in peers
+                if (r := result.row(s, m)) and r.ok and r.seam_visibility is not None]
+        if not vals:
+            continue
+        n += 1
+        mine = ours[s].seam_visibility if ours[s] and ours[s].ok else None
+        if mine is None or mine >= min(vals):
+            worse.append(f"{s} ({'—' if mine is None else f'{mine:.2f}'} >= {min(vals):.2f})")
+    out.append(Goal(f"seam visibility below every peer's ({n} sets with a peer)", None if n == 0 else not worse,
+                      "not below on: " + "; ".join(worse) if worse else "on all"))
+    tot = result.totals()
+    if METHOD_OS_SIFT in tot and "vs_stitch" in tot[METHOD_OS_SIFT]:
+        v = tot[METHOD_OS_SIFT]["vs_stitch"]
+        out.append(Goal(f"total time <= openstitching-sift over the {len(v['sets'])} sets both succeed on",
+                          v["seconds_stitch"] <= v["seconds_peer"] if v["sets"] else None,
+                          f"stitch {v['seconds_stitch']:.1f} s vs {v['seconds_peer']:.1f} s"))
+    mine = ours.get(memory_set)
+    for m in (METHOD_OS, METHOD_OS_SIFT):
+        peer = result.row(memory_set, m)
+        if mine is None or peer is None or mine.peak_mb is None or peer.peak_mb is None:
+            continue
+        out.append(Goal(f"peak memory on {memory_set} <= {m}'s", mine.ok and mine.peak_mb <= peer.peak_mb,
+                          f"stitch {mine.peak_mb:.0f} MB vs {peer.peak_mb:.0f} MB"
+                          + ("" if peer.ok else " (the peer failed; its figure is a lower bound)")))
+    return out
+
+
+def synthetic_goals(result: SyntheticResult) -> list[Goal]:
+    """The learned refiner's figures, from whatever methods were run."""
+    by = {(s.regime, s.method): s for ss in result.summaries.values() for s in ss}
+    out: list[Goal] = []
+    d = by.get((REGIME_DETONE, METHOD_DEEP_IDENTITY))
+    if d:
+        out.append(Goal(f"detone: deep from identity, mean MACE < {HOMOGRAPHYNET_MACE} px (HomographyNet)",
+                        d.mean < HOMOGRAPHYNET_MACE, f"{d.mean:.3f} px"))
+    c = by.get((REGIME_DETONE, METHOD_CLASSICAL_DEEP))
+    if c:
+        out.append(Goal("detone: classical+deep, mean MACE <= 1.0 px", c.mean <= 1.0, f"{c.mean:.3f} px"))
+        out.append(Goal("detone: classical+deep, failures (> 3 px) <= 3%", c.failures <= 0.03, f"{c.failures:.1%}"))
+    r, e = by.get((REGIME_REFINER, METHOD_DEEP)), by.get((REGIME_REFINER, METHOD_ECC))
+    if r:
+        out.append(Goal("refiner: deep, median MACE <= 0.5 px", r.median <= 0.5, f"{r.median:.3f} px"))
+    if r and e and e.median_seconds > 0:
+        ratio = r.median_seconds / e.median_seconds
+        out.append(Goal("refiner: deep time / ECC time (medians; no target)", None, f"{ratio:.3f}"))
+    control = by.get((REGIME_REFINER, METHOD_ECC_ECC)) and e
+    n_control = worse_than_ecc(result.rows, METHOD_ECC_ECC) if control else None
+    if by.get((REGIME_REFINER, METHOD_DEEP_ECC)) and e:
+        n = worse_than_ecc(result.rows, METHOD_DEEP_ECC)
+        de = by[(REGIME_REFINER, METHOD_DEEP_ECC)]
+        out.append(Goal("refiner: pairs where deep+ECC is worse than ECC by > 0.05 px, at most the ECC+ECC control's",
+                        None if n_control is None else n <= n_control,
+                        f"{n} pairs" + ("" if n_control is None else f" (control: {n_control})")))
+        out.append(Goal("refiner: deep+ECC mean MACE <= ECC mean MACE", de.mean <= e.mean,
+                        f"{de.mean:.3f} vs {e.mean:.3f} px"))
+    if n_control is not None:
+        out.append(Goal("refiner (control): pairs where ECC+ECC is worse than ECC by > 0.05 px", None,
+                        f"{n_control} pairs"))
+    return out
+
+
+def batch_goals(result: BatchBenchResult) -> list[Goal]:
+    """Scaling per backend, Ray's per-set overhead, crash and resume, flat coordinator memory, bad sets."""
+    out = []
+    for b in BACKENDS:
+        s = result.speedup(b)
+        if s is not None:
+            out.append(Goal(f"{b}: throughput with 2 workers >= {BATCH_SPEEDUP}x 1 worker", s >= BATCH_SPEEDUP,
+                            f"{s:.2f}x"))
+    for w in WORKER_COUNTS:
+        o = result.ray_overhead(w)
+        if o is not None:
+            out.append(Goal(f"Ray's time per set <= local's + {BATCH_RAY_OVERHEAD:.0%} ({w} worker(s))",
+                            o <= BATCH_RAY_OVERHEAD, f"{o:+.1%}"))
+    c = result.crash
+    if c is not None:
+        out.append(Goal(f"kill -9 x{len(c.kill_after_s)} and resume: every set once, identical outputs, no partial "
+                        "files", c.passed, f"{c.records}/{c.sets} records; {len(c.duplicates)} twice, "
+                        f"{len(c.different_outputs)} outputs differ, {len(c.partial_files) + len(c.stray_files)} "
+                        "stray files"))
+    if len(result.memory_mb) >= 2:
+        lo, hi = min(result.memory_mb), max(result.memory_mb)
+        growth = result.memory_mb[hi] - result.memory_mb[lo]
+        out.append(Goal(f"coordinator memory flat from {lo} to {hi} sets (growth <= {BATCH_MEMORY_GROWTH:.0%})",
+                        growth <= BATCH_MEMORY_GROWTH * result.memory_mb[lo],
+                        f"{result.memory_mb[lo]:.1f} -> {result.memory_mb[hi]:.1f} MB"))
+    if result.bad_sets:
+        out.append(Goal("each bad set failed with a one-line reason, the batch went on", result.bad_ok,
+                        f"{len(result.bad_sets)} of {len(BAD_SETS)}"))
+    return out
+
+
+def goals_table_rows(goals: Sequence[Goal]) -> list[list[str]]:
+    """name | reached (yes / no / -) | detail, as plain strings."""
+    return [[g.name, "-" if g.reached is None else ("yes" if g.reached else "no"), g.detail] for g in goals]
