@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test browser samples bench bench-panorama lint
+.PHONY: venv demo test browser samples bench bench-panorama bench-batch lint
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ bench: venv
 # stitch vs OpenStitching (defaults and SIFT) and cv2.Stitcher; 10-25 minutes on 2 cores
 bench-panorama: venv
 	$(BIN)/stitch bench panorama ../shared/data/panoramas --out out/bench_panorama --json out/bench_panorama.json
+
+# stitch batch at scale: throughput per backend and worker count, kill -9 and resume, coordinator memory; 15-25 min
+bench-batch: venv
+	$(BIN)/stitch bench batch ../shared/data/panoramas --json out/bench_batch.json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,22 +1,21 @@
 """The HTML index of a batch: ``OUT/index.html``, one row per set from the manifest (latest record of each).
 
 Per set: a thumbnail linking to the panorama, status, seconds, images kept and dropped, size, warnings, the
-failure reason and the log. Written in two streaming passes over the manifest (totals, then rows) into a
-temporary file that replaces the index at the end: the index never holds every set in memory, and a
-reader never sees half of it.
+failure reason and the log. Written in two streaming passes over the manifest (totals, then rows) through
+stitch.io.write_chunks_atomic: the index never sits whole in memory, and a reader never sees half of it.
 """
 
 from __future__ import annotations
 
 import html
-import os
-import tempfile
+import itertools
 from collections import Counter
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from stitch.batch.jobs import LOG_NAME, STATUS_OK, STATUSES
 from stitch.batch.manifest import MANIFEST_NAME, latest_records
+from stitch.io import write_chunks_atomic
 
 INDEX_NAME = "index.html"
 
@@ -42,7 +41,8 @@ def _link(path: str) -> str:
     return "/".join(quote(p) for p in path.split("/"))
 
 
-def _row(r: dict[str, Any], fh: TextIO) -> None:
+def _row(r: dict[str, Any]) -> str:
+    """One table row of a manifest record."""
     name = r["name"]
     status = r.get("status", "")
     thumb = r.get("thumbnail")
@@ -56,7 +56,7 @@ def _row(r: dict[str, Any], fh: TextIO) -> None:
     warn_html = "<ul>" + "".join(f"<li>{_esc(w)}</li>" for w in warns) + "</ul>" if warns else ""
     reason = f'<div class="reason">{_esc(r.get("reason", ""))}</div>' if r.get("reason") else ""
     log = f'<a href="{_esc(_link(name + "/" + LOG_NAME))}">log</a>'
-    fh.write(
+    return (
         f'<tr><td>{cell}</td><td>{_esc(name)}<br>{log}</td><td class="{_esc(status)}">{_esc(status)}</td>'
         f'<td class="num">{float(r.get("seconds", 0.0)):.2f}</td><td class="num">{int(r.get("images", 0))}</td>'
         f'<td class="num">{int(r.get("kept", 0))}</td><td class="num">{int(r.get("dropped", 0))}</td>'
@@ -74,23 +74,12 @@ def write_index(out: Path, title: str = "stitch batch") -> Path:
         seconds += float(r.get("seconds", 0.0))
     total = sum(counts.values())
     parts = [f"{counts[s]} {s}" for s in STATUSES if counts[s]]
-    path = out / INDEX_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_NAME}.", suffix=".tmp", dir=str(out))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-                     f"<style>{STYLE}</style></head><body>\n<h1>{_esc(title)}</h1>\n"
-                     f"<p>{total} sets: {_esc(', '.join(parts) or 'none')}; {counts[STATUS_OK]} panoramas; "
-                     f"{seconds:.1f} s of stitching in all.</p>\n<table><thead><tr><th>panorama</th><th>set</th>"
-                     "<th>status</th><th>seconds</th><th>images</th><th>kept</th><th>dropped</th><th>size</th>"
-                     "<th>warnings / reason</th></tr></thead><tbody>\n")
-            for r in latest_records(manifest):
-                _row(r, fh)
-            fh.write("</tbody></table></body></html>\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    head = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n<h1>{_esc(title)}</h1>\n"
+            f"<p>{total} sets: {_esc(', '.join(parts) or 'none')}; {counts[STATUS_OK]} panoramas; "
+            f"{seconds:.1f} s of stitching in all.</p>\n<table><thead><tr><th>panorama</th><th>set</th>"
+            "<th>status</th><th>seconds</th><th>images</th><th>kept</th><th>dropped</th><th>size</th>"
+            "<th>warnings / reason</th></tr></thead><tbody>\n")
+    rows = (_row(r) for r in latest_records(manifest))
+    chunks = itertools.chain([head], rows, ["</tbody></table></body></html>\n"])
+    return write_chunks_atomic(out / INDEX_NAME, (c.encode("utf-8") for c in chunks))
