@@ -21,7 +21,7 @@ from stitch.cli.console import (
     results_console,
     stderr_console,
 )
-from stitch.cli.options import json_option, quiet_option, workers_option
+from stitch.cli.options import json_option, quiet_option
 
 from stitch.batch.backends import (
     BACKEND_CHOICES,
@@ -103,7 +103,8 @@ def print_summary(summary: Any, console: Any) -> None:
               help="local: processes on this machine; ray: Ray tasks (pip install 'stitch[ray]').")
 @click.option("--address", default=None, help="Ray cluster address (e.g. 'auto' or ray://head:10001); default: "
               "a local Ray instance.")
-@workers_option("Sets at a time (0: one per CPU here, or the Ray cluster's CPUs / --cpus-per-set).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,  # no cap of 64: clusters
+              help="Sets at a time (0: one per CPU here, or the Ray cluster's CPUs / --cpus-per-set).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds per set before it is killed (0: no limit).")
 @click.option("--memory-mb", type=click.IntRange(min=0), default=DEFAULT_MEMORY_MB, show_default=True,

@@ -97,7 +97,7 @@ def run_batch(root: str | Path, out: str | Path, options: JobOptions | None = No
     ``job_fn`` must be a function of an importable module, not of ``__main__`` (the job processes import it by
     name and never run the main module).
     """
-    root, out = Path(root), Path(out)
+    root, out = Path(root).absolute(), Path(out).absolute()  # jobs may run elsewhere (a Ray worker's own cwd)
     options = options or JobOptions()
     limits = limits or Limits()
     limits.check()

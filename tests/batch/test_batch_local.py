@@ -148,3 +148,12 @@ def test_exception_ray_missing(monkeypatch: pytest.MonkeyPatch, tree: Path, tmp_
     assert err == ["error: the ray backend needs Ray: pip install 'stitch[ray]'"]
     with pytest.raises(ConfigError, match="backend='spark'"):
         make_backend("spark", 1)
+
+
+def test_out_inside_root_is_not_a_set(tree: Path, tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    shutil.copytree(tree / "bad_one", root / "bad_one")
+    (root / "bad_empty").mkdir()
+    first = run_batch(root, root / "out", workers=1)
+    again = run_batch(root, root / "out", workers=1)
+    assert first.total == again.total == 2 and again.skipped == 2
