@@ -78,9 +78,10 @@ def print_summary(summary: Any, console: Any) -> None:
     rows = [["skipped (done before)", str(summary.skipped)]]
     rows += [[s, str(summary.counts.get(s, 0))] for s in STATUSES if summary.counts.get(s, 0)]
     rows.append(["total", str(summary.total)])
-    console.print(make_table(f"stitch batch: {summary.ran} sets run in {fmt_num(summary.seconds, 1)} s on "
-                             f"{summary.workers} worker(s) ({summary.backend}); {summary.kept} images kept, "
-                             f"{summary.dropped} dropped", ["status", "sets"], rows))
+    console.print(make_table("stitch batch", ["status", "sets"], rows))
+    console.print(f"{summary.ran} sets run in {fmt_num(summary.seconds, 1)} s on {summary.workers} worker(s) "
+                  f"({summary.backend}); {summary.kept} images kept, {summary.dropped} dropped", markup=False,
+                  highlight=False, soft_wrap=True)
     if summary.failures:
         more = f" (and {summary.more_failures} more)" if summary.more_failures else ""
         console.print(make_table(f"failures{more}", ["set", "status", "reason"],
