@@ -6,6 +6,7 @@ to stderr, a short summary to stdout; errors are one line (exit code 1).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from stitch.cli.console import emit_json, fmt_num, is_stdout, results_console, stderr_console
+from stitch.cli.console import emit_json, fmt_num, is_stdout, one_line, results_console, stderr_console
 from stitch.cli.options import json_option, preset_option, seed_option
 
 from stitch.errors import StitchError
@@ -57,6 +58,11 @@ def _check_report_path(ctx: click.Context, param: click.Parameter, value: Path) 
         return check_writable(value)
     except StitchError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _print_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+    """A warning (e.g. a file the folder listing skipped) as one ``warning:`` line on stderr."""
+    stderr_console().print(f"warning: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_summary(report: CompareReport, con) -> None:
@@ -154,7 +160,9 @@ def compare(
                 raise click.ClickException(f"{inputs[0]}: expected SRC DST (two images) or a FOLDER")
             if gt_path is not None or gt_points is not None:
                 raise click.ClickException("--gt/--gt-points need SRC DST (one pair), not a folder")
-            with status_line("compare") as say:
+            with status_line("compare") as say, warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.showwarning = _print_warning
                 result = compare_folder(inputs[0], methods=meths, preset=preset, seed=seed, progress=say)
                 say("writing the report")
                 write_html(

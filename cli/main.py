@@ -1,4 +1,4 @@
-"""The `stitch` command line: `stitch run FOLDER -o OUT` (panoramas) and `stitch bench ...` (benchmarks).
+"""The `stitch` command line: `stitch run FOLDER|FILES -o OUT` (panoramas) and `stitch bench ...` (benchmarks).
 
 Errors are one line on stderr (``error: ...``) with a non-zero exit, never a traceback; warnings (such as
 an image dropped from a panorama) are one line each (``warning: ...``) on stderr. Heavy modules load
@@ -27,7 +27,7 @@ from stitch.homography.features import DETECTOR_CHOICES
 from stitch.io import check_image_output
 from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
 from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
-from stitch.panorama.crop import DEFAULT_CROP
+from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
 from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
 from stitch.panorama.pipeline import (
     DEFAULT_PANORAMA_PROJECTION,
@@ -89,6 +89,9 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
         "crop": s["crop"],
         "gains": s["gains"],
         "bands": s["bands"],
+        "scale": s["scale"],
+        "filled": s["filled"],
+        "timelapse": s["timelapse"],
         "stage_seconds": s["stage_seconds"],
         "seconds": s["seconds"],
         "warnings": s["warnings"],
@@ -96,7 +99,7 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 
 
 @cli.command("run")
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="FOLDER|FILES...")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output image (.jpg, .png, ...); written atomically.")
 @preset_option(help="Pairwise estimation preset.")
@@ -119,45 +122,72 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
               help="Multi-band levels (default: from the overlap width).")
 @click.option("--seam-megapix", type=click.FloatRange(0.001, 10), default=DEFAULT_SEAM_MEGAPIX, show_default=True,
               help="Resolution (megapixels per image) at which exposure gains and seams are computed.")
-@click.option("--crop/--no-crop", default=DEFAULT_CROP, show_default=True,
-              help="Crop to the largest rectangle inside the valid region.")
+@click.option("--crop", type=click.Choice(CROP_CHOICES), default=None, show_default=DEFAULT_CROP,
+              help="Crop: " + "; ".join(f"'{k}': {m.help}" for k, m in CROP_MODES.items()) + ".")
+@click.option("--no-crop", is_flag=True, help="Same as --crop none.")
+@click.option("--crop-max-empty", type=click.FloatRange(0.0, 0.5, max_open=True), default=DEFAULT_CROP_MAX_EMPTY,
+              show_default=True, help="Largest share of empty pixels (then filled) in a '--crop fill' rectangle.")
+@click.option("--scale", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Output resolution as a fraction of the full resolution (compositing only; e.g. 0.5).")
+@click.option("--megapixels", type=click.FloatRange(0.0, min_open=True), default=None,
+              help="Output resolution: scale the canvas (before the crop) down to at most this many megapixels.")
+@click.option("--range-width", type=click.IntRange(0), default=0, show_default=True,
+              help="Ordered sequence: match only the images at most K places apart in input order "
+              "(0: every pair).")
+@click.option("--mask-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Feature masks: DIR/<photo stem>.png (any image extension) is the mask of that photo, white = "
+              "features may be found there, black = none. Photos without a mask use the whole image.")
+@click.option("--timelapse", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write every input warped alone onto the panorama's frame into this folder "
+              "(NNNN_<stem>.png, one per kept image).")
 @click.option("--debug-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the intermediate images (matches, warped images, masks, compensated images, seams, the "
               "result with seam lines) into this folder.")
 @workers_option("Threads for pair matching (0: the CPU count, at most 8); the result does not depend on it.")
 @json_option("Write a JSON summary of the run to this file ('-': stdout).")
 @quiet_option("No progress display (shown on a terminal only) or summary line; warnings still print.")
-def run_cmd(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
+def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str | None, projection: str, seed: int,
             work_megapix: float, max_canvas_mp: float, exposure: str, seam: str, blend: str, bands: int | None,
-            seam_megapix: float, crop: bool, debug_dir: Path | None, workers: int, json_path: Path | None,
-            quiet: bool) -> None:
-    """Stitch the images in FOLDER into one panorama written to OUTPUT.
+            seam_megapix: float, crop: str | None, no_crop: bool, crop_max_empty: float, scale: float | None,
+            megapixels: float | None, range_width: int, mask_dir: Path | None, timelapse: Path | None,
+            debug_dir: Path | None, workers: int, json_path: Path | None, quiet: bool) -> None:
+    """Stitch the images in FOLDER (or the image FILES given, or several folders) into one panorama written
+    to OUTPUT.
 
-    Unreadable files and images that overlap no other are skipped with a warning; fewer than two
-    usable images, or no overlap at all, is an error.
+    A folder's image files are read in name order; broken symlinks, files named like masks (mask*,
+    *_mask) and panoramas stitch wrote itself (tagged JPEG/PNG) are skipped with a warning. Unreadable
+    files, images under 32 px a side and images that overlap no other are skipped with a warning; fewer
+    than two usable images, or no overlap at all, is an error.
     """
+    if no_crop and crop not in (None, "none"):
+        raise click.UsageError(f"--no-crop contradicts --crop {crop}")
+    if scale is not None and megapixels is not None:
+        raise click.UsageError("give --scale or --megapixels, not both")
     extra = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
-             "crop": crop, "workers": workers}
+             "crop": "none" if no_crop else crop or DEFAULT_CROP, "crop_max_empty": crop_max_empty, "scale": scale,
+             "megapixels": megapixels, "range_width": range_width, "workers": workers,
+             "timelapse": None if timelapse is None else str(timelapse)}
     try:
-        _run(folder, output, preset, detector, projection, seed, work_megapix, max_canvas_mp, json_path, quiet,
-             extra, debug_dir)
+        _run(list(inputs), output, preset, detector, projection, seed, work_megapix, max_canvas_mp, json_path, quiet,
+             extra, debug_dir, mask_dir)
     except StitchError as exc:
         raise click.ClickException(one_line(str(exc))) from None
 
 
-def _run(folder: Path, output: Path, preset: str, detector: str | None, projection: str, seed: int,
+def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, projection: str, seed: int,
          work_megapix: float, max_canvas_mp: float, json_path: Path | None, quiet: bool,
-         extra: dict[str, Any] | None = None, debug_dir: Path | None = None) -> None:
-    from stitch.io import list_images, write_image_atomic
+         extra: dict[str, Any] | None = None, debug_dir: Path | None = None, mask_dir: Path | None = None) -> None:
+    from stitch.io import collect_inputs, is_stitch_output, write_image_atomic
     from stitch.panorama.debug import DebugDir
+    from stitch.panorama.inputs import check_timelapse_dir, masks_from_dir
     from stitch.panorama.pipeline import stitch_images
 
-    paths = list_images(folder)
-    _check_output(output, paths)
+    scan = collect_inputs(inputs)
+    paths = scan.paths
+    timelapse = (extra or {}).get("timelapse")
+    if timelapse is not None:
+        check_timelapse_dir(timelapse, paths)
     console = stderr_console()
-    if output.resolve().parent == folder.resolve():
-        console.print(f"warning: {output} is inside {folder}: a later run on {folder} will read it as an input",
-                      markup=False, highlight=False, soft_wrap=True)
     printed: set[str] = set()
 
     def show(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
@@ -166,6 +196,22 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
             printed.add(text)
             console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
+    say = show
+    for name, why in scan.skipped:
+        say(f"skipping {name}: {why}")
+    masks = None
+    if mask_dir is not None:
+        masks, unused = masks_from_dir(paths, mask_dir)
+        if unused:
+            say(f"{mask_dir}: no photo matches the mask file(s) {', '.join(unused)} (the mask of a.jpg is a.png)")
+    # never overwrite an input, a mask, or a file the folder listing skipped (unless stitch wrote it)
+    skipped = [i / n for i in inputs if i.is_dir() for n, _ in scan.skipped]
+    _check_output(output, paths + [m for m in masks or [] if m is not None]
+                  + [p for p in skipped if p.is_file() and not is_stitch_output(p)])
+    if output.suffix.lower() not in (".jpg", ".jpeg", ".png") and any(
+            output.resolve().parent == i.resolve() for i in inputs if i.is_dir()):
+        say(f"{output} is inside an input folder and a {output.suffix} file carries no stitch tag: a later run on "
+            "that folder will read it as an input (write .jpg or .png, or elsewhere)")
     options = {"preset": preset, "detector": detector, "projection": projection, "seed": seed,
                "work_megapix": work_megapix, "max_canvas_pixels": max(1, int(max_canvas_mp * 1e6)), **(extra or {})}
     if debug_dir is not None:
@@ -176,12 +222,12 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
         warnings.simplefilter("always")
         warnings.showwarning = show
         if quiet or not console.is_terminal:  # a live display only makes sense on a terminal
-            pano = stitch_images(paths, **options)
+            pano = stitch_images(paths, masks=masks, **options)
         else:
             with progress_bar("stitch", console) as progress:
-                pano = stitch_images(paths, progress=progress, **options)
+                pano = stitch_images(paths, progress=progress, masks=masks, **options)
     try:
-        write_image_atomic(output, pano.image)
+        write_image_atomic(output, pano.image, tag=True)
     except OSError as exc:
         raise StitchError(f"{output}: cannot write the panorama ({exc.strerror or exc})") from None
     emit_json(json_path, _summary(output, pano), quiet=quiet)
@@ -191,6 +237,8 @@ def _run(folder: Path, output: Path, preset: str, detector: str | None, projecti
                    f"{len(pano.dropped)} dropped, {pano.seconds:.1f} s)")
         if debug_dir is not None:
             click.echo(f"intermediate images in {debug_dir}")
+        if pano.timelapse:
+            click.echo(f"{len(pano.timelapse)} timelapse frames in {timelapse}")
 
 
 def _fail(message: str, code: int) -> int:

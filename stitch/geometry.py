@@ -6,6 +6,22 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from stitch.errors import ConfigError
+
+
+def as_homography(H: object, name: str = "H") -> np.ndarray:
+    """A user's matrix as (3, 3) float64 with H[2, 2] == 1; ConfigError naming ``name`` when it is not a finite,
+    non-singular 3 x 3 matrix."""
+    try:
+        M = np.asarray(H, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a 3 x 3 matrix, got {type(H).__name__}") from None
+    if M.shape != (3, 3):
+        raise ConfigError(f"{name}: expected a 3 x 3 matrix, got shape {M.shape}")
+    if not np.all(np.isfinite(M)) or abs(np.linalg.det(M)) < 1e-12 * max(np.abs(M).max(), 1e-300) ** 3:
+        raise ConfigError(f"{name}: the matrix is singular or not finite")
+    return normalize_h(M)
+
 
 def normalize_h(H: np.ndarray) -> np.ndarray:
     """Return H (3, 3) float64 scaled so that H[2, 2] == 1 (or unit Frobenius norm if H[2, 2] ~ 0)."""

@@ -1,11 +1,27 @@
-"""Image input/output: read files or arrays into 8-bit BGR, list folders, write outputs atomically."""
+"""Image input/output: read files or arrays into 8-bit BGR, list folders, write outputs atomically.
+
+Folder listing (``scan_folder``, ``list_images``, ``collect_inputs``) reads the files with an image
+extension, sorted by name, not recursive, and skips with a reason (a warning where listed):
+
+* broken symlinks (dangling, or looping) with an image extension;
+* files named like feature masks: a stem that starts with ``mask`` or ends with ``_mask``, ``-mask`` or
+  ``.mask`` (any case), e.g. ``mask.png``, ``mask_01.png``, ``img3_mask.png`` (``is_mask_name``); pass
+  masks with ``--mask-dir`` / ``masks=`` instead;
+* stitch's own outputs: panoramas and timelapse frames written as JPEG or PNG carry a tag (a JPEG comment
+  or a PNG text chunk holding ``OUTPUT_TAG``, no pixel changes), so a panorama written into the input
+  folder is not read as a photo by the next run. Other formats (TIFF, WebP, ...) carry no tag.
+
+Files named explicitly (``collect_inputs`` with a file) are always read.
+"""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import tempfile
 import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +35,12 @@ from stitch.errors import ImageReadError, StitchError
 ImageLike = str | os.PathLike | np.ndarray
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".pgm", ".ppm", ".pnm")
+#: Written into stitch's JPEG and PNG outputs (see the module docstring); searched in a file's first bytes.
+OUTPUT_TAG = b"stitch-output: written by stitch"
+#: How many leading bytes of a file are searched for OUTPUT_TAG (it sits right after the header).
+TAG_SEARCH_BYTES = 4096
+#: Stem endings that mark a feature mask (besides a ``mask`` prefix).
+MASK_SUFFIXES = ("_mask", "-mask", ".mask")
 
 
 def to_bgr8(img: np.ndarray, name: str = "array") -> np.ndarray:
@@ -68,6 +90,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return to_bgr8(img, str(p))
 
 
+def check_min_side(img: np.ndarray, name: str, min_side: int) -> np.ndarray:
+    """img itself, or ImageReadError when its shorter side is below min_side px."""
+    h, w = img.shape[:2]
+    if min(h, w) < min_side:
+        raise ImageReadError(f"{name}: too small ({w} x {h} px; each side must be at least {min_side} px)")
+    return img
+
+
 def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
     """Return (H, W, 3) uint8 BGR from a path or an array (arrays are converted, never modified)."""
     if isinstance(src, np.ndarray):
@@ -82,17 +112,102 @@ def image_name(src: ImageLike, index: int) -> str:
     return Path(src).name if isinstance(src, (str, os.PathLike)) else f"image{index}"
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files in ``folder`` (by extension, sorted by name, not recursive)."""
+def is_mask_name(path: str | os.PathLike) -> bool:
+    """True when the file name marks a feature mask (see the module docstring), e.g. 'mask_01.png'."""
+    stem = Path(path).stem.lower()
+    return stem.startswith("mask") or stem.endswith(MASK_SUFFIXES)
+
+
+def is_stitch_output(path: str | os.PathLike) -> bool:
+    """True when the file carries OUTPUT_TAG near its start (a panorama or frame stitch wrote)."""
+    try:
+        with open(path, "rb") as fh:
+            return OUTPUT_TAG in fh.read(TAG_SEARCH_BYTES)
+    except OSError:
+        return False
+
+
+def broken_link_reason(path: Path) -> str | None:
+    """'dangling symlink ...' or 'symlink loop' for a broken symlink, else None."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        return f"dangling symlink (its target {os.readlink(path)} does not exist)"
+    return None
+
+
+@dataclass
+class FolderScan:
+    """Image files of a listing, in order, and the files skipped as (name, reason)."""
+
+    paths: list[Path]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scan_folder(folder: str | os.PathLike) -> FolderScan:
+    """Image files in ``folder`` and the skipped ones (see the module docstring); raises if it is no folder."""
     d = Path(folder)
     if not d.exists():
         raise ImageReadError(f"{d}: folder not found")
     if not d.is_dir():
         raise ImageReadError(f"{d}: not a folder")
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ImageReadError(f"{d}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return files
+    paths, skipped = [], []
+    for p in sorted(d.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if (why := broken_link_reason(p)) is not None:
+            skipped.append((p.name, why))
+        elif not p.is_file():
+            continue
+        elif is_mask_name(p):
+            skipped.append((p.name, "named like a feature mask (mask*, *_mask); pass masks with --mask-dir"))
+        elif is_stitch_output(p):
+            skipped.append((p.name, "written by stitch (a panorama or timelapse frame), not a photo"))
+        else:
+            paths.append(p)
+    return FolderScan(paths, skipped)
+
+
+def collect_inputs(items: Sequence[str | os.PathLike]) -> FolderScan:
+    """The image files of folders and files, in the order given (each folder's files sorted by name).
+
+    Files are taken as given (ImageReadError if one is missing); folders are scanned (scan_folder).
+    """
+    if not items:
+        raise ImageReadError("no inputs given: name a folder or image files")
+    out = FolderScan([])
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            scan = scan_folder(p)
+            out.paths += scan.paths
+            out.skipped += scan.skipped
+        elif p.is_file():
+            out.paths.append(p)
+        elif (why := broken_link_reason(p)) is not None:
+            raise ImageReadError(f"{p}: {why}")
+        else:
+            raise ImageReadError(f"{p}: file or folder not found")
+    if not out.paths:
+        skipped = f"; skipped {', '.join(n for n, _ in out.skipped)}" if out.skipped else ""
+        raise ImageReadError(f"{', '.join(map(str, items))}: no images found "
+                             f"(looked for {', '.join(IMAGE_EXTENSIONS)}{skipped})")
+    return out
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files in ``folder`` (scan_folder; each skipped file is a warning); raises if there are none."""
+    scan = scan_folder(folder)
+    for name, why in scan.skipped:
+        warnings.warn(f"skipping {name}: {why}", stacklevel=2)
+    if not scan.paths:
+        skipped = f"; skipped {', '.join(n for n, _ in scan.skipped)}" if scan.skipped else ""
+        raise ImageReadError(f"{folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}{skipped})")
+    return scan.paths
 
 
 @dataclass
@@ -102,26 +217,50 @@ class LoadedImages:
     images: list[np.ndarray]
     names: list[str]
     skipped: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
 
 
-def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True) -> LoadedImages:
-    """Read every input as (H, W, 3) uint8 BGR; unreadable files warn and are skipped (or raise)."""
-    images, names, skipped = [], [], []
+def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_side: int = 1) -> LoadedImages:
+    """Read every input as (H, W, 3) uint8 BGR; unreadable files (or ones below min_side px) warn and are
+    skipped (arrays, or with skip_unreadable=False: raise). ``indices``: each image's place in inputs."""
+    images, names, skipped, indices = [], [], [], []
     for i, src in enumerate(inputs):
         name = image_name(src, i)
         try:
-            images.append(load_image(src, name))
+            images.append(check_min_side(load_image(src, name), name if isinstance(src, np.ndarray) else str(src),
+                                         min_side))
             names.append(name)
+            indices.append(i)
         except ImageReadError as exc:
             if not skip_unreadable or isinstance(src, np.ndarray):
                 raise
             warnings.warn(f"skipping {exc}", stacklevel=2)
             skipped.append(f"{name}: {exc}")
-    return LoadedImages(images, names, skipped)
+    return LoadedImages(images, names, skipped, indices)
 
 
-def write_image_atomic(path: str | os.PathLike, img: np.ndarray, params: Sequence[int] = ()) -> Path:
-    """Encode ``img`` by the file extension and write it atomically (temp file + rename)."""
+def tag_output(data: bytes) -> bytes:
+    """Encoded JPEG or PNG bytes with OUTPUT_TAG added (a COM segment after SOI/APP0, a tEXt chunk after
+    IHDR); other formats unchanged. The pixels are untouched."""
+    if data[:2] == b"\xff\xd8":
+        at = 2
+        if data[2:4] == b"\xff\xe0":  # keep JFIF's APP0 first
+            at = 4 + int.from_bytes(data[4:6], "big")
+        seg = b"\xff\xfe" + (len(OUTPUT_TAG) + 2).to_bytes(2, "big") + OUTPUT_TAG
+        return data[:at] + seg + data[at:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        body = b"tEXt" + b"Software\x00" + OUTPUT_TAG
+        chunk = (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+        return data[:33] + chunk + data[33:]  # after the signature (8) and IHDR (25)
+    return data
+
+
+def write_image_atomic(path: str | os.PathLike, img: np.ndarray, params: Sequence[int] = (),
+                       tag: bool = False) -> Path:
+    """Encode ``img`` by the file extension and write it atomically (temp file + rename).
+
+    ``tag``: mark the file as a stitch output (tag_output), so that folder listings skip it.
+    """
     out = Path(path)
     ext = out.suffix.lower() or ".png"
     try:
@@ -130,7 +269,8 @@ def write_image_atomic(path: str | os.PathLike, img: np.ndarray, params: Sequenc
         ok = False
     if not ok:
         raise StitchError(f"{out}: cannot encode an image as '{ext}'")
-    return write_bytes_atomic(out, buf.tobytes())
+    data = buf.tobytes()
+    return write_bytes_atomic(out, tag_output(data) if tag else data)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -1,4 +1,4 @@
-"""Procedurally generated photographs for the refiner tests (no data files needed)."""
+"""Test helpers: procedurally generated photographs (no data files needed) and the CLI error-line check."""
 
 from __future__ import annotations
 
@@ -37,3 +37,13 @@ def write_sets(root: Path, sets: dict[str, int], size: tuple[int, int] = (320, 2
             cv2.imwrite(str(root / name / f"img{i}.png"), texture(seed, size))
             seed += 1
     return root
+
+
+def one_line_error(stderr: str, *needles: str) -> str:
+    """The single `error:` line of stderr (no traceback); asserts it names every needle."""
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]

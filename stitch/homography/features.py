@@ -98,9 +98,10 @@ def _detector(kind: str, n: int):
 RawView = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _raw_view(gray: np.ndarray, kind: str, max_kp: int) -> RawView:
-    """Every keypoint of one (H, W) uint8 view with its response and descriptor (SIFT: uncapped)."""
-    kps, desc = _detector(kind, max_kp).detectAndCompute(gray, None)
+def _raw_view(gray: np.ndarray, kind: str, max_kp: int, mask: np.ndarray | None = None) -> RawView:
+    """Every keypoint of one (H, W) uint8 view with its response and descriptor (SIFT: uncapped); only where
+    mask (H, W) uint8 is non-zero when given."""
+    kps, desc = _detector(kind, max_kp).detectAndCompute(gray, mask)
     if desc is None or not kps:
         return (np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
                 np.zeros((0, 32 if kind == "orb" else 128), _desc_dtype(kind)))
@@ -173,11 +174,15 @@ def _to_full(pts: np.ndarray, s: float) -> np.ndarray:
     return ((pts.astype(np.float64) + 0.5) / s - 0.5).astype(np.float32)
 
 
-def detect(img: np.ndarray, config: FeatureConfig | None = None, raw_cache: dict | None = None) -> Features:
+def detect(img: np.ndarray, config: FeatureConfig | None = None, raw_cache: dict | None = None,
+           mask: np.ndarray | None = None) -> Features:
     """Detect features on (H, W, 3) BGR or (H, W) uint8; returns Features with full-resolution pixel coordinates.
 
     ``raw_cache`` (one dict per image) keeps the uncapped SIFT detection of the original view, so that
-    another keypoint cap on the same image (a costlier search level) re-selects instead of re-detecting.
+    another keypoint cap on the same image (a costlier search level) re-selects instead of re-detecting;
+    it belongs to one image and one mask. ``mask`` (H, W) bool: features only where True (the detector
+    sees the mask at its own resolution, a pixel kept only when all it covers is True, and every point
+    is checked against the full-resolution mask at the end).
     """
     cfg = config or FeatureConfig()
     gray = to_gray(img)
@@ -185,8 +190,15 @@ def detect(img: np.ndarray, config: FeatureConfig | None = None, raw_cache: dict
     work, s = resize_max_side(gray, cfg.work_max_side)
     kind = "orb" if cfg.detector == "orb" else "sift"
     key = (kind, cfg.work_max_side, cfg.max_keypoints if kind == "orb" else None)  # ORB's detection depends on n
+    if mask is not None and mask.shape != (h, w):
+        raise ConfigError(f"mask: shape {mask.shape} differs from the image's {(h, w)}")
+    work_mask = None
+    if mask is not None:
+        m8 = mask.astype(np.uint8) * 255
+        work_mask = m8 if work.shape == m8.shape else (
+            cv2.resize(m8, (work.shape[1], work.shape[0]), interpolation=cv2.INTER_AREA) == 255).astype(np.uint8)
     if raw_cache is None or key not in raw_cache:
-        raw = _raw_view(work, kind, cfg.max_keypoints)
+        raw = _raw_view(work, kind, cfg.max_keypoints, work_mask)
         if raw_cache is not None:
             raw_cache[key] = raw
     else:
@@ -199,10 +211,15 @@ def detect(img: np.ndarray, config: FeatureConfig | None = None, raw_cache: dict
         pts_list += [_to_full(p, s2) for p in p2]
         desc_list += d2
         view_list += v2
-    return Features(
+    feats = Features(
         pts=np.concatenate(pts_list).astype(np.float32),
         desc=np.concatenate(desc_list),
         norm=cv2.NORM_HAMMING if kind == "orb" else cv2.NORM_L2,
         image_size=(w, h),
         view=np.concatenate(view_list),
     )
+    if mask is None:
+        return feats
+    xi = np.clip(np.rint(feats.pts[:, 0]).astype(np.int64), 0, w - 1)
+    yi = np.clip(np.rint(feats.pts[:, 1]).astype(np.int64), 0, h - 1)
+    return feats.subset(mask[yi, xi])

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from stitch.errors import ConfigError, EstimationError
-from stitch.geometry import normalize_h, project, scale_h, transfer_errors
+from stitch.geometry import as_homography, normalize_h, project, scale_h, transfer_errors
 from stitch.homography.matching import Matches
 from stitch.imaging import to_gray
 
@@ -116,7 +116,7 @@ def refine_homography(src, dst, H: np.ndarray, method: str = DEFAULT_REFINER, ma
 
     if method not in REFINER_CHOICES:
         raise ConfigError(f"method={method!r}: choose one of {', '.join(REFINER_CHOICES)}")
-    H = normalize_h(np.asarray(H, dtype=np.float64))
+    H = as_homography(H)
     if method == "none":
         return H
     a, b = load_image(src, "src"), load_image(dst, "dst")

@@ -187,6 +187,7 @@ class FeatureCache:
 
     features: dict[FeatureConfig, Features] = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
+    mask: np.ndarray | None = None  # (H, W) bool: features only where True (stitch.homography.features.detect)
 
 
 def max_refine_shift(src_size: tuple[int, int]) -> float:
@@ -212,7 +213,7 @@ def _refiners(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: M
 def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache) -> Features:
     """Features of img under cfg, from/into the image's FeatureCache."""
     if cfg not in cache.features:
-        cache.features[cfg] = detect(img, cfg, cache.raw)
+        cache.features[cfg] = detect(img, cfg, cache.raw, cache.mask)
     return cache.features[cfg]
 
 

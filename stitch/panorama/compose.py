@@ -8,7 +8,13 @@
 2. exposure compensation solves gains on those views (stitch.exposure);
 3. seams are found on the compensated views (stitch.seams);
 4. the full-resolution images are blended strip by strip with the seam masks and gains (stitch.blend);
-5. the result is cropped to the largest rectangle inside the valid region (stitch.crop), unless disabled.
+5. the result is cropped by the ``crop`` mode (stitch.crop.CROP_MODES; default 'fill');
+6. with ``timelapse`` set, every image is also warped alone onto the cropped frame and written as its own
+   file there (stitch.panorama.timelapse).
+
+Output resolution: ``scale`` (0 < s <= 1, of the full resolution) or ``megapixels`` (the canvas, before the
+crop, is scaled down to at most that many MP) shrink the canvas before step 1: the images are downscaled
+(INTER_AREA) and the projection scaled by s, as for the seam canvas (``low_canvas``). Never upscaled.
 
 Hooks (stitch.debug.PipelineHooks) receive the views, gains, seam masks and the result as they are made.
 
@@ -39,8 +45,9 @@ from stitch.panorama.blend import (
     LowGrid,
     blend,
 )
-from stitch.panorama.crop import DEFAULT_CROP, crop_box
+from stitch.panorama.crop import DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY, crop_mode, crop_panorama
 from stitch.panorama.exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE, EXPOSURE_CHOICES, Gains, compensate
+from stitch.panorama.inputs import check_timelapse_dir
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, Projection, canvas_bounds, warp_image
@@ -111,7 +118,11 @@ class ComposeConfig:
     exposure: str = DEFAULT_EXPOSURE
     seam: str = DEFAULT_SEAM
     blend: str = DEFAULT_BLEND
-    crop: bool = DEFAULT_CROP
+    crop: str | bool = DEFAULT_CROP
+    crop_max_empty: float = DEFAULT_CROP_MAX_EMPTY
+    scale: float | None = None
+    megapixels: float | None = None
+    timelapse: str | None = None
     seam_megapix: float = DEFAULT_SEAM_MEGAPIX
     bands: int | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -125,8 +136,12 @@ class ComposeConfig:
             raise ConfigError(f"seam={self.seam!r}: choose one of {', '.join(SEAM_CHOICES)}")
         if self.blend not in BLEND_CHOICES:
             raise ConfigError(f"blend={self.blend!r}: choose one of {', '.join(BLEND_CHOICES)}")
-        if not isinstance(self.crop, bool):
-            raise ConfigError(f"crop={self.crop!r}: must be True or False")
+        crop_mode(self.crop)
+        if not (isinstance(self.crop_max_empty, (int, float)) and 0.0 <= self.crop_max_empty < 0.5):
+            raise ConfigError(f"crop_max_empty={self.crop_max_empty}: must be in [0, 0.5)")
+        check_output_size(self.scale, self.megapixels)
+        if self.timelapse is not None:
+            check_timelapse_dir(self.timelapse)  # stitch_images also checks it against the input files
         if not (isinstance(self.seam_megapix, (int, float)) and 0.001 <= self.seam_megapix <= 10):
             raise ConfigError(f"seam_megapix={self.seam_megapix}: must be between 0.001 and 10")
         if self.bands is not None and not (isinstance(self.bands, int) and 0 <= self.bands <= MAX_BANDS):
@@ -141,8 +156,10 @@ class ComposeConfig:
 class Composed:
     """compose_panorama's result: image (H, W, 3) uint8 and mask (H, W) bool after the crop.
 
-    crop: (x0, y0, x1, y1) of the result in canvas pixels; gains: mean gain per image (list of 1 or 3
-    floats); bands: multi-band levels used; seconds: per stage.
+    crop: (x0, y0, x1, y1) of the result in pixels of ``canvas`` (the canvas composited on: the input's, or
+    it scaled by ``scale`` < 1 for the output resolution); gains: mean gain per image (list of 1 or 3 floats);
+    bands: multi-band levels used; seconds: per stage; filled: pixels invented by the 'fill' crop (False in
+    mask); timelapse: the files written, one per image.
     """
 
     image: np.ndarray
@@ -151,6 +168,40 @@ class Composed:
     gains: list[list[float]]
     bands: int
     seconds: dict[str, float] = field(default_factory=dict)
+    canvas: Canvas | None = None
+    scale: float = 1.0
+    filled: int = 0
+    timelapse: list[str] = field(default_factory=list)
+
+
+def check_output_size(scale: float | None, megapixels: float | None) -> None:
+    """ConfigError unless at most one of scale (0 < s <= 1) and megapixels (> 0) is given."""
+    if scale is not None and megapixels is not None:
+        raise ConfigError(f"scale={scale} and megapixels={megapixels}: give one or the other, not both")
+    if scale is not None and not (isinstance(scale, (int, float)) and 0.0 < scale <= 1.0):
+        raise ConfigError(f"scale={scale}: must be in (0, 1] (a fraction of the full resolution)")
+    if megapixels is not None and not (isinstance(megapixels, (int, float)) and megapixels > 0):
+        raise ConfigError(f"megapixels={megapixels}: must be a positive number of megapixels")
+
+
+def output_scale(canvas_pixels: int, scale: float | None = None, megapixels: float | None = None) -> float:
+    """The output resolution factor s <= 1: ``scale``, or what brings the canvas to ``megapixels`` MP; 1.0 if neither."""
+    check_output_size(scale, megapixels)
+    if scale is not None:
+        return float(scale)
+    if megapixels is not None:
+        return min(1.0, math.sqrt(megapixels * 1e6 / max(canvas_pixels, 1)))
+    return 1.0
+
+
+def scaled_output(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
+                  scale: float) -> tuple[list[np.ndarray], list[np.ndarray], Canvas]:
+    """Images (h, w, 3) downscaled by ``scale`` (INTER_AREA), their H (3, 3) onto the canvas scaled by it, and that canvas."""
+    sizes = [(img.shape[1], img.shape[0]) for img in images]
+    small_canvas, Hs, small, _ = low_canvas(canvas, homographies, sizes, scale)
+    small_images = [cv2.resize(img, sm, interpolation=cv2.INTER_AREA) if (img.shape[1], img.shape[0]) != sm else img
+                    for img, sm in zip(images, small)]
+    return small_images, Hs, small_canvas
 
 
 def seam_scale(sizes: Sequence[tuple[int, int]], seam_megapix: float) -> float:
@@ -227,6 +278,9 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     names = list(names) if names is not None else [f"image{k}" for k in range(len(images))]
     seconds: dict[str, float] = {}
     t = time.perf_counter()
+    out_scale = output_scale(canvas.pixels, cfg.scale, cfg.megapixels)
+    if out_scale < 1.0:
+        images, homographies, canvas = scaled_output(images, homographies, canvas, out_scale)
     sizes = [(img.shape[1], img.shape[0]) for img in images]
     s = seam_scale(sizes, cfg.seam_megapix)
     low, Hs_low, small, grid = low_canvas(canvas, homographies, sizes, s)
@@ -256,19 +310,20 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     seconds["blend"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    image, mask, bands = out.image, out.mask, out.bands
+    bands = out.bands
+    cropped = crop_panorama(out.image, out.mask, cfg.crop, cfg.crop_max_empty)
     del out
-    box = (0, 0, mask.shape[1], mask.shape[0])
-    if cfg.crop:
-        box = crop_box(mask)
-        if box[2] > box[0] and box[3] > box[1] and box != (0, 0, mask.shape[1], mask.shape[0]):
-            image = np.ascontiguousarray(image[box[1]:box[3], box[0]:box[2]])
-            mask = np.ascontiguousarray(mask[box[1]:box[3], box[0]:box[2]])
-        elif box[2] <= box[0] or box[3] <= box[1]:
-            box = (0, 0, mask.shape[1], mask.shape[0])
+    image, mask, box = cropped.image, cropped.mask, cropped.box
     seconds["crop"] = time.perf_counter() - t
     if hooks is not None:
         final_mask = mask
         hooks.result(image, lambda: _seam_lines(views, masks, grid, box, final_mask))
-    return Composed(image, mask, box, [[round(float(g), 5) for g in gains.scalar(k)] for k in range(len(images))],
-                    bands, seconds)
+    scalar_gains = [[round(float(g), 5) for g in gains.scalar(k)] for k in range(len(images))]
+    written: list[str] = []
+    if cfg.timelapse is not None:
+        from stitch.panorama.timelapse import write_timelapse
+
+        t = time.perf_counter()
+        written = write_timelapse(cfg.timelapse, images, homographies, canvas, box, names, scalar_gains)
+        seconds["timelapse"] = time.perf_counter() - t
+    return Composed(image, mask, box, scalar_gains, bands, seconds, canvas, out_scale, cropped.filled, written)

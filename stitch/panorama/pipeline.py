@@ -62,6 +62,15 @@ from stitch.homography.select import (
 )
 from stitch.io import ImageLike, load_images
 from stitch.panorama.compose import ComposeConfig, compose_panorama
+from stitch.panorama.inputs import (
+    MIN_IMAGE_SIDE,
+    MaskLike,
+    check_mask,
+    check_timelapse_dir,
+    load_masks,
+    sequence_pairs,
+    work_mask,
+)
 from stitch.panorama.warp import (
     DEFAULT_MAX_CANVAS_PIXELS,
     PROJECTION_CHOICES,
@@ -122,6 +131,7 @@ class PanoramaConfig:
     full_grid_max_images: int = DEFAULT_FULL_GRID_MAX_IMAGES
     adjust: bool = True
     workers: int = 0
+    range_width: int = 0
     compose: ComposeConfig = field(default_factory=ComposeConfig)
 
     @property
@@ -139,8 +149,10 @@ class PanoramaConfig:
 
         Panorama options: min_pair_score, min_pair_inliers, loss, loss_scale_px, max_points_per_edge,
         full_grid_max_images, adjust, workers (pair-matching threads; 0 = the CPU count, at most 8, the
-        result does not depend on it); compositing: exposure, seam, blend, crop, seam_megapix, bands,
-        block_size (stitch.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
+        result does not depend on it), range_width (match only images at most this far apart in input
+        order; 0 = every pair; stitch.panorama.inputs); compositing: exposure, seam, blend, crop,
+        crop_max_empty, scale, megapixels, timelapse, seam_megapix, bands, block_size
+        (stitch.panorama.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
         (max_keypoints, ratio, estimators, thresholds, accept_score, score_max_side, min_inliers).
         """
         compose = ComposeConfig(**{k: options.pop(k) for k in list(options) if k in ComposeConfig.__dataclass_fields__})
@@ -180,6 +192,7 @@ class PanoramaConfig:
             raise ConfigError(f"loss_scale_px={self.loss_scale_px}: must be > 0")
         if not (isinstance(self.workers, int) and 0 <= self.workers <= 64):
             raise ConfigError(f"workers={self.workers}: must be an integer in 0..64 (0 = the CPU count)")
+        sequence_pairs(0, self.range_width)  # checks range_width
         if self.max_points_per_edge < 4:
             raise ConfigError(f"max_points_per_edge={self.max_points_per_edge}: must be at least 4")
 
@@ -207,7 +220,10 @@ class Panorama:
     (the crop included: ``canvas`` is the uncropped frame, ``crop`` the image's box on it);
     for projection 'plane' the projected coordinates are reference pixels, so image -> canvas is
     ``translate(-offset) @ homographies[k]`` (see ``canvas_homography``); for cylindrical/spherical they
-    are ``focal`` * angles (see stitch.warp).
+    are ``focal`` * angles (see stitch.warp). With an output ``scale`` s < 1 (``scale=`` / ``megapixels=``)
+    the canvas is the full-resolution one scaled by s: projected coordinates are s times the above, and
+    ``focal`` stays the full-resolution focal. ``filled``: pixels the 'fill' crop invented (False in
+    ``mask``); ``timelapse``: the frame files written, one per kept image.
     """
 
     image: np.ndarray
@@ -229,6 +245,9 @@ class Panorama:
     gains: list[list[float]] = field(default_factory=list)
     bands: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    scale: float = 1.0
+    filled: int = 0
+    timelapse: list[str] = field(default_factory=list)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -240,7 +259,7 @@ class Panorama:
         if self.projection != "plane":
             raise ConfigError(f"canvas_homography: projection is {self.projection!r}, not a homography")
         T = np.array([[1.0, 0, -self.offset[0]], [0, 1.0, -self.offset[1]], [0, 0, 1.0]])
-        return normalize_h(T @ self.homographies[k])
+        return normalize_h(T @ np.diag([self.scale, self.scale, 1.0]) @ self.homographies[k])
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel data)."""
@@ -259,6 +278,9 @@ class Panorama:
             "crop": None if self.crop is None else list(self.crop),
             "gains": {n: g for n, g in zip(self.names, self.gains)},
             "bands": self.bands,
+            "scale": round(self.scale, 6),
+            "filled": self.filled,
+            "timelapse": list(self.timelapse),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
@@ -328,14 +350,16 @@ def resolve_workers(workers: int) -> int:
 
 
 def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: PanoramaConfig,
-                progress: ProgressFn | None = None) -> tuple[list[tuple[int, int, Any]], dict[tuple[int, int], Any]]:
-    """Screen every pair of working images (h, w, 3); returns ([(i, j, HomographyResult)] accepted, reasons).
+                progress: ProgressFn | None = None, masks: Sequence[np.ndarray | None] | None = None
+                ) -> tuple[list[tuple[int, int, Any]], dict[tuple[int, int], Any]]:
+    """Screen the pairs of working images (h, w, 3) (every pair, or those within ``config.range_width``);
+    returns ([(i, j, HomographyResult)] accepted, reasons). masks: (h, w) bool feature masks or None.
 
     The results' H and points are in working px (the caller converts them); reasons[(i, j)] says why a
     rejected pair was rejected, as (score or -inf, text).
     """
     n = len(works)
-    caches = [FeatureCache() for _ in range(n)]
+    caches = [FeatureCache(mask=None if masks is None else masks[k]) for k in range(n)]
     levels = config.select.levels
     first = levels[0]
     if n > config.full_grid_max_images:
@@ -346,7 +370,7 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     if n > config.full_grid_max_images:
         repair_levels = tuple(replace(lv, specs=estimator_grid("fast")) for lv in repair_levels)
     repair = replace(config.select, levels=repair_levels) if repair_levels else None
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    pairs = sequence_pairs(n, config.range_width)
     results: dict[tuple[int, int], Any] = {}
     why: dict[tuple[int, int], tuple[float, str]] = {}
 
@@ -601,29 +625,37 @@ def _warn(msg: str, sink: list[str]) -> None:
     warnings.warn(msg, stacklevel=3)
 
 
-def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[np.ndarray], list[str], list]:
-    """(images (H, W, 3) uint8, names, dropped [(name, reason)]) of the readable inputs; needs >= 2 of them."""
+def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[np.ndarray], list[str], list, list[int]]:
+    """(images (H, W, 3) uint8, names, dropped [(name, reason)], each image's index in inputs) of the readable
+    inputs with each side >= MIN_IMAGE_SIDE px; needs >= 2 of them."""
     if isinstance(inputs, (str, bytes, np.ndarray)) or not hasattr(inputs, "__len__"):
         raise ConfigError("paths_or_arrays: expected a list of image paths or arrays")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loaded = load_images(list(inputs))
+        loaded = load_images(list(inputs), min_side=MIN_IMAGE_SIDE)
     for w in caught:
         _warn(str(w.message), notes)
     dropped = []
     for s in loaded.skipped:
         name, _, reason = s.partition(": ")
-        dropped.append((name, f"unreadable: {reason}"))
+        small = "too small" in reason
+        dropped.append((name, reason.split(": ", 1)[-1] if small else f"unreadable: {reason}"))
     if len(loaded.images) < 2:
         got = f"got {len(loaded.images)}" + (f": {', '.join(loaded.names)}" if loaded.names else "")
-        skipped = f" ({len(dropped)} unreadable: {', '.join(n for n, _ in dropped)})" if dropped else ""
-        raise StitchError(f"need at least 2 images, {got}{skipped}")
-    return loaded.images, loaded.names, dropped
+        small = [n for n, r in dropped if r.startswith("too small")]
+        bad = [n for n, r in dropped if not r.startswith("too small")]
+        parts = [f"{len(bad)} unreadable: {', '.join(bad)}"] if bad else []
+        if small:
+            parts.append(f"{len(small)} too small, each side must be at least {MIN_IMAGE_SIDE} px: {', '.join(small)}")
+        skipped = "; ".join(parts)
+        raise StitchError(f"need at least 2 images, {got}" + (f" ({skipped})" if skipped else ""))
+    return loaded.images, loaded.names, dropped, loaded.indices
 
 
 def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
-                    notes: list[str]) -> tuple[list[np.ndarray], list[str]]:
-    """Images and names without exact duplicates (same shape and pixels); each dropped one is recorded."""
+                    notes: list[str]) -> tuple[list[np.ndarray], list[str], list[int]]:
+    """Images and names without exact duplicates (same shape and pixels), and the kept indices; each dropped
+    one is recorded."""
     seen: dict[str, int] = {}
     keep: list[int] = []
     for k, img in enumerate(images):
@@ -635,7 +667,7 @@ def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
         else:
             seen[digest] = k
             keep.append(k)
-    return [images[k] for k in keep], [names[k] for k in keep]
+    return [images[k] for k in keep], [names[k] for k in keep], keep
 
 
 def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
@@ -659,27 +691,35 @@ def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
 def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT_PRESET, detector: str | None = None,
                   projection: str = DEFAULT_PANORAMA_PROJECTION, seed: int = 0,
                   work_megapix: float = DEFAULT_WORK_MEGAPIX, max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS,
-                  progress: ProgressFn | None = None, hooks: Any = None, **options: Any) -> Panorama:
+                  progress: ProgressFn | None = None, hooks: Any = None, masks: Sequence[MaskLike] | None = None,
+                  **options: Any) -> Panorama:
     """Stitch paths or (H, W[, C]) arrays into a Panorama (see the module docstring for the pipeline).
 
     progress(done, total, label) is called as pairs are matched and strips composited; hooks (a
-    stitch.debug.PipelineHooks) receives the intermediate results. Other ``options`` (exposure, seam, blend,
-    crop, ...): see PanoramaConfig.from_options. Raises StitchError with < 2 readable images, NoOverlapError when no
-    two images overlap, CanvasTooLargeError when the canvas would exceed ``max_canvas_pixels``.
+    stitch.debug.PipelineHooks) receives the intermediate results; masks: one feature mask per input (an
+    (H, W) bool/uint8 array, a path, or None; see stitch.panorama.inputs). Other ``options`` (exposure, seam,
+    blend, crop, scale, megapixels, timelapse, range_width, ...): see PanoramaConfig.from_options. Raises
+    StitchError with < 2 readable images, NoOverlapError when no two images overlap, CanvasTooLargeError when
+    the canvas would exceed ``max_canvas_pixels``.
     """
     t0 = time.perf_counter()
     cfg = PanoramaConfig.from_options(preset=preset, detector=detector, projection=projection, seed=seed,
                                       work_megapix=work_megapix, max_canvas_pixels=max_canvas_pixels, **options)
     notes: list[str] = []
-    images, names, dropped = read_inputs(paths_or_arrays, notes)
-    images, names = drop_duplicates(images, names, dropped, notes)
+    if cfg.compose.timelapse is not None:
+        check_timelapse_dir(cfg.compose.timelapse, paths_or_arrays if isinstance(paths_or_arrays, (list, tuple)) else ())
+    mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
+    images, names, dropped, index = read_inputs(paths_or_arrays, notes)
+    images, names, keep = drop_duplicates(images, names, dropped, notes)
+    feature_masks = [check_mask(mask_list[index[k]], img.shape, name) for k, img, name in zip(keep, images, names)]
     n = len(images)
     sizes = [(img.shape[1], img.shape[0]) for img in images]
 
     # pairwise registration at the working resolution
     works = [to_work(img, cfg.work_megapix) for img in images]
     A = [work_scale_matrix(sizes[k], (w.shape[1], w.shape[0])) for k, w in enumerate(works)]
-    raw, why = match_graph(works, names, cfg, progress) if n > 1 else ([], {})
+    work_masks = [work_mask(m, (w.shape[1], w.shape[0])) for m, w in zip(feature_masks, works)]
+    raw, why = match_graph(works, names, cfg, progress, work_masks) if n > 1 else ([], {})
     release_free_memory()
     edges = [_pair_edge(res, i, j, A[i], A[j]) for i, j, res in raw]
     if hooks is not None:
@@ -716,6 +756,7 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
     kept = [images[k] for k in order]
     images.clear()  # only the kept images stay referenced while compositing
     comp = compose_panorama(kept, H_list, canvas, cfg.compose, [names[k] for k in order], hooks, progress)
+    canvas = comp.canvas or canvas  # scaled for the output resolution
     offset = (canvas.offset[0] + comp.crop[0], canvas.offset[1] + comp.crop[1])
     return Panorama(
         image=comp.image, mask=comp.mask, homographies=H_list, names=[names[k] for k in order],
@@ -723,4 +764,5 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
         focal=focal if canvas.projection.kind != "plane" else None,
         edges=[(names[e.i], names[e.j], e.score, e.n_inliers) for e in edges],
         seconds=time.perf_counter() - t0, warnings=notes, rms_before=rms0, rms_after=rms1, canvas=canvas,
-        crop=comp.crop, gains=comp.gains, bands=comp.bands, stage_seconds=comp.seconds)
+        crop=comp.crop, gains=comp.gains, bands=comp.bands, stage_seconds=comp.seconds, scale=comp.scale,
+        filled=comp.filled, timelapse=comp.timelapse)

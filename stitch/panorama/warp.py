@@ -203,6 +203,16 @@ def _union_pixels(boxes: Sequence[tuple[float, float, float, float]]) -> float:
     return float((b[:, 2].max() - b[:, 0].min() + 1) * (b[:, 3].max() - b[:, 1].min() + 1))
 
 
+def pixel_count(n: int, unit_of: int | None = None) -> str:
+    """n pixels in words: '80 MP', '0.313 MP' (3 significant digits), or '1,000 px' below 0.1 MP.
+
+    ``unit_of``: pick the unit by this count instead, so that two counts compared side by side share it.
+    """
+    if (n if unit_of is None else unit_of) >= 100_000:
+        return f"{n / 1e6:.3g} MP"
+    return f"{n:,} px"
+
+
 def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
                   names: Sequence[str] | None = None,
                   max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS) -> Canvas:
@@ -227,8 +237,8 @@ def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int,
         worst = int(np.argmax(shrink))
         bw, bh = fboxes[worst][2] - fboxes[worst][0], fboxes[worst][3] - fboxes[worst][1]
         raise CanvasTooLargeError(
-            f"the canvas would be {width} x {height} px ({width * height / 1e6:.0f} MP > cap "
-            f"{max_canvas_pixels / 1e6:.0f} MP); the matrix of {names[worst]} blows it up "
+            f"the canvas would be {width} x {height} px ({pixel_count(width * height, max_canvas_pixels)} > cap "
+            f"{pixel_count(max_canvas_pixels)}); the matrix of {names[worst]} blows it up "
             f"(its warped box is {bw:.0f} x {bh:.0f} px)"
             + ("; try projection='cylindrical', or check the matches" if projection.kind == "plane"
                else "; check the matches, or raise max_canvas_pixels"))

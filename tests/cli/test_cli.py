@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import one_line_error
 from stitch.cli.main import cli, main
 
 from stitch.geometry import image_corners, project
@@ -29,16 +30,6 @@ def digest(folder: Path) -> dict[str, str]:
 def write(path: Path, img: np.ndarray) -> Path:
     assert cv2.imwrite(str(path), img), path
     return path
-
-
-def one_line_error(stderr: str, *needles: str) -> str:
-    """The single `error:` line of stderr (no traceback); asserts it names every needle."""
-    assert "Traceback" not in stderr, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +298,7 @@ def test_run_compositing_options_and_debug_dir(tmp_path, crops):
                      "seams.png", "result_seams.jpg", "gains.json"):
         assert expected in names, (expected, sorted(names))
     res = run(["run", str(d), "-o", str(tmp_path / "cropped.png"), "--json", "-", "--bands", "2", "--blend", "multiband",
-               "--projection", "plane"])
+               "--projection", "plane", "--crop", "rect"])
     assert res.exit_code == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["bands"] == 2 and summary["crop"][3] - summary["crop"][1] == 370  # rows both crops cover

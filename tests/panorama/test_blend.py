@@ -158,7 +158,8 @@ def test_api_options_and_hooks(samples_dir):
                       hooks=rec)
     assert p.crop == (0, 0, p.canvas.size[0], p.canvas.size[1]) and p.size == p.canvas.size
     assert rec.calls == ["matches", "warped", "compensated", "seams", "result"]
-    q = stitch_images(crops, exposure="none", seam="voronoi", blend="multiband", bands=2, projection="plane")
+    q = stitch_images(crops, exposure="none", seam="voronoi", blend="multiband", bands=2, projection="plane",
+                      crop="rect")
     assert q.bands == 2 and q.mask.all() and q.size[1] == 370  # cropped to rows 30..400, which both views cover
     summary = q.summary()
     assert summary["crop"] == list(q.crop) and summary["bands"] == 2 and len(summary["gains"]) == 2

@@ -1,0 +1,56 @@
+"""Timelapse output: every input warped alone onto the panorama's (cropped) frame, one file per image.
+
+Frame k is what image k contributes to the panorama: the same projection, canvas and crop, with its
+exposure gain (the mean gain for block gains) and no blending, black where the image does not reach. All
+frames have the panorama's size, so they overlay it pixel for pixel (OpenStitching's ``timelapse`` option).
+Files are ``<folder>/<k:04d>_<input stem>.png`` (k = the image's place among the kept images, in input
+order), PNG (lossless; the black margins compress well), each written atomically and tagged as a stitch
+output (stitch.io.is_stitch_output) so that a later run on that folder does not read it as a photo.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stitch.io import write_image_atomic
+from stitch.panorama.warp import Canvas, warp_image
+
+
+def frame_name(k: int, name: str) -> str:
+    """File name of image k's frame: '<k:04d>_<stem>.png'."""
+    return f"{k:04d}_{Path(name).stem}.png"
+
+
+def timelapse_frame(img: np.ndarray, H: np.ndarray, canvas: Canvas, k: int, box: tuple[int, int, int, int],
+                    gain: Sequence[float] = (1.0,)) -> tuple[np.ndarray, np.ndarray]:
+    """(frame (h, w, 3) uint8, covered (h, w) bool) of image k (H (3, 3) image -> reference) on canvas box."""
+    x0, y0, x1, y1 = box
+    frame = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+    covered = np.zeros((y1 - y0, x1 - x0), bool)
+    wi = warp_image(img, H, canvas, k, region=box)
+    if wi is None:
+        return frame, covered
+    h, w = wi.mask.shape
+    sl = (slice(wi.offset[1] - y0, wi.offset[1] - y0 + h), slice(wi.offset[0] - x0, wi.offset[0] - x0 + w))
+    g = np.asarray(gain, np.float32).reshape(1, 1, -1)
+    pix = np.clip(np.rint(wi.image.astype(np.float32) * g), 0, 255).astype(np.uint8)
+    frame[sl][wi.mask] = pix[wi.mask]
+    covered[sl] = wi.mask
+    return frame, covered
+
+
+def write_timelapse(folder: str | os.PathLike, images: Sequence[np.ndarray], homographies: Sequence[np.ndarray],
+                    canvas: Canvas, box: tuple[int, int, int, int], names: Sequence[str],
+                    gains: Sequence[Sequence[float]] | None = None) -> list[str]:
+    """Write one frame per image (see the module docstring); returns the paths written, in image order."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, (img, H, name) in enumerate(zip(images, homographies, names)):
+        frame, _ = timelapse_frame(img, H, canvas, k, box, gains[k] if gains is not None else (1.0,))
+        written.append(str(write_image_atomic(out / frame_name(k, name), frame, tag=True)))
+    return written
