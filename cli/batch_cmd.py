@@ -37,7 +37,8 @@ from stitch.errors import StitchError
 
 #: `stitch run` options that apply to every set of a batch (its click options are reused as they are).
 RUN_OPTIONS = ("preset", "detector", "projection", "seed", "work_megapix", "max_canvas_mp", "exposure", "seam",
-               "blend", "bands", "seam_megapix", "crop")
+               "blend", "bands", "seam_megapix", "crop", "no_crop", "crop_max_empty", "scale", "megapixels",
+               "range_width")
 #: Output formats of the panoramas.
 FORMAT_CHOICES = ("jpg", "png", "tif")
 
@@ -56,8 +57,13 @@ class WithRunOptions(click.Command):
 
 
 def stitch_options(params: dict[str, Any]) -> dict[str, Any]:
-    """stitch_images options from the RUN_OPTIONS values (--max-canvas-mp becomes pixels)."""
-    opts = {k: params[k] for k in RUN_OPTIONS if k in params}
+    """stitch_images options from the RUN_OPTIONS values: unset ones (None) keep the library's defaults,
+    --max-canvas-mp becomes pixels, --no-crop is crop 'none'."""
+    opts = {k: params[k] for k in RUN_OPTIONS if params.get(k) is not None}
+    if opts.pop("no_crop", False):
+        if opts.get("crop", "none") != "none":
+            raise click.UsageError(f"--no-crop contradicts --crop {opts['crop']}")
+        opts["crop"] = "none"
     if "max_canvas_mp" in opts:
         opts["max_canvas_pixels"] = max(1, int(opts.pop("max_canvas_mp") * 1e6))
     return opts

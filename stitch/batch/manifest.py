@@ -69,6 +69,8 @@ def effective_config(spec: SetSpec, options: JobOptions) -> Any:
     try:
         return asdict(PanoramaConfig.from_options(**set_options(spec, options)))
     except (ConfigError, TypeError):
+        if not spec.overrides:
+            return {"stitch": options.stitch}
         base = SetSpec(spec.name, spec.folder, spec.files)
         return {"base": effective_config(base, options), "overrides": spec.overrides}
 

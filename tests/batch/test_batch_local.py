@@ -157,3 +157,17 @@ def test_out_inside_root_is_not_a_set(tree: Path, tmp_path: Path) -> None:
     first = run_batch(root, root / "out", workers=1)
     again = run_batch(root, root / "out", workers=1)
     assert first.total == again.total == 2 and again.skipped == 2
+
+
+def test_cli_run_options_reach_the_sets(tree: Path, tmp_path: Path) -> None:
+    """`stitch run`'s options are batch options too (the same click options), applied to every set."""
+    from stitch.cli.batch_cmd import RUN_OPTIONS
+    from stitch.cli.main import run_cmd
+
+    assert set(RUN_OPTIONS) <= {p.name for p in run_cmd.params}
+    out = tmp_path / "out"
+    assert main(["batch", str(tree / "good"), "-o", str(out), "-q", "--projection", "cylindrical", "--seed", "3"]) == 0
+    for seed in GOOD_SEEDS:
+        summary = json.loads((out / f"s{seed}" / "summary.json").read_text())
+        assert summary["projection"] == ("plane" if seed == GOOD_SEEDS[0] else "cylindrical")  # stitch.toml wins
+    assert main(["batch", str(tree / "good"), "-o", str(out), "--no-crop", "--crop", "rect"]) == 2
