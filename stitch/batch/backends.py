@@ -16,6 +16,7 @@ Ray task per set, declaring ``num_cpus``, ``memory`` and, when the set uses a le
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import math
 import multiprocessing
@@ -248,6 +249,11 @@ def run_guarded(job: Job) -> SetResult:
 # --- backends --------------------------------------------------------------------------------------------
 
 
+def take(pending: Iterator[Job], n: int) -> list[Job]:
+    """The next ``n`` jobs of the stream (fewer at its end): a backend pulls only what it can start."""
+    return list(itertools.islice(pending, max(n, 0)))
+
+
 class LocalBackend:
     """``workers`` guarded children at a time on this machine."""
 
@@ -266,11 +272,7 @@ class LocalBackend:
         running: list[Guarded] = []
         try:
             while True:
-                while len(running) < self.workers:
-                    job = next(pending, None)
-                    if job is None:
-                        break
-                    running.append(Guarded(job, self.ctx))
+                running += [Guarded(job, self.ctx) for job in take(pending, self.workers - len(running))]
                 if not running:
                     return
                 now = time.monotonic()
@@ -353,10 +355,7 @@ class RayBackend:
         flight: dict[Any, tuple[Job, float]] = {}
         try:
             while True:
-                while len(flight) < self.workers:
-                    job = next(pending, None)
-                    if job is None:
-                        break
+                for job in take(pending, self.workers - len(flight)):
                     flight[self.task.options(**self.task_options(job)).remote(job)] = (job, time.monotonic())
                 if not flight:
                     return
