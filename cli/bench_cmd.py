@@ -53,8 +53,11 @@ from stitch.bench.homography import (
 )
 from stitch.bench.panorama import (
     DEFAULT_TIMEOUT_S,
+    GROWTH_COUNTS,
+    ORDER_CHOICES,
     PANORAMA_METHOD_CHOICES,
     REGISTRATION_NOTES,
+    run_growth,
     run_panorama_bench,
 )
 from stitch.bench.synthetic import DEFAULT_PAIRS, REGIME_CHOICES, run_synthetic_bench
@@ -290,9 +293,9 @@ def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ..
 
 
 def panorama_set_table(result: Any, set_name: str) -> Table:
-    """method | ok | kept/given | s | peak MB | PSNR | SSIM | PSNR udis | SSIM udis | seam vis | pairs."""
-    columns = ["method", "ok", "kept/given", "seconds", "peak MB", "PSNR", "SSIM", "PSNR udis", "SSIM udis",
-               "seam vis", "pairs"]
+    """method | ok | kept/given | s | peak MB | size | focal | PSNR | SSIM | PSNR udis | SSIM udis | seam vis | pairs."""
+    columns = ["method", "ok", "kept/given", "seconds", "peak MB", "size", "focal", "PSNR", "SSIM", "PSNR udis",
+               "SSIM udis", "seam vis", "pairs"]
     rows = []
     for m in result.methods:
         r = result.row(set_name, m)
@@ -300,7 +303,9 @@ def panorama_set_table(result: Any, set_name: str) -> Table:
             continue
         ok = "yes" if r.ok else ("[red]timeout[/red]" if r.timed_out else "[red]no[/red]")
         kept = f"{r.kept}/{r.given}" + ("" if r.distractors_dropped or not r.ok else " [yellow]![/yellow]")
-        rows.append([escape(m), ok, kept, fmt_num(r.seconds, 1), fmt_num(r.peak_mb, 0), fmt_num(r.psnr, 2),
+        size = f"{r.size[0]} x {r.size[1]}" if r.size else "—"
+        rows.append([escape(m), ok, kept, fmt_num(r.seconds, 1), fmt_num(r.peak_mb, 0), size, fmt_num(r.focal, 0),
+                     fmt_num(r.psnr, 2),
                      fmt_num(r.ssim, 4), fmt_num(r.psnr_udis, 2), fmt_num(r.ssim_udis, 4),
                      fmt_num(r.seam_visibility, 2), str(r.pairs)])
     return make_table(f"panorama: {set_name}", columns, rows)
@@ -330,6 +335,19 @@ def print_panorama_result(result: Any, console: Console, memory_set: str = DEFAU
         console.print(make_table("stitch vs each peer, over the sets both succeed on",
                                  ["peer", "sets", "stitch s", "peer s", "SSIM stitch/peer", "PSNR stitch/peer",
                                   "seam vis stitch/peer"], head))
+    if result.order_runs:
+        orows = []
+        for s_name, runs in result.order_runs.items():
+            spread = result.order_spread(s_name)
+            for o, r in runs.items():
+                size = f"{r['size'][0]} x {r['size'][1]}" if r.get("size") else "—"
+                orows.append([escape(s_name), o, "yes" if r.get("ok") else "[red]no[/red]", str(r.get("kept")), size,
+                              fmt_num(r.get("focal"), 1), fmt_num(r.get("seconds"), 1)])
+            orows.append([escape(s_name), "spread %", "", "",
+                          " / ".join(fmt_num(None if spread[k] is None else 100 * spread[k], 2) for k in ("width", "height")),
+                          fmt_num(None if spread["focal"] is None else 100 * spread["focal"], 2), ""])
+        console.print(make_table("order invariance (stitch on each input order)",
+                                 ["set", "order", "ok", "kept", "size (spread: w / h)", "focal", "seconds"], orows))
     print_goals(panorama_goals(result, memory_set), console)
     for r in result.rows:
         if r.error:
@@ -355,8 +373,14 @@ def print_panorama_result(result: Any, console: Console, memory_set: str = DEFAU
 @click.option("--memory-set", default=DEFAULT_MEMORY_SET, show_default=True,
               help="The set whose peak memory is compared with the peers' in the goals table.")
 @json_option("Also write every row, the totals and the goals as JSON to this file ('-': stdout).")
+@click.option("--order", "orders", type=click.Choice(ORDER_CHOICES), multiple=True,
+              help="Order-invariance check: also run stitch on the inputs in this order (repeatable: sorted, "
+              "reversed, shuffled) and report canvas size and focal per order.")
+@click.option("--grow", "grow", is_flag=True,
+              help="Time as N grows instead: stitch alone on the first " + ", ".join(map(str, GROWTH_COUNTS))
+              + " images of each --set (e.g. cave_atrium).")
 def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...], timeout: float,
-                 out_dir: Path, memory_set: str, json_path: Path | None) -> None:
+                 out_dir: Path, memory_set: str, json_path: Path | None, orders: tuple[str, ...], grow: bool) -> None:
     """Panoramas on DIRECTORY (e.g. ../shared/data/panoramas): stitch against OpenStitching and cv2.Stitcher.
 
     Each method runs on each set in its own subprocess with a timeout; reports success, images kept,
@@ -364,13 +388,32 @@ def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...
     writes a contact sheet. The peers need the bench extra: pip install -e '.[bench]' (make bench-panorama).
     """
     try:
+        if grow:
+            _growth(directory, sets, timeout, out_dir, json_path)
+            return
         with progress_bar("panorama") as progress:
             result = run_panorama_bench(directory, methods=methods or PANORAMA_METHOD_CHOICES, sets=sets,
-                                        timeout=timeout, out_dir=out_dir, progress=progress)
+                                        timeout=timeout, out_dir=out_dir, progress=progress, orders=orders)
         print_panorama_result(result, results_console(json_path), memory_set)
         emit_json(json_path, lambda: with_goals(result.to_json(), panorama_goals(result, memory_set)))
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _growth(directory: Path, sets: tuple[str, ...], timeout: float, out_dir: Path, json_path: Path | None) -> None:
+    """``bench panorama --grow``: time as N grows on each --set; a table per set, JSON on request."""
+    if not sets:
+        raise StitchError("--grow needs --set (e.g. --set cave_atrium)")
+    doc = {}
+    for name in sets:
+        with progress_bar(f"growth {name}") as progress:
+            rows = run_growth(directory / name, timeout=timeout, out_dir=out_dir, progress=progress)
+        doc[name] = [asdict(r) for r in rows]
+        results_console(json_path).print(make_table(
+            f"time as N grows: {name} (stitch, one subprocess per N)", ["N", "ok", "kept", "seconds", "peak MB", "size"],
+            [[str(r.n), "yes" if r.ok else "[red]no[/red]", str(r.kept), fmt_num(r.seconds, 1), fmt_num(r.peak_mb, 0),
+              f"{r.size[0]} x {r.size[1]}" if r.size else escape(r.error or "—")] for r in rows]))
+    emit_json(json_path, lambda: {"growth": doc})
 
 
 # --- batch -----------------------------------------------------------------------------------------------

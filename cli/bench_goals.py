@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from stitch.batch.backends import BACKENDS
 from stitch.bench.batch import BAD_SETS, WORKER_COUNTS, BatchBenchResult
 from stitch.bench.homography import METHOD_STITCH
-from stitch.bench.panorama import METHOD_OS, METHOD_OS_SIFT, PEER_METHODS, PanoramaBenchResult
+from stitch.bench.panorama import (
+    METHOD_OS,
+    METHOD_OS_SIFT,
+    ORDER_TOLERANCE,
+    PEER_METHODS,
+    PanoramaBenchResult,
+)
 from stitch.bench.synthetic import (
     METHOD_CLASSICAL_DEEP,
     METHOD_DEEP,
@@ -81,6 +87,8 @@ def panorama_goals(result: PanoramaBenchResult, memory_set: str = DEFAULT_MEMORY
             worse.append(f"{s} ({'—' if mine is None else f'{mine:.2f}'} >= {min(vals):.2f})")
     out.append(Goal(f"seam visibility below every peer's ({n} sets with a peer)", None if n == 0 else not worse,
                       "not below on: " + "; ".join(worse) if worse else "on all"))
+    if result.order_runs:
+        out.append(order_goal(result))
     tot = result.totals()
     if METHOD_OS_SIFT in tot and "vs_stitch" in tot[METHOD_OS_SIFT]:
         v = tot[METHOD_OS_SIFT]["vs_stitch"]
@@ -96,6 +104,24 @@ def panorama_goals(result: PanoramaBenchResult, memory_set: str = DEFAULT_MEMORY
                           f"stitch {mine.peak_mb:.0f} MB vs {peer.peak_mb:.0f} MB"
                           + ("" if peer.ok else " (the peer failed; its figure is a lower bound)")))
     return out
+
+
+def order_goal(result: PanoramaBenchResult) -> Goal:
+    """Issue 13: canvas size and focal within ORDER_TOLERANCE across the input orders, on every set run so."""
+    bad, n = [], 0
+    for s in result.sets:
+        runs = result.order_runs.get(s, {})
+        if len(runs) < 2:
+            continue
+        n += 1
+        failed = [o for o, r in runs.items() if not r.get("ok")]
+        worst = max((v for v in result.order_spread(s).values() if v is not None), default=None)
+        if failed or worst is None or worst > ORDER_TOLERANCE:
+            bad.append(f"{s} (" + (f"failed: {', '.join(failed)}" if failed else
+                                   f"spread {'—' if worst is None else f'{100 * worst:.2f} %'}") + ")")
+    orders = ", ".join(next(iter(result.order_runs.values())))
+    return Goal(f"order invariance: canvas size and focal within {100 * ORDER_TOLERANCE:g} % across {orders} "
+                f"({n} sets)", None if n == 0 else not bad, "not on: " + "; ".join(bad) if bad else "on all")
 
 
 def synthetic_goals(result: SyntheticResult) -> list[Goal]:

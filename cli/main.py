@@ -26,12 +26,15 @@ from stitch.errors import StitchError
 from stitch.homography.features import DETECTOR_CHOICES
 from stitch.io import check_image_output
 from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
+from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
 from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
 from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
 from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
 from stitch.panorama.pipeline import (
+    DEFAULT_MODEL,
     DEFAULT_PANORAMA_PROJECTION,
     DEFAULT_WORK_MEGAPIX,
+    MODEL_CHOICES,
     PANORAMA_PROJECTION_CHOICES,
 )
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES
@@ -82,6 +85,9 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
         "kept": s["kept"],
         "dropped": s["dropped"],
         "reference": s["reference"],
+        "model": s["model"],
+        "focal": s["focal"],
+        "full_turn": s["full_turn"],
         "projection": s["projection"],
         "edges": s["edges"],
         "rms_before": s["rms_before"],
@@ -107,6 +113,13 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
               help="Feature detector of the first search level (default: the preset's).")
 @click.option("--projection", type=click.Choice(PANORAMA_PROJECTION_CHOICES), default=DEFAULT_PANORAMA_PROJECTION,
               show_default=True, help="Output projection; 'auto': spherical for a rotating camera, else the plane (cylindrical if the plane stretches too much).")
+@click.option("--model", type=click.Choice(MODEL_CHOICES), default=DEFAULT_MODEL, show_default=True,
+              help="Camera model: rotation (rotations + focal by bundle adjustment; closes 360-degree turns), "
+              "homography (flat scenes), scans (affine, for documents and maps); auto: the rotation model, "
+              "its homographies refined unless the images make a full turn (the homographies alone with "
+              "--projection plane).")
+@click.option("--wave-correct", type=click.Choice(WAVE_CHOICES), default=DEFAULT_WAVE, show_default=True,
+              help="Straighten the horizon (rotation model): horizontal, vertical, auto or none.")
 @seed_option()
 @click.option("--work-megapix", type=click.FloatRange(0.01, 100), default=DEFAULT_WORK_MEGAPIX, show_default=True,
               help="Registration resolution per image (megapixels); compositing is at full resolution.")
@@ -150,7 +163,8 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str |
             work_megapix: float, max_canvas_mp: float, exposure: str, seam: str, blend: str, bands: int | None,
             seam_megapix: float, crop: str | None, no_crop: bool, crop_max_empty: float, scale: float | None,
             megapixels: float | None, range_width: int, mask_dir: Path | None, timelapse: Path | None,
-            debug_dir: Path | None, workers: int, json_path: Path | None, quiet: bool) -> None:
+            debug_dir: Path | None, workers: int, json_path: Path | None, quiet: bool, model: str,
+            wave_correct: str) -> None:
     """Stitch the images in FOLDER (or the image FILES given, or several folders) into one panorama written
     to OUTPUT.
 
@@ -166,7 +180,7 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str |
     extra = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
              "crop": "none" if no_crop else crop or DEFAULT_CROP, "crop_max_empty": crop_max_empty, "scale": scale,
              "megapixels": megapixels, "range_width": range_width, "workers": workers,
-             "timelapse": None if timelapse is None else str(timelapse)}
+             "timelapse": None if timelapse is None else str(timelapse), "model": model, "wave_correct": wave_correct}
     try:
         _run(list(inputs), output, preset, detector, projection, seed, work_megapix, max_canvas_mp, json_path, quiet,
              extra, debug_dir, mask_dir)

@@ -15,6 +15,10 @@ _EXPORTS = {
     "refine_homography": "stitch.homography.refine",
     "stitch_images": "stitch.panorama.pipeline",
     "Panorama": "stitch.panorama.pipeline",
+    "register": "stitch.panorama.pipeline",
+    "compose": "stitch.panorama.pipeline",
+    "Registration": "stitch.panorama.camera",
+    "Camera": "stitch.panorama.camera",
     "StitchError": "stitch.errors",
     "ImageReadError": "stitch.errors",
     "NoOverlapError": "stitch.errors",
@@ -26,6 +30,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Camera",
     "Candidate",
     "CanvasTooLargeError",
     "ConfigError",
@@ -34,10 +39,13 @@ __all__ = [
     "ImageReadError",
     "NoOverlapError",
     "Panorama",
+    "Registration",
     "StitchError",
+    "compose",
     "estimate_homography",
     "estimate_pair",
     "refine_homography",
+    "register",
     "stitch_images",
 ]
 

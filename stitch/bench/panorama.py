@@ -43,7 +43,8 @@ method's own output frame, at the resolution it composites at):
 How each method's registered images are obtained (also written to the JSON, ``registration``):
 
 * ``stitch``: every kept image warped by its homography onto the panorama's canvas (stitch.warp, the same
-  warp the blender uses), shifted by the crop.
+  warp the blender uses), shifted by the crop; on a 360-degree turn the image crossing the wrap counts as
+  its two pieces.
 * ``openstitching`` / ``openstitching-sift``: ``stitching.Stitcher()`` / ``Stitcher(detector="sift")``;
   the cameras are captured from its ``estimate_scale`` step (a subclass that records them), then its own
   ``resize_final_resolution``, ``warp_final_resolution`` and cropper give the warped images and masks the
@@ -55,6 +56,17 @@ How each method's registered images are obtained (also written to the JSON, ``re
 
 ``frame_check`` (JSON) is the median absolute difference between the panorama and the registered image
 that alone covers a pixel (over such pixels): a few gray levels when the reconstructed frame is right.
+
+``focal`` (per row): stitch's projection focal (px, full resolution); cv2.Stitcher's median camera focal
+divided by its work scale; not read from OpenStitching.
+
+Order invariance (``orders``): stitch runs again on the same set in each input order of ORDER_CHOICES
+other than 'sorted' (reversed; shuffled = a permutation seeded by ORDER_SEED), timed, without the quality
+figures; ``order_runs`` and ``order_spread`` hold each order's canvas size and focal and the largest
+relative difference across orders (the goal: ORDER_TOLERANCE, 0.5 %).
+
+Time as N grows (``run_growth``): stitch alone on the first n photos (sorted by name) of one set, n in
+GROWTH_COUNTS, one subprocess per n: seconds, peak memory, images kept.
 
 Output: the rows (set x method), totals, a contact sheet (every panorama side by
 side, downscaled) and ``to_json()``.
@@ -100,10 +112,19 @@ MIN_PAIR_PIXELS = 1000
 THUMB_SIDE = 1600
 SHEET_CELL = (560, 220)
 LOG_OFFSET = 8.0
+#: Input orders of the order-invariance check (``orders=``); 'shuffled' is a seeded permutation.
+ORDER_CHOICES = ("sorted", "reversed", "shuffled")
+ORDER_SEED = 0
+#: Canvas size and focal must agree within this fraction across the orders (issue 13).
+ORDER_TOLERANCE = 0.005
+#: Image counts of the time-as-N-grows run (``run_growth``), capped at the set's size.
+GROWTH_COUNTS = (5, 10, 15, 20, 25, 30, 35)
+#: First argument of the child that skips the quality figures (order and growth runs time the stitch only).
+NO_METRICS_FLAG = "--no-metrics"
 
 REGISTRATION_NOTES = {
     METHOD_STITCH: "each kept image warped by its homography onto the panorama canvas (stitch.warp), shifted by "
-                   "the crop",
+                   "the crop (the image crossing a 360-degree wrap: both pieces)",
     METHOD_OS: "Stitcher() cameras captured at estimate_scale; its own final-resolution warps and masks (the "
                "images its blender was fed), placed by its cropper's rectangles",
     METHOD_OS_SIFT: "Stitcher(detector='sift') cameras captured at estimate_scale; its own final-resolution "
@@ -328,7 +349,8 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _run_stitch(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str], Callable[[], list[Registered]]]:
+def _run_stitch(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str], Callable[[], list[Registered]],
+                                            dict[str, Any]]:
     from stitch.panorama.pipeline import stitch_images
     from stitch.panorama.warp import warp_image
 
@@ -340,13 +362,15 @@ def _run_stitch(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str], C
 
         out = []
         cx, cy = pano.crop[0], pano.crop[1]
-        for k, (name, H) in enumerate(zip(pano.names, pano.homographies)):
-            wi = warp_image(read_image(by_name[name]), H, pano.canvas, k)
+        for k in range(len(pano.canvas.boxes)):  # a full turn warps the image crossing the wrap in two pieces
+            src = pano.canvas.source(k)
+            wi = warp_image(read_image(by_name[pano.names[src]]), pano.homographies[src], pano.canvas, k)
             if wi is not None:
-                out.append(Registered(name, wi.image, wi.mask, (wi.offset[0] - cx, wi.offset[1] - cy)))
+                out.append(Registered(pano.names[src], wi.image, wi.mask, (wi.offset[0] - cx, wi.offset[1] - cy)))
         return out
 
-    return pano.image, pano.mask, list(pano.names), registered
+    info = {"focal": pano.focal, "full_turn": pano.full_turn, "model": pano.model, "projection": pano.projection}
+    return pano.image, pano.mask, list(pano.names), registered, info
 
 
 def _run_openstitching(paths: list[Path], detector: str | None):
@@ -379,7 +403,7 @@ def _run_openstitching(paths: list[Path], detector: str | None):
                            np.asarray(cv2.UMat.get(m) if isinstance(m, cv2.UMat) else m) > 0, pl)
                 for n, i, m, pl in zip(names, wimgs, wmasks, place)]
 
-    return image, mask, names, registered
+    return image, mask, names, registered, {}
 
 
 def _run_opencv(paths: list[Path]):
@@ -414,7 +438,9 @@ def _run_opencv(paths: list[Path]):
         mx, my = min(c[0] for c in corners), min(c[1] for c in corners)
         return [Registered(nm, w, m, (int(c[0]) - mx, int(c[1]) - my)) for (nm, w, m), c in zip(out, corners)]
 
-    return image, mask, names, registered
+    ws = float(st.workScale())
+    focal = float(np.median([c.focal for c in st.cameras()])) / ws if ws > 0 else None
+    return image, mask, names, registered, {"focal": focal}
 
 
 def _preload(method: str) -> None:
@@ -437,27 +463,29 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
-def run_child(method: str, paths: list[Path], outdir: Path) -> dict[str, Any]:
-    """Run one method on one set in this process: time, peak memory, then the quality figures."""
+def run_child(method: str, paths: list[Path], outdir: Path, metrics: bool = True) -> dict[str, Any]:
+    """Run one method on one set in this process: time, peak memory, then (``metrics``) the quality figures."""
     result = _result(method, paths)
     _preload(method)
     t0 = time.perf_counter()
     try:
         if method == METHOD_STITCH:
-            image, mask, kept, registered = _run_stitch(paths)
+            image, mask, kept, registered, info = _run_stitch(paths)
         elif method in (METHOD_OS, METHOD_OS_SIFT):
-            image, mask, kept, registered = _run_openstitching(paths, None if method == METHOD_OS else "sift")
+            image, mask, kept, registered, info = _run_openstitching(paths, None if method == METHOD_OS else "sift")
         elif method == METHOD_OPENCV:
-            image, mask, kept, registered = _run_opencv(paths)
+            image, mask, kept, registered, info = _run_opencv(paths)
         else:
             raise ValueError(f"method={method!r}: choose one of {', '.join(PANORAMA_METHOD_CHOICES)}")
     except Exception as exc:  # noqa: BLE001 (any failure of the method is a result, not a crash of the bench)
         result.update(seconds=time.perf_counter() - t0, peak_mb=_peak_mb(), error=_one_line(exc))
         return result
     result.update(ok=True, seconds=time.perf_counter() - t0, peak_mb=_peak_mb(), kept=kept,
-                  size=[int(image.shape[1]), int(image.shape[0])])
+                  size=[int(image.shape[1]), int(image.shape[0])], **info)
     thumb, _ = resize_max_side(image, THUMB_SIDE)
     write_image_atomic(outdir / "panorama.jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not metrics:
+        return result
     try:
         regs = registered()
         pairs = pair_metrics(regs)
@@ -476,10 +504,11 @@ def run_child(method: str, paths: list[Path], outdir: Path) -> dict[str, Any]:
 
 
 def _child_main(argv: list[str]) -> int:
-    method, outdir, *paths = argv
+    metrics = argv[:1] != [NO_METRICS_FLAG]
+    method, outdir, *paths = argv if metrics else argv[1:]
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    result = run_child(method, [Path(p) for p in paths], out)
+    result = run_child(method, [Path(p) for p in paths], out, metrics)
     write_text_atomic(out / "result.json", json.dumps(result, allow_nan=False, default=float) + "\n")
     return 0
 
@@ -508,10 +537,12 @@ def _vmhwm(pid: int | str) -> float | None:
     return None
 
 
-def run_isolated(method: str, paths: Sequence[Path], outdir: Path, timeout: float) -> dict[str, Any]:
+def run_isolated(method: str, paths: Sequence[Path], outdir: Path, timeout: float,
+                 metrics: bool = True) -> dict[str, Any]:
     """Run one method on one set in a fresh subprocess with a timeout; the child's result dict."""
     outdir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "stitch.bench.panorama", method, str(outdir)] + [str(p) for p in paths]
+    cmd = ([sys.executable, "-m", "stitch.bench.panorama"] + ([] if metrics else [NO_METRICS_FLAG])
+           + [method, str(outdir)] + [str(p) for p in paths])
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     with open(outdir / "log.txt", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -556,6 +587,7 @@ class PanoramaRow:
     pairs: int = 0
     size: list[int] | None = None
     frame_check: float | None = None
+    focal: float | None = None
     error: str | None = None
     timed_out: bool = False
     thumbnail: str | None = None
@@ -573,6 +605,7 @@ def _row(set_name: str, raw: dict[str, Any], outdir: Path) -> PanoramaRow:
         seconds=raw.get("seconds"), peak_mb=raw.get("peak_mb"), psnr=raw.get("psnr"), ssim=raw.get("ssim"),
         psnr_udis=raw.get("psnr_udis"), ssim_udis=raw.get("ssim_udis"), seam_visibility=raw.get("seam_visibility"),
         pairs=len(raw.get("pairs", [])), size=raw.get("size"), frame_check=raw.get("frame_check"),
+        focal=raw.get("focal"),
         error=raw.get("error") or raw.get("metrics_error"), timed_out=bool(raw.get("timed_out")),
         thumbnail=str(thumb) if raw.get("ok") and thumb.exists() else None,
         detail={k: raw[k] for k in ("pairs", "registration", "kept", "given") if k in raw})
@@ -588,6 +621,18 @@ class PanoramaBenchResult:
     timeout: float
     contact_sheet: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    #: set -> order -> {ok, size, focal, seconds, kept, error} of stitch on that input order (``orders``)
+    order_runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def order_spread(self, set_name: str) -> dict[str, float | None]:
+        """Largest relative difference across the orders of one set: width, height, focal (None if not measurable)."""
+        runs = [r for r in self.order_runs.get(set_name, {}).values() if r.get("ok")]
+        out: dict[str, float | None] = {}
+        for key, get in (("width", lambda r: r["size"][0]), ("height", lambda r: r["size"][1]),
+                         ("focal", lambda r: r.get("focal"))):
+            vals = [get(r) for r in runs if get(r) is not None]
+            out[key] = (max(vals) - min(vals)) / min(vals) if len(vals) > 1 and min(vals) > 0 else None
+        return out
 
     def row(self, set_name: str, method: str) -> PanoramaRow | None:
         return next((r for r in self.rows if r.set == set_name and r.method == method), None)
@@ -634,6 +679,8 @@ class PanoramaBenchResult:
             "registration": {m: REGISTRATION_NOTES[m] for m in self.methods},
             "rows": [asdict(r) for r in self.rows],
             "totals": self.totals(),
+            "order_runs": self.order_runs,
+            "order_spread": {s: self.order_spread(s) for s in self.order_runs},
             "contact_sheet": self.contact_sheet,
         }
 
@@ -669,14 +716,36 @@ def contact_sheet(result: PanoramaBenchResult, path: Path, cell: tuple[int, int]
     return write_image_atomic(path, sheet)
 
 
+def ordered(paths: Sequence[Path], order: str) -> list[Path]:
+    """The inputs in ``order`` (ORDER_CHOICES): sorted by name, reversed, or a seeded shuffle (ORDER_SEED)."""
+    base = sorted(paths, key=lambda p: p.name)
+    if order == "reversed":
+        return base[::-1]
+    if order == "shuffled":
+        return [base[i] for i in np.random.default_rng(ORDER_SEED).permutation(len(base))]
+    return base
+
+
+def _order_entry(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: raw.get(k) for k in ("ok", "size", "focal", "seconds", "full_turn", "error")} | {
+        "kept": len(raw.get("kept", []))}
+
+
 def run_panorama_bench(directory: str | os.PathLike, methods: Sequence[str] = PANORAMA_METHOD_CHOICES,
                        sets: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT_S,
                        out_dir: str | os.PathLike | None = None,
-                       progress: ProgressFn | None = None) -> PanoramaBenchResult:
-    """Every method on every set of DIRECTORY, one subprocess per run (see the module docstring)."""
+                       progress: ProgressFn | None = None, orders: Sequence[str] = ()) -> PanoramaBenchResult:
+    """Every method on every set of DIRECTORY, one subprocess per run (see the module docstring).
+
+    orders: input orders (ORDER_CHOICES) for the order-invariance check: stitch runs again on each order
+    other than 'sorted' (timed, no quality figures); the canvas size and focal of every order are reported.
+    """
     unknown = [m for m in methods if m not in PANORAMA_METHOD_CHOICES]
     if unknown:
         raise StitchError(f"method(s) {', '.join(unknown)}: choose from {', '.join(PANORAMA_METHOD_CHOICES)}")
+    bad = [o for o in orders if o not in ORDER_CHOICES]
+    if bad:
+        raise StitchError(f"order(s) {', '.join(bad)}: choose from {', '.join(ORDER_CHOICES)}")
     if not timeout > 0:
         raise StitchError(f"timeout={timeout}: must be > 0 seconds")
     found = discover_sets(directory, sets)
@@ -684,8 +753,10 @@ def run_panorama_bench(directory: str | os.PathLike, methods: Sequence[str] = PA
     skipped = {m: why for m in methods if (why := peer_available(m))}
     run = [m for m in methods if m not in skipped]
     rows = []
-    total = len(found) * len(run)
+    extra = [o for o in orders if o != "sorted"]
+    total = len(found) * (len(run) + len(extra))
     k = 0
+    order_runs: dict[str, dict[str, dict[str, Any]]] = {}
     for name, paths in found:
         for m in run:
             if progress is not None:
@@ -693,12 +764,57 @@ def run_panorama_bench(directory: str | os.PathLike, methods: Sequence[str] = PA
             d = out / name / m
             raw = run_isolated(m, paths, d, timeout)
             rows.append(_row(name, raw, d))
+            if m == METHOD_STITCH and orders:
+                order_runs.setdefault(name, {})["sorted"] = _order_entry(raw)
+            k += 1
+        for o in extra:
+            if progress is not None:
+                progress(k, total, f"{name}: stitch, {o} input")
+            raw = run_isolated(METHOD_STITCH, ordered(paths, o), out / name / f"{METHOD_STITCH}-{o}", timeout,
+                               metrics=False)
+            order_runs.setdefault(name, {})[o] = _order_entry(raw)
             k += 1
     if progress is not None:
         progress(total, total, "done")
-    result = PanoramaBenchResult(rows, run, [n for n, _ in found], timeout, skipped=skipped)
+    result = PanoramaBenchResult(rows, run, [n for n, _ in found], timeout, skipped=skipped, order_runs=order_runs)
     result.contact_sheet = str(contact_sheet(result, out / "contact_sheet.png"))
     return result
+
+
+@dataclass
+class GrowthRow:
+    """stitch on the first n images of a set (sorted by name): seconds, peak MB, images kept."""
+
+    n: int
+    ok: bool
+    seconds: float | None
+    peak_mb: float | None
+    kept: int
+    size: list[int] | None = None
+    error: str | None = None
+
+
+def run_growth(set_dir: str | os.PathLike, counts: Sequence[int] = GROWTH_COUNTS, timeout: float = DEFAULT_TIMEOUT_S,
+               out_dir: str | os.PathLike | None = None, progress: ProgressFn | None = None) -> list[GrowthRow]:
+    """Time as N grows: stitch (own subprocess, no quality figures) on the first n photos of one set, per n."""
+    d = Path(set_dir)
+    if not d.is_dir():
+        raise StitchError(f"{d}: folder not found (expected one panorama set, such as ../shared/data/panoramas_wide/cave_atrium)")
+    paths = sorted(set_inputs(d), key=lambda p: p.name)
+    ns = sorted({min(int(c), len(paths)) for c in counts if int(c) >= 2})
+    if not ns:
+        raise StitchError(f"{d}: need counts >= 2 and a set of at least 2 photos")
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="stitch-bench-growth-"))
+    rows = []
+    for k, n in enumerate(ns):
+        if progress is not None:
+            progress(k, len(ns), f"{d.name}: first {n} images")
+        raw = run_isolated(METHOD_STITCH, paths[:n], out / d.name / f"n{n:03d}", timeout, metrics=False)
+        rows.append(GrowthRow(n, bool(raw.get("ok")), raw.get("seconds"), raw.get("peak_mb"),
+                              len(raw.get("kept", [])), raw.get("size"), raw.get("error")))
+    if progress is not None:
+        progress(len(ns), len(ns), "done")
+    return rows
 
 
 if __name__ == "__main__":  # the per-run child: python -m stitch.bench_panorama METHOD OUTDIR IMAGE...

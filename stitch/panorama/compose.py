@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -50,7 +50,7 @@ from stitch.panorama.exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE, EXPOS
 from stitch.panorama.inputs import check_timelapse_dir
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
 from stitch.panorama.views import LowView
-from stitch.panorama.warp import Canvas, Projection, canvas_bounds, warp_image
+from stitch.panorama.warp import Canvas, canvas_bounds, warp_image
 from stitch.types import ProgressFn
 
 COMPOSITE_CHOICES = ("feather", "average")
@@ -222,8 +222,9 @@ def low_canvas(canvas: Canvas, homographies: Sequence[np.ndarray], sizes: Sequen
     Hs = [D @ np.asarray(H, np.float64) @ np.linalg.inv(work_scale_matrix(sz, sm))
           for H, sz, sm in zip(homographies, sizes, small)]
     p = canvas.projection
-    proj = p if p.kind == "plane" else Projection(p.kind, p.focal * scale, (p.center[0] * scale, p.center[1] * scale))
-    low = canvas_bounds(Hs, small, proj, max_canvas_pixels=max(canvas.pixels, 1) * 4 + 1_000_000)
+    proj = p if p.kind == "plane" else replace(p, focal=p.focal * scale, center=(p.center[0] * scale, p.center[1] * scale))
+    low = canvas_bounds(Hs, small, proj, max_canvas_pixels=max(canvas.pixels, 1) * 4 + 1_000_000,
+                        shifts=canvas.shifts if proj.turn else None)
     grid = LowGrid(scale, scale * canvas.offset[0] - low.offset[0], scale * canvas.offset[1] - low.offset[1])
     return low, Hs, small, grid
 
@@ -290,7 +291,9 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     seconds["warp_seam_res"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    gains: Gains = compensate(views, cfg.exposure, cfg.block_size)
+    pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
+    same = [(u, v) for u in range(len(pieces)) for v in range(u + 1, len(pieces)) if pieces[u] == pieces[v]]
+    gains: Gains = compensate(views, cfg.exposure, cfg.block_size, same=same)
     comp = [gains.apply_low(k, v) for k, v in enumerate(views)]
     if hooks is not None:
         hooks.compensated(names, comp, gains)

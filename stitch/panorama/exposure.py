@@ -143,8 +143,13 @@ def _image_pairs(views: Sequence[LowView]) -> list[tuple[int, int, np.ndarray, n
     return out
 
 
-def _image_gains(n: int, overlaps: list, channel: int | None, sigma_n: float, sigma_g: float) -> np.ndarray:
-    pairs = []
+#: Weight (pixels) of the pseudo-overlap that ties the two pieces of an image crossing a 360-degree wrap.
+SAME_IMAGE_WEIGHT = 1e7
+
+
+def _image_gains(n: int, overlaps: list, channel: int | None, sigma_n: float, sigma_g: float,
+                 same: Sequence[tuple[int, int]] = ()) -> np.ndarray:
+    pairs = [(u, v, SAME_IMAGE_WEIGHT, 128.0, 128.0) for u, v in same]
     for i, j, a, b, _ in overlaps:
         va = a.mean(axis=1) if channel is None else a[:, channel]
         vb = b.mean(axis=1) if channel is None else b[:, channel]
@@ -195,30 +200,34 @@ def _block_gains(views: Sequence[LowView], overlaps: list, base: np.ndarray, blo
     return [_smooth_grid(g[first[k]:first[k] + by * bx].reshape(by, bx)) for k, (by, bx) in enumerate(grids)]
 
 
-def _unit_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+def _unit_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float,
+                same: Sequence[tuple[int, int]] = ()) -> Gains:
     """``none``: every gain is 1."""
     return Gains("none", [np.ones((*v.mask.shape, 1), np.float32) for v in views], [True] * len(views))
 
 
-def _channel_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+def _channel_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float,
+                   same: Sequence[tuple[int, int]] = ()) -> Gains:
     """``channels``: one gain per image and per B, G, R channel."""
     overlaps, n = _image_pairs(views), len(views)
-    g = np.stack([_image_gains(n, overlaps, c, sigma_n, sigma_g) for c in range(3)], axis=1)
+    g = np.stack([_image_gains(n, overlaps, c, sigma_n, sigma_g, same) for c in range(3)], axis=1)
     maps = [np.broadcast_to(g[k].astype(np.float32), (*v.mask.shape, 3)).copy() for k, v in enumerate(views)]
     return Gains("channels", maps, [True] * n)
 
 
-def _gray_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+def _gray_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float,
+                same: Sequence[tuple[int, int]] = ()) -> Gains:
     """``gain``: one gain per image, on the gray level."""
-    base = _image_gains(len(views), _image_pairs(views), None, sigma_n, sigma_g)
+    base = _image_gains(len(views), _image_pairs(views), None, sigma_n, sigma_g, same)
     return Gains("gain", [np.full((*v.mask.shape, 1), base[k], np.float32) for k, v in enumerate(views)],
                  [True] * len(views))
 
 
-def _block_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+def _block_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float,
+                     same: Sequence[tuple[int, int]] = ()) -> Gains:
     """``blocks``: per-image gray gains, then smoothed block gains on top."""
     overlaps = _image_pairs(views)
-    base = _image_gains(len(views), overlaps, None, sigma_n, sigma_g)
+    base = _image_gains(len(views), overlaps, None, sigma_n, sigma_g, same)
     grids = _block_gains(views, overlaps, base, block_size, sigma_n, DEFAULT_BLOCK_SIGMA_G)
     maps = [(base[k] * cv2.resize(grid, (v.mask.shape[1], v.mask.shape[0]), interpolation=cv2.INTER_LINEAR))
             .reshape(*v.mask.shape, 1).astype(np.float32) for k, (grid, v) in enumerate(zip(grids, views))]
@@ -231,7 +240,8 @@ def is_monochrome(view: LowView, spread: float = MONOCHROME_SPREAD) -> bool:
     return len(px) == 0 or float((px.max(axis=1).astype(np.int16) - px.min(axis=1)).mean()) < spread
 
 
-def _color_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float) -> Gains:
+def _color_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float,
+                     same: Sequence[tuple[int, int]] = ()) -> Gains:
     """``color``: a gray gain per image, a colour balance per image (per-channel gains over the gray one) and
     smoothed per-channel block gains, the colour terms solved only between colour images (a gray photo
     next to a colour one constrains brightness, never colour)."""
@@ -239,8 +249,8 @@ def _color_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, 
     overlaps = _image_pairs(views)
     mono = [is_monochrome(v) for v in views]
     colour = [o for o in overlaps if not mono[o[0]] and not mono[o[1]]]
-    gray = _image_gains(n, overlaps, None, sigma_n, sigma_g)
-    per_channel = np.stack([_image_gains(n, colour, c, sigma_n, sigma_g) for c in range(3)], axis=1)  # (n, 3)
+    gray = _image_gains(n, overlaps, None, sigma_n, sigma_g, same)
+    per_channel = np.stack([_image_gains(n, colour, c, sigma_n, sigma_g, same) for c in range(3)], axis=1)  # (n, 3)
     balance = per_channel / per_channel.mean(axis=1, keepdims=True)  # colour only: mean 1 over B, G, R
     base = gray[:, None] * balance
     grids = [_block_gains(views, colour, base[:, c], block_size, sigma_n, DEFAULT_COLOR_BLOCK_SIGMA_G, c)
@@ -253,8 +263,9 @@ def _color_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, 
     return Gains("color", maps, [False] * n)
 
 
-#: The exposure kinds: name -> gains(views, block_size, sigma_n, sigma_g). The CLI and the API read it.
-EXPOSURE_MODES: dict[str, Callable[[Sequence[LowView], int, float, float], Gains]] = {
+#: The exposure kinds: name -> gains(views, block_size, sigma_n, sigma_g, same) (same: pairs of views that are
+#: pieces of one image, whose gains are tied). The CLI and the API read it.
+EXPOSURE_MODES: dict[str, Callable[..., Gains]] = {
     "blocks": _block_gain_maps,
     "channels": _channel_gains,
     "color": _color_gain_maps,
@@ -265,12 +276,16 @@ EXPOSURE_CHOICES = tuple(EXPOSURE_MODES)
 
 
 def compensate(views: Sequence[LowView], kind: str = DEFAULT_EXPOSURE, block_size: int = DEFAULT_BLOCK_SIZE,
-               sigma_n: float = DEFAULT_SIGMA_N, sigma_g: float = DEFAULT_SIGMA_G) -> Gains:
-    """Gain maps for the warped low-resolution views (see the module docstring for the model and kinds)."""
+               sigma_n: float = DEFAULT_SIGMA_N, sigma_g: float = DEFAULT_SIGMA_G,
+               same: Sequence[tuple[int, int]] = ()) -> Gains:
+    """Gain maps for the warped low-resolution views (see the module docstring for the model and kinds).
+
+    same: pairs of views that are pieces of one image (a 360-degree wrap): their image gains are tied.
+    """
     if kind not in EXPOSURE_MODES:
         raise ConfigError(f"exposure={kind!r}: choose one of {', '.join(EXPOSURE_CHOICES)}")
     if block_size < 2:
         raise ConfigError(f"block_size={block_size}: must be at least 2 px")
     if len(views) < 2:
         return replace(_unit_gains(views, block_size, sigma_n, sigma_g), kind=kind)
-    return EXPOSURE_MODES[kind](views, block_size, sigma_n, sigma_g)
+    return EXPOSURE_MODES[kind](views, block_size, sigma_n, sigma_g, tuple(same))

@@ -1,24 +1,35 @@
-"""Stage 6: panoramas. Pair graph, reference choice, joint homography adjustment, warp and composite.
+"""Stage 6: panoramas. Pair graph, camera model, projection, warp and composite.
 
-Pipeline of ``stitch_images``:
+Pipeline of ``stitch_images`` (= ``register_images`` then ``render``; the public ``register`` and ``compose``
+run the two halves apart, so cameras can be saved, edited and re-rendered without matching again):
 
 1. read the inputs (unreadable files are skipped with a warning) and drop exact duplicates (same pixels);
 2. register at a working resolution (about ``work_megapix`` MP per image); every homography is then
    re-expressed in full-resolution pixels;
-3. screen every unordered pair with the first feature level of the preset (``estimate_pair``); an edge is
-   accepted when the pair's quality score is >= ``min_pair_score`` and it has >= ``min_pair_inliers``
-   inliers. When the accepted graph falls apart, the pairs between its parts are retried with the
-   preset's costlier levels (affine-simulated SIFT only with preset 'exhaustive' or detector 'asift');
+3. choose the pairs (stitch.panorama.graph.candidate_pairs: every pair for a few images, else a cheap
+   first pass picks each image's likely neighbours) and screen them with the first feature level of the
+   preset (``estimate_pair``, always from the image with the smaller content key, so the result does not
+   depend on the input order); an edge is accepted when the pair's quality score is >= ``min_pair_score``
+   and it has >= ``min_pair_inliers`` inliers. When the accepted graph falls apart, the pairs between its
+   parts are retried with the preset's costlier levels (affine-simulated SIFT only with preset
+   'exhaustive' or detector 'asift');
 4. keep the largest connected component (other images are dropped with a warning and a reason);
-5. reference = the graph centre (fewest hops to every image; ties: largest total edge score); chain the
-   pairwise homographies to it along a maximum spanning tree (weight = score);
-6. jointly refine every homography to the reference with ``scipy.optimize.least_squares`` over the inlier
-   correspondences of all accepted edges: 8 parameters per non-reference image (the reference is the
-   identity), symmetric transfer residuals in pixels, robust loss (soft_l1 by default);
+5. reference = the graph centre (fewest hops to every image; ties: most edges, largest total edge score,
+   smallest content key);
+6. the camera model (``model``, MODEL_CHOICES): 'rotation' (stitch.panorama.camera: a rotation and focal per
+   image by bundle adjustment, wave correction, full 360-degree turns), 'homography' (free homographies
+   chained along the maximum spanning tree and jointly refined, stitch.panorama.adjust) or 'scans' (the
+   same with affine maps, for flat documents and maps). 'auto' takes the rotation model when the pairs
+   determine a focal length (a rotating camera) and the projection is not 'plane', else the homographies;
+   then, unless the images make a full turn, it refines one homography per image jointly in the rotation
+   model's frame ('rotation+homography': the frame, focal, horizon and order invariance of the cameras,
+   the fit of free homographies, which absorb lens distortion and a little parallax: the rotations alone
+   lost 0.5-2.9 dB of overlap PSNR on budapest, opencv_boat and vlfeat_roofs);
 7. project (plane, cylindrical or spherical; 'auto', the default, picks spherical for a rotating camera,
    else the plane unless it stretches too much or a matrix sends part of an image through infinity),
    bound the canvas (a canvas above ``max_canvas_pixels`` is refused with CanvasTooLargeError naming the
-   image whose matrix blows it up: it is never allocated);
+   image whose matrix blows it up: it is never allocated). A full turn gets a canvas exactly 2 pi f wide
+   whose wrap has no seam: the image crossing it is warped in both parts;
 8. composite at full resolution, one image and one strip at a time (stitch.compose.compose_panorama):
    exposure compensation (stitch.exposure), seam finding (stitch.seams), multi-band or feather blending
    (stitch.blend), and the crop to the largest rectangle inside the valid region (stitch.crop).
@@ -35,14 +46,10 @@ inliers), while every non-overlapping pair (weir_noise.jpg against the weir, bud
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import math
-import os
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,17 +58,38 @@ import numpy as np
 
 from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
 from stitch.geometry import normalize_h, project, work_scale_matrix
-from stitch.homography.select import (
-    DEFAULT_PRESET,
-    PRESET_CHOICES,
-    FeatureCache,
-    SelectConfig,
-    estimate_pair,
-    estimator_grid,
-    image_features,
+from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES, SelectConfig
+from stitch.io import ImageLike, image_name, load_images
+from stitch.panorama.adjust import (
+    DEFAULT_LOSS,
+    DEFAULT_MAX_POINTS_PER_EDGE,
+    LOSS_CHOICES,
+    adjust_homographies,
+    adjust_in_frame,
+    affine_edges,
+    edge_residuals,
 )
-from stitch.io import ImageLike, load_images
+from stitch.panorama.camera import (
+    DEFAULT_WAVE,
+    WAVE_CHOICES,
+    Camera,
+    Registration,
+    exif_focal_px,
+    pair_focal_estimates,
+    solve_rotations,
+)
 from stitch.panorama.compose import ComposeConfig, compose_panorama
+from stitch.panorama.graph import (
+    PairEdge,
+    candidate_pairs,
+    choose_reference,
+    components,
+    image_key,
+    match_graph,
+    release_free_memory,
+    resolve_workers,
+    spanning_tree_homographies,
+)
 from stitch.panorama.inputs import (
     MIN_IMAGE_SIDE,
     MaskLike,
@@ -77,10 +105,11 @@ from stitch.panorama.warp import (
     Canvas,
     Projection,
     canvas_bounds,
-    estimate_focal,
-    pair_focals,
 )
 from stitch.types import ProgressFn
+
+__all__ = ["PairEdge", "adjust_homographies", "choose_reference", "components", "edge_residuals", "match_graph",
+           "release_free_memory", "resolve_workers", "spanning_tree_homographies"]  # re-exported for callers
 
 #: Projections accepted by stitch_images: the warp stage's ones plus 'auto'.
 PANORAMA_PROJECTION_CHOICES = ("auto",) + PROJECTION_CHOICES
@@ -95,11 +124,11 @@ DEFAULT_WORK_MEGAPIX = 0.6
 DEFAULT_MIN_PAIR_SCORE = 0.5
 DEFAULT_MIN_PAIR_INLIERS = 16
 DEFAULT_PAIR_REFINER = "lsq"
-LOSS_CHOICES = ("linear", "huber", "soft_l1", "cauchy")
-DEFAULT_LOSS = "soft_l1"
+#: Camera models (step 6 of the module docstring); 'scans' is OpenCV's SCANS mode (affine maps, the plane).
+MODEL_CHOICES = ("auto", "rotation", "homography", "scans")
+DEFAULT_MODEL = "auto"
 #: Robust loss scale at the working resolution (px); scaled to full resolution per panorama.
 DEFAULT_LOSS_SCALE_PX = 1.5
-DEFAULT_MAX_POINTS_PER_EDGE = 200
 #: Above this many images the screening (and the retry of pairs between parts of the graph) runs the 'fast'
 #: estimator grid. Measured
 #: with ``stitch bench panorama`` (weir, budapest, opencv_a): the fast grid kept the overlap PSNR within
@@ -130,6 +159,8 @@ class PanoramaConfig:
     max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE
     full_grid_max_images: int = DEFAULT_FULL_GRID_MAX_IMAGES
     adjust: bool = True
+    model: str = DEFAULT_MODEL
+    wave_correct: str = DEFAULT_WAVE
     workers: int = 0
     range_width: int = 0
     compose: ComposeConfig = field(default_factory=ComposeConfig)
@@ -148,11 +179,11 @@ class PanoramaConfig:
         """Config from a preset plus overrides; unknown option names raise ConfigError naming them.
 
         Panorama options: min_pair_score, min_pair_inliers, loss, loss_scale_px, max_points_per_edge,
-        full_grid_max_images, adjust, workers (pair-matching threads; 0 = the CPU count, at most 8, the
-        result does not depend on it), range_width (match only images at most this far apart in input
-        order; 0 = every pair; stitch.panorama.inputs); compositing: exposure, seam, blend, crop,
-        crop_max_empty, scale, megapixels, timelapse, seam_megapix, bands, block_size
-        (stitch.panorama.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
+        full_grid_max_images, adjust, model (MODEL_CHOICES), wave_correct (WAVE_CHOICES), workers
+        (pair-matching threads; 0 = the CPU count, at most 8, the result does not depend on it), range_width
+        (match only images at most this far apart in input order; 0 = every pair; stitch.panorama.inputs);
+        compositing: exposure, seam, blend, crop, crop_max_empty, scale, megapixels, timelapse, seam_megapix,
+        bands, block_size (stitch.panorama.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
         (max_keypoints, ratio, estimators, thresholds, accept_score, score_max_side, min_inliers).
         """
         compose = ComposeConfig(**{k: options.pop(k) for k in list(options) if k in ComposeConfig.__dataclass_fields__})
@@ -181,6 +212,10 @@ class PanoramaConfig:
 
     def check(self) -> None:
         """Validate the panorama-level fields; ConfigError names the offending one."""
+        if self.model not in MODEL_CHOICES:
+            raise ConfigError(f"model={self.model!r}: choose one of {', '.join(MODEL_CHOICES)}")
+        if self.wave_correct not in WAVE_CHOICES:
+            raise ConfigError(f"wave_correct={self.wave_correct!r}: choose one of {', '.join(WAVE_CHOICES)}")
         if self.loss not in LOSS_CHOICES:
             raise ConfigError(f"loss={self.loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
         self.compose.check()
@@ -198,32 +233,23 @@ class PanoramaConfig:
 
 
 @dataclass
-class PairEdge:
-    """An accepted pair i < j: H (3, 3) maps image i to image j, full-res px; pts_i/pts_j (N, 2) inliers."""
-
-    i: int
-    j: int
-    H: np.ndarray
-    score: float
-    n_inliers: int
-    pts_i: np.ndarray
-    pts_j: np.ndarray
-
-
-@dataclass
 class Panorama:
     """A stitched panorama.
 
-    image (H, W, 3) uint8 BGR, black outside ``mask`` (H, W) bool. ``homographies[k]`` (3, 3) float64 maps
-    full-resolution pixels of image ``names[k]`` to the *reference* image's pixel frame (the reference
-    has the identity). Pixel (c, r) of ``image`` sits at projected coordinates (c + offset[0], r + offset[1])
-    (the crop included: ``canvas`` is the uncropped frame, ``crop`` the image's box on it);
-    for projection 'plane' the projected coordinates are reference pixels, so image -> canvas is
-    ``translate(-offset) @ homographies[k]`` (see ``canvas_homography``); for cylindrical/spherical they
-    are ``focal`` * angles (see stitch.warp). With an output ``scale`` s < 1 (``scale=`` / ``megapixels=``)
-    the canvas is the full-resolution one scaled by s: projected coordinates are s times the above, and
-    ``focal`` stays the full-resolution focal. ``filled``: pixels the 'fill' crop invented (False in
-    ``mask``); ``timelapse``: the frame files written, one per kept image.
+    image (H, W, 3) uint8 BGR, black outside ``mask`` (H, W) bool. ``cameras`` (a camera.Registration: one
+    Camera per image, plus the model and the virtual camera) is what ``stitch.compose`` re-renders.
+    ``homographies[k]`` (3, 3) float64 maps full-resolution pixels of image ``names[k]`` to the *reference
+    plane*: the pixel frame of the panorama's virtual camera (model 'rotation': focal ``cameras.focal``,
+    principal point ``cameras.center``, after wave correction), or of the reference image (homography
+    models). They map into the panorama itself only for projection 'plane' (``canvas_homography``); in
+    every projection ``to_panorama(k, pts)`` maps image pixels to panorama pixels. Pixel (c, r) of ``image``
+    sits at projected coordinates (c + offset[0], r + offset[1]) (the crop included: ``canvas`` is the
+    uncropped frame, ``crop`` the image's box on it); for cylindrical/spherical they are ``focal`` * angles
+    (see stitch.panorama.warp). full_turn: a 360-degree panorama, exactly 2 pi focal wide. With an output
+    ``scale`` s < 1 (``scale=`` / ``megapixels=``) the canvas is the full-resolution one scaled by s:
+    projected coordinates are s times the above, and ``focal`` stays the full-resolution focal. ``filled``:
+    pixels the 'fill' crop invented (False in ``mask``); ``timelapse``: the frame files written, one per
+    kept image.
     """
 
     image: np.ndarray
@@ -248,6 +274,9 @@ class Panorama:
     scale: float = 1.0
     filled: int = 0
     timelapse: list[str] = field(default_factory=list)
+    cameras: Registration | None = None
+    full_turn: bool = False
+    model: str = "homography"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -261,6 +290,24 @@ class Panorama:
         T = np.array([[1.0, 0, -self.offset[0]], [0, 1.0, -self.offset[1]], [0, 0, 1.0]])
         return normalize_h(T @ np.diag([self.scale, self.scale, 1.0]) @ self.homographies[k])
 
+    def to_panorama(self, k: int | str, pts: np.ndarray) -> np.ndarray:
+        """Full-res pixels (N, 2) of image k (index or name) -> panorama pixels (N, 2) (NaN where unmapped).
+
+        Works in every projection and output scale: H_k to the reference plane (scaled by ``scale``), the
+        projection, then the canvas offset (a full turn wraps u into the canvas width before the crop).
+        """
+        k = self.names.index(k) if isinstance(k, str) else int(k)
+        pts = np.asarray(pts, np.float64).reshape(-1, 2)
+        proj = self.canvas.projection if self.canvas is not None else Projection("plane")
+        H = np.diag([self.scale, self.scale, 1.0]) @ self.homographies[k]  # the canvas's plane: scaled by s
+        uv, valid = proj.forward(np.hstack([pts, np.ones((len(pts), 1))]) @ H.T)
+        if proj.turn and self.canvas is not None:
+            c0 = self.canvas.offset[0]
+            uv[:, 0] = (uv[:, 0] - c0) % self.canvas.size[0] + c0
+        out = uv - np.asarray(self.offset)
+        out[~valid] = np.nan
+        return out
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel data)."""
         return {
@@ -271,6 +318,9 @@ class Panorama:
             "projection": self.projection,
             "offset": [round(self.offset[0], 3), round(self.offset[1], 3)],
             "focal": None if self.focal is None else round(self.focal, 3),
+            "model": self.model,
+            "full_turn": self.full_turn,
+            "cameras": None if self.cameras is None else [c.to_dict() for c in self.cameras.cameras],
             "edges": [{"a": a, "b": b, "score": round(s, 4), "inliers": n} for a, b, s, n in self.edges],
             "homographies": {n: H.tolist() for n, H in zip(self.names, self.homographies)},
             "rms_before": None if self.rms_before is None else round(self.rms_before, 4),
@@ -306,315 +356,53 @@ def _to_full_pts(pts: np.ndarray, A: np.ndarray) -> np.ndarray:
 # --- pair graph --------------------------------------------------------------------------------------
 
 
-def _pair_edge(res: Any, i: int, j: int, A_i: np.ndarray, A_j: np.ndarray) -> PairEdge:
+def pair_edge(res: Any, i: int, j: int, A_i: np.ndarray, A_j: np.ndarray) -> PairEdge:
+    """The PairEdge of a working-resolution pair result, in full-res px (A_k: full -> working, (3, 3))."""
     H = normalize_h(np.linalg.inv(A_j) @ res.H @ A_i)
     inl = np.asarray(res.inliers, bool)
     return PairEdge(i, j, H, float(res.score), int(inl.sum()),
                     _to_full_pts(res.matches.src_pts[inl], A_i), _to_full_pts(res.matches.dst_pts[inl], A_j))
 
 
-def _components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
-    """Connected components of nodes 0..n-1 under pairs (i, j): sorted index lists, by smallest node."""
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for i, j in pairs:
-        parent[find(i)] = find(j)
-    groups: dict[int, list[int]] = {}
-    for k in range(n):
-        groups.setdefault(find(k), []).append(k)
-    return sorted(groups.values(), key=lambda g: g[0])
-
-
-def release_free_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
-
-    The pair-matching threads allocate from their own malloc arenas, whose free pages would otherwise
-    stay resident and add to the peak of the full-resolution compositing that follows (opencv_boat:
-    976 MB without this, 698 MB with it).
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def resolve_workers(workers: int) -> int:
-    """Threads for pair matching: ``workers``, or for 0 the CPU count (at most 8)."""
-    return int(workers) if workers > 0 else max(1, min(8, os.cpu_count() or 1))
-
-
-def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: PanoramaConfig,
-                progress: ProgressFn | None = None, masks: Sequence[np.ndarray | None] | None = None
-                ) -> tuple[list[tuple[int, int, Any]], dict[tuple[int, int], Any]]:
-    """Screen the pairs of working images (h, w, 3) (every pair, or those within ``config.range_width``);
-    returns ([(i, j, HomographyResult)] accepted, reasons). masks: (h, w) bool feature masks or None.
-
-    The results' H and points are in working px (the caller converts them); reasons[(i, j)] says why a
-    rejected pair was rejected, as (score or -inf, text).
-    """
-    n = len(works)
-    caches = [FeatureCache(mask=None if masks is None else masks[k]) for k in range(n)]
-    levels = config.select.levels
-    first = levels[0]
-    if n > config.full_grid_max_images:
-        first = replace(first, specs=estimator_grid("fast"))
-    screen = replace(config.select, levels=(first,), exhaustive=False)
-    repair_levels = tuple(lv for lv in levels[1:]
-                          if lv.features.detector != "asift" or config.preset == "exhaustive")
-    if n > config.full_grid_max_images:
-        repair_levels = tuple(replace(lv, specs=estimator_grid("fast")) for lv in repair_levels)
-    repair = replace(config.select, levels=repair_levels) if repair_levels else None
-    pairs = sequence_pairs(n, config.range_width)
-    results: dict[tuple[int, int], Any] = {}
-    why: dict[tuple[int, int], tuple[float, str]] = {}
-
-    def attempt(i: int, j: int, cfg: SelectConfig) -> None:
-        try:
-            res = estimate_pair(works[i], works[j], cfg, caches[i], caches[j], names=(names[i], names[j]))
-        except NoOverlapError:
-            why.setdefault((i, j), (float("-inf"), "no plausible homography"))
-            return
-        if res.score < config.min_pair_score:
-            why[(i, j)] = (res.score, f"score {res.score:.3f} < min_pair_score={config.min_pair_score}")
-        elif res.n_inliers < config.min_pair_inliers:
-            why[(i, j)] = (res.score, f"{res.n_inliers} inliers < min_pair_inliers={config.min_pair_inliers}")
-        else:
-            results[(i, j)] = res
-            why.pop((i, j), None)
-
-    workers = resolve_workers(config.workers)
-    total = len(pairs)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        # features first (one detection per image, shared by every pair), then the pairs; the threads
-        # overlap OpenCV's and numpy's GIL-free work, and every result is independent of the order
-        done = 0
-        for _ in pool.map(lambda k: image_features(works[k], first.features, caches[k]), range(n)):
-            pass
-
-        def run_all(todo: list[tuple[int, int]], cfg: SelectConfig, what: str) -> None:
-            nonlocal done
-            futures = {pool.submit(attempt, i, j, cfg): (i, j) for i, j in todo}
-            for fut in as_completed(futures):
-                fut.result()
-                i, j = futures[fut]
-                done += 1
-                if progress is not None:
-                    progress(done, total, f"{what} {names[i]} - {names[j]}")
-
-        run_all(pairs, screen, "matched")
-        if repair is not None:
-            comp_of = {}
-            for c, g in enumerate(_components(n, list(results))):
-                comp_of.update({k: c for k in g})
-            retry = [(i, j) for i, j in pairs if comp_of[i] != comp_of[j]]
-            if len(set(comp_of.values())) > 1 and retry:
-                total += len(retry)
-                run_all(retry, repair, "matched harder")
-    if progress is not None:
-        progress(total, total, "matching done")
-    return [(i, j, results[(i, j)]) for i, j in sorted(results)], why
-
-
-# --- reference and spanning tree ----------------------------------------------------------------------
-
-
-def choose_reference(nodes: Sequence[int], edges: Sequence[PairEdge]) -> int:
-    """The graph centre: fewest hops to the farthest image; ties -> largest total edge score, lowest index."""
-    adj: dict[int, list[int]] = {k: [] for k in nodes}
-    weight = dict.fromkeys(nodes, 0.0)
-    for e in edges:
-        adj[e.i].append(e.j)
-        adj[e.j].append(e.i)
-        weight[e.i] += e.score
-        weight[e.j] += e.score
-
-    def eccentricity(s: int) -> int:
-        dist, frontier = {s: 0}, [s]
-        while frontier:
-            nxt = []
-            for a in frontier:
-                for b in adj[a]:
-                    if b not in dist:
-                        dist[b] = dist[a] + 1
-                        nxt.append(b)
-            frontier = nxt
-        return max(dist.values())
-
-    return min(nodes, key=lambda k: (eccentricity(k), -round(weight[k], 9), k))
-
-
-def spanning_tree_homographies(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int) -> dict[int, np.ndarray]:
-    """H (3, 3) image -> reference for each node, chained along the maximum spanning tree (weight = score)."""
-    parent = {k: k for k in nodes}
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            a = parent[a]
-        return a
-
-    tree: dict[int, list[tuple[int, np.ndarray]]] = {k: [] for k in nodes}
-    for e in sorted(edges, key=lambda e: (-e.score, -e.n_inliers, e.i, e.j)):
-        a, b = find(e.i), find(e.j)
-        if a != b:
-            parent[a] = b
-            tree[e.i].append((e.j, e.H))  # maps i -> j
-            tree[e.j].append((e.i, np.linalg.inv(e.H)))  # maps j -> i
-    Hs = {ref: np.eye(3)}
-    stack = [ref]
-    while stack:
-        a = stack.pop()
-        for b, H_ab in tree[a]:
-            if b not in Hs:
-                # H_ab maps a -> b; so b -> ref is H_a->ref @ inv(H_ab)
-                Hs[b] = normalize_h(Hs[a] @ np.linalg.inv(H_ab))
-                stack.append(b)
-    return Hs
-
-
 # --- joint adjustment ----------------------------------------------------------------------------------
-
-
-def _norm_matrix(size: tuple[int, int]) -> np.ndarray:
-    """T (3, 3): pixels of a (w, h) image -> coordinates centred on the image, about [-1, 1]."""
-    w, h = size
-    s = 2.0 / max(w, h)
-    return np.array([[s, 0.0, -s * (w - 1) / 2.0], [0.0, s, -s * (h - 1) / 2.0], [0.0, 0.0, 1.0]])
-
-
-def edge_residuals(Hs: dict[int, np.ndarray], edges: Sequence[PairEdge]) -> np.ndarray:
-    """Symmetric transfer residuals (4 * sum N,) px of every edge's inliers under image -> reference Hs.
-
-    Per edge: (H_j^-1 H_i pts_i - pts_j) then (H_i^-1 H_j pts_j - pts_i), x and y interleaved.
-    """
-    return _residuals(Hs, edges, {}, {}, np.eye(3))[0]
-
-
-def _residuals(Hs: dict[int, np.ndarray], edges: Sequence[PairEdge], col: dict[int, int], T: dict[int, np.ndarray],
-               Tref_inv: np.ndarray, want_jac: bool = False) -> tuple[np.ndarray, list]:
-    """Residuals (see edge_residuals) and, if asked, Jacobian blocks (row0, param column, (2n, 8) block).
-
-    With H_k = Tref^-1 G_k T_k, q = H_b^-1 H_a p: dq/dG_a[r, c] = U[:, r] (T_a p)[c] and
-    dq/dG_b[r, c] = -U[:, r] (T_b q)[c], where U = H_b^-1 Tref^-1; then d(q_xy / q_z)/dq by the chain rule.
-    """
-    res, blocks, row = [], [], 0
-    for e in edges:
-        for a, b, pa, pb in ((e.i, e.j, e.pts_i, e.pts_j), (e.j, e.i, e.pts_j, e.pts_i)):
-            Hb_inv = np.linalg.inv(Hs[b])
-            ph = np.hstack([pa, np.ones((len(pa), 1))])
-            q = ph @ (Hb_inv @ Hs[a]).T
-            z = np.where(np.abs(q[:, 2]) < 1e-12, 1e-12, q[:, 2])
-            res.append((q[:, :2] / z[:, None] - pb).ravel())
-            n = len(pa)
-            if want_jac and (a in col or b in col):
-                dedq = np.zeros((n, 2, 3))
-                dedq[:, 0, 0] = dedq[:, 1, 1] = 1.0 / z
-                dedq[:, :, 2] = -q[:, :2] / (z * z)[:, None]
-                W = dedq @ (Hb_inv @ Tref_inv)  # (n, 2, 3)
-                for k, v, sign in ((a, ph @ T.get(a, np.eye(3)).T, 1.0), (b, q @ T.get(b, np.eye(3)).T, -1.0)):
-                    if k in col:
-                        J = sign * np.einsum("nkr,nc->nkrc", W, v).reshape(n, 2, 9)[:, :, :8]
-                        blocks.append((row, col[k], J.reshape(2 * n, 8)))
-            row += 2 * n
-    return (np.concatenate(res) if res else np.zeros(0)), blocks
-
-
-def _rms(r: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(r * r) * 2.0)) if len(r) else 0.0  # per point (x and y together)
-
-
-def adjust_homographies(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[PairEdge],
-                        sizes: dict[int, tuple[int, int]], loss: str = DEFAULT_LOSS, f_scale: float = 2.0,
-                        max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE,
-                        seed: int = 0) -> tuple[dict[int, np.ndarray], float, float]:
-    """Jointly refine image -> reference Hs (3, 3) over all edges' inliers; the reference stays identity.
-
-    8 parameters per non-reference image (G = Tref H T^-1 with G[2, 2] == 1, T normalising pixel
-    coordinates, for conditioning); residuals: symmetric transfer errors in px (edge_residuals); robust
-    ``loss`` with scale ``f_scale`` px; analytic sparse Jacobian; trust-region steps by LSMR (sparse
-    matrix-vector products: no dense SVD of the tall Jacobian, slow when BLAS threads compete).
-    Returns (refined Hs, RMS transfer error before, after) in px over the (subsampled, ``seed``) inliers;
-    keeps the input when it does not improve.
-    """
-    from scipy.optimize import least_squares  # scipy loads only when a panorama is adjusted
-    from scipy.sparse import csr_matrix
-
-    if loss not in LOSS_CHOICES:
-        raise ConfigError(f"loss={loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
-    rng = np.random.default_rng(seed)
-    sub = []
-    for e in edges:
-        n = len(e.pts_i)
-        keep = np.sort(rng.choice(n, max_points_per_edge, replace=False)) if n > max_points_per_edge else slice(None)
-        sub.append(replace(e, pts_i=np.asarray(e.pts_i[keep], np.float64), pts_j=np.asarray(e.pts_j[keep], np.float64)))
-    free = [k for k in sorted(Hs) if k != ref]
-    col = {k: m for m, k in enumerate(free)}
-    T = {k: _norm_matrix(sizes[k]) for k in Hs}
-    Tref_inv = np.linalg.inv(T[ref])
-
-    def unpack(x: np.ndarray) -> dict[int, np.ndarray]:
-        out = {ref: np.eye(3)}
-        for m, k in enumerate(free):
-            out[k] = Tref_inv @ np.append(x[8 * m:8 * m + 8], 1.0).reshape(3, 3) @ T[k]
-        return out
-
-    x0 = np.concatenate([((G := T[ref] @ Hs[k] @ np.linalg.inv(T[k])) / G[2, 2]).ravel()[:8] for k in free]
-                        or [np.zeros(0)])
-    r0 = edge_residuals(unpack(x0), sub)
-    if not free or not sub:
-        return dict(Hs), _rms(r0), _rms(r0)
-    n_rows, n_cols = len(r0), 8 * len(free)
-
-    def jac(x: np.ndarray) -> Any:
-        """Sparse (n_rows, n_cols) Jacobian: each residual depends on at most two images' 8 parameters."""
-        blocks = _residuals(unpack(x), sub, col, T, Tref_inv, want_jac=True)[1]
-        rows = np.concatenate([np.repeat(np.arange(r, r + len(B)), 8) for r, _, B in blocks])
-        cols = np.concatenate([np.tile(np.arange(8 * c, 8 * c + 8), len(B)) for _, c, B in blocks])
-        return csr_matrix((np.concatenate([B.ravel() for _, _, B in blocks]), (rows, cols)), shape=(n_rows, n_cols))
-
-    sol = least_squares(lambda x: edge_residuals(unpack(x), sub), x0, jac=jac, loss=loss, f_scale=f_scale,
-                        method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=100)
-    refined = unpack(sol.x)
-    r1 = edge_residuals(refined, sub)
-    if not np.all(np.isfinite(sol.x)) or not np.isfinite(_rms(r1)) or _rms(r1) > _rms(r0):
-        return dict(Hs), _rms(r0), _rms(r0)
-    return {k: normalize_h(H) for k, H in refined.items()}, _rms(r0), _rms(r1)
 
 
 # --- projection choice -------------------------------------------------------------------------------
 
 
 def _make_canvas(kind: str, Hs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], names: Sequence[str],
-                 ref_size: tuple[int, int], focal: float | None, max_pixels: int) -> Canvas:
-    proj = (Projection("plane") if kind == "plane" else
-            Projection(kind, float(focal), ((ref_size[0] - 1) / 2.0, (ref_size[1] - 1) / 2.0)))
+                 center: tuple[float, float], focal: float | None, max_pixels: int, turn: bool = False) -> Canvas:
+    proj = (Projection("plane") if kind == "plane" else Projection(kind, float(focal), center, turn))
     return canvas_bounds(Hs, sizes, proj, names, max_pixels)
 
 
 def choose_canvas(kind: str, Hs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], names: Sequence[str],
                   ref_size: tuple[int, int], focal: float | None, max_pixels: int,
-                  max_stretch: float = DEFAULT_AUTO_MAX_STRETCH, rotating: bool = False) -> Canvas:
-    """The canvas for ``kind``; for 'auto' see ``DEFAULT_PANORAMA_PROJECTION`` (``rotating``: a pair fixes a focal)."""
+                  max_stretch: float = DEFAULT_AUTO_MAX_STRETCH, rotating: bool = False, turn: bool = False,
+                  center: tuple[float, float] | None = None) -> Canvas:
+    """The canvas for ``kind``; for 'auto' see ``DEFAULT_PANORAMA_PROJECTION`` (``rotating``: a pair fixes a focal).
+
+    ``turn``: a full 360-degree turn (curved projections get a periodic canvas; 'auto' takes spherical);
+    ``center``: the curved projections' principal point (default: the centre of a ``ref_size`` image).
+    """
+    center = center if center is not None else ((ref_size[0] - 1) / 2.0, (ref_size[1] - 1) / 2.0)
     if kind != "auto":
-        return _make_canvas(kind, Hs, sizes, names, ref_size, focal, max_pixels)
+        return _make_canvas(kind, Hs, sizes, names, center, focal, max_pixels, turn and kind != "plane")
+    if turn:
+        return _make_canvas("spherical", Hs, sizes, names, center, focal, max_pixels, True)
     if rotating and len(sizes) > 1:
         try:
-            return _make_canvas("spherical", Hs, sizes, names, ref_size, focal, max_pixels)
+            return _make_canvas("spherical", Hs, sizes, names, center, focal, max_pixels)
         except CanvasTooLargeError:
             pass  # the plane rule below decides, and names the image if it fails too
     area = float(sum(w * h for w, h in sizes))
     try:
-        plane = _make_canvas("plane", Hs, sizes, names, ref_size, focal, max_pixels)
+        plane = _make_canvas("plane", Hs, sizes, names, center, focal, max_pixels)
     except CanvasTooLargeError:
         plane = None
     if plane is not None and (plane.pixels <= max_stretch * area or len(sizes) < 2):
         return plane
-    return _make_canvas("cylindrical", Hs, sizes, names, ref_size, focal, max_pixels)
+    return _make_canvas("cylindrical", Hs, sizes, names, center, focal, max_pixels)
 
 
 # --- the pipeline --------------------------------------------------------------------------------------
@@ -653,13 +441,14 @@ def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[np.
 
 
 def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
-                    notes: list[str]) -> tuple[list[np.ndarray], list[str], list[int]]:
-    """Images and names without exact duplicates (same shape and pixels), and the kept indices; each dropped
-    one is recorded."""
+                    notes: list[str]) -> tuple[list[np.ndarray], list[str], list[str], list[int]]:
+    """Images, names and content keys (graph.image_key) without exact duplicates, and the kept indices; each
+    dropped one is recorded."""
     seen: dict[str, int] = {}
     keep: list[int] = []
+    keys = []
     for k, img in enumerate(images):
-        digest = hashlib.sha1(repr(img.shape).encode() + img.tobytes()).hexdigest()
+        digest = image_key(img)
         if digest in seen:
             reason = f"identical to {names[seen[digest]]}"
             dropped.append((names[k], reason))
@@ -667,13 +456,14 @@ def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
         else:
             seen[digest] = k
             keep.append(k)
-    return [images[k] for k in keep], [names[k] for k in keep], keep
+            keys.append(digest)
+    return [images[k] for k in keep], [names[k] for k in keep], keys, keep
 
 
 def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
                       why: dict[tuple[int, int], tuple[float, str]], dropped: list, notes: list[str]) -> list[int]:
     """Nodes of the largest connected component (ties: the one with the first image); others are dropped."""
-    comps = _components(n, [(e.i, e.j) for e in edges])
+    comps = components(n, [(e.i, e.j) for e in edges])
     main = max(comps, key=len)
     for c in comps:
         if c is main:
@@ -688,6 +478,159 @@ def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
     return main
 
 
+def _exif_focals(inputs: Sequence[ImageLike], names: Sequence[str],
+                 sizes: Sequence[tuple[int, int]]) -> dict[int, float]:
+    """EXIF focal (px) per image index, for the inputs given as paths that have one."""
+    by_name = {image_name(src, i): src for i, src in enumerate(inputs) if not isinstance(src, np.ndarray)}
+    out = {}
+    for k, name in enumerate(names):
+        if name in by_name and (f := exif_focal_px(by_name[name], sizes[k])) is not None:
+            out[k] = f
+    return out
+
+
+def _homography_model(main: list[int], edges: list[PairEdge], ref: int, sizes: list[tuple[int, int]],
+                      keys: list[str], cfg: PanoramaConfig, A: list[np.ndarray], affine: bool
+                      ) -> tuple[dict[int, np.ndarray], float | None, float | None]:
+    """Image -> reference Hs of the homography (or, ``affine``, scans) model, with RMS before/after."""
+    tree_edges = affine_edges(edges) if affine else edges
+    Hs = spanning_tree_homographies(main, tree_edges, ref, keys)
+    if not (edges and cfg.adjust):
+        return Hs, None, None
+    scale = float(np.mean([A[k][0, 0] for k in main]))
+    return adjust_homographies(Hs, ref, edges, {k: sizes[k] for k in main}, cfg.loss, cfg.loss_scale_px / scale,
+                               cfg.max_points_per_edge, cfg.seed, affine=affine)
+
+
+def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, progress: ProgressFn | None = None,
+                    hooks: Any = None, masks: Sequence[MaskLike] | None = None) -> tuple[Registration, list[np.ndarray]]:
+    """Steps 1-6 of the module docstring: (the Registration, the kept images (H, W, 3) uint8 in its order).
+
+    masks: one feature mask per input (see stitch_images)."""
+    notes: list[str] = []
+    mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
+    images, names, dropped, index = read_inputs(paths_or_arrays, notes)
+    images, names, keys, keep = drop_duplicates(images, names, dropped, notes)
+    feature_masks = [check_mask(mask_list[index[k]], img.shape, name) for k, img, name in zip(keep, images, names)]
+    n = len(images)
+    sizes = [(img.shape[1], img.shape[0]) for img in images]
+
+    # pairwise registration at the working resolution
+    works = [to_work(img, cfg.work_megapix) for img in images]
+    A = [work_scale_matrix(sizes[k], (w.shape[1], w.shape[0])) for k, w in enumerate(works)]
+    work_masks = [work_mask(m, (w.shape[1], w.shape[0])) for m, w in zip(feature_masks, works)]
+    pairs = sequence_pairs(n, cfg.range_width) if cfg.range_width else candidate_pairs(works, keys)
+    raw, why = (match_graph(works, names, cfg, progress, keys=keys, pairs=pairs, masks=work_masks) if n > 1
+                else ([], {}))
+    release_free_memory()
+    edges = [pair_edge(res, i, j, A[i], A[j]) for i, j, res in raw]
+    if hooks is not None:
+        for i, j, res in raw:
+            inl = np.asarray(res.inliers, bool)
+            hooks.matches(names[i], names[j], works[i], works[j], res.matches.src_pts[inl], res.matches.dst_pts[inl])
+    del works
+    if n > 1 and not edges:
+        raise NoOverlapError(f"no two images overlap: {', '.join(names)} (try preset='exhaustive' or "
+                             "detector='asift', or check that the images show the same scene)")
+
+    main = largest_component(n, edges, names, why, dropped, notes)
+    edges = [e for e in edges if e.i in main and e.j in main]
+    ref = choose_reference(main, edges, keys)
+    order = sorted(main)
+    ref_center = ((sizes[ref][0] - 1) / 2.0, (sizes[ref][1] - 1) / 2.0)
+    model = cfg.model
+    if model == "auto":
+        model = "homography" if cfg.projection == "plane" else "rotation"
+    scale = float(np.mean([A[k][0, 0] for k in main]))
+    geo = None
+    if model == "rotation" and edges:
+        if progress is not None:
+            progress(0, 1, f"adjusting {len(main)} cameras over {len(edges)} pairs")
+        geo = solve_rotations(main, edges, ref, {k: sizes[k] for k in main}, names, keys,
+                              _exif_focals(paths_or_arrays, names, sizes), cfg.loss, cfg.loss_scale_px / scale,
+                              cfg.max_points_per_edge, cfg.seed, cfg.wave_correct, cfg.adjust)
+        if geo is None and cfg.model == "rotation":
+            _warn("model='rotation': no pair determines a focal length (the images look shifted, not turned); "
+                  "used the homography model", notes)
+    if geo is not None:
+        cams = [geo.cameras[k] for k in order]
+        reg = Registration(cams, "rotation", geo.focal, geo.center, names[ref], geo.full_turn, True, geo.wave,
+                           geo.rms_before, geo.rms_after)
+        if cfg.model == "auto" and cfg.adjust and not geo.full_turn:
+            # the homographies of the camera model refined jointly, in its (wave-corrected) frame: 8 parameters
+            # per image absorb what rotations cannot (lens distortion, a little parallax), as before the
+            # camera model; a full turn keeps the pure rotations (no plane holds it)
+            refined = adjust_in_frame(geo.homographies, ref, edges, {k: sizes[k] for k in main}, cfg.loss,
+                                      cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed)
+            if refined is not None:
+                for c, k in zip(cams, order):
+                    c.H = refined[0][k]
+                reg.model, reg.rms_after = "rotation+homography", refined[2]
+    else:
+        affine = model == "scans"
+        Hs, rms0, rms1 = _homography_model(main, edges, ref, sizes, keys, cfg, A, affine)
+        focal, rotating = None, False
+        if cfg.projection != "plane" and edges and not affine:
+            sub_sizes = {k: sizes[k] for k in main}
+            rel = [replace(e, H=np.linalg.solve(Hs[e.j], Hs[e.i])) for e in edges]
+            focals = pair_focal_estimates(rel, sub_sizes)  # none: no pair behaves like a rotation (e.g. shifts)
+            focal = float(np.median(focals)) if focals else float(np.mean([sum(sizes[k]) for k in main]))
+            rotating = bool(focals)
+        elif cfg.projection != "plane":
+            focal = float(sum(sizes[ref]))
+        cams = [Camera(names[k], sizes[k], focal or float(sum(sizes[k])), np.eye(3), H=Hs[k]) for k in order]
+        reg = Registration(cams, "scans" if affine else "homography", focal, ref_center, names[ref],
+                           rotating=rotating, rms_before=rms0, rms_after=rms1)
+    reg.edges = [(names[e.i], names[e.j], e.score, e.n_inliers) for e in edges]
+    reg.dropped = dropped
+    reg.warnings = notes
+    kept = [images[k] for k in order]
+    images.clear()
+    return reg, kept
+
+
+def render(images: list[np.ndarray], reg: Registration, cfg: PanoramaConfig, progress: ProgressFn | None = None,
+           hooks: Any = None, t0: float | None = None) -> Panorama:
+    """Steps 7-8: project and composite ``images`` (H, W, 3) uint8 (one per camera of ``reg``, same order).
+
+    ``images`` is emptied as it is consumed (only the kept images stay referenced while compositing).
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    names = reg.names
+    H_list = reg.homographies()
+    sizes = [c.size for c in reg.cameras]
+    bad = [f"{nm} ({img.shape[1]} x {img.shape[0]}, camera {sz[0]} x {sz[1]})"
+           for nm, img, sz in zip(names, images, sizes) if (img.shape[1], img.shape[0]) != sz]
+    if bad or len(images) != len(sizes):
+        raise ConfigError(f"cameras do not match the images: {', '.join(bad) or 'different counts'}")
+    ref_size = sizes[names.index(reg.reference)] if reg.reference in names else sizes[0]
+    projection = cfg.projection
+    if reg.model == "scans" and projection == "auto":
+        projection = "plane"
+    focal = reg.focal if reg.focal is not None else float(sum(ref_size))  # registered for the plane: a stand-in
+    canvas = choose_canvas(projection, H_list, sizes, names, ref_size, focal, cfg.max_canvas_pixels,
+                           rotating=reg.rotating, turn=reg.full_turn and projection != "plane", center=reg.center)
+    pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
+    kept = [images[k] for k in pieces]
+    images.clear()
+    comp = compose_panorama(kept, [H_list[k] for k in pieces], canvas, cfg.compose, [names[k] for k in pieces],
+                            hooks, progress)
+    del kept
+    canvas = comp.canvas or canvas  # scaled for the output resolution
+    gains = {}
+    for k, g in zip(pieces, comp.gains):
+        gains.setdefault(k, g)
+    offset = (canvas.offset[0] + comp.crop[0], canvas.offset[1] + comp.crop[1])
+    return Panorama(
+        image=comp.image, mask=comp.mask, homographies=H_list, names=list(names), dropped=list(reg.dropped),
+        reference=reg.reference, projection=canvas.projection.kind, offset=offset,
+        focal=focal if canvas.projection.kind != "plane" else None, edges=list(reg.edges),
+        seconds=time.perf_counter() - t0, warnings=list(reg.warnings), rms_before=reg.rms_before,
+        rms_after=reg.rms_after, canvas=canvas, crop=comp.crop, gains=[gains[k] for k in range(len(names))],
+        bands=comp.bands, stage_seconds=comp.seconds, cameras=reg, full_turn=canvas.projection.turn,
+        model=reg.model, scale=comp.scale, filled=comp.filled, timelapse=comp.timelapse)
+
+
 def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT_PRESET, detector: str | None = None,
                   projection: str = DEFAULT_PANORAMA_PROJECTION, seed: int = 0,
                   work_megapix: float = DEFAULT_WORK_MEGAPIX, max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS,
@@ -697,72 +640,53 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
 
     progress(done, total, label) is called as pairs are matched and strips composited; hooks (a
     stitch.debug.PipelineHooks) receives the intermediate results; masks: one feature mask per input (an
-    (H, W) bool/uint8 array, a path, or None; see stitch.panorama.inputs). Other ``options`` (exposure, seam,
-    blend, crop, scale, megapixels, timelapse, range_width, ...): see PanoramaConfig.from_options. Raises
-    StitchError with < 2 readable images, NoOverlapError when no two images overlap, CanvasTooLargeError when
-    the canvas would exceed ``max_canvas_pixels``.
+    (H, W) bool/uint8 array, a path, or None; see stitch.panorama.inputs). Other ``options`` (model,
+    wave_correct, exposure, seam, blend, crop, scale, megapixels, timelapse, range_width, ...): see
+    PanoramaConfig.from_options. Raises StitchError with < 2 readable images, NoOverlapError when no two
+    images overlap, CanvasTooLargeError when the canvas would exceed ``max_canvas_pixels``.
     """
     t0 = time.perf_counter()
     cfg = PanoramaConfig.from_options(preset=preset, detector=detector, projection=projection, seed=seed,
                                       work_megapix=work_megapix, max_canvas_pixels=max_canvas_pixels, **options)
+    if cfg.compose.timelapse is not None:
+        check_timelapse_dir(cfg.compose.timelapse, paths_or_arrays if isinstance(paths_or_arrays, (list, tuple)) else ())
+    reg, kept = register_images(paths_or_arrays, cfg, progress, hooks, masks)
+    return render(kept, reg, cfg, progress, hooks, t0)
+
+
+def register(paths_or_arrays: Sequence[ImageLike], **options: Any) -> Registration:
+    """Registration alone (matching, camera model, wave correction): a Registration you can save, edit, compose.
+
+    Takes stitch_images' options (the compositing ones are accepted and ignored).
+    """
+    cfg = PanoramaConfig.from_options(**options)
+    return register_images(paths_or_arrays, cfg)[0]
+
+
+def compose(paths_or_arrays: Sequence[ImageLike], cameras: Registration | str | Any, *,
+            progress: ProgressFn | None = None, hooks: Any = None, **options: Any) -> Panorama:
+    """Re-render registered images without matching again: the same pixels as stitch_images with the same options.
+
+    cameras: a Registration (from ``register`` or ``Panorama.cameras``, possibly edited) or the path of its
+    saved JSON. Inputs whose names have no camera are ignored; a camera without an input is a ConfigError.
+    ``options``: projection, max_canvas_pixels and the compositing options of stitch_images.
+    """
+    t0 = time.perf_counter()
+    reg = Registration.load(cameras) if isinstance(cameras, (str, bytes)) or hasattr(cameras, "__fspath__") else cameras
+    if not isinstance(reg, Registration):
+        raise ConfigError("compose: cameras must be a Registration (stitch.register) or the path of a saved one")
+    for c in reg.cameras:
+        c.check()
+    cfg = PanoramaConfig.from_options(**options)
     notes: list[str] = []
     if cfg.compose.timelapse is not None:
         check_timelapse_dir(cfg.compose.timelapse, paths_or_arrays if isinstance(paths_or_arrays, (list, tuple)) else ())
-    mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
-    images, names, dropped, index = read_inputs(paths_or_arrays, notes)
-    images, names, keep = drop_duplicates(images, names, dropped, notes)
-    feature_masks = [check_mask(mask_list[index[k]], img.shape, name) for k, img, name in zip(keep, images, names)]
-    n = len(images)
-    sizes = [(img.shape[1], img.shape[0]) for img in images]
-
-    # pairwise registration at the working resolution
-    works = [to_work(img, cfg.work_megapix) for img in images]
-    A = [work_scale_matrix(sizes[k], (w.shape[1], w.shape[0])) for k, w in enumerate(works)]
-    work_masks = [work_mask(m, (w.shape[1], w.shape[0])) for m, w in zip(feature_masks, works)]
-    raw, why = match_graph(works, names, cfg, progress, work_masks) if n > 1 else ([], {})
-    release_free_memory()
-    edges = [_pair_edge(res, i, j, A[i], A[j]) for i, j, res in raw]
-    if hooks is not None:
-        for i, j, res in raw:
-            inl = np.asarray(res.inliers, bool)
-            hooks.matches(names[i], names[j], works[i], works[j], res.matches.src_pts[inl], res.matches.dst_pts[inl])
-    if n > 1 and not edges:
-        raise NoOverlapError(f"no two images overlap: {', '.join(names)} (try preset='exhaustive' or "
-                             "detector='asift', or check that the images show the same scene)")
-
-    main = largest_component(n, edges, names, why, dropped, notes)
-    edges = [e for e in edges if e.i in main and e.j in main]
-    ref = choose_reference(main, edges)
-    Hs = spanning_tree_homographies(main, edges, ref)
-    rms0 = rms1 = None
-    if edges and cfg.adjust:
-        if progress is not None:
-            progress(0, 1, f"adjusting {len(main) - 1} homographies over {len(edges)} pairs")
-        scale = float(np.mean([A[k][0, 0] for k in main]))
-        Hs, rms0, rms1 = adjust_homographies(Hs, ref, edges, {k: sizes[k] for k in main}, cfg.loss,
-                                             cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed)
-    order = sorted(main)
-    H_list = [Hs[k] for k in order]
-    focal, rotating = None, False
-    if cfg.projection != "plane" and edges:
-        pair_hs = [(np.linalg.solve(Hs[e.j], Hs[e.i]), sizes[e.i], sizes[e.j]) for e in edges]
-        focals = pair_focals(pair_hs)  # none: no pair behaves like a rotation (e.g. pure shifts)
-        focal, rotating = estimate_focal(pair_hs, focals), bool(focals)
-    elif cfg.projection != "plane":
-        focal = float(sum(sizes[ref]))
-    canvas = choose_canvas(cfg.projection, H_list, [sizes[k] for k in order], [names[k] for k in order],
-                           sizes[ref], focal, cfg.max_canvas_pixels, rotating=rotating)
-    del works
-    kept = [images[k] for k in order]
-    images.clear()  # only the kept images stay referenced while compositing
-    comp = compose_panorama(kept, H_list, canvas, cfg.compose, [names[k] for k in order], hooks, progress)
-    canvas = comp.canvas or canvas  # scaled for the output resolution
-    offset = (canvas.offset[0] + comp.crop[0], canvas.offset[1] + comp.crop[1])
-    return Panorama(
-        image=comp.image, mask=comp.mask, homographies=H_list, names=[names[k] for k in order],
-        dropped=dropped, reference=names[ref], projection=canvas.projection.kind, offset=offset,
-        focal=focal if canvas.projection.kind != "plane" else None,
-        edges=[(names[e.i], names[e.j], e.score, e.n_inliers) for e in edges],
-        seconds=time.perf_counter() - t0, warnings=notes, rms_before=rms0, rms_after=rms1, canvas=canvas,
-        crop=comp.crop, gains=comp.gains, bands=comp.bands, stage_seconds=comp.seconds, scale=comp.scale,
-        filled=comp.filled, timelapse=comp.timelapse)
+    images, names, _, _ = read_inputs(paths_or_arrays, notes)
+    by_name = dict(zip(names, images))
+    missing = [c.name for c in reg.cameras if c.name not in by_name]
+    if missing:
+        raise ConfigError(f"compose: no input image for camera(s) {', '.join(missing)}")
+    kept = [by_name[c.name] for c in reg.cameras]
+    images.clear()
+    by_name.clear()
+    return render(kept, reg, cfg, progress, hooks, t0)

@@ -31,7 +31,6 @@ import numpy as np
 from stitch.errors import CanvasTooLargeError, ConfigError
 from stitch.geometry import box_intersection
 
-PROJECTION_CHOICES = ("plane", "cylindrical", "spherical")
 DEFAULT_PROJECTION = "plane"
 #: Canvas size cap (pixels); a bigger canvas is almost always a wrong matrix, not a real panorama.
 DEFAULT_MAX_CANVAS_PIXELS = 80_000_000
@@ -50,52 +49,127 @@ def _positive_det(H: np.ndarray) -> np.ndarray:
     return H / (math.copysign(abs(d) ** (1.0 / 3.0), d))
 
 
+class PlaneMap:
+    """plane: (u, v) = reference-plane pixels (straight lines stay straight)."""
+
+    curved = False
+
+    @staticmethod
+    def forward(p: np.ndarray, f: float, cx: float, cy: float) -> tuple[np.ndarray, np.ndarray]:
+        """Homogeneous points (N, 3) -> (uv (N, 2), valid (N,))."""
+        valid = p[:, 2] > 1e-12
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = p[:, :2] / p[:, 2:3]
+        return uv, valid
+
+    @staticmethod
+    def inverse(uv: np.ndarray, f: float, cx: float, cy: float) -> np.ndarray:
+        """Projected (N, 2) -> homogeneous points (N, 3)."""
+        return np.hstack([uv, np.ones((len(uv), 1))])
+
+    @staticmethod
+    def separable(u: np.ndarray, v: np.ndarray, f: float, cx: float, cy: float):
+        """p[r, c] = alpha[r] A[c] + beta[r] B for canvas columns u (w,) and rows v (h,)."""
+        return np.ones_like(v), np.stack([u, np.zeros_like(u), np.ones_like(u)], 1), v, np.array([0.0, 1.0, 0.0])
+
+
+class CylinderMap:
+    """cylindrical: u = f atan2(d_x, d_z), v = f d_y / hypot(d_x, d_z) of the ray d = K^-1 p."""
+
+    curved = True
+
+    @staticmethod
+    def angles(dx: np.ndarray, dy: np.ndarray, rho: np.ndarray) -> np.ndarray:
+        """v / f of rays (dx, dy, dz) with rho = hypot(dx, dz)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return dy / rho
+
+    @staticmethod
+    def ray(theta: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ray (dx, dy, dz) at u / f = theta, v / f = t."""
+        return np.sin(theta), t, np.cos(theta)
+
+    @staticmethod
+    def rows(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(alpha, beta) of the separable form at v / f = t: p = alpha A(u) + beta B."""
+        return np.ones_like(t), t
+
+
+class SphereMap(CylinderMap):
+    """spherical: u = f atan2(d_x, d_z), v = f atan2(d_y, hypot(d_x, d_z))."""
+
+    @staticmethod
+    def angles(dx: np.ndarray, dy: np.ndarray, rho: np.ndarray) -> np.ndarray:
+        """v / f of rays (dx, dy, dz) with rho = hypot(dx, dz)."""
+        return np.arctan2(dy, rho)
+
+    @staticmethod
+    def ray(theta: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ray (dx, dy, dz) at u / f = theta, v / f = t."""
+        return np.sin(theta) * np.cos(t), np.sin(t), np.cos(theta) * np.cos(t)
+
+    @staticmethod
+    def rows(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(alpha, beta) of the separable form at v / f = t: p = alpha A(u) + beta B."""
+        return np.cos(t), np.sin(t)
+
+
+#: THE table of projections: name -> implementation. The CLI's choices, the API's checks and the benches
+#: read it (PROJECTION_CHOICES); curved ones (``curved``) can hold a full 360-degree turn.
+PROJECTIONS: dict[str, type] = {"plane": PlaneMap, "cylindrical": CylinderMap, "spherical": SphereMap}
+PROJECTION_CHOICES = tuple(PROJECTIONS)
+
+
 @dataclass(frozen=True)
 class Projection:
-    """How reference-plane points map to projected (u, v) coordinates (see the module docstring)."""
+    """How reference-plane points map to projected (u, v) coordinates (see the module docstring).
+
+    ``turn``: a full 360-degree panorama (curved projections only): u is periodic with period 2 pi focal,
+    and the canvas spans exactly one period, u in [-pi focal, pi focal).
+    """
 
     kind: str = DEFAULT_PROJECTION
     focal: float = 1.0  # px; cylindrical / spherical only
     center: tuple[float, float] = (0.0, 0.0)  # reference principal point (cx, cy) px
+    turn: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in PROJECTION_CHOICES:
+        if self.kind not in PROJECTIONS:
             raise ConfigError(f"projection={self.kind!r}: choose one of {', '.join(PROJECTION_CHOICES)}")
         if not (math.isfinite(self.focal) and self.focal > 0):
             raise ConfigError(f"focal={self.focal}: must be a positive finite number of pixels")
+        if self.turn and not PROJECTIONS[self.kind].curved:
+            raise ConfigError(f"projection={self.kind!r} cannot hold a full 360-degree turn")
+
+    @property
+    def period(self) -> float:
+        """Width of a full turn in projected units (2 pi focal)."""
+        return 2.0 * math.pi * self.focal
 
     def forward(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Homogeneous reference-plane points p (N, 3) -> (uv (N, 2) float64, valid (N,) bool)."""
         p = np.asarray(p, dtype=np.float64).reshape(-1, 3)
-        if self.kind == "plane":
-            valid = p[:, 2] > 1e-12
-            with np.errstate(divide="ignore", invalid="ignore"):
-                uv = p[:, :2] / p[:, 2:3]
+        impl = PROJECTIONS[self.kind]
+        f, (cx, cy) = self.focal, self.center
+        if not impl.curved:
+            uv, valid = impl.forward(p, f, cx, cy)
             uv[~valid] = np.nan
             return uv, valid
-        f, (cx, cy) = self.focal, self.center
         dx, dy, dz = p[:, 0] - cx * p[:, 2], p[:, 1] - cy * p[:, 2], f * p[:, 2]
         rho = np.hypot(dx, dz)
         valid = rho > 1e-12 * (np.abs(dy) + 1.0)
-        u = f * np.arctan2(dx, dz)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            v = f * (dy / rho) if self.kind == "cylindrical" else f * np.arctan2(dy, rho)
-        uv = np.stack([u, v], axis=1)
+        uv = np.stack([f * np.arctan2(dx, dz), f * impl.angles(dx, dy, rho)], axis=1)
         uv[~valid] = np.nan
         return uv, valid
 
     def inverse(self, uv: np.ndarray) -> np.ndarray:
         """Projected (N, 2) -> homogeneous reference-plane points (N, 3) (rays behind the camera: z < 0)."""
         uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
-        if self.kind == "plane":
-            return np.hstack([uv, np.ones((len(uv), 1))])
+        impl = PROJECTIONS[self.kind]
         f, (cx, cy) = self.focal, self.center
-        theta = uv[:, 0] / f
-        if self.kind == "cylindrical":
-            dx, dy, dz = np.sin(theta), uv[:, 1] / f, np.cos(theta)
-        else:
-            phi = uv[:, 1] / f
-            dx, dy, dz = np.sin(theta) * np.cos(phi), np.sin(phi), np.cos(theta) * np.cos(phi)
+        if not impl.curved:
+            return impl.inverse(uv, f, cx, cy)
+        dx, dy, dz = impl.ray(uv[:, 0] / f, uv[:, 1] / f)
         return np.stack([f * dx + cx * dz, f * dy + cy * dz, dz], axis=1)
 
 
@@ -184,6 +258,14 @@ class Canvas:
     offset: tuple[float, float]
     size: tuple[int, int]
     boxes: tuple[tuple[int, int, int, int], ...]  # per image (x0, y0, x1, y1) canvas px, x1/y1 exclusive
+    #: full turns only: per box, the image it shows (an image crossing the wrap has two boxes) and the turns
+    #: added to its unwrapped outline to place it; empty otherwise (box k shows image k)
+    sources: tuple[int, ...] = ()
+    shifts: tuple[int, ...] = ()
+
+    def source(self, k: int) -> int:
+        """The image (index into the canvas_bounds inputs) that box k shows."""
+        return self.sources[k] if self.sources else k
 
     @property
     def pixels(self) -> int:
@@ -213,11 +295,79 @@ def pixel_count(n: int, unit_of: int | None = None) -> str:
     return f"{n:,} px"
 
 
+def _turn_extent(H: np.ndarray, size: tuple[int, int], projection: Projection, name: str,
+                 samples: int = DEFAULT_BORDER_SAMPLES) -> tuple[float, float, float, float, bool]:
+    """(u0, u1, v0, v1, pole) of an image on a full turn: u unwrapped around the image centre's u.
+
+    pole: the image holds a pole (its outline winds around it), so it spans every u.
+    """
+    w, h = size
+    pts = np.vstack([border_points(w, h, samples), [[(w - 1) / 2.0, (h - 1) / 2.0]]])
+    ph = np.hstack([pts, np.ones((len(pts), 1))]) @ _positive_det(H).T
+    uv, valid = projection.forward(ph)
+    if not np.all(valid) or not np.all(np.isfinite(uv)):
+        raise CanvasTooLargeError(f"{name}: part of the image looks straight up or down; check the matches")
+    period = projection.period
+    rel = (uv[:-1, 0] - uv[-1, 0] + period / 2.0) % period - period / 2.0
+    steps = np.diff(np.append(rel, rel[0]))
+    winding = np.sum((steps + period / 2.0) % period - period / 2.0)
+    v0, v1 = float(uv[:, 1].min()), float(uv[:, 1].max())
+    if abs(winding) > period / 2.0:  # a pole inside: spherical v reaches +-pi/2 f on that side
+        pole_v = math.copysign(math.pi / 2.0 * projection.focal, float(np.mean(uv[:-1, 1])))
+        return -period / 2.0, period / 2.0, min(v0, pole_v), max(v1, pole_v), True
+    return float(uv[-1, 0] + rel.min()), float(uv[-1, 0] + rel.max()), v0, v1, False
+
+
+def turn_pieces(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
+                names: Sequence[str] | None = None) -> list[tuple[int, int]]:
+    """(image index, shift in turns) of each piece of a full-turn canvas; an image crossing the wrap gives two."""
+    names = list(names) if names is not None else [f"image{i}" for i in range(len(sizes))]
+    period, pieces = projection.period, []
+    for k, (H, sz, nm) in enumerate(zip(homographies, sizes, names)):
+        a, b, _, _, pole = _turn_extent(H, sz, projection, nm)
+        if pole:
+            pieces.append((k, 0))
+            continue
+        for m in (-1, 0, 1):
+            if a + m * period < period / 2.0 and b + m * period >= -period / 2.0:
+                pieces.append((k, m))
+    return pieces
+
+
+def _turn_canvas(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
+                 names: list[str], shifts: Sequence[int] | None, max_canvas_pixels: int) -> Canvas:
+    """canvas_bounds of a full turn: width round(2 pi focal), one box per piece (see turn_pieces)."""
+    period = projection.period
+    if shifts is None:
+        pieces = turn_pieces(homographies, sizes, projection, names)
+    else:
+        pieces = list(zip(range(len(sizes)), shifts))
+    u0 = -period / 2.0
+    width = max(1, round(period))
+    ext = {k: _turn_extent(homographies[k], sizes[k], projection, names[k]) for k in sorted({k for k, _ in pieces})}
+    v0 = math.floor(min(e[2] for e in ext.values()) - 1.0)
+    height = math.floor(max(e[3] for e in ext.values()) + 1.0) - v0 + 1
+    if width * height > max_canvas_pixels:
+        raise CanvasTooLargeError(f"the 360-degree canvas would be {width} x {height} px ({width * height / 1e6:.0f} MP "
+                                  f"> cap {max_canvas_pixels / 1e6:.0f} MP); raise max_canvas_pixels or lower the scale")
+    boxes = []
+    for k, m in pieces:
+        a, b, lo, hi, pole = ext[k]
+        x0 = 0 if pole else max(0, math.floor(a + m * period - 1.0 - u0))
+        x1 = width if pole else min(width, math.floor(b + m * period + 1.0 - u0) + 1)
+        boxes.append((x0, max(0, math.floor(lo - 1.0) - v0), max(x0 + 1, x1), min(height, math.floor(hi + 1.0) - v0 + 1)))
+    return Canvas(projection, (u0, float(v0)), (int(width), int(height)), tuple(boxes),
+                  tuple(k for k, _ in pieces) if shifts is None else (), tuple(m for _, m in pieces))
+
+
 def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
                   names: Sequence[str] | None = None,
-                  max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS) -> Canvas:
+                  max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS, shifts: Sequence[int] | None = None) -> Canvas:
     """The canvas holding every (w, h) image warped by its H (3, 3, image -> reference) and projected.
 
+    A full turn (``projection.turn``) is exactly one period wide and has a box per *piece*: an image crossing
+    the wrap is warped in both parts (``Canvas.sources``); ``shifts`` (per input, in turns) places each input
+    as one given piece instead (what the seam-resolution canvas does with the pieces of the full one).
     Raises CanvasTooLargeError (naming the image whose matrix blows the canvas up) above max_canvas_pixels.
     """
     if len(homographies) != len(sizes) or not homographies:
@@ -225,6 +375,8 @@ def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int,
     if max_canvas_pixels < 1:
         raise ConfigError(f"max_canvas_pixels={max_canvas_pixels}: must be positive")
     names = list(names) if names is not None else [f"image{i}" for i in range(len(sizes))]
+    if projection.turn:
+        return _turn_canvas(homographies, sizes, projection, names, shifts, max_canvas_pixels)
     margin = 0.0 if projection.kind == "plane" else 1.0
     fboxes = [_box(warped_outline(H, s, projection, n), margin) for H, s, n in zip(homographies, sizes, names)]
     u0 = math.floor(min(b[0] for b in fboxes))
@@ -270,15 +422,13 @@ def _separable_points(canvas: Canvas, region: tuple[int, int, int, int]):
     u = np.arange(x0, x1, dtype=np.float64) + canvas.offset[0]
     v = np.arange(y0, y1, dtype=np.float64) + canvas.offset[1]
     proj = canvas.projection
-    if proj.kind == "plane":
-        return np.ones_like(v), np.stack([u, np.zeros_like(u), np.ones_like(u)], 1), v, np.array([0.0, 1.0, 0.0])
+    impl = PROJECTIONS[proj.kind]
     f, (cx, cy) = proj.focal, proj.center
+    if not impl.curved:
+        return impl.separable(u, v, f, cx, cy)
     s, c = np.sin(u / f), np.cos(u / f)
-    A = np.stack([f * s + cx * c, cy * c, c], 1)
-    B = np.array([0.0, f, 0.0])
-    if proj.kind == "cylindrical":
-        return np.ones_like(v), A, v / f, B
-    return np.cos(v / f), A, np.sin(v / f), B
+    alpha, beta = impl.rows(v / f)
+    return alpha, np.stack([f * s + cx * c, cy * c, c], 1), beta, np.array([0.0, f, 0.0])
 
 
 def inverse_maps(H: np.ndarray, canvas: Canvas,

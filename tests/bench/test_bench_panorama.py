@@ -176,3 +176,27 @@ def test_exception(tmp_path):
         run_panorama_bench(tmp_path, methods=["bogus"])
     with pytest.raises(StitchError, match="no panorama sets"):
         run_panorama_bench(tmp_path, methods=[METHOD_STITCH])
+
+
+def test_order_runs_and_target():
+    """Order invariance: the spread of canvas size and focal across orders, and its target (0.5 %)."""
+    from stitch.bench.panorama import ordered
+
+    paths = [Path(f"{c}.jpg") for c in "dcab"]
+    assert [p.name for p in ordered(paths, "sorted")] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    assert [p.name for p in ordered(paths, "reversed")] == ["d.jpg", "c.jpg", "b.jpg", "a.jpg"]
+    assert sorted(p.name for p in ordered(paths, "shuffled")) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    runs = {"a": {"sorted": {"ok": True, "size": [1000, 400], "focal": 700.0},
+                  "reversed": {"ok": True, "size": [1003, 400], "focal": 700.7}},
+            "b": {"sorted": {"ok": True, "size": [1000, 400], "focal": 700.0},
+                  "reversed": {"ok": True, "size": [1000, 401], "focal": 700.0}}}
+    res = PanoramaBenchResult([_row("a", METHOD_STITCH), _row("b", METHOD_STITCH)], [METHOD_STITCH], ["a", "b"], 120.0,
+                              order_runs=runs)
+    assert res.order_spread("a")["width"] == pytest.approx(0.003) and res.order_spread("a")["focal"] == pytest.approx(0.001)
+    from stitch.cli.bench_goals import order_goal
+
+    t = order_goal(res)
+    assert t.reached and "(2 sets)" in t.name
+    runs["b"]["reversed"]["size"] = [1010, 400]
+    t = order_goal(res)
+    assert not t.reached and "b (spread 1.00 %)" in t.detail

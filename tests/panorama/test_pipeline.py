@@ -13,18 +13,9 @@ import pytest
 
 from stitch.errors import ConfigError, NoOverlapError, StitchError
 from stitch.geometry import corner_error, image_corners, project
-from stitch.panorama.pipeline import (
-    PairEdge,
-    Panorama,
-    _residuals,
-    adjust_homographies,
-    choose_canvas,
-    choose_reference,
-    edge_residuals,
-    spanning_tree_homographies,
-    stitch_images,
-    work_scale_matrix,
-)
+from stitch.panorama.adjust import adjust_homographies, edge_residuals, norm_matrix, transfer_residuals
+from stitch.panorama.graph import PairEdge, choose_reference, spanning_tree_homographies
+from stitch.panorama.pipeline import Panorama, choose_canvas, stitch_images, work_scale_matrix
 from stitch.panorama.warp import estimate_focal, pair_focals
 
 
@@ -200,9 +191,7 @@ def test_gradcheck():
     Hs = true_chain()
     edges = synthetic_edges(Hs, [(0, 1), (1, 2), (0, 2), (2, 3)], n=5)
     sizes = {k: (640, 480) for k in Hs}
-    from stitch.panorama.pipeline import _norm_matrix
-
-    T = {k: _norm_matrix(sizes[k]) for k in Hs}
+    T = {k: norm_matrix(sizes[k]) for k in Hs}
     Tref_inv = np.linalg.inv(T[1])
     free = [0, 2, 3]
     col = {k: m for m, k in enumerate(free)}
@@ -214,7 +203,7 @@ def test_gradcheck():
         return out
 
     x = np.concatenate([((G := T[1] @ Hs[k] @ np.linalg.inv(T[k])) / G[2, 2]).ravel()[:8] for k in free])
-    r, blocks = _residuals(unpack(x), edges, col, T, Tref_inv, want_jac=True)
+    r, blocks = transfer_residuals(unpack(x), edges, col, T, Tref_inv, want_jac=True)
     J = np.zeros((len(r), len(x)))
     for row, c, B in blocks:
         J[row:row + len(B), 8 * c:8 * c + 8] = B

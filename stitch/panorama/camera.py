@@ -1,0 +1,642 @@
+"""The rotating-camera model: per image a rotation and a focal length, solved by bundle adjustment.
+
+Convention: ``Camera.R`` (3, 3) maps world directions to the camera's frame (x right, y down, z forward),
+K = [[f, 0, cx], [0, f, cy], [0, 0, 1]] with (cx, cy) the principal point in px (default: the image centre,
+((w - 1) / 2, (h - 1) / 2)). A pixel p of image k sees the world ray R_k^T K_k^-1 p, so the homography from
+image a to image b is H_ab = K_b R_b R_a^T K_a^-1, and the homography to the panorama's virtual camera
+(K_v, identity rotation, after wave correction) is H_k = K_v R_k^T K_k^-1.
+
+Steps (``register_cameras``):
+
+1. focal: the median of the focal lengths that the pairwise homographies determine, each pair taken in
+   both directions (so the value does not depend on which image came first), or the EXIF focal length
+   when every image has one (``exif_focal_px``); one focal shared by all images when they have the same
+   size and the same EXIF focal, else one per image (as OpenCV's bundle adjusters; photos without EXIF
+   may be zoomed differently);
+2. rotations: chained from the reference along the maximum spanning tree of the pair graph (keys break
+   ties, see stitch.panorama.graph), each step the rotation nearest to K_b^-1 H_ab K_a;
+3. bundle adjustment (``bundle_adjust``): robust nonlinear least squares (adjust.robust_least_squares:
+   Levenberg-Marquardt on the small normal equations, or scipy.optimize.least_squares) over the inliers of
+   every accepted pair (at most ``max_points_per_edge`` per pair), residuals = reprojection errors in px in both
+   directions, robust loss, analytic sparse Jacobian (each residual depends on two rotations and their
+   focal); the reference rotation is held fixed;
+4. wave correction (``wave_correct``; horizontal, vertical, auto or none), after OpenCV's waveCorrect: the
+   horizontal kind finds the up vector as the direction most perpendicular to every camera's x axis, and
+   turns the world so that it is vertical, which straightens the horizon;
+5. a full turn is detected when a cycle of the pair graph winds once around the vertical axis
+   (``is_full_turn``): a loop-closing pair was found; the panorama is then exactly 360 degrees wide.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stitch.errors import ConfigError, StitchError
+from stitch.panorama.adjust import (
+    DEFAULT_LOSS,
+    DEFAULT_MAX_POINTS_PER_EDGE,
+    DEFAULT_SOLVER,
+    LOSS_CHOICES,
+    rms,
+    robust_least_squares,
+    subsample_edges,
+)
+from stitch.panorama.graph import PairEdge, maximum_spanning_tree, tree_walk
+from stitch.panorama.warp import pair_focals
+
+WAVE_CHOICES = ("auto", "horizontal", "vertical", "none")
+#: OpenCV's stitcher and OpenStitching straighten horizontally by default; 'auto' does so too unless the
+#: cameras sweep more up and down than sideways (then 'vertical').
+DEFAULT_WAVE = "auto"
+#: The x axes fix the up vector only when they spread: below this second eigenvalue of sum x x^T (per camera;
+#: about 3.6 degrees of spread) the up vector is the cameras' mean y axis made perpendicular to their x axes.
+WAVE_MIN_SPREAD = 1e-3
+
+
+@dataclass
+class Camera:
+    """One image's camera: name, size (w, h) px, focal px, R (3, 3) world -> camera, principal point (cx, cy) px.
+
+    Edit freely (e.g. R or focal) and pass it back through ``stitch.compose``; ``check`` validates it.
+    """
+
+    name: str
+    size: tuple[int, int]
+    focal: float
+    R: np.ndarray
+    principal: tuple[float, float] | None = None
+    H: np.ndarray | None = None  # homography models only: (3, 3) image px -> reference plane
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """Principal point (cx, cy) px: ``principal`` or the image centre."""
+        if self.principal is not None:
+            return (float(self.principal[0]), float(self.principal[1]))
+        return ((self.size[0] - 1) / 2.0, (self.size[1] - 1) / 2.0)
+
+    @property
+    def K(self) -> np.ndarray:
+        """Intrinsics (3, 3)."""
+        cx, cy = self.center
+        return np.array([[self.focal, 0.0, cx], [0.0, self.focal, cy], [0.0, 0.0, 1.0]])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (R as nested lists)."""
+        return {"name": self.name, "size": [int(self.size[0]), int(self.size[1])], "focal": float(self.focal),
+                "R": np.asarray(self.R, np.float64).tolist(),
+                "principal": None if self.principal is None else [float(v) for v in self.principal],
+                **({} if self.H is None else {"H": np.asarray(self.H, np.float64).tolist()})}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Camera:
+        """The camera of ``to_dict``; ConfigError names a missing or malformed field."""
+        try:
+            R = np.asarray(d["R"], np.float64)
+            cam = cls(str(d["name"]), (int(d["size"][0]), int(d["size"][1])), float(d["focal"]), R,
+                      None if d.get("principal") is None else (float(d["principal"][0]), float(d["principal"][1])),
+                      None if d.get("H") is None else np.asarray(d["H"], np.float64).reshape(3, 3))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ConfigError(f"camera {d.get('name', '?') if isinstance(d, dict) else d!r}: malformed ({exc})") from None
+        cam.check()
+        return cam
+
+    def check(self) -> None:
+        """ConfigError unless focal > 0, size positive and R a rotation (orthonormal, det +1, within 1e-6)."""
+        if not (math.isfinite(self.focal) and self.focal > 0):
+            raise ConfigError(f"camera {self.name}: focal={self.focal} must be a positive number of px")
+        if self.size[0] < 1 or self.size[1] < 1:
+            raise ConfigError(f"camera {self.name}: size={self.size} must be positive")
+        R = np.asarray(self.R, np.float64)
+        if R.shape != (3, 3) or not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
+            raise ConfigError(f"camera {self.name}: R must be a 3 x 3 rotation matrix")
+
+
+# --- EXIF focal ---------------------------------------------------------------------------------------
+
+
+def exif_focal_px(path: str | Path, size: tuple[int, int]) -> float | None:
+    """Focal length in px of a (w, h) image from its EXIF, or None (no EXIF, no Pillow, or too little data).
+
+    FocalLength (mm) times FocalPlaneXResolution (px per unit) when present, else the 35 mm equivalent
+    scaled to the image's long side over 36 mm; both corrected for a resize since the camera wrote them
+    (PixelXDimension). Pillow is optional: without it there is no EXIF focal.
+    """
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(path) as im:
+            exif = im.getexif()
+            sub = exif.get_ifd(0x8769)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    long_side = float(max(size))
+    dims = [sub.get(0xA002), sub.get(0xA003)]
+    exif_long = float(max(d for d in dims if d)) if any(dims) else long_side
+    try:
+        f_mm = float(sub.get(0x920A) or 0.0)
+        res = float(sub.get(0xA20E) or 0.0)
+        unit = int(sub.get(0xA210) or 2)
+        f35 = float(sub.get(0xA405) or 0.0)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    per_mm = {2: 1 / 25.4, 3: 1 / 10.0, 4: 1.0}.get(unit)
+    if f_mm > 0 and res > 0 and per_mm is not None:
+        return f_mm * res * per_mm * long_side / exif_long
+    if f35 > 0:
+        return f35 / 36.0 * long_side
+    return None
+
+
+# --- initial values ---------------------------------------------------------------------------------
+
+
+def pair_focal_estimates(edges: Sequence[PairEdge], sizes: dict[int, tuple[int, int]]) -> list[float]:
+    """Focal lengths (px) the edges' homographies determine, each pair in both directions (order-free)."""
+    both = []
+    for e in edges:
+        both.append((e.H, sizes[e.i], sizes[e.j]))
+        both.append((np.linalg.inv(e.H), sizes[e.j], sizes[e.i]))
+    return pair_focals(both)
+
+
+def nearest_rotation(M: np.ndarray) -> np.ndarray:
+    """The rotation (3, 3) nearest to M (3, 3) in the Frobenius norm, after scaling M to a positive determinant."""
+    d = float(np.linalg.det(M))
+    if d < 0:
+        M = -M
+    U, _, Vt = np.linalg.svd(M)
+    R = U @ Vt
+    if np.linalg.det(R) < 0:
+        U[:, -1] *= -1
+        R = U @ Vt
+    return R
+
+
+def initial_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, K: dict[int, np.ndarray],
+                      keys: Sequence[str] | None = None) -> dict[int, np.ndarray]:
+    """R (3, 3) per node, chained from R_ref = I along the maximum spanning tree: R_b = rot(K_b^-1 H_ab K_a) R_a."""
+    Rs = {ref: np.eye(3)}
+    for a, b, e in tree_walk(nodes, maximum_spanning_tree(nodes, edges, keys), ref):
+        H_ab = e.H if e.i == a else np.linalg.inv(e.H)
+        Rs[b] = nearest_rotation(np.linalg.inv(K[b]) @ H_ab @ K[a]) @ Rs[a]
+    return Rs
+
+
+# --- bundle adjustment ------------------------------------------------------------------------------
+
+
+def _rotvec_to_matrix(w: np.ndarray) -> np.ndarray:
+    """Rodrigues: rotation vectors (n, 3) -> matrices (n, 3, 3)."""
+    th = np.linalg.norm(w, axis=1)
+    small = th < 1e-12
+    k = np.where(small[:, None], 0.0, w / np.where(small, 1.0, th)[:, None])
+    Kx = _skew(k)
+    s, c = np.sin(th)[:, None, None], np.cos(th)[:, None, None]
+    return np.eye(3)[None] + s * Kx + (1 - c) * (Kx @ Kx)
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    """Cross-product matrices (n, 3, 3) of vectors (n, 3)."""
+    S = np.zeros((len(v), 3, 3))
+    S[:, 0, 1], S[:, 0, 2], S[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
+    S[:, 1, 0], S[:, 2, 0], S[:, 2, 1] = v[:, 2], -v[:, 1], v[:, 0]
+    return S
+
+
+def _left_jacobian(w: np.ndarray) -> np.ndarray:
+    """SO(3) left Jacobians (n, 3, 3) of rotation vectors (n, 3): d exp(w) = [J_l(w) dw]x exp(w)."""
+    th = np.linalg.norm(w, axis=1)
+    W = _skew(w)
+    safe = np.where(th < 1e-8, 1.0, th)
+    a = np.where(th < 1e-8, 0.5, (1 - np.cos(th)) / safe**2)[:, None, None]
+    b = np.where(th < 1e-8, 1.0 / 6.0, (th - np.sin(th)) / safe**3)[:, None, None]
+    return np.eye(3)[None] + a * W + b * (W @ W)
+
+
+@dataclass
+class BundleProblem:
+    """The stacked correspondences: image a's px pa (M, 2) should map to image b's px pb (M, 2); a, b (M,) ints."""
+
+    a: np.ndarray
+    b: np.ndarray
+    pa: np.ndarray
+    pb: np.ndarray
+    centers: np.ndarray  # (n_images, 2) principal points, by node position
+    focal_of: np.ndarray  # (n_images,) index of each image's focal parameter
+    free_of: np.ndarray  # (n_images,) index of each image's rotation block among the free ones, -1 = fixed
+    R0: np.ndarray  # (n_images, 3, 3) rotations the rotation vectors are applied to (left)
+    n_free: int
+    n_focal: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(R (n, 3, 3), f (n,), w (n, 3) rotation vectors; zero for the fixed image) from parameters x."""
+        n = len(self.R0)
+        w = np.zeros((n, 3))
+        free = self.free_of >= 0
+        w[free] = x[: 3 * self.n_free].reshape(-1, 3)[self.free_of[free]]
+        f = x[3 * self.n_free:][self.focal_of]
+        return _rotvec_to_matrix(w) @ self.R0, f, w
+
+    def residuals(self, x: np.ndarray, want_jac: bool = False) -> Any:
+        """Reprojection residuals (2M,) px, x and y interleaved; with want_jac also the sparse Jacobian."""
+        R, f, w = self.unpack(x)
+        a, b = self.a, self.b
+        c = self.centers
+        s = np.stack([(self.pa[:, 0] - c[a, 0]) / f[a], (self.pa[:, 1] - c[a, 1]) / f[a], np.ones(len(a))], 1)
+        ray = np.einsum("nji,nj->ni", R[a], s)  # R_a^T s
+        cb = np.einsum("nij,nj->ni", R[b], ray)  # camera b coordinates
+        z = np.where(np.abs(cb[:, 2]) < 1e-9, 1e-9, cb[:, 2])
+        u = f[b] * cb[:, 0] / z + c[b, 0]
+        v = f[b] * cb[:, 1] / z + c[b, 1]
+        res = np.stack([u - self.pb[:, 0], v - self.pb[:, 1]], 1).ravel()
+        if not want_jac:
+            return res
+        from scipy.sparse import csr_matrix
+
+        m = len(a)
+        # d(u, v)/d cb: (m, 2, 3)
+        D = np.zeros((m, 2, 3))
+        D[:, 0, 0] = D[:, 1, 1] = f[b] / z
+        D[:, 0, 2] = -f[b] * cb[:, 0] / z**2
+        D[:, 1, 2] = -f[b] * cb[:, 1] / z**2
+        Jl = _left_jacobian(w)
+        # d cb / d w_b = -[cb]x J_l(w_b); d cb / d w_a = R_b R_a^T [s]x J_l(w_a)
+        Jb = np.einsum("nij,njk->nik", D, -_skew(cb) @ Jl[b])
+        Rba = np.einsum("nij,nkj->nik", R[b], R[a])
+        Ja = np.einsum("nij,njk->nik", D @ Rba, _skew(s) @ Jl[a])
+        # focal of b: u = f_b cb_x / z + cx; focal of a: s depends on 1 / f_a
+        dfb = np.stack([cb[:, 0] / z, cb[:, 1] / z], 1)
+        ds = np.stack([-(s[:, 0]) / f[a], -(s[:, 1]) / f[a], np.zeros(m)], 1)
+        dfa = np.einsum("nij,nj->ni", D @ Rba, ds)
+        rows, cols, vals = [], [], []
+        row2 = np.arange(2 * m).reshape(m, 2)
+        for who, J in ((a, Ja), (b, Jb)):
+            blk = self.free_of[who]
+            ok = blk >= 0
+            for k in range(3):
+                rows.append(row2[ok].ravel())
+                cols.append(np.repeat(3 * blk[ok] + k, 2))
+                vals.append(J[ok, :, k].ravel())
+        off = 3 * self.n_free
+        for who, dF in ((a, dfa), (b, dfb)):
+            rows.append(row2.ravel())
+            cols.append(np.repeat(off + self.focal_of[who], 2))
+            vals.append(dF.ravel())
+        J = csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(2 * m, 3 * self.n_free + self.n_focal))
+        return res, J
+
+
+def build_problem(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0: dict[int, np.ndarray],
+                  centers: dict[int, tuple[float, float]], focal_groups: dict[int, int]) -> BundleProblem:
+    """The BundleProblem of ``edges`` (both directions of every inlier) over ``nodes`` (positions = sorted nodes)."""
+    order = sorted(nodes)
+    pos = {k: p for p, k in enumerate(order)}
+    a, b, pa, pb = [], [], [], []
+    for e in edges:
+        for i, j, pi, pj in ((e.i, e.j, e.pts_i, e.pts_j), (e.j, e.i, e.pts_j, e.pts_i)):
+            a.append(np.full(len(pi), pos[i]))
+            b.append(np.full(len(pi), pos[j]))
+            pa.append(np.asarray(pi, np.float64))
+            pb.append(np.asarray(pj, np.float64))
+    free = [k for k in order if k != ref]
+    free_of = np.array([free.index(k) if k != ref else -1 for k in order])
+    return BundleProblem(np.concatenate(a), np.concatenate(b), np.concatenate(pa), np.concatenate(pb),
+                         np.array([centers[k] for k in order], np.float64),
+                         np.array([focal_groups[k] for k in order]), free_of,
+                         np.stack([R0[k] for k in order]), len(free), max(focal_groups.values()) + 1)
+
+
+def bundle_adjust(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0: dict[int, np.ndarray],
+                  focals: dict[int, float], centers: dict[int, tuple[float, float]], shared_focal: bool,
+                  loss: str = DEFAULT_LOSS, f_scale: float = 2.0,
+                  max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE, seed: int = 0,
+                  solver: str = DEFAULT_SOLVER) -> tuple[dict[int, np.ndarray], dict[int, float], float, float]:
+    """Refine rotations R (3, 3) and focals (px) over the edges' inliers; R_ref stays fixed.
+
+    ``solver``: 'lm' or 'trf' (scipy.optimize.least_squares), see adjust.robust_least_squares.
+
+    Returns (R per node, focal per node, RMS reprojection error before, after) in px; the input comes back
+    when the solution is not finite or not better.
+    """
+    if loss not in LOSS_CHOICES:
+        raise ConfigError(f"loss={loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
+    order = sorted(nodes)
+    groups = {k: 0 if shared_focal else p for p, k in enumerate(order)}
+    prob = build_problem(order, subsample_edges(edges, max_points_per_edge, seed), ref, R0, centers, groups)
+    f0 = np.zeros(prob.n_focal)
+    for k in order:
+        f0[groups[k]] = focals[k]
+    if shared_focal:
+        f0[0] = float(np.median([focals[k] for k in order]))
+    x0 = np.concatenate([np.zeros(3 * prob.n_free), f0])
+    r0 = prob.residuals(x0)
+    if not len(r0):
+        return dict(R0), {k: float(f0[groups[k]]) for k in order}, 0.0, 0.0
+    x1 = robust_least_squares(prob.residuals, x0, loss, f_scale, 100, solver)
+    r1 = prob.residuals(x1)
+    if not np.all(np.isfinite(x1)) or not np.isfinite(rms(r1)) or rms(r1) > rms(r0) or np.any(x1[3 * prob.n_free:] <= 0):
+        return dict(R0), {k: float(f0[groups[k]]) for k in order}, rms(r0), rms(r0)
+    R, f, _ = prob.unpack(x1)
+    return ({k: nearest_rotation(R[p]) for p, k in enumerate(order)}, {k: float(f[p]) for p, k in enumerate(order)},
+            rms(r0), rms(r1))
+
+
+# --- wave correction and full turns -------------------------------------------------------------------
+
+
+def _unit(v: np.ndarray) -> np.ndarray | None:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-9 else None
+
+
+def _forward(Z: np.ndarray, axis: np.ndarray, z_ref: np.ndarray) -> np.ndarray | None:
+    """The mean viewing direction of Z (n, 3) made perpendicular to ``axis``; the reference's (z_ref) when the
+    directions cancel out (a full turn)."""
+    zsum = Z.sum(0)
+    z = _unit(zsum - (zsum @ axis) * axis)
+    if z is None or np.linalg.norm(zsum) < 0.2 * len(Z):
+        z = _unit(z_ref - (z_ref @ axis) * axis)
+    return z
+
+
+def wave_kind(Rs: Sequence[np.ndarray]) -> str:
+    """'vertical' when the cameras' viewing directions spread more up and down than sideways, else 'horizontal'."""
+    Z = np.array([R[2] for R in Rs])
+    Y = np.array([R[1] for R in Rs])
+    up = _unit(Y.sum(0))
+    if up is None or len(Rs) < 2:
+        return "horizontal"
+    pitch = np.arcsin(np.clip(Z @ up, -1, 1))
+    side = _unit(np.cross(up, Z.sum(0)))
+    if side is None:
+        return "horizontal"
+    yaw = np.arcsin(np.clip(Z @ side, -1, 1))
+    return "vertical" if np.ptp(pitch) > np.ptp(yaw) else "horizontal"
+
+
+def wave_correct(Rs: dict[int, np.ndarray], kind: str, ref: int) -> dict[int, np.ndarray]:
+    """Rotations R_k W^T after turning the world by W (3, 3) so the horizon (or the vertical sweep) is straight.
+
+    horizontal: W's y axis (down) is the direction most perpendicular to every camera's x axis (the smallest
+    eigenvector of sum x x^T; the mean y axis when the x axes hardly spread), its z axis the mean viewing
+    direction made horizontal (the reference's, when those cancel out, as in a full turn). vertical: W's x
+    axis is the cameras' common x axis. none: the rotations unchanged. 'auto': see ``wave_kind``.
+    """
+    if kind not in WAVE_CHOICES:
+        raise ConfigError(f"wave_correct={kind!r}: choose one of {', '.join(WAVE_CHOICES)}")
+    if kind == "none" or len(Rs) < 2:
+        return dict(Rs)
+    keys = sorted(Rs)
+    X = np.array([Rs[k][0] for k in keys])
+    Y = np.array([Rs[k][1] for k in keys])
+    Z = np.array([Rs[k][2] for k in keys])
+    if kind == "auto":
+        kind = wave_kind([Rs[k] for k in keys])
+    ybar, xbar = _unit(Y.sum(0)), _unit(X.sum(0))
+    if ybar is None or xbar is None:
+        return dict(Rs)
+    n = len(keys)
+    if kind == "horizontal":
+        vals, vecs = np.linalg.eigh(X.T @ X)
+        y = vecs[:, 0] if vals[1] >= WAVE_MIN_SPREAD * n else _unit(ybar - (ybar @ xbar) * xbar)
+        if y is None:
+            return dict(Rs)
+        y = y if y @ ybar >= 0 else -y
+        z = _forward(Z, y, Rs[ref][2])
+        if z is None:
+            return dict(Rs)
+        x = np.cross(y, z)
+    else:
+        M = X.T @ X
+        x = np.linalg.eigh(M)[1][:, -1]
+        x = x if x @ xbar >= 0 else -x
+        z = _forward(Z, x, Rs[ref][2])
+        if z is None:
+            return dict(Rs)
+        y = np.cross(z, x)
+    W = np.stack([x, y, z])
+    return {k: R @ W.T for k, R in Rs.items()}
+
+
+def yaw(R: np.ndarray) -> float:
+    """Heading (radians) of a camera's viewing direction about the world's vertical (y) axis."""
+    return float(math.atan2(R[2, 0], R[2, 2]))
+
+
+def is_full_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, np.ndarray],
+                 keys: Sequence[str] | None = None) -> bool:
+    """True when some cycle of the pair graph winds once around the vertical axis (a loop-closing pair).
+
+    Headings are unwrapped along the maximum spanning tree; a non-tree edge whose wrapped heading change
+    disagrees with the tree path by about 2 pi closes the turn.
+    """
+    if not edges:
+        return False
+    ref = min(nodes, key=lambda k: keys[k] if keys is not None else k)
+    tree = maximum_spanning_tree(nodes, edges, keys)
+    unwrapped = {ref: yaw(Rs[ref])}
+
+    def wrap(a: float) -> float:
+        return (a + math.pi) % (2 * math.pi) - math.pi
+
+    for a, b, _ in tree_walk(nodes, tree, ref):
+        unwrapped[b] = unwrapped[a] + wrap(yaw(Rs[b]) - yaw(Rs[a]))
+    in_tree = {id(e) for e in tree}
+    for e in edges:
+        if id(e) in in_tree or e.i not in unwrapped or e.j not in unwrapped:
+            continue
+        path = unwrapped[e.j] - unwrapped[e.i]
+        if abs(path - wrap(yaw(Rs[e.j]) - yaw(Rs[e.i]))) > math.pi:
+            return True
+    return False
+
+
+# --- the whole registration ---------------------------------------------------------------------------
+
+
+@dataclass
+class Geometry:
+    """Registered images (by index): H (3, 3) image -> the virtual reference plane, and the model behind them.
+
+    model: 'rotation' (cameras hold R and focal; the plane is the virtual camera K_v = [[focal, 0, cx],
+    [0, focal, cy], [0, 0, 1]] with (cx, cy) = ``center``, identity rotation), 'homography' or 'scans'
+    (cameras hold no rotation: the Hs are the model). focal: the projection's focal (px) or None.
+    full_turn: a loop-closing pair makes the images a 360-degree turn (focal is then period / (2 pi) with
+    an integer period).
+    """
+
+    model: str
+    homographies: dict[int, np.ndarray]
+    cameras: dict[int, Camera]
+    focal: float | None
+    center: tuple[float, float]
+    full_turn: bool = False
+    rms_before: float | None = None
+    rms_after: float | None = None
+    wave: str = "none"
+
+
+def virtual_camera(focal: float, center: tuple[float, float]) -> np.ndarray:
+    """K_v (3, 3) of the panorama's virtual camera."""
+    return np.array([[focal, 0.0, center[0]], [0.0, focal, center[1]], [0.0, 0.0, 1.0]])
+
+
+def camera_homographies(cameras: dict[int, Camera], focal: float, center: tuple[float, float]) -> dict[int, np.ndarray]:
+    """H_k = K_v R_k^T K_k^-1 (3, 3): each camera's pixels -> the virtual camera's plane (det > 0, H[2, 2] free)."""
+    Kv = virtual_camera(focal, center)
+    return {k: Kv @ c.R.T @ np.linalg.inv(c.K) for k, c in cameras.items()}
+
+
+def turn_focal(focal: float) -> float:
+    """The focal (px) nearest to ``focal`` whose full turn 2 pi f is a whole number of pixels."""
+    return round(2.0 * math.pi * focal) / (2.0 * math.pi)
+
+
+def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes: dict[int, tuple[int, int]],
+                    names: Sequence[str], keys: Sequence[str] | None = None,
+                    exif: dict[int, float] | None = None, loss: str = DEFAULT_LOSS, f_scale: float = 2.0,
+                    max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE, seed: int = 0,
+                    wave: str = DEFAULT_WAVE, adjust: bool = True) -> Geometry | None:
+    """The rotating-camera model of the graph (steps 1-5 of the module docstring); None when no focal is known.
+
+    exif: focal px per node from EXIF (only used when every node has one).
+    """
+    exif = {k: v for k, v in (exif or {}).items() if k in nodes and v}
+    have_exif = len(exif) == len(nodes)
+    estimates = pair_focal_estimates(edges, sizes)
+    if have_exif:
+        focals = {k: exif[k] for k in nodes}
+    elif estimates:
+        focals = dict.fromkeys(nodes, float(np.median(estimates)))
+    else:
+        return None
+    same_size = len({sizes[k] for k in nodes}) == 1
+    # one focal only when EXIF says so: without it, same-size photos may still be zoomed differently (weir_1
+    # is ~13 % longer than weir_2 and weir_3, and one shared focal left 26 px RMS there against 2 px)
+    shared = same_size and have_exif and len({round(exif[k], 3) for k in nodes}) == 1
+    centers = {k: ((sizes[k][0] - 1) / 2.0, (sizes[k][1] - 1) / 2.0) for k in nodes}
+
+    def K(k: int, f: float) -> np.ndarray:
+        return np.array([[f, 0.0, centers[k][0]], [0.0, f, centers[k][1]], [0.0, 0.0, 1.0]])
+
+    R0 = initial_rotations(nodes, edges, ref, {k: K(k, focals[k]) for k in nodes}, keys)
+    if adjust and edges:
+        Rs, focals, r0, r1 = bundle_adjust(nodes, edges, ref, R0, focals, centers, shared, loss, f_scale,
+                                           max_points_per_edge, seed)
+    else:
+        Rs, r0, r1 = R0, None, None
+    kind = wave_kind([Rs[k] for k in sorted(Rs)]) if wave == "auto" else wave
+    Rs = wave_correct(Rs, kind, ref)
+    cams = {k: Camera(names[k], sizes[k], float(focals[k]), Rs[k]) for k in nodes}
+    focal = float(np.median([focals[k] for k in nodes]))
+    turn = kind == "horizontal" and is_full_turn(nodes, edges, Rs, keys)
+    if turn:
+        focal = turn_focal(focal)
+    return Geometry("rotation", camera_homographies(cams, focal, centers[ref]), cams, focal, centers[ref], turn,
+                    r0, r1, kind)
+
+
+#: What a Registration's ``model`` may be (see Registration).
+REGISTRATION_MODELS = ("rotation", "rotation+homography", "homography", "scans")
+
+
+@dataclass
+class Registration:
+    """What ``stitch.register`` returns: one Camera per kept image (input order) and the panorama's frame.
+
+    model: 'rotation' (cameras: R and focal; the panorama's virtual camera has focal ``focal`` and principal
+    point ``center``, identity rotation; edit R or focal to change the render), 'rotation+homography' (the
+    same cameras, each with its refined ``H`` (3, 3) pixels -> the virtual camera's plane, which renders; set
+    model='rotation' to render from R and focal instead) or 'homography' / 'scans' (only H; R is the
+    identity). full_turn: a loop-closing pair closed a 360-degree turn.
+    ``save`` / ``load`` round-trip it through JSON exactly (floats as repr), so ``stitch.compose`` renders the
+    same pixels as ``stitch_images``.
+    """
+
+    cameras: list[Camera]
+    model: str
+    focal: float | None
+    center: tuple[float, float]
+    reference: str
+    full_turn: bool = False
+    rotating: bool = False
+    wave: str = "none"
+    rms_before: float | None = None
+    rms_after: float | None = None
+    edges: list[tuple[str, str, float, int]] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        """The cameras' image names, in order."""
+        return [c.name for c in self.cameras]
+
+    def homographies(self) -> list[np.ndarray]:
+        """H (3, 3) per camera: its pixels -> the reference plane of the virtual camera (see the class docstring).
+
+        Cameras that carry H (refined homographies, or the homography models) use it; else K_v R^T K^-1.
+        """
+        if self.model != "rotation" and all(c.H is not None for c in self.cameras):
+            return [np.asarray(c.H, np.float64) for c in self.cameras]
+        if self.model == "rotation":
+            if self.focal is None:
+                raise ConfigError("registration: the rotation model needs a focal")
+            Hs = camera_homographies(dict(enumerate(self.cameras)), self.focal, self.center)
+            return [Hs[k] for k in range(len(self.cameras))]
+        missing = [c.name for c in self.cameras if c.H is None]
+        if missing:
+            raise ConfigError(f"registration: model {self.model!r} needs H on every camera (missing: {', '.join(missing)})")
+        return [np.asarray(c.H, np.float64) for c in self.cameras]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"model": self.model, "focal": self.focal, "center": list(self.center), "reference": self.reference,
+                "full_turn": self.full_turn, "rotating": self.rotating, "wave": self.wave,
+                "rms_before": self.rms_before, "rms_after": self.rms_after,
+                "cameras": [c.to_dict() for c in self.cameras],
+                "edges": [list(e) for e in self.edges], "dropped": [list(d) for d in self.dropped]}
+
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON, atomically."""
+        from stitch.io import write_text_atomic
+
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Registration:
+        """The registration of ``to_dict``; ConfigError names what is wrong."""
+        if not isinstance(d, dict) or not isinstance(d.get("cameras"), list) or not d["cameras"]:
+            raise ConfigError("registration: expected a JSON object with a non-empty 'cameras' list")
+        model = d.get("model", "rotation")
+        if model not in REGISTRATION_MODELS:
+            raise ConfigError(f"registration: model={model!r}: choose one of {', '.join(REGISTRATION_MODELS)}")
+        cams = [Camera.from_dict(c) for c in d["cameras"]]
+        focal = d.get("focal")
+        center = d.get("center") or list(cams[0].center)
+        return cls(cams, model, None if focal is None else float(focal), (float(center[0]), float(center[1])),
+                   str(d.get("reference", cams[0].name)), bool(d.get("full_turn", False)),
+                   bool(d.get("rotating", model == "rotation")), str(d.get("wave", "none")),
+                   d.get("rms_before"), d.get("rms_after"),
+                   [(str(a), str(b), float(s), int(n)) for a, b, s, n in d.get("edges", [])],
+                   [(str(a), str(b)) for a, b in d.get("dropped", [])])
+
+    @classmethod
+    def load(cls, path: str | Path) -> Registration:
+        """Read a ``save`` file; StitchError names an unreadable file."""
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise StitchError(f"{path}: cannot read cameras ({exc})") from None
+        return cls.from_dict(doc)

@@ -1,0 +1,337 @@
+"""The pair graph of a panorama: which pairs are matched, which are accepted, the reference and the spanning tree.
+
+Order invariance: every choice here depends on the images' contents, never on their input order. Each
+image has a *key* (``image_key``: a digest of its pixels); a pair is always matched in the direction of
+increasing key (the result is flipped when the caller's pair runs the other way), and ties in the
+reference choice and in the spanning tree are broken by keys, not by indices.
+
+Pair selection (``candidate_pairs``): with up to ``DEFAULT_SHORTLIST_MIN_IMAGES`` images every pair is
+screened. Above that a cheap first pass matches a few hundred SIFT features of small thumbnails between
+every pair (a few ms a pair) and keeps, for each image, its ``shortlist_k`` best-matched partners (a pair
+stays when it is in either image's list): the full candidate search then runs on O(N k) pairs instead of
+O(N^2). A loop-closing pair (the last image of a full turn against the first) matches as well as any other
+neighbouring pair at low resolution, so it is kept like them. Pairs between parts of the accepted graph
+are retried with the preset's costlier levels, as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from stitch.errors import NoOverlapError
+from stitch.geometry import normalize_h
+from stitch.homography.matching import Matches
+from stitch.homography.select import (
+    FeatureCache,
+    HomographyResult,
+    SelectConfig,
+    estimate_pair,
+    estimator_grid,
+    image_features,
+)
+from stitch.types import ProgressFn
+
+if TYPE_CHECKING:
+    from stitch.panorama.pipeline import PanoramaConfig
+
+#: Up to this many images every pair gets the full candidate search; above, the cheap first pass selects.
+DEFAULT_SHORTLIST_MIN_IMAGES = 8
+#: Partners kept per image by the first pass (a pair is kept when either image lists the other).
+DEFAULT_SHORTLIST_K = 6
+#: First pass: SIFT features per thumbnail, and the thumbnail's longer side (px).
+SHORTLIST_FEATURES = 300
+SHORTLIST_SIDE = 320
+
+
+@dataclass
+class PairEdge:
+    """An accepted pair i < j: H (3, 3) maps image i to image j, full-res px; pts_i/pts_j (N, 2) inliers."""
+
+    i: int
+    j: int
+    H: np.ndarray
+    score: float
+    n_inliers: int
+    pts_i: np.ndarray
+    pts_j: np.ndarray
+
+
+def image_key(img: np.ndarray) -> str:
+    """Content digest (hex) of an image array: the same pixels and shape give the same key, whatever the order."""
+    return hashlib.sha1(repr(img.shape).encode() + np.ascontiguousarray(img).tobytes()).hexdigest()
+
+
+def flip_result(res: HomographyResult) -> HomographyResult:
+    """The dst -> src view of a pair result: H inverted, matches and sizes swapped (candidates left as they are)."""
+    m = res.matches
+    return replace(res, H=normalize_h(np.linalg.inv(res.H)), src_size=res.dst_size, dst_size=res.src_size,
+                   matches=Matches(m.dst_pts, m.src_pts, m.dst_idx, m.src_idx, m.ratio))
+
+
+def components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of nodes 0..n-1 under pairs (i, j): sorted index lists, by smallest node."""
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for i, j in pairs:
+        parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for k in range(n):
+        groups.setdefault(find(k), []).append(k)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    The pair-matching threads allocate from their own malloc arenas, whose free pages would otherwise
+    stay resident and add to the peak of the full-resolution compositing that follows (opencv_boat:
+    976 MB without this, 698 MB with it).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def resolve_workers(workers: int) -> int:
+    """Threads for pair matching: ``workers``, or for 0 the CPU count (at most 8)."""
+    return int(workers) if workers > 0 else max(1, min(8, os.cpu_count() or 1))
+
+
+# --- pair selection -----------------------------------------------------------------------------------
+
+
+def _thumb_features(img: np.ndarray, sift: Any) -> np.ndarray | None:
+    h, w = img.shape[:2]
+    s = min(1.0, SHORTLIST_SIDE / max(h, w))
+    small = cv2.resize(img, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+    _, desc = sift.detectAndCompute(gray, None)
+    return desc
+
+
+def _good_matches(a: np.ndarray | None, b: np.ndarray | None, matcher: Any) -> int:
+    if a is None or b is None or len(a) < 2 or len(b) < 2:
+        return 0
+    knn = matcher.knnMatch(a, b, k=2)
+    return sum(1 for m in knn if len(m) == 2 and m[0].distance < 0.7 * m[1].distance)
+
+
+def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT_SHORTLIST_K,
+                    min_images: int = DEFAULT_SHORTLIST_MIN_IMAGES) -> list[tuple[int, int]]:
+    """Pairs (i < j) worth the full search: all of them up to ``min_images`` images, else each image's k best.
+
+    The first pass matches SHORTLIST_FEATURES SIFT features of SHORTLIST_SIDE px thumbnails of the (h, w, 3)
+    working images (ratio 0.7, both directions summed); ties between partners are broken by ``keys``, so
+    the selection does not depend on the input order. Memory: N small descriptor sets.
+    """
+    n = len(works)
+    every = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if n <= max(min_images, k + 1):
+        return every
+    sift = cv2.SIFT_create(nfeatures=SHORTLIST_FEATURES)
+    desc = [_thumb_features(w, sift) for w in works]
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    votes = np.zeros((n, n))
+    for i, j in every:
+        votes[i, j] = votes[j, i] = _good_matches(desc[i], desc[j], matcher) + _good_matches(desc[j], desc[i], matcher)
+    keep = set()
+    for i in range(n):
+        order = sorted((j for j in range(n) if j != i and votes[i, j] > 0), key=lambda j: (-votes[i, j], keys[j]))
+        keep.update((min(i, j), max(i, j)) for j in order[:k])
+    return sorted(keep)
+
+
+# --- matching ------------------------------------------------------------------------------------------
+
+
+def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: PanoramaConfig,
+                progress: ProgressFn | None = None, keys: Sequence[str] | None = None,
+                pairs: Sequence[tuple[int, int]] | None = None, masks: Sequence[np.ndarray | None] | None = None,
+                ) -> tuple[list[tuple[int, int, Any]], dict[tuple[int, int], Any]]:
+    """Screen pairs of working images (h, w, 3); returns ([(i, j, HomographyResult)] accepted, reasons).
+
+    ``pairs`` (i < j): the pairs to screen (default: every pair); ``keys``: the images' content keys (default:
+    ``image_key``): each pair is matched from the smaller key to the larger, and the result flipped to i -> j
+    when needed, so it does not depend on the input order. The results' H and points are in working px (the
+    caller converts them); reasons[(i, j)] says why a rejected pair was rejected, as (score or -inf, text).
+    ``masks``: (h, w) bool feature masks at the working resolution, or None (no keypoint where False).
+    """
+    n = len(works)
+    keys = list(keys) if keys is not None else [image_key(w) for w in works]
+    caches = [FeatureCache(mask=None if masks is None else masks[k]) for k in range(n)]
+    levels = config.select.levels
+    first = levels[0]
+    if n > config.full_grid_max_images:
+        first = replace(first, specs=estimator_grid("fast"))
+    screen = replace(config.select, levels=(first,), exhaustive=False)
+    repair_levels = tuple(lv for lv in levels[1:]
+                          if lv.features.detector != "asift" or config.preset == "exhaustive")
+    if n > config.full_grid_max_images:
+        repair_levels = tuple(replace(lv, specs=estimator_grid("fast")) for lv in repair_levels)
+    repair = replace(config.select, levels=repair_levels) if repair_levels else None
+    every = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    pairs = every if pairs is None else sorted((min(i, j), max(i, j)) for i, j in pairs)
+    results: dict[tuple[int, int], Any] = {}
+    why: dict[tuple[int, int], tuple[float, str]] = {}
+
+    def attempt(i: int, j: int, cfg: SelectConfig) -> None:
+        a, b = (i, j) if keys[i] <= keys[j] else (j, i)
+        try:
+            res = estimate_pair(works[a], works[b], cfg, caches[a], caches[b], names=(names[a], names[b]))
+        except NoOverlapError:
+            why.setdefault((i, j), (float("-inf"), "no plausible homography"))
+            return
+        if a != i:
+            res = flip_result(res)
+        if res.score < config.min_pair_score:
+            why[(i, j)] = (res.score, f"score {res.score:.3f} < min_pair_score={config.min_pair_score}")
+        elif res.n_inliers < config.min_pair_inliers:
+            why[(i, j)] = (res.score, f"{res.n_inliers} inliers < min_pair_inliers={config.min_pair_inliers}")
+        else:
+            results[(i, j)] = res
+            why.pop((i, j), None)
+
+    workers = resolve_workers(config.workers)
+    total = len(pairs)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # features first (one detection per image, shared by every pair), then the pairs; the threads
+        # overlap OpenCV's and numpy's GIL-free work, and every result is independent of the order
+        done = 0
+        for _ in pool.map(lambda k: image_features(works[k], first.features, caches[k]), range(n)):
+            pass
+
+        def run_all(todo: list[tuple[int, int]], cfg: SelectConfig, what: str) -> None:
+            nonlocal done
+            futures = {pool.submit(attempt, i, j, cfg): (i, j) for i, j in todo}
+            for fut in as_completed(futures):
+                fut.result()
+                i, j = futures[fut]
+                done += 1
+                if progress is not None:
+                    progress(done, total, f"{what} {names[i]} - {names[j]}")
+
+        run_all(list(pairs), screen, "matched")
+        comp_of = {}
+        for c, g in enumerate(components(n, list(results))):
+            comp_of.update({k: c for k in g})
+        if len(set(comp_of.values())) > 1 and len(pairs) < len(every):
+            # the shortlist left the graph in parts: screen the skipped pairs between them first
+            tried = set(pairs)
+            more = [(i, j) for i, j in every if comp_of[i] != comp_of[j] and (i, j) not in tried]
+            total += len(more)
+            run_all(more, screen, "matched")
+            pairs = sorted(tried | set(more))
+            comp_of = {}
+            for c, g in enumerate(components(n, list(results))):
+                comp_of.update({k: c for k in g})
+        if repair is not None:
+            retry = [(i, j) for i, j in pairs if comp_of[i] != comp_of[j]]
+            if len(set(comp_of.values())) > 1 and retry:
+                total += len(retry)
+                run_all(retry, repair, "matched harder")
+    if progress is not None:
+        progress(total, total, "matching done")
+    return [(i, j, results[(i, j)]) for i, j in sorted(results)], why
+
+
+# --- reference and spanning tree ----------------------------------------------------------------------
+
+
+def choose_reference(nodes: Sequence[int], edges: Sequence[PairEdge], keys: Sequence[str] | None = None) -> int:
+    """The graph centre: fewest hops to the farthest image; ties -> most edges, largest total edge score, smallest key.
+
+    ``keys`` (per image index; default: the index) make the last tie-break independent of the input order.
+    """
+    adj: dict[int, list[int]] = {k: [] for k in nodes}
+    weight = dict.fromkeys(nodes, 0.0)
+    for e in edges:
+        adj[e.i].append(e.j)
+        adj[e.j].append(e.i)
+        weight[e.i] += e.score
+        weight[e.j] += e.score
+
+    def eccentricity(s: int) -> int:
+        dist, frontier = {s: 0}, [s]
+        while frontier:
+            nxt = []
+            for a in frontier:
+                for b in adj[a]:
+                    if b not in dist:
+                        dist[b] = dist[a] + 1
+                        nxt.append(b)
+            frontier = nxt
+        return max(dist.values())
+
+    def key(k: int) -> Any:
+        return keys[k] if keys is not None else k
+
+    return min(nodes, key=lambda k: (eccentricity(k), -len(adj[k]), -round(weight[k], 6), key(k)))
+
+
+def maximum_spanning_tree(nodes: Sequence[int], edges: Sequence[PairEdge],
+                          keys: Sequence[str] | None = None) -> list[PairEdge]:
+    """Edges of the maximum spanning tree/forest (weight = score, then inliers; ties by the images' keys)."""
+    parent = {k: k for k in nodes}
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def key(k: int) -> Any:
+        return keys[k] if keys is not None else k
+
+    tree = []
+    for e in sorted(edges, key=lambda e: (-round(e.score, 6), -e.n_inliers, sorted((key(e.i), key(e.j))))):
+        a, b = find(e.i), find(e.j)
+        if a != b:
+            parent[a] = b
+            tree.append(e)
+    return tree
+
+
+def tree_walk(nodes: Sequence[int], tree: Sequence[PairEdge], ref: int) -> list[tuple[int, int, PairEdge]]:
+    """(parent, child, edge) in breadth-first order from ``ref`` over the tree edges."""
+    adj: dict[int, list[PairEdge]] = {k: [] for k in nodes}
+    for e in tree:
+        adj[e.i].append(e)
+        adj[e.j].append(e)
+    seen, order, frontier = {ref}, [], [ref]
+    while frontier:
+        nxt = []
+        for a in frontier:
+            for e in adj[a]:
+                b = e.j if e.i == a else e.i
+                if b not in seen:
+                    seen.add(b)
+                    order.append((a, b, e))
+                    nxt.append(b)
+        frontier = nxt
+    return order
+
+
+def spanning_tree_homographies(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int,
+                               keys: Sequence[str] | None = None) -> dict[int, np.ndarray]:
+    """H (3, 3) image -> reference for each node, chained along the maximum spanning tree (weight = score)."""
+    Hs = {ref: np.eye(3)}
+    for a, b, e in tree_walk(nodes, maximum_spanning_tree(nodes, edges, keys), ref):
+        H_ab = e.H if e.i == a else np.linalg.inv(e.H)  # maps a -> b
+        Hs[b] = normalize_h(Hs[a] @ np.linalg.inv(H_ab))
+    return Hs

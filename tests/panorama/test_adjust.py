@@ -1,0 +1,73 @@
+"""stitch.panorama.adjust: the robust solver, the scans (affine) model and the frame-preserving refinement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.sparse import csr_matrix
+
+from stitch.errors import ConfigError
+from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges, robust_least_squares
+from stitch.panorama.graph import PairEdge
+
+
+def line_fit(x: np.ndarray, t: np.ndarray, y: np.ndarray, want_jac: bool = False):
+    r = x[0] * t + x[1] - y
+    return (r, csr_matrix(np.stack([t, np.ones_like(t)], 1))) if want_jac else r
+
+
+@pytest.mark.parametrize("loss", ["linear", "soft_l1", "huber", "cauchy"])
+def test_lm_matches_trf(loss):
+    """A line through points with 10 planted outliers: 'lm' and 'trf' agree, and robust losses ignore them."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 10, 200)
+    y = 2.0 * t - 1.0 + rng.normal(0, 0.05, t.size)
+    y[:10] += 30.0
+    a = robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.zeros(2), loss, 0.2, solver="lm")
+    b = robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.zeros(2), loss, 0.2, solver="trf")
+    np.testing.assert_allclose(a, b, atol=2e-3)
+    if loss != "linear":
+        np.testing.assert_allclose(a, [2.0, -1.0], atol=0.02 if loss == "cauchy" else 0.1)
+    with pytest.raises(ConfigError, match="solver='newton'"):
+        robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.zeros(2), solver="newton")
+
+
+def shifted_edges(n: int = 40):
+    """Three 200 x 100 images shifted by 120 px with a small rotation: exact affine correspondences."""
+    rng = np.random.default_rng(1)
+    A = {0: np.eye(3), 1: np.array([[0.999, -0.02, 120.0], [0.02, 0.999, 3.0], [0, 0, 1.0]]),
+         2: np.array([[0.998, 0.03, 241.0], [-0.03, 0.998, -2.0], [0, 0, 1.0]])}
+    edges = []
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        H = np.linalg.solve(A[j], A[i])
+        p = rng.uniform([0, 0], [199, 99], (400, 2))
+        q = np.hstack([p, np.ones((400, 1))]) @ H.T
+        ok = (q[:, 0] >= 0) & (q[:, 0] < 200)
+        edges.append(PairEdge(i, j, H, 0.9, int(ok.sum()), p[ok][:n], q[ok][:n, :2]))
+    return A, edges
+
+
+def test_scans_model_stays_affine():
+    A, edges = shifted_edges()
+    aff = affine_edges(edges)
+    assert all(np.allclose(e.H[2], [0, 0, 1]) for e in aff)
+    init = {k: A[k] @ np.array([[1, 0, 3.0], [0, 1, -2.0], [0, 0, 1]]) if k else A[k] for k in A}
+    out, before, after = adjust_homographies(init, 0, edges, dict.fromkeys(A, (200, 100)), affine=True)
+    assert after < 1e-6 < before
+    for k in A:
+        np.testing.assert_allclose(out[k][2], [0, 0, 1], atol=1e-12)
+        np.testing.assert_allclose(out[k], A[k], atol=1e-6)
+
+
+def test_adjust_in_frame_keeps_the_frame():
+    """Refined in a frame F (the truth composed with F): the result stays in F; an image behind it is refused."""
+    A, edges = shifted_edges()
+    F = np.array([[1.1, 0.05, 30.0], [0.0, 0.95, 10.0], [1e-4, 0, 1.0]])
+    Hs = {k: F @ A[k] @ np.array([[1, 0, 2.0 * k], [0, 1, 0], [0, 0, 1]]) for k in A}
+    out, _, after = adjust_in_frame(Hs, 0, edges, dict.fromkeys(A, (200, 100)))
+    assert after < 1e-6
+    for k in A:
+        np.testing.assert_allclose(out[k] / out[k][2, 2], (F @ A[k]) / (F @ A[k])[2, 2], atol=1e-6)
+    behind = dict(Hs)
+    behind[2] = F @ np.array([[1, 0, 0], [0, 1, 0], [-0.02, 0, 1.0]])  # the horizon crosses image 2
+    assert adjust_in_frame(behind, 0, edges, dict.fromkeys(A, (200, 100))) is None
