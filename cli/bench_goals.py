@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from stitch.batch.backends import BACKENDS
+from stitch.bench.batch import BAD_SETS, WORKER_COUNTS, BatchBenchResult
 from stitch.bench.homography import METHOD_STITCH
 from stitch.bench.panorama import (
     METHOD_OS,
@@ -34,6 +36,11 @@ from stitch.bench.synthetic import (
 DEFAULT_MEMORY_SET = "opencv_boat"
 #: HomographyNet's published mean corner error on the DeTone protocol (px).
 HOMOGRAPHYNET_MACE = 9.2
+#: Batch (issue 15): throughput with 2 workers over 1, Ray's time per set over local's minus 1, and the
+#: coordinator's peak RSS growth from the smallest to the largest tree, as a fraction of the smallest's.
+BATCH_SPEEDUP = 1.8
+BATCH_RAY_OVERHEAD = 0.05
+BATCH_MEMORY_GROWTH = 0.05
 
 
 @dataclass
@@ -148,6 +155,37 @@ def synthetic_goals(result: SyntheticResult) -> list[Goal]:
     if n_control is not None:
         out.append(Goal("refiner (control): pairs where ECC+ECC is worse than ECC by > 0.05 px", None,
                         f"{n_control} pairs"))
+    return out
+
+
+def batch_goals(result: BatchBenchResult) -> list[Goal]:
+    """Scaling per backend, Ray's per-set overhead, crash and resume, flat coordinator memory, bad sets."""
+    out = []
+    for b in BACKENDS:
+        s = result.speedup(b)
+        if s is not None:
+            out.append(Goal(f"{b}: throughput with 2 workers >= {BATCH_SPEEDUP}x 1 worker", s >= BATCH_SPEEDUP,
+                            f"{s:.2f}x"))
+    for w in WORKER_COUNTS:
+        o = result.ray_overhead(w)
+        if o is not None:
+            out.append(Goal(f"Ray's time per set <= local's + {BATCH_RAY_OVERHEAD:.0%} ({w} worker(s))",
+                            o <= BATCH_RAY_OVERHEAD, f"{o:+.1%}"))
+    c = result.crash
+    if c is not None:
+        out.append(Goal(f"kill -9 x{len(c.kill_after_s)} and resume: every set once, identical outputs, no partial "
+                        "files", c.passed, f"{c.records}/{c.sets} records; {len(c.duplicates)} twice, "
+                        f"{len(c.different_outputs)} outputs differ, {len(c.partial_files) + len(c.stray_files)} "
+                        "stray files"))
+    if len(result.memory_mb) >= 2:
+        lo, hi = min(result.memory_mb), max(result.memory_mb)
+        growth = result.memory_mb[hi] - result.memory_mb[lo]
+        out.append(Goal(f"coordinator memory flat from {lo} to {hi} sets (growth <= {BATCH_MEMORY_GROWTH:.0%})",
+                        growth <= BATCH_MEMORY_GROWTH * result.memory_mb[lo],
+                        f"{result.memory_mb[lo]:.1f} -> {result.memory_mb[hi]:.1f} MB"))
+    if result.bad_sets:
+        out.append(Goal("each bad set failed with a one-line reason, the batch went on", result.bad_ok,
+                        f"{len(result.bad_sets)} of {len(BAD_SETS)}"))
     return out
 
 

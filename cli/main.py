@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from stitch.cli.batch_cmd import batch
 from stitch.cli.bench_cmd import bench
 from stitch.cli.compare_cmd import compare
 from stitch.cli.console import cli_wording, emit_json, is_stdout, one_line, progress_bar, stderr_console
@@ -59,6 +60,7 @@ def cli() -> None:
     """The `stitch` command group."""
 
 
+cli.add_command(batch)
 cli.add_command(bench)
 cli.add_command(compare)
 cli.add_command(train)

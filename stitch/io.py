@@ -22,7 +22,7 @@ import os
 import tempfile
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,13 +275,20 @@ def write_image_atomic(path: str | os.PathLike, img: np.ndarray, params: Sequenc
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes to ``path`` through a temporary file in the same folder and an atomic rename."""
+    return write_chunks_atomic(path, (data,))
+
+
+def write_chunks_atomic(path: str | os.PathLike, chunks: Iterable[bytes]) -> Path:
+    """Write the chunks one after another to ``path`` through a temporary file and an atomic rename (a
+    streamed output, such as a long HTML index, never sits whole in memory)."""
     out = Path(path)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent or "."))
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the output the usual permissions

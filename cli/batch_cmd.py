@@ -1,0 +1,170 @@
+"""`stitch batch ROOT -o OUT`: every set under ROOT, one isolated job each, resumable (stitch.batch).
+
+The stitching options are `stitch run`'s own click options (read from the run command, so the two never
+drift); a set's ``stitch.toml`` overrides them for that set.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from stitch.cli.console import (
+    emit_json,
+    fmt_num,
+    make_table,
+    one_line,
+    progress_bar,
+    results_console,
+    stderr_console,
+)
+from stitch.cli.options import json_option, quiet_option
+
+from stitch.batch.backends import (
+    BACKEND_CHOICES,
+    DEFAULT_BACKEND,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
+    Limits,
+)
+from stitch.batch.jobs import STATUS_OK, STATUSES, JobOptions, SetResult
+from stitch.batch.manifest import DEFAULT_KEY_MODE, KEY_MODE_CHOICES
+from stitch.batch.sets import DEFAULT_COUNT, DEFAULT_GAP_S, DEFAULT_GROUPING, GROUPING_CHOICES, OVERRIDE_FILE
+from stitch.errors import StitchError
+
+#: `stitch run` options that apply to every set of a batch (its click options are reused as they are).
+RUN_OPTIONS = ("preset", "detector", "projection", "seed", "work_megapix", "max_canvas_mp", "exposure", "seam",
+               "blend", "bands", "seam_megapix", "crop", "no_crop", "crop_max_empty", "scale", "megapixels",
+               "range_width")
+#: Output formats of the panoramas.
+FORMAT_CHOICES = ("jpg", "png", "tif")
+
+
+class WithRunOptions(click.Command):
+    """A command that also takes the RUN_OPTIONS of the `run` command beside it in the group."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not any(p.name == RUN_OPTIONS[0] for p in self.params):
+            root = ctx.find_root().command
+            run = root.get_command(ctx, "run") if isinstance(root, click.Group) else None
+            if run is None:
+                from stitch.cli.main import run_cmd as run
+            self.params.extend(p for p in run.params if p.name in RUN_OPTIONS)
+        return super().get_params(ctx)
+
+
+def stitch_options(params: dict[str, Any]) -> dict[str, Any]:
+    """stitch_images options from the RUN_OPTIONS values: unset ones (None) keep the library's defaults,
+    --max-canvas-mp becomes pixels, --no-crop is crop 'none'."""
+    opts = {k: params[k] for k in RUN_OPTIONS if params.get(k) is not None}
+    if opts.pop("no_crop", False):
+        if opts.get("crop", "none") != "none":
+            raise click.UsageError(f"--no-crop contradicts --crop {opts['crop']}")
+        opts["crop"] = "none"
+    if "max_canvas_mp" in opts:
+        opts["max_canvas_pixels"] = max(1, int(opts.pop("max_canvas_mp") * 1e6))
+    return opts
+
+
+def set_line(name: str, result: SetResult) -> str:
+    """One line per finished set: status, name, then images or the reason."""
+    if result.status == STATUS_OK:
+        w, h = result.size or (0, 0)
+        warn = f", {len(result.warnings)} warning(s)" if result.warnings else ""
+        return (f"[green]ok[/green]      {escape(name)}: {w} x {h} px, {result.kept} kept, {result.dropped} dropped"
+                f"{warn}, {result.seconds:.1f} s")
+    return f"[red]{result.status:<7}[/red] {escape(name)}: {escape(result.reason)}"
+
+
+def print_summary(summary: Any, console: Any) -> None:
+    """The status table, the failures (first ones), and where the index and manifest are."""
+    rows = [["skipped (done before)", str(summary.skipped)]]
+    rows += [[s, str(summary.counts.get(s, 0))] for s in STATUSES if summary.counts.get(s, 0)]
+    rows.append(["total", str(summary.total)])
+    console.print(make_table("stitch batch", ["status", "sets"], rows))
+    console.print(f"{summary.ran} sets run in {fmt_num(summary.seconds, 1)} s on {summary.workers} worker(s) "
+                  f"({summary.backend}); {summary.kept} images kept, {summary.dropped} dropped", markup=False,
+                  highlight=False, soft_wrap=True)
+    if summary.failures:
+        more = f" (and {summary.more_failures} more)" if summary.more_failures else ""
+        console.print(make_table(f"failures{more}", ["set", "status", "reason"],
+                                 [[escape(n), s, escape(r)] for n, s, r in summary.failures], left_columns=3))
+    console.print(f"index: {summary.index}\nmanifest: {summary.manifest}", markup=False, highlight=False)
+
+
+@click.command("batch", cls=WithRunOptions)
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: OUT/<set>/ (panorama, summary.json, log.txt), OUT/manifest.jsonl, OUT/index.html.")
+@click.option("--group-by", type=click.Choice(GROUPING_CHOICES), default=DEFAULT_GROUPING, show_default=True,
+              help="Sets: each folder of images; or split each folder by capture-time gaps (EXIF, else mtime) or "
+              "into runs of --count images.")
+@click.option("--gap", "gap_s", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_GAP_S,
+              show_default=True, help="Seconds between captures that start a new set (--group-by time-gap).")
+@click.option("--count", type=click.IntRange(min=1), default=DEFAULT_COUNT, show_default=True,
+              help="Images per set (--group-by count).")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=DEFAULT_BACKEND, show_default=True,
+              help="local: processes on this machine; ray: Ray tasks (pip install 'stitch[ray]').")
+@click.option("--address", default=None, help="Ray cluster address (e.g. 'auto' or ray://head:10001); default: "
+              "a local Ray instance.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,  # no cap of 64: clusters
+              help="Sets at a time (0: one per CPU here, or the Ray cluster's CPUs / --cpus-per-set).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Seconds per set before it is killed (0: no limit).")
+@click.option("--memory-mb", type=click.IntRange(min=0), default=DEFAULT_MEMORY_MB, show_default=True,
+              help="Address-space cap per set in MB (0: none); past it the set fails as 'oom'.")
+@click.option("--cpus-per-set", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="CPUs each Ray task declares.")
+@click.option("--gpus-per-set", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPUs a Ray task declares when its set uses a learned stage (refiner = 'deep' in stitch.toml).")
+@click.option("--key", "key_mode", type=click.Choice(KEY_MODE_CHOICES), default=DEFAULT_KEY_MODE, show_default=True,
+              help="What identifies unchanged inputs on a re-run: file size and mtime (stat) or the bytes (content).")
+@click.option("--retry-failed", is_flag=True,
+              help="Also redo sets that failed before (timeouts, memory and crashes are always redone).")
+@click.option("--format", "image_format", type=click.Choice(FORMAT_CHOICES), default="jpg", show_default=True,
+              help="Panorama file format.")
+@json_option("Write the batch summary as JSON to this file ('-': stdout).")
+@quiet_option("No progress, per-set lines or tables; errors still print.")
+def batch(root: Path, out: Path, group_by: str, gap_s: float, count: int, backend: str, address: str | None,
+          workers: int, timeout_s: float, memory_mb: int, cpus_per_set: float, gpus_per_set: float, key_mode: str,
+          retry_failed: bool, image_format: str, json_path: Path | None, quiet: bool, **run_options: Any) -> None:
+    """Stitch every set of images under ROOT into OUT/<set>/, one isolated job per set; resumable.
+
+    A set is each folder of images under ROOT (or see --group-by). The options of `stitch run` apply to
+    every set; a set's folder may hold a stitch.toml overriding them for that set (e.g. preset = "accurate").
+    Re-running the same command skips finished sets and redoes unfinished or changed ones. Each set runs in
+    its own process with --timeout and --memory-mb; a failed set is recorded with its reason and the batch
+    goes on. The exit status is 1 when any set failed.
+    """
+    from stitch.batch.run import run_batch
+
+    options = JobOptions(stitch=stitch_options(run_options), image_ext="." + image_format)
+    limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb, cpus=cpus_per_set, gpus=gpus_per_set)
+    console = stderr_console()
+    show = not quiet
+    try:
+        bar = progress_bar("batch", console) if show and console.is_terminal else nullcontext(lambda *_: None)
+        with bar as progress:
+
+            def on_total(total: int) -> None:
+                progress(0, total, "")
+
+            def on_set(name: str, result: SetResult | None, done: int, total: int) -> None:
+                progress(done, total, name)
+                if show and result is not None:
+                    console.print(set_line(name, result), highlight=False, soft_wrap=True)
+
+            summary = run_batch(root, out, options, group_by=group_by, gap_s=gap_s, count=count, backend=backend,
+                                workers=workers, address=address, limits=limits, key_mode=key_mode,
+                                retry_failed=retry_failed, on_total=on_total, on_set=on_set)
+    except StitchError as exc:
+        raise click.ClickException(one_line(exc)) from None
+    if show:
+        print_summary(summary, results_console(json_path))
+    emit_json(json_path, summary.to_json(), quiet=quiet)
+    if summary.failed:
+        raise click.ClickException(f"{summary.failed} of {summary.ran} sets failed this run (reasons in "
+                                   f"{summary.index}; a set's {OVERRIDE_FILE} can change its options)")

@@ -1,0 +1,173 @@
+"""stitch batch on the local backend: outputs, bad sets, resume after kill -9, changed inputs, limits, CLI."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from batch_trees import (
+    BAD_SETS,
+    GOOD_SEEDS,
+    greedy_job,
+    hanging_job,
+    make_tree,
+)
+from helpers import texture
+from stitch.cli.main import main
+
+from stitch.batch.backends import Limits, make_backend
+from stitch.batch.jobs import STATUS_FAILED, STATUS_OK, STATUS_OOM, STATUS_TIMEOUT
+from stitch.batch.manifest import MANIFEST_NAME, latest_records, read_records
+from stitch.batch.run import run_batch
+from stitch.bench.batch import output_files, partial_files
+from stitch.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = [f"good/s{s}" for s in GOOD_SEEDS]
+ALL_SETS = sorted(GOOD + list(BAD_SETS))
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("tree") / "in")
+
+
+@pytest.fixture(scope="module")
+def reference(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OUT of one uninterrupted run with 2 workers."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    summary = run_batch(tree, out, workers=2)
+    assert summary.total == len(ALL_SETS) and summary.ran == len(ALL_SETS)
+    return out
+
+
+def test_outputs_and_bad_set_reasons(reference: Path) -> None:
+    records = {r["name"]: r for r in latest_records(reference / MANIFEST_NAME)}
+    assert sorted(records) == ALL_SETS
+    for name, word in BAD_SETS.items():
+        r = records[name]
+        assert r["status"] == STATUS_FAILED and word in r["reason"] and "\n" not in r["reason"], r
+        assert (reference / name / "log.txt").is_file() and not (reference / name / "panorama.jpg").exists()
+    for name in GOOD:
+        r = records[name]
+        assert r["status"] == STATUS_OK and r["kept"] == 2 and r["dropped"] == 0
+        folder = reference / name
+        assert cv2.imread(str(folder / "panorama.jpg")).shape[1] > 300
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["kept"] == ["a.png", "b.png"] and summary["output"].endswith("panorama.jpg")
+        assert "ok:" in (folder / "log.txt").read_text()
+    assert json.loads((reference / GOOD[0] / "summary.json").read_text())["projection"] == "plane"  # stitch.toml
+    index = (reference / "index.html").read_text()
+    assert all(name in index for name in ALL_SETS) and "no two images overlap" in index
+    assert partial_files(reference) == []
+
+
+def test_rerun_skips_unchanged_and_redoes_changed(tree: Path, reference: Path, tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(tree, root)
+    shutil.copytree(reference, out, symlinks=True)
+    for p in (root / "good").rglob("*.png"):  # copytree keeps mtimes (copy2), so the keys hold
+        assert p.stat().st_mtime_ns == (tree / p.relative_to(root)).stat().st_mtime_ns
+    again = run_batch(root, out, workers=2)
+    assert again.skipped == len(ALL_SETS) and again.ran == 0
+    before = (out / GOOD[1] / "panorama.jpg").read_bytes()
+    cv2.imwrite(str(root / GOOD[1] / "b.png"), texture(GOOD_SEEDS[1], (400, 200))[:, 100:])
+    changed = run_batch(root, out, workers=2)
+    assert changed.ran == 1 and changed.skipped == len(ALL_SETS) - 1 and changed.counts == {STATUS_OK: 1}
+    assert (out / GOOD[1] / "panorama.jpg").read_bytes() != before
+    assert output_files(out)[f"{GOOD[0]}/panorama.jpg"] == output_files(reference)[f"{GOOD[0]}/panorama.jpg"]
+
+
+def test_resume_after_kill_9(tree: Path, reference: Path, tmp_path: Path) -> None:
+    """kill -9 the CLI after its first finished set; the resumed run completes every set exactly once."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "stitch.cli.main", "batch", str(tree / "good"), "-o", str(out), "--workers", "1",
+           "-q"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / MANIFEST_NAME
+    t0 = time.monotonic()
+    while not (manifest.exists() and manifest.read_text().count("\n") >= 1) and time.monotonic() - t0 < 60:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = [r["name"] for r in read_records(manifest)]
+    assert len(first) == 1
+    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    names = [r["name"] for r in read_records(manifest)]
+    assert sorted(names) == [f"s{s}" for s in GOOD_SEEDS]  # every set finished exactly once
+    expected = {f"good/{k}": v for k, v in output_files(out).items()}
+    assert expected == {k: v for k, v in output_files(reference).items() if k.startswith("good/")}  # byte-identical
+    assert partial_files(out) == []
+
+
+def test_time_limit_on_hanging_set(tree: Path, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    summary = run_batch(tree / "good", tmp_path / "out", workers=2, job_fn=hanging_job, limits=Limits(timeout_s=1.0))
+    assert time.monotonic() - t0 < 20
+    assert summary.counts == {STATUS_TIMEOUT: len(GOOD)}
+    assert all("time limit: killed after 1 s" in reason for _, _, reason in summary.failures)
+    assert multiprocessing.active_children() == []
+    assert "timeout: time limit" in (tmp_path / "out" / "s2" / "log.txt").read_text()
+
+
+def test_memory_cap(tree: Path, tmp_path: Path) -> None:
+    summary = run_batch(tree / "good", tmp_path / "out", workers=1, job_fn=greedy_job, limits=Limits(memory_mb=1500))
+    assert summary.counts == {STATUS_OOM: len(GOOD)}
+    assert all("--memory-mb 1500" in reason for _, _, reason in summary.failures)
+
+
+def test_cli(tree: Path, reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    report = tmp_path / "batch.json"
+    assert main(["batch", str(tree), "-o", str(out), "-q", "--json", str(report)]) == 0  # nothing left to do
+    data = json.loads(report.read_text())
+    assert data["skipped"] == len(ALL_SETS) and data["ran"] == 0 and data["total"] == len(ALL_SETS)
+    assert main(["batch", str(tree), "-o", str(tree / "good" / "s2" / "a.png")]) == 2
+    assert "a.png' is a file" in capsys.readouterr().err
+
+
+def test_exception_ray_missing(monkeypatch: pytest.MonkeyPatch, tree: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"pip install 'stitch\[ray\]'"):
+        make_backend("ray", 1)
+    assert main(["batch", str(tree / "good"), "-o", str(tmp_path / "o"), "--backend", "ray"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: the ray backend needs Ray: pip install 'stitch[ray]'"]
+    with pytest.raises(ConfigError, match="backend='spark'"):
+        make_backend("spark", 1)
+
+
+def test_out_inside_root_is_not_a_set(tree: Path, tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    shutil.copytree(tree / "bad_one", root / "bad_one")
+    (root / "bad_empty").mkdir()
+    first = run_batch(root, root / "out", workers=1)
+    again = run_batch(root, root / "out", workers=1)
+    assert first.total == again.total == 2 and again.skipped == 2
+
+
+def test_cli_run_options_reach_the_sets(tree: Path, tmp_path: Path) -> None:
+    """`stitch run`'s options are batch options too (the same click options), applied to every set."""
+    from stitch.cli.batch_cmd import RUN_OPTIONS
+    from stitch.cli.main import run_cmd
+
+    assert set(RUN_OPTIONS) <= {p.name for p in run_cmd.params}
+    out = tmp_path / "out"
+    assert main(["batch", str(tree / "good"), "-o", str(out), "-q", "--projection", "cylindrical", "--seed", "3"]) == 0
+    for seed in GOOD_SEEDS:
+        summary = json.loads((out / f"s{seed}" / "summary.json").read_text())
+        assert summary["projection"] == ("plane" if seed == GOOD_SEEDS[0] else "cylindrical")  # stitch.toml wins
+    assert main(["batch", str(tree / "good"), "-o", str(out), "--no-crop", "--crop", "rect"]) == 2
