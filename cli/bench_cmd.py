@@ -456,6 +456,8 @@ def extreme_cmd(directory: Path, methods: tuple[str, ...], photos: int, no_real:
                                        synthetic=photos > 0, real=not no_real, limit=limit, progress=progress)
         print_extreme_result(result, results_console(json_path))
         emit_json(json_path, result.to_json)
+    except StitchError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # --- batch -----------------------------------------------------------------------------------------------
@@ -507,7 +509,7 @@ def print_batch_result(result: Any, console: Console) -> None:
               help="kill -9 the batch this many times before letting it finish (0: no crash check).")
 @click.option("--memory-sets", default="200,2000", show_default=True,
               help="Tree sizes at which the coordinator's peak RSS is measured ('' to skip).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the kill times.")
+@seed_option("Seed of the kill times (a non-negative integer).")
 @json_option("Also write every figure and the goals as JSON to this file ('-': stdout).")
 def batch_cmd(directory: Path, sets: int, work: Path | None, backends: tuple[str, ...], kills: int, memory_sets: str,
               seed: int, json_path: Path | None) -> None:
