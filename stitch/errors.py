@@ -25,3 +25,9 @@ class ConfigError(StitchError, ValueError):
 
 class CanvasTooLargeError(StitchError):
     """The warped canvas would exceed the configured size cap (a sign of a bad matrix)."""
+
+
+def check_choice(option: str, value: object, choices: tuple) -> None:
+    """ConfigError naming ``option`` unless ``value`` is one of ``choices`` (a table's names)."""
+    if value not in choices:
+        raise ConfigError(f"{option}={value!r}: choose one of {', '.join(map(str, choices))}")

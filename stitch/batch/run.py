@@ -22,7 +22,7 @@ from stitch.batch.index import write_index
 from stitch.batch.jobs import STATUS_FAILED, STATUS_OK, STATUSES, JobOptions, SetResult, run_set
 from stitch.batch.manifest import DEFAULT_KEY_MODE, KEY_MODES, Manifest, set_key
 from stitch.batch.sets import DEFAULT_COUNT, DEFAULT_GAP_S, DEFAULT_GROUPING, count_sets, discover_sets
-from stitch.errors import ConfigError
+from stitch.errors import ConfigError, check_choice
 
 #: The summary keeps this many failures by name (the manifest and the index have all of them).
 MAX_LISTED_FAILURES = 50
@@ -101,8 +101,7 @@ def run_batch(root: str | Path, out: str | Path, options: JobOptions | None = No
     options = options or JobOptions()
     limits = limits or Limits()
     limits.check()
-    if key_mode not in KEY_MODES:
-        raise ConfigError(f"key={key_mode!r}: choose one of {', '.join(KEY_MODES)}")
+    check_choice("key", key_mode, KEY_MODES)
     grouping = {"group_by": group_by, "gap_s": gap_s, "count": count}
     exclude = check_out(root, out) if root.is_dir() else []
     total = count_sets(root, exclude=exclude, **grouping)

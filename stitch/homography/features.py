@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from stitch.errors import ConfigError
+from stitch.errors import ConfigError, check_choice
 from stitch.imaging import resize_max_side, to_gray
 
 
@@ -55,8 +55,7 @@ class FeatureConfig:
     asift_max_side: int = 900
 
     def __post_init__(self) -> None:
-        if self.detector not in DETECTOR_CHOICES:
-            raise ConfigError(f"detector={self.detector!r}: choose one of {', '.join(DETECTOR_CHOICES)}")
+        check_choice("detector", self.detector, DETECTOR_CHOICES)
         if self.max_keypoints < 8:
             raise ConfigError(f"max_keypoints={self.max_keypoints}: must be at least 8")
         if self.work_max_side < 64:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from stitch.errors import ConfigError, NoOverlapError
+from stitch.errors import ConfigError, NoOverlapError, check_choice
 from stitch.homography import quality
 from stitch.homography.candidates import Candidate, EstimatorSpec
 from stitch.homography.features import DETECTOR_CHOICES, FeatureConfig
@@ -74,8 +74,7 @@ def estimator_grid(preset: str) -> tuple[EstimatorSpec, ...]:
 
 def preset_levels(preset: str, detector: str | None = None, max_keypoints: int | None = None) -> tuple[Level, ...]:
     """The feature/matching levels of a preset, cheapest first; ``detector`` pins the first level's detector."""
-    if preset not in PRESET_CHOICES:
-        raise ConfigError(f"preset={preset!r}: choose one of {', '.join(PRESET_CHOICES)}")
+    check_choice("preset", preset, PRESET_CHOICES)
     if detector is not None and detector not in DETECTOR_CHOICES:
         raise ConfigError(f"detector={detector!r}: choose one of {', '.join(DETECTOR_CHOICES)}")
     grid = estimator_grid(preset)

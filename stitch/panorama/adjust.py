@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stitch.errors import ConfigError
+from stitch.errors import check_choice
 from stitch.geometry import normalize_h
 from stitch.panorama.graph import PairEdge
 
@@ -51,8 +51,7 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
     Gauss-Newton with iteratively reweighted normal equations (weights rho'), Marquardt's diagonal scaling
     and a step accepted only when the cost falls; 'trf': scipy.optimize.least_squares (x_scale='jac').
     """
-    if solver not in SOLVER_CHOICES:
-        raise ConfigError(f"solver={solver!r}: choose one of {', '.join(SOLVER_CHOICES)}")
+    check_choice("solver", solver, SOLVER_CHOICES)
     if solver == "trf":
         from scipy.optimize import least_squares
 
@@ -192,8 +191,7 @@ def adjust_homographies(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[Pai
     """
     from scipy.sparse import csr_matrix  # scipy loads only when a panorama is adjusted
 
-    if loss not in LOSS_CHOICES:
-        raise ConfigError(f"loss={loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
+    check_choice("loss", loss, LOSS_CHOICES)
     sub = subsample_edges(edges, max_points_per_edge, seed)
     npar = 6 if affine else 8
     free = [k for k in sorted(Hs) if k != ref]

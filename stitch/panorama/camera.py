@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from stitch.errors import ConfigError, StitchError
+from stitch.errors import ConfigError, StitchError, check_choice
 from stitch.panorama.adjust import (
     DEFAULT_LOSS,
     DEFAULT_MAX_POINTS_PER_EDGE,
@@ -329,8 +329,7 @@ def bundle_adjust(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0:
     Returns (R per node, focal per node, RMS reprojection error before, after) in px; the input comes back
     when the solution is not finite or not better.
     """
-    if loss not in LOSS_CHOICES:
-        raise ConfigError(f"loss={loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
+    check_choice("loss", loss, LOSS_CHOICES)
     order = sorted(nodes)
     groups = {k: 0 if shared_focal else p for p, k in enumerate(order)}
     prob = build_problem(order, subsample_edges(edges, max_points_per_edge, seed), ref, R0, centers, groups)
@@ -393,8 +392,7 @@ def wave_correct(Rs: dict[int, np.ndarray], kind: str, ref: int) -> dict[int, np
     direction made horizontal (the reference's, when those cancel out, as in a full turn). vertical: W's x
     axis is the cameras' common x axis. none: the rotations unchanged. 'auto': see ``wave_kind``.
     """
-    if kind not in WAVE_CHOICES:
-        raise ConfigError(f"wave_correct={kind!r}: choose one of {', '.join(WAVE_CHOICES)}")
+    check_choice("wave_correct", kind, WAVE_CHOICES)
     if kind == "none" or len(Rs) < 2:
         return dict(Rs)
     keys = sorted(Rs)

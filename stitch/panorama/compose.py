@@ -35,7 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stitch.errors import ConfigError
+from stitch.errors import ConfigError, check_choice
 from stitch.geometry import box_slices, union_box, work_scale_matrix
 from stitch.panorama.blend import (
     BLEND_CHOICES,
@@ -74,8 +74,7 @@ def composite(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], 
               method: str = DEFAULT_COMPOSITE, strip_pixels: int = PLAIN_STRIP_PIXELS,
               progress: ProgressFn | None = None) -> Composite:
     """Blend images (h, w, 3) uint8 warped by H (3, 3, image -> reference) onto canvas, strip by strip."""
-    if method not in COMPOSITE_CHOICES:
-        raise ConfigError(f"composite={method!r}: choose one of {', '.join(COMPOSITE_CHOICES)}")
+    check_choice("composite", method, COMPOSITE_CHOICES)
     if strip_pixels < 1:
         raise ConfigError(f"strip_pixels={strip_pixels}: must be positive")
     if len(images) != len(homographies) or len(images) != len(canvas.boxes):
@@ -130,12 +129,9 @@ class ComposeConfig:
 
     def check(self) -> None:
         """ConfigError naming the first invalid field."""
-        if self.exposure not in EXPOSURE_CHOICES:
-            raise ConfigError(f"exposure={self.exposure!r}: choose one of {', '.join(EXPOSURE_CHOICES)}")
-        if self.seam not in SEAM_CHOICES:
-            raise ConfigError(f"seam={self.seam!r}: choose one of {', '.join(SEAM_CHOICES)}")
-        if self.blend not in BLEND_CHOICES:
-            raise ConfigError(f"blend={self.blend!r}: choose one of {', '.join(BLEND_CHOICES)}")
+        check_choice("exposure", self.exposure, EXPOSURE_CHOICES)
+        check_choice("seam", self.seam, SEAM_CHOICES)
+        check_choice("blend", self.blend, BLEND_CHOICES)
         crop_mode(self.crop)
         if not (isinstance(self.crop_max_empty, (int, float)) and 0.0 <= self.crop_max_empty < 0.5):
             raise ConfigError(f"crop_max_empty={self.crop_max_empty}: must be in [0, 0.5)")

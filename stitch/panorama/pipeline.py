@@ -56,7 +56,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
+from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError, check_choice
 from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES, SelectConfig
 from stitch.io import ImageLike, image_name, load_images
@@ -194,10 +194,8 @@ class PanoramaConfig:
         if unknown or "select" in own or "compose" in own:
             bad = unknown or [k for k in ("select", "compose") if k in own]
             raise ConfigError(f"unknown option(s) {', '.join(bad)} for stitch_images")
-        if preset not in PRESET_CHOICES:
-            raise ConfigError(f"preset={preset!r}: choose one of {', '.join(PRESET_CHOICES)}")
-        if projection not in PANORAMA_PROJECTION_CHOICES:
-            raise ConfigError(f"projection={projection!r}: choose one of {', '.join(PANORAMA_PROJECTION_CHOICES)}")
+        check_choice("preset", preset, PRESET_CHOICES)
+        check_choice("projection", projection, PANORAMA_PROJECTION_CHOICES)
         if not (isinstance(work_megapix, (int, float)) and 0.01 <= work_megapix <= 100):
             raise ConfigError(f"work_megapix={work_megapix}: must be between 0.01 and 100")
         if not (isinstance(max_canvas_pixels, int) and max_canvas_pixels > 0):
@@ -212,12 +210,9 @@ class PanoramaConfig:
 
     def check(self) -> None:
         """Validate the panorama-level fields; ConfigError names the offending one."""
-        if self.model not in MODEL_CHOICES:
-            raise ConfigError(f"model={self.model!r}: choose one of {', '.join(MODEL_CHOICES)}")
-        if self.wave_correct not in WAVE_CHOICES:
-            raise ConfigError(f"wave_correct={self.wave_correct!r}: choose one of {', '.join(WAVE_CHOICES)}")
-        if self.loss not in LOSS_CHOICES:
-            raise ConfigError(f"loss={self.loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
+        check_choice("model", self.model, MODEL_CHOICES)
+        check_choice("wave_correct", self.wave_correct, WAVE_CHOICES)
+        check_choice("loss", self.loss, LOSS_CHOICES)
         self.compose.check()
         if not -1.0 <= self.min_pair_score <= 1.0:
             raise ConfigError(f"min_pair_score={self.min_pair_score}: must be in [-1, 1]")
