@@ -38,7 +38,7 @@ from stitch.errors import StitchError
 #: `stitch run` options that apply to every set of a batch (its click options are reused as they are).
 RUN_OPTIONS = ("preset", "detector", "projection", "seed", "work_megapix", "max_canvas_mp", "exposure", "seam",
                "blend", "bands", "seam_megapix", "crop", "no_crop", "crop_max_empty", "scale", "megapixels",
-               "range_width")
+               "range_width", "model", "wave_correct")
 #: Output formats of the panoramas.
 FORMAT_CHOICES = ("jpg", "png", "tif")
 
