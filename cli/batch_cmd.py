@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.markup import escape
 from stitch.cli.console import (
+    cli_wording,
     emit_json,
     fmt_num,
     make_table,
@@ -76,7 +77,7 @@ def set_line(name: str, result: SetResult) -> str:
         warn = f", {len(result.warnings)} warning(s)" if result.warnings else ""
         return (f"[green]ok[/green]      {escape(name)}: {w} x {h} px, {result.kept} kept, {result.dropped} dropped"
                 f"{warn}, {result.seconds:.1f} s")
-    return f"[red]{result.status:<7}[/red] {escape(name)}: {escape(result.reason)}"
+    return f"[red]{result.status:<7}[/red] {escape(name)}: {escape(cli_wording(result.reason))}"
 
 
 def print_summary(summary: Any, console: Any) -> None:
@@ -91,7 +92,8 @@ def print_summary(summary: Any, console: Any) -> None:
     if summary.failures:
         more = f" (and {summary.more_failures} more)" if summary.more_failures else ""
         console.print(make_table(f"failures{more}", ["set", "status", "reason"],
-                                 [[escape(n), s, escape(r)] for n, s, r in summary.failures], left_columns=3))
+                                 [[escape(n), s, escape(cli_wording(r))] for n, s, r in summary.failures],
+                                 left_columns=3))
     console.print(f"index: {summary.index}\nmanifest: {summary.manifest}", markup=False, highlight=False)
 
 
