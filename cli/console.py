@@ -18,7 +18,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stitch.errors import one_line
 from stitch.io import write_text_atomic
+
+__all__ = ["one_line"]  # re-exported: the CLI's modules take their console helpers from here
 from stitch.types import ProgressFn
 
 #: Wide enough for the metric tables when stdout is not a terminal (pipes, CI logs).
@@ -42,11 +45,6 @@ def stderr_console() -> Console:
 def results_console(json_path: Path | None) -> Console:
     """Where the tables go: stdout, or stderr when ``--json -`` takes stdout."""
     return stderr_console() if is_stdout(json_path) else stdout_console()
-
-
-def one_line(text: object) -> str:
-    """Collapse whitespace and newlines so a message prints as one line."""
-    return " ".join(str(text).split())
 
 
 def _mp(value: str) -> str:

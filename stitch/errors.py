@@ -31,3 +31,8 @@ def check_choice(option: str, value: object, choices: tuple) -> None:
     """ConfigError naming ``option`` unless ``value`` is one of ``choices`` (a table's names)."""
     if value not in choices:
         raise ConfigError(f"{option}={value!r}: choose one of {', '.join(map(str, choices))}")
+
+
+def one_line(text: object) -> str:
+    """A message as one line: whitespace and newlines collapsed (every error and warning the user sees)."""
+    return " ".join(str(text).split())

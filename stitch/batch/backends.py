@@ -39,7 +39,6 @@ from stitch.batch.jobs import (
     STATUS_TIMEOUT,
     JobOptions,
     SetResult,
-    one_line,
     remove_stale,
     run_set,
     set_dir,
@@ -47,7 +46,7 @@ from stitch.batch.jobs import (
     write_log,
 )
 from stitch.batch.sets import SetSpec
-from stitch.errors import ConfigError, StitchError
+from stitch.errors import ConfigError, StitchError, one_line
 
 #: Seconds a set may run (0: no limit).
 DEFAULT_TIMEOUT_S = 600.0

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stitch.batch.sets import OVERRIDE_FILE, SetSpec
-from stitch.errors import ConfigError, StitchError
+from stitch.errors import ConfigError, StitchError, one_line
 
 STATUS_OK = "ok"
 #: The set itself cannot be stitched (too few images, no overlap, bad override file): a one-line reason.
@@ -90,11 +90,6 @@ class SetResult:
         if known.get("size") is not None:
             known["size"] = tuple(known["size"])
         return cls(**known)
-
-
-def one_line(text: object) -> str:
-    """Collapse whitespace and newlines so a message is one line."""
-    return " ".join(str(text).split())
 
 
 def set_dir(out: Path, name: str) -> Path:

@@ -92,7 +92,7 @@ import cv2
 import numpy as np
 
 from stitch.bench.homography import METHOD_STITCH
-from stitch.errors import StitchError
+from stitch.errors import StitchError, one_line
 from stitch.geometry import Box, box_intersection, box_slices, placed_box
 from stitch.imaging import resize_max_side, to_gray
 from stitch.io import IMAGE_EXTENSIONS, write_image_atomic, write_text_atomic
@@ -460,7 +460,7 @@ def _result(method: str, paths: Sequence[Path], **fields: Any) -> dict[str, Any]
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return one_line(f"{type(exc).__name__}: {exc}")[:300]
 
 
 def run_child(method: str, paths: list[Path], outdir: Path, metrics: bool = True) -> dict[str, Any]:
@@ -563,7 +563,7 @@ def run_isolated(method: str, paths: Sequence[Path], outdir: Path, timeout: floa
     if not res_file.exists():
         tail = (outdir / "log.txt").read_text(errors="replace")[-300:]
         return _result(method, paths, seconds=time.monotonic() - t0, peak_mb=peak or None,
-                       error=f"child exited {proc.returncode}: {' '.join(tail.split())}")
+                       error=f"child exited {proc.returncode}: {one_line(tail)}")
     return json.loads(res_file.read_text())
 
 

@@ -38,6 +38,7 @@ from stitch.homography.select import (
     estimator_grid,
     image_features,
 )
+from stitch.imaging import resize_max_side, to_gray
 from stitch.types import ProgressFn
 
 if TYPE_CHECKING:
@@ -117,11 +118,8 @@ def resolve_workers(workers: int) -> int:
 
 
 def _thumb_features(img: np.ndarray, sift: Any) -> np.ndarray | None:
-    h, w = img.shape[:2]
-    s = min(1.0, SHORTLIST_SIDE / max(h, w))
-    small = cv2.resize(img, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
-    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
-    _, desc = sift.detectAndCompute(gray, None)
+    small, _ = resize_max_side(img, SHORTLIST_SIDE)  # the colour thumbnail, then gray (as measured)
+    _, desc = sift.detectAndCompute(to_gray(small), None)
     return desc
 
 
