@@ -19,6 +19,11 @@ from stitch.panorama.graph import PairEdge
 LOSS_CHOICES = ("linear", "huber", "soft_l1", "cauchy")
 DEFAULT_LOSS = "soft_l1"
 DEFAULT_MAX_POINTS_PER_EDGE = 200
+#: robust_least_squares ('lm') stops when a step lowers the robust cost by less than this fraction (Ceres's
+#: default function_tolerance). On cave_atrium (35 images) 1e-10 took 25 (cameras) + 16 (homographies)
+#: Jacobians, the last ten of each for under 1e-4 of the cost; 1e-6 takes 15 + 9, 2.7 s less, with the focal
+#: 1224.2 -> 1224.3 px and the RMS 1.5588 -> 1.5587 px.
+FUNCTION_TOLERANCE = 1e-6
 #: Solvers of robust_least_squares: 'lm' (Levenberg-Marquardt on the small normal equations, the default)
 #: or 'trf' (scipy.optimize.least_squares, trust region with LSMR steps). Same cost function. Why 'lm':
 #: the parameters are few (3-8 per image) and the residuals many, so J^T W J is a small dense matrix, built
@@ -43,30 +48,44 @@ def _rho(z: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray]:
     return np.log1p(z), 1.0 / (1.0 + z)  # cauchy
 
 
+def _rho_split(z: np.ndarray, loss: str, plain: int) -> tuple[np.ndarray, np.ndarray]:
+    """_rho on all but the last ``plain`` entries of z, which keep the linear loss (plain squares)."""
+    rho, d1 = _rho(z, loss)
+    if plain:
+        rho[-plain:], d1[-plain:] = z[-plain:], 1.0
+    return rho, d1
+
+
 def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_scale: float = 1.0,
-                         max_nfev: int = 100, solver: str = DEFAULT_SOLVER) -> np.ndarray:
+                         max_nfev: int = 100, solver: str = DEFAULT_SOLVER, plain: int = 0) -> np.ndarray:
     """x minimising 0.5 f_scale^2 sum rho((r_i / f_scale)^2), r = fun(x), rho: ``loss`` (as least_squares).
 
     fun(x, want_jac) returns r (m,) or, with want_jac, (r, J) with J a sparse (m, n) Jacobian. 'lm': damped
     Gauss-Newton with iteratively reweighted normal equations (weights rho'), Marquardt's diagonal scaling
     and a step accepted only when the cost falls; 'trf': scipy.optimize.least_squares (x_scale='jac').
+    The last ``plain`` residuals (priors) are plain squares: a robust loss would cap their pull.
     """
     check_choice("solver", solver, SOLVER_CHOICES)
     if solver == "trf":
         from scipy.optimize import least_squares
 
-        return least_squares(lambda x: fun(x), x0, jac=lambda x: fun(x, True)[1], loss=loss, f_scale=f_scale,
+        def trf_loss(z: np.ndarray) -> np.ndarray:  # rho, rho', rho'' (the last unused by 'trf' with lsmr)
+            rho, d1 = _rho_split(z, loss, plain)
+            return np.stack([rho, d1, np.zeros_like(z)])
+
+        return least_squares(lambda x: fun(x), x0, jac=lambda x: fun(x, True)[1],
+                             loss=trf_loss if plain else loss, f_scale=f_scale,
                              method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=max_nfev).x
     from scipy.sparse import diags
 
     def cost(r: np.ndarray) -> float:
-        return 0.5 * f_scale ** 2 * float(np.sum(_rho((r / f_scale) ** 2, loss)[0]))
+        return 0.5 * f_scale ** 2 * float(np.sum(_rho_split((r / f_scale) ** 2, loss, plain)[0]))
 
     x = np.asarray(x0, np.float64).copy()
     r, J = fun(x, True)
     c, lam, nfev = cost(r), 1e-3, 1
     while nfev < max_nfev:
-        w = _rho((r / f_scale) ** 2, loss)[1]
+        w = _rho_split((r / f_scale) ** 2, loss, plain)[1]
         JW = diags(w) @ J
         A = np.asarray((J.T @ JW).todense())
         g = JW.T @ r
@@ -90,7 +109,7 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
         x = x + dx
         gain = (c - c_new) / max(c, 1e-300)
         c, lam = c_new, max(lam / 3.0, 1e-12)
-        if gain < 1e-10:
+        if gain < FUNCTION_TOLERANCE:
             break
         r, J = fun(x, True)
     return x

@@ -123,19 +123,19 @@ def solve_gains(n_units: int, pairs: Sequence[tuple[int, int, float, float, floa
 
 
 def _usable(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """mask & not clipped: every channel within [DEFAULT_MIN_LEVEL, DEFAULT_MAX_LEVEL]."""
-    lo = img.min(axis=2) >= DEFAULT_MIN_LEVEL
-    hi = img.max(axis=2) <= DEFAULT_MAX_LEVEL
-    return mask & lo & hi
+    """(h, w) bool: mask & not clipped (every channel of the (h, w, 3) uint8 img within [DEFAULT_MIN_LEVEL, DEFAULT_MAX_LEVEL])."""
+    lo, hi = (DEFAULT_MIN_LEVEL,) * 3, (DEFAULT_MAX_LEVEL,) * 3
+    return mask & (cv2.inRange(img, lo, hi) > 0)
 
 
 def _image_pairs(views: Sequence[LowView]) -> list[tuple[int, int, np.ndarray, np.ndarray, tuple]]:
     """(i, j, img_i float32 (m, 3), img_j float32 (m, 3), (rows, cols, region)) over each overlap's usable pixels."""
     out = []
+    usable = [_usable(v.image, v.mask) for v in views]  # once per view, cropped per pair
     for i, j, r in overlapping_pairs(views):
-        a, ma = _crop(views[i], r)
-        b, mb = _crop(views[j], r)
-        ok = _usable(a, ma) & _usable(b, mb)
+        a, _ = _crop(views[i], r)
+        b, _ = _crop(views[j], r)
+        ok = usable[i][box_slices(r, views[i].offset)] & usable[j][box_slices(r, views[j].offset)]
         if ok.sum() < 16:
             continue
         rows, cols = np.nonzero(ok)

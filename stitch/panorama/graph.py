@@ -123,11 +123,40 @@ def _thumb_features(img: np.ndarray, sift: Any) -> np.ndarray | None:
     return desc
 
 
-def _good_matches(a: np.ndarray | None, b: np.ndarray | None, matcher: Any) -> int:
-    if a is None or b is None or len(a) < 2 or len(b) < 2:
-        return 0
-    knn = matcher.knnMatch(a, b, k=2)
-    return sum(1 for m in knn if len(m) == 2 and m[0].distance < 0.7 * m[1].distance)
+def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int = 64) -> np.ndarray:
+    """(n, n) symmetric: ratio-test matches i -> j plus j -> i between descriptor sets (m_k, D) float32.
+
+    Brute-force L2 nearest and second-nearest neighbours from one distance matrix per pair, both directions
+    at once, in blocks of ``block`` partner images; a set with fewer than 2 descriptors (or None) matches nothing.
+    """
+    n = len(desc)
+    votes = np.zeros((n, n))
+    ok = [k for k in range(n) if desc[k] is not None and len(desc[k]) >= 2]
+    if len(ok) < 2:
+        return votes
+    m, dim = max(len(desc[k]) for k in ok), desc[ok[0]].shape[1]
+    stack = np.zeros((len(ok), m, dim), np.float32)
+    sq = np.full((len(ok), m), np.inf, np.float32)  # padding rows: infinitely far from everything
+    for a, k in enumerate(ok):
+        d = np.asarray(desc[k], np.float32)
+        stack[a, :len(d)] = d
+        sq[a, :len(d)] = (d * d).sum(axis=1)
+    r2 = np.float32(ratio * ratio)
+    for a in range(len(ok) - 1):
+        for b0 in range(a + 1, len(ok), block):
+            b1 = min(b0 + block, len(ok))
+            gram = (stack[b0:b1].reshape(-1, dim) @ stack[a].T).reshape(b1 - b0, m, m)
+            d2 = gram  # (b, j, i): squared distances of partner b's descriptor j to a's descriptor i
+            d2 *= -2.0
+            d2 += sq[b0:b1, :, None]
+            d2 += sq[a][None, None, :]
+            np.maximum(d2, 0, out=d2)
+            fwd = np.partition(d2, 1, axis=1)[:, :2]  # a -> b: per i, the two nearest j
+            bwd = np.partition(d2, 1, axis=2)[:, :, :2]  # b -> a: per j, the two nearest i
+            count = (fwd[:, 0] < r2 * fwd[:, 1]).sum(axis=1) + (bwd[:, :, 0] < r2 * bwd[:, :, 1]).sum(axis=1)
+            for b, c in zip(range(b0, b1), count):
+                votes[ok[a], ok[b]] = votes[ok[b], ok[a]] = float(c)
+    return votes
 
 
 def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT_SHORTLIST_K,
@@ -135,19 +164,15 @@ def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = D
     """Pairs (i < j) worth the full search: all of them up to ``min_images`` images, else each image's k best.
 
     The first pass matches SHORTLIST_FEATURES SIFT features of SHORTLIST_SIDE px thumbnails of the (h, w, 3)
-    working images (ratio 0.7, both directions summed); ties between partners are broken by ``keys``, so
-    the selection does not depend on the input order. Memory: N small descriptor sets.
+    working images (``pair_votes``: ratio 0.7, both directions summed); ties between partners are broken by
+    ``keys``, so the selection does not depend on the input order. Memory: N small descriptor sets.
     """
     n = len(works)
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     if n <= max(min_images, k + 1):
         return every
     sift = cv2.SIFT_create(nfeatures=SHORTLIST_FEATURES)
-    desc = [_thumb_features(w, sift) for w in works]
-    matcher = cv2.BFMatcher(cv2.NORM_L2)
-    votes = np.zeros((n, n))
-    for i, j in every:
-        votes[i, j] = votes[j, i] = _good_matches(desc[i], desc[j], matcher) + _good_matches(desc[j], desc[i], matcher)
+    votes = pair_votes([_thumb_features(w, sift) for w in works])
     keep = set()
     for i in range(n):
         order = sorted((j for j in range(n) if j != i and votes[i, j] > 0), key=lambda j: (-votes[i, j], keys[j]))

@@ -16,6 +16,7 @@ from stitch.panorama.camera import (
     Camera,
     Registration,
     build_problem,
+    bundle_adjust,
     exif_focal_px,
     is_full_turn,
     solve_rotations,
@@ -114,6 +115,54 @@ def test_gradcheck():
         d[k] = 1e-6 * max(1.0, abs(x[k]))
         num[:, k] = (prob.residuals(x + d) - prob.residuals(x - d)) / (2 * d[k])
     np.testing.assert_allclose(J, num, rtol=1e-4, atol=1e-4 * np.abs(num).max())
+
+
+def test_gradcheck_with_focal_prior():
+    """The focal prior's rows (one per focal parameter) have the right Jacobian too."""
+    Rs = {k: rot(40 * k, 3 * k, k) for k in range(3)}
+    prob = build_problem(list(Rs), ring_edges(Rs, n=5), 0, Rs, {k: ((SIZE[0] - 1) / 2, (SIZE[1] - 1) / 2) for k in Rs},
+                         dict.fromkeys(Rs, 0))
+    prob.focal_prior, prob.prior_weight = np.array([240.0]), 37.0
+    x = np.concatenate([np.random.default_rng(1).normal(0, 0.05, 3 * prob.n_free), [255.0]])
+    r, J = prob.residuals(x, True)
+    assert len(r) == 2 * len(prob.a) + 1 and r[-1] == pytest.approx(37.0 * (255.0 / 240.0 - 1.0))
+    assert J.toarray()[-1, -1] == pytest.approx(37.0 / 240.0)
+    assert np.count_nonzero(J.toarray()[-1, :-1]) == 0
+
+
+def _two_view_edges(noise: float, seed: int = 0) -> tuple[dict[int, np.ndarray], list[PairEdge]]:
+    """Two views 20 degrees apart (focal FOCAL) with noisy correspondences: the focal is weakly fixed."""
+    Rs = {0: rot(0.0), 1: rot(20.0, 1.0)}
+    return Rs, ring_edges(Rs, n=60, noise=noise, seed=seed)
+
+
+def test_exif_prior_holds_an_undetermined_focal():
+    """With heavy noise the data barely fix the focal: the EXIF prior keeps it near EXIF; without it, it drifts."""
+    Rs, edges = _two_view_edges(noise=6.0)
+    centers = dict.fromkeys(Rs, ((SIZE[0] - 1) / 2, (SIZE[1] - 1) / 2))
+    exif = dict.fromkeys(Rs, FOCAL * 1.08)
+    _, f_prior, _, _ = bundle_adjust(list(Rs), edges, 0, Rs, exif, centers, True, focal_prior=exif)
+    assert f_prior[1] == pytest.approx(FOCAL * 1.08, rel=0.02)
+    # the prior is a plain square: a robust loss would let the data drag it far off (the bug this guards)
+    _, f_free, _, _ = bundle_adjust(list(Rs), edges, 0, Rs, exif, centers, True)
+    assert abs(f_free[1] / (FOCAL * 1.08) - 1) > abs(f_prior[1] / (FOCAL * 1.08) - 1)
+
+
+def test_wrong_exif_is_overruled_by_the_data():
+    """EXIF 40 % too long (a cropped photo) on clean views: solve_rotations keeps the focal the views fix."""
+    Rs = {k: rot(25 * k, 2.0) for k in range(4)}
+    edges = ring_edges(Rs, noise=0.2)
+    geo = solve_rotations(list(Rs), edges, 0, dict.fromkeys(Rs, SIZE), [f"v{k}" for k in Rs],
+                          exif=dict.fromkeys(Rs, FOCAL * 1.4), seed=0)
+    assert geo is not None and geo.focal == pytest.approx(FOCAL, rel=0.01)
+
+
+def test_right_exif_is_kept():
+    """EXIF 1 % off on clean views: the prior's solution fits as well and stays within 1 % of the truth."""
+    Rs = {k: rot(25 * k, 2.0) for k in range(4)}
+    geo = solve_rotations(list(Rs), ring_edges(Rs, noise=0.2), 0, dict.fromkeys(Rs, SIZE), [f"v{k}" for k in Rs],
+                          exif=dict.fromkeys(Rs, FOCAL * 1.01), seed=0)
+    assert geo is not None and geo.focal == pytest.approx(FOCAL, rel=0.01)
 
 
 def test_full_turn_recovers_focal_and_rotations():
