@@ -41,6 +41,9 @@ HOMOGRAPHYNET_MACE = 9.2
 BATCH_SPEEDUP = 1.8
 BATCH_RAY_OVERHEAD = 0.05
 BATCH_MEMORY_GROWTH = 0.05
+#: Issue 13: where OpenStitching keeps every image, stitch's canvas (cropped by the same rule, the largest
+#: valid rectangle) is within this fraction of its width and height.
+CANVAS_TOLERANCE = 0.05
 
 
 @dataclass
@@ -87,6 +90,7 @@ def panorama_goals(result: PanoramaBenchResult, memory_set: str = DEFAULT_MEMORY
             worse.append(f"{s} ({'—' if mine is None else f'{mine:.2f}'} >= {min(vals):.2f})")
     out.append(Goal(f"seam visibility below every peer's ({n} sets with a peer)", None if n == 0 else not worse,
                       "not below on: " + "; ".join(worse) if worse else "on all"))
+    out += [g for m in (METHOD_OS, METHOD_OS_SIFT) if m in result.methods and (g := canvas_goal(result, m))]
     if result.order_runs:
         out.append(order_goal(result))
     tot = result.totals()
@@ -104,6 +108,30 @@ def panorama_goals(result: PanoramaBenchResult, memory_set: str = DEFAULT_MEMORY
                           f"stitch {mine.peak_mb:.0f} MB vs {peer.peak_mb:.0f} MB"
                           + ("" if peer.ok else " (the peer failed; its figure is a lower bound)")))
     return out
+
+
+def canvas_goal(result: PanoramaBenchResult, peer: str) -> Goal | None:
+    """Issue 13: canvas width and height within CANVAS_TOLERANCE of ``peer``'s where it keeps every image.
+
+    stitch's canvas is taken under the peer's crop rule (``size_rect``: the largest valid rectangle); its own
+    default crop ('fill') keeps more. None when no set qualifies.
+    """
+    bad, n = [], 0
+    for s in result.sets:
+        mine, theirs = result.row(s, METHOD_STITCH), result.row(s, peer)
+        if not (theirs and theirs.ok and theirs.distractors_dropped and theirs.size):
+            continue
+        n += 1
+        if not (mine and mine.ok and mine.size_rect):
+            bad.append(f"{s} (no canvas)")
+            continue
+        dw, dh = (mine.size_rect[k] / theirs.size[k] - 1 for k in (0, 1))
+        if max(abs(dw), abs(dh)) > CANVAS_TOLERANCE:
+            bad.append(f"{s} ({100 * dw:+.1f} % x {100 * dh:+.1f} %)")
+    if n == 0:
+        return None
+    return Goal(f"canvas (same crop rule) within {100 * CANVAS_TOLERANCE:g} % of {peer}'s where it keeps every image "
+                f"({n} sets)", not bad, "off on: " + "; ".join(bad) if bad else "on all")
 
 
 def order_goal(result: PanoramaBenchResult) -> Goal:

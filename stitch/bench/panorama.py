@@ -453,6 +453,22 @@ def _preload(method: str) -> None:
         importlib.import_module(name)
 
 
+def rect_crop_size(regs: Sequence[Registered]) -> list[int] | None:
+    """[w, h] of the largest rectangle inside the union of the warped inputs (OpenStitching's crop rule)."""
+    from stitch.panorama.crop import crop_box
+
+    if not regs:
+        return None
+    x0, y0 = min(r.corner[0] for r in regs), min(r.corner[1] for r in regs)
+    x1 = max(r.corner[0] + r.mask.shape[1] for r in regs)
+    y1 = max(r.corner[1] + r.mask.shape[0] for r in regs)
+    union = np.zeros((y1 - y0, x1 - x0), bool)
+    for r in regs:
+        union[box_slices(placed_box(r.corner, r.mask.shape), (x0, y0))] |= r.mask
+    b = crop_box(union)
+    return [int(b[2] - b[0]), int(b[3] - b[1])]
+
+
 def _result(method: str, paths: Sequence[Path], **fields: Any) -> dict[str, Any]:
     """A run's result dict: not ok until a field says so."""
     return {"method": method, "given": [p.name for p in paths], "ok": False,
@@ -497,6 +513,8 @@ def run_child(method: str, paths: list[Path], outdir: Path, metrics: bool = True
         result["seam_pixels"] = n
         fc = frame_check(image, mask, regs)
         result["frame_check"] = None if math.isnan(fc) else fc
+        if method == METHOD_STITCH:  # the peers crop to the largest valid rectangle: the same rule on ours
+            result["size_rect"] = rect_crop_size(regs)
     except Exception as exc:  # noqa: BLE001 (the panorama stands; its figures are missing, with the reason)
         result["metrics_error"] = _one_line(exc)
         result["metrics_traceback"] = traceback.format_exc()[-2000:]
@@ -588,6 +606,7 @@ class PanoramaRow:
     size: list[int] | None = None
     frame_check: float | None = None
     focal: float | None = None
+    size_rect: list[int] | None = None
     error: str | None = None
     timed_out: bool = False
     thumbnail: str | None = None
@@ -605,7 +624,7 @@ def _row(set_name: str, raw: dict[str, Any], outdir: Path) -> PanoramaRow:
         seconds=raw.get("seconds"), peak_mb=raw.get("peak_mb"), psnr=raw.get("psnr"), ssim=raw.get("ssim"),
         psnr_udis=raw.get("psnr_udis"), ssim_udis=raw.get("ssim_udis"), seam_visibility=raw.get("seam_visibility"),
         pairs=len(raw.get("pairs", [])), size=raw.get("size"), frame_check=raw.get("frame_check"),
-        focal=raw.get("focal"),
+        focal=raw.get("focal"), size_rect=raw.get("size_rect"),
         error=raw.get("error") or raw.get("metrics_error"), timed_out=bool(raw.get("timed_out")),
         thumbnail=str(thumb) if raw.get("ok") and thumb.exists() else None,
         detail={k: raw[k] for k in ("pairs", "registration", "kept", "given") if k in raw})

@@ -200,3 +200,30 @@ def test_order_runs_and_target():
     runs["b"]["reversed"]["size"] = [1010, 400]
     t = order_goal(res)
     assert not t.reached and "b (spread 1.00 %)" in t.detail
+
+
+def test_rect_crop_size_of_registered_views():
+    """Two 200 x 100 views, the second 100 px right and 10 px down: the largest valid rectangle is 300 x 90."""
+    m = np.ones((100, 200), bool)
+    img = np.zeros((100, 200, 3), np.uint8)
+    from stitch.bench.panorama import rect_crop_size
+
+    regs = [Registered("a", img, m, (-5, -3)), Registered("b", img, m.copy(), (95, 7))]
+    assert rect_crop_size(regs) == [300, 90]
+    assert rect_crop_size([]) is None
+
+
+def test_canvas_goal_compares_the_same_crop_rule():
+    """Canvas agreement uses stitch's largest-rectangle size, and only on sets where the peer keeps every image."""
+    from stitch.cli.bench_goals import canvas_goal
+
+    rows = [_row("a", METHOD_STITCH), _row("a", METHOD_OS_SIFT), _row("b", METHOD_STITCH),
+            _row("b", METHOD_OS_SIFT, kept=1), _row("c", METHOD_STITCH), _row("c", METHOD_OS_SIFT)]
+    for r, size, rect in zip(rows, ([1100, 500], [1000, 400], [900, 400], [500, 300], [1000, 400], [1000, 400]),
+                             ([1020, 390], None, [900, 400], None, [1060, 400], None)):
+        r.size, r.size_rect = size, rect
+    res = PanoramaBenchResult(rows, [METHOD_STITCH, METHOD_OS_SIFT], ["a", "b", "c"], 120.0)
+    g = canvas_goal(res, METHOD_OS_SIFT)
+    assert "(2 sets)" in g.name and not g.reached  # b skipped: the peer dropped an image
+    assert g.detail == "off on: c (+6.0 % x +0.0 %)"  # a: 1020 x 390 against 1000 x 400 is within 5 %
+    assert canvas_goal(res, METHOD_OS) is None
