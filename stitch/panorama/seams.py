@@ -7,8 +7,9 @@ upsamples the masks to full resolution, so a seam costs what the seam resolution
 Methods (``SEAM_CHOICES``):
 
 * ``graphcut``: minimum cut per overlapping pair (Boykov & Jolly; the pairwise scheme of OpenCV's
-  PairwiseSeamFinder), solved with scipy's Dinic max-flow. Nodes are the overlap's pixels; the pixels next
-  to the part only image i covers are tied to i, those next to j's own part to j. The edge between 4-neighbours
+  PairwiseSeamFinder), solved by max-flow (OR-Tools with the 'fast' extra, else scipy's Dinic: the same cut,
+  ``SOURCE_SIDE``). Nodes are the overlap's pixels; the pixels next to the part only image i covers are tied
+  to i, those next to j's own part to j. The edge between 4-neighbours
   p, q costs (e(p) + e(q)) / 2 with the pixel cost
 
       e(p) = |I_i(p) - I_j(p)|_1 / 3 + beta * |grad I_i(p) - grad I_j(p)|_1 / 2 + c0
@@ -73,11 +74,53 @@ def _touching(region: np.ndarray, other: np.ndarray) -> np.ndarray:
     return region & grown
 
 
-def _graphcut_pair(cost: np.ndarray, overlap: np.ndarray, tie_i: np.ndarray, tie_j: np.ndarray) -> np.ndarray:
-    """Bool (h, w): overlap pixels on image i's side of the minimum cut (the rest of the overlap goes to j)."""
+def _source_side_scipy(tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, n_nodes: int, src: int,
+                       snk: int) -> np.ndarray:
+    """(n_nodes,) bool: the nodes reachable from src in the residual graph of a maximum flow (scipy's Dinic)."""
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
+    graph = csr_matrix((caps.astype(np.int32), (tails, heads)), shape=(n_nodes, n_nodes))
+    graph.sum_duplicates()
+    flow = maximum_flow(graph, src, snk, method="dinic").flow
+    residual = (graph - flow).tocsr()
+    residual.data = np.where(residual.data > 0, 1, 0).astype(np.int32)
+    residual.eliminate_zeros()
+    side = np.zeros(n_nodes, bool)
+    side[breadth_first_order(residual, src, directed=True, return_predecessors=False)] = True
+    return side
+
+
+def _source_side_ortools(tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, n_nodes: int, src: int,
+                         snk: int) -> np.ndarray:
+    """The same set from OR-Tools' push-relabel max flow (the 'fast' extra): about 4x faster on seam graphs."""
+    from ortools.graph.python import max_flow
+
+    solver = max_flow.SimpleMaxFlow()
+    solver.add_arcs_with_capacity(tails, heads, caps)
+    if solver.solve(src, snk) != solver.OPTIMAL:
+        return _source_side_scipy(tails, heads, caps, n_nodes, src, snk)
+    side = np.zeros(n_nodes, bool)
+    side[np.asarray(solver.get_source_side_min_cut(), np.int64)] = True
+    return side
+
+
+def _have_ortools() -> bool:
+    try:
+        from ortools.graph.python import max_flow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: The minimum cut's source side (the smallest one: the nodes reachable from the source in the residual
+#: graph, which every maximum flow gives alike, so both solvers cut the same pixels). OR-Tools when the
+#: 'fast' extra is installed (pip install 'stitch[fast]'), else scipy.
+SOURCE_SIDE = _source_side_ortools if _have_ortools() else _source_side_scipy
+
+
+def _graphcut_pair(cost: np.ndarray, overlap: np.ndarray, tie_i: np.ndarray, tie_j: np.ndarray) -> np.ndarray:
+    """Bool (h, w): overlap pixels on image i's side of the minimum cut (the rest of the overlap goes to j)."""
     h, w = overlap.shape
     idx = -np.ones((h, w), np.int64)
     n = int(overlap.sum())
@@ -96,16 +139,7 @@ def _graphcut_pair(cost: np.ndarray, overlap: np.ndarray, tie_i: np.ndarray, tie
     rows += [np.full(len(ti), src), tj]
     cols += [ti, np.full(len(tj), snk)]
     caps += [np.full(len(ti), TIE_CAPACITY), np.full(len(tj), TIE_CAPACITY)]
-    r, c, k = np.concatenate(rows), np.concatenate(cols), np.concatenate(caps)
-    graph = csr_matrix((k.astype(np.int32), (r, c)), shape=(n + 2, n + 2))
-    graph.sum_duplicates()
-    flow = maximum_flow(graph, src, snk, method="dinic").flow
-    residual = (graph - flow).tocsr()
-    residual.data = np.where(residual.data > 0, 1, 0).astype(np.int32)
-    residual.eliminate_zeros()
-    reach = breadth_first_order(residual, src, directed=True, return_predecessors=False)
-    side = np.zeros(n + 2, bool)
-    side[reach] = True
+    side = SOURCE_SIDE(np.concatenate(rows), np.concatenate(cols), np.concatenate(caps), n + 2, src, snk)
     out = np.zeros((h, w), bool)
     out[overlap] = side[:n]
     return out

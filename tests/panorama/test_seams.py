@@ -101,3 +101,25 @@ def test_exception():
         find_seams(views, "graphcut", beta=-1)
     single = find_seams(views[:1], "graphcut")
     assert single[0].all()
+
+
+def test_both_max_flow_solvers_cut_the_same_seams(monkeypatch):
+    """OR-Tools (the 'fast' extra) and scipy give the same source side, so the graph-cut seams do not depend on it."""
+    pytest.importorskip("ortools", reason="the 'fast' extra is not installed")
+    import stitch.panorama.seams as S
+
+    rng = np.random.default_rng(0)
+    n = 60  # a random sparse graph with ties to both terminals, capacities as the seam graphs have them
+    tails, heads = rng.integers(0, n, 400), rng.integers(0, n, 400)
+    keep = tails != heads
+    tails = np.concatenate([tails[keep], np.full(5, n), np.arange(5, 10)])
+    heads = np.concatenate([heads[keep], np.arange(5), np.full(5, n + 1)])
+    caps = np.concatenate([rng.integers(1, 40, keep.sum()), np.full(10, S.TIE_CAPACITY)]).astype(np.int64)
+    a = S._source_side_scipy(tails, heads, caps, n + 2, n, n + 1)
+    b = S._source_side_ortools(tails, heads, caps, n + 2, n, n + 1)
+    assert np.array_equal(a, b) and a[n] and not a[n + 1] and a[:5].all() and not a[5:10].any()
+    views = views_with_object()
+    fast = find_seams(views, "graphcut")
+    monkeypatch.setattr(S, "SOURCE_SIDE", S._source_side_scipy)
+    slow = find_seams(views, "graphcut")
+    assert all(np.array_equal(f, s) for f, s in zip(fast, slow))
