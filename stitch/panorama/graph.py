@@ -7,9 +7,10 @@ reference choice and in the spanning tree are broken by keys, not by indices.
 
 Pair selection (``candidate_pairs``): with up to ``DEFAULT_SHORTLIST_MIN_IMAGES`` images every pair is
 screened. Above that a cheap first pass matches a few hundred SIFT features of small thumbnails between
-every pair (a few ms a pair) and keeps, for each image, its ``shortlist_k`` best-matched partners (a pair
-stays when it is in either image's list): the full candidate search then runs on O(N k) pairs instead of
-O(N^2). A loop-closing pair (the last image of a full turn against the first) matches as well as any other
+every pair (a few ms a pair) and keeps, for each image, its ``shortlist_k`` best-matched partners among
+those above chance (``MIN_SHORTLIST_VOTES``; a pair stays when it is in either image's list): the full
+candidate search then runs on O(N k) pairs instead of O(N^2). When the accepted graph falls apart, the
+skipped pairs between its parts are screened too. A loop-closing pair (the last image of a full turn against the first) matches as well as any other
 neighbouring pair at low resolution, so it is kept like them. Pairs between parts of the accepted graph
 are retried with the preset's costlier levels, as before.
 """
@@ -51,6 +52,11 @@ DEFAULT_SHORTLIST_K = 6
 #: First pass: SIFT features per thumbnail, and the thumbnail's longer side (px).
 SHORTLIST_FEATURES = 300
 SHORTLIST_SIDE = 320
+#: A partner needs at least this many first-pass matches (both directions summed), about what two unrelated
+#: thumbnails reach by chance. Measured on the wide sets: every accepted pair had 13 or more (parrington 42+,
+#: denny 21+, cave_atrium 13+), every rejected pair of the full turns 7 or fewer, so the full search skips 48
+#: of parrington's 66 shortlisted pairs and 36 of denny's 51, which it would have rejected.
+MIN_SHORTLIST_VOTES = 10
 
 
 @dataclass
@@ -164,8 +170,9 @@ def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = D
     """Pairs (i < j) worth the full search: all of them up to ``min_images`` images, else each image's k best.
 
     The first pass matches SHORTLIST_FEATURES SIFT features of SHORTLIST_SIDE px thumbnails of the (h, w, 3)
-    working images (``pair_votes``: ratio 0.7, both directions summed); ties between partners are broken by
-    ``keys``, so the selection does not depend on the input order. Memory: N small descriptor sets.
+    working images (``pair_votes``: ratio 0.7, both directions summed; a partner needs MIN_SHORTLIST_VOTES);
+    ties between partners are broken by ``keys``, so the selection does not depend on the input order.
+    Memory: N small descriptor sets.
     """
     n = len(works)
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
@@ -175,7 +182,8 @@ def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = D
     votes = pair_votes([_thumb_features(w, sift) for w in works])
     keep = set()
     for i in range(n):
-        order = sorted((j for j in range(n) if j != i and votes[i, j] > 0), key=lambda j: (-votes[i, j], keys[j]))
+        order = sorted((j for j in range(n) if j != i and votes[i, j] >= MIN_SHORTLIST_VOTES),
+                       key=lambda j: (-votes[i, j], keys[j]))
         keep.update((min(i, j), max(i, j)) for j in order[:k])
     return sorted(keep)
 
