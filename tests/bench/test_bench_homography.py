@@ -317,3 +317,8 @@ def test_gt_caveat_summaries():
     assert s[bench.OXFORD_CAVEAT][0].pairs == 3 and s[bench.OXFORD_CAVEAT][0].ok[3.0] == 0.0
     assert s[bench.OXFORD_RELIABLE][0].pairs == 2 and s[bench.OXFORD_RELIABLE][0].ok[3.0] == 1.0
     assert s["oxford"][0].pairs == 5
+    rows.append(bench.PairRow("homogr", "adam", "stitch", 1.5, 1.0))
+    s = bench.summarize_rows(rows)
+    reliable = s[bench.OVERALL_RELIABLE][0]
+    assert reliable.pairs == 3 and reliable.auc[3.0] == pytest.approx(metrics.auc_at([1.0, 1.0, 1.5], 3.0))
+    assert s[bench.OVERALL][0].pairs == 6
