@@ -377,12 +377,17 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
                 wsum[lv][sy:sy + h, sx:sx + w] += w_here
             del gi, gw
         res = None
-        for lv in range(c - 1, -1, -1):
-            blended = acc[lv] / np.maximum(wsum[lv], 1e-12)[:, :, None]
-            res = blended if res is None else _up(np.ascontiguousarray(res), blended.shape) + blended
+        for lv in range(c - 1, -1, -1):  # in place: the strips are large, temporaries cost more than the maths
+            blended = acc[lv]
+            blended /= np.maximum(wsum[lv], 1e-12, out=wsum[lv])[:, :, None]
+            if res is not None:
+                blended += _up(np.ascontiguousarray(res), blended.shape)
+            res = blended
             acc[lv] = wsum[lv] = None
         part = res[y0 - Y0:y1 - Y0]
-        fine[y0:y1] = np.clip(np.rint(part * FINE_SCALE), -32767, 32767).astype(np.int16)
+        part *= np.float32(FINE_SCALE)
+        np.clip(np.rint(part, out=part), -32767, 32767, out=part)
+        fine[y0:y1] = part  # whole numbers already: the cast to int16 is exact
         if progress is not None:
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
     coarse = _coarse_bands(sources, inner, gc_img, gc_w, levels, c, Wp, Hp)
@@ -399,10 +404,13 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
         hh = min(y1, Hc) - y0
         if hh <= 0:
             continue
-        vals = up[y0 - Y0:y0 - Y0 + hh, :W] + fine[y0:y0 + hh, :W].astype(np.float32) * np.float32(1.0 / FINE_SCALE)
-        keep = mask[y0:y0 + hh]
-        block = out[y0:y0 + hh]
-        block[keep] = np.clip(np.rint(vals[keep]), 0, 255).astype(np.uint8)
+        vals = fine[y0:y0 + hh, :W].astype(np.float32)
+        vals *= np.float32(1.0 / FINE_SCALE)
+        vals += up[y0 - Y0:y0 - Y0 + hh, :W]
+        np.clip(np.rint(vals, out=vals), 0, 255, out=vals)
+        keep = mask[y0:y0 + hh].view(np.uint8)  # the pixels no image covers stay black
+        u8 = vals.astype(np.uint8)
+        out[y0:y0 + hh] = cv2.bitwise_and(u8, u8, mask=keep)
     if progress is not None:
         progress(n_strips + 1, n_strips + 1, "blending done")
     return out, mask
