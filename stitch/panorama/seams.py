@@ -32,6 +32,7 @@ Pairs are processed in index order on the masks left by the earlier pairs, as Op
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -94,8 +95,10 @@ def _source_side_scipy(tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, n
 def _source_side_ortools(tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, n_nodes: int, src: int,
                          snk: int) -> np.ndarray:
     """The same set from OR-Tools' push-relabel max flow (the 'fast' extra): about 4x faster on seam graphs."""
-    from ortools.graph.python import max_flow
-
+    try:
+        from ortools.graph.python import max_flow
+    except ImportError:  # installed but unusable (e.g. a clashing protobuf): scipy cuts the same pixels
+        return _source_side_scipy(tails, heads, caps, n_nodes, src, snk)
     solver = max_flow.SimpleMaxFlow()
     solver.add_arcs_with_capacity(tails, heads, caps)
     if solver.solve(src, snk) != solver.OPTIMAL:
@@ -105,18 +108,10 @@ def _source_side_ortools(tails: np.ndarray, heads: np.ndarray, caps: np.ndarray,
     return side
 
 
-def _have_ortools() -> bool:
-    try:
-        from ortools.graph.python import max_flow  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 #: The minimum cut's source side (the smallest one: the nodes reachable from the source in the residual
 #: graph, which every maximum flow gives alike, so both solvers cut the same pixels). OR-Tools when the
 #: 'fast' extra is installed (pip install 'stitch[fast]'), else scipy.
-SOURCE_SIDE = _source_side_ortools if _have_ortools() else _source_side_scipy
+SOURCE_SIDE = _source_side_ortools if importlib.util.find_spec("ortools") else _source_side_scipy
 
 
 def _graphcut_pair(cost: np.ndarray, overlap: np.ndarray, tie_i: np.ndarray, tie_j: np.ndarray) -> np.ndarray:

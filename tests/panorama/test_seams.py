@@ -123,3 +123,16 @@ def test_both_max_flow_solvers_cut_the_same_seams(monkeypatch):
     monkeypatch.setattr(S, "SOURCE_SIDE", S._source_side_scipy)
     slow = find_seams(views, "graphcut")
     assert all(np.array_equal(f, s) for f, s in zip(fast, slow))
+
+
+def test_unusable_ortools_falls_back_to_scipy(monkeypatch):
+    """An OR-Tools that fails to import (e.g. a clashing protobuf) leaves the cut to scipy, with the same result."""
+    import sys
+
+    import stitch.panorama.seams as S
+
+    monkeypatch.setitem(sys.modules, "ortools.graph.python", None)  # makes the import raise ImportError
+    tails, heads = np.array([2, 0, 1]), np.array([0, 1, 3])
+    caps = np.array([S.TIE_CAPACITY, 5, S.TIE_CAPACITY], np.int64)
+    side = S._source_side_ortools(tails, heads, caps, 4, 2, 3)
+    assert side.tolist() == [True, False, True, False]  # the cut is the 0 -> 1 edge: {source, 0} | {1, sink}
