@@ -123,7 +123,7 @@ def solve_gains(n_units: int, pairs: Sequence[tuple[int, int, float, float, floa
 
 
 def _usable(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(h, w) bool: mask & not clipped (every channel of the (h, w, 3) uint8 img within [DEFAULT_MIN_LEVEL, DEFAULT_MAX_LEVEL])."""
+    """(h, w) bool: mask & not clipped (every channel of img (h, w, 3) uint8 in [DEFAULT_MIN_LEVEL, DEFAULT_MAX_LEVEL])."""
     lo, hi = (DEFAULT_MIN_LEVEL,) * 3, (DEFAULT_MAX_LEVEL,) * 3
     return mask & (cv2.inRange(img, lo, hi) > 0)
 

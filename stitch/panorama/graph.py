@@ -9,10 +9,10 @@ Pair selection (``candidate_pairs``): with up to ``DEFAULT_SHORTLIST_MIN_IMAGES`
 screened. Above that a cheap first pass matches a few hundred SIFT features of small thumbnails between
 every pair (a few ms a pair) and keeps, for each image, its ``shortlist_k`` best-matched partners among
 those above chance (``MIN_SHORTLIST_VOTES``; a pair stays when it is in either image's list): the full
-candidate search then runs on O(N k) pairs instead of O(N^2). When the accepted graph falls apart, the
-skipped pairs between its parts are screened too. A loop-closing pair (the last image of a full turn against the first) matches as well as any other
-neighbouring pair at low resolution, so it is kept like them. Pairs between parts of the accepted graph
-are retried with the preset's costlier levels, as before.
+candidate search then runs on O(N k) pairs instead of O(N^2). A loop-closing pair (the last image of a
+full turn against the first) matches as well as any other neighbouring pair at low resolution, so it is
+kept like them. When the accepted graph falls apart, the skipped pairs between its parts are screened
+too, and then the pairs between its parts are retried with the preset's costlier levels.
 """
 
 from __future__ import annotations

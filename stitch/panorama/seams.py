@@ -9,8 +9,8 @@ Methods (``SEAM_CHOICES``):
 * ``graphcut``: minimum cut per overlapping pair (Boykov & Jolly; the pairwise scheme of OpenCV's
   PairwiseSeamFinder), solved by max-flow (OR-Tools with the 'fast' extra, else scipy's Dinic: the same cut,
   ``SOURCE_SIDE``). Nodes are the overlap's pixels; the pixels next to the part only image i covers are tied
-  to i, those next to j's own part to j. The edge between 4-neighbours
-  p, q costs (e(p) + e(q)) / 2 with the pixel cost
+  to i, those next to j's own part to j. The edge between 4-neighbours p, q costs (e(p) + e(q)) / 2 with
+  the pixel cost
 
       e(p) = |I_i(p) - I_j(p)|_1 / 3 + beta * |grad I_i(p) - grad I_j(p)|_1 / 2 + c0
 
