@@ -29,6 +29,8 @@ from stitch.batch.backends import (
     DEFAULT_BACKEND,
     DEFAULT_MEMORY_MB,
     DEFAULT_TIMEOUT_S,
+    MAX_MEMORY_MB,
+    MAX_TIMEOUT_S,
     Limits,
 )
 from stitch.batch.jobs import STATUS_OK, STATUSES, JobOptions, SetResult
@@ -114,9 +116,9 @@ def print_summary(summary: Any, console: Any) -> None:
               "a local Ray instance.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,  # no cap of 64: clusters
               help="Sets at a time (0: one per CPU here, or the Ray cluster's CPUs / --cpus-per-set).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, max=MAX_TIMEOUT_S), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds per set before it is killed (0: no limit).")
-@click.option("--memory-mb", type=click.IntRange(min=0), default=DEFAULT_MEMORY_MB, show_default=True,
+@click.option("--memory-mb", type=click.IntRange(min=0, max=MAX_MEMORY_MB), default=DEFAULT_MEMORY_MB, show_default=True,
               help="Address-space cap per set in MB (0: none); past it the set fails as 'oom'.")
 @click.option("--cpus-per-set", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="CPUs each Ray task declares.")

@@ -525,6 +525,8 @@ def batch_cmd(directory: Path, sets: int, work: Path | None, backends: tuple[str
         sizes = tuple(int(x) for x in memory_sets.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"{memory_sets!r}: comma-separated set counts", param_hint="--memory-sets") from None
+    if not sizes or any(n < 1 for n in sizes):
+        raise click.BadParameter(f"{memory_sets!r}: set counts must be >= 1", param_hint="--memory-sets")
     try:
         with progress_bar("bench batch") as progress:
             result = run_batch_bench(directory, work=work, sets=sets, backends=backends or tuple(BATCH_BACKENDS),

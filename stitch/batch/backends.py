@@ -54,6 +54,9 @@ DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MEMORY_MB = 4096
 #: The child's own alarm fires this long after its deadline (a backstop should its parent be gone).
 ALARM_GRACE_S = 5.0
+#: Largest limits: signal.alarm takes a C int of seconds, setrlimit a 64-bit byte count.
+MAX_TIMEOUT_S = float(2 ** 31 - 1 - 2 * ALARM_GRACE_S)
+MAX_MEMORY_MB = 2 ** 40
 #: A Ray task is cancelled this long after its set's limit (the task's own guard normally ends it first).
 RAY_CANCEL_GRACE_S = 30.0
 #: Values of the pair refiner that are learned stages (a GPU helps them).
@@ -79,10 +82,10 @@ class Limits:
     gpus: float = 0.0
 
     def check(self) -> None:
-        if not self.timeout_s >= 0:
-            raise ConfigError(f"timeout={self.timeout_s}: must be >= 0 seconds (0: no limit)")
-        if not (isinstance(self.memory_mb, int) and self.memory_mb >= 0):
-            raise ConfigError(f"memory_mb={self.memory_mb}: must be a non-negative integer (0: no cap)")
+        if not 0 <= self.timeout_s <= MAX_TIMEOUT_S:
+            raise ConfigError(f"timeout={self.timeout_s}: must be between 0 and {MAX_TIMEOUT_S:g} seconds (0: no limit)")
+        if not (isinstance(self.memory_mb, int) and 0 <= self.memory_mb <= MAX_MEMORY_MB):
+            raise ConfigError(f"memory_mb={self.memory_mb}: must be an integer between 0 and {MAX_MEMORY_MB} (0: no cap)")
         if not self.cpus > 0:
             raise ConfigError(f"cpus_per_set={self.cpus}: must be > 0")
         if not self.gpus >= 0:

@@ -75,12 +75,15 @@ class BatchSummary:
 
 
 def check_out(root: Path, out: Path) -> list[Path]:
-    """Refuse OUT == ROOT or a file; returns the folders discovery must skip (OUT when it lies inside ROOT)."""
+    """Refuse OUT == ROOT, OUT above ROOT (set folders would land on the inputs) or a file; returns the folders
+    discovery must skip (OUT when it lies inside ROOT)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder (-o needs a folder)")
     r, o = root.resolve(), out.resolve()
     if r == o:
         raise ConfigError(f"{out}: is the input folder; choose another output folder")
+    if o in r.parents:
+        raise ConfigError(f"{out}: contains the input folder {root}; choose an output folder outside it")
     return [out] if r in o.parents else []
 
 

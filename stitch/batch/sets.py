@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stitch.errors import ConfigError
-from stitch.io import IMAGE_EXTENSIONS
+from stitch.io import IMAGE_EXTENSIONS, is_mask_name, is_stitch_output
 
 #: The per-set override file, read from each set's folder.
 OVERRIDE_FILE = "stitch.toml"
@@ -53,8 +53,10 @@ class SetSpec:
 
 
 def is_image(path: Path) -> bool:
-    """An input image: a visible file with an image extension."""
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    """An input image: a visible file with an image extension, not named like a feature mask and not a
+    panorama stitch wrote (the rules of ``stitch run FOLDER``, stitch.io)."""
+    return (not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+            and not is_mask_name(path) and not is_stitch_output(path))
 
 
 def exif_datetime(path: Path) -> float | None:

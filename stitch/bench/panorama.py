@@ -93,7 +93,7 @@ import numpy as np
 
 from stitch.bench.homography import METHOD_STITCH
 from stitch.errors import StitchError, one_line
-from stitch.geometry import Box, box_intersection, box_slices, placed_box
+from stitch.geometry import Box, box_intersection, box_slices, placed_box, union_box
 from stitch.imaging import resize_max_side, to_gray
 from stitch.io import IMAGE_EXTENSIONS, write_image_atomic, write_text_atomic
 from stitch.panorama.views import overlapping_pairs
@@ -459,12 +459,10 @@ def rect_crop_size(regs: Sequence[Registered]) -> list[int] | None:
 
     if not regs:
         return None
-    x0, y0 = min(r.corner[0] for r in regs), min(r.corner[1] for r in regs)
-    x1 = max(r.corner[0] + r.mask.shape[1] for r in regs)
-    y1 = max(r.corner[1] + r.mask.shape[0] for r in regs)
+    x0, y0, x1, y1 = union_box(r.box for r in regs)
     union = np.zeros((y1 - y0, x1 - x0), bool)
     for r in regs:
-        union[box_slices(placed_box(r.corner, r.mask.shape), (x0, y0))] |= r.mask
+        union[box_slices(r.box, (x0, y0))] |= r.mask
     b = crop_box(union)
     return [int(b[2] - b[0]), int(b[3] - b[1])]
 
@@ -819,8 +817,8 @@ def run_growth(set_dir: str | os.PathLike, counts: Sequence[int] = GROWTH_COUNTS
     d = Path(set_dir)
     if not d.is_dir():
         raise StitchError(f"{d}: folder not found (expected one panorama set, such as ../shared/data/panoramas_wide/cave_atrium)")
-    paths = sorted(set_inputs(d), key=lambda p: p.name)
-    ns = sorted({min(int(c), len(paths)) for c in counts if int(c) >= 2})
+    paths = set_inputs(d)
+    ns = sorted({n for c in counts if (n := min(int(c), len(paths))) >= 2})
     if not ns:
         raise StitchError(f"{d}: need counts >= 2 and a set of at least 2 photos")
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="stitch-bench-growth-"))

@@ -75,8 +75,8 @@ def estimator_grid(preset: str) -> tuple[EstimatorSpec, ...]:
 def preset_levels(preset: str, detector: str | None = None, max_keypoints: int | None = None) -> tuple[Level, ...]:
     """The feature/matching levels of a preset, cheapest first; ``detector`` pins the first level's detector."""
     check_choice("preset", preset, PRESET_CHOICES)
-    if detector is not None and detector not in DETECTOR_CHOICES:
-        raise ConfigError(f"detector={detector!r}: choose one of {', '.join(DETECTOR_CHOICES)}")
+    if detector is not None:
+        check_choice("detector", detector, DETECTOR_CHOICES)
     grid = estimator_grid(preset)
     n = max_keypoints if max_keypoints is not None else (2000 if preset == "fast" else 4000)
     first = FeatureConfig(detector=detector or ("orb" if preset == "fast" else "sift"), max_keypoints=n)

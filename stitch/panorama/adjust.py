@@ -232,16 +232,16 @@ def adjust_homographies(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[Pai
         return dict(Hs), rms(r0), rms(r0)
     n_rows, n_cols = len(r0), npar * len(free)
 
-    def jac(x: np.ndarray) -> Any:
-        """Sparse (n_rows, n_cols) Jacobian: each residual depends on at most two images' parameters."""
-        blocks = transfer_residuals(unpack(x), sub, col, T, Tref_inv, want_jac=True, npar=npar)[1]
-        rows = np.concatenate([np.repeat(np.arange(r, r + len(B)), npar) for r, _, B in blocks])
-        cols = np.concatenate([np.tile(np.arange(npar * c, npar * c + npar), len(B)) for _, c, B in blocks])
-        return csr_matrix((np.concatenate([B.ravel() for _, _, B in blocks]), (rows, cols)), shape=(n_rows, n_cols))
-
     def fun(x: np.ndarray, want_jac: bool = False) -> Any:
-        r = edge_residuals(unpack(x), sub)
-        return (r, jac(x)) if want_jac else r
+        """Residuals, and with want_jac the sparse (n_rows, n_cols) Jacobian (each residual depends on at most
+        two images' parameters), from one pass over the edges."""
+        r, blocks = transfer_residuals(unpack(x), sub, col, T, Tref_inv, want_jac=want_jac, npar=npar)
+        if not want_jac:
+            return r
+        rows = np.concatenate([np.repeat(np.arange(r0, r0 + len(B)), npar) for r0, _, B in blocks])
+        cols = np.concatenate([np.tile(np.arange(npar * c, npar * c + npar), len(B)) for _, c, B in blocks])
+        return r, csr_matrix((np.concatenate([B.ravel() for _, _, B in blocks]), (rows, cols)),
+                             shape=(n_rows, n_cols))
 
     x1 = robust_least_squares(fun, x0, loss, f_scale, 100, solver)
     refined = unpack(x1)

@@ -6,7 +6,7 @@ K = [[f, 0, cx], [0, f, cy], [0, 0, 1]] with (cx, cy) the principal point in px 
 image a to image b is H_ab = K_b R_b R_a^T K_a^-1, and the homography to the panorama's virtual camera
 (K_v, identity rotation, after wave correction) is H_k = K_v R_k^T K_k^-1.
 
-Steps (``register_cameras``):
+Steps (``solve_rotations``):
 
 1. focal: the median of the focal lengths that the pairwise homographies determine, each pair taken in
    both directions (so the value does not depend on which image came first), or the EXIF focal length
@@ -628,8 +628,6 @@ class Registration:
 
         Cameras that carry H (refined homographies, or the homography models) use it; else K_v R^T K^-1.
         """
-        if self.model != "rotation" and all(c.H is not None for c in self.cameras):
-            return [np.asarray(c.H, np.float64) for c in self.cameras]
         if self.model == "rotation":
             if self.focal is None:
                 raise ConfigError("registration: the rotation model needs a focal")

@@ -32,8 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stitch.errors import ConfigError, ImageReadError
-from stitch.io import IMAGE_EXTENSIONS
+from stitch.errors import ConfigError, ImageReadError, StitchError
+from stitch.io import IMAGE_EXTENSIONS, check_writable
 
 #: Each side of an input image must be at least this many pixels.
 MIN_IMAGE_SIDE = 32
@@ -121,9 +121,10 @@ def check_timelapse_dir(folder: str | os.PathLike, inputs: Sequence[object] = ()
     p = Path(folder)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{p}: the timelapse folder exists and is not a folder")
-    parent = next((q for q in [p, *p.resolve().parents] if q.exists()), None)
-    if parent is None or not os.access(parent, os.W_OK):
-        raise ConfigError(f"{p}: cannot write the timelapse folder there ({parent} is not a writable folder)")
+    try:  # probes with a temporary file (os.access is wrong for root and read-only mounts)
+        check_writable(p / ".stitch-timelapse-probe.png")
+    except StitchError as exc:
+        raise ConfigError(f"{p}: cannot write the timelapse folder there ({exc})") from None
     if any(isinstance(i, (str, os.PathLike)) and Path(i).resolve().parent == p.resolve() for i in inputs):
         raise ConfigError(f"{p}: the timelapse folder must not hold input images; choose another folder")
 

@@ -59,7 +59,7 @@ import numpy as np
 from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError, check_choice
 from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES, SelectConfig
-from stitch.io import ImageLike, image_name, load_images
+from stitch.io import ImageLike, load_images
 from stitch.panorama.adjust import (
     DEFAULT_LOSS,
     DEFAULT_MAX_POINTS_PER_EDGE,
@@ -473,13 +473,13 @@ def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
     return main
 
 
-def _exif_focals(inputs: Sequence[ImageLike], names: Sequence[str],
-                 sizes: Sequence[tuple[int, int]]) -> dict[int, float]:
-    """EXIF focal (px) per image index, for the inputs given as paths that have one."""
-    by_name = {image_name(src, i): src for i, src in enumerate(inputs) if not isinstance(src, np.ndarray)}
+def _exif_focals(inputs: Sequence[ImageLike], source: Sequence[int], sizes: Sequence[tuple[int, int]],
+                 nodes: Sequence[int]) -> dict[int, float]:
+    """EXIF focal (px) per image k in ``nodes`` whose input (``inputs[source[k]]``) is a path that has one."""
     out = {}
-    for k, name in enumerate(names):
-        if name in by_name and (f := exif_focal_px(by_name[name], sizes[k])) is not None:
+    for k in nodes:
+        src = inputs[source[k]]
+        if not isinstance(src, np.ndarray) and (f := exif_focal_px(src, sizes[k])) is not None:
             out[k] = f
     return out
 
@@ -542,7 +542,7 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
         if progress is not None:
             progress(0, 1, f"adjusting {len(main)} cameras over {len(edges)} pairs")
         geo = solve_rotations(main, edges, ref, {k: sizes[k] for k in main}, names, keys,
-                              _exif_focals(paths_or_arrays, names, sizes), cfg.loss, cfg.loss_scale_px / scale,
+                              _exif_focals(paths_or_arrays, [index[k] for k in keep], sizes, main), cfg.loss, cfg.loss_scale_px / scale,
                               cfg.max_points_per_edge, cfg.seed, cfg.wave_correct, cfg.adjust)
         if geo is None and cfg.model == "rotation":
             _warn("model='rotation': no pair determines a focal length (the images look shifted, not turned); "

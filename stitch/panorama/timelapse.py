@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stitch.geometry import box_slices, placed_box
 from stitch.io import write_image_atomic
 from stitch.panorama.warp import Canvas, warp_image
 
@@ -34,8 +35,7 @@ def timelapse_frame(img: np.ndarray, H: np.ndarray, canvas: Canvas, k: int, box:
     wi = warp_image(img, H, canvas, k, region=box)
     if wi is None:
         return frame, covered
-    h, w = wi.mask.shape
-    sl = (slice(wi.offset[1] - y0, wi.offset[1] - y0 + h), slice(wi.offset[0] - x0, wi.offset[0] - x0 + w))
+    sl = box_slices(placed_box(wi.offset, wi.mask.shape), (x0, y0))
     g = np.asarray(gain, np.float32).reshape(1, 1, -1)
     pix = np.clip(np.rint(wi.image.astype(np.float32) * g), 0, 255).astype(np.uint8)
     frame[sl][wi.mask] = pix[wi.mask]
@@ -46,11 +46,19 @@ def timelapse_frame(img: np.ndarray, H: np.ndarray, canvas: Canvas, k: int, box:
 def write_timelapse(folder: str | os.PathLike, images: Sequence[np.ndarray], homographies: Sequence[np.ndarray],
                     canvas: Canvas, box: tuple[int, int, int, int], names: Sequence[str],
                     gains: Sequence[Sequence[float]] | None = None) -> list[str]:
-    """Write one frame per image (see the module docstring); returns the paths written, in image order."""
+    """Write one frame per image (see the module docstring); returns the paths written, in image order.
+
+    images/homographies/names/gains are per canvas box: on a full turn the image crossing the wrap has two
+    boxes (``canvas.source``), drawn into its one frame."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    frames: dict[int, tuple[np.ndarray, str]] = {}
     for k, (img, H, name) in enumerate(zip(images, homographies, names)):
-        frame, _ = timelapse_frame(img, H, canvas, k, box, gains[k] if gains is not None else (1.0,))
-        written.append(str(write_image_atomic(out / frame_name(k, name), frame, tag=True)))
-    return written
+        frame, covered = timelapse_frame(img, H, canvas, k, box, gains[k] if gains is not None else (1.0,))
+        src = canvas.source(k)
+        if src in frames:  # the second piece of an image crossing a 360-degree wrap
+            frames[src][0][covered] = frame[covered]
+        else:
+            frames[src] = (frame, name)
+    return [str(write_image_atomic(out / frame_name(src, name), frame, tag=True))
+            for src, (frame, name) in sorted(frames.items())]

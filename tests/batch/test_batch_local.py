@@ -171,3 +171,18 @@ def test_cli_run_options_reach_the_sets(tree: Path, tmp_path: Path) -> None:
         summary = json.loads((out / f"s{seed}" / "summary.json").read_text())
         assert summary["projection"] == ("plane" if seed == GOOD_SEEDS[0] else "cylindrical")  # stitch.toml wins
     assert main(["batch", str(tree / "good"), "-o", str(out), "--no-crop", "--crop", "rect"]) == 2
+
+
+def test_out_above_root_and_limits_out_of_range_are_refused(tmp_path: Path) -> None:
+    """-o holding the input folder would write set outputs among the photos; limits past what the OS takes."""
+    from stitch.batch.run import check_out
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    with pytest.raises(ConfigError, match="contains the input folder"):
+        check_out(root, tmp_path)
+    assert check_out(root, tmp_path / "out") == []
+    with pytest.raises(ConfigError, match="timeout=inf"):
+        Limits(timeout_s=float("inf")).check()
+    with pytest.raises(ConfigError, match="memory_mb="):
+        Limits(memory_mb=2 ** 60).check()

@@ -103,3 +103,15 @@ def test_exception(tmp_path: Path) -> None:
         list(discover_sets(tmp_path, group_by="count", count=0))
     with pytest.raises(ConfigError, match="not a folder"):
         list(discover_sets(tmp_path / "missing"))
+
+
+def test_masks_and_stitch_outputs_are_not_inputs(tmp_path: Path) -> None:
+    """A set's files follow `stitch run FOLDER`'s rules: mask-named files and tagged panoramas are skipped."""
+    from stitch.io import write_image_atomic
+
+    _touch_image(tmp_path / "a" / "1.jpg")
+    _touch_image(tmp_path / "a" / "2.jpg")
+    _touch_image(tmp_path / "a" / "mask_1.png")
+    write_image_atomic(tmp_path / "a" / "panorama.jpg", np.full((8, 8, 3), 90, np.uint8), tag=True)
+    (spec,) = discover_sets(tmp_path)
+    assert sorted(p.name for p in spec.files) == ["1.jpg", "2.jpg"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -354,3 +355,16 @@ def test_recompose_at_another_projection(turn_views):
         uv = np.rint(p.to_panorama(1, np.array([[160.0, 120.0]]))).astype(int)[0]
         assert p.mask[uv[1], uv[0]]
         assert np.abs(p.image[uv[1], uv[0]].astype(float) - views[1][120, 160].astype(float)).mean() < 20
+
+
+def test_timelapse_of_a_full_turn_has_one_frame_per_image(turn_views, tmp_path):
+    """The image crossing the 360-degree wrap is warped in two pieces, but gets one frame, numbered in order."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = stitch_images(turn_views, crop=False, seam="voronoi", blend="feather", timelapse=str(tmp_path / "tl"))
+    assert len(p.canvas.boxes) > len(p.names)  # some image crosses the wrap
+    assert [Path(f).name for f in p.timelapse] == [f"{k:04d}_image{k}.png" for k in range(len(p.names))]
+    union = np.zeros(p.mask.shape, bool)
+    for f in p.timelapse:
+        union |= cv2.imread(f).any(axis=2)
+    assert (union | ~p.mask).mean() > 0.999  # together the frames cover the panorama

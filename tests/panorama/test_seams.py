@@ -132,7 +132,12 @@ def test_unusable_ortools_falls_back_to_scipy(monkeypatch):
     import stitch.panorama.seams as S
 
     monkeypatch.setitem(sys.modules, "ortools.graph.python", None)  # makes the import raise ImportError
-    tails, heads = np.array([2, 0, 1]), np.array([0, 1, 3])
-    caps = np.array([S.TIE_CAPACITY, 5, S.TIE_CAPACITY], np.int64)
-    side = S._source_side_ortools(tails, heads, caps, 4, 2, 3)
+    S._ortools_max_flow.cache_clear()  # the import is tried once per process: try it again here
+    try:
+        tails, heads = np.array([2, 0, 1]), np.array([0, 1, 3])
+        caps = np.array([S.TIE_CAPACITY, 5, S.TIE_CAPACITY], np.int64)
+        side = S._source_side_ortools(tails, heads, caps, 4, 2, 3)
+        assert S._ortools_max_flow() is None
+    finally:
+        S._ortools_max_flow.cache_clear()
     assert side.tolist() == [True, False, True, False]  # the cut is the 0 -> 1 edge: {source, 0} | {1, sink}
