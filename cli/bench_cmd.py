@@ -181,6 +181,9 @@ def bench() -> None:
 @click.option("--per-pair", is_flag=True, help="Print the per-pair error table too.")
 @click.option("--check-gt", is_flag=True,
               help="Also check how well each H_gt fits the images (untimed diagnostic; flags biased GT).")
+@click.option("--exact-gt", "control", is_flag=True,
+              help="Also run each pair's exact-GT twin: both images rendered from its src image (dst by H_gt, "
+              "with gain, offset and noise), summarised apart, so the estimators' own error shows.")
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -204,6 +207,7 @@ def homography_cmd(
     limit: int | None,
     methods: tuple[str, ...],
     check_gt: bool,
+    control: bool,
 ) -> None:
     """Homography accuracy on DIRECTORY (homography_gt, or its oxford_affine/ or homogr/ folder).
 
@@ -220,6 +224,7 @@ def homography_cmd(
                 progress=progress,
                 limit=limit,
                 check_gt=check_gt,
+                control=control,
             )
         print_homography_result(result, results_console(json_path), per_pair=per_pair)
         emit_json(json_path, result.to_json)

@@ -210,21 +210,20 @@ def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, pr
             printed.add(text)
             console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
-    say = show
     for name, why in scan.skipped:
-        say(f"skipping {name}: {why}")
+        show(f"skipping {name}: {why}")
     masks = None
     if mask_dir is not None:
         masks, unused = masks_from_dir(paths, mask_dir)
         if unused:
-            say(f"{mask_dir}: no photo matches the mask file(s) {', '.join(unused)} (the mask of a.jpg is a.png)")
+            show(f"{mask_dir}: no photo matches the mask file(s) {', '.join(unused)} (the mask of a.jpg is a.png)")
     # never overwrite an input, a mask, or a file the folder listing skipped (unless stitch wrote it)
     skipped = [i / n for i in inputs if i.is_dir() for n, _ in scan.skipped]
     _check_output(output, paths + [m for m in masks or [] if m is not None]
                   + [p for p in skipped if p.is_file() and not is_stitch_output(p)])
     if output.suffix.lower() not in (".jpg", ".jpeg", ".png") and any(
             output.resolve().parent == i.resolve() for i in inputs if i.is_dir()):
-        say(f"{output} is inside an input folder and a {output.suffix} file carries no stitch tag: a later run on "
+        show(f"{output} is inside an input folder and a {output.suffix} file carries no stitch tag: a later run on "
             "that folder will read it as an input (write .jpg or .png, or elsewhere)")
     options = {"preset": preset, "detector": detector, "projection": projection, "seed": seed,
                "work_megapix": work_megapix, "max_canvas_pixels": max(1, int(max_canvas_mp * 1e6)), **(extra or {})}

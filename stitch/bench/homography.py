@@ -11,6 +11,9 @@ Real homography accuracy (``run_homography_bench``) on ``homography_gt``:
 Convention: every H maps src pixels to dst pixels, ``x_dst ~ H @ [x, y, 1]``, origin at the top-left
 corner of the top-left pixel (the same convention as the ground-truth files and ``stitch.geometry``).
 
+With ``control=True`` (``--exact-gt``) each pair also runs as an exact-ground-truth twin rendered from its
+src image (``control_pair``), summarised apart: the estimators' own error, apart from the published matrix's.
+
 Each image is read once per pair and the same (read-only) arrays go to every method; image reading
 is excluded from all timings. The two OpenCV baselines share SIFT detection and matching: each one's
 time is the shared detection + matching time plus its own ``cv2.findHomography`` time.
@@ -18,6 +21,7 @@ time is the shared detection + matching time plus its own ``cv2.findHomography``
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -57,9 +61,42 @@ OXFORD_RELIABLE = "oxford: other pairs"
 OVERALL_RELIABLE = "overall: GT caveat pairs aside"
 
 
+#: ``control=True``: each pair also runs as an exact-ground-truth twin, in the subset "<subset>: exact-GT
+#: control". Both twin images are rendered from the pair's src image, src by CONTROL_PRE_WARP and dst by H_gt
+#: (bicubic, so both are resampled once), and dst gets a gain, an offset and Gaussian noise. The twin's
+#: H_gt @ inv(CONTROL_PRE_WARP) is then exact, so its errors are the estimators' own, apart from how well the
+#: published matrix and a single homography describe the real photos.
+CONTROL = "exact-GT control"
+CONTROL_PRE_WARP = np.array([[1.03 * math.cos(math.radians(3)), -1.03 * math.sin(math.radians(3)), 10.0],
+                             [1.03 * math.sin(math.radians(3)), 1.03 * math.cos(math.radians(3)), -5.0],
+                             [1e-5, 0.0, 1.0]])
+CONTROL_GAIN, CONTROL_OFFSET, CONTROL_NOISE = 0.9, 10.0, 2.0
+
+
 def gt_caveat(subset: str, name: str) -> bool:
     """True for an Oxford pair of the GT caveat (wall, bark, boat 1->6)."""
     return subset == "oxford" and (name.split(" ")[0] in GT_CAVEAT_SEQUENCES or name in GT_CAVEAT_PAIRS)
+
+
+def is_control(subset: str) -> bool:
+    """True for the subset of an exact-GT control twin (``control_pair``)."""
+    return subset.endswith(f": {CONTROL}")
+
+
+def control_pair(pair: GTPair, src_bgr: np.ndarray, dst_size: tuple[int, int],
+                 rng: np.random.Generator) -> tuple[GTPair, np.ndarray, np.ndarray]:
+    """The exact-GT twin of ``pair``: (twin pair, src (H, W, 3) uint8, dst of ``dst_size`` (width, height)).
+
+    Both images come from ``src_bgr`` (see CONTROL); the twin's H_gt maps its src pixels to its dst pixels
+    exactly, and its error is the corner error (no annotated points).
+    """
+    h, w = src_bgr.shape[:2]
+    src = cv2.warpPerspective(src_bgr, CONTROL_PRE_WARP, (w, h), flags=cv2.INTER_CUBIC)
+    dst = cv2.warpPerspective(src_bgr, pair.H_gt, tuple(dst_size), flags=cv2.INTER_CUBIC).astype(np.float32)
+    dst = dst * CONTROL_GAIN + CONTROL_OFFSET + rng.normal(0.0, CONTROL_NOISE, dst.shape).astype(np.float32)
+    twin = GTPair(f"{pair.subset}: {CONTROL}", pair.name, pair.src, pair.dst,
+                  pair.H_gt @ np.linalg.inv(CONTROL_PRE_WARP))
+    return twin, _readonly(src), _readonly(np.clip(np.rint(dst), 0, 255).astype(np.uint8))
 
 METHOD_STITCH = "stitch"
 METHOD_SELECT_SCORE = "stitch: select by score (raw)"
@@ -283,7 +320,10 @@ def summarize_rows(
     rows: Sequence[PairRow], thresholds: Sequence[float] = DEFAULT_THRESHOLDS
 ) -> dict[str, list[MethodSummary]]:
     """Summaries per subset present (oxford, homogr, in that order), the Oxford GT-caveat pairs and the other
-    Oxford pairs apart, ``overall``, and (with caveat pairs) ``overall`` without them; rows in table order."""
+    Oxford pairs apart, ``overall``, and (with caveat pairs) ``overall`` without them; rows in table order.
+    Exact-GT control rows (``is_control``) are summarised apart: per subset and overall, after the others."""
+    control = [r for r in rows if is_control(r.subset)]
+    rows = [r for r in rows if not is_control(r.subset)]
     groups: dict[str, list[PairRow]] = {}
     for s in SUBSETS:
         sub = [r for r in rows if r.subset == s]
@@ -297,6 +337,13 @@ def summarize_rows(
     groups[OVERALL] = list(rows)
     if OXFORD_CAVEAT in groups:
         groups[OVERALL_RELIABLE] = [r for r in rows if not gt_caveat(r.subset, r.name)]
+    if control:
+        for s in SUBSETS:
+            if sub := [r for r in control if r.subset == f"{s}: {CONTROL}"]:
+                groups[f"{s}: {CONTROL}"] = sub
+        groups[f"{OVERALL}: {CONTROL}"] = control
+    if not rows:
+        del groups[OVERALL]
     out: dict[str, list[MethodSummary]] = {}
     for key, rs in groups.items():
         present = [m for m in HOMOGRAPHY_ROW_ORDER if any(r.method == m for r in rs)]
@@ -316,7 +363,7 @@ def summarize_rows(
 def find_regressions(rows: Sequence[PairRow], threshold: float = REGRESSION_THRESHOLD) -> list[Regression]:
     """Pairs where some baseline error <= threshold but the project's (``stitch``) error is > threshold."""
     by_pair: dict[tuple[str, str], dict[str, float]] = {}
-    for r in rows:
+    for r in rows:  # the exact-GT control twins count too: a regression there is the estimator's own
         by_pair.setdefault((r.subset, r.name), {})[r.method] = r.error
     out = []
     for (subset, name), errs in by_pair.items():
@@ -384,6 +431,7 @@ def run_homography_bench(
     estimator: EstimatorFn | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     check_gt: bool = False,
+    control: bool = False,
 ) -> BenchResult:
     """Run the real-homography benchmark (the protocol in the README, "Benchmarks") on ``root`` (see ``load_homography_gt``).
 
@@ -393,6 +441,8 @@ def run_homography_bench(
     ``limit``: only the first N pairs of each subset. ``estimator`` defaults to
     ``stitch.estimate_homography``. Each pair's images are read once; reading is not timed.
     ``check_gt``: also run the untimed ground-truth consistency diagnostic (``gt_consistency``) per pair.
+    ``control``: also run every pair's exact-GT twin (``control_pair``, seeded by ``seed`` and the pair's
+    index), summarised apart; the time ratio is taken on the real pairs only.
     """
     methods = list(dict.fromkeys(methods))
     bad = [m for m in methods if m not in HOMOGRAPHY_METHOD_CHOICES]
@@ -415,11 +465,17 @@ def run_homography_bench(
     t_start = time.perf_counter()
     rows: list[PairRow] = []
     checks: list[GTCheck] = []
+    total = len(pairs) * (2 if control else 1)
     if progress:
-        progress(0, len(pairs), "")
-    for i, pair in enumerate(pairs):
+        progress(0, total, "")
+    jobs = ((i, pair, None) for i, pair in enumerate(pairs))
+    if control:
+        jobs = itertools.chain(jobs, ((i, pair, np.random.default_rng(seed + i)) for i, pair in enumerate(pairs)))
+    for done, (i, pair, rng) in enumerate(jobs, 1):
         src = _readonly(read_image(pair.src))
         dst = _readonly(read_image(pair.dst))
+        if rng is not None:
+            pair, src, dst = control_pair(pair, src, (dst.shape[1], dst.shape[0]), rng)
         size = (src.shape[1], src.shape[0])
         outputs: dict[str, MethodOutput] = {}
         if METHOD_STITCH in methods:
@@ -436,10 +492,10 @@ def run_homography_bench(
                     PairRow(pair.subset, pair.name, m, homography_error(pair, o.H, size), o.seconds, o.detail,
                             o.score)
                 )
-        if check_gt:
+        if check_gt and rng is None:
             checks.append(gt_consistency(pair, src, dst))
         if progress:
-            progress(i + 1, len(pairs), pair.label)
+            progress(done, total, pair.label)
 
     return BenchResult(
         root=str(root),
@@ -450,7 +506,7 @@ def run_homography_bench(
         rows=rows,
         summaries=summarize_rows(rows, thresholds),
         regressions=find_regressions(rows),
-        time_ratio_vs_magsac=median_time_ratio(rows),
+        time_ratio_vs_magsac=median_time_ratio([r for r in rows if not is_control(r.subset)]),
         seconds=time.perf_counter() - t_start,
         gt_checks=checks,
     )

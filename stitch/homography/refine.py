@@ -234,7 +234,8 @@ def refine_homography(src, dst, H: np.ndarray, method: str = DEFAULT_REFINER, ma
         raise EstimationError(f"{method} refinement did not converge from the given matrix")
     out = normalize_h(out)
     ctx = quality.make_context(a, b)
-    before, after = quality.score(H, ctx, matches)[0], quality.score(out, ctx, matches)[0]
+    before = quality.score(H, ctx, matches)[0]
+    after = before if r.step is None else quality.score(out, ctx, matches)[0]  # "none" keeps H: one score
     result = Refinement(out, H, method, float(before), float(after), corner_shift(H, out, a.shape[1], a.shape[0]))
     if r.step is not None and after < before:
         warnings.warn(f"refinement {method!r} lowered the quality score ({before:.4f} -> {after:.4f}); "

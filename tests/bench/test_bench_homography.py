@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -15,7 +16,7 @@ from stitch.cli.bench_cmd import bench as bench_group
 from stitch.bench import baselines, datasets, metrics
 from stitch.bench import homography as bench
 from stitch.errors import ConfigError, EstimationError, StitchError
-from stitch.geometry import point_error
+from stitch.geometry import point_error, project
 from stitch.io import read_image
 
 INF = math.inf
@@ -322,3 +323,55 @@ def test_gt_caveat_summaries():
     reliable = s[bench.OVERALL_RELIABLE][0]
     assert reliable.pairs == 3 and reliable.auc[3.0] == pytest.approx(metrics.auc_at([1.0, 1.0, 1.5], 3.0))
     assert s[bench.OVERALL][0].pairs == 6
+
+
+def test_control_pair_is_exact():
+    """The exact-GT twin: dst is src's source image warped by H_gt, so the twin's H_gt maps twin src to twin dst."""
+    rng = np.random.default_rng(0)
+    img = (rng.random((120, 160, 3)) * 255).astype(np.uint8)
+    img = np.ascontiguousarray(np.kron(img[::8, ::8], np.ones((8, 8, 1), np.uint8))[:120, :160])
+    H_gt = np.array([[0.9, 0.05, 6.0], [-0.04, 0.95, 3.0], [1e-4, 0.0, 1.0]])
+    pair = datasets.GTPair("oxford", "x 1->2", Path("a.png"), Path("b.png"), H_gt)
+    twin, src, dst = bench.control_pair(pair, img, (150, 110), np.random.default_rng(1))
+    assert twin.subset == f"oxford: {bench.CONTROL}" and bench.is_control(twin.subset) and not bench.is_control("oxford")
+    assert src.shape == (120, 160, 3) and dst.shape == (110, 150, 3) and not dst.flags.writeable
+    assert twin.eval_src_pts is None  # the corner error, even for homogr twins
+    # a src-twin pixel maps to the same scene point in dst-twin: compare through the original image
+    pt = np.array([[80.0, 60.0]])
+    orig = project(np.linalg.inv(bench.CONTROL_PRE_WARP), pt)
+    np.testing.assert_allclose(project(twin.H_gt, pt), project(H_gt, orig), atol=1e-9)
+    # photometric change: gain, offset and noise of known size on the warped original
+    clean = cv2.warpPerspective(img, H_gt, (150, 110), flags=cv2.INTER_CUBIC).astype(float)
+    inner = (slice(20, 90), slice(20, 130))
+    resid = dst[inner].astype(float) - (clean[inner] * bench.CONTROL_GAIN + bench.CONTROL_OFFSET)
+    assert abs(resid.mean()) < 0.2 and resid.std() == pytest.approx(bench.CONTROL_NOISE, rel=0.15)
+
+
+def test_control_rows_summarised_apart():
+    """Control twins get their own summaries; overall, the caveat split and the time ratio use the real pairs."""
+    R = bench.PairRow
+    ctl = f"oxford: {bench.CONTROL}"
+    rows = [R("oxford", "graf 1->2", bench.METHOD_STITCH, 2.0, 1.0), R(ctl, "graf 1->2", bench.METHOD_STITCH, 0.1, 9.0),
+            R("oxford", "graf 1->2", baselines.METHOD_SIFT_MAGSAC, 1.0, 1.0),
+            R(ctl, "graf 1->2", baselines.METHOD_SIFT_MAGSAC, 0.2, 1.0)]
+    s = bench.summarize_rows(rows)
+    assert list(s) == ["oxford", "overall", ctl, f"overall: {bench.CONTROL}"]
+    assert s["overall"][0].pairs == 1 and s["overall"][0].median_error == 2.0
+    assert s[ctl][0].pairs == 1 and s[ctl][0].median_error == 0.1
+    only = bench.summarize_rows(rows[1:2])
+    assert list(only) == [ctl, f"overall: {bench.CONTROL}"]
+
+
+def test_bench_run_with_control(gt_root: Path, gt_pairs):
+    """``control=True`` runs each pair twice: the real pair, then its twin with an exact H_gt."""
+    pairs = datasets.limit_pairs(gt_pairs, 1)
+    twins = [bench.control_pair(p, read_image(p.src), (1, 1), np.random.default_rng(0))[0] for p in pairs]
+    calls = []
+    res = bench.run_homography_bench(gt_root, methods=[bench.METHOD_STITCH], limit=1, control=True,
+                                     estimator=gt_stub(pairs + twins),
+                                     progress=lambda done, total, label: calls.append((done, total)))
+    assert calls[-1] == (4, 4)
+    stitch_rows = [r for r in res.rows if r.method == bench.METHOD_STITCH]
+    assert [bench.is_control(r.subset) for r in stitch_rows] == [False, False, True, True]
+    assert all(r.error == pytest.approx(0.0, abs=1e-6) for r in stitch_rows)
+    assert res.summaries[f"overall: {bench.CONTROL}"][0].pairs == 2 and res.summaries["overall"][0].pairs == 2
