@@ -446,11 +446,13 @@ def print_extreme_result(result: Any, console: Console) -> None:
 @click.option("--photos", type=click.IntRange(min=0), default=4, show_default=True,
               help="Panorama sets whose first photo gives the synthetic tilt/zoom views (0: none).")
 @click.option("--no-real", is_flag=True, help="Leave out the real pairs (Oxford graf/wall/boat, homogr graf/adam/ExtremeZoom).")
+@click.option("--no-real-tilt", is_flag=True, help="Leave out the real pairs re-seen at a 60 or 70 degree tilt "
+              "(every homogr pair, Oxford 1->2 and 1->3 outside the GT caveat).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N pairs (a smoke run).")
 @seed_option("Seed of the synthetic views and of the pipeline (a non-negative integer).")
 @json_option("Also write every row and the summary as JSON to this file ('-': stdout).")
-def extreme_cmd(directory: Path, methods: tuple[str, ...], photos: int, no_real: bool, limit: int | None, seed: int,
-                json_path: Path | None) -> None:
+def extreme_cmd(directory: Path, methods: tuple[str, ...], photos: int, no_real: bool, no_real_tilt: bool,
+                limit: int | None, seed: int, json_path: Path | None) -> None:
     """Extreme viewpoints on DIRECTORY (the shared data root, e.g. ../shared/data): success within 10 px per
     candidate source and for the pipeline, beside SIFT+RANSAC and OpenCV's ASIFT, with time and peak memory."""
     from stitch.bench.extreme import run_extreme_bench
@@ -458,7 +460,8 @@ def extreme_cmd(directory: Path, methods: tuple[str, ...], photos: int, no_real:
     try:
         with progress_bar("extreme") as progress:
             result = run_extreme_bench(directory, methods=methods or None, photos=photos, seed=seed,
-                                       synthetic=photos > 0, real=not no_real, limit=limit, progress=progress)
+                                       synthetic=photos > 0, real=not no_real, real_tilt=not no_real_tilt,
+                                       limit=limit, progress=progress)
         print_extreme_result(result, results_console(json_path))
         emit_json(json_path, result.to_json)
     except StitchError as exc:

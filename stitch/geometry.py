@@ -46,6 +46,20 @@ def image_corners(width: int, height: int) -> np.ndarray:
     return np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
 
 
+def clip_halfplane(poly: np.ndarray, line: np.ndarray, tau: float = 0.0) -> np.ndarray:
+    """The part (K, 2) of convex polygon ``poly`` (N, 2) where ``line`` (3,) . [x, y, 1] >= tau, vertex order kept."""
+    poly = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    v = np.hstack([poly, np.ones((len(poly), 1))]) @ np.asarray(line, dtype=np.float64) - tau
+    out = []
+    for i in range(len(poly)):
+        j = (i + 1) % len(poly)
+        if v[i] >= 0:
+            out.append(poly[i])
+        if v[i] * v[j] < 0:  # the edge crosses the line: keep the crossing point (a vertex on it is kept once)
+            out.append(poly[i] + v[i] / (v[i] - v[j]) * (poly[j] - poly[i]))
+    return np.array(out, dtype=np.float64).reshape(-1, 2)
+
+
 def corner_error(H_est: np.ndarray | None, H_gt: np.ndarray, width: int, height: int) -> float:
     """Mean distance (px) between the src image corners mapped by H_est and by H_gt; inf if H_est is None."""
     return point_error(H_est, image_corners(width, height), project(H_gt, image_corners(width, height)))

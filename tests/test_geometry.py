@@ -184,3 +184,16 @@ def test_box_intersection_and_slices_known_answer():
     rows, cols = box_slices((6, 5, 9, 7), (4, 3))
     assert (rows, cols) == (slice(2, 4), slice(2, 5)) and arr[rows, cols].shape == (2, 3)
 
+
+
+def test_clip_halfplane():
+    """Known answers: a cut square, a vertex on the line kept once, nothing kept, everything kept."""
+    from stitch.geometry import clip_halfplane
+
+    sq = np.array([[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0]])
+    np.testing.assert_allclose(clip_halfplane(sq, np.array([-1.0, 0.0, 3.0])), [[0, 0], [3, 0], [3, 4], [0, 4]])
+    diag = clip_halfplane(sq, np.array([-1.0, -1.0, 4.0]))  # x + y <= 4: corners (4, 0) and (0, 4) on the line
+    np.testing.assert_allclose(diag, [[0, 0], [4, 0], [0, 4]])
+    assert clip_halfplane(sq, np.array([0.0, 0.0, -1.0])).shape == (0, 2)
+    np.testing.assert_allclose(clip_halfplane(sq, np.array([1.0, 0.0, 0.0])), sq)
+    np.testing.assert_allclose(clip_halfplane(sq, np.array([-1.0, 0.0, 4.0]), tau=1.0)[:, 0].max(), 3.0)

@@ -6,9 +6,15 @@ Pairs (``DIR`` is the shared data root, holding ``homography_gt/`` and ``panoram
   ``tilt-<deg>``: the photo's plane turned by 60, 70 or 80 degrees about a random in-plane axis, plus an
   in-plane rotation; ``zoom-<z>``: a 4-8x zoom into a random spot, rotated. The seed fixes everything.
 * real (``REAL_PAIRS``): Oxford graf 1->5/6, wall 1->5/6, boat 1->6; homogr graf, adam, ExtremeZoom.
+* real+tilt (``real_tilt_pairs``): every homogr pair and the Oxford 1->2 and 1->3 pairs outside the GT
+  caveat, shrunk to ``SYNTH_MAX_SIDE``, with the dst photo seen again at a 60 or 70 degree tilt
+  (``REAL_TILTS_DEG``, alternating): a real change of light, time and view under an extreme tilt, the kind
+  of pair the synthetic views alone leave out. The src photo is often wider than what the tilted view
+  sees in front of it (its horizon crosses src).
 
-Error: the mean transfer error on evaluation points (homogr: its annotated points; synthetic: a 5 x 5 grid
-over the part of dst that src covers; Oxford: the four src corners), as ``stitch bench homography``.
+Error: the mean transfer error on evaluation points (homogr: its annotated points, those still in view for
+real+tilt; synthetic and Oxford real+tilt: a 5 x 5 grid over the part of dst that src covers; Oxford: the
+four src corners), as ``stitch bench homography``.
 Methods: ``pipeline`` (every source, cheapest first), ``source:<name>`` (the pipeline restricted to one
 candidate source), ``SIFT+RANSAC`` (stitch.bench.homography) and ``ASIFT (OpenCV)``: cv2.AffineFeature
 over SIFT (1500 points per view) at 800 px, FLANN (kd-trees, as OpenCV's asift.py sample) with ratio
@@ -32,6 +38,7 @@ import numpy as np
 
 from stitch.bench.baselines import METHOD_SIFT_RANSAC, run_sift_baselines
 from stitch.bench.datasets import GTPair, load_homogr_pairs, load_oxford_pairs
+from stitch.bench.homography import gt_caveat
 from stitch.bench.metrics import homography_error
 from stitch.errors import ConfigError, StitchError
 from stitch.geometry import project
@@ -43,6 +50,9 @@ from stitch.types import ProgressFn
 SUCCESS_PX = 10.0
 SYNTH_MAX_SIDE = 800
 TILTS_DEG = (60.0, 70.0, 80.0)
+REAL_TILTS_DEG = (60.0, 70.0)
+#: The pair groups, in table order.
+GROUPS = ("tilt", "zoom", "real", "real+tilt")
 ZOOM_RANGE = (4.0, 8.0)
 DEFAULT_PHOTOS = 4
 REAL_PAIRS = (("oxford", "graf 1->5"), ("oxford", "graf 1->6"), ("oxford", "wall 1->5"), ("oxford", "wall 1->6"),
@@ -59,7 +69,7 @@ ASIFT_MAX_SIDE, ASIFT_POINTS, ASIFT_THRESHOLD = 800, 1500, 4.0
 class ExtremePair:
     """One pair: images (H, W, 3) uint8, H_gt (3, 3) src px -> dst px, and the GTPair used for the error."""
 
-    group: str  # "tilt", "zoom" or "real"
+    group: str  # one of GROUPS
     name: str
     src: np.ndarray = field(repr=False)
     dst: np.ndarray = field(repr=False)
@@ -158,10 +168,7 @@ def synthetic_pairs(root: Path, photos: int, seed: int) -> list[ExtremePair]:
 
 def real_pairs(root: Path) -> list[ExtremePair]:
     """REAL_PAIRS from root/homography_gt (Oxford affine and homogr)."""
-    gt = root / "homography_gt"
-    if not gt.is_dir():
-        raise ConfigError(f"{gt}: not found (expected the shared data root, holding homography_gt/)")
-    pairs = {(p.subset, p.name): p for p in load_oxford_pairs(gt / "oxford_affine") + load_homogr_pairs(gt / "homogr")}
+    pairs = {(p.subset, p.name): p for p in _gt_pairs(root)}
     out = []
     for key in REAL_PAIRS:
         if key in pairs:
@@ -251,7 +258,7 @@ class ExtremeResult:
     def summary(self) -> list[dict[str, Any]]:
         """One dict per (group incl. 'all', method), in method order."""
         out = []
-        groups = [g for g in ("tilt", "zoom", "real") if any(r.group == g for r in self.rows)] + ["all"]
+        groups = [g for g in GROUPS if any(r.group == g for r in self.rows)] + ["all"]
         for g in groups:
             for m in self.methods:
                 rs = [r for r in self.rows if r.method == m and (g == "all" or r.group == g)]
@@ -274,17 +281,51 @@ class ExtremeResult:
                          for r in self.rows]}
 
 
+def _gt_pairs(root: Path) -> list[GTPair]:
+    gt = root / "homography_gt"
+    if not gt.is_dir():
+        raise ConfigError(f"{gt}: not found (expected the shared data root, holding homography_gt/)")
+    return load_oxford_pairs(gt / "oxford_affine") + load_homogr_pairs(gt / "homogr")
+
+
+def real_tilt_pairs(root: Path, seed: int) -> list[ExtremePair]:
+    """The real+tilt group (module docstring): reliable real pairs with dst re-seen at REAL_TILTS_DEG."""
+    rng = np.random.default_rng(seed + 1)  # apart from the synthetic views' draws
+    out: list[ExtremePair] = []
+    keep = [p for p in _gt_pairs(root) if not gt_caveat(p.subset, p.name)
+            and (p.subset == "homogr" or p.name.endswith(("1->2", "1->3")))]
+    for k, p in enumerate(keep):
+        src, s_src = resize_max_side(read_image(p.src), SYNTH_MAX_SIDE)
+        dst, s_dst = resize_max_side(read_image(p.dst), SYNTH_MAX_SIDE)
+        tilt = REAL_TILTS_DEG[k % len(REAL_TILTS_DEG)]
+        view, T = plane_view(dst, tilt, rng.uniform(0, 180), rng.uniform(-180, 180))
+        H = T @ np.diag([s_dst, s_dst, 1.0]) @ p.H_gt @ np.diag([1.0 / s_src, 1.0 / s_src, 1.0])
+        size, vsize = (src.shape[1], src.shape[0]), (view.shape[1], view.shape[0])
+        sp = dp = None
+        if p.eval_src_pts is not None:  # the annotated points still in view
+            sp, dp = p.eval_src_pts * s_src, project(T, p.eval_dst_pts * s_dst)
+            seen = (dp[:, 0] >= 0) & (dp[:, 0] < vsize[0]) & (dp[:, 1] >= 0) & (dp[:, 1] < vsize[1])
+            sp, dp = (sp[seen], dp[seen]) if seen.sum() >= 4 else (None, None)
+        if sp is None:
+            sp, dp = eval_grid(H, size, vsize)
+        label = f"{p.subset} {p.name} tilt-{tilt:g}"
+        out.append(ExtremePair("real+tilt", label, src, view, GTPair("real+tilt", label, p.src, p.dst, H, sp, dp)))
+    return out
+
+
 def run_extreme_bench(root: str | Path, methods: Sequence[str] | None = None, photos: int = DEFAULT_PHOTOS,
-                      seed: int = 0, synthetic: bool = True, real: bool = True, limit: int | None = None,
-                      progress: ProgressFn | None = None) -> ExtremeResult:
-    """Run the extreme-view benchmark on the shared data root (see the module docstring)."""
+                      seed: int = 0, synthetic: bool = True, real: bool = True, real_tilt: bool = True,
+                      limit: int | None = None, progress: ProgressFn | None = None) -> ExtremeResult:
+    """Run the extreme-view benchmark on the shared data root (see the module docstring); ``synthetic``,
+    ``real`` and ``real_tilt`` choose the groups."""
     meths = list(methods or EXTREME_METHOD_CHOICES)
     bad = [m for m in meths if m not in EXTREME_METHOD_CHOICES]
     if bad:
         raise ConfigError(f"methods: {bad} not in {', '.join(EXTREME_METHOD_CHOICES)}")
     root = Path(root)
     t0 = time.perf_counter()
-    pairs = (synthetic_pairs(root, photos, seed) if synthetic else []) + (real_pairs(root) if real else [])
+    pairs = ((synthetic_pairs(root, photos, seed) if synthetic else []) + (real_pairs(root) if real else [])
+             + (real_tilt_pairs(root, seed) if real_tilt else []))
     pairs = pairs[:limit] if limit else pairs
     if not pairs:
         raise ConfigError(f"{root}: no extreme-view pairs (expected panoramas/ and homography_gt/ there)")

@@ -129,7 +129,7 @@ def find_homography(src_pts: Any, dst_pts: Any, *, src: ImageLike | None = None,
     steps = refine_chain(cfg.refiner, img_a, img_b, m, {"lsq": {"min_points": 4}, "deep": {"weights": cfg.deep_weights}})
     for name, fn in steps:
         H2 = fn(H)
-        if H2 is None or corner_shift(H, H2, *sizes[0]) > max_refine_shift(sizes[0]):
+        if H2 is None or corner_shift(H, H2, *sizes[0], sizes[1]) > max_refine_shift(sizes[0]):
             continue
         tmp = [Candidate(name, {}, H2, win.inliers, m)]
         if with_images:

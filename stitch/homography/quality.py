@@ -14,10 +14,13 @@ The score looks at how well the two images line up, not only at how many matches
   (px, full resolution). Tight matches count more than barely-inside ones; the term saturates, so
   once a candidate has ample support the photometric term decides.
 * plausibility is a gate, not a weight: a candidate is rejected, with the reason recorded, when H is
-  singular or not finite, a src corner maps through the line at infinity (fold-over), the warped
-  src corners are not a convex quadrilateral, the area changes by more than ``max_area_change``, the
-  local affine part is too anisotropic (``max_anisotropy``), or the warped src covers less than
-  ``min_overlap`` of the smaller image.
+  singular or not finite, the warped src outline is not convex (fold-over) or is mirrored, the area
+  changes by more than ``max_area_change``, the local affine part is too anisotropic
+  (``max_anisotropy``), or the warped src covers less than ``min_overlap`` of the smaller image.
+  The outline is the src image's, unless H's horizon (the src line it sends to infinity) crosses the
+  image, as when a strongly tilted view sees only part of the other photo's plane in front of it: then
+  it is the part on the side the dst image sees (``visible_outline``), and dst pixels beyond the
+  horizon do not count in the overlap.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import cv2
 import numpy as np
 
 from stitch.errors import ConfigError
-from stitch.geometry import image_corners, project, scale_h, transfer_errors
+from stitch.geometry import clip_halfplane, image_corners, project, resize_matrix, scale_h, transfer_errors
 from stitch.homography.matching import Matches
 from stitch.imaging import resize_max_side, to_gray
 
@@ -49,6 +52,9 @@ class ScoreConfig:
     max_area_change: float = 100.0
     max_anisotropy: float = 30.0
     min_overlap: float = 0.02
+    #: Judge a matrix whose horizon crosses the src image on its visible part (``visible_outline``); False
+    #: refuses it as a fold-over (the panorama's pair screening: its canvas needs every corner in front).
+    horizon_cut: bool = True
 
     def __post_init__(self) -> None:
         if self.work_max_side < 32:
@@ -96,44 +102,82 @@ def _polygon_area(q: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
+#: When H's horizon crosses the src image, the visible part is cut where w (the third coordinate of H @ x)
+#: falls below this share of its largest value over the image: the outline is then stretched at most
+#: 1 / HORIZON_MARGIN times more along the horizon than at the best-kept corner (and its square across it).
+HORIZON_MARGIN = 0.1
+
+
+def front_sign(H: np.ndarray, dst_size: tuple[int, int], front_pts: np.ndarray | None = None) -> float:
+    """+1 or -1: the sign of H[2] . [x, y, 1] on the src side in front of the dst view (H (3, 3) src -> dst px).
+
+    That side holds ``front_pts`` (N, 2) src px, e.g. the inlier matches, which both views see (the majority
+    sign); without them, the point the dst centre shows (wrong only when the dst centre looks past the plane).
+    """
+    H = np.asarray(H, dtype=np.float64)
+    if front_pts is not None and len(front_pts):
+        w = np.hstack([np.asarray(front_pts, np.float64).reshape(-1, 2), np.ones((len(front_pts), 1))]) @ H[2]
+        if (vote := float(np.sum(np.sign(w)))) != 0:
+            return float(np.sign(vote))
+    dw, dh = dst_size
+    return float(np.sign(np.linalg.solve(H, [dw / 2.0, dh / 2.0, 1.0])[2])) or 1.0
+
+
+def visible_outline(H: np.ndarray, src_size: tuple[int, int], dst_size: tuple[int, int],
+                    front_pts: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """(outline (K, 2) src px, cut): the src image corners when H's horizon misses the image (cut False); else the
+    image cut at the horizon (HORIZON_MARGIN) on its side in front of the dst view (``front_sign``; K may be 0)."""
+    corners = image_corners(*src_size)
+    line = np.asarray(H, dtype=np.float64)[2]
+    w = np.hstack([corners, np.ones((4, 1))]) @ line
+    if np.all(w > 0) or np.all(w < 0):
+        return corners, False
+    front = front_sign(H, dst_size, front_pts)
+    top = float(np.max(front * w))
+    if top <= 0:
+        return np.zeros((0, 2)), True
+    return clip_halfplane(corners, front * line, HORIZON_MARGIN * top), True
+
+
 def plausibility(H: np.ndarray | None, src_size: tuple[int, int], dst_size: tuple[int, int],
-                 config: ScoreConfig | None = None) -> str | None:
-    """Why H (3, 3, src->dst px) is implausible for images of (w, h) sizes, or None when it is plausible."""
+                 config: ScoreConfig | None = None, front_pts: np.ndarray | None = None) -> str | None:
+    """Why H (3, 3, src->dst px) is implausible for images of (w, h) sizes, or None when it is plausible.
+
+    ``front_pts`` (N, 2) src px: points both views see (e.g. the inlier matches), for ``visible_outline``.
+    """
     cfg = config or ScoreConfig()
     if H is None or not np.all(np.isfinite(H)):
         return "no finite matrix"
-    w, h = src_size
     Hn = H / np.linalg.norm(H)
     if abs(np.linalg.det(Hn)) < 1e-12:
         return "singular matrix"
-    corners = image_corners(w, h)
-    wdenom = np.hstack([corners, np.ones((4, 1))]) @ Hn[2]
-    if not (np.all(wdenom > 0) or np.all(wdenom < 0)):
+    poly, cut = visible_outline(Hn, src_size, dst_size, front_pts)
+    if cut and not cfg.horizon_cut:
         return "fold-over: a src corner maps through the line at infinity"
-    q = project(H, corners)
+    if len(poly) < 3:
+        return "behind: no part of the src image is in front of the dst view"
+    q = project(H, poly)
     if not np.all(np.isfinite(q)):
         return "fold-over: a src corner maps to infinity"
-    cross = []
-    for i in range(4):
-        a, b, c = q[i], q[(i + 1) % 4], q[(i + 2) % 4]
-        cross.append((b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]))
-    cross = np.array(cross)
+    n = len(q)
+    a, b, c = q, np.roll(q, -1, axis=0), np.roll(q, -2, axis=0)
+    cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - b[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - b[:, 0])
     if not (np.all(cross > 0) or np.all(cross < 0)):
-        return "fold-over: warped src corners are not a convex quadrilateral"
+        return f"fold-over: the warped src outline ({n} corners) is not convex"
     if np.all(cross < 0):
         return "mirror: the warp flips the image"
-    ratio = abs(_polygon_area(q)) / float(w * h)
+    ratio = abs(_polygon_area(q)) / abs(_polygon_area(poly))
     if not 1.0 / cfg.max_area_change <= ratio <= cfg.max_area_change:
         return f"area change x{ratio:.3g} outside [1/{cfg.max_area_change:g}, {cfg.max_area_change:g}]"
-    # local affine part at the image centre: ratio of singular values of the Jacobian
-    cx, cy = w / 2.0, h / 2.0
+    # local affine part at the outline's centre (the image centre when uncut): singular-value ratio of the Jacobian
+    cx, cy = poly.mean(axis=0)
     den = H[2, 0] * cx + H[2, 1] * cy + H[2, 2]
     p = project(H, np.array([[cx, cy]]))[0]
     J = (H[:2, :2] - np.outer(p, H[2, :2])) / den
     sv = np.linalg.svd(J, compute_uv=False)
     if sv[1] <= 0 or sv[0] / sv[1] > cfg.max_anisotropy:
         return f"ill-conditioned: local anisotropy {sv[0] / max(sv[1], 1e-12):.3g} > {cfg.max_anisotropy:g}"
-    dw, dh = dst_size
+    (w, h), (dw, dh) = src_size, dst_size
     clipped = cv2.intersectConvexConvex(q.astype(np.float32), image_corners(dw, dh).astype(np.float32))[0]
     if clipped / float(min(w * h, dw * dh)) < cfg.min_overlap:
         return f"no overlap: the warped src covers {clipped / float(min(w * h, dw * dh)):.1%} of the smaller image"
@@ -151,12 +195,23 @@ def _masked_corr(a: np.ndarray, b: np.ndarray, m: np.ndarray, centred: bool) -> 
     return sab / den if den > 1e-9 else 0.0
 
 
-def photometric(H: np.ndarray, ctx: ScoringContext) -> tuple[float, float, float]:
-    """(NCC, GC, overlap fraction) of src warped by H onto dst at the working scale."""
+def photometric(H: np.ndarray, ctx: ScoringContext,
+                front_pts: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(NCC, GC, overlap fraction) of src warped by H onto dst at the working scale.
+
+    When H's horizon crosses the src image, dst pixels whose src point lies behind it (a ghost of the src's
+    far side) are left out; ``front_pts`` as for ``visible_outline``.
+    """
     Hw = scale_h(H, ctx.s_src, ctx.s_dst)
     dh, dw = ctx.dst.shape
     warped = cv2.warpPerspective(ctx.src, Hw, (dw, dh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     valid = cv2.warpPerspective(np.ones(ctx.src.shape, np.uint8), Hw, (dw, dh), flags=cv2.INTER_NEAREST)
+    poly, cut = visible_outline(H, ctx.src_size, ctx.dst_size, front_pts)
+    if cut and len(poly):  # a dst pixel's src point is in front when back . x has the sign of a front point's image
+        back = np.linalg.inv(Hw)[2]
+        front = back @ resize_matrix(ctx.s_dst) @ np.append(project(H, poly.mean(axis=0, keepdims=True))[0], 1.0)
+        xs, ys = np.arange(dw, dtype=np.float64), np.arange(dh, dtype=np.float64)[:, None]
+        valid[(back[0] * xs + back[1] * ys + back[2]) * front <= 0] = 0
     mask = cv2.erode(valid, np.ones((7, 7), np.uint8))
     n = cv2.countNonZero(mask)
     overlap = n / float(min(ctx.src.size, ctx.dst.size))
@@ -185,13 +240,26 @@ def support(H: np.ndarray, matches: Matches, config: ScoreConfig | None = None) 
     return 1.0 - float(np.exp(-mass / cfg.support_saturation)), mass, rms
 
 
+def _front_points(H: np.ndarray | None, matches: Matches | None, ctx: ScoringContext) -> np.ndarray | None:
+    """The src points (N, 2) of the matches within support_tau of H when H's horizon crosses the src image (they
+    fix which side is in front, ``front_sign``); None otherwise."""
+    if H is None or matches is None or len(matches) == 0 or not np.all(np.isfinite(H)):
+        return None
+    w = np.hstack([image_corners(*ctx.src_size), np.ones((4, 1))]) @ H[2]
+    if np.all(w > 0) or np.all(w < 0) or abs(np.linalg.det(H / np.linalg.norm(H))) < 1e-12:
+        return None
+    inl = transfer_errors(H, matches.src_pts, matches.dst_pts) < ctx.config.support_tau
+    return matches.src_pts[inl] if inl.any() else None
+
+
 def score(H: np.ndarray | None, ctx: ScoringContext, matches: Matches | None) -> tuple[float, dict[str, float], str | None]:
     """Score H (3, 3, src->dst full-res px): (total, parts, rejection reason or None); rejected -> -inf."""
     cfg = ctx.config
-    reason = plausibility(H, ctx.src_size, ctx.dst_size, cfg)
+    front = _front_points(H, matches, ctx)
+    reason = plausibility(H, ctx.src_size, ctx.dst_size, cfg, front)
     if reason is not None:
         return float("-inf"), {}, reason
-    ncc, gc, overlap = photometric(H, ctx)
+    ncc, gc, overlap = photometric(H, ctx, front)
     sup, mass, rms = support(H, matches, cfg) if matches is not None else (0.0, 0.0, float("inf"))
     photo = 0.5 * (ncc + gc)
     total = cfg.w_photo * photo + cfg.w_support * sup

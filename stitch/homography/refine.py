@@ -12,7 +12,15 @@ import cv2
 import numpy as np
 
 from stitch.errors import ConfigError, EstimationError
-from stitch.geometry import as_homography, fit_homography_dlt, normalize_h, project, scale_h, transfer_errors
+from stitch.geometry import (
+    as_homography,
+    fit_homography_dlt,
+    image_corners,
+    normalize_h,
+    project,
+    scale_h,
+    transfer_errors,
+)
 from stitch.homography.matching import Matches
 from stitch.imaging import to_gray
 
@@ -236,14 +244,32 @@ def refine_homography(src, dst, H: np.ndarray, method: str = DEFAULT_REFINER, ma
     ctx = quality.make_context(a, b)
     before = quality.score(H, ctx, matches)[0]
     after = before if r.step is None else quality.score(out, ctx, matches)[0]  # "none" keeps H: one score
-    result = Refinement(out, H, method, float(before), float(after), corner_shift(H, out, a.shape[1], a.shape[0]))
+    shift = corner_shift(H, out, a.shape[1], a.shape[0], (b.shape[1], b.shape[0]))
+    result = Refinement(out, H, method, float(before), float(after), shift)
     if r.step is not None and after < before:
         warnings.warn(f"refinement {method!r} lowered the quality score ({before:.4f} -> {after:.4f}); "
                       "Refinement.best keeps the start", stacklevel=2)
     return result
 
 
-def corner_shift(H_a: np.ndarray, H_b: np.ndarray, width: int, height: int) -> float:
-    """Max distance (px) between the src corners mapped by H_a and by H_b."""
-    c = np.array([[0, 0], [width, 0], [width, height], [0, height]], float)
+def corner_shift(H_a: np.ndarray, H_b: np.ndarray, width: int, height: int,
+                 dst_size: tuple[int, int] | None = None) -> float:
+    """Max distance (px) between the src corners mapped by H_a and by H_b (3, 3, src px -> dst px).
+
+    With ``dst_size`` (w, h), when H_a's horizon crosses the src image (stitch.homography.quality.
+    visible_outline), the corners are those of the part in front of the dst view, and the distance is taken
+    back in the src image (between c and H_b^-1 H_a c): near the horizon a dst pixel spans many src pixels.
+    """
+    from stitch.homography.quality import visible_outline
+
+    c, cut = (image_corners(width, height), False) if dst_size is None else visible_outline(H_a, (width, height),
+                                                                                           dst_size)
+    if len(c) == 0:
+        return float("inf")
+    if cut:
+        try:
+            back = project(np.linalg.solve(H_b, H_a), c)
+        except np.linalg.LinAlgError:  # a singular H_b: no way back
+            return float("inf")
+        return float(np.max(np.linalg.norm(back - c, axis=1)))
     return float(np.max(np.linalg.norm(project(H_a, c) - project(H_b, c), axis=1)))

@@ -216,7 +216,7 @@ def refinement_verdict(H: np.ndarray, H2: np.ndarray | None, score: float, ctx: 
     """Whether the search keeps refinement H2 (3, 3) of H (scoring ``score``): (kept, why, H2's score, parts)."""
     if H2 is None:
         return False, "did not converge", float("-inf"), {}
-    shift, cap = corner_shift(H, H2, *ctx.src_size), max_refine_shift(ctx.src_size)
+    shift, cap = corner_shift(H, H2, *ctx.src_size, ctx.dst_size), max_refine_shift(ctx.src_size)
     if shift > cap:
         return False, (f"moves a src corner {shift:.1f} px, more than the refinement cap {cap:.1f} px "
                        f"({MAX_REFINE_SHIFT:.0%} of the src diagonal)"), float("-inf"), {}

@@ -211,12 +211,14 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     if n > config.full_grid_max_images:
         first = replace(first, specs=estimator_grid("fast"))
     # the panorama's pairs search the feature levels only: the other candidate sources are for hard single pairs
-    screen = replace(config.select, levels=(first,), exhaustive=False, sources=("features",))
+    # and refuse a matrix whose horizon crosses an image: the canvas needs every corner in front
+    whole = replace(config.select.score, horizon_cut=False)
+    screen = replace(config.select, levels=(first,), exhaustive=False, sources=("features",), score=whole)
     repair_levels = tuple(lv for lv in levels[1:]
                           if lv.features.detector != "asift" or config.preset == "exhaustive")
     if n > config.full_grid_max_images:
         repair_levels = tuple(replace(lv, specs=estimator_grid("fast")) for lv in repair_levels)
-    repair = replace(config.select, levels=repair_levels, sources=("features",)) if repair_levels else None
+    repair = replace(config.select, levels=repair_levels, sources=("features",), score=whole) if repair_levels else None
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     pairs = every if pairs is None else sorted((min(i, j), max(i, j)) for i, j in pairs)
     results: dict[tuple[int, int], Any] = {}

@@ -605,7 +605,7 @@ def _refiner_rows(st: _Stage, res: HomographyResult, win_row: Row, meths: Sequen
     for name, fn in steps:
         st.tell(f"{name} refinement")
         row = _measure(_refined_row(name, fn, win_row, st.ctx.src_size), st.ctx, res.matches)
-        if row.H is not None and corner_shift(H0, row.H, *st.ctx.src_size) > max_refine_shift(st.ctx.src_size):
+        if row.H is not None and corner_shift(H0, row.H, *st.ctx.src_size, st.ctx.dst_size) > max_refine_shift(st.ctx.src_size):
             row.note += (f"; the pipeline would not keep it: more than its refinement cap of "
                          f"{max_refine_shift(st.ctx.src_size):.1f} px ({MAX_REFINE_SHIFT:.0%} of the src diagonal)")
         if name in verdicts:  # what the pipeline's own chain did with this refiner, and why

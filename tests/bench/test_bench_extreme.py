@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,15 +14,23 @@ from stitch.cli.bench_cmd import bench as bench_group
 
 from stitch.bench.extreme import (
     EXTREME_METHOD_CHOICES,
+    REAL_TILTS_DEG,
+    SYNTH_MAX_SIDE,
     eval_grid,
     plane_view,
+    real_tilt_pairs,
     run_extreme_bench,
     run_method,
     synthetic_pairs,
     zoom_view,
 )
+from stitch.bench.metrics import homography_error
 from stitch.errors import ConfigError
 from stitch.geometry import project
+from stitch.imaging import resize_max_side
+from stitch.io import read_image
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @pytest.fixture
@@ -77,12 +86,13 @@ def test_run_method(photo_root):
 
 def test_cli(photo_root, tmp_path):
     out = tmp_path / "x.json"
-    res = CliRunner().invoke(bench_group, ["extreme", str(photo_root), "--no-real", "--photos", "1", "--limit", "1",
-                                           "--method", "SIFT+RANSAC", "--json", str(out)])
+    res = CliRunner().invoke(bench_group, ["extreme", str(photo_root), "--no-real", "--no-real-tilt", "--photos", "1",
+                                           "--limit", "1", "--method", "SIFT+RANSAC", "--json", str(out)])
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     assert doc["summary"][0]["method"] == "SIFT+RANSAC" and doc["rows"][0]["ok"] is True
-    bad = CliRunner().invoke(bench_group, ["extreme", str(photo_root), "--no-real", "--method", "bogus"])
+    bad = CliRunner().invoke(bench_group, ["extreme", str(photo_root), "--no-real", "--no-real-tilt", "--method",
+                                           "bogus"])
     assert bad.exit_code != 0 and "bogus" in bad.output and "Traceback" not in bad.output
 
 
@@ -92,3 +102,27 @@ def test_exception(tmp_path):
         run_extreme_bench(tmp_path, real=False)
     with pytest.raises(ConfigError, match="homography_gt"):
         run_extreme_bench(tmp_path, synthetic=False)
+    with pytest.raises(ConfigError, match="homography_gt"):
+        run_extreme_bench(tmp_path, synthetic=False, real=False)  # the real+tilt group needs it too
+
+
+def test_real_tilt_pairs():
+    """Reliable real pairs, dst re-seen at 60/70 degrees: H is the tilt after the (shrunk) published matrix."""
+    if not (SHARED_DATA / "homography_gt").is_dir():
+        pytest.skip(f"{SHARED_DATA / 'homography_gt'} not present")
+    pairs = real_tilt_pairs(SHARED_DATA, 0)
+    names = [p.name for p in pairs]
+    assert len(pairs) == 28 and {p.group for p in pairs} == {"real+tilt"}
+    assert "oxford graf 1->2 tilt-60" in names and "homogr adam tilt-60" in names
+    assert not any(n.startswith(("oxford wall", "oxford bark")) or "1->6" in n for n in names)  # GT caveat out
+    assert {n.rsplit("-", 1)[1] for n in names} == {f"{t:g}" for t in REAL_TILTS_DEG}
+    ubc = next(p for p in pairs if p.name == "oxford ubc 1->2 tilt-60")
+    assert max(ubc.src.shape[:2]) <= SYNTH_MAX_SIDE and max(ubc.dst.shape[:2]) <= SYNTH_MAX_SIDE + 2
+    # ubc 1->2 is the identity: the tilted view is the shrunk photo warped by the pair's H_gt itself
+    photo, _ = resize_max_side(read_image(ubc.gt.src), SYNTH_MAX_SIDE)
+    again = cv2.warpPerspective(photo, ubc.gt.H_gt, (ubc.dst.shape[1], ubc.dst.shape[0]), flags=cv2.INTER_AREA)
+    inner = (slice(100, -100), slice(100, -100))
+    assert np.abs(again[inner].astype(int) - ubc.dst[inner].astype(int)).mean() < 6.0
+    assert homography_error(ubc.gt, ubc.gt.H_gt, (ubc.src.shape[1], ubc.src.shape[0])) < 1e-6
+    r = run_method("SIFT+RANSAC", ubc, 0)
+    assert r.ok and r.error < 2.0

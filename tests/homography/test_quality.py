@@ -8,6 +8,7 @@ from itertools import pairwise
 import cv2
 import numpy as np
 import pytest
+from helpers import texture
 
 from stitch.errors import ConfigError
 from stitch.geometry import image_corners, project
@@ -58,10 +59,8 @@ def image(sample_pair) -> np.ndarray:
 @pytest.mark.parametrize("H, reason", [
     (np.array([[-1.0, 0.0, 640.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), "mirror"),
     (np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 480.0], [0.0, 0.0, 1.0]]), "mirror"),
-    (np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0 / 400, 0.0, 1.0]]),
-     "fold-over: a src corner maps through the line at infinity"),  # w < 0 for x > 400
-    (np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0 / 640, 0.0, 1.0]]),
-     "fold-over: a src corner maps through the line at infinity"),  # w == 0 exactly at the right corners
+    (np.array([[20.0, 0.0, 0.0], [0.0, 20.0, 0.0], [-1.0 / 20, 0.0, 1.0]]),
+     "area change"),  # the horizon crosses the image at x = 20; the part in front still grows ~20000x
     (np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]), "singular matrix"),
     (np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), "singular matrix"),
     (np.diag([20.0, 20.0, 1.0]), "area change x400"),
@@ -76,6 +75,60 @@ def image(sample_pair) -> np.ndarray:
 def test_plausibility_rejects_with_reason(H, reason):
     why = plausibility(H, SIZE, SIZE)
     assert why is not None and why.startswith(reason), why
+
+
+#: A view whose horizon crosses the src image: w = 1 - x / 400, so src points right of x = 400 are behind.
+TILT = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0 / 400, 0.0, 1.0]])
+
+
+def test_visible_outline_cut_at_the_horizon():
+    """Known answer: the image is cut where w = HORIZON_MARGIN * max w (x = 360 for TILT); uncut otherwise."""
+    poly, cut = quality.visible_outline(TILT, SIZE, SIZE)
+    assert cut and np.allclose(poly, [[0, 0], [360, 0], [360, 480], [0, 480]])
+    poly, cut = quality.visible_outline(-3.0 * TILT, SIZE, SIZE)  # the same homography up to sign and scale
+    assert cut and np.allclose(poly, [[0, 0], [360, 0], [360, 480], [0, 480]])
+    edge = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0 / 640, 0.0, 1.0]])  # w == 0 at the right corners
+    poly, cut = quality.visible_outline(edge, SIZE, SIZE)
+    assert cut and np.allclose(poly[:, 0].max(), 576.0)
+    poly, cut = quality.visible_outline(np.eye(3), SIZE, SIZE)
+    assert not cut and np.array_equal(poly, image_corners(*SIZE))
+    # a view cut at the horizon is judged on its visible part: plausible (area x55 there), not a fold-over
+    assert plausibility(TILT, SIZE, SIZE) is None and plausibility(edge, SIZE, SIZE) is None
+
+
+def test_photometric_leaves_out_pixels_behind_the_horizon():
+    """dst pixels whose preimage lies behind the horizon (ghosts of the src's far side) are not overlap."""
+    src = np.dstack([texture(1, SIZE)[:, :, 0]] * 3)
+    H = shift(1200.0, 0.0) @ TILT  # the visible part lands at x' >= 1200; src x > ~545 would ghost into x' < 134
+    ctx = make_context(src, np.zeros((480, 1800, 3), np.uint8), ScoreConfig(work_max_side=2048))
+    _, _, overlap = photometric(H, ctx)
+    # only dst x' in [1200, 1800) maps to src points in front (x in [0, 240]): 600 of src's 640 columns
+    assert overlap == pytest.approx(600 * 480 / (640 * 480), abs=0.03)
+
+
+def test_visible_outline_side_from_front_points():
+    """Points both views see pick the side: on TILT's far side the outline is x >= 424 (w <= -0.06)."""
+    far = np.array([[500.0, 100.0], [600.0, 300.0], [550.0, 400.0]])
+    assert quality.front_sign(TILT, SIZE, far) == -1.0 and quality.front_sign(TILT, SIZE) == 1.0
+    poly, cut = quality.visible_outline(TILT, SIZE, SIZE, far)
+    assert cut and np.isclose(poly[:, 0].min(), 424.0) and np.isclose(poly[:, 0].max(), 640.0)
+
+
+def test_horizon_cut_can_be_refused():
+    """ScoreConfig(horizon_cut=False), as the panorama's pair screening uses: the old fold-over verdict."""
+    why = plausibility(TILT, SIZE, SIZE, ScoreConfig(horizon_cut=False))
+    assert why == "fold-over: a src corner maps through the line at infinity"
+    assert plausibility(np.eye(3), SIZE, SIZE, ScoreConfig(horizon_cut=False)) is None
+
+
+def test_photometric_unchanged_when_only_the_dst_side_horizon_crosses_dst():
+    """H's horizon misses src (w = 1 + x / 700 > 0) while its image line crosses a wide dst: no pixel is masked."""
+    src = np.dstack([texture(2, SIZE)[:, :, 0]] * 3)
+    H = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0 / 700, 0.0, 1.0]])
+    dst = cv2.warpPerspective(src, H, (1600, 480), flags=cv2.INTER_LINEAR)
+    assert not quality.visible_outline(H, SIZE, (1600, 480))[1]
+    ncc, gc, overlap = photometric(H, make_context(src, dst, ScoreConfig(work_max_side=2048)))
+    assert ncc > 0.95 and gc > 0.8 and overlap > 0.3  # the src columns land on x' in [0, 335]
 
 
 def test_smoke():

@@ -151,3 +151,13 @@ def test_refinement_that_lowers_the_score_is_reported(sample_pair, monkeypatch):
     assert not r.improved and r.score_after < r.score_before
     np.testing.assert_allclose(r.best, H_gt / H_gt[2, 2], atol=1e-12)
     assert r.corner_shift > 20
+
+
+def test_corner_shift_on_a_cut_outline():
+    """Past the horizon a dst pixel spans many src pixels: a cut outline's shift is measured back in src."""
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0 / 400, 0.0, 1.0]])
+    moved = tilt @ np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # src shifted by 2 px
+    assert corner_shift(tilt, moved, 640, 480, (640, 480)) == pytest.approx(2.0)
+    assert corner_shift(tilt, np.zeros((3, 3)), 640, 480, (640, 480)) == float("inf")  # singular: no way back
+    shift = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 4.0], [0.0, 0.0, 1.0]])
+    assert corner_shift(np.eye(3), shift, 640, 480) == corner_shift(np.eye(3), shift, 640, 480, (640, 480)) == 5.0

@@ -241,3 +241,17 @@ def test_refinements_carry_their_reasons(sample_pair):
     kept, why, _, _ = refinement_verdict(r.H, far, r.score, ctx, r.matches)
     assert not kept and "refinement cap" in why and f"{max_refine_shift((640, 480)):.1f} px" in why
     assert refinement_verdict(r.H, None, r.score, ctx, r.matches)[:2] == (False, "did not converge")
+
+
+def test_view_beyond_the_horizon(sample_pair):
+    """A view so tilted that the right third of src lies behind it (H's horizon crosses src at x = 500): the
+    matrix is accepted on the visible part and recovered there, instead of being rejected as a fold-over."""
+    from stitch.geometry import project
+
+    src = sample_pair("perspective")[0]
+    H = np.diag([0.64, 0.64, 1.0]) @ np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0 / 500, 0.0, 1.0]])
+    dst = cv2.warpPerspective(src, H, (640, 480), flags=cv2.INTER_CUBIC)
+    r = stitch.estimate_homography(src, dst)
+    visible = np.array([[x, y] for x in np.linspace(20, 290, 6) for y in np.linspace(20, 460, 6)])
+    assert np.linalg.norm(project(r.H, visible) - project(H, visible), axis=1).mean() < 1.0
+    assert r.levels_tried == ["sift-4000"]  # accepted at the first level
