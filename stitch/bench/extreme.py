@@ -13,8 +13,8 @@ Pairs (``DIR`` is the shared data root, holding ``homography_gt/`` and ``panoram
   sees in front of it (its horizon crosses src).
 
 Error: the mean transfer error on evaluation points (homogr: its annotated points, those still in view for
-real+tilt; synthetic and Oxford real+tilt: a 5 x 5 grid over the part of dst that src covers; Oxford: the
-four src corners), as ``stitch bench homography``.
+real+tilt; synthetic and Oxford real+tilt: a 5 x 5 grid over the part of dst that src covers, for real+tilt
+where the dst photo shows too; Oxford: the four src corners), as ``stitch bench homography``.
 Methods: ``pipeline`` (every source, cheapest first), ``source:<name>`` (the pipeline restricted to one
 candidate source), ``SIFT+RANSAC`` (stitch.bench.homography) and ``ASIFT (OpenCV)``: cv2.AffineFeature
 over SIFT (1500 points per view) at 800 px, FLANN (kd-trees, as OpenCV's asift.py sample) with ratio
@@ -41,7 +41,7 @@ from stitch.bench.datasets import GTPair, load_homogr_pairs, load_oxford_pairs
 from stitch.bench.homography import gt_caveat
 from stitch.bench.metrics import homography_error
 from stitch.errors import ConfigError, StitchError
-from stitch.geometry import project
+from stitch.geometry import project, resize_matrix
 from stitch.homography.sources import SOURCE_CHOICES
 from stitch.imaging import resize_max_side
 from stitch.io import list_images, read_image
@@ -299,15 +299,18 @@ def real_tilt_pairs(root: Path, seed: int) -> list[ExtremePair]:
         dst, s_dst = resize_max_side(read_image(p.dst), SYNTH_MAX_SIDE)
         tilt = REAL_TILTS_DEG[k % len(REAL_TILTS_DEG)]
         view, T = plane_view(dst, tilt, rng.uniform(0, 180), rng.uniform(-180, 180))
-        H = T @ np.diag([s_dst, s_dst, 1.0]) @ p.H_gt @ np.diag([1.0 / s_src, 1.0 / s_src, 1.0])
+        H = T @ resize_matrix(s_dst) @ p.H_gt @ np.linalg.inv(resize_matrix(s_src))
         size, vsize = (src.shape[1], src.shape[0]), (view.shape[1], view.shape[0])
         sp = dp = None
         if p.eval_src_pts is not None:  # the annotated points still in view
-            sp, dp = p.eval_src_pts * s_src, project(T, p.eval_dst_pts * s_dst)
+            sp, dp = project(resize_matrix(s_src), p.eval_src_pts), project(T @ resize_matrix(s_dst), p.eval_dst_pts)
             seen = (dp[:, 0] >= 0) & (dp[:, 0] < vsize[0]) & (dp[:, 1] >= 0) & (dp[:, 1] < vsize[1])
             sp, dp = (sp[seen], dp[seen]) if seen.sum() >= 4 else (None, None)
-        if sp is None:
+        if sp is None:  # a grid over the view, where both photos show the plane
             sp, dp = eval_grid(H, size, vsize)
+            photo = project(np.linalg.inv(T), dp)
+            shown = (photo[:, 0] >= 0) & (photo[:, 0] < dst.shape[1]) & (photo[:, 1] >= 0) & (photo[:, 1] < dst.shape[0])
+            sp, dp = (sp[shown], dp[shown]) if shown.sum() >= 4 else (sp, dp)
         label = f"{p.subset} {p.name} tilt-{tilt:g}"
         out.append(ExtremePair("real+tilt", label, src, view, GTPair("real+tilt", label, p.src, p.dst, H, sp, dp)))
     return out

@@ -482,7 +482,8 @@ def _deep_refiner() -> tuple[Callable[..., Any] | None, str | None]:
     return refine_deep, None
 
 
-def _refined_row(name: str, fn: Callable[[], np.ndarray | None], base: Row, src_size: tuple[int, int]) -> Row:
+def _refined_row(name: str, fn: Callable[[], np.ndarray | None], base: Row, src_size: tuple[int, int],
+                 dst_size: tuple[int, int]) -> Row:
     t0 = time.perf_counter()
     why = None
     try:
@@ -502,7 +503,7 @@ def _refined_row(name: str, fn: Callable[[], np.ndarray | None], base: Row, src_
     if H is None:
         row.rejected = why or f"{name} refinement did not converge"
     elif base.H is not None:
-        row.note = f"moves the src corners by up to {corner_shift(base.H, row.H, *src_size):.2f} px"
+        row.note = f"moves the src corners by up to {corner_shift(base.H, row.H, *src_size, dst_size):.2f} px"
     return row
 
 
@@ -604,7 +605,7 @@ def _refiner_rows(st: _Stage, res: HomographyResult, win_row: Row, meths: Sequen
     verdicts = {v["refiner"]: v for v in res.refinements}
     for name, fn in steps:
         st.tell(f"{name} refinement")
-        row = _measure(_refined_row(name, fn, win_row, st.ctx.src_size), st.ctx, res.matches)
+        row = _measure(_refined_row(name, fn, win_row, st.ctx.src_size, st.ctx.dst_size), st.ctx, res.matches)
         if row.H is not None and corner_shift(H0, row.H, *st.ctx.src_size, st.ctx.dst_size) > max_refine_shift(st.ctx.src_size):
             row.note += (f"; the pipeline would not keep it: more than its refinement cap of "
                          f"{max_refine_shift(st.ctx.src_size):.1f} px ({MAX_REFINE_SHIFT:.0%} of the src diagonal)")
