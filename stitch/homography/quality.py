@@ -19,8 +19,8 @@ The score looks at how well the two images line up, not only at how many matches
   (``max_anisotropy``), or the warped src covers less than ``min_overlap`` of the smaller image.
   The outline is the src image's, unless H's horizon (the src line it sends to infinity) crosses the
   image, as when a strongly tilted view sees only part of the other photo's plane in front of it: then
-  it is the part on the side the dst image sees (``visible_outline``), and dst pixels beyond the
-  horizon do not count in the overlap.
+  it is the part in front of the dst view, the side of the inlier matches (``visible_outline``), and
+  dst pixels beyond the horizon do not count in the overlap.
 """
 
 from __future__ import annotations
