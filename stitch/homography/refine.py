@@ -22,6 +22,7 @@ from stitch.geometry import (
     transfer_errors,
 )
 from stitch.homography.matching import Matches
+from stitch.homography.quality import visible_outline
 from stitch.imaging import to_gray
 
 DEFAULT_REFINER = "ecc"
@@ -260,10 +261,10 @@ def corner_shift(H_a: np.ndarray, H_b: np.ndarray, width: int, height: int,
     visible_outline), the corners are those of the part in front of the dst view, and the distance is taken
     back in the src image (between c and H_b^-1 H_a c): near the horizon a dst pixel spans many src pixels.
     """
-    from stitch.homography.quality import visible_outline
-
-    c, cut = (image_corners(width, height), False) if dst_size is None else visible_outline(H_a, (width, height),
-                                                                                           dst_size)
+    if dst_size is None:
+        c, cut = image_corners(width, height), False
+    else:
+        c, cut = visible_outline(H_a, (width, height), dst_size)
     if len(c) == 0:
         return float("inf")
     if cut:
