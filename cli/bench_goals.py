@@ -99,8 +99,8 @@ def panorama_goals(result: PanoramaBenchResult, memory_set: str = DEFAULT_MEMORY
         mine = ours[s].seam_visibility if ours[s] and ours[s].ok else None
         if mine is None or mine >= min(vals):
             worse.append(f"{s} ({'—' if mine is None else f'{mine:.2f}'} >= {min(vals):.2f})")
-    out.append(Goal(f"seam visibility below every peer's on every set a peer stitches whole ({n} sets)", None if n == 0 else not worse,
-                      "not below on: " + "; ".join(worse) if worse else "on all"))
+    out.append(Goal(f"seam visibility below every peer's on every set a peer stitches whole ({n} sets)",
+                      None if n == 0 else not worse, "not below on: " + "; ".join(worse) if worse else "on all"))
     out += [g for m in (METHOD_OS, METHOD_OS_SIFT) if m in result.methods and (g := canvas_goal(result, m))]
     if result.order_runs:
         out.append(order_goal(result))

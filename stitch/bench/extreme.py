@@ -136,9 +136,14 @@ def eval_grid(H: np.ndarray, src_size: tuple[int, int], dst_size: tuple[int, int
     g = np.linspace(0.05, 0.95, n)
     dst = np.array([[x * dw, y * dh] for y in g for x in g])
     src = project(np.linalg.inv(H), dst)
-    sw, sh = src_size
-    inside = (src[:, 0] >= 0) & (src[:, 0] < sw) & (src[:, 1] >= 0) & (src[:, 1] < sh)
+    inside = _inside(src, src_size)
     return src[inside], dst[inside]
+
+
+def _inside(pts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N,) bool: which points (N, 2) px lie inside an image of (w, h) px."""
+    w, h = size
+    return (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
 
 
 def synthetic_pairs(root: Path, photos: int, seed: int) -> list[ExtremePair]:
@@ -303,13 +308,13 @@ def real_tilt_pairs(root: Path, seed: int) -> list[ExtremePair]:
         size, vsize = (src.shape[1], src.shape[0]), (view.shape[1], view.shape[0])
         sp = dp = None
         if p.eval_src_pts is not None:  # the annotated points still in view
-            sp, dp = project(resize_matrix(s_src), p.eval_src_pts), project(T @ resize_matrix(s_dst), p.eval_dst_pts)
-            seen = (dp[:, 0] >= 0) & (dp[:, 0] < vsize[0]) & (dp[:, 1] >= 0) & (dp[:, 1] < vsize[1])
+            sp = project(resize_matrix(s_src), p.eval_src_pts)
+            dp = project(T @ resize_matrix(s_dst), p.eval_dst_pts)
+            seen = _inside(dp, vsize)
             sp, dp = (sp[seen], dp[seen]) if seen.sum() >= 4 else (None, None)
         if sp is None:  # a grid over the view, where both photos show the plane
             sp, dp = eval_grid(H, size, vsize)
-            photo = project(np.linalg.inv(T), dp)
-            shown = (photo[:, 0] >= 0) & (photo[:, 0] < dst.shape[1]) & (photo[:, 1] >= 0) & (photo[:, 1] < dst.shape[0])
+            shown = _inside(project(np.linalg.inv(T), dp), (dst.shape[1], dst.shape[0]))
             sp, dp = (sp[shown], dp[shown]) if shown.sum() >= 4 else (sp, dp)
         label = f"{p.subset} {p.name} tilt-{tilt:g}"
         out.append(ExtremePair("real+tilt", label, src, view, GTPair("real+tilt", label, p.src, p.dst, H, sp, dp)))

@@ -78,9 +78,14 @@ def gt_caveat(subset: str, name: str) -> bool:
     return subset == "oxford" and (name.split(" ")[0] in GT_CAVEAT_SEQUENCES or name in GT_CAVEAT_PAIRS)
 
 
+def control_subset(subset: str) -> str:
+    """The subset name of ``subset``'s exact-GT control twins, e.g. "oxford: exact-GT control"."""
+    return f"{subset}: {CONTROL}"
+
+
 def is_control(subset: str) -> bool:
     """True for the subset of an exact-GT control twin (``control_pair``)."""
-    return subset.endswith(f": {CONTROL}")
+    return subset.endswith(control_subset(""))
 
 
 def control_pair(pair: GTPair, src_bgr: np.ndarray, dst_size: tuple[int, int],
@@ -94,9 +99,10 @@ def control_pair(pair: GTPair, src_bgr: np.ndarray, dst_size: tuple[int, int],
     src = cv2.warpPerspective(src_bgr, CONTROL_PRE_WARP, (w, h), flags=cv2.INTER_CUBIC)
     dst = cv2.warpPerspective(src_bgr, pair.H_gt, tuple(dst_size), flags=cv2.INTER_CUBIC).astype(np.float32)
     dst = dst * CONTROL_GAIN + CONTROL_OFFSET + rng.normal(0.0, CONTROL_NOISE, dst.shape).astype(np.float32)
-    twin = GTPair(f"{pair.subset}: {CONTROL}", pair.name, pair.src, pair.dst,
-                  pair.H_gt @ np.linalg.inv(CONTROL_PRE_WARP))
+    H = pair.H_gt @ np.linalg.inv(CONTROL_PRE_WARP)
+    twin = GTPair(control_subset(pair.subset), pair.name, pair.src, pair.dst, H)
     return twin, _readonly(src), _readonly(np.clip(np.rint(dst), 0, 255).astype(np.uint8))
+
 
 METHOD_STITCH = "stitch"
 METHOD_SELECT_SCORE = "stitch: select by score (raw)"
@@ -339,9 +345,9 @@ def summarize_rows(
         groups[OVERALL_RELIABLE] = [r for r in rows if not gt_caveat(r.subset, r.name)]
     if control:
         for s in SUBSETS:
-            if sub := [r for r in control if r.subset == f"{s}: {CONTROL}"]:
-                groups[f"{s}: {CONTROL}"] = sub
-        groups[f"{OVERALL}: {CONTROL}"] = control
+            if sub := [r for r in control if r.subset == control_subset(s)]:
+                groups[control_subset(s)] = sub
+        groups[control_subset(OVERALL)] = control
     if not rows:
         del groups[OVERALL]
     out: dict[str, list[MethodSummary]] = {}

@@ -123,15 +123,21 @@ def front_sign(H: np.ndarray, dst_size: tuple[int, int], front_pts: np.ndarray |
     return float(np.sign(np.linalg.solve(H, [dw / 2.0, dh / 2.0, 1.0])[2])) or 1.0
 
 
+def horizon_crosses(H: np.ndarray, src_size: tuple[int, int]) -> bool:
+    """True when H's horizon (the src line H (3, 3) sends to infinity) crosses the src image of (w, h) px."""
+    w = np.hstack([image_corners(*src_size), np.ones((4, 1))]) @ np.asarray(H, dtype=np.float64)[2]
+    return not (np.all(w > 0) or np.all(w < 0))
+
+
 def visible_outline(H: np.ndarray, src_size: tuple[int, int], dst_size: tuple[int, int],
                     front_pts: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
     """(outline (K, 2) src px, cut): the src image corners when H's horizon misses the image (cut False); else the
     image cut at the horizon (HORIZON_MARGIN) on its side in front of the dst view (``front_sign``; K may be 0)."""
     corners = image_corners(*src_size)
+    if not horizon_crosses(H, src_size):
+        return corners, False
     line = np.asarray(H, dtype=np.float64)[2]
     w = np.hstack([corners, np.ones((4, 1))]) @ line
-    if np.all(w > 0) or np.all(w < 0):
-        return corners, False
     front = front_sign(H, dst_size, front_pts)
     top = float(np.max(front * w))
     if top <= 0:
@@ -207,7 +213,7 @@ def photometric(H: np.ndarray, ctx: ScoringContext,
     warped = cv2.warpPerspective(ctx.src, Hw, (dw, dh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     valid = cv2.warpPerspective(np.ones(ctx.src.shape, np.uint8), Hw, (dw, dh), flags=cv2.INTER_NEAREST)
     poly, cut = visible_outline(H, ctx.src_size, ctx.dst_size, front_pts)
-    if cut and len(poly):  # a dst pixel's src point is in front when back . x has the sign of a front point's image
+    if cut and len(poly):  # a dst pixel's src point is in front if back . x has the sign of a front point's image
         back = np.linalg.inv(Hw)[2]
         front = back @ resize_matrix(ctx.s_dst) @ np.append(project(H, poly.mean(axis=0, keepdims=True))[0], 1.0)
         xs, ys = np.arange(dw, dtype=np.float64), np.arange(dh, dtype=np.float64)[:, None]
@@ -245,8 +251,7 @@ def _front_points(H: np.ndarray | None, matches: Matches | None, ctx: ScoringCon
     fix which side is in front, ``front_sign``); None otherwise."""
     if H is None or matches is None or len(matches) == 0 or not np.all(np.isfinite(H)):
         return None
-    w = np.hstack([image_corners(*ctx.src_size), np.ones((4, 1))]) @ H[2]
-    if np.all(w > 0) or np.all(w < 0) or abs(np.linalg.det(H / np.linalg.norm(H))) < 1e-12:
+    if not horizon_crosses(H, ctx.src_size) or abs(np.linalg.det(H / np.linalg.norm(H))) < 1e-12:
         return None
     inl = transfer_errors(H, matches.src_pts, matches.dst_pts) < ctx.config.support_tau
     return matches.src_pts[inl] if inl.any() else None

@@ -218,7 +218,8 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
                           if lv.features.detector != "asift" or config.preset == "exhaustive")
     if n > config.full_grid_max_images:
         repair_levels = tuple(replace(lv, specs=estimator_grid("fast")) for lv in repair_levels)
-    repair = replace(config.select, levels=repair_levels, sources=("features",), score=whole) if repair_levels else None
+    repair = (replace(config.select, levels=repair_levels, sources=("features",), score=whole) if repair_levels
+              else None)
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     pairs = every if pairs is None else sorted((min(i, j), max(i, j)) for i, j in pairs)
     results: dict[tuple[int, int], Any] = {}
