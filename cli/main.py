@@ -28,15 +28,15 @@ from stitch.io import check_image_output
 from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
 from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
 from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
-from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
-from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
-from stitch.panorama.pipeline import (
+from stitch.panorama.config import (
     DEFAULT_MODEL,
     DEFAULT_PANORAMA_PROJECTION,
     DEFAULT_WORK_MEGAPIX,
     MODEL_CHOICES,
     PANORAMA_PROJECTION_CHOICES,
 )
+from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
+from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES
 from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS
 

@@ -115,7 +115,7 @@ def set_options(spec: SetSpec, options: JobOptions) -> dict[str, Any]:
 
 def check_set_options(spec: SetSpec, stitch_options: dict[str, Any]) -> None:
     """Validate merged options up front (PanoramaConfig.from_options); the error names the override file."""
-    from stitch.panorama.pipeline import PanoramaConfig
+    from stitch.panorama.config import PanoramaConfig
 
     try:
         PanoramaConfig.from_options(**stitch_options)

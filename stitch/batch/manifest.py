@@ -64,7 +64,7 @@ DEFAULT_KEY_MODE = "stat"
 def effective_config(spec: SetSpec, options: JobOptions) -> Any:
     """The set's full PanoramaConfig as plain data (defaults filled in, so spelling a default out changes
     nothing); the raw options and overrides when they are invalid (the set will fail with the reason)."""
-    from stitch.panorama.pipeline import PanoramaConfig
+    from stitch.panorama.config import PanoramaConfig
 
     try:
         return asdict(PanoramaConfig.from_options(**set_options(spec, options)))

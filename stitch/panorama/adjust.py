@@ -14,7 +14,7 @@ import numpy as np
 
 from stitch.errors import check_choice
 from stitch.geometry import normalize_h
-from stitch.panorama.graph import PairEdge
+from stitch.panorama.viewgraph import PairEdge
 
 LOSS_CHOICES = ("linear", "huber", "soft_l1", "cauchy")
 DEFAULT_LOSS = "soft_l1"

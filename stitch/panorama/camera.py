@@ -51,7 +51,7 @@ from stitch.panorama.adjust import (
     robust_least_squares,
     subsample_edges,
 )
-from stitch.panorama.graph import PairEdge, maximum_spanning_tree, tree_walk
+from stitch.panorama.viewgraph import PairEdge, maximum_spanning_tree, tree_walk
 from stitch.panorama.warp import pair_focals
 
 WAVE_CHOICES = ("auto", "horizontal", "vertical", "none")

@@ -22,8 +22,8 @@ import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,14 +36,12 @@ from stitch.homography.select import (
     HomographyResult,
     SelectConfig,
     estimate_pair,
-    estimator_grid,
     image_features,
 )
 from stitch.imaging import resize_max_side, to_gray
+from stitch.panorama.config import PanoramaConfig
+from stitch.panorama.viewgraph import PairEdge, components, maximum_spanning_tree, tree_walk
 from stitch.types import ProgressFn
-
-if TYPE_CHECKING:
-    from stitch.panorama.pipeline import PanoramaConfig
 
 #: Up to this many images every pair gets the full candidate search; above, the cheap first pass selects.
 DEFAULT_SHORTLIST_MIN_IMAGES = 8
@@ -59,19 +57,6 @@ SHORTLIST_SIDE = 320
 MIN_SHORTLIST_VOTES = 10
 
 
-@dataclass
-class PairEdge:
-    """An accepted pair i < j: H (3, 3) maps image i to image j, full-res px; pts_i/pts_j (N, 2) inliers."""
-
-    i: int
-    j: int
-    H: np.ndarray
-    score: float
-    n_inliers: int
-    pts_i: np.ndarray
-    pts_j: np.ndarray
-
-
 def image_key(img: np.ndarray) -> str:
     """Content digest (hex) of an image array: the same pixels and shape give the same key, whatever the order."""
     return hashlib.sha1(repr(img.shape).encode() + np.ascontiguousarray(img).tobytes()).hexdigest()
@@ -82,24 +67,6 @@ def flip_result(res: HomographyResult) -> HomographyResult:
     m = res.matches
     return replace(res, H=normalize_h(np.linalg.inv(res.H)), src_size=res.dst_size, dst_size=res.src_size,
                    matches=Matches(m.dst_pts, m.src_pts, m.dst_idx, m.src_idx, m.ratio))
-
-
-def components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
-    """Connected components of nodes 0..n-1 under pairs (i, j): sorted index lists, by smallest node."""
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for i, j in pairs:
-        parent[find(i)] = find(j)
-    groups: dict[int, list[int]] = {}
-    for k in range(n):
-        groups.setdefault(find(k), []).append(k)
-    return sorted(groups.values(), key=lambda g: g[0])
 
 
 def release_free_memory() -> None:
@@ -206,20 +173,8 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     n = len(works)
     keys = list(keys) if keys is not None else [image_key(w) for w in works]
     caches = [FeatureCache(mask=None if masks is None else masks[k]) for k in range(n)]
-    levels = config.select.levels
-    first = levels[0]
-    if n > config.full_grid_max_images:
-        first = replace(first, specs=estimator_grid("fast"))
-    # the panorama's pairs search the feature levels only: the other candidate sources are for hard single pairs
-    # and refuse a matrix whose horizon crosses an image: the canvas needs every corner in front
-    whole = replace(config.select.score, horizon_cut=False)
-    screen = replace(config.select, levels=(first,), exhaustive=False, sources=("features",), score=whole)
-    repair_levels = tuple(lv for lv in levels[1:]
-                          if lv.features.detector != "asift" or config.preset == "exhaustive")
-    if n > config.full_grid_max_images:
-        repair_levels = tuple(replace(lv, specs=estimator_grid("fast")) for lv in repair_levels)
-    repair = (replace(config.select, levels=repair_levels, sources=("features",), score=whole) if repair_levels
-              else None)
+    screen, repair = config.screening(n)
+    first = screen.levels[0]
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     pairs = every if pairs is None else sorted((min(i, j), max(i, j)) for i, j in pairs)
     results: dict[tuple[int, int], Any] = {}
@@ -317,49 +272,6 @@ def choose_reference(nodes: Sequence[int], edges: Sequence[PairEdge], keys: Sequ
         return keys[k] if keys is not None else k
 
     return min(nodes, key=lambda k: (eccentricity(k), -len(adj[k]), -round(weight[k], 6), key(k)))
-
-
-def maximum_spanning_tree(nodes: Sequence[int], edges: Sequence[PairEdge],
-                          keys: Sequence[str] | None = None) -> list[PairEdge]:
-    """Edges of the maximum spanning tree/forest (weight = score, then inliers; ties by the images' keys)."""
-    parent = {k: k for k in nodes}
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    def key(k: int) -> Any:
-        return keys[k] if keys is not None else k
-
-    tree = []
-    for e in sorted(edges, key=lambda e: (-round(e.score, 6), -e.n_inliers, sorted((key(e.i), key(e.j))))):
-        a, b = find(e.i), find(e.j)
-        if a != b:
-            parent[a] = b
-            tree.append(e)
-    return tree
-
-
-def tree_walk(nodes: Sequence[int], tree: Sequence[PairEdge], ref: int) -> list[tuple[int, int, PairEdge]]:
-    """(parent, child, edge) in breadth-first order from ``ref`` over the tree edges."""
-    adj: dict[int, list[PairEdge]] = {k: [] for k in nodes}
-    for e in tree:
-        adj[e.i].append(e)
-        adj[e.j].append(e)
-    seen, order, frontier = {ref}, [], [ref]
-    while frontier:
-        nxt = []
-        for a in frontier:
-            for e in adj[a]:
-                b = e.j if e.i == a else e.i
-                if b not in seen:
-                    seen.add(b)
-                    order.append((a, b, e))
-                    nxt.append(b)
-        frontier = nxt
-    return order
 
 
 def spanning_tree_homographies(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int,

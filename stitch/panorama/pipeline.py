@@ -47,6 +47,7 @@ inliers), while every non-overlapping pair (weir_noise.jpg against the weir, bud
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -56,38 +57,25 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError, check_choice
+from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
 from stitch.geometry import normalize_h, project, work_scale_matrix
-from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES, SelectConfig
+from stitch.homography.select import DEFAULT_PRESET
 from stitch.io import ImageLike, load_images
-from stitch.panorama.adjust import (
-    DEFAULT_LOSS,
-    DEFAULT_MAX_POINTS_PER_EDGE,
-    LOSS_CHOICES,
-    adjust_homographies,
-    adjust_in_frame,
-    affine_edges,
-    edge_residuals,
+from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges
+from stitch.panorama.camera import Camera, Registration, exif_focal_px, pair_focal_estimates, solve_rotations
+from stitch.panorama.compose import compose_panorama
+from stitch.panorama.config import (
+    DEFAULT_AUTO_MAX_STRETCH,
+    DEFAULT_PANORAMA_PROJECTION,
+    DEFAULT_WORK_MEGAPIX,
+    PanoramaConfig,
 )
-from stitch.panorama.camera import (
-    DEFAULT_WAVE,
-    WAVE_CHOICES,
-    Camera,
-    Registration,
-    exif_focal_px,
-    pair_focal_estimates,
-    solve_rotations,
-)
-from stitch.panorama.compose import ComposeConfig, compose_panorama
 from stitch.panorama.graph import (
-    PairEdge,
     candidate_pairs,
     choose_reference,
-    components,
     image_key,
     match_graph,
     release_free_memory,
-    resolve_workers,
     spanning_tree_homographies,
 )
 from stitch.panorama.inputs import (
@@ -99,132 +87,10 @@ from stitch.panorama.inputs import (
     sequence_pairs,
     work_mask,
 )
-from stitch.panorama.warp import (
-    DEFAULT_MAX_CANVAS_PIXELS,
-    PROJECTION_CHOICES,
-    Canvas,
-    Projection,
-    canvas_bounds,
-)
+from stitch.panorama.verify import verify_edges
+from stitch.panorama.viewgraph import PairEdge, components
+from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS, Canvas, Projection, canvas_bounds
 from stitch.types import ProgressFn
-
-__all__ = ["PairEdge", "adjust_homographies", "choose_reference", "components", "edge_residuals", "match_graph",
-           "release_free_memory", "resolve_workers", "spanning_tree_homographies"]  # re-exported for callers
-
-#: Projections accepted by stitch_images: the warp stage's ones plus 'auto'.
-PANORAMA_PROJECTION_CHOICES = ("auto",) + PROJECTION_CHOICES
-#: 'auto': spherical when a pair's homography determines a focal length (a rotating camera, as in most
-#: panoramas), else the plane (e.g. scans: translations over a flat scene), switching to cylindrical when the
-#: plane stretches too much. Why spherical: on the 18 sets of ../shared/data/panoramas the overlap PSNR of
-#: the registered images rose on 17 (mean +0.5 dB, up to +2.1 dB on prague_maps) and the SSIM on 16 against
-#: the plane, at the same matrices, because the plane magnifies the periphery; OpenCV's stitcher and
-#: OpenStitching default to it too. Pass projection='plane' for straight lines or a flat document.
-DEFAULT_PANORAMA_PROJECTION = "auto"
-DEFAULT_WORK_MEGAPIX = 0.6
-DEFAULT_MIN_PAIR_SCORE = 0.5
-DEFAULT_MIN_PAIR_INLIERS = 16
-DEFAULT_PAIR_REFINER = "lsq"
-#: Camera models (step 6 of the module docstring); 'scans' is OpenCV's SCANS mode (affine maps, the plane).
-MODEL_CHOICES = ("auto", "rotation", "homography", "scans")
-DEFAULT_MODEL = "auto"
-#: Robust loss scale at the working resolution (px); scaled to full resolution per panorama.
-DEFAULT_LOSS_SCALE_PX = 1.5
-#: Above this many images the screening (and the retry of pairs between parts of the graph) runs the 'fast'
-#: estimator grid. Measured
-#: with ``stitch bench panorama`` (weir, budapest, opencv_a): the fast grid kept the overlap PSNR within
-#: 0.06 dB and the SSIM within 0.01 of the full grid's, at 10-25 % less time; a lone pair keeps the full grid.
-DEFAULT_FULL_GRID_MAX_IMAGES = 2
-#: Keypoints per image for panoramas (the presets' own default is 4000). Matching cost grows with its
-#: square: on budapest (6 images, 15 pairs) 2000 halved the time at the same overlap PSNR (20.35 dB), but
-#: weir's small-overlap pair 1-3 fell from 51 inliers (score 0.77) to 26 (0.65); 3000 keeps 44 (0.74).
-DEFAULT_PANORAMA_MAX_KEYPOINTS = 3000
-#: 'auto' uses the plane unless its canvas exceeds this multiple of the summed image areas.
-DEFAULT_AUTO_MAX_STRETCH = 4.0
-
-
-
-@dataclass(frozen=True)
-class PanoramaConfig:
-    """Settings of stitch_images (see the module docstring); build it with ``PanoramaConfig.from_options``."""
-
-    select: SelectConfig
-    preset: str = DEFAULT_PRESET
-    projection: str = DEFAULT_PANORAMA_PROJECTION
-    work_megapix: float = DEFAULT_WORK_MEGAPIX
-    max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS
-    min_pair_score: float = DEFAULT_MIN_PAIR_SCORE
-    min_pair_inliers: int = DEFAULT_MIN_PAIR_INLIERS
-    loss: str = DEFAULT_LOSS
-    loss_scale_px: float = DEFAULT_LOSS_SCALE_PX
-    max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE
-    full_grid_max_images: int = DEFAULT_FULL_GRID_MAX_IMAGES
-    adjust: bool = True
-    model: str = DEFAULT_MODEL
-    wave_correct: str = DEFAULT_WAVE
-    workers: int = 0
-    range_width: int = 0
-    compose: ComposeConfig = field(default_factory=ComposeConfig)
-
-    @property
-    def seed(self) -> int:
-        """The one seed of a run: the pair search's (``select.seed``), also used to subsample the adjustment."""
-        return self.select.seed
-
-    @classmethod
-    def from_options(cls, preset: str = DEFAULT_PRESET, detector: str | None = None,
-                     projection: str = DEFAULT_PANORAMA_PROJECTION, seed: int = 0,
-                     work_megapix: float = DEFAULT_WORK_MEGAPIX,
-                     max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS, refiner: str = DEFAULT_PAIR_REFINER,
-                     **options: Any) -> PanoramaConfig:
-        """Config from a preset plus overrides; unknown option names raise ConfigError naming them.
-
-        Panorama options: min_pair_score, min_pair_inliers, loss, loss_scale_px, max_points_per_edge,
-        full_grid_max_images, adjust, model (MODEL_CHOICES), wave_correct (WAVE_CHOICES), workers
-        (pair-matching threads; 0 = the CPU count, at most 8, the result does not depend on it), range_width
-        (match only images at most this far apart in input order; 0 = every pair; stitch.panorama.inputs);
-        compositing: exposure, seam, blend, crop, crop_max_empty, scale, megapixels, timelapse, seam_megapix,
-        bands, block_size (stitch.panorama.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
-        (max_keypoints, ratio, estimators, thresholds, accept_score, score_max_side, min_inliers).
-        """
-        compose = ComposeConfig(**{k: options.pop(k) for k in list(options) if k in ComposeConfig.__dataclass_fields__})
-        own = {k: options.pop(k) for k in list(options) if k in cls.__dataclass_fields__}
-        select_keys = ("max_keypoints", "ratio", "estimators", "thresholds", "accept_score", "score_max_side",
-                       "min_inliers")
-        unknown = sorted(k for k in options if k not in select_keys)
-        if unknown or "select" in own or "compose" in own:
-            bad = unknown or [k for k in ("select", "compose") if k in own]
-            raise ConfigError(f"unknown option(s) {', '.join(bad)} for stitch_images")
-        check_choice("preset", preset, PRESET_CHOICES)
-        check_choice("projection", projection, PANORAMA_PROJECTION_CHOICES)
-        if not (isinstance(work_megapix, (int, float)) and 0.01 <= work_megapix <= 100):
-            raise ConfigError(f"work_megapix={work_megapix}: must be between 0.01 and 100")
-        if not (isinstance(max_canvas_pixels, int) and max_canvas_pixels > 0):
-            raise ConfigError(f"max_canvas_pixels={max_canvas_pixels}: must be a positive integer")
-        if preset != "fast":  # the fast preset keeps its own, smaller count
-            options.setdefault("max_keypoints", DEFAULT_PANORAMA_MAX_KEYPOINTS)
-        sel = SelectConfig.from_options(preset=preset, detector=detector, refiner=refiner, seed=seed, **options)
-        cfg = cls(select=sel, preset=preset, projection=projection, work_megapix=float(work_megapix),
-                  max_canvas_pixels=max_canvas_pixels, compose=compose, **own)
-        cfg.check()
-        return cfg
-
-    def check(self) -> None:
-        """Validate the panorama-level fields; ConfigError names the offending one."""
-        check_choice("model", self.model, MODEL_CHOICES)
-        check_choice("wave_correct", self.wave_correct, WAVE_CHOICES)
-        check_choice("loss", self.loss, LOSS_CHOICES)
-        self.compose.check()
-        if not -1.0 <= self.min_pair_score <= 1.0:
-            raise ConfigError(f"min_pair_score={self.min_pair_score}: must be in [-1, 1]")
-        if self.min_pair_inliers < 4:
-            raise ConfigError(f"min_pair_inliers={self.min_pair_inliers}: must be at least 4")
-        if self.loss_scale_px <= 0:
-            raise ConfigError(f"loss_scale_px={self.loss_scale_px}: must be > 0")
-        if not (isinstance(self.workers, int) and 0 <= self.workers <= 64):
-            raise ConfigError(f"workers={self.workers}: must be an integer in 0..64 (0 = the CPU count)")
-        sequence_pairs(0, self.range_width)  # checks range_width
-        if self.max_points_per_edge < 4:
-            raise ConfigError(f"max_points_per_edge={self.max_points_per_edge}: must be at least 4")
 
 
 @dataclass
@@ -497,6 +363,21 @@ def _homography_model(main: list[int], edges: list[PairEdge], ref: int, sizes: l
                                cfg.max_points_per_edge, cfg.seed, affine=affine)
 
 
+def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A: list[np.ndarray],
+                 cfg: PanoramaConfig) -> tuple[list[PairEdge], list]:
+    """verify_edges on the accepted pairs: relative rotations when the camera model will be rotations and the
+    pairs determine a focal, else homographies."""
+    if not cfg.verify or len(edges) < 3:
+        return edges, []
+    K = None
+    if cfg.model in ("auto", "rotation") and cfg.projection != "plane":
+        focals = pair_focal_estimates(edges, dict(enumerate(sizes)))
+        if focals:
+            f = float(np.median(focals))
+            K = {k: np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]]) for k, (w, h) in enumerate(sizes)}
+    return verify_edges(range(n), edges, K, {k: float(A[k][0, 0]) for k in range(n)}, dict(enumerate(sizes)))
+
+
 def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, progress: ProgressFn | None = None,
                     hooks: Any = None, masks: Sequence[MaskLike] | None = None) -> tuple[Registration, list[np.ndarray]]:
     """Steps 1-6 of the module docstring: (the Registration, the kept images (H, W, 3) uint8 in its order).
@@ -528,6 +409,10 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
         raise NoOverlapError(f"no two images overlap: {', '.join(names)} (try preset='exhaustive' or "
                              "detector='asift', or check that the images show the same scene)")
 
+    edges, rejected = verify_graph(edges, n, sizes, A, cfg)
+    if os.environ.get("STITCH_DEBUG_VERIFY"):
+        from stitch.panorama.verify import edge_error
+        print("REJECTED", [(names[r.edge.i], names[r.edge.j], round(r.error_px, 1), round(r.edge.score, 3)) for r in rejected])
     main = largest_component(n, edges, names, why, dropped, notes)
     edges = [e for e in edges if e.i in main and e.j in main]
     ref = choose_reference(main, edges, keys)

@@ -750,7 +750,9 @@ def compare_folder(
     resolution); each accepted pair (i < j, src = i) is then compared at full resolution. Raises
     NoOverlapError when no pair overlaps.
     """
-    from stitch.panorama.pipeline import PanoramaConfig, match_graph, to_work
+    from stitch.panorama.config import PanoramaConfig
+    from stitch.panorama.graph import match_graph
+    from stitch.panorama.pipeline import to_work
 
     meths = parse_methods(methods, include_deep)  # check before the slow part
     paths = list_images(folder)

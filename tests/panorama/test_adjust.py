@@ -8,7 +8,7 @@ from scipy.sparse import csr_matrix
 
 from stitch.errors import ConfigError
 from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges, robust_least_squares
-from stitch.panorama.graph import PairEdge
+from stitch.panorama.viewgraph import PairEdge
 
 
 def line_fit(x: np.ndarray, t: np.ndarray, y: np.ndarray, want_jac: bool = False):

@@ -23,8 +23,8 @@ from stitch.panorama.camera import (
     solve_rotations,
     wave_correct,
 )
-from stitch.panorama.graph import PairEdge
 from stitch.panorama.pipeline import compose, register, stitch_images
+from stitch.panorama.viewgraph import PairEdge
 
 SIZE = (320, 240)
 FOCAL = 260.0

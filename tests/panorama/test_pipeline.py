@@ -14,8 +14,9 @@ import pytest
 from stitch.errors import ConfigError, NoOverlapError, StitchError
 from stitch.geometry import corner_error, image_corners, project
 from stitch.panorama.adjust import adjust_homographies, edge_residuals, norm_matrix, transfer_residuals
-from stitch.panorama.graph import PairEdge, choose_reference, spanning_tree_homographies
+from stitch.panorama.graph import choose_reference, spanning_tree_homographies
 from stitch.panorama.pipeline import Panorama, choose_canvas, stitch_images, work_scale_matrix
+from stitch.panorama.viewgraph import PairEdge
 from stitch.panorama.warp import estimate_focal, pair_focals
 
 

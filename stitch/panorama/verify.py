@@ -1,0 +1,235 @@
+"""Verification of the view graph: pair matches that disagree with the rest are removed before and after the model.
+
+Repeated structure (look-alike buildings, a wall of identical windows) makes pairs that match strongly and
+score well, but place one photo on top of another copy of the same thing. Such an edge disagrees with the
+chain of its neighbours: going round a cycle of the graph through it does not come back to the start.
+
+``verify_edges`` (before the camera model) finds the placement of the images that the most pair evidence agrees
+with, and keeps only the edges that agree with it:
+
+1. each edge gives a relative placement (a homography H_ij, or for a rotating camera the rotation nearest to
+   K_j^-1 H_ij K_i); an image placement G_k maps its pixels to world rays (rotation model: R_k^T K_k^-1)
+   or to the reference plane (homographies), and edge (i, j) agrees with a placement when the median transfer
+   error of its inliers under G_j^-1 G_i is at most ``tolerance`` px at the working resolution;
+2. the placement grows from a seed image one image at a time, always adding the image whose placement through
+   one edge is confirmed by the most other edges to the images already placed (the pair quality scores weight
+   that evidence). A look-alike match is confirmed by few or no others, so the chains of true neighbours,
+   which confirm each other round every short cycle, are placed first, and the look-alike edge is then found
+   to disagree with them. The growth runs from a few seeds (the images with the most evidence), and the
+   placement with the largest total score of agreeing edges wins;
+3. edges that disagree with it are removed, each with its transfer error as the reason.
+
+``robust_edges`` (after the model) removes, one at a time and solving again, an edge whose residual is far
+above the rest (``EDGE_FACTOR`` times the median edge, and above ``EDGE_MIN_PX`` px at the working
+resolution), as Hugin's cpclean does with control points. Both keep every edge on a consistent graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stitch.geometry import transfer_errors
+from stitch.panorama.camera import nearest_rotation
+from stitch.panorama.viewgraph import PairEdge
+
+#: An edge agrees with a placement when its inliers' median transfer error is at most this (px, working
+#: resolution). Wrong matches of repeated structure miss by a copy's spacing, tens to hundreds of px.
+DEFAULT_TOLERANCE_PX = 12.0
+#: Seeds the placement grows from at most (the images with the largest total edge score first).
+DEFAULT_SEEDS = 16
+#: Inliers per edge used to measure its agreement (evenly spaced).
+CHECK_POINTS = 48
+#: robust_edges: an edge is removed when its median residual exceeds this multiple of the median edge's and
+#: this many px at the working resolution.
+EDGE_FACTOR = 4.0
+#: Two images that the placement lays on top of each other (``overlaps``) without a pair match between them
+#: cost as much as one agreeing edge of this score: repeated structure that glues a turn onto itself
+#: piles different views on each other, which the true placement does not.
+CONFLICT_COST = 1.0
+#: ``overlaps``: the centre of one image must land this far inside the other's frame (fraction of each side).
+OVERLAP_MARGIN = 0.0
+EDGE_MIN_PX = 6.0
+
+
+@dataclass(frozen=True)
+class RejectedEdge:
+    """A pair match removed from the graph: its edge, its error (px, working resolution) and why."""
+
+    edge: PairEdge
+    error_px: float
+    reason: str
+
+
+def placement_step(G_a: np.ndarray, e: PairEdge, a: int, K: dict[int, np.ndarray] | None) -> np.ndarray:
+    """G_b (3, 3) of the other image b of edge ``e`` from image a's placement G_a (pixels -> rays or plane).
+
+    K: intrinsics (3, 3) per image for a rotating camera (G = R^T K^-1), None for homographies (G = H to a plane).
+    """
+    b = e.other(a)
+    H_ab = e.H_from(a)
+    if K is None:
+        return G_a @ np.linalg.inv(H_ab)
+    R_a = (G_a @ K[a]).T
+    R_b = nearest_rotation(np.linalg.inv(K[b]) @ H_ab @ K[a]) @ R_a
+    return R_b.T @ np.linalg.inv(K[b])
+
+
+def edge_error(e: PairEdge, G_i: np.ndarray, G_j: np.ndarray, scale: float, points: int = CHECK_POINTS) -> float:
+    """Median symmetric transfer error (px, times ``scale``) of e's inliers under the placements G_i, G_j (3, 3)."""
+    n = len(e.pts_i)
+    if n == 0:
+        return float("inf")
+    idx = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int))
+    H = np.linalg.solve(G_j, G_i)
+    return float(np.median(transfer_errors(H, e.pts_i[idx], e.pts_j[idx]))) * scale
+
+
+def overlaps(G_a: np.ndarray, G_b: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int],
+             margin: float = OVERLAP_MARGIN) -> bool:
+    """True when image b's centre, placed by G_b, lands in front of image a and inside its central part (the
+    frame less ``margin`` of each side), placed by G_a: the two would overlap by about half of b or more."""
+    p = np.linalg.solve(G_a, G_b @ np.array([(size_b[0] - 1) / 2, (size_b[1] - 1) / 2, 1.0]))
+    ray_a = G_a @ np.array([(size_a[0] - 1) / 2, (size_a[1] - 1) / 2, 1.0])
+    ray_b = G_b @ np.array([(size_b[0] - 1) / 2, (size_b[1] - 1) / 2, 1.0])
+    if p[2] <= 1e-12 or ray_a @ ray_b <= 0:
+        return False
+    x, y = p[0] / p[2], p[1] / p[2]
+    w, h = size_a
+    return margin * w <= x <= (1 - margin) * w and margin * h <= y <= (1 - margin) * h
+
+
+@dataclass
+class Placer:
+    """What placements are judged on: the graph, intrinsics (or None), scales and sizes per image, tolerance."""
+
+    nodes: Sequence[int]
+    edges: Sequence[PairEdge]
+    K: dict[int, np.ndarray] | None
+    scale: dict[int, float]
+    sizes: dict[int, tuple[int, int]]
+    tolerance: float
+
+    def __post_init__(self) -> None:
+        self.adj: dict[int, list[PairEdge]] = {k: [] for k in self.nodes}
+        for e in self.edges:
+            self.adj[e.i].append(e)
+            self.adj[e.j].append(e)
+        self.linked = {(e.i, e.j) for e in self.edges} | {(e.j, e.i) for e in self.edges}
+
+    def agrees(self, f: PairEdge, a: int, G_a: np.ndarray, G_b: np.ndarray) -> bool:
+        """Does edge f, between image a (placed by G_a) and its other image (by G_b), agree with them?"""
+        s = 0.5 * (self.scale[f.i] + self.scale[f.j])
+        x = edge_error(f, G_a, G_b, s) if a == f.i else edge_error(f, G_b, G_a, s)
+        return x <= self.tolerance
+
+    def conflicts(self, b: int, G_b: np.ndarray, G: dict[int, np.ndarray]) -> int:
+        """How many placed images b would lie on (``overlaps`` either way) without a pair match with b."""
+        return sum(1 for c, G_c in G.items() if c != b and (b, c) not in self.linked
+                   and (overlaps(G_c, G_b, self.sizes[c], self.sizes[b]) or overlaps(G_b, G_c, self.sizes[b], self.sizes[c])))
+
+    def grow(self, seed: int) -> dict[int, np.ndarray]:
+        """Placements G (3, 3) of the images reachable from ``seed``, the best-confirmed first (step 2)."""
+        G = {seed: np.eye(3) if self.K is None else np.linalg.inv(self.K[seed])}
+        cands: dict[tuple[int, int], list] = {}  # (edge id, new image) -> [G_new, support, conflicts known, score]
+
+        def add_candidates(a: int) -> None:
+            for e in self.adj[a]:
+                b = e.other(a)
+                if b in G:
+                    continue
+                Gb = placement_step(G[a], e, a, self.K)
+                support = e.score + sum(f.score for f in self.adj[b] if f is not e and (c := f.other(b)) in G
+                                        and self.agrees(f, c, G[c], Gb))
+                cands[(id(e), b)] = [Gb, support, 0, e.score]
+
+        add_candidates(seed)
+        while cands:
+            while True:  # conflicts only grow as images are placed: re-count the leader's until it stays ahead
+                key, cand = max(cands.items(), key=lambda kv: (kv[1][1] - CONFLICT_COST * kv[1][2], kv[1][3]))
+                n = self.conflicts(key[1], cand[0], G)
+                if n == cand[2]:
+                    break
+                cand[2] = n
+            b = key[1]
+            G[b] = cand[0]
+            for k in [k for k in cands if k[1] == b]:
+                del cands[k]
+            for k, c in cands.items():  # the new image confirms (or not) the pending placements next to it
+                f = next((f for f in self.adj[b] if f.other(b) == k[1]), None)
+                if f is not None and id(f) != k[0] and self.agrees(f, b, G[b], c[0]):
+                    c[1] += f.score
+            add_candidates(b)
+        return G
+
+    def judge(self, G: dict[int, np.ndarray]) -> tuple[float, list[float]]:
+        """(objective, error per edge): the score of the agreeing edges less CONFLICT_COST per overlapping pair
+        of images without a match; errors (px, working resolution) are 0 for edges outside the placement."""
+        errs = [edge_error(e, G[e.i], G[e.j], 0.5 * (self.scale[e.i] + self.scale[e.j]))
+                if e.i in G and e.j in G else 0.0 for e in self.edges]
+        total = sum(e.score for e, x in zip(self.edges, errs) if x <= self.tolerance)
+        placed = sorted(G)
+        clash = sum(1 for p, a in enumerate(placed) for b in placed[p + 1:] if (a, b) not in self.linked
+                    and (overlaps(G[a], G[b], self.sizes[a], self.sizes[b])
+                         or overlaps(G[b], G[a], self.sizes[b], self.sizes[a])))
+        return total - CONFLICT_COST * clash, errs
+
+
+def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, np.ndarray] | None,
+                 scale: dict[int, float], sizes: dict[int, tuple[int, int]], tolerance: float = DEFAULT_TOLERANCE_PX,
+                 seeds: int = DEFAULT_SEEDS) -> tuple[list[PairEdge], list[RejectedEdge]]:
+    """(kept, rejected) edges: those that agree with the best-supported placement (module docstring, 1-3).
+
+    K: intrinsics (3, 3) per node for a rotating camera (relative rotations), or None (homographies); scale:
+    working px per full-resolution px, and sizes (w, h) px, per node (errors and ``tolerance`` are at the working
+    resolution).
+    """
+    if len(edges) < 3:
+        return list(edges), []
+    placer = Placer(list(nodes), list(edges), K, scale, sizes, tolerance)
+    weight = dict.fromkeys(nodes, 0.0)
+    for e in edges:
+        weight[e.i] += e.score
+        weight[e.j] += e.score
+    order = sorted(nodes, key=lambda k: (-round(weight[k], 6), k))
+    best: tuple[float, list[float]] | None = None
+    for seed in order[:seeds]:
+        result = placer.judge(placer.grow(seed))
+        if best is None or result[0] > best[0] + 1e-9:
+            best = result
+    assert best is not None
+    kept, rejected = [], []
+    for e, x in zip(edges, best[1]):
+        if x <= tolerance:
+            kept.append(e)
+        else:
+            rejected.append(RejectedEdge(e, x, f"inconsistent with the rest: misses by {x:.0f} px"))
+    return kept, rejected
+
+
+def robust_edges(edges: Sequence[PairEdge], solve: Callable[[list[PairEdge]], dict[int, float] | None],
+                 factor: float = EDGE_FACTOR, min_px: float = EDGE_MIN_PX, max_rounds: int = 10
+                 ) -> tuple[list[PairEdge], list[RejectedEdge]]:
+    """Remove the worst edge while it is far above the rest, solving again each time (step after the model).
+
+    solve(edges) returns each edge's residual (px, working resolution) by position, or None when the model
+    cannot be solved; the edges solved last are returned with the removed ones.
+    """
+    edges = list(edges)
+    rejected: list[RejectedEdge] = []
+    for _ in range(max_rounds):
+        res = solve(edges)
+        if not res or len(edges) < 2:
+            break
+        vals = np.array([res[k] for k in range(len(edges))])
+        worst = int(np.argmax(vals))
+        bound = max(min_px, factor * float(np.median(vals)))
+        if vals[worst] <= bound:
+            break
+        rejected.append(RejectedEdge(edges[worst], float(vals[worst]),
+                                     f"inconsistent with the adjusted model: residual {vals[worst]:.1f} px "
+                                     f"(median edge {np.median(vals):.1f} px)"))
+        del edges[worst]
+    return edges, rejected

@@ -1,0 +1,103 @@
+"""The view graph's primitives: pair edges, connected components, spanning trees and walks over them.
+
+Nodes are image indices; an edge i < j carries the pair's homography and inliers. Ties are broken by the
+images' content keys where given (see stitch.panorama.graph), so nothing here depends on the input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class PairEdge:
+    """An accepted pair i < j: H (3, 3) maps image i to image j, full-res px; pts_i/pts_j (N, 2) inliers."""
+
+    i: int
+    j: int
+    H: np.ndarray
+    score: float
+    n_inliers: int
+    pts_i: np.ndarray
+    pts_j: np.ndarray
+
+    def H_from(self, a: int) -> np.ndarray:
+        """H (3, 3) mapping image ``a`` (one of the edge's two images) to the other one."""
+        return self.H if a == self.i else np.linalg.inv(self.H)
+
+    def other(self, a: int) -> int:
+        """The edge's image that is not ``a``."""
+        return self.j if a == self.i else self.i
+
+
+class UnionFind:
+    """Disjoint sets over hashable nodes, with path halving."""
+
+    def __init__(self, nodes: Iterable[Hashable]) -> None:
+        self.parent = {k: k for k in nodes}
+
+    def find(self, a: Hashable) -> Hashable:
+        """The representative of ``a``'s set."""
+        parent = self.parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(self, a: Hashable, b: Hashable) -> bool:
+        """Join the sets of a and b; False when they were already one."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        self.parent[ra] = rb
+        return True
+
+
+def components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of nodes 0..n-1 under pairs (i, j): sorted index lists, by smallest node."""
+    uf = UnionFind(range(n))
+    for i, j in pairs:
+        uf.union(i, j)
+    groups: dict[Hashable, list[int]] = {}
+    for k in range(n):
+        groups.setdefault(uf.find(k), []).append(k)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def maximum_spanning_tree(nodes: Sequence[int], edges: Sequence[PairEdge], keys: Sequence[str] | None = None,
+                          weight: Callable[[PairEdge], Any] | None = None) -> list[PairEdge]:
+    """Edges of the maximum spanning tree/forest (weight: score, then inliers; ties by the images' keys)."""
+
+    def key(k: int) -> Any:
+        return keys[k] if keys is not None else k
+
+    def order(e: PairEdge) -> Any:
+        w = (-round(e.score, 6), -e.n_inliers) if weight is None else (-weight(e),)
+        return (*w, sorted((key(e.i), key(e.j))))
+
+    uf = UnionFind(nodes)
+    return [e for e in sorted(edges, key=order) if uf.union(e.i, e.j)]
+
+
+def tree_walk(nodes: Sequence[int], tree: Sequence[PairEdge], ref: int) -> list[tuple[int, int, PairEdge]]:
+    """(parent, child, edge) in breadth-first order from ``ref`` over the tree edges."""
+    adj: dict[int, list[PairEdge]] = {k: [] for k in nodes}
+    for e in tree:
+        adj[e.i].append(e)
+        adj[e.j].append(e)
+    seen, order, frontier = {ref}, [], [ref]
+    while frontier:
+        nxt = []
+        for a in frontier:
+            for e in adj[a]:
+                b = e.other(a)
+                if b not in seen:
+                    seen.add(b)
+                    order.append((a, b, e))
+                    nxt.append(b)
+        frontier = nxt
+    return order
