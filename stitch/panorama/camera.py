@@ -617,6 +617,13 @@ class Registration:
     edges: list[tuple[str, str, float, int]] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: per edge (same order as ``edges``): its inliers' median transfer error (px, working resolution)
+    edge_errors: list[float] = field(default_factory=list)
+    #: per image name: the photometric agreement with its neighbours on the final placement (None: no neighbour
+    #: to compare with), see stitch.panorama.placement
+    placement: dict[str, float | None] = field(default_factory=dict)
+    #: pair matches removed as inconsistent with the rest: (image a, image b, reason)
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -644,7 +651,9 @@ class Registration:
                 "full_turn": self.full_turn, "rotating": self.rotating, "wave": self.wave,
                 "rms_before": self.rms_before, "rms_after": self.rms_after,
                 "cameras": [c.to_dict() for c in self.cameras],
-                "edges": [list(e) for e in self.edges], "dropped": [list(d) for d in self.dropped]}
+                "edges": [list(e) for e in self.edges], "dropped": [list(d) for d in self.dropped],
+                "edge_errors": list(self.edge_errors), "placement": dict(self.placement),
+                "rejected": [list(r) for r in self.rejected]}
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON, atomically."""
@@ -668,7 +677,10 @@ class Registration:
                    bool(d.get("rotating", model == "rotation")), str(d.get("wave", "none")),
                    d.get("rms_before"), d.get("rms_after"),
                    [(str(a), str(b), float(s), int(n)) for a, b, s, n in d.get("edges", [])],
-                   [(str(a), str(b)) for a, b in d.get("dropped", [])])
+                   [(str(a), str(b)) for a, b in d.get("dropped", [])],
+                   edge_errors=[float(x) for x in d.get("edge_errors", [])],
+                   placement={str(k): None if v is None else float(v) for k, v in d.get("placement", {}).items()},
+                   rejected=[(str(a), str(b), str(r)) for a, b, r in d.get("rejected", [])])
 
     @classmethod
     def load(cls, path: str | Path) -> Registration:

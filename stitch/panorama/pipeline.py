@@ -47,7 +47,6 @@ inliers), while every non-overlapping pair (weir_noise.jpg against the weir, bud
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -60,6 +59,7 @@ import numpy as np
 from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
 from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.select import DEFAULT_PRESET
+from stitch.imaging import resize_max_side
 from stitch.io import ImageLike, load_images
 from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges
 from stitch.panorama.camera import Camera, Registration, exif_focal_px, pair_focal_estimates, solve_rotations
@@ -87,7 +87,8 @@ from stitch.panorama.inputs import (
     sequence_pairs,
     work_mask,
 )
-from stitch.panorama.verify import verify_edges
+from stitch.panorama.placement import MIN_PLACEMENT_SCORE, PLACEMENT_SIDE, placement_scores
+from stitch.panorama.verify import RejectedEdge, edge_error, robust_edges, verify_edges
 from stitch.panorama.viewgraph import PairEdge, components
 from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS, Canvas, Projection, canvas_bounds
 from stitch.types import ProgressFn
@@ -321,8 +322,32 @@ def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
     return [images[k] for k in keep], [names[k] for k in keep], keys, keep
 
 
+def _drop(name: str, reason: str, dropped: list, notes: list[str]) -> None:
+    """Record an image dropped from the panorama, with a warning in the one format of every drop."""
+    dropped.append((name, reason))
+    _warn(f"dropped {name}: {reason}", notes)
+
+
+def largest_component_nodes(nodes: Sequence[int], edges: Sequence[PairEdge]) -> list[int]:
+    """The nodes of the largest connected component of ``nodes`` under ``edges`` (ties: the smallest node)."""
+    index = {k: p for p, k in enumerate(sorted(nodes))}
+    comps = components(len(index), [(index[e.i], index[e.j]) for e in edges if e.i in index and e.j in index])
+    order = sorted(nodes)
+    return [order[p] for p in max(comps, key=len)]
+
+
+def lost_link_reason(k: int, rejected: Sequence[RejectedEdge], names: Sequence[str]) -> str:
+    """Why image k lost its place: the rejected pair matches that linked it to the rest."""
+    own = [r for r in rejected if k in (r.edge.i, r.edge.j)]
+    if not own:
+        return "no reliable overlap with the rest of the panorama"
+    links = "; ".join(f"{names[r.edge.other(k)]} ({r.reason})" for r in own[:3])
+    return f"its only pair match{'es' if len(own) > 1 else ''} with the rest, {links}, disagreed with the panorama"
+
+
 def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
-                      why: dict[tuple[int, int], tuple[float, str]], dropped: list, notes: list[str]) -> list[int]:
+                      why: dict[tuple[int, int], tuple[float, str]], dropped: list, notes: list[str],
+                      rejected: Sequence[RejectedEdge] = ()) -> list[int]:
     """Nodes of the largest connected component (ties: the one with the first image); others are dropped."""
     comps = components(n, [(e.i, e.j) for e in edges])
     main = max(comps, key=len)
@@ -330,12 +355,14 @@ def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
         if c is main:
             continue
         for k in c:
+            if any(k in (r.edge.i, r.edge.j) for r in rejected):
+                _drop(names[k], lost_link_reason(k, rejected, names), dropped, notes)
+                continue
             tries = [(why[p][0], why[p][1], names[m]) for m in main if (p := (min(k, m), max(k, m))) in why]
             best = max(tries, default=(float("-inf"), "", ""))
             reason = "no reliable overlap with the rest of the panorama" + (
                 f" (best pair: {best[1]} with {best[2]})" if math.isfinite(best[0]) else "")
-            dropped.append((names[k], reason))
-            _warn(f"dropped {names[k]}: {reason}", notes)
+            _drop(names[k], reason, dropped, notes)
     return main
 
 
@@ -364,18 +391,162 @@ def _homography_model(main: list[int], edges: list[PairEdge], ref: int, sizes: l
 
 
 def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A: list[np.ndarray],
-                 cfg: PanoramaConfig) -> tuple[list[PairEdge], list]:
-    """verify_edges on the accepted pairs: relative rotations when the camera model will be rotations and the
-    pairs determine a focal, else homographies."""
+                 cfg: PanoramaConfig) -> tuple[list[PairEdge], list[RejectedEdge]]:
+    """verify_edges on the accepted pairs, with relative rotations when the camera model may be rotations and
+    the pairs determine a focal, and with homographies; the placement that more pair evidence agrees with wins
+    (a camera that shifts is no rotation, and homographies chained round a full turn pass through infinity)."""
     if not cfg.verify or len(edges) < 3:
         return edges, []
-    K = None
+    scale = {k: float(A[k][0, 0]) for k in range(n)}
+    tries = []
     if cfg.model in ("auto", "rotation") and cfg.projection != "plane":
         focals = pair_focal_estimates(edges, dict(enumerate(sizes)))
         if focals:
             f = float(np.median(focals))
             K = {k: np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]]) for k, (w, h) in enumerate(sizes)}
-    return verify_edges(range(n), edges, K, {k: float(A[k][0, 0]) for k in range(n)}, dict(enumerate(sizes)))
+            tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes))))
+    if not tries or tries[0][1]:
+        tries.append(verify_edges(range(n), edges, None, scale, dict(enumerate(sizes))))
+    kept, rejected, _ = max(tries, key=lambda t: (t[2], -len(t[1])))
+    return kept, rejected
+
+
+@dataclass
+class GraphInputs:
+    """What the camera model is solved from, besides the edges: per image its name, size (w, h), content key and
+    full -> working scale A (3, 3); the config, the warning sink, the EXIF focals of a node list, progress."""
+
+    names: list[str]
+    sizes: list[tuple[int, int]]
+    keys: list[str]
+    A: list[np.ndarray]
+    cfg: PanoramaConfig
+    notes: list[str]
+    exif: Any
+    progress: ProgressFn | None = None
+
+    def scale(self, nodes: Sequence[int]) -> float:
+        """Mean working px per full-resolution px over ``nodes``."""
+        return float(np.mean([self.A[k][0, 0] for k in nodes]))
+
+
+def rotation_registration(g: GraphInputs, main: list[int], edges: list[PairEdge], ref: int) -> Registration | None:
+    """The rotating-camera model of ``main`` (camera.solve_rotations; 'auto' refines homographies in its frame
+    unless the images make a full turn), or None when no pair determines a focal length."""
+    cfg, order = g.cfg, sorted(main)
+    scale = g.scale(main)
+    if g.progress is not None:
+        g.progress(0, 1, f"adjusting {len(main)} cameras over {len(edges)} pairs")
+    geo = solve_rotations(main, edges, ref, {k: g.sizes[k] for k in main}, g.names, g.keys, g.exif(main), cfg.loss,
+                          cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed, cfg.wave_correct, cfg.adjust)
+    if geo is None:
+        return None
+    cams = [geo.cameras[k] for k in order]
+    reg = Registration(cams, "rotation", geo.focal, geo.center, g.names[ref], geo.full_turn, True, geo.wave,
+                       geo.rms_before, geo.rms_after)
+    if cfg.model == "auto" and cfg.adjust and not geo.full_turn:
+        # the homographies of the camera model refined jointly, in its (wave-corrected) frame: 8 parameters
+        # per image absorb what rotations cannot (lens distortion, a little parallax), as before the
+        # camera model; a full turn keeps the pure rotations (no plane holds it)
+        refined = adjust_in_frame(geo.homographies, ref, edges, {k: g.sizes[k] for k in main}, cfg.loss,
+                                  cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed)
+        if refined is not None:
+            for c, k in zip(cams, order):
+                c.H = refined[0][k]
+            reg.model, reg.rms_after = "rotation+homography", refined[2]
+    return reg
+
+
+def homography_registration(g: GraphInputs, main: list[int], edges: list[PairEdge], ref: int,
+                            affine: bool) -> Registration:
+    """The homography model of ``main`` (or, ``affine``, the scans model), with a focal for curved projections."""
+    cfg, order, sizes = g.cfg, sorted(main), g.sizes
+    Hs, rms0, rms1 = _homography_model(main, edges, ref, sizes, g.keys, cfg, g.A, affine)
+    focal, rotating = None, False
+    if cfg.projection != "plane" and edges and not affine:
+        rel = [replace(e, H=np.linalg.solve(Hs[e.j], Hs[e.i])) for e in edges]
+        focals = pair_focal_estimates(rel, {k: sizes[k] for k in main})  # none: no pair behaves like a rotation
+        focal = float(np.median(focals)) if focals else float(np.mean([sum(sizes[k]) for k in main]))
+        rotating = bool(focals)
+    elif cfg.projection != "plane":
+        focal = float(sum(sizes[ref]))
+    cams = [Camera(g.names[k], sizes[k], focal or float(sum(sizes[k])), np.eye(3), H=Hs[k]) for k in order]
+    return Registration(cams, "scans" if affine else "homography", focal,
+                        ((sizes[ref][0] - 1) / 2.0, (sizes[ref][1] - 1) / 2.0), g.names[ref],
+                        rotating=rotating, rms_before=rms0, rms_after=rms1)
+
+
+def solve_model(g: GraphInputs, main: list[int], edges: list[PairEdge]) -> Registration:
+    """Step 6 of the module docstring on the images ``main`` and their ``edges``: the Registration."""
+    ref = choose_reference(main, edges, g.keys)
+    model = g.cfg.model
+    if model == "auto":
+        model = "homography" if g.cfg.projection == "plane" else "rotation"
+    if model == "rotation" and edges:
+        reg = rotation_registration(g, main, edges, ref)
+        if reg is not None:
+            return reg
+        if g.cfg.model == "rotation" and not any("no pair determines a focal" in w for w in g.notes):
+            _warn("--model rotation: no pair determines a focal length (the images look shifted, not turned); "
+                  "used the homography model", g.notes)
+    return homography_registration(g, main, edges, ref, affine=model == "scans")
+
+
+def edge_errors(reg: Registration, g: GraphInputs, edges: Sequence[PairEdge]) -> list[float]:
+    """Each edge's median transfer error (px, working resolution) under the registration's homographies."""
+    Hs = dict(zip(reg.names, reg.homographies()))
+    return [edge_error(e, Hs[g.names[e.i]], Hs[g.names[e.j]], 0.5 * (g.A[e.i][0, 0] + g.A[e.j][0, 0])) for e in edges]
+
+
+def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, dropped: list,
+                          thumbs: list[np.ndarray]) -> Registration:
+    """Steps 4-6 with the checks of stitch.panorama.verify: the view graph verified, the largest component
+    solved, edges far off the solved model removed (solving again), and every image's placement checked
+    photometrically (an image that disagrees is dropped, solving again)."""
+    n, names, cfg = len(g.names), g.names, g.cfg
+    edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg)
+    main = largest_component(n, edges, names, why, dropped, g.notes, rejected)
+    edges = [e for e in edges if e.i in main and e.j in main]
+    solved: dict[str, Any] = {}
+
+    def solve(sub: list[PairEdge]) -> dict[int, float] | None:
+        nodes = largest_component_nodes(main, sub)
+        sub = [e for e in sub if e.i in nodes and e.j in nodes]
+        solved["reg"], solved["edges"], solved["main"] = solve_model(g, nodes, sub), sub, nodes
+        return dict(enumerate(edge_errors(solved["reg"], g, sub)))
+
+    for _ in range(len(main)):
+        if cfg.verify and len(edges) > 1:
+            removed = robust_edges(edges, solve)[1]
+        else:
+            solve(edges)
+            _kept, removed = edges, []
+        rejected += removed
+        reg, edges, nodes = solved["reg"], solved["edges"], solved["main"]
+        for k in sorted(set(main) - set(nodes)):
+            _drop(names[k], lost_link_reason(k, rejected, names), dropped, g.notes)
+        main = nodes
+        scores = placement_scores(reg, [thumbs[k] for k in sorted(main)]) if cfg.verify else {}
+        bad = [nm for nm, v in scores.items() if v is not None and v < MIN_PLACEMENT_SCORE]
+        reg.placement = scores
+        if not bad or len(main) - len(bad) < 2:
+            break
+        worst = min(bad, key=lambda nm: scores[nm])
+        k = names.index(worst)
+        _drop(worst, f"placed where it disagrees with its neighbours (placement score {scores[worst]:.2f} < "
+              f"{MIN_PLACEMENT_SCORE})", dropped, g.notes)
+        main = [m for m in main if m != k]
+        edges = [e for e in edges if k not in (e.i, e.j)]
+        main = largest_component_nodes(main, edges)
+    reg.edges = [(names[e.i], names[e.j], e.score, e.n_inliers) for e in edges]
+    reg.edge_errors = [round(float(x), 3) for x in edge_errors(reg, g, edges)]
+    reg.rejected = [(names[r.edge.i], names[r.edge.j], r.reason) for r in rejected]
+    if rejected:
+        pairs = ", ".join(f"{names[r.edge.i]}-{names[r.edge.j]}" for r in rejected[:8])
+        more = f" and {len(rejected) - 8} more" if len(rejected) > 8 else ""
+        _warn(f"{len(rejected)} pair match{'es' if len(rejected) > 1 else ''} rejected as inconsistent with the "
+              f"rest (repeated structure?): {pairs}{more}", g.notes)
+    return reg
 
 
 def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, progress: ProgressFn | None = None,
@@ -409,62 +580,13 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
         raise NoOverlapError(f"no two images overlap: {', '.join(names)} (try preset='exhaustive' or "
                              "detector='asift', or check that the images show the same scene)")
 
-    edges, rejected = verify_graph(edges, n, sizes, A, cfg)
-    if os.environ.get("STITCH_DEBUG_VERIFY"):
-        from stitch.panorama.verify import edge_error
-        print("REJECTED", [(names[r.edge.i], names[r.edge.j], round(r.error_px, 1), round(r.edge.score, 3)) for r in rejected])
-    main = largest_component(n, edges, names, why, dropped, notes)
-    edges = [e for e in edges if e.i in main and e.j in main]
-    ref = choose_reference(main, edges, keys)
-    order = sorted(main)
-    ref_center = ((sizes[ref][0] - 1) / 2.0, (sizes[ref][1] - 1) / 2.0)
-    model = cfg.model
-    if model == "auto":
-        model = "homography" if cfg.projection == "plane" else "rotation"
-    scale = float(np.mean([A[k][0, 0] for k in main]))
-    geo = None
-    if model == "rotation" and edges:
-        if progress is not None:
-            progress(0, 1, f"adjusting {len(main)} cameras over {len(edges)} pairs")
-        geo = solve_rotations(main, edges, ref, {k: sizes[k] for k in main}, names, keys,
-                              _exif_focals(paths_or_arrays, [index[k] for k in keep], sizes, main), cfg.loss, cfg.loss_scale_px / scale,
-                              cfg.max_points_per_edge, cfg.seed, cfg.wave_correct, cfg.adjust)
-        if geo is None and cfg.model == "rotation":
-            _warn("model='rotation': no pair determines a focal length (the images look shifted, not turned); "
-                  "used the homography model", notes)
-    if geo is not None:
-        cams = [geo.cameras[k] for k in order]
-        reg = Registration(cams, "rotation", geo.focal, geo.center, names[ref], geo.full_turn, True, geo.wave,
-                           geo.rms_before, geo.rms_after)
-        if cfg.model == "auto" and cfg.adjust and not geo.full_turn:
-            # the homographies of the camera model refined jointly, in its (wave-corrected) frame: 8 parameters
-            # per image absorb what rotations cannot (lens distortion, a little parallax), as before the
-            # camera model; a full turn keeps the pure rotations (no plane holds it)
-            refined = adjust_in_frame(geo.homographies, ref, edges, {k: sizes[k] for k in main}, cfg.loss,
-                                      cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed)
-            if refined is not None:
-                for c, k in zip(cams, order):
-                    c.H = refined[0][k]
-                reg.model, reg.rms_after = "rotation+homography", refined[2]
-    else:
-        affine = model == "scans"
-        Hs, rms0, rms1 = _homography_model(main, edges, ref, sizes, keys, cfg, A, affine)
-        focal, rotating = None, False
-        if cfg.projection != "plane" and edges and not affine:
-            sub_sizes = {k: sizes[k] for k in main}
-            rel = [replace(e, H=np.linalg.solve(Hs[e.j], Hs[e.i])) for e in edges]
-            focals = pair_focal_estimates(rel, sub_sizes)  # none: no pair behaves like a rotation (e.g. shifts)
-            focal = float(np.median(focals)) if focals else float(np.mean([sum(sizes[k]) for k in main]))
-            rotating = bool(focals)
-        elif cfg.projection != "plane":
-            focal = float(sum(sizes[ref]))
-        cams = [Camera(names[k], sizes[k], focal or float(sum(sizes[k])), np.eye(3), H=Hs[k]) for k in order]
-        reg = Registration(cams, "scans" if affine else "homography", focal, ref_center, names[ref],
-                           rotating=rotating, rms_before=rms0, rms_after=rms1)
-    reg.edges = [(names[e.i], names[e.j], e.score, e.n_inliers) for e in edges]
+    graph = GraphInputs(names, sizes, keys, A, cfg, notes,
+                        lambda nodes: _exif_focals(paths_or_arrays, [index[k] for k in keep], sizes, nodes), progress)
+    thumbs = [resize_max_side(img, PLACEMENT_SIDE)[0] for img in images]
+    reg = verified_registration(graph, edges, why, dropped, thumbs)
     reg.dropped = dropped
     reg.warnings = notes
-    kept = [images[k] for k in order]
+    kept = [images[names.index(nm)] for nm in reg.names]
     images.clear()
     return reg, kept
 

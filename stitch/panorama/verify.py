@@ -179,15 +179,16 @@ class Placer:
 
 def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, np.ndarray] | None,
                  scale: dict[int, float], sizes: dict[int, tuple[int, int]], tolerance: float = DEFAULT_TOLERANCE_PX,
-                 seeds: int = DEFAULT_SEEDS) -> tuple[list[PairEdge], list[RejectedEdge]]:
-    """(kept, rejected) edges: those that agree with the best-supported placement (module docstring, 1-3).
+                 seeds: int = DEFAULT_SEEDS) -> tuple[list[PairEdge], list[RejectedEdge], float]:
+    """(kept, rejected, objective): the edges that agree with the best-supported placement (module docstring,
+    1-3), and that placement's objective (``Placer.judge``).
 
     K: intrinsics (3, 3) per node for a rotating camera (relative rotations), or None (homographies); scale:
     working px per full-resolution px, and sizes (w, h) px, per node (errors and ``tolerance`` are at the working
     resolution).
     """
     if len(edges) < 3:
-        return list(edges), []
+        return list(edges), [], float(sum(e.score for e in edges))
     placer = Placer(list(nodes), list(edges), K, scale, sizes, tolerance)
     weight = dict.fromkeys(nodes, 0.0)
     for e in edges:
@@ -206,7 +207,7 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
             kept.append(e)
         else:
             rejected.append(RejectedEdge(e, x, f"inconsistent with the rest: misses by {x:.0f} px"))
-    return kept, rejected
+    return kept, rejected, best[0]
 
 
 def robust_edges(edges: Sequence[PairEdge], solve: Callable[[list[PairEdge]], dict[int, float] | None],

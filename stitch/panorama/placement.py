@@ -1,0 +1,75 @@
+"""The check of every output: does each image agree with what the final model lays it on?
+
+``placement_scores`` warps every pair of registered images that overlap on the final model onto each other, at
+a small size, and measures their agreement with the quality score's photometric part (stitch.homography.quality:
+(NCC + gradient correlation) / 2, blind to gain and offset). An image's placement score is the mean over its
+overlapping neighbours, weighted by the overlap. A photo placed on the wrong copy of a repeated building, or
+glued through a look-alike match, disagrees with whatever it covers and scores near 0; a right placement scores
+as its pair matches did (0.6-1, lower with parallax or moving things).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from stitch.geometry import project
+from stitch.homography.quality import ScoreConfig, make_context, photometric
+
+#: Longer side (px) of the images the placement check compares.
+PLACEMENT_SIDE = 384
+#: An image whose placement score is below this is dropped (and the model solved again without it).
+MIN_PLACEMENT_SCORE = 0.3
+#: Pairs that share less than this fraction of the smaller image are not compared.
+MIN_SHARED = 0.08
+
+
+def _relative(H_a: np.ndarray, H_b: np.ndarray) -> np.ndarray:
+    """H_b^-1 H_a (3, 3), scaled to a positive determinant (so that w > 0 means in front of camera b)."""
+    H = np.linalg.solve(H_b, H_a)
+    return H if np.linalg.det(H) > 0 else -H
+
+
+def shared_fraction(H: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int], grid: int = 9) -> float:
+    """Fraction of a ``grid`` x ``grid`` lattice of image a's pixels that H (a -> b) puts in front of and inside b."""
+    w, h = size_a
+    xs, ys = np.meshgrid(np.linspace(0, w - 1, grid), np.linspace(0, h - 1, grid))
+    pts = np.stack([xs.ravel(), ys.ravel()], 1)
+    front = (np.hstack([pts, np.ones((len(pts), 1))]) @ H[2]) > 0
+    q = project(H, pts)
+    inside = front & (q[:, 0] >= 0) & (q[:, 0] <= size_b[0] - 1) & (q[:, 1] >= 0) & (q[:, 1] <= size_b[1] - 1)
+    return float(inside.mean())
+
+
+def placement_scores(reg: Any, thumbs: Sequence[np.ndarray]) -> dict[str, float | None]:
+    """Per camera name of the Registration ``reg``: its photometric agreement with its overlapping neighbours.
+
+    thumbs: the cameras' images (h, w, 3) uint8, in ``reg.cameras``' order, at any size (the cameras' sizes are
+    the full ones). None for an image that overlaps no other one.
+    """
+    Hs = reg.homographies()
+    sizes = [c.size for c in reg.cameras]
+    n = len(Hs)
+    S = [np.diag([t.shape[1] / s[0], t.shape[0] / s[1], 1.0]) for t, s in zip(thumbs, sizes)]
+    cfg = ScoreConfig(work_max_side=max(max(t.shape[:2]) for t in thumbs))
+    total, weight = np.zeros(n), np.zeros(n)
+    for a in range(n):
+        for b in range(a + 1, n):
+            H = _relative(Hs[a], Hs[b])
+            fa, fb = shared_fraction(H, sizes[a], sizes[b]), shared_fraction(np.linalg.inv(H), sizes[b], sizes[a])
+            share = max(fa, fb)
+            if share < MIN_SHARED:
+                continue
+            src, dst, Ht = (a, b, S[b] @ H @ np.linalg.inv(S[a]))
+            if fa < fb:
+                src, dst, Ht = b, a, np.linalg.inv(Ht)  # warp the one that lies more inside the other
+            ncc, gc, overlap = photometric(Ht, make_context(thumbs[src], thumbs[dst], cfg))
+            if overlap <= 0:
+                continue
+            agree = 0.5 * (ncc + gc)
+            for k in (a, b):
+                total[k] += share * agree
+                weight[k] += share
+    return {c.name: (float(total[k] / weight[k]) if weight[k] > 0 else None) for k, c in enumerate(reg.cameras)}
