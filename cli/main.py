@@ -101,6 +101,10 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
         "stage_seconds": s["stage_seconds"],
         "seconds": s["seconds"],
         "warnings": s["warnings"],
+        "edge_errors": s["edge_errors"],
+        "placement": s["placement"],
+        "rejected": s["rejected"],
+        "other_panoramas": s["other_panoramas"],
     }
 
 
@@ -156,6 +160,9 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.option("--debug-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the intermediate images (matches, warped images, masks, compensated images, seams, the "
               "result with seam lines) into this folder.")
+@click.option("--all", "all_panoramas", is_flag=True, default=False,
+              help="When the photos form several panoramas (separate scenes), write each one: OUTPUT, then "
+              "OUTPUT's name with _2, _3, ... (the largest first).")
 @workers_option("Threads for pair matching (0: the CPU count, at most 8); the result does not depend on it.")
 @json_option("Write a JSON summary of the run to this file ('-': stdout).")
 @quiet_option("No progress display (shown on a terminal only) or summary line; warnings still print.")
@@ -164,7 +171,7 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str |
             seam_megapix: float, crop: str | None, no_crop: bool, crop_max_empty: float, scale: float | None,
             megapixels: float | None, range_width: int, mask_dir: Path | None, timelapse: Path | None,
             debug_dir: Path | None, workers: int, json_path: Path | None, quiet: bool, model: str,
-            wave_correct: str) -> None:
+            wave_correct: str, all_panoramas: bool) -> None:
     """Stitch the images in FOLDER (or the image FILES given, or several folders) into one panorama written
     to OUTPUT.
 
@@ -183,14 +190,15 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str |
              "timelapse": None if timelapse is None else str(timelapse), "model": model, "wave_correct": wave_correct}
     try:
         _run(list(inputs), output, preset, detector, projection, seed, work_megapix, max_canvas_mp, json_path, quiet,
-             extra, debug_dir, mask_dir)
+             extra, debug_dir, mask_dir, all_panoramas)
     except StitchError as exc:
         raise click.ClickException(one_line(str(exc))) from None
 
 
 def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, projection: str, seed: int,
          work_megapix: float, max_canvas_mp: float, json_path: Path | None, quiet: bool,
-         extra: dict[str, Any] | None = None, debug_dir: Path | None = None, mask_dir: Path | None = None) -> None:
+         extra: dict[str, Any] | None = None, debug_dir: Path | None = None, mask_dir: Path | None = None,
+         all_panoramas: bool = False) -> None:
     from stitch.io import collect_inputs, is_stitch_output, write_image_atomic
     from stitch.panorama.debug import DebugDir
     from stitch.panorama.inputs import check_timelapse_dir, masks_from_dir
@@ -246,12 +254,34 @@ def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, pr
     emit_json(json_path, _summary(output, pano), quiet=quiet)
     if not quiet and not is_stdout(json_path):
         w, h = pano.size
-        click.echo(f"wrote {output} ({w} x {h} px, {len(pano.names)} images, reference {pano.reference}, "
+        click.echo(f"wrote {output} ({w} x {h} px, {plural(len(pano.names), 'image')}, reference {pano.reference}, "
                    f"{len(pano.dropped)} dropped, {pano.seconds:.1f} s)")
         if debug_dir is not None:
             click.echo(f"intermediate images in {debug_dir}")
         if pano.timelapse:
             click.echo(f"{len(pano.timelapse)} timelapse frames in {timelapse}")
+    others = pano.cameras.others if pano.cameras is not None else []
+    for k, group in enumerate(others if all_panoramas else [], start=2):
+        picked = [p for p in range(len(paths)) if paths[p].name in group]
+        target = output.with_name(f"{output.stem}_{k}{output.suffix}")
+        _check_output(target, paths)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show
+            more = stitch_images([paths[p] for p in picked], masks=None if masks is None else [masks[p] for p in picked],
+                                 **{**options, "timelapse": None})
+        try:
+            write_image_atomic(target, more.image, tag=True)
+        except OSError as exc:
+            raise StitchError(f"{target}: cannot write the panorama ({exc.strerror or exc})") from None
+        if not quiet and not is_stdout(json_path):
+            w, h = more.size
+            click.echo(f"wrote {target} ({w} x {h} px, {plural(len(more.names), 'image')}: {', '.join(more.names)})")
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 image', '3 images'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _fail(message: str, code: int) -> int:

@@ -624,6 +624,8 @@ class Registration:
     placement: dict[str, float | None] = field(default_factory=dict)
     #: pair matches removed as inconsistent with the rest: (image a, image b, reason)
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
+    #: the images of each other panorama in the inputs (a component of the pair graph apart from this one)
+    others: list[list[str]] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -653,7 +655,7 @@ class Registration:
                 "cameras": [c.to_dict() for c in self.cameras],
                 "edges": [list(e) for e in self.edges], "dropped": [list(d) for d in self.dropped],
                 "edge_errors": list(self.edge_errors), "placement": dict(self.placement),
-                "rejected": [list(r) for r in self.rejected]}
+                "rejected": [list(r) for r in self.rejected], "others": [list(o) for o in self.others]}
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON, atomically."""
@@ -680,7 +682,8 @@ class Registration:
                    [(str(a), str(b)) for a, b in d.get("dropped", [])],
                    edge_errors=[float(x) for x in d.get("edge_errors", [])],
                    placement={str(k): None if v is None else float(v) for k, v in d.get("placement", {}).items()},
-                   rejected=[(str(a), str(b), str(r)) for a, b, r in d.get("rejected", [])])
+                   rejected=[(str(a), str(b), str(r)) for a, b, r in d.get("rejected", [])],
+                   others=[[str(x) for x in o] for o in d.get("others", [])])
 
     @classmethod
     def load(cls, path: str | Path) -> Registration:

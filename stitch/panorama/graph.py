@@ -190,9 +190,9 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
         if a != i:
             res = flip_result(res)
         if res.score < config.min_pair_score:
-            why[(i, j)] = (res.score, f"score {res.score:.3f} < min_pair_score={config.min_pair_score}")
+            why[(i, j)] = (res.score, f"pair score {res.score:.3f}, below the {config.min_pair_score} a match needs")
         elif res.n_inliers < config.min_pair_inliers:
-            why[(i, j)] = (res.score, f"{res.n_inliers} inliers < min_pair_inliers={config.min_pair_inliers}")
+            why[(i, j)] = (res.score, f"{res.n_inliers} inliers, fewer than the {config.min_pair_inliers} a match needs")
         else:
             results[(i, j)] = res
             why.pop((i, j), None)

@@ -196,6 +196,12 @@ class Panorama:
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
+            "edge_errors": [] if self.cameras is None else list(self.cameras.edge_errors),
+            "placement": {} if self.cameras is None else {k: None if v is None else round(v, 4)
+                                                          for k, v in self.cameras.placement.items()},
+            "rejected": [] if self.cameras is None else [{"a": a, "b": b, "reason": r}
+                                                         for a, b, r in self.cameras.rejected],
+            "other_panoramas": [] if self.cameras is None else [list(o) for o in self.cameras.others],
         }
 
 
@@ -312,7 +318,8 @@ def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
     for k, img in enumerate(images):
         digest = image_key(img)
         if digest in seen:
-            reason = f"identical to {names[seen[digest]]}"
+            first = names[seen[digest]]
+            reason = "given twice (the same image)" if first == names[k] else f"identical to {first}"
             dropped.append((names[k], reason))
             _warn(f"dropped {names[k]}: {reason}", notes)
         else:
@@ -320,6 +327,10 @@ def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
             keep.append(k)
             keys.append(digest)
     return [images[k] for k in keep], [names[k] for k in keep], keys, keep
+
+
+#: How the warnings name the panoramas after the first (the folder's other scenes).
+ORDINALS = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "next")
 
 
 def _drop(name: str, reason: str, dropped: list, notes: list[str]) -> None:
@@ -347,12 +358,22 @@ def lost_link_reason(k: int, rejected: Sequence[RejectedEdge], names: Sequence[s
 
 def largest_component(n: int, edges: Sequence[PairEdge], names: Sequence[str],
                       why: dict[tuple[int, int], tuple[float, str]], dropped: list, notes: list[str],
-                      rejected: Sequence[RejectedEdge] = ()) -> list[int]:
-    """Nodes of the largest connected component (ties: the one with the first image); others are dropped."""
+                      rejected: Sequence[RejectedEdge] = (), others: list[list[str]] | None = None) -> list[int]:
+    """Nodes of the largest connected component (ties: the one with the first image); others are dropped, and
+    the names of each other component of two or more images are appended to ``others`` (another panorama)."""
     comps = components(n, [(e.i, e.j) for e in edges])
     main = max(comps, key=len)
     for c in comps:
         if c is main:
+            continue
+        if len(c) > 1 and others is not None:
+            group = [names[k] for k in c]
+            others.append(group)
+            nth = ORDINALS[min(len(others), len(ORDINALS)) - 1]
+            _warn(f"{len(c)} photos form a {nth} panorama, not stitched with the first: {', '.join(group)} "
+                  "(--all writes it too)", notes)
+            for k in c:
+                dropped.append((names[k], f"in the {nth} panorama"))
             continue
         for k in c:
             if any(k in (r.edge.i, r.edge.j) for r in rejected):
@@ -505,7 +526,8 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     photometrically (an image that disagrees is dropped, solving again)."""
     n, names, cfg = len(g.names), g.names, g.cfg
     edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg)
-    main = largest_component(n, edges, names, why, dropped, g.notes, rejected)
+    others: list[list[str]] = []
+    main = largest_component(n, edges, names, why, dropped, g.notes, rejected, others)
     edges = [e for e in edges if e.i in main and e.j in main]
     solved: dict[str, Any] = {}
 
@@ -541,6 +563,7 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     reg.edges = [(names[e.i], names[e.j], e.score, e.n_inliers) for e in edges]
     reg.edge_errors = [round(float(x), 3) for x in edge_errors(reg, g, edges)]
     reg.rejected = [(names[r.edge.i], names[r.edge.j], r.reason) for r in rejected]
+    reg.others = others
     if rejected:
         pairs = ", ".join(f"{names[r.edge.i]}-{names[r.edge.j]}" for r in rejected[:8])
         more = f" and {len(rejected) - 8} more" if len(rejected) > 8 else ""
@@ -558,6 +581,9 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
     mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
     images, names, dropped, index = read_inputs(paths_or_arrays, notes)
     images, names, keys, keep = drop_duplicates(images, names, dropped, notes)
+    if len(images) < 2:
+        same = "; ".join(f"{nm} is {why}" for nm, why in dropped if why.startswith(("given twice", "identical")))
+        raise StitchError(f"need at least 2 different images, got 1: {same}")
     feature_masks = [check_mask(mask_list[index[k]], img.shape, name) for k, img, name in zip(keep, images, names)]
     n = len(images)
     sizes = [(img.shape[1], img.shape[0]) for img in images]

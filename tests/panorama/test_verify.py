@@ -1,0 +1,201 @@
+"""stitch.panorama.verify and .placement: wrong pair matches planted in known graphs are found and removed."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import stitch
+from stitch.bench.devsets import intrinsics, load_devset, placement_errors, rotation
+from stitch.errors import StitchError
+from stitch.geometry import normalize_h, project
+from stitch.panorama.placement import MIN_PLACEMENT_SCORE, placement_scores
+from stitch.panorama.verify import robust_edges, verify_edges
+from stitch.panorama.viewgraph import PairEdge
+
+SIZE = (640, 480)
+FOCAL = 554.0
+REPO = Path(__file__).resolve().parents[2]
+
+
+def edge(i: int, j: int, H: np.ndarray, score: float, rng: np.random.Generator, n: int = 60) -> PairEdge:
+    """A PairEdge i -> j whose n inliers are exact under H (points of i that land inside j)."""
+    pts = rng.uniform([0, 0], SIZE, (20 * n, 2))
+    q = project(H, pts)
+    front = (np.hstack([pts, np.ones((len(pts), 1))]) @ H[2]) * np.sign(np.linalg.det(H)) > 0
+    ok = front & (q[:, 0] >= 0) & (q[:, 0] < SIZE[0]) & (q[:, 1] >= 0) & (q[:, 1] < SIZE[1])
+    pts, q = pts[ok][:n], q[ok][:n]
+    return PairEdge(i, j, normalize_h(H), score, len(pts), pts, q)
+
+
+def ring(n: int = 15, step: float = 24.0) -> list[np.ndarray]:
+    """Rotations (world -> camera) of a full turn of n cameras, ``step`` degrees apart."""
+    return [rotation(k * step, 0.0) for k in range(n)]
+
+
+def rel(Rs: list[np.ndarray], i: int, j: int) -> np.ndarray:
+    K = intrinsics(FOCAL, SIZE)
+    return K @ Rs[j] @ Rs[i].T @ np.linalg.inv(K)
+
+
+def test_shift_planted_lookalike_edges_are_removed():
+    """A full turn with neighbour and second-neighbour edges; two strong look-alike edges glue cameras 0 and 5
+    (and 1 and 6) as if they were 40 degrees apart: both are rejected, every true edge is kept."""
+    rng = np.random.default_rng(0)
+    Rs = ring()
+    n = len(Rs)
+    true = [edge(k, (k + d) % n, rel(Rs, k, (k + d) % n), 0.95, rng) for k in range(n) for d in (1,)]
+    true += [edge(k, (k + 2) % n, rel(Rs, k, (k + 2) % n), 0.8, rng, 30) for k in range(0, n, 2)]
+    fake = rotation(40.0, 0.0)  # what the look-alike match says: 5 lies 40 degrees from 0
+    wrong = [edge(0, 5, rel([Rs[0], fake @ Rs[0]], 0, 1), 0.99, rng), edge(1, 6, rel([Rs[1], fake @ Rs[1]], 0, 1), 0.99, rng)]
+    K = {k: intrinsics(FOCAL, SIZE) for k in range(n)}
+    kept, rejected, _ = verify_edges(range(n), true + wrong, K, dict.fromkeys(range(n), 1.0),
+                                     dict.fromkeys(range(n), SIZE))
+    assert {(r.edge.i, r.edge.j) for r in rejected} == {(0, 5), (1, 6)}
+    assert len(kept) == len(true)
+    assert all(r.error_px > 100 for r in rejected)
+
+
+def test_shift_window_period_in_the_plane():
+    """Homographies (a camera sliding along a wall): a match off by one window period (150 px) is rejected."""
+    rng = np.random.default_rng(1)
+    shift = [np.array([[1, 0, -200.0 * k], [0, 1, 0], [0, 0, 1]]) for k in range(6)]  # view k -> view 0 frame
+    edges = []
+    for k in range(5):
+        edges.append(edge(k, k + 1, np.linalg.inv(shift[k + 1]) @ shift[k], 0.9, rng))
+    for k in range(4):
+        edges.append(edge(k, k + 2, np.linalg.inv(shift[k + 2]) @ shift[k], 0.7, rng, 30))
+    off = np.array([[1, 0, 150.0], [0, 1, 0], [0, 0, 1]])
+    edges.append(edge(1, 3, off @ np.linalg.inv(shift[3]) @ shift[1], 0.95, rng))
+    kept, rejected, _ = verify_edges(range(6), edges, None, dict.fromkeys(range(6), 1.0), dict.fromkeys(range(6), SIZE))
+    assert [(r.edge.i, r.edge.j, r.edge.score) for r in rejected] == [(1, 3, 0.95)]
+    assert len(kept) == 9
+
+
+def test_smoke_consistent_graph_keeps_everything():
+    rng = np.random.default_rng(2)
+    Rs = ring(18, 20.0)[:6]
+    edges = [edge(k, k + 1, rel(Rs, k, k + 1), 0.9, rng) for k in range(5)] + [edge(0, 2, rel(Rs, 0, 2), 0.8, rng)]
+    K = {k: intrinsics(FOCAL, SIZE) for k in range(6)}
+    kept, rejected, _ = verify_edges(range(6), edges, K, dict.fromkeys(range(6), 0.5), dict.fromkeys(range(6), SIZE))
+    assert rejected == [] and len(kept) == 6
+
+
+def test_robust_edges_removes_the_outlier_and_solves_again():
+    calls = []
+
+    def solve(edges):
+        calls.append(len(edges))
+        return {k: (40.0 if e == "bad" else 1.0 + 0.1 * k) for k, e in enumerate(edges)}
+
+    kept, removed = robust_edges(["a", "b", "bad", "c"], solve)
+    assert kept == ["a", "b", "c"]
+    assert [r.edge for r in removed] == ["bad"] and removed[0].error_px == 40.0
+    assert calls == [4, 3]
+
+
+def test_placement_scores_flag_a_misplaced_image(samples_dir):
+    """pano3 registered right scores ~1 per image; view_3 moved by 150 px scores below MIN_PLACEMENT_SCORE."""
+    paths = sorted(str(p) for p in (samples_dir / "pano3").glob("view_*.jpg"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = stitch.register(paths, projection="plane")
+    thumbs = [cv2.imread(p) for p in paths]
+    good = placement_scores(reg, thumbs)
+    assert min(good.values()) > 0.8
+    cam = next(c for c in reg.cameras if c.name == "view_3.jpg")
+    cam.H = np.array([[1, 0, 150.0], [0, 1, 40.0], [0, 0, 1]]) @ cam.H
+    bad = placement_scores(reg, thumbs)
+    assert bad["view_3.jpg"] < MIN_PLACEMENT_SCORE < bad["view_1.jpg"]
+
+
+@pytest.fixture(scope="module")
+def devsets(tmp_path_factory) -> Path:
+    """The repeated-structure dev sets rendered from the shared photos (scripts/make_devsets.py); skipped without
+    ../shared/data."""
+    data = REPO.parent / "shared" / "data"
+    if not (data / "panoramas").is_dir():
+        pytest.skip(f"shared benchmark data not found at {data}")
+    out = tmp_path_factory.mktemp("devsets")
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import make_devsets
+    finally:
+        sys.path.pop(0)
+    make_devsets.main(["--data", str(data), "--out", str(out)])
+    return out
+
+
+def test_repeated_turn_every_photo_right_or_dropped(devsets):
+    """Two rows of a full turn round three identical facades, plus two views of another world: every kept view
+    within 0.5 degrees of its true rotation, the distractors reported as a second panorama."""
+    dev = load_devset(devsets / "repeated_turn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = stitch.register(sorted(str(p) for p in dev.folder.glob("*.jpg")))
+    errors = placement_errors(reg, dev)
+    assert sorted(reg.names) == sorted(dev.truth)
+    assert max(errors.values()) < 0.5
+    assert reg.rejected, "the look-alike matches must be found"
+    assert reg.others == [["distractor_1.jpg", "distractor_2.jpg"]]
+    assert min(v for v in reg.placement.values() if v is not None) > 0.9
+    doc = json.loads(json.dumps(reg.to_dict()))
+    assert doc["rejected"] and doc["placement"]
+
+
+def test_window_wall_within_2px(devsets):
+    dev = load_devset(devsets / "window_wall")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = stitch.register(sorted(str(p) for p in dev.folder.glob("*.jpg")), projection="plane")
+    errors = placement_errors(reg, dev)
+    assert len(errors) == len(dev.truth)
+    assert max(errors.values()) < 2.0
+
+
+def test_exception_same_file_twice(samples_dir):
+    path = str(samples_dir / "pano3" / "view_1.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(StitchError, match="view_1.jpg is given twice"):
+            stitch.stitch_images([path, path])
+
+
+def test_two_scenes_two_panoramas(tmp_path, samples_dir):
+    """pano3's views and two overlapping crops of another picture: `stitch run --all` writes both panoramas."""
+    from click.testing import CliRunner
+
+    from stitch.cli.main import cli
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for p in (samples_dir / "pano3").glob("view_*.jpg"):
+        (d / p.name).write_bytes(p.read_bytes())
+    rng = np.random.default_rng(5)
+    other = np.full((900, 900, 3), 90, np.uint8)
+    for _ in range(400):  # a scene of its own: random coloured shapes
+        x, y, r = (int(v) for v in rng.integers([0, 0, 8], [900, 900, 40]))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            cv2.circle(other, (x, y), r, colour, -1)
+        else:
+            cv2.rectangle(other, (x, y), (x + r, y + 2 * r), colour, -1)
+    cv2.imwrite(str(d / "x_1.jpg"), other[100:600, 0:560])
+    cv2.imwrite(str(d / "x_2.jpg"), other[130:630, 300:860])
+    res = CliRunner().invoke(cli, ["run", str(d), "-o", str(tmp_path / "pano.jpg"), "--all", "--json",
+                                   str(tmp_path / "s.json")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["kept"] == ["view_1.jpg", "view_2.jpg", "view_3.jpg"]
+    assert summary["other_panoramas"] == [["x_1.jpg", "x_2.jpg"]]
+    assert "2 photos form a second panorama" in res.stderr
+    second = cv2.imread(str(tmp_path / "pano_2.jpg"))
+    assert second is not None and second.shape[1] > 700
+    assert math.isfinite(float(summary["placement"]["view_1.jpg"]))
