@@ -88,7 +88,14 @@ from stitch.panorama.inputs import (
     work_mask,
 )
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, PLACEMENT_SIDE, placement_scores
-from stitch.panorama.verify import RejectedEdge, edge_error, robust_edges, verify_edges
+from stitch.panorama.verify import (
+    EDGE_FACTOR,
+    EDGE_MIN_PX,
+    RejectedEdge,
+    edge_error,
+    robust_edges,
+    verify_edges,
+)
 from stitch.panorama.viewgraph import PairEdge, components
 from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS, Canvas, Projection, canvas_bounds
 from stitch.types import ProgressFn
@@ -519,13 +526,30 @@ def edge_errors(reg: Registration, g: GraphInputs, edges: Sequence[PairEdge]) ->
     return [edge_error(e, Hs[g.names[e.i]], Hs[g.names[e.j]], 0.5 * (g.A[e.i][0, 0] + g.A[e.j][0, 0])) for e in edges]
 
 
+def model_agrees(g: GraphInputs, edges: list[PairEdge]) -> bool:
+    """True when the camera model solved on every edge fits each of them (no edge above EDGE_MIN_PX px at the
+    working resolution and EDGE_FACTOR times the median edge, nor above EDGE_FACTOR * EDGE_MIN_PX): then no pair match disagrees with the rest, and
+    the graph is kept whole (a full turn's loop-closing pair fixes its focal, which no chain of pairs does)."""
+    if not g.cfg.verify or len(edges) < 3:
+        return True
+    nodes = largest_component_nodes(range(len(g.names)), edges)
+    sub = [e for e in edges if e.i in nodes and e.j in nodes]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the model is solved again below; its warnings come from that run
+        errs = np.array(edge_errors(solve_model(g, nodes, sub), g, sub))
+    return bool(len(errs) == 0 or errs.max() <= max(EDGE_MIN_PX, EDGE_FACTOR * min(float(np.median(errs)), EDGE_MIN_PX)))
+
+
 def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, dropped: list,
                           thumbs: list[np.ndarray]) -> Registration:
     """Steps 4-6 with the checks of stitch.panorama.verify: the view graph verified, the largest component
     solved, edges far off the solved model removed (solving again), and every image's placement checked
     photometrically (an image that disagrees is dropped, solving again)."""
     n, names, cfg = len(g.names), g.names, g.cfg
-    edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg)
+    if not model_agrees(g, edges):
+        edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg)
+    else:
+        rejected = []
     others: list[list[str]] = []
     main = largest_component(n, edges, names, why, dropped, g.notes, rejected, others)
     edges = [e for e in edges if e.i in main and e.j in main]

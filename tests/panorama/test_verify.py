@@ -171,7 +171,6 @@ def test_exception_same_file_twice(samples_dir):
 def test_two_scenes_two_panoramas(tmp_path, samples_dir):
     """pano3's views and two overlapping crops of another picture: `stitch run --all` writes both panoramas."""
     from click.testing import CliRunner
-
     from stitch.cli.main import cli
 
     d = tmp_path / "in"
