@@ -298,9 +298,11 @@ def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ..
 
 
 def panorama_set_table(result: Any, set_name: str) -> Table:
-    """method | ok | kept/given | s | peak MB | size | focal | PSNR | SSIM | PSNR udis | SSIM udis | seam vis | pairs."""
+    """method | ok | kept/given | s | peak MB | size | focal | PSNR | SSIM | PSNR udis | SSIM udis | seam vis | pairs |
+    placement px (the largest edge residual after the adjustment, work resolution; stitch only) | placement min
+    (the lowest per-image photometric agreement on the output, every method)."""
     columns = ["method", "ok", "kept/given", "seconds", "peak MB", "size", "focal", "PSNR", "SSIM", "PSNR udis",
-               "SSIM udis", "seam vis", "pairs"]
+               "SSIM udis", "seam vis", "pairs", "place px", "place min"]
     rows = []
     for m in result.methods:
         r = result.row(set_name, m)
@@ -312,7 +314,8 @@ def panorama_set_table(result: Any, set_name: str) -> Table:
         rows.append([escape(m), ok, kept, fmt_num(r.seconds, 1), fmt_num(r.peak_mb, 0), size, fmt_num(r.focal, 0),
                      fmt_num(r.psnr, 2),
                      fmt_num(r.ssim, 4), fmt_num(r.psnr_udis, 2), fmt_num(r.ssim_udis, 4),
-                     fmt_num(r.seam_visibility, 2), str(r.pairs)])
+                     fmt_num(r.seam_visibility, 2), str(r.pairs), fmt_num(r.placement_px, 2),
+                     fmt_num(r.placement_min, 2)])
     return make_table(f"panorama: {set_name}", columns, rows)
 
 

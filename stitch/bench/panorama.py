@@ -54,6 +54,17 @@ How each method's registered images are obtained (also written to the JSON, ``re
   ``cv2.PyRotationWarper('spherical', median focal)`` as its composePanorama does, placed at the corners'
   minimum (it does not crop).
 
+Placement (the check that every photo is placed right), two figures per row:
+
+* ``placement_px`` (stitch only): the largest edge residual after the adjustment: the median transfer error of
+  one pair match's inliers under the final model, px at the working resolution (Registration.edge_errors);
+  the peers do not expose their matches;
+* ``placement_min`` (every method, from its registered images): each image's photometric agreement with the
+  images it overlaps in the output ((NCC + GC) / 2 of the blurred gray pixels of each pair overlap O,
+  stitch.homography.quality.agreement, weighted by the overlap's pixels), and the lowest over the images: a
+  photo placed where it does not belong scores near 0, a right one as its overlaps agree (parallax, moving
+  things and exposure steps lower it; NCC and GC ignore gain and offset).
+
 ``frame_check`` (JSON) is the median absolute difference between the panorama and the registered image
 that alone covers a pixel (over such pixels): a few gray levels when the reconstructed frame is right.
 
@@ -94,6 +105,7 @@ import numpy as np
 from stitch.bench.homography import METHOD_STITCH
 from stitch.errors import StitchError, one_line
 from stitch.geometry import Box, box_intersection, box_slices, placed_box, union_box
+from stitch.homography.quality import agreement
 from stitch.imaging import resize_max_side, to_gray
 from stitch.io import IMAGE_EXTENSIONS, write_image_atomic, write_text_atomic
 from stitch.panorama.views import overlapping_pairs
@@ -225,6 +237,7 @@ class PairMetric:
     ssim: float
     psnr_udis: float
     ssim_udis: float
+    agreement: float = float("nan")
 
 
 def _psnr(mse: float) -> float:
@@ -257,8 +270,24 @@ def pair_metrics(regs: Sequence[Registered]) -> list[PairMetric]:
         ssim_o = float(smap[inner].mean()) if inner.any() else float(smap[Ob].mean())
         frame = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
         ssim_u = float((smap.sum() + (frame - smap.size)) / frame)
-        out.append(PairMetric(regs[i].name, regs[j].name, n, _psnr(mse), ssim_o, _psnr(mse * n / frame), ssim_u))
+        ga, gb = (cv2.GaussianBlur(to_gray(X).astype(np.float32), (0, 0), 1.0) for X in (A, B))
+        agree = 0.5 * sum(agreement(ga, gb, Ob.astype(np.uint8)))
+        out.append(PairMetric(regs[i].name, regs[j].name, n, _psnr(mse), ssim_o, _psnr(mse * n / frame), ssim_u,
+                              agree))
     return out
+
+
+def output_placement(pairs: Sequence[PairMetric]) -> float | None:
+    """The lowest placement score of any image on a method's output: per image, the overlap-weighted mean of its
+    pairs' photometric agreement ((NCC + GC) / 2, stitch.homography.quality.agreement) with the images it
+    overlaps there. A photo placed where it does not belong disagrees with what it covers (near 0)."""
+    total: dict[str, float] = {}
+    weight: dict[str, float] = {}
+    for p in pairs:
+        for name in (p.a, p.b):
+            total[name] = total.get(name, 0.0) + p.overlap_px * p.agreement
+            weight[name] = weight.get(name, 0.0) + p.overlap_px
+    return min((total[k] / weight[k] for k in total), default=None)
 
 
 def _log_gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -369,7 +398,9 @@ def _run_stitch(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str], C
                 out.append(Registered(pano.names[src], wi.image, wi.mask, (wi.offset[0] - cx, wi.offset[1] - cy)))
         return out
 
-    info = {"focal": pano.focal, "full_turn": pano.full_turn, "model": pano.model, "projection": pano.projection}
+    errors = pano.cameras.edge_errors if pano.cameras is not None else []
+    info = {"focal": pano.focal, "full_turn": pano.full_turn, "model": pano.model, "projection": pano.projection,
+            "placement_px": max(errors) if errors else None}
     return pano.image, pano.mask, list(pano.names), registered, info
 
 
@@ -509,6 +540,7 @@ def run_child(method: str, paths: list[Path], outdir: Path, metrics: bool = True
         vis, n = seam_visibility(image, mask, regs)
         result["seam_visibility"] = None if math.isnan(vis) else vis
         result["seam_pixels"] = n
+        result["placement_min"] = output_placement(pairs)
         fc = frame_check(image, mask, regs)
         result["frame_check"] = None if math.isnan(fc) else fc
         if method == METHOD_STITCH:  # the peers crop to the largest valid rectangle: the same rule on ours
@@ -603,6 +635,8 @@ class PanoramaRow:
     pairs: int = 0
     size: list[int] | None = None
     frame_check: float | None = None
+    placement_px: float | None = None
+    placement_min: float | None = None
     focal: float | None = None
     size_rect: list[int] | None = None
     error: str | None = None
@@ -622,6 +656,7 @@ def _row(set_name: str, raw: dict[str, Any], outdir: Path) -> PanoramaRow:
         seconds=raw.get("seconds"), peak_mb=raw.get("peak_mb"), psnr=raw.get("psnr"), ssim=raw.get("ssim"),
         psnr_udis=raw.get("psnr_udis"), ssim_udis=raw.get("ssim_udis"), seam_visibility=raw.get("seam_visibility"),
         pairs=len(raw.get("pairs", [])), size=raw.get("size"), frame_check=raw.get("frame_check"),
+        placement_px=raw.get("placement_px"), placement_min=raw.get("placement_min"),
         focal=raw.get("focal"), size_rect=raw.get("size_rect"),
         error=raw.get("error") or raw.get("metrics_error"), timed_out=bool(raw.get("timed_out")),
         thumbnail=str(thumb) if raw.get("ok") and thumb.exists() else None,

@@ -223,14 +223,23 @@ def photometric(H: np.ndarray, ctx: ScoringContext,
     overlap = n / float(min(ctx.src.size, ctx.dst.size))
     if n < 64:
         return 0.0, 0.0, overlap
+    ncc, gc = agreement(warped, ctx.dst, mask, ctx.dst_grad)
+    return ncc, gc, overlap
+
+
+def agreement(a: np.ndarray, b: np.ndarray, mask: np.ndarray,
+              b_grad: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float]:
+    """(NCC, GC) of two aligned (h, w) float32 gray images over ``mask`` (h, w) (nonzero = compared): the
+    photometric part's zero-mean correlation of intensities and correlation of Sobel gradients (b's may be
+    given, precomputed)."""
     m = mask.reshape(-1).astype(np.float32)
-    ncc = _masked_corr(warped.reshape(-1), ctx.dst.reshape(-1), m, centred=True)
-    gx, gy = _grad(warped)
-    hx, hy = ctx.dst_grad
+    ncc = _masked_corr(a.reshape(-1), b.reshape(-1), m, centred=True)
+    gx, gy = _grad(a)
+    hx, hy = b_grad if b_grad is not None else _grad(b)
     ga = np.concatenate([gx.reshape(-1), gy.reshape(-1)])
     gb = np.concatenate([hx.reshape(-1), hy.reshape(-1)])
     gc = _masked_corr(ga, gb, np.concatenate([m, m]), centred=False)
-    return float(ncc), float(gc), overlap
+    return float(ncc), float(gc)
 
 
 def support(H: np.ndarray, matches: Matches, config: ScoreConfig | None = None) -> tuple[float, float, float]:

@@ -33,13 +33,16 @@ import numpy as np
 
 from stitch.geometry import transfer_errors
 from stitch.panorama.camera import nearest_rotation
-from stitch.panorama.viewgraph import PairEdge
+from stitch.panorama.viewgraph import PairEdge, components
 
 #: An edge agrees with a placement when its inliers' median transfer error is at most this (px, working
 #: resolution). Wrong matches of repeated structure miss by a copy's spacing, tens to hundreds of px.
 DEFAULT_TOLERANCE_PX = 12.0
 #: Seeds the placement grows from at most (the images with the largest total edge score first).
 DEFAULT_SEEDS = 16
+#: Random restarts of the growth (seed image and shaken evidence from a generator seeded by ``seed_rng``) when
+#: the best placement so far rejects an edge.
+DEFAULT_RESTARTS = 8
 #: Inliers per edge used to measure its agreement (evenly spaced).
 CHECK_POINTS = 48
 #: robust_edges: an edge is removed when its median residual exceeds this multiple of the median edge's and
@@ -49,6 +52,11 @@ EDGE_FACTOR = 4.0
 #: cost as much as one agreeing edge of this score: repeated structure that glues a turn onto itself
 #: piles different views on each other, which the true placement does not.
 CONFLICT_COST = 1.0
+#: After the seeds, the placement grows again from each of the IMPROVE_EDGES strongest edges the best one
+#: rejects (that edge placed first), for at most IMPROVE_ROUNDS rounds while the objective rises: a chain of
+#: true neighbours that the greedy growth glued wrongly at one place gets its chance from that place.
+IMPROVE_EDGES = 8
+IMPROVE_ROUNDS = 4
 #: ``overlaps``: the centre of one image must land this far inside the other's frame (fraction of each side).
 OVERLAP_MARGIN = 0.0
 EDGE_MIN_PX = 6.0
@@ -130,9 +138,15 @@ class Placer:
         return sum(1 for c, G_c in G.items() if c != b and (b, c) not in self.linked
                    and (overlaps(G_c, G_b, self.sizes[c], self.sizes[b]) or overlaps(G_b, G_c, self.sizes[b], self.sizes[c])))
 
-    def grow(self, seed: int) -> dict[int, np.ndarray]:
-        """Placements G (3, 3) of the images reachable from ``seed``, the best-confirmed first (step 2)."""
+    def grow(self, seed: int, first: PairEdge | None = None, weight: dict[int, float] | None = None
+             ) -> dict[int, np.ndarray]:
+        """Placements G (3, 3) of the images reachable from ``seed``, the best-confirmed first (step 2); ``first``,
+        an edge of ``seed``, places its other image before anything else; ``weight`` (by edge id) replaces the
+        edges' scores as the evidence that orders the growth."""
+        w = weight or {id(e): e.score for e in self.edges}
         G = {seed: np.eye(3) if self.K is None else np.linalg.inv(self.K[seed])}
+        if first is not None:
+            G[first.other(seed)] = placement_step(G[seed], first, seed, self.K)
         cands: dict[tuple[int, int], list] = {}  # (edge id, new image) -> [G_new, support, conflicts known, score]
 
         def add_candidates(a: int) -> None:
@@ -141,11 +155,12 @@ class Placer:
                 if b in G:
                     continue
                 Gb = placement_step(G[a], e, a, self.K)
-                support = e.score + sum(f.score for f in self.adj[b] if f is not e and (c := f.other(b)) in G
+                support = w[id(e)] + sum(w[id(f)] for f in self.adj[b] if f is not e and (c := f.other(b)) in G
                                         and self.agrees(f, c, G[c], Gb))
-                cands[(id(e), b)] = [Gb, support, 0, e.score]
+                cands[(id(e), b)] = [Gb, support, 0, w[id(e)]]
 
-        add_candidates(seed)
+        for a in list(G):
+            add_candidates(a)
         while cands:
             while True:  # conflicts only grow as images are placed: re-count the leader's until it stays ahead
                 key, cand = max(cands.items(), key=lambda kv: (kv[1][1] - CONFLICT_COST * kv[1][2], kv[1][3]))
@@ -160,7 +175,7 @@ class Placer:
             for k, c in cands.items():  # the new image confirms (or not) the pending placements next to it
                 f = next((f for f in self.adj[b] if f.other(b) == k[1]), None)
                 if f is not None and id(f) != k[0] and self.agrees(f, b, G[b], c[0]):
-                    c[1] += f.score
+                    c[1] += w[id(f)]
             add_candidates(b)
         return G
 
@@ -179,7 +194,8 @@ class Placer:
 
 def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, np.ndarray] | None,
                  scale: dict[int, float], sizes: dict[int, tuple[int, int]], tolerance: float = DEFAULT_TOLERANCE_PX,
-                 seeds: int = DEFAULT_SEEDS) -> tuple[list[PairEdge], list[RejectedEdge], float]:
+                 seeds: int = DEFAULT_SEEDS, restarts: int = DEFAULT_RESTARTS, seed_rng: int = 0
+                 ) -> tuple[list[PairEdge], list[RejectedEdge], float]:
     """(kept, rejected, objective): the edges that agree with the best-supported placement (module docstring,
     1-3), and that placement's objective (``Placer.judge``).
 
@@ -187,27 +203,54 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
     working px per full-resolution px, and sizes (w, h) px, per node (errors and ``tolerance`` are at the working
     resolution).
     """
-    if len(edges) < 3:
-        return list(edges), [], float(sum(e.score for e in edges))
-    placer = Placer(list(nodes), list(edges), K, scale, sizes, tolerance)
-    weight = dict.fromkeys(nodes, 0.0)
-    for e in edges:
-        weight[e.i] += e.score
-        weight[e.j] += e.score
-    order = sorted(nodes, key=lambda k: (-round(weight[k], 6), k))
-    best: tuple[float, list[float]] | None = None
-    for seed in order[:seeds]:
-        result = placer.judge(placer.grow(seed))
-        if best is None or result[0] > best[0] + 1e-9:
-            best = result
-    assert best is not None
-    kept, rejected = [], []
-    for e, x in zip(edges, best[1]):
-        if x <= tolerance:
-            kept.append(e)
-        else:
-            rejected.append(RejectedEdge(e, x, f"inconsistent with the rest: misses by {x:.0f} px"))
-    return kept, rejected, best[0]
+    kept: list[PairEdge] = []
+    rejected: list[RejectedEdge] = []
+    objective = 0.0
+    for part, sub in connected_parts(nodes, edges):
+        if len(sub) < 3:
+            kept += sub
+            objective += sum(e.score for e in sub)
+            continue
+        placer = Placer(part, sub, K, scale, sizes, tolerance)
+        weight = dict.fromkeys(part, 0.0)
+        for e in sub:
+            weight[e.i] += e.score
+            weight[e.j] += e.score
+        order = sorted(part, key=lambda k: (-round(weight[k], 6), k))
+        best = max((placer.judge(placer.grow(seed)) for seed in order[:seeds]), key=lambda r: r[0])
+        for _ in range(IMPROVE_ROUNDS):  # grow again through the strongest edges the best placement rejects
+            off = sorted((e for e, x in zip(sub, best[1]) if x > tolerance), key=lambda e: -e.score)[:IMPROVE_EDGES]
+            better = max((placer.judge(placer.grow(e.i, e)) for e in off), key=lambda r: r[0], default=best)
+            if better[0] <= best[0] + 1e-9:
+                break
+            best = better
+        rng = np.random.default_rng(seed_rng)
+        for _ in range(restarts if best[1] and any(x > tolerance for x in best[1]) else 0):
+            # random restarts: another seed, and the evidence shaken (scores times U(0.5, 1))
+            shaken = {id(e): e.score * rng.uniform(0.5, 1.0) for e in sub}
+            result = placer.judge(placer.grow(part[int(rng.integers(len(part)))], weight=shaken))
+            if result[0] > best[0] + 1e-9:
+                best = result
+        objective += best[0]
+        for e, x in zip(sub, best[1]):
+            if x <= tolerance:
+                kept.append(e)
+            else:
+                rejected.append(RejectedEdge(e, x, f"inconsistent with the rest: misses by {x:.0f} px"))
+    return kept, rejected, objective
+
+
+def connected_parts(nodes: Sequence[int], edges: Sequence[PairEdge]) -> list[tuple[list[int], list[PairEdge]]]:
+    """(nodes, edges) of each connected part of the graph that has an edge."""
+    order = sorted(nodes)
+    pos = {k: p for p, k in enumerate(order)}
+    out = []
+    for comp in components(len(order), [(pos[e.i], pos[e.j]) for e in edges]):
+        part = {order[p] for p in comp}
+        sub = [e for e in edges if e.i in part]
+        if sub:
+            out.append((sorted(part), sub))
+    return out
 
 
 def robust_edges(edges: Sequence[PairEdge], solve: Callable[[list[PairEdge]], dict[int, float] | None],

@@ -143,9 +143,9 @@ def test_identical_images_dropped_with_warning(sample_pair):
 def test_exception_only_duplicates(sample_pair):
     """Two copies of one image are one image: the error says so (it used to give a one-image 'panorama')."""
     src, _, _ = sample_pair("translation")
-    with pytest.warns(UserWarning, match="identical"):
-        with pytest.raises(StitchError, match="need at least 2 different images, got 1: image1 is identical to image0"):
-            stitch_images([src, src.copy()])
+    with pytest.warns(UserWarning, match="identical"), \
+            pytest.raises(StitchError, match="need at least 2 different images, got 1: image1 is identical to image0"):
+        stitch_images([src, src.copy()])
 
 
 def test_exception(tmp_path, sample_pair):
