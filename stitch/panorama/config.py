@@ -86,7 +86,9 @@ class PanoramaConfig:
         """Config from a preset plus overrides; unknown option names raise ConfigError naming them.
 
         Panorama options: min_pair_score, min_pair_inliers, loss, loss_scale_px, max_points_per_edge,
-        full_grid_max_images, adjust, model (MODEL_CHOICES), wave_correct (WAVE_CHOICES), workers
+        full_grid_max_images, adjust, verify (the checks of stitch.panorama.verify and .placement: pair matches
+        inconsistent with the rest removed, misplaced images dropped; default True), model (MODEL_CHOICES),
+        wave_correct (WAVE_CHOICES), workers
         (pair-matching threads; 0 = the CPU count, at most 8, the result does not depend on it), range_width
         (match only images at most this far apart in input order; 0 = every pair; stitch.panorama.inputs);
         compositing: exposure, seam, blend, crop, crop_max_empty, scale, megapixels, timelapse, seam_megapix,

@@ -515,7 +515,7 @@ def solve_model(g: GraphInputs, main: list[int], edges: list[PairEdge]) -> Regis
         if reg is not None:
             return reg
         if g.cfg.model == "rotation" and not any("no pair determines a focal" in w for w in g.notes):
-            _warn("--model rotation: no pair determines a focal length (the images look shifted, not turned); "
+            _warn("model='rotation': no pair determines a focal length (the images look shifted, not turned); "
                   "used the homography model", g.notes)
     return homography_registration(g, main, edges, ref, affine=model == "scans")
 
@@ -566,7 +566,7 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
             removed = robust_edges(edges, solve)[1]
         else:
             solve(edges)
-            _kept, removed = edges, []
+            removed = []
         rejected += removed
         reg, edges, nodes = solved["reg"], solved["edges"], solved["main"]
         for k in sorted(set(main) - set(nodes)):
@@ -575,17 +575,29 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
         scores = placement_scores(reg, [thumbs[k] for k in sorted(main)]) if cfg.verify else {}
         bad = [nm for nm, v in scores.items() if v is not None and v < MIN_PLACEMENT_SCORE]
         reg.placement = scores
-        if not bad or len(main) - len(bad) < 2:
+        if not bad:
             break
+        if len(main) - len(bad) < 2:
+            raise StitchError("no consistent panorama: the photos disagree with each other where the model lays "
+                              f"them (placement scores {', '.join(f'{nm} {scores[nm]:.2f}' for nm in bad)}; "
+                              "repeated structure?)")
         worst = min(bad, key=lambda nm: scores[nm])
         k = names.index(worst)
-        _drop(worst, f"placed where it disagrees with its neighbours (placement score {scores[worst]:.2f} < "
-              f"{MIN_PLACEMENT_SCORE})", dropped, g.notes)
-        main = [m for m in main if m != k]
+        _drop(worst, f"placed where it disagrees with its neighbours (placement score {scores[worst]:.2f}, "
+              f"below {MIN_PLACEMENT_SCORE})", dropped, g.notes)
         edges = [e for e in edges if k not in (e.i, e.j)]
-        main = largest_component_nodes(main, edges)
+        rest = largest_component_nodes([m for m in main if m != k], edges)
+        for m in sorted(set(main) - set(rest) - {k}):
+            _drop(names[m], f"its only link to the rest was {worst}, which was dropped", dropped, g.notes)
+        main = rest
+    errs = edge_errors(reg, g, edges)
+    worst_edges = sorted(zip(errs, edges), key=lambda t: -t[0])
+    if cfg.verify and worst_edges and worst_edges[0][0] > EDGE_FACTOR * EDGE_MIN_PX:
+        off = ", ".join(f"{names[e.i]}-{names[e.j]} by {x:.0f} px" for x, e in worst_edges[:3])
+        raise StitchError(f"no consistent panorama: the camera model misses pair matches ({off} at the working "
+                          "resolution; repeated structure?)")
     reg.edges = [(names[e.i], names[e.j], e.score, e.n_inliers) for e in edges]
-    reg.edge_errors = [round(float(x), 3) for x in edge_errors(reg, g, edges)]
+    reg.edge_errors = [round(float(x), 3) for x in errs]
     reg.rejected = [(names[r.edge.i], names[r.edge.j], r.reason) for r in rejected]
     reg.others = others
     if rejected:

@@ -198,3 +198,35 @@ def test_two_scenes_two_panoramas(tmp_path, samples_dir):
     second = cv2.imread(str(tmp_path / "pano_2.jpg"))
     assert second is not None and second.shape[1] > 700
     assert math.isfinite(float(summary["placement"]["view_1.jpg"]))
+
+
+def test_misplaced_image_dropped_and_model_solved_again(samples_dir, monkeypatch):
+    """An image whose placement check fails is dropped with the reason, and the rest is solved again."""
+    from stitch.panorama import pipeline
+
+    real = pipeline.placement_scores
+    calls = []
+
+    def planted(reg, thumbs):
+        calls.append(list(reg.names))
+        scores = real(reg, thumbs)
+        return {**scores, "view_3.jpg": 0.05} if "view_3.jpg" in scores else scores
+
+    monkeypatch.setattr(pipeline, "placement_scores", planted)
+    paths = sorted(str(p) for p in (samples_dir / "pano3").glob("view_*.jpg"))
+    with pytest.warns(UserWarning, match="dropped view_3.jpg: placed where it disagrees"):
+        reg = stitch.register(paths)
+    assert reg.names == ["view_1.jpg", "view_2.jpg"]
+    assert calls == [["view_1.jpg", "view_2.jpg", "view_3.jpg"], ["view_1.jpg", "view_2.jpg"]]
+    assert reg.placement["view_1.jpg"] > 0.8
+
+
+def test_exception_nothing_consistent(samples_dir, monkeypatch):
+    from stitch.panorama import pipeline
+
+    monkeypatch.setattr(pipeline, "placement_scores", lambda reg, thumbs: dict.fromkeys(reg.names, 0.1))
+    paths = sorted(str(p) for p in (samples_dir / "pano3").glob("view_*.jpg"))[:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(StitchError, match="no consistent panorama: .*view_1.jpg 0.10, view_2.jpg 0.10"):
+            stitch.register(paths)
