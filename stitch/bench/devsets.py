@@ -28,6 +28,7 @@ import numpy as np
 
 from stitch.geometry import normalize_h, project
 from stitch.io import write_image_atomic, write_text_atomic
+from stitch.panorama.camera import image_center, pinhole
 
 #: (width, height) of every rendered view, and the horizontal field of view (degrees) of the turns.
 VIEW_SIZE = (640, 480)
@@ -51,7 +52,7 @@ def rotation(yaw_deg: float, pitch_deg: float, roll_deg: float = 0.0) -> np.ndar
 
 def intrinsics(focal: float, size: tuple[int, int] = VIEW_SIZE) -> np.ndarray:
     """K (3, 3) with the principal point at the centre of a (w, h) image."""
-    return np.array([[focal, 0, (size[0] - 1) / 2], [0, focal, (size[1] - 1) / 2], [0, 0, 1.0]])
+    return pinhole(focal, image_center(size))
 
 
 def render_sphere_view(world: np.ndarray, R: np.ndarray, focal: float, size: tuple[int, int] = VIEW_SIZE) -> np.ndarray:
@@ -255,8 +256,7 @@ def placement_errors(reg: Any, dev: DevSet, work_scale: float = 1.0) -> dict[str
             pts = _probe_points(VIEW_SIZE)
             out[n] = float(np.max(np.linalg.norm(project(Hs[n], pts) - project(true, pts), axis=1))) * work_scale
         return out
-    f_v = reg.focal
-    Kv_inv = np.linalg.inv(np.array([[f_v, 0, reg.center[0]], [0, f_v, reg.center[1]], [0, 0, 1.0]]))
+    Kv_inv = np.linalg.inv(pinhole(reg.focal, reg.center))
     est, true = {}, {}
     for n in names:
         t = dev.truth[n]

@@ -73,6 +73,16 @@ DEFAULT_WAVE = "auto"
 WAVE_MIN_SPREAD = 1e-3
 
 
+def pinhole(focal: float, center: tuple[float, float]) -> np.ndarray:
+    """K (3, 3) = [[f, 0, cx], [0, f, cy], [0, 0, 1]] of a pinhole camera with principal point ``center`` px."""
+    return np.array([[focal, 0.0, center[0]], [0.0, focal, center[1]], [0.0, 0.0, 1.0]])
+
+
+def image_center(size: tuple[int, int]) -> tuple[float, float]:
+    """The centre ((w - 1) / 2, (h - 1) / 2) px of a (w, h) image, pixel centres at integers."""
+    return ((size[0] - 1) / 2.0, (size[1] - 1) / 2.0)
+
+
 @dataclass
 class Camera:
     """One image's camera: name, size (w, h) px, focal px, R (3, 3) world -> camera, principal point (cx, cy) px.
@@ -92,13 +102,13 @@ class Camera:
         """Principal point (cx, cy) px: ``principal`` or the image centre."""
         if self.principal is not None:
             return (float(self.principal[0]), float(self.principal[1]))
-        return ((self.size[0] - 1) / 2.0, (self.size[1] - 1) / 2.0)
+        return image_center(self.size)
 
     @property
     def K(self) -> np.ndarray:
         """Intrinsics (3, 3)."""
         cx, cy = self.center
-        return np.array([[self.focal, 0.0, cx], [0.0, self.focal, cy], [0.0, 0.0, 1.0]])
+        return pinhole(self.focal, (cx, cy))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (R as nested lists)."""
@@ -522,7 +532,7 @@ class Geometry:
 
 def virtual_camera(focal: float, center: tuple[float, float]) -> np.ndarray:
     """K_v (3, 3) of the panorama's virtual camera."""
-    return np.array([[focal, 0.0, center[0]], [0.0, focal, center[1]], [0.0, 0.0, 1.0]])
+    return pinhole(focal, center)
 
 
 def camera_homographies(cameras: dict[int, Camera], focal: float, center: tuple[float, float]) -> dict[int, np.ndarray]:
@@ -558,12 +568,9 @@ def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, s
     # one focal only when EXIF says so: without it, same-size photos may still be zoomed differently (weir_1
     # is ~13 % longer than weir_2 and weir_3, and one shared focal left 26 px RMS there against 2 px)
     shared = same_size and have_exif and len({round(exif[k], 3) for k in nodes}) == 1
-    centers = {k: ((sizes[k][0] - 1) / 2.0, (sizes[k][1] - 1) / 2.0) for k in nodes}
+    centers = {k: image_center(sizes[k]) for k in nodes}
 
-    def K(k: int, f: float) -> np.ndarray:
-        return np.array([[f, 0.0, centers[k][0]], [0.0, f, centers[k][1]], [0.0, 0.0, 1.0]])
-
-    R0 = initial_rotations(nodes, edges, ref, {k: K(k, focals[k]) for k in nodes}, keys)
+    R0 = initial_rotations(nodes, edges, ref, {k: pinhole(focals[k], centers[k]) for k in nodes}, keys)
     if adjust and edges:
         Rs, free_focals, r0, r1 = bundle_adjust(nodes, edges, ref, R0, focals, centers, shared, loss, f_scale,
                                                 max_points_per_edge, seed)

@@ -62,7 +62,15 @@ from stitch.homography.select import DEFAULT_PRESET
 from stitch.imaging import resize_max_side
 from stitch.io import ImageLike, load_images
 from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges
-from stitch.panorama.camera import Camera, Registration, exif_focal_px, pair_focal_estimates, solve_rotations
+from stitch.panorama.camera import (
+    Camera,
+    Registration,
+    exif_focal_px,
+    image_center,
+    pair_focal_estimates,
+    pinhole,
+    solve_rotations,
+)
 from stitch.panorama.compose import compose_panorama
 from stitch.panorama.config import (
     DEFAULT_AUTO_MAX_STRETCH,
@@ -260,7 +268,7 @@ def choose_canvas(kind: str, Hs: Sequence[np.ndarray], sizes: Sequence[tuple[int
     ``turn``: a full 360-degree turn (curved projections get a periodic canvas; 'auto' takes spherical);
     ``center``: the curved projections' principal point (default: the centre of a ``ref_size`` image).
     """
-    center = center if center is not None else ((ref_size[0] - 1) / 2.0, (ref_size[1] - 1) / 2.0)
+    center = center if center is not None else image_center(ref_size)
     if kind != "auto":
         return _make_canvas(kind, Hs, sizes, names, center, focal, max_pixels, turn and kind != "plane")
     if turn:
@@ -431,7 +439,7 @@ def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A:
         focals = pair_focal_estimates(edges, dict(enumerate(sizes)))
         if focals:
             f = float(np.median(focals))
-            K = {k: np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]]) for k, (w, h) in enumerate(sizes)}
+            K = {k: pinhole(f, image_center(size)) for k, size in enumerate(sizes)}
             tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes))))
     if not tries or tries[0][1]:
         tries.append(verify_edges(range(n), edges, None, scale, dict(enumerate(sizes))))
@@ -500,7 +508,7 @@ def homography_registration(g: GraphInputs, main: list[int], edges: list[PairEdg
         focal = float(sum(sizes[ref]))
     cams = [Camera(g.names[k], sizes[k], focal or float(sum(sizes[k])), np.eye(3), H=Hs[k]) for k in order]
     return Registration(cams, "scans" if affine else "homography", focal,
-                        ((sizes[ref][0] - 1) / 2.0, (sizes[ref][1] - 1) / 2.0), g.names[ref],
+                        image_center(sizes[ref]), g.names[ref],
                         rotating=rotating, rms_before=rms0, rms_after=rms1)
 
 

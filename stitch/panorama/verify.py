@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stitch.geometry import transfer_errors
-from stitch.panorama.camera import nearest_rotation
+from stitch.panorama.camera import image_center, nearest_rotation
 from stitch.panorama.viewgraph import PairEdge, components
 
 #: An edge agrees with a placement when its inliers' median transfer error is at most this (px, working
@@ -99,9 +99,9 @@ def overlaps(G_a: np.ndarray, G_b: np.ndarray, size_a: tuple[int, int], size_b: 
              margin: float = OVERLAP_MARGIN) -> bool:
     """True when image b's centre, placed by G_b, lands in front of image a and inside its central part (the
     frame less ``margin`` of each side), placed by G_a: the two would overlap by about half of b or more."""
-    p = np.linalg.solve(G_a, G_b @ np.array([(size_b[0] - 1) / 2, (size_b[1] - 1) / 2, 1.0]))
-    ray_a = G_a @ np.array([(size_a[0] - 1) / 2, (size_a[1] - 1) / 2, 1.0])
-    ray_b = G_b @ np.array([(size_b[0] - 1) / 2, (size_b[1] - 1) / 2, 1.0])
+    c_a, c_b = np.append(image_center(size_a), 1.0), np.append(image_center(size_b), 1.0)
+    p = np.linalg.solve(G_a, G_b @ c_b)
+    ray_a, ray_b = G_a @ c_a, G_b @ c_b
     if p[2] <= 1e-12 or ray_a @ ray_b <= 0:
         return False
     x, y = p[0] / p[2], p[1] / p[2]
