@@ -23,6 +23,7 @@ from stitch.cli.console import (
     stderr_console,
 )
 from stitch.cli.options import json_option, quiet_option
+from stitch.cli.panorama_options import panorama_options, stitch_options
 
 from stitch.batch.backends import (
     BACKEND_CHOICES,
@@ -38,38 +39,8 @@ from stitch.batch.manifest import DEFAULT_KEY_MODE, KEY_MODE_CHOICES
 from stitch.batch.sets import DEFAULT_COUNT, DEFAULT_GAP_S, DEFAULT_GROUPING, GROUPING_CHOICES, OVERRIDE_FILE
 from stitch.errors import StitchError
 
-#: `stitch run` options that apply to every set of a batch (its click options are reused as they are).
-RUN_OPTIONS = ("preset", "detector", "projection", "seed", "work_megapix", "max_canvas_mp", "exposure", "seam",
-               "blend", "bands", "seam_megapix", "crop", "no_crop", "crop_max_empty", "scale", "megapixels",
-               "range_width", "model", "wave_correct")
 #: Output formats of the panoramas.
 FORMAT_CHOICES = ("jpg", "png", "tif")
-
-
-class WithRunOptions(click.Command):
-    """A command that also takes the RUN_OPTIONS of the `run` command beside it in the group."""
-
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        if not any(p.name == RUN_OPTIONS[0] for p in self.params):
-            root = ctx.find_root().command
-            run = root.get_command(ctx, "run") if isinstance(root, click.Group) else None
-            if run is None:
-                from stitch.cli.main import run_cmd as run
-            self.params.extend(p for p in run.params if p.name in RUN_OPTIONS)
-        return super().get_params(ctx)
-
-
-def stitch_options(params: dict[str, Any]) -> dict[str, Any]:
-    """stitch_images options from the RUN_OPTIONS values: unset ones (None) keep the library's defaults,
-    --max-canvas-mp becomes pixels, --no-crop is crop 'none'."""
-    opts = {k: params[k] for k in RUN_OPTIONS if params.get(k) is not None}
-    if opts.pop("no_crop", False):
-        if opts.get("crop", "none") != "none":
-            raise click.UsageError(f"--no-crop contradicts --crop {opts['crop']}")
-        opts["crop"] = "none"
-    if "max_canvas_mp" in opts:
-        opts["max_canvas_pixels"] = max(1, int(opts.pop("max_canvas_mp") * 1e6))
-    return opts
 
 
 def set_line(name: str, result: SetResult) -> str:
@@ -99,7 +70,7 @@ def print_summary(summary: Any, console: Any) -> None:
     console.print(f"index: {summary.index}\nmanifest: {summary.manifest}", markup=False, highlight=False)
 
 
-@click.command("batch", cls=WithRunOptions)
+@click.command("batch")
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: OUT/<set>/ (panorama, summary.json, log.txt), OUT/manifest.jsonl, OUT/index.html.")
@@ -132,6 +103,7 @@ def print_summary(summary: Any, console: Any) -> None:
               help="Panorama file format.")
 @json_option("Write the batch summary as JSON to this file ('-': stdout).")
 @quiet_option("No progress, per-set lines or tables; errors still print.")
+@panorama_options
 def batch(root: Path, out: Path, group_by: str, gap_s: float, count: int, backend: str, address: str | None,
           workers: int, timeout_s: float, memory_mb: int, cpus_per_set: float, gpus_per_set: float, key_mode: str,
           retry_failed: bool, image_format: str, json_path: Path | None, quiet: bool, **run_options: Any) -> None:

@@ -18,27 +18,13 @@ from stitch.cli.batch_cmd import batch
 from stitch.cli.bench_cmd import bench
 from stitch.cli.compare_cmd import compare
 from stitch.cli.console import cli_wording, emit_json, is_stdout, one_line, progress_bar, stderr_console
-from stitch.cli.options import json_option, preset_option, quiet_option, seed_option, workers_option
+from stitch.cli.options import json_option, quiet_option, workers_option
+from stitch.cli.panorama_options import panorama_options, stitch_options
 from stitch.cli.train_cmd import train
 
 from stitch import __version__
 from stitch.errors import StitchError
-from stitch.homography.features import DETECTOR_CHOICES
 from stitch.io import check_image_output
-from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
-from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
-from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
-from stitch.panorama.config import (
-    DEFAULT_MODEL,
-    DEFAULT_PANORAMA_PROJECTION,
-    DEFAULT_WORK_MEGAPIX,
-    MODEL_CHOICES,
-    PANORAMA_PROJECTION_CHOICES,
-)
-from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
-from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
-from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES
-from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -112,45 +98,7 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="FOLDER|FILES...")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output image (.jpg, .png, ...); written atomically.")
-@preset_option(help="Pairwise estimation preset.")
-@click.option("--detector", type=click.Choice(DETECTOR_CHOICES), default=None,
-              help="Feature detector of the first search level (default: the preset's).")
-@click.option("--projection", type=click.Choice(PANORAMA_PROJECTION_CHOICES), default=DEFAULT_PANORAMA_PROJECTION,
-              show_default=True, help="Output projection; 'auto': spherical for a rotating camera, else the plane (cylindrical if the plane stretches too much).")
-@click.option("--model", type=click.Choice(MODEL_CHOICES), default=DEFAULT_MODEL, show_default=True,
-              help="Camera model: rotation (rotations + focal by bundle adjustment; closes 360-degree turns), "
-              "homography (flat scenes), scans (affine, for documents and maps); auto: the rotation model, "
-              "its homographies refined unless the images make a full turn (the homographies alone with "
-              "--projection plane).")
-@click.option("--wave-correct", type=click.Choice(WAVE_CHOICES), default=DEFAULT_WAVE, show_default=True,
-              help="Straighten the horizon (rotation model): horizontal, vertical, auto or none.")
-@seed_option()
-@click.option("--work-megapix", type=click.FloatRange(0.01, 100), default=DEFAULT_WORK_MEGAPIX, show_default=True,
-              help="Registration resolution per image (megapixels); compositing is at full resolution.")
-@click.option("--max-canvas-mp", type=click.FloatRange(0.001), default=DEFAULT_MAX_CANVAS_PIXELS / 1e6,
-              show_default=True, help="Refuse canvases larger than this many megapixels.")
-@click.option("--exposure", type=click.Choice(EXPOSURE_CHOICES), default=DEFAULT_EXPOSURE, show_default=True,
-              help="Exposure compensation: per-image gain, per-channel gains, block gains, colour (gain, colour balance and per-channel blocks, for a colour cast), or none.")
-@click.option("--seam", type=click.Choice(SEAM_CHOICES), default=DEFAULT_SEAM, show_default=True,
-              help="Seam finder in the overlaps (graph cut, dynamic programming, Voronoi, none, or OpenCV's).")
-@click.option("--blend", type=click.Choice(BLEND_CHOICES), default=DEFAULT_BLEND, show_default=True,
-              help="Blending across the seams: multi-band (Laplacian pyramid), feather, or none (hard seams).")
-@click.option("--bands", type=click.IntRange(0, MAX_BANDS), default=None,
-              help="Multi-band levels (default: from the overlap width).")
-@click.option("--seam-megapix", type=click.FloatRange(0.001, 10), default=DEFAULT_SEAM_MEGAPIX, show_default=True,
-              help="Resolution (megapixels per image) at which exposure gains and seams are computed.")
-@click.option("--crop", type=click.Choice(CROP_CHOICES), default=None, show_default=DEFAULT_CROP,
-              help="Crop: " + "; ".join(f"'{k}': {m.help}" for k, m in CROP_MODES.items()) + ".")
-@click.option("--no-crop", is_flag=True, help="Same as --crop none.")
-@click.option("--crop-max-empty", type=click.FloatRange(0.0, 0.5, max_open=True), default=DEFAULT_CROP_MAX_EMPTY,
-              show_default=True, help="Largest share of empty pixels (then filled) in a '--crop fill' rectangle.")
-@click.option("--scale", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
-              help="Output resolution as a fraction of the full resolution (compositing only; e.g. 0.5).")
-@click.option("--megapixels", type=click.FloatRange(0.0, min_open=True), default=None,
-              help="Output resolution: scale the canvas (before the crop) down to at most this many megapixels.")
-@click.option("--range-width", type=click.IntRange(0), default=0, show_default=True,
-              help="Ordered sequence: match only the images at most K places apart in input order "
-              "(0: every pair).")
+@panorama_options
 @click.option("--mask-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Feature masks: DIR/<photo stem>.png (any image extension) is the mask of that photo, white = "
               "features may be found there, black = none. Photos without a mask use the whole image.")
@@ -166,12 +114,9 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @workers_option("Threads for pair matching (0: the CPU count, at most 8); the result does not depend on it.")
 @json_option("Write a JSON summary of the run to this file ('-': stdout).")
 @quiet_option("No progress display (shown on a terminal only) or summary line; warnings still print.")
-def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str | None, projection: str, seed: int,
-            work_megapix: float, max_canvas_mp: float, exposure: str, seam: str, blend: str, bands: int | None,
-            seam_megapix: float, crop: str | None, no_crop: bool, crop_max_empty: float, scale: float | None,
-            megapixels: float | None, range_width: int, mask_dir: Path | None, timelapse: Path | None,
-            debug_dir: Path | None, workers: int, json_path: Path | None, quiet: bool, model: str,
-            wave_correct: str, all_panoramas: bool) -> None:
+def run_cmd(inputs: tuple[Path, ...], output: Path, mask_dir: Path | None, timelapse: Path | None,
+            debug_dir: Path | None, all_panoramas: bool, workers: int, json_path: Path | None, quiet: bool,
+            **panorama: Any) -> None:
     """Stitch the images in FOLDER (or the image FILES given, or several folders) into one panorama written
     to OUTPUT.
 
@@ -180,25 +125,16 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, preset: str, detector: str |
     files, images under 32 px a side and images that overlap no other are skipped with a warning; fewer
     than two usable images, or no overlap at all, is an error.
     """
-    if no_crop and crop not in (None, "none"):
-        raise click.UsageError(f"--no-crop contradicts --crop {crop}")
-    if scale is not None and megapixels is not None:
-        raise click.UsageError("give --scale or --megapixels, not both")
-    extra = {"exposure": exposure, "seam": seam, "blend": blend, "bands": bands, "seam_megapix": seam_megapix,
-             "crop": "none" if no_crop else crop or DEFAULT_CROP, "crop_max_empty": crop_max_empty, "scale": scale,
-             "megapixels": megapixels, "range_width": range_width, "workers": workers,
-             "timelapse": None if timelapse is None else str(timelapse), "model": model, "wave_correct": wave_correct}
+    options = {**stitch_options(panorama), "workers": workers,
+               "timelapse": None if timelapse is None else str(timelapse)}
     try:
-        _run(list(inputs), output, preset, detector, projection, seed, work_megapix, max_canvas_mp, json_path, quiet,
-             extra, debug_dir, mask_dir, all_panoramas)
+        _run(list(inputs), output, options, json_path, quiet, debug_dir, mask_dir, all_panoramas)
     except StitchError as exc:
         raise click.ClickException(one_line(str(exc))) from None
 
 
-def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, projection: str, seed: int,
-         work_megapix: float, max_canvas_mp: float, json_path: Path | None, quiet: bool,
-         extra: dict[str, Any] | None = None, debug_dir: Path | None = None, mask_dir: Path | None = None,
-         all_panoramas: bool = False) -> None:
+def _run(inputs: list[Path], output: Path, options: dict[str, Any], json_path: Path | None, quiet: bool,
+         debug_dir: Path | None = None, mask_dir: Path | None = None, all_panoramas: bool = False) -> None:
     from stitch.io import collect_inputs, is_stitch_output, write_image_atomic
     from stitch.panorama.debug import DebugDir
     from stitch.panorama.inputs import check_timelapse_dir, masks_from_dir
@@ -206,7 +142,7 @@ def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, pr
 
     scan = collect_inputs(inputs)
     paths = scan.paths
-    timelapse = (extra or {}).get("timelapse")
+    timelapse = options.get("timelapse")
     if timelapse is not None:
         check_timelapse_dir(timelapse, paths)
     console = stderr_console()
@@ -233,8 +169,7 @@ def _run(inputs: list[Path], output: Path, preset: str, detector: str | None, pr
             output.resolve().parent == i.resolve() for i in inputs if i.is_dir()):
         show(f"{output} is inside an input folder and a {output.suffix} file carries no stitch tag: a later run on "
             "that folder will read it as an input (write .jpg or .png, or elsewhere)")
-    options = {"preset": preset, "detector": detector, "projection": projection, "seed": seed,
-               "work_megapix": work_megapix, "max_canvas_pixels": max(1, int(max_canvas_mp * 1e6)), **(extra or {})}
+    options = dict(options)
     if debug_dir is not None:
         if debug_dir.exists() and not debug_dir.is_dir():
             raise StitchError(f"{debug_dir}: exists and is not a folder (--debug-dir needs a folder)")

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from stitch.errors import StitchError
-from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES
+from stitch.homography.config import DEFAULT_PRESET, PRESET_CHOICES
 from stitch.io import check_writable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,7 +28,7 @@ def seed_option(help: str = "Seed of every random step (a non-negative integer).
 
 def preset_option(default: str | None = DEFAULT_PRESET,
                   help: str = "Pairwise estimation preset.") -> Callable[[F], F]:
-    """``--preset fast|accurate|exhaustive`` (stitch.homography.select.PRESET_CHOICES)."""
+    """``--preset fast|accurate|exhaustive`` (stitch.homography.config.PRESET_CHOICES)."""
     return click.option("--preset", type=click.Choice(PRESET_CHOICES), default=default,
                         show_default=default is not None, help=help)
 

@@ -48,3 +48,62 @@ def test_public_api_names_resolve():
 
     for name in stitch.__all__:
         assert getattr(stitch, name) is not None, name
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Every module of stitch/ and cli/ (as stitch.cli) -> the project modules it imports (anywhere in it)."""
+    files = {}
+    for f in list((REPO_ROOT / "stitch").rglob("*.py")) + list((REPO_ROOT / "cli").rglob("*.py")):
+        parts = f.relative_to(REPO_ROOT).with_suffix("").parts
+        name = ".".join(("stitch", "cli") + parts[1:]) if parts[0] == "cli" else ".".join(parts)
+        files[name.removesuffix(".__init__")] = f
+    edges: dict[str, set[str]] = {m: set() for m in files}
+    for m, f in files.items():
+        pkg = m if f.name == "__init__.py" else m.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + ([base] if base else []))
+                for a in node.names:
+                    target = next((c for c in (f"{base}.{a.name}", base) if c in files), None)
+                    if target is not None and target != m and files[target].name != "__init__.py":
+                        edges[m].add(target)
+            elif isinstance(node, ast.Import):
+                edges[m] |= {a.name for a in node.names if a.name in files and a.name != m
+                             and files[a.name].name != "__init__.py"}
+    return edges
+
+
+def test_no_import_circle():
+    """Modules import one way (lazy and type-only imports count too): no strongly connected component."""
+    edges = _module_imports()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                circles.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    assert circles == []
+    assert "stitch.panorama.config" in edges["stitch.panorama.graph"]  # the walk sees real edges

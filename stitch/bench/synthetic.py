@@ -199,8 +199,9 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
     ``refine_deep``; ``preset`` to ``estimate_homography``. Deep methods need torch and kornia
     (ConfigError otherwise: leave them out with ``methods``).
     """
+    from stitch.homography.config import DEFAULT_PRESET
     from stitch.homography.refine import refine_ecc
-    from stitch.homography.select import DEFAULT_PRESET, estimate_homography
+    from stitch.homography.select import estimate_homography
 
     if pairs < 1:
         raise ConfigError(f"pairs={pairs}: must be >= 1")

@@ -17,10 +17,11 @@ import numpy as np
 from stitch.errors import ConfigError, EstimationError
 from stitch.homography import quality
 from stitch.homography.candidates import Candidate, generate
+from stitch.homography.config import DEFAULT_PRESET, SelectConfig
 from stitch.homography.matching import Matches
 from stitch.homography.refine import corner_shift, refine_chain
-from stitch.homography.select import DEFAULT_PRESET, HomographyResult, SelectConfig, max_refine_shift
-from stitch.homography.sources import level_specs, score_candidates, transfer_inliers
+from stitch.homography.search import level_specs, score_candidates, transfer_inliers
+from stitch.homography.select import HomographyResult, max_refine_shift
 from stitch.io import ImageLike, load_image
 
 SOURCE_POINTS = "points"

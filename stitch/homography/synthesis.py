@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,10 +29,8 @@ from stitch.errors import ConfigError
 from stitch.homography.candidates import Candidate, generate
 from stitch.homography.features import DETECTORS, affine_views, detect_view, simulate_view, view_to_original
 from stitch.homography.matching import Matches, merge_duplicates, ratio_matches
+from stitch.homography.search import SearchState, level_specs
 from stitch.imaging import resize_max_side, to_gray
-
-if TYPE_CHECKING:
-    from stitch.homography.sources import SearchState
 
 MAX_TILT = 8.0
 
@@ -156,8 +154,6 @@ def synthesize_matches(src_img: np.ndarray, dst_img: np.ndarray, rnd: SynthesisR
 
 def synthesis_candidates(state: SearchState, rnd: SynthesisRound, index: int) -> list[Candidate]:
     """Candidates of one synthesis round under the first level's estimator grid (unscored)."""
-    from stitch.homography.sources import level_specs
-
     t0 = time.perf_counter()
     m, stats = synthesize_matches(state.src_img, state.dst_img, rnd)
     cfg = state.config

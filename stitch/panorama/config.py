@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stitch.errors import ConfigError, check_choice
-from stitch.homography.select import DEFAULT_PRESET, PRESET_CHOICES, SelectConfig, estimator_grid
+from stitch.homography.config import DEFAULT_PRESET, PRESET_CHOICES, SelectConfig, estimator_grid
 from stitch.panorama.adjust import DEFAULT_LOSS, DEFAULT_MAX_POINTS_PER_EDGE, LOSS_CHOICES
 from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
 from stitch.panorama.compose import ComposeConfig

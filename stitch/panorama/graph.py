@@ -30,14 +30,10 @@ import numpy as np
 
 from stitch.errors import NoOverlapError
 from stitch.geometry import normalize_h
+from stitch.homography.config import SelectConfig
 from stitch.homography.matching import Matches
-from stitch.homography.select import (
-    FeatureCache,
-    HomographyResult,
-    SelectConfig,
-    estimate_pair,
-    image_features,
-)
+from stitch.homography.search import FeatureCache, image_features
+from stitch.homography.select import HomographyResult, estimate_pair
 from stitch.imaging import resize_max_side, to_gray
 from stitch.panorama.config import PanoramaConfig
 from stitch.panorama.viewgraph import PairEdge, components, maximum_spanning_tree, tree_walk

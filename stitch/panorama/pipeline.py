@@ -58,7 +58,7 @@ import numpy as np
 
 from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
 from stitch.geometry import normalize_h, project, work_scale_matrix
-from stitch.homography.select import DEFAULT_PRESET
+from stitch.homography.config import DEFAULT_PRESET
 from stitch.imaging import resize_max_side
 from stitch.io import ImageLike, load_images
 from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges

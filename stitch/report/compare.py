@@ -90,16 +90,14 @@ from stitch.errors import ConfigError, NoOverlapError, StitchError
 from stitch.geometry import normalize_h, transfer_errors
 from stitch.homography import quality
 from stitch.homography.candidates import ESTIMATOR_CHOICES, Candidate
+from stitch.homography.config import DEFAULT_PRESET, SelectConfig
 from stitch.homography.matching import Matches
 from stitch.homography.refine import REFINER_STEPS, REFINERS, corner_shift
+from stitch.homography.search import FeatureCache, level_specs
 from stitch.homography.select import (
-    DEFAULT_PRESET,
     MAX_REFINE_SHIFT,
-    FeatureCache,
     HomographyResult,
-    SelectConfig,
     estimate_pair,
-    level_specs,
     max_refine_shift,
     run_level,
 )

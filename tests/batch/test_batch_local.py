@@ -161,10 +161,12 @@ def test_out_inside_root_is_not_a_set(tree: Path, tmp_path: Path) -> None:
 
 def test_cli_run_options_reach_the_sets(tree: Path, tmp_path: Path) -> None:
     """`stitch run`'s options are batch options too (the same click options), applied to every set."""
-    from stitch.cli.batch_cmd import RUN_OPTIONS
+    from stitch.cli.batch_cmd import batch
     from stitch.cli.main import run_cmd
+    from stitch.cli.panorama_options import PANORAMA_OPTION_NAMES
 
-    assert set(RUN_OPTIONS) <= {p.name for p in run_cmd.params}
+    assert len(PANORAMA_OPTION_NAMES) == 19
+    assert set(PANORAMA_OPTION_NAMES) <= {p.name for p in run_cmd.params} & {p.name for p in batch.params}
     out = tmp_path / "out"
     assert main(["batch", str(tree / "good"), "-o", str(out), "-q", "--projection", "cylindrical", "--seed", "3"]) == 0
     for seed in GOOD_SEEDS:

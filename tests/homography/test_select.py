@@ -11,7 +11,7 @@ import pytest
 import stitch
 from stitch.errors import ConfigError, NoOverlapError
 from stitch.geometry import corner_error
-from stitch.homography.select import PRESET_CHOICES, SelectConfig, preset_levels
+from stitch.homography.config import PRESET_CHOICES, SelectConfig, preset_levels
 
 PAIRS = ("rotation_scale", "perspective", "illumination", "translation")
 # measured (accurate preset, seed 0): 0.015, 0.022, 0.033, 0.00001 px mean corner error; fast: <= 0.40 px

@@ -10,11 +10,11 @@ import pytest
 import stitch
 from stitch.errors import ConfigError
 from stitch.geometry import corner_error
-from stitch.homography import sources
+from stitch.homography import search, sources
+from stitch.homography.config import SelectConfig
 from stitch.homography.features import DETECTOR_CHOICES, DETECTORS
 from stitch.homography.learned import INSTALL_HINT, LEARNED_CHOICES, unavailable
 from stitch.homography.refine import REFINER_CHOICES, REFINERS
-from stitch.homography.select import SelectConfig
 from stitch.homography.sources import SOURCE_CHOICES, SOURCES, check_sources
 
 NEVER = 1.0  # the unreachable bar (a score is at most 1): every step of the named sources runs
@@ -77,10 +77,10 @@ def test_shift_learned(sample_pair, name):
         pytest.skip(unavailable(name))
     src, dst, H_gt = sample_pair("perspective")
     cfg = SelectConfig.from_options(sources="learned", refiner="none", accept_score=NEVER)
-    state = sources.SearchState(src, dst, stitch.homography.quality.make_context(src, dst), cfg,
-                                sources.FeatureCache(), sources.FeatureCache())
+    state = search.SearchState(src, dst, stitch.homography.quality.make_context(src, dst), cfg,
+                               search.FeatureCache(), search.FeatureCache())
     steps = [s for s in sources.learned_source(state) if s.name.startswith(name)]
-    cands = sources.score_candidates(steps[0].run(), state.ctx, cfg.min_inliers)
+    cands = search.score_candidates(steps[0].run(), state.ctx, cfg.min_inliers)
     best = max((c for c in cands if c.ok), key=lambda c: c.score)
     assert corner_error(best.H, H_gt, src.shape[1], src.shape[0]) < 2.0
     assert best.params["matching"] == "lightglue" and best.n_inliers >= 30

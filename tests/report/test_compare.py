@@ -19,7 +19,7 @@ from stitch.cli.compare_cmd import compare
 
 from stitch.bench import datasets, metrics
 from stitch.errors import ConfigError
-from stitch.homography.select import SelectConfig
+from stitch.homography.config import SelectConfig
 from stitch.report.compare import (
     SCHEMA_VERSION,
     _deep_refiner,

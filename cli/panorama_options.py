@@ -1,0 +1,98 @@
+"""The panorama options of `stitch run`, written once: `stitch batch` takes the same ones, and one mapping
+(``stitch_options``) turns their values into the options of stitch.stitch_images for both commands.
+
+Choices and defaults come from the library's own constants, so ``--help`` never drifts from the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from stitch.cli.options import preset_option, seed_option
+
+from stitch.homography.features import DETECTOR_CHOICES
+from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
+from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
+from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
+from stitch.panorama.config import (
+    DEFAULT_MODEL,
+    DEFAULT_PANORAMA_PROJECTION,
+    DEFAULT_WORK_MEGAPIX,
+    MODEL_CHOICES,
+    PANORAMA_PROJECTION_CHOICES,
+)
+from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
+from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
+from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES
+from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The options, in the order --help shows them.
+PANORAMA_OPTIONS = (
+    preset_option(help="Pairwise estimation preset."),
+    click.option("--detector", type=click.Choice(DETECTOR_CHOICES), default=None,
+                 help="Feature detector of the first search level (default: the preset's)."),
+    click.option("--projection", type=click.Choice(PANORAMA_PROJECTION_CHOICES), default=DEFAULT_PANORAMA_PROJECTION,
+                 show_default=True, help="Output projection; 'auto': spherical for a rotating camera, else the plane (cylindrical if the plane stretches too much)."),
+    click.option("--model", type=click.Choice(MODEL_CHOICES), default=DEFAULT_MODEL, show_default=True,
+                 help="Camera model: rotation (rotations + focal by bundle adjustment; closes 360-degree turns), "
+                 "homography (flat scenes), scans (affine, for documents and maps); auto: the rotation model, "
+                 "its homographies refined unless the images make a full turn (the homographies alone with "
+                 "--projection plane)."),
+    click.option("--wave-correct", type=click.Choice(WAVE_CHOICES), default=DEFAULT_WAVE, show_default=True,
+                 help="Straighten the horizon (rotation model): horizontal, vertical, auto or none."),
+    seed_option(),
+    click.option("--work-megapix", type=click.FloatRange(0.01, 100), default=DEFAULT_WORK_MEGAPIX, show_default=True,
+                 help="Registration resolution per image (megapixels); compositing is at full resolution."),
+    click.option("--max-canvas-mp", type=click.FloatRange(0.001), default=DEFAULT_MAX_CANVAS_PIXELS / 1e6,
+                 show_default=True, help="Refuse canvases larger than this many megapixels."),
+    click.option("--exposure", type=click.Choice(EXPOSURE_CHOICES), default=DEFAULT_EXPOSURE, show_default=True,
+                 help="Exposure compensation: per-image gain, per-channel gains, block gains, colour (gain, colour balance and per-channel blocks, for a colour cast), or none."),
+    click.option("--seam", type=click.Choice(SEAM_CHOICES), default=DEFAULT_SEAM, show_default=True,
+                 help="Seam finder in the overlaps (graph cut, dynamic programming, Voronoi, none, or OpenCV's)."),
+    click.option("--blend", type=click.Choice(BLEND_CHOICES), default=DEFAULT_BLEND, show_default=True,
+                 help="Blending across the seams: multi-band (Laplacian pyramid), feather, or none (hard seams)."),
+    click.option("--bands", type=click.IntRange(0, MAX_BANDS), default=None,
+                 help="Multi-band levels (default: from the overlap width)."),
+    click.option("--seam-megapix", type=click.FloatRange(0.001, 10), default=DEFAULT_SEAM_MEGAPIX, show_default=True,
+                 help="Resolution (megapixels per image) at which exposure gains and seams are computed."),
+    click.option("--crop", type=click.Choice(CROP_CHOICES), default=None, show_default=DEFAULT_CROP,
+                 help="Crop: " + "; ".join(f"'{k}': {m.help}" for k, m in CROP_MODES.items()) + "."),
+    click.option("--no-crop", is_flag=True, help="Same as --crop none."),
+    click.option("--crop-max-empty", type=click.FloatRange(0.0, 0.5, max_open=True), default=DEFAULT_CROP_MAX_EMPTY,
+                 show_default=True, help="Largest share of empty pixels (then filled) in a '--crop fill' rectangle."),
+    click.option("--scale", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+                 help="Output resolution as a fraction of the full resolution (compositing only; e.g. 0.5)."),
+    click.option("--megapixels", type=click.FloatRange(0.0, min_open=True), default=None,
+                 help="Output resolution: scale the canvas (before the crop) down to at most this many megapixels."),
+    click.option("--range-width", type=click.IntRange(0), default=0, show_default=True,
+                 help="Ordered sequence: match only the images at most K places apart in input order "
+                 "(0: every pair)."),
+)
+#: Their parameter names (what a command receives).
+PANORAMA_OPTION_NAMES = tuple(o(lambda: None).__click_params__[0].name for o in PANORAMA_OPTIONS)
+
+
+def panorama_options(f: F) -> F:
+    """Decorate a click command with every panorama option (PANORAMA_OPTIONS)."""
+    for option in reversed(PANORAMA_OPTIONS):
+        f = option(f)
+    return f
+
+
+def stitch_options(params: dict[str, Any]) -> dict[str, Any]:
+    """stitch_images options from the panorama options' values: unset ones (None) keep the library's defaults,
+    --max-canvas-mp becomes pixels, --no-crop is crop 'none'; contradicting options are a UsageError."""
+    opts = {k: params[k] for k in PANORAMA_OPTION_NAMES if params.get(k) is not None}
+    if opts.pop("no_crop", False):
+        if opts.get("crop", "none") != "none":
+            raise click.UsageError(f"--no-crop contradicts --crop {opts['crop']}")
+        opts["crop"] = "none"
+    if opts.get("scale") is not None and opts.get("megapixels") is not None:
+        raise click.UsageError("give --scale or --megapixels, not both")
+    if "max_canvas_mp" in opts:
+        opts["max_canvas_pixels"] = max(1, int(opts.pop("max_canvas_mp") * 1e6))
+    return opts
