@@ -156,6 +156,16 @@ class Panorama:
     model: str = "homography"
 
     @property
+    def placement(self) -> dict[str, float | None]:
+        """Per kept image: its photometric agreement with its neighbours on the final model (Registration.placement)."""
+        return {} if self.cameras is None else dict(self.cameras.placement)
+
+    @property
+    def rejected(self) -> list[tuple[str, str, str]]:
+        """Pair matches removed as inconsistent with the rest: (image a, image b, reason)."""
+        return [] if self.cameras is None else list(self.cameras.rejected)
+
+    @property
     def size(self) -> tuple[int, int]:
         """(width, height) of the panorama in pixels."""
         return int(self.image.shape[1]), int(self.image.shape[0])
