@@ -544,18 +544,34 @@ def edge_errors(reg: Registration, g: GraphInputs, edges: Sequence[PairEdge]) ->
     return [edge_error(e, Hs[g.names[e.i]], Hs[g.names[e.j]], 0.5 * (g.A[e.i][0, 0] + g.A[e.j][0, 0])) for e in edges]
 
 
-def model_agrees(g: GraphInputs, edges: list[PairEdge]) -> bool:
-    """True when the camera model solved on every edge fits each of them (no edge above EDGE_MIN_PX px at the
-    working resolution and EDGE_FACTOR times the median edge, nor above EDGE_FACTOR * EDGE_MIN_PX): then no pair match disagrees with the rest, and
-    the graph is kept whole (a full turn's loop-closing pair fixes its focal, which no chain of pairs does)."""
-    if not g.cfg.verify or len(edges) < 3:
-        return True
-    nodes = largest_component_nodes(range(len(g.names)), edges)
-    sub = [e for e in edges if e.i in nodes and e.j in nodes]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the model is solved again below; its warnings come from that run
-        errs = np.array(edge_errors(solve_model(g, nodes, sub), g, sub))
-    return bool(len(errs) == 0 or errs.max() <= max(EDGE_MIN_PX, EDGE_FACTOR * min(float(np.median(errs)), EDGE_MIN_PX)))
+@dataclass
+class Solved:
+    """A solved model: the images (``nodes``) and ``edges`` it was solved on, the Registration and each edge's
+    error (px, working resolution)."""
+
+    nodes: list[int]
+    edges: list[PairEdge]
+    reg: Registration
+    errors: list[float]
+
+    def agrees(self) -> bool:
+        """True when the model fits each of its edges: none above EDGE_MIN_PX px at the working resolution and
+        EDGE_FACTOR times the median edge, nor above EDGE_FACTOR * EDGE_MIN_PX."""
+        errs = np.asarray(self.errors)
+        return bool(len(errs) == 0 or errs.max() <= max(EDGE_MIN_PX, EDGE_FACTOR * min(float(np.median(errs)),
+                                                                                         EDGE_MIN_PX)))
+
+
+def solve_component(g: GraphInputs, nodes: Sequence[int], edges: Sequence[PairEdge],
+                    last: Solved | None = None) -> Solved:
+    """The model of the largest connected component of ``nodes`` under ``edges`` (``last`` when it was solved on
+    the same images and edges)."""
+    keep = largest_component_nodes(nodes, edges)
+    sub = [e for e in edges if e.i in keep and e.j in keep]
+    if last is not None and last.nodes == keep and [id(e) for e in last.edges] == [id(e) for e in sub]:
+        return last
+    reg = solve_model(g, keep, sub)
+    return Solved(keep, sub, reg, edge_errors(reg, g, sub))
 
 
 def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, dropped: list,
@@ -564,20 +580,20 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     solved, edges far off the solved model removed (solving again), and every image's placement checked
     photometrically (an image that disagrees is dropped, solving again)."""
     n, names, cfg = len(g.names), g.names, g.cfg
-    if not model_agrees(g, edges):
+    # the camera model on every pair first: when it fits each of them, no pair match disagrees with the rest and
+    # the graph is kept whole (a full turn's loop-closing pair fixes its focal, which no chain of pairs does)
+    last = solve_component(g, range(n), edges)
+    rejected: list[RejectedEdge] = []
+    if cfg.verify and len(edges) >= 3 and not last.agrees():
         edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg)
-    else:
-        rejected = []
     others: list[list[str]] = []
     main = largest_component(n, edges, names, why, dropped, g.notes, rejected, others)
     edges = [e for e in edges if e.i in main and e.j in main]
-    solved: dict[str, Any] = {}
 
-    def solve(sub: list[PairEdge]) -> dict[int, float] | None:
-        nodes = largest_component_nodes(main, sub)
-        sub = [e for e in sub if e.i in nodes and e.j in nodes]
-        solved["reg"], solved["edges"], solved["main"] = solve_model(g, nodes, sub), sub, nodes
-        return dict(enumerate(edge_errors(solved["reg"], g, sub)))
+    def solve(sub: list[PairEdge]) -> dict[int, float]:
+        nonlocal last
+        last = solve_component(g, main, sub, last)
+        return dict(enumerate(last.errors))
 
     for _ in range(len(main)):
         if cfg.verify and len(edges) > 1:
@@ -586,7 +602,7 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
             solve(edges)
             removed = []
         rejected += removed
-        reg, edges, nodes = solved["reg"], solved["edges"], solved["main"]
+        reg, edges, nodes = last.reg, last.edges, last.nodes
         for k in sorted(set(main) - set(nodes)):
             _drop(names[k], lost_link_reason(k, rejected, names), dropped, g.notes)
         main = nodes
@@ -608,7 +624,7 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
         for m in sorted(set(main) - set(rest) - {k}):
             _drop(names[m], f"its only link to the rest was {worst}, which was dropped", dropped, g.notes)
         main = rest
-    errs = edge_errors(reg, g, edges)
+    errs = last.errors
     worst_edges = sorted(zip(errs, edges), key=lambda t: -t[0])
     if cfg.verify and worst_edges and worst_edges[0][0] > EDGE_FACTOR * EDGE_MIN_PX:
         off = ", ".join(f"{names[e.i]}-{names[e.j]} by {x:.0f} px" for x, e in worst_edges[:3])
@@ -655,6 +671,7 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
         for i, j, res in raw:
             inl = np.asarray(res.inliers, bool)
             hooks.matches(names[i], names[j], works[i], works[j], res.matches.src_pts[inl], res.matches.dst_pts[inl])
+    thumbs = [resize_max_side(w, PLACEMENT_SIDE)[0] for w in works]  # for the placement check
     del works
     if n > 1 and not edges:
         raise NoOverlapError(f"no two images overlap: {', '.join(names)} (try preset='exhaustive' or "
@@ -662,7 +679,6 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
 
     graph = GraphInputs(names, sizes, keys, A, cfg, notes,
                         lambda nodes: _exif_focals(paths_or_arrays, [index[k] for k in keep], sizes, nodes), progress)
-    thumbs = [resize_max_side(img, PLACEMENT_SIDE)[0] for img in images]
     reg = verified_registration(graph, edges, why, dropped, thumbs)
     reg.dropped = dropped
     reg.warnings = notes
