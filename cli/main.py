@@ -64,34 +64,8 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
 
 
 def _summary(out: Path, pano: Any) -> dict[str, Any]:
-    s = pano.summary()
-    return {
-        "output": str(out),
-        "size": s["size"],
-        "kept": s["kept"],
-        "dropped": s["dropped"],
-        "reference": s["reference"],
-        "model": s["model"],
-        "focal": s["focal"],
-        "full_turn": s["full_turn"],
-        "projection": s["projection"],
-        "edges": s["edges"],
-        "rms_before": s["rms_before"],
-        "rms_after": s["rms_after"],
-        "crop": s["crop"],
-        "gains": s["gains"],
-        "bands": s["bands"],
-        "scale": s["scale"],
-        "filled": s["filled"],
-        "timelapse": s["timelapse"],
-        "stage_seconds": s["stage_seconds"],
-        "seconds": s["seconds"],
-        "warnings": s["warnings"],
-        "edge_errors": s["edge_errors"],
-        "placement": s["placement"],
-        "rejected": s["rejected"],
-        "other_panoramas": s["other_panoramas"],
-    }
+    """The run's JSON summary: the output path and Panorama.summary() (the same document as batch's summary.json)."""
+    return {"output": str(out), **pano.summary()}
 
 
 @cli.command("run")

@@ -59,8 +59,9 @@ PANORAMA_OPTIONS = (
                  help="Multi-band levels (default: from the overlap width)."),
     click.option("--seam-megapix", type=click.FloatRange(0.001, 10), default=DEFAULT_SEAM_MEGAPIX, show_default=True,
                  help="Resolution (megapixels per image) at which exposure gains and seams are computed."),
-    click.option("--crop", type=click.Choice(CROP_CHOICES), default=None, show_default=DEFAULT_CROP,
-                 help="Crop: " + "; ".join(f"'{k}': {m.help}" for k, m in CROP_MODES.items()) + "."),
+    click.option("--crop", type=click.Choice(CROP_CHOICES), default=None,  # None: not given (see --no-crop)
+                 help="Crop: " + "; ".join(f"'{k}': {m.help}" for k, m in CROP_MODES.items())
+                 + f".  [default: {DEFAULT_CROP}]"),
     click.option("--no-crop", is_flag=True, help="Same as --crop none."),
     click.option("--crop-max-empty", type=click.FloatRange(0.0, 0.5, max_open=True), default=DEFAULT_CROP_MAX_EMPTY,
                  show_default=True, help="Largest share of empty pixels (then filled) in a '--crop fill' rectangle."),

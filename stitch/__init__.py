@@ -30,26 +30,7 @@ _EXPORTS = {
     "CompareReport": "stitch.report.compare",
 }
 
-__all__ = [
-    "Camera",
-    "Candidate",
-    "CanvasTooLargeError",
-    "ConfigError",
-    "EstimationError",
-    "HomographyResult",
-    "ImageReadError",
-    "NoOverlapError",
-    "Panorama",
-    "Registration",
-    "StitchError",
-    "compose",
-    "estimate_homography",
-    "estimate_pair",
-    "find_homography",
-    "refine_homography",
-    "register",
-    "stitch_images",
-]
+__all__ = sorted(_EXPORTS)  # every public name, from the one table above
 
 
 def __getattr__(name: str) -> Any:

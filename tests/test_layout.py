@@ -48,6 +48,7 @@ def test_public_api_names_resolve():
 
     for name in stitch.__all__:
         assert getattr(stitch, name) is not None, name
+    assert {"compare_homographies", "CompareReport", "stitch_images", "register"} <= set(stitch.__all__)
 
 
 def _module_imports() -> dict[str, set[str]]:

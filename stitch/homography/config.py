@@ -123,3 +123,9 @@ class SelectConfig:
 
 OPTION_NAMES = ("detector", "max_keypoints", "refiner", "accept_score", "estimators", "thresholds", "ratio",
                 "score_max_side", "min_inliers", "deep_weights", "sources")
+
+
+def harder_search(exhaustive: bool, asift: bool) -> str:
+    """Advice for a search that found nothing: "try ..." with what it has not tried yet ('' when it tried all)."""
+    tries = [t for t, done in (("preset='exhaustive'", exhaustive), ("detector='asift'", asift)) if not done]
+    return "try " + " or ".join(tries) if tries else ""

@@ -21,7 +21,7 @@ import numpy as np
 from stitch.errors import ConfigError, NoOverlapError
 from stitch.homography import quality
 from stitch.homography.candidates import Candidate
-from stitch.homography.config import DEFAULT_PRESET, OPTION_NAMES, SelectConfig
+from stitch.homography.config import DEFAULT_PRESET, OPTION_NAMES, SelectConfig, harder_search
 from stitch.homography.matching import Matches
 from stitch.homography.refine import corner_shift, refine_chain
 from stitch.homography.search import (
@@ -140,8 +140,9 @@ def estimate_pair(src_img: np.ndarray, dst_img: np.ndarray, config: SelectConfig
     if not cands or not cands[0].ok:
         why = cands[0].rejected if cands else "no candidates"
         also = f"; {state.warnings[0]}" if state.warnings else ""  # e.g. a source that failed
+        advice = harder_search(cfg.exhaustive, any(lv.features.detector == "asift" for lv in cfg.levels))
         raise NoOverlapError(f"no plausible homography from {names[0]} to {names[1]} (best try: {why}{also}); "
-                             "the images may not overlap - try detector='asift' or preset='exhaustive'")
+                             "the images may not overlap" + (f" - {advice}" if advice else ""))
     win = cands[0]
     H, sc, parts, how = win.H, win.score, win.parts, "none"
     matches = win.matches

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stitch.errors import ConfigError, check_choice
-from stitch.homography.config import DEFAULT_PRESET, PRESET_CHOICES, SelectConfig, estimator_grid
+from stitch.homography.config import (
+    DEFAULT_PRESET,
+    PRESET_CHOICES,
+    SelectConfig,
+    estimator_grid,
+    harder_search,
+)
 from stitch.panorama.adjust import DEFAULT_LOSS, DEFAULT_MAX_POINTS_PER_EDGE, LOSS_CHOICES
 from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
 from stitch.panorama.compose import ComposeConfig
@@ -137,6 +143,11 @@ class PanoramaConfig:
         repair = (replace(self.select, levels=repair_levels, sources=("features",), score=whole) if repair_levels
                   else None)
         return screen, repair
+
+    def advice(self) -> str:
+        """What to try when no two images overlap: the harder searches this config did not run ('' if none)."""
+        exhaustive = self.preset == "exhaustive"
+        return harder_search(exhaustive, exhaustive or self.select.levels[0].features.detector == "asift")
 
     def check(self) -> None:
         """Validate the panorama-level fields; ConfigError names the offending one."""

@@ -674,8 +674,9 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
     thumbs = [resize_max_side(w, PLACEMENT_SIDE)[0] for w in works]  # for the placement check
     del works
     if n > 1 and not edges:
-        raise NoOverlapError(f"no two images overlap: {', '.join(names)} (try preset='exhaustive' or "
-                             "detector='asift', or check that the images show the same scene)")
+        advice = cfg.advice()
+        raise NoOverlapError(f"no two images overlap: {', '.join(names)} ({advice + ', or ' if advice else ''}"
+                             "check that the images show the same scene)")
 
     graph = GraphInputs(names, sizes, keys, A, cfg, notes,
                         lambda nodes: _exif_focals(paths_or_arrays, [index[k] for k in keep], sizes, nodes), progress)

@@ -772,7 +772,8 @@ def compare_folder(
             screening.append({"src": names[i], "dst": names[j], "accepted": ok, "reason": reason})
     if not accepted:
         raise NoOverlapError(
-            f"{folder}: no two images overlap ({len(paths)} images screened); try --preset exhaustive"
+            f"{folder}: no two images overlap ({len(paths)} images screened)"
+            + (f"; {pcfg.advice()}" if pcfg.advice() else "")
         )
     reports = []
     for k, (i, j, _res) in enumerate(accepted):

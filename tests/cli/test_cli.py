@@ -177,8 +177,15 @@ def test_non_overlapping_images_fail(tmp_path, capsys):
     for k in range(3):
         write(d / f"n{k}.png", noise(k))
     assert main(["run", str(d), "-o", str(tmp_path / "o.jpg"), "-q"]) == 1
-    one_line_error(capsys.readouterr().err, "no two images overlap: n0.png, n1.png, n2.png")
+    err = capsys.readouterr().err
+    one_line_error(err, "no two images overlap: n0.png, n1.png, n2.png")
+    assert "try --preset exhaustive or --detector asift" in err
     assert not (tmp_path / "o.jpg").exists()
+    # the advice never repeats what was tried
+    assert main(["run", str(d), "-o", str(tmp_path / "o.jpg"), "-q", "--preset", "exhaustive"]) == 1
+    err = capsys.readouterr().err
+    one_line_error(err, "no two images overlap: n0.png, n1.png, n2.png (check that the images show the same scene)")
+    assert "exhaustive" not in err and "asift" not in err
 
 
 def test_unrelated_image_dropped_with_warning(tmp_path, crops):
@@ -193,6 +200,8 @@ def test_unrelated_image_dropped_with_warning(tmp_path, crops):
     summary = json.loads(res.stdout)
     assert summary["kept"] == ["a.png", "b.png"]
     assert summary["dropped"][0]["name"] == "z_noise.png" and "overlap" in summary["dropped"][0]["reason"]
+    # one summary: Panorama.summary() (batch's summary.json) plus the output path
+    assert {"output", "homographies", "cameras", "placement", "edge_errors", "rejected"} <= set(summary)
 
 
 def test_identical_images_work_with_warning(tmp_path, crops):
@@ -275,8 +284,9 @@ def test_run_help_lists_compositing_options():
         assert opt in text, opt
     for choice in EXPOSURE_CHOICES + SEAM_CHOICES + BLEND_CHOICES:
         assert choice in text, choice
-    for default in (DEFAULT_EXPOSURE, DEFAULT_SEAM, DEFAULT_BLEND):
+    for default in (DEFAULT_EXPOSURE, DEFAULT_SEAM, DEFAULT_BLEND, "fill"):
         assert f"default: {default}" in text, default
+    assert "(fill)" not in text
 
 
 def test_run_compositing_options_and_debug_dir(tmp_path, crops):
