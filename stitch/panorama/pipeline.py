@@ -450,9 +450,9 @@ def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A:
         if focals:
             f = float(np.median(focals))
             K = {k: pinhole(f, image_center(size)) for k, size in enumerate(sizes)}
-            tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes))))
+            tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes)), seed_rng=cfg.seed))
     if not tries or tries[0][1]:
-        tries.append(verify_edges(range(n), edges, None, scale, dict(enumerate(sizes))))
+        tries.append(verify_edges(range(n), edges, None, scale, dict(enumerate(sizes)), seed_rng=cfg.seed))
     kept, rejected, _ = max(tries, key=lambda t: (t[2], -len(t[1])))
     return kept, rejected
 

@@ -13,11 +13,18 @@ with, and keeps only the edges that agree with it:
    error of its inliers under G_j^-1 G_i is at most ``tolerance`` px at the working resolution;
 2. the placement grows from a seed image one image at a time, always adding the image whose placement through
    one edge is confirmed by the most other edges to the images already placed (the pair quality scores weight
-   that evidence). A look-alike match is confirmed by few or no others, so the chains of true neighbours,
-   which confirm each other round every short cycle, are placed first, and the look-alike edge is then found
-   to disagree with them. The growth runs from a few seeds (the images with the most evidence), and the
-   placement with the largest total score of agreeing edges wins;
+   that evidence), less ``CONFLICT_COST`` for each placed image it would lie on without a pair match between
+   them. A look-alike match is confirmed by few others, so the chains of true neighbours, which confirm each
+   other round every short cycle, are placed first, and the look-alike edge is then found to disagree with
+   them. A placement is judged by the same measure over the whole graph (``Placer.judge``: the score of the
+   agreeing edges, less the conflicts). The growth runs from up to ``DEFAULT_SEEDS`` seeds (the images with
+   the most evidence first), then again through the strongest edges the best placement rejects
+   (``IMPROVE_EDGES``), then from ``DEFAULT_RESTARTS`` random seeds with shaken evidence; the best wins;
 3. edges that disagree with it are removed, each with its transfer error as the reason.
+
+Each connected part of the graph is verified on its own. The pipeline runs this only when the camera model
+solved on every pair misses some of them (stitch.panorama.pipeline.Solved.agrees): a consistent graph is
+kept whole.
 
 ``robust_edges`` (after the model) removes, one at a time and solving again, an edge whose residual is far
 above the rest (``EDGE_FACTOR`` times the median edge, and above ``EDGE_MIN_PX`` px at the working
