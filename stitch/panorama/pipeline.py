@@ -13,7 +13,11 @@ run the two halves apart, so cameras can be saved, edited and re-rendered withou
    and it has >= ``min_pair_inliers`` inliers. When the accepted graph falls apart, the pairs between its
    parts are retried with the preset's costlier levels (affine-simulated SIFT only with preset
    'exhaustive' or detector 'asift');
-4. keep the largest connected component (other images are dropped with a warning and a reason);
+4. verify the graph (``verified_registration``, stitch.panorama.verify): the camera model is solved on every
+   accepted pair; when it misses some of them, the pair matches that disagree with the placement most pair
+   evidence agrees with are removed (repeated structure). Keep the largest connected component (another
+   component of two or more images is another panorama, ``Registration.others``; lone images are dropped
+   with a warning and a reason);
 5. reference = the graph centre (fewest hops to every image; ties: most edges, largest total edge score,
    smallest content key);
 6. the camera model (``model``, MODEL_CHOICES): 'rotation' (stitch.panorama.camera: a rotation and focal per
@@ -24,7 +28,10 @@ run the two halves apart, so cameras can be saved, edited and re-rendered withou
    then, unless the images make a full turn, it refines one homography per image jointly in the rotation
    model's frame ('rotation+homography': the frame, focal, horizon and order invariance of the cameras,
    the fit of free homographies, which absorb lens distortion and a little parallax: the rotations alone
-   lost 0.5-2.9 dB of overlap PSNR on budapest, opencv_boat and vlfeat_roofs);
+   lost 0.5-2.9 dB of overlap PSNR on budapest, opencv_boat and vlfeat_roofs). A pair far off the solved
+   model is removed and the model solved again; each image's placement is checked photometrically on the
+   final model (stitch.panorama.placement), and one that disagrees with its neighbours is dropped and the
+   model solved again; a model that still misses its pairs, or images that all disagree, is an error;
 7. project (plane, cylindrical or spherical; 'auto', the default, picks spherical for a rotating camera,
    else the plane unless it stretches too much or a matrix sends part of an image through infinity),
    bound the canvas (a canvas above ``max_canvas_pixels`` is refused with CanvasTooLargeError naming the
@@ -49,7 +56,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -468,7 +475,7 @@ class GraphInputs:
     A: list[np.ndarray]
     cfg: PanoramaConfig
     notes: list[str]
-    exif: Any
+    exif: Callable[[Sequence[int]], dict[int, float]]
     progress: ProgressFn | None = None
 
     def scale(self, nodes: Sequence[int]) -> float:
