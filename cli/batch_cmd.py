@@ -56,6 +56,8 @@ def set_line(name: str, result: SetResult) -> str:
 def print_summary(summary: Any, console: Any) -> None:
     """The status table, the failures (first ones), and where the index and manifest are."""
     rows = [["skipped (done before)", str(summary.skipped)]]
+    if summary.failed_before:
+        rows.append(["failed before (not redone)", str(summary.failed_before)])
     rows += [[s, str(summary.counts.get(s, 0))] for s in STATUSES if summary.counts.get(s, 0)]
     rows.append(["total", str(summary.total)])
     console.print(make_table("stitch batch", ["status", "sets"], rows))
@@ -142,5 +144,7 @@ def batch(root: Path, out: Path, group_by: str, gap_s: float, count: int, backen
         print_summary(summary, results_console(json_path))
     emit_json(json_path, summary.to_json(), quiet=quiet)
     if summary.failed:
-        raise click.ClickException(f"{summary.failed} of {summary.ran} sets failed this run (reasons in "
+        before = (f", {summary.failed_before} of them before and not redone (--retry-failed redoes them)"
+                  if summary.failed_before else "")
+        raise click.ClickException(f"{summary.failed} of {summary.total} sets failed{before} (reasons in "
                                    f"{summary.index}; a set's {OVERRIDE_FILE} can change its options)")

@@ -167,18 +167,24 @@ def run_set(spec: SetSpec, options: JobOptions, out: Path) -> SetResult:
 
     t0 = time.perf_counter()
     folder = set_dir(out, spec.name)
-    remove_stale(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     result = SetResult(spec.name, STATUS_FAILED, images=len(spec.files))
-    stitch_options: dict[str, Any] | None = None
-    caught: list[warnings.WarningMessage] = []
-    try:
+    try:  # the set's options are checked before any output is touched: a typo keeps the last good panorama
         if spec.error:
             raise ConfigError(spec.error)
         if not spec.files:
             raise StitchError(f"{spec.folder}: no images")
-        stitch_options = set_options(spec, options)
+        stitch_options: dict[str, Any] | None = set_options(spec, options)
         check_set_options(spec, stitch_options)
+    except StitchError as exc:  # the log says why; an earlier run's panorama, thumbnail and summary stay
+        result.reason = one_line(exc)
+        result.seconds = round(time.perf_counter() - t0, 3)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_log(folder, spec, result)
+        return result
+    remove_stale(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    caught: list[warnings.WarningMessage] = []
+    try:
         cv2.setNumThreads(1)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

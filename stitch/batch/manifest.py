@@ -106,7 +106,7 @@ class Manifest:
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
         self.path = self.out / MANIFEST_NAME
-        self.previous: dict[str, tuple[str, str]] = {}
+        self.previous: dict[str, tuple[str, str, str]] = {}  # name -> (key, status, reason) of its last record
         self.torn = 0
         self._fh: TextIO | None = None
         self._lock: int | None = None
@@ -122,7 +122,7 @@ class Manifest:
             raise StitchError(f"{self.out}: another stitch batch is writing there (lock {LOCK_NAME} is held)") from None
         self._cut_torn_tail()
         for record in read_records(self.path):
-            self.previous[record["name"]] = (record.get("key", ""), record.get("status", ""))
+            self.previous[record["name"]] = (record.get("key", ""), record.get("status", ""), record.get("reason", ""))
         self._fh = open(self.path, "a", encoding="utf-8")
         return self
 

@@ -41,6 +41,9 @@ class BatchSummary:
     workers: int
     total: int = 0
     skipped: int = 0
+    #: sets skipped because they failed before with the same inputs and options (not redone without
+    #: retry_failed): still failed, counted in ``failed`` and listed in ``failures``
+    failed_before: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     kept: int = 0
     dropped: int = 0
@@ -61,11 +64,20 @@ class BatchSummary:
 
     @property
     def failed(self) -> int:
-        return self.ran - self.counts.get(STATUS_OK, 0)
+        """Sets that failed this run, plus those that failed before and were not redone."""
+        return self.ran - self.counts.get(STATUS_OK, 0) + self.failed_before
+
+    def add_failure(self, name: str, status: str, reason: str) -> None:
+        """List a failed set (the first MAX_LISTED_FAILURES; the rest are counted in ``more_failures``)."""
+        if len(self.failures) < MAX_LISTED_FAILURES:
+            self.failures.append((name, status, reason))
+        else:
+            self.more_failures += 1
 
     def to_json(self) -> dict[str, Any]:
         return {"root": self.root, "out": self.out, "backend": self.backend, "workers": self.workers,
-                "total": self.total, "skipped": self.skipped, "ran": self.ran, "failed": self.failed,
+                "total": self.total, "skipped": self.skipped, "failed_before": self.failed_before, "ran": self.ran,
+                "failed": self.failed,
                 "counts": {s: self.counts.get(s, 0) for s in STATUSES}, "kept": self.kept, "dropped": self.dropped,
                 "sets_with_warnings": self.warned, "job_seconds": round(self.job_seconds, 3),
                 "setup_seconds": round(self.setup_seconds, 3), "seconds": round(self.seconds, 3),
@@ -113,47 +125,53 @@ def run_batch(root: str | Path, out: str | Path, options: JobOptions | None = No
     summary = BatchSummary(str(root), str(out), backend, workers, total=total)
     counts: Counter[str] = Counter()
     t0 = time.perf_counter()
-    with Manifest(out) as manifest:
-        done = 0
+    entered = False  # the index is written once this run holds the manifest (not when another run does)
+    try:
+        with Manifest(out) as manifest:
+            entered = True
+            done = 0
 
-        def jobs() -> Iterator[Job]:
-            nonlocal done
-            for spec in discover_sets(root, exclude=exclude, **grouping):
-                key = set_key(spec, options, key_mode)
-                prev = manifest.previous.get(spec.name)
-                if manifest.is_done(spec.name, key) and not (retry_failed and prev and prev[1] == STATUS_FAILED):
-                    summary.skipped += 1
+            def jobs() -> Iterator[Job]:
+                nonlocal done
+                for spec in discover_sets(root, exclude=exclude, **grouping):
+                    key = set_key(spec, options, key_mode)
+                    prev = manifest.previous.get(spec.name)
+                    if manifest.is_done(spec.name, key) and not (retry_failed and prev and prev[1] == STATUS_FAILED):
+                        if prev is not None and prev[1] == STATUS_FAILED:  # still failed: its reason stands
+                            summary.failed_before += 1
+                            summary.add_failure(spec.name, prev[1], f"{prev[2]} (failed before; --retry-failed redoes it)")
+                        else:
+                            summary.skipped += 1
+                        done += 1
+                        if on_set is not None:
+                            on_set(spec.name, None, done, total)
+                        continue
+                    yield Job(spec, key, options, out, limits, job_fn)
+
+            engine = make_backend(backend, workers, address, limits.cpus)
+            summary.workers = engine.workers
+            summary.setup_seconds = time.perf_counter() - t0
+            try:
+                for job, result in engine.run(jobs()):
+                    manifest.record(job.key, result)
                     done += 1
+                    counts[result.status] += 1
+                    summary.job_seconds += result.seconds
+                    summary.kept += result.kept
+                    summary.dropped += result.dropped
+                    summary.warned += bool(result.warnings)
+                    if result.status != STATUS_OK:
+                        summary.add_failure(result.name, result.status, result.reason)
                     if on_set is not None:
-                        on_set(spec.name, None, done, total)
-                    continue
-                yield Job(spec, key, options, out, limits, job_fn)
-
-        engine = make_backend(backend, workers, address, limits.cpus)
-        summary.workers = engine.workers
-        summary.setup_seconds = time.perf_counter() - t0
-        try:
-            for job, result in engine.run(jobs()):
-                manifest.record(job.key, result)
-                done += 1
-                counts[result.status] += 1
-                summary.job_seconds += result.seconds
-                summary.kept += result.kept
-                summary.dropped += result.dropped
-                summary.warned += bool(result.warnings)
-                if result.status != STATUS_OK:
-                    if len(summary.failures) < MAX_LISTED_FAILURES:
-                        summary.failures.append((result.name, result.status, result.reason))
-                    else:
-                        summary.more_failures += 1
-                if on_set is not None:
-                    on_set(result.name, result, done, total)
-        finally:
-            engine.close()
-            summary.counts = dict(counts)
-            summary.seconds = time.perf_counter() - t0
+                        on_set(result.name, result, done, total)
+            finally:
+                engine.close()
+                summary.counts = dict(counts)
+                summary.seconds = time.perf_counter() - t0
+    finally:  # also after Ctrl-C or a failure: the index shows the sets finished so far
+        if entered:
+            summary.index = str(write_index(out, title=f"stitch batch: {root}"))
     summary.manifest = str(manifest.path)
-    summary.index = str(write_index(out, title=f"stitch batch: {root}"))
     summary.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KB
     return summary
 

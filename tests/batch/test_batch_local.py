@@ -20,6 +20,7 @@ from batch_trees import (
     greedy_job,
     hanging_job,
     make_tree,
+    write_pair,
 )
 from helpers import texture
 from stitch.cli.main import main
@@ -78,11 +79,16 @@ def test_rerun_skips_unchanged_and_redoes_changed(tree: Path, reference: Path, t
     for p in (root / "good").rglob("*.png"):  # copytree keeps mtimes (copy2), so the keys hold
         assert p.stat().st_mtime_ns == (tree / p.relative_to(root)).stat().st_mtime_ns
     again = run_batch(root, out, workers=2)
-    assert again.skipped == len(ALL_SETS) and again.ran == 0
+    assert again.skipped == len(GOOD) and again.ran == 0
+    # the sets that failed are still failed (not redone without --retry-failed), with their reasons
+    assert again.failed_before == again.failed == len(BAD_SETS)
+    assert {n for n, _, _ in again.failures} == set(BAD_SETS)
+    reasons = {n: r for n, _, r in again.failures}
+    assert all(word in reasons[n] for n, word in BAD_SETS.items())
     before = (out / GOOD[1] / "panorama.jpg").read_bytes()
     cv2.imwrite(str(root / GOOD[1] / "b.png"), texture(GOOD_SEEDS[1], (400, 200))[:, 100:])
     changed = run_batch(root, out, workers=2)
-    assert changed.ran == 1 and changed.skipped == len(ALL_SETS) - 1 and changed.counts == {STATUS_OK: 1}
+    assert changed.ran == 1 and changed.skipped == len(GOOD) - 1 and changed.counts == {STATUS_OK: 1}
     assert (out / GOOD[1] / "panorama.jpg").read_bytes() != before
     assert output_files(out)[f"{GOOD[0]}/panorama.jpg"] == output_files(reference)[f"{GOOD[0]}/panorama.jpg"]
 
@@ -131,9 +137,13 @@ def test_cli(tree: Path, reference: Path, tmp_path: Path, capsys: pytest.Capture
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     report = tmp_path / "batch.json"
-    assert main(["batch", str(tree), "-o", str(out), "-q", "--json", str(report)]) == 0  # nothing left to do
+    # nothing left to do, but the sets that failed before are still failed: exit 1, and they are listed
+    assert main(["batch", str(tree), "-o", str(out), "-q", "--json", str(report)]) == 1
+    assert f"{len(BAD_SETS)} of them before and not redone (--retry-failed redoes them)" in capsys.readouterr().err
     data = json.loads(report.read_text())
-    assert data["skipped"] == len(ALL_SETS) and data["ran"] == 0 and data["total"] == len(ALL_SETS)
+    assert data["skipped"] == len(GOOD) and data["ran"] == 0 and data["total"] == len(ALL_SETS)
+    assert data["failed"] == data["failed_before"] == len(BAD_SETS)
+    assert sorted(f["set"] for f in data["failures"]) == sorted(BAD_SETS)
     assert main(["batch", str(tree), "-o", str(tree / "good" / "s2" / "a.png")]) == 2
     assert "a.png' is a file" in capsys.readouterr().err
 
@@ -156,7 +166,7 @@ def test_out_inside_root_is_not_a_set(tree: Path, tmp_path: Path) -> None:
     (root / "bad_empty").mkdir()
     first = run_batch(root, root / "out", workers=1)
     again = run_batch(root, root / "out", workers=1)
-    assert first.total == again.total == 2 and again.skipped == 2
+    assert first.total == again.total == 2 and again.skipped == 0 and again.failed_before == 2
 
 
 def test_cli_run_options_reach_the_sets(tree: Path, tmp_path: Path) -> None:
@@ -188,3 +198,34 @@ def test_out_above_root_and_limits_out_of_range_are_refused(tmp_path: Path) -> N
         Limits(timeout_s=float("inf")).check()
     with pytest.raises(ConfigError, match="memory_mb="):
         Limits(memory_mb=2 ** 60).check()
+
+
+def test_typo_in_stitch_toml_keeps_the_last_good_panorama(tmp_path: Path) -> None:
+    """A set that stitched, then a typo in its stitch.toml: the set fails with the reason, and its earlier
+    panorama, thumbnail and summary stay (the options are checked before any output is touched)."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    write_pair(root / "s", GOOD_SEEDS[1])
+    assert run_batch(root, out, workers=1).failed == 0
+    before = (out / "s" / "panorama.jpg").read_bytes()
+    (root / "s" / "stitch.toml").write_text('projecton = "plane"\n')
+    again = run_batch(root, out, workers=1)
+    record = {r["name"]: r for r in latest_records(out / MANIFEST_NAME)}["s"]
+    assert again.failed == 1 and record["status"] == STATUS_FAILED and "projecton" in record["reason"]
+    assert (out / "s" / "panorama.jpg").read_bytes() == before
+    assert (out / "s" / "summary.json").is_file() and "projecton" in (out / "s" / "log.txt").read_text()
+
+
+def test_interrupted_batch_still_writes_the_index(tmp_path: Path) -> None:
+    """Ctrl-C after the first finished set: the index is written, with that set on it."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    for seed in GOOD_SEEDS:
+        write_pair(root / f"s{seed}", seed)
+
+    def interrupt(name: str, result: object, done: int, total: int) -> None:
+        if result is not None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(root, out, workers=1, on_set=interrupt)
+    index = (out / "index.html").read_text()
+    assert "s2" in index and len(list(latest_records(out / MANIFEST_NAME))) == 1
