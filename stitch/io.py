@@ -30,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stitch.errors import ImageReadError, StitchError
+from stitch.errors import ImageReadError, StitchError, one_line
 
 ImageLike = str | os.PathLike | np.ndarray
 
@@ -41,6 +41,10 @@ OUTPUT_TAG = b"stitch-output: written by stitch"
 TAG_SEARCH_BYTES = 4096
 #: Stem endings that mark a feature mask (besides a ``mask`` prefix).
 MASK_SUFFIXES = ("_mask", "-mask", ".mask")
+#: Photo formats a camera or phone writes that stitch does not read: a folder scan names them in a warning
+#: instead of passing over them (convert them to JPEG, TIFF or PNG first).
+UNSUPPORTED_PHOTO_EXTENSIONS = (".heic", ".heif", ".avif", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf",
+                                ".rw2", ".pef", ".srw", ".x3f", ".raw")
 
 
 def to_bgr8(img: np.ndarray, name: str = "array") -> np.ndarray:
@@ -84,7 +88,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if p.stat().st_size == 0:
         raise ImageReadError(f"{p}: file is empty (0 bytes)")
     data = np.fromfile(str(p), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as exc:  # OpenCV refuses an image above CV_IO_MAX_IMAGE_PIXELS (2^30) from its header
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc) or "pixels <=" in str(exc):
+            raise ImageReadError(f"{p}: too large to read (over {2 ** 30 / 1e6:.0f} megapixels); downscale it "
+                                 "first") from None
+        raise ImageReadError(f"{p}: not a readable image ({one_line(str(exc))[:120]})") from None
     if img is None:
         raise ImageReadError(f"{p}: not a readable image (corrupt or unsupported format)")
     return to_bgr8(img, str(p))
@@ -157,6 +167,10 @@ def scan_folder(folder: str | os.PathLike) -> FolderScan:
         raise ImageReadError(f"{d}: not a folder")
     paths, skipped = [], []
     for p in sorted(d.iterdir()):
+        if p.suffix.lower() in UNSUPPORTED_PHOTO_EXTENSIONS:
+            kind = p.suffix.lstrip(".").upper()
+            skipped.append((p.name, f"{kind} photos are not read; convert them to JPEG, TIFF or PNG first"))
+            continue
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
             continue
         if (why := broken_link_reason(p)) is not None:

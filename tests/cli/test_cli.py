@@ -334,3 +334,36 @@ def test_bench_panorama_cli(tmp_path, crops):
     assert Path(data["contact_sheet"]).exists()
     res = run(["bench", "panorama", str(tmp_path / "sets"), "--method", "bogus"])
     assert res.exit_code == 2
+
+
+def huge_png_header(path: Path, width: int = 40000, height: int = 30000) -> None:
+    """A PNG whose header claims width x height (1.2 gigapixels by default) over a few bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_unsupported_photos_and_a_gigapixel_png_are_named(tmp_path, crops):
+    """HEIC/RAW files are named in a warning (not passed over); a PNG over OpenCV's pixel limit is skipped with
+    a warning naming it, and the other photos are stitched."""
+    d = tmp_path / "mixed"
+    d.mkdir()
+    write(d / "a.png", crops[0])
+    (d / "b.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (d / "c.CR2").write_bytes(b"II*\x00")
+    res = run(["run", str(d), "-o", str(tmp_path / "p.jpg")])
+    assert res.exit_code == 1
+    assert "warning: skipping b.HEIC: HEIC photos are not read; convert them to JPEG, TIFF or PNG first" in res.stderr
+    assert "warning: skipping c.CR2: CR2 photos are not read" in res.stderr
+    assert "need at least 2 images" in res.stderr and "Traceback" not in res.stderr
+    write(d / "b.png", crops[1])
+    huge_png_header(d / "huge.png")
+    res = run(["run", str(d), "-o", str(tmp_path / "p.jpg"), "--json", "-"])
+    assert res.exit_code == 0, res.stderr
+    assert "huge.png: too large to read (over 1074 megapixels)" in res.stderr
+    assert json.loads(res.stdout)["kept"] == ["a.png", "b.png"]
