@@ -329,7 +329,8 @@ def check_writable(path: str | os.PathLike) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise StitchError(f"{out}: cannot write there ({parent}: {exc.strerror or exc})") from None
+        raise StitchError(f"{out}: cannot write there: {parent} does not accept new files "
+                          f"({exc.strerror or exc})") from None
     return out
 
 

@@ -46,6 +46,8 @@ CLI_CASES = [
     Case("run: output is a folder", ("run", "{w}/pair", "-o", "{w}/pair"), ERROR, ("pair", "folder")),
     Case("run: output under a file", ("run", "{w}/pair", "-o", "{w}/afile/p.jpg"), ERROR, ("afile",)),
     Case("run: output is an input", ("run", "{w}/pair", "-o", "{w}/pair/a.png"), ERROR, ("a.png", "input")),
+    Case("run: output where no file can be created", ("run", "{w}/pair", "-o", "/proc/x.jpg"), ERROR,
+         ("/proc/x.jpg", "/proc does not accept new files")),
     Case("run: negative seed", ("run", "{w}/pair", "-o", "{w}/out/p.jpg", "--seed", "-3"), USAGE, ("--seed",)),
     Case("run: unknown projection", ("run", "{w}/pair", "-o", "{w}/out/p.jpg", "--projection", "fisheye2"), USAGE,
          ("--projection", "fisheye2")),
