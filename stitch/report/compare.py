@@ -87,7 +87,7 @@ from stitch import __version__
 from stitch.bench import baselines, datasets, metrics
 from stitch.bench import homography as bench
 from stitch.errors import ConfigError, NoOverlapError, StitchError
-from stitch.geometry import normalize_h, transfer_errors
+from stitch.geometry import corner_error, normalize_h, transfer_errors
 from stitch.homography import quality
 from stitch.homography.candidates import ESTIMATOR_CHOICES, Candidate
 from stitch.homography.config import DEFAULT_PRESET, SelectConfig
@@ -104,6 +104,9 @@ from stitch.homography.select import (
 from stitch.io import ImageLike, image_name, jsonable, list_images, load_image, read_matrix, write_text_atomic
 
 SCHEMA_VERSION = 1
+#: Two rows whose matrices move the src image's corners less than this (mean, px) hold the same matrix: the
+#: runner-up is the best row with another one (not the winner's own refinement that changed nothing).
+SAME_MATRIX_PX = 0.05
 
 METHOD_PIPELINE = bench.METHOD_STITCH
 METHOD_CANDIDATES = "candidates"
@@ -642,8 +645,13 @@ def _rank_rows(st: _Stage, rows: list[Row], truth: GroundTruth | None, pipe_row:
             r.error = metrics.homography_error(pair, r.H, st.ctx.src_size)
     _rank(rows)
     winner = None if pipe_row is None else pipe_row.id
-    derived = {id(pipe_row), id(win_row)}  # the runner-up: the best other row, refined rows included
-    runner = next((r.id for r in rows if r.ok and id(r) not in derived), None)
+    derived = {id(pipe_row), id(win_row)}  # the runner-up: the best other row, refined rows included,
+    w, h = st.ctx.src_size  # whose matrix differs from the winner's (a refinement that changed nothing is no rival)
+
+    def rival(r: Row) -> bool:
+        return pipe_row is None or corner_error(r.H, pipe_row.H, w, h) > SAME_MATRIX_PX
+
+    runner = next((r.id for r in rows if r.ok and id(r) not in derived and rival(r)), None)
     if pipe_row is not None:
         for r in rows:
             if r.ok and r.score > pipe_row.score + 1e-9 and r.kind != KIND_CANDIDATE:
