@@ -590,6 +590,22 @@ def _copyable(pid: str, title: str, H: np.ndarray | None) -> str:
     )
 
 
+def trail_reason(report: Any, row: Any) -> str:
+    """Why the pipeline did not pick ``row``, a row that outscores its matrix (the page says it)."""
+    level = row.params.get("level")
+    if row.kind == "baseline":
+        return (f"it is the baseline {row.method}, which the pipeline does not run, so its matrix was never one of "
+                "the pipeline's candidates")
+    if level and report.levels_tried and level not in report.levels_tried:
+        return (f"it comes from the search level {level}, which the pipeline did not reach: it stopped after "
+                f"{', '.join(report.levels_tried)}, whose best score already passed the acceptance bar")
+    if row.kind == "refined":
+        return (f"it is the {row.method} refinement of a candidate the pipeline did not choose; the pipeline refines "
+                "its winning candidate only")
+    return ("it is one of the pipeline's candidates; the pipeline ranked it lower before refinement, and its own "
+            "winner's refinement did not reach this score")
+
+
 def summary_html(report: Any, key: str, extra_notes: Sequence[str] = ()) -> str:
     w, ru = report.winner_row, report.runner_up_row
     left = ['<div class="box">']
@@ -617,10 +633,7 @@ def summary_html(report: Any, key: str, extra_notes: Sequence[str] = ()) -> str:
                 f"mostly <b>{lead}</b>.</p>"
             )
             if delta < 0:
-                left.append(
-                    "<p class='bad'>The runner-up scores higher: it is not one of the pipeline's candidates "
-                    "(or a level it did not run), so the pipeline could not pick it.</p>"
-                )
+                left.append(f"<p class='bad'>The runner-up scores higher: {esc(trail_reason(report, ru))}.</p>")
             left.append(_parts_table(w, ru))
         left.append(_copyable(f"H-{key}-win", "H (src → dst px)", w.H))
     left.append("</div>")

@@ -404,3 +404,17 @@ def test_homogr_winner(shared_data):
         pytest.skip("homogr/adam not in the shared data")
     (res,) = check_winners(pairs, methods="candidates,lsq,ecc,SIFT+MAGSAC")
     assert res["winner_is_best"] and res["winner_error"] < 2.0
+
+
+def test_trail_reason_says_why_the_pipeline_did_not_pick_a_better_row():
+    from types import SimpleNamespace
+
+    from stitch.report.html import trail_reason
+
+    report = SimpleNamespace(levels_tried=["sift-4000"])
+    base = SimpleNamespace(kind="baseline", method="SIFT+MAGSAC", params={})
+    far = SimpleNamespace(kind="candidate", method="USAC_MAGSAC", params={"level": "asift"})
+    own = SimpleNamespace(kind="candidate", method="RANSAC", params={"level": "sift-4000"})
+    assert "baseline SIFT+MAGSAC, which the pipeline does not run" in trail_reason(report, base)
+    assert "level asift, which the pipeline did not reach: it stopped after sift-4000" in trail_reason(report, far)
+    assert "one of the pipeline's candidates" in trail_reason(report, own)
