@@ -30,6 +30,16 @@ def normalize_h(H: np.ndarray) -> np.ndarray:
     return H / s
 
 
+def normalize_h_oriented(H: np.ndarray) -> np.ndarray:
+    """H (3, 3) scaled by a positive factor: to H[2, 2] == 1 when H[2, 2] > 0, else to |det| == 1. Unlike
+    ``normalize_h`` it never flips the sign, which tells a curved projection on which side of the camera a ray
+    lies (an image facing away from the reference view has H[2, 2] <= 0)."""
+    H = np.asarray(H, dtype=np.float64).reshape(3, 3)
+    if H[2, 2] > 1e-12 * max(np.abs(H).max(), 1e-300):
+        return H / H[2, 2]
+    return H / np.cbrt(abs(np.linalg.det(H)))
+
+
 def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Map (N, 2) pixel points through H (3, 3); returns (N, 2) float64 (inf where w ~ 0)."""
     pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from stitch.errors import ConfigError, StitchError, check_choice
+from stitch.geometry import normalize_h_oriented
 from stitch.panorama.adjust import (
     DEFAULT_LOSS,
     DEFAULT_MAX_POINTS_PER_EDGE,
@@ -642,17 +643,19 @@ class Registration:
     def homographies(self) -> list[np.ndarray]:
         """H (3, 3) per camera: its pixels -> the reference plane of the virtual camera (see the class docstring).
 
-        Cameras that carry H (refined homographies, or the homography models) use it; else K_v R^T K^-1.
+        Cameras that carry H (refined homographies, or the homography models) use it; else K_v R^T K^-1. Each is
+        scaled to H[2, 2] == 1, or, for an image facing away from the reference view (H[2, 2] <= 0, a full turn),
+        to |det| == 1 (geometry.normalize_h_oriented: the sign stays).
         """
         if self.model == "rotation":
             if self.focal is None:
                 raise ConfigError("registration: the rotation model needs a focal")
             Hs = camera_homographies(dict(enumerate(self.cameras)), self.focal, self.center)
-            return [Hs[k] for k in range(len(self.cameras))]
+            return [normalize_h_oriented(Hs[k]) for k in range(len(self.cameras))]
         missing = [c.name for c in self.cameras if c.H is None]
         if missing:
             raise ConfigError(f"registration: model {self.model!r} needs H on every camera (missing: {', '.join(missing)})")
-        return [np.asarray(c.H, np.float64) for c in self.cameras]
+        return [normalize_h_oriented(c.H) for c in self.cameras]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

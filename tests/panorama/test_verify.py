@@ -230,3 +230,14 @@ def test_exception_nothing_consistent(samples_dir, monkeypatch):
         warnings.simplefilter("ignore")
         with pytest.raises(StitchError, match="no consistent panorama: .*view_1.jpg 0.10, view_2.jpg 0.10"):
             stitch.register(paths)
+
+
+def test_panorama_homographies_are_normalised(samples_dir):
+    """p.homographies have H[2, 2] == 1 (the README's convention) for images in front of the reference view."""
+    paths = sorted(str(p) for p in (samples_dir / "pano3").glob("view_*.jpg"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = stitch.register(paths)
+    assert reg.model.startswith("rotation")
+    for H in reg.homographies():
+        assert H[2, 2] == pytest.approx(1.0, abs=1e-12)
