@@ -11,6 +11,10 @@ class ImageReadError(StitchError):
     """An input image is missing, empty, corrupt or not an image."""
 
 
+class ImageTooSmallError(ImageReadError):
+    """An input image reads, but is smaller than a stage accepts."""
+
+
 class NoOverlapError(StitchError):
     """Two images (or a whole set) share no reliable overlap."""
 

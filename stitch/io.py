@@ -30,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stitch.errors import ImageReadError, StitchError, one_line
+from stitch.errors import ImageReadError, ImageTooSmallError, StitchError, one_line
 
 ImageLike = str | os.PathLike | np.ndarray
 
@@ -104,7 +104,7 @@ def check_min_side(img: np.ndarray, name: str, min_side: int) -> np.ndarray:
     """img itself, or ImageReadError when its shorter side is below min_side px."""
     h, w = img.shape[:2]
     if min(h, w) < min_side:
-        raise ImageReadError(f"{name}: too small ({w} x {h} px; each side must be at least {min_side} px)")
+        raise ImageTooSmallError(f"{name}: too small ({w} x {h} px; each side must be at least {min_side} px)")
     return img
 
 
@@ -224,13 +224,22 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return scan.paths
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """An input that was not read: its name, why (without the path), and whether it read but was too small."""
+
+    name: str
+    reason: str
+    too_small: bool = False
+
+
 @dataclass
 class LoadedImages:
-    """Images read from a list of inputs; unreadable files are skipped and named in ``skipped``."""
+    """Images read from a list of inputs; unreadable files are skipped and recorded in ``skipped``."""
 
     images: list[np.ndarray]
     names: list[str]
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
 
 
@@ -249,7 +258,7 @@ def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_s
             if not skip_unreadable or isinstance(src, np.ndarray):
                 raise
             warnings.warn(f"skipping {exc}", stacklevel=2)
-            skipped.append(f"{name}: {exc}")
+            skipped.append(Skipped(name, str(exc).removeprefix(f"{src}: "), isinstance(exc, ImageTooSmallError)))
     return LoadedImages(images, names, skipped, indices)
 
 

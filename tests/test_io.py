@@ -144,7 +144,7 @@ def test_load_images_skips_unreadable_with_warning(tmp_path):
         loaded = load_images([good[0], bad, good[1]])
     assert loaded.names == ["ok_0.png", "ok_1.png"]
     assert len(loaded.images) == 2 and int(loaded.images[1][0, 0, 0]) == 40
-    assert len(loaded.skipped) == 1 and "broken.jpg" in loaded.skipped[0]
+    assert len(loaded.skipped) == 1 and loaded.skipped[0].name == "broken.jpg" and not loaded.skipped[0].too_small
     with pytest.raises(ImageReadError, match="broken.jpg"):
         load_images([good[0], bad], skip_unreadable=False)
 
@@ -231,3 +231,20 @@ def test_pano3_ground_truth(samples_dir):
         relit = np.clip(src * (b["gain"] / a["gain"]), 0, 255).astype(np.uint8)
         mad, corr = overlap_agreement(relit, dst, H)
         assert mad < 6.0 and corr > 0.98
+
+
+def test_too_small_and_unreadable_are_told_apart_by_type(tmp_path):
+    """Skip records say which is which (a corrupt file named 'too small.jpg' is unreadable, not too small)."""
+    from stitch.errors import ImageTooSmallError
+    from stitch.io import check_min_side
+
+    corrupt = tmp_path / "too small.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((10, 10, 3), np.uint8))
+    with pytest.warns(UserWarning):
+        loaded = load_images([corrupt, tiny], min_side=32)
+    assert [(s.name, s.too_small) for s in loaded.skipped] == [("too small.jpg", False), ("tiny.png", True)]
+    assert loaded.skipped[1].reason.startswith("too small (10 x 10 px")
+    with pytest.raises(ImageTooSmallError):
+        check_min_side(np.zeros((10, 10, 3), np.uint8), "x", 32)

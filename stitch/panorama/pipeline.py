@@ -323,15 +323,11 @@ def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[np.
         loaded = load_images(list(inputs), min_side=MIN_IMAGE_SIDE)
     for w in caught:
         _warn(str(w.message), notes)
-    dropped = []
-    for s in loaded.skipped:
-        name, _, reason = s.partition(": ")
-        small = "too small" in reason
-        dropped.append((name, reason.split(": ", 1)[-1] if small else f"unreadable: {reason}"))
+    dropped = [(s.name, s.reason if s.too_small else f"unreadable: {s.reason}") for s in loaded.skipped]
     if len(loaded.images) < 2:
         got = f"got {len(loaded.images)}" + (f": {', '.join(loaded.names)}" if loaded.names else "")
-        small = [n for n, r in dropped if r.startswith("too small")]
-        bad = [n for n, r in dropped if not r.startswith("too small")]
+        small = [s.name for s in loaded.skipped if s.too_small]
+        bad = [s.name for s in loaded.skipped if not s.too_small]
         parts = [f"{len(bad)} unreadable: {', '.join(bad)}"] if bad else []
         if small:
             parts.append(f"{len(small)} too small, each side must be at least {MIN_IMAGE_SIDE} px: {', '.join(small)}")
