@@ -318,13 +318,11 @@ def _turn_extent(H: np.ndarray, size: tuple[int, int], projection: Projection, n
     return float(uv[-1, 0] + rel.min()), float(uv[-1, 0] + rel.max()), v0, v1, False
 
 
-def turn_pieces(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
-                names: Sequence[str] | None = None) -> list[tuple[int, int]]:
-    """(image index, shift in turns) of each piece of a full-turn canvas; an image crossing the wrap gives two."""
-    names = list(names) if names is not None else [f"image{i}" for i in range(len(sizes))]
-    period, pieces = projection.period, []
-    for k, (H, sz, nm) in enumerate(zip(homographies, sizes, names)):
-        a, b, _, _, pole = _turn_extent(H, sz, projection, nm)
+def pieces_of(extents: Sequence[tuple[float, float, float, float, bool]], period: float) -> list[tuple[int, int]]:
+    """(image index, shift in turns) of each piece of a full-turn canvas, from each image's extent (u0, u1, v0,
+    v1, pole) on a turn of ``period`` px: an image crossing the wrap gives two pieces."""
+    pieces = []
+    for k, (a, b, _, _, pole) in enumerate(extents):
         if pole:
             pieces.append((k, 0))
             continue
@@ -336,15 +334,13 @@ def turn_pieces(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, i
 
 def _turn_canvas(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
                  names: list[str], shifts: Sequence[int] | None, max_canvas_pixels: int) -> Canvas:
-    """canvas_bounds of a full turn: width round(2 pi focal), one box per piece (see turn_pieces)."""
+    """canvas_bounds of a full turn: width round(2 pi focal), one box per piece (see pieces_of)."""
     period = projection.period
-    if shifts is None:
-        pieces = turn_pieces(homographies, sizes, projection, names)
-    else:
-        pieces = list(zip(range(len(sizes)), shifts))
+    ext = dict(enumerate(_turn_extent(H, sz, projection, nm) for H, sz, nm in zip(homographies, sizes, names)))
+    pieces = pieces_of([ext[k] for k in range(len(sizes))], period) if shifts is None \
+        else list(zip(range(len(sizes)), shifts))
     u0 = -period / 2.0
     width = max(1, round(period))
-    ext = {k: _turn_extent(homographies[k], sizes[k], projection, names[k]) for k in sorted({k for k, _ in pieces})}
     v0 = math.floor(min(e[2] for e in ext.values()) - 1.0)
     height = math.floor(max(e[3] for e in ext.values()) + 1.0) - v0 + 1
     if width * height > max_canvas_pixels:
