@@ -183,13 +183,19 @@ def exif_focal_px(path: str | Path, size: tuple[int, int]) -> float | None:
 # --- initial values ---------------------------------------------------------------------------------
 
 
-def pair_focal_estimates(edges: Sequence[PairEdge], sizes: dict[int, tuple[int, int]]) -> list[float]:
-    """Focal lengths (px) the edges' homographies determine, each pair in both directions (order-free)."""
+def both_directions(edges: Sequence[PairEdge], sizes: dict[int, tuple[int, int]]
+                    ) -> list[tuple[np.ndarray, tuple[int, int], tuple[int, int]]]:
+    """(H src -> dst (3, 3), src (w, h), dst (w, h)) of every edge in both directions (order-free)."""
     both = []
     for e in edges:
         both.append((e.H, sizes[e.i], sizes[e.j]))
         both.append((np.linalg.inv(e.H), sizes[e.j], sizes[e.i]))
-    return pair_focals(both)
+    return both
+
+
+def pair_focal_estimates(edges: Sequence[PairEdge], sizes: dict[int, tuple[int, int]]) -> list[float]:
+    """Focal lengths (px) the edges' homographies determine, each pair in both directions (order-free)."""
+    return pair_focals(both_directions(edges, sizes))
 
 
 def nearest_rotation(M: np.ndarray) -> np.ndarray:

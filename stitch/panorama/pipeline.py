@@ -72,6 +72,7 @@ from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_
 from stitch.panorama.camera import (
     Camera,
     Registration,
+    both_directions,
     exif_focal_px,
     image_center,
     pair_focal_estimates,
@@ -112,7 +113,14 @@ from stitch.panorama.verify import (
     verify_edges,
 )
 from stitch.panorama.viewgraph import PairEdge, components
-from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS, Canvas, Projection, canvas_bounds
+from stitch.panorama.warp import (
+    DEFAULT_MAX_CANVAS_PIXELS,
+    Canvas,
+    Projection,
+    canvas_bounds,
+    estimate_focal,
+    pair_focals,
+)
 from stitch.types import ProgressFn
 
 
@@ -514,9 +522,9 @@ def homography_registration(g: GraphInputs, main: list[int], edges: list[PairEdg
     focal, rotating = None, False
     if cfg.projection != "plane" and edges and not affine:
         rel = [replace(e, H=np.linalg.solve(Hs[e.j], Hs[e.i])) for e in edges]
-        focals = pair_focal_estimates(rel, {k: sizes[k] for k in main})  # none: no pair behaves like a rotation
-        focal = float(np.median(focals)) if focals else float(np.mean([sum(sizes[k]) for k in main]))
-        rotating = bool(focals)
+        pairs = both_directions(rel, {k: sizes[k] for k in main})
+        focals = pair_focals(pairs)  # none: no pair behaves like a rotation (e.g. shifts)
+        focal, rotating = estimate_focal(pairs, focals), bool(focals)
     elif cfg.projection != "plane":
         focal = float(sum(sizes[ref]))
     cams = [Camera(g.names[k], sizes[k], focal or float(sum(sizes[k])), np.eye(3), H=Hs[k]) for k in order]
