@@ -112,7 +112,7 @@ from stitch.panorama.verify import (
     robust_edges,
     verify_edges,
 )
-from stitch.panorama.viewgraph import PairEdge, components
+from stitch.panorama.viewgraph import PairEdge, components, components_of
 from stitch.panorama.warp import (
     DEFAULT_MAX_CANVAS_PIXELS,
     Canvas,
@@ -377,10 +377,7 @@ def _drop(name: str, reason: str, dropped: list, notes: list[str]) -> None:
 
 def largest_component_nodes(nodes: Sequence[int], edges: Sequence[PairEdge]) -> list[int]:
     """The nodes of the largest connected component of ``nodes`` under ``edges`` (ties: the smallest node)."""
-    index = {k: p for p, k in enumerate(sorted(nodes))}
-    comps = components(len(index), [(index[e.i], index[e.j]) for e in edges if e.i in index and e.j in index])
-    order = sorted(nodes)
-    return [order[p] for p in max(comps, key=len)]
+    return max(components_of(nodes, edges), key=len)
 
 
 def lost_link_reason(k: int, rejected: Sequence[RejectedEdge], names: Sequence[str]) -> str:

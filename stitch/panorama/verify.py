@@ -40,7 +40,7 @@ import numpy as np
 
 from stitch.geometry import transfer_errors
 from stitch.panorama.camera import image_center, nearest_rotation
-from stitch.panorama.viewgraph import PairEdge, components
+from stitch.panorama.viewgraph import PairEdge, components_of
 
 #: An edge agrees with a placement when its inliers' median transfer error is at most this (px, working
 #: resolution). Wrong matches of repeated structure miss by a copy's spacing, tens to hundreds of px.
@@ -140,10 +140,14 @@ class Placer:
         x = edge_error(f, G_a, G_b, s) if a == f.i else edge_error(f, G_b, G_a, s)
         return x <= self.tolerance
 
+    def clash(self, a: int, G_a: np.ndarray, b: int, G_b: np.ndarray) -> bool:
+        """Images a and b, placed so, lie on each other (``overlaps`` either way) without a pair match."""
+        return (a, b) not in self.linked and (overlaps(G_a, G_b, self.sizes[a], self.sizes[b])
+                                              or overlaps(G_b, G_a, self.sizes[b], self.sizes[a]))
+
     def conflicts(self, b: int, G_b: np.ndarray, G: dict[int, np.ndarray]) -> int:
-        """How many placed images b would lie on (``overlaps`` either way) without a pair match with b."""
-        return sum(1 for c, G_c in G.items() if c != b and (b, c) not in self.linked
-                   and (overlaps(G_c, G_b, self.sizes[c], self.sizes[b]) or overlaps(G_b, G_c, self.sizes[b], self.sizes[c])))
+        """How many placed images b would clash with (``clash``)."""
+        return sum(1 for c, G_c in G.items() if c != b and self.clash(c, G_c, b, G_b))
 
     def grow(self, seed: int, first: PairEdge | None = None, weight: dict[int, float] | None = None
              ) -> dict[int, np.ndarray]:
@@ -193,10 +197,8 @@ class Placer:
                 if e.i in G and e.j in G else 0.0 for e in self.edges]
         total = sum(e.score for e, x in zip(self.edges, errs) if x <= self.tolerance)
         placed = sorted(G)
-        clash = sum(1 for p, a in enumerate(placed) for b in placed[p + 1:] if (a, b) not in self.linked
-                    and (overlaps(G[a], G[b], self.sizes[a], self.sizes[b])
-                         or overlaps(G[b], G[a], self.sizes[b], self.sizes[a])))
-        return total - CONFLICT_COST * clash, errs
+        clashes = sum(1 for p, a in enumerate(placed) for b in placed[p + 1:] if self.clash(a, G[a], b, G[b]))
+        return total - CONFLICT_COST * clashes, errs
 
 
 def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, np.ndarray] | None,
@@ -249,14 +251,12 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
 
 def connected_parts(nodes: Sequence[int], edges: Sequence[PairEdge]) -> list[tuple[list[int], list[PairEdge]]]:
     """(nodes, edges) of each connected part of the graph that has an edge."""
-    order = sorted(nodes)
-    pos = {k: p for p, k in enumerate(order)}
     out = []
-    for comp in components(len(order), [(pos[e.i], pos[e.j]) for e in edges]):
-        part = {order[p] for p in comp}
-        sub = [e for e in edges if e.i in part]
+    for part in components_of(nodes, edges):
+        members = set(part)
+        sub = [e for e in edges if e.i in members]
         if sub:
-            out.append((sorted(part), sub))
+            out.append((part, sub))
     return out
 
 

@@ -68,6 +68,18 @@ def components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: g[0])
 
 
+def components_of(nodes: Iterable[int], edges: Sequence[PairEdge]) -> list[list[int]]:
+    """Connected components of ``nodes`` under the edges between them: sorted node lists, by smallest node."""
+    uf = UnionFind(nodes)
+    for e in edges:
+        if e.i in uf.parent and e.j in uf.parent:
+            uf.union(e.i, e.j)
+    groups: dict[Hashable, list[int]] = {}
+    for k in sorted(uf.parent):
+        groups.setdefault(uf.find(k), []).append(k)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
 def maximum_spanning_tree(nodes: Sequence[int], edges: Sequence[PairEdge], keys: Sequence[str] | None = None,
                           weight: Callable[[PairEdge], Any] | None = None) -> list[PairEdge]:
     """Edges of the maximum spanning tree/forest (weight: score, then inliers; ties by the images' keys)."""
