@@ -84,7 +84,7 @@ def print_summary(summary: Any, console: Any) -> None:
 @click.option("--count", type=click.IntRange(min=1), default=DEFAULT_COUNT, show_default=True,
               help="Images per set (--group-by count).")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=DEFAULT_BACKEND, show_default=True,
-              help="local: processes on this machine; ray: Ray tasks (pip install 'stitch[ray]').")
+              help="local: processes on this machine; ray: Ray tasks (pip install 'stitch-toolkit[ray]').")
 @click.option("--address", default=None, help="Ray cluster address (e.g. 'auto' or ray://head:10001); default: "
               "a local Ray instance.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,  # no cap of 64: clusters

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+#: The distribution's name on the package index (``stitch`` there is an unrelated project). The import package
+#: and the command stay ``stitch``.
+DISTRIBUTION = "stitch-toolkit"
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that installs one optional extra, e.g. ``pip install 'stitch-toolkit[ray]'``."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
+
 
 class StitchError(Exception):
     """Base class: a one-line, user-facing message naming the offending file or value."""

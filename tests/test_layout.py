@@ -108,3 +108,16 @@ def test_no_import_circle():
             visit(v)
     assert circles == []
     assert "stitch.panorama.config" in edges["stitch.panorama.graph"]  # the walk sees real edges
+
+
+def test_install_hints_name_the_distribution():
+    """pyproject's name is errors.DISTRIBUTION, and no hint names the unrelated PyPI project ``stitch``."""
+    from stitch.errors import DISTRIBUTION, install_hint
+
+    assert tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["name"] == DISTRIBUTION
+    assert install_hint("ray") == "pip install 'stitch-toolkit[ray]'"
+    texts = [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").rglob("*.md"), *(REPO_ROOT / "stitch").rglob("*.py"),
+             *(REPO_ROOT / "cli").rglob("*.py"), REPO_ROOT / "Makefile"]
+    offenders = [str(f.relative_to(REPO_ROOT)) for f in texts if "'stitch[" in f.read_text() or
+                 "install stitch " in f.read_text()]
+    assert offenders == []

@@ -46,7 +46,7 @@ from stitch.batch.jobs import (
     write_log,
 )
 from stitch.batch.sets import SetSpec
-from stitch.errors import ConfigError, StitchError, one_line
+from stitch.errors import ConfigError, StitchError, install_hint, one_line
 
 #: Seconds a set may run (0: no limit).
 DEFAULT_TIMEOUT_S = 600.0
@@ -61,7 +61,7 @@ MAX_MEMORY_MB = 2 ** 40
 RAY_CANCEL_GRACE_S = 30.0
 #: Values of the pair refiner that are learned stages (a GPU helps them).
 LEARNED_REFINERS = ("deep",)
-RAY_INSTALL_HINT = "the ray backend needs Ray: pip install 'stitch[ray]'"
+RAY_INSTALL_HINT = f"the ray backend needs Ray: {install_hint('ray')}"
 #: Modules the fork server imports once, so each job starts without importing them again.
 PRELOAD = ["stitch.batch.jobs", "stitch.panorama.pipeline", "cv2", "numpy", "scipy.optimize"]
 PR_SET_PDEATHSIG = 1

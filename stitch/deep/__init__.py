@@ -1,4 +1,4 @@
-"""Optional learned refiner (needs torch and kornia: ``pip install 'stitch[deep]'``).
+"""Optional learned refiner (needs torch and kornia: ``pip install 'stitch-toolkit[deep]'``).
 
 ``refine_deep(H, src_img, dst_img)`` polishes a homography that already roughly aligns the pair: a
 small correlation network (``stitch.deep.model``) predicts the remaining 4-corner correction at a
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from stitch.errors import ConfigError
+from stitch.errors import ConfigError, install_hint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The shipped weights (trained by this project; see weights/README.md for the config and command).
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "refiner.pt"
-INSTALL_HINT = "refiner 'deep' needs torch and kornia: pip install 'stitch[deep]'"
+INSTALL_HINT = f"refiner 'deep' needs torch and kornia: {install_hint('deep')}"
 
 
 def require_torch() -> tuple[Any, Any]:

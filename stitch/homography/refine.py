@@ -157,7 +157,7 @@ class Refiner:
     step: RefineStep | None
     chain: tuple[str, ...]
     needs_matches: bool = False
-    extra: str | None = None  # the optional extra it needs (pip install 'stitch[EXTRA]')
+    extra: str | None = None  # the optional extra it needs (errors.install_hint)
     help: str = ""
 
 

@@ -121,7 +121,7 @@ def _source_side_ortools(tails: np.ndarray, heads: np.ndarray, caps: np.ndarray,
 
 #: The minimum cut's source side (the smallest one: the nodes reachable from the source in the residual
 #: graph, which every maximum flow gives alike, so both solvers cut the same pixels). OR-Tools when the
-#: 'fast' extra is installed (pip install 'stitch[fast]'), else scipy.
+#: 'fast' extra is installed (pip install 'stitch-toolkit[fast]'), else scipy.
 SOURCE_SIDE = _source_side_ortools if importlib.util.find_spec("ortools") else _source_side_scipy
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from stitch.errors import install_hint
 from stitch.geometry import image_corners, project, scale_h
 from stitch.homography.refine import corner_shift
 from stitch.imaging import resize_max_side
@@ -737,7 +738,7 @@ def plots_html(report: Any, pictured: Sequence[Any]) -> tuple[str, str | None]:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        return "", "plots skipped: matplotlib is not installed (pip install 'stitch[report]')"
+        return "", f"plots skipped: matplotlib is not installed ({install_hint('report')})"
     figs = [
         (
             plot_trials(report),

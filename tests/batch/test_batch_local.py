@@ -151,11 +151,11 @@ def test_cli(tree: Path, reference: Path, tmp_path: Path, capsys: pytest.Capture
 def test_exception_ray_missing(monkeypatch: pytest.MonkeyPatch, tree: Path, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ConfigError, match=r"pip install 'stitch\[ray\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'stitch-toolkit\[ray\]'"):
         make_backend("ray", 1)
     assert main(["batch", str(tree / "good"), "-o", str(tmp_path / "o"), "--backend", "ray"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: the ray backend needs Ray: pip install 'stitch[ray]'"]
+    assert err == ["error: the ray backend needs Ray: pip install 'stitch-toolkit[ray]'"]
     with pytest.raises(ConfigError, match="backend='spark'"):
         make_backend("spark", 1)
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-pytest.importorskip("torch", reason="needs torch (pip install 'stitch[deep]')")
-pytest.importorskip("kornia", reason="needs kornia (pip install 'stitch[deep]')")
+pytest.importorskip("torch", reason="needs torch (pip install 'stitch-toolkit[deep]')")
+pytest.importorskip("kornia", reason="needs kornia (pip install 'stitch-toolkit[deep]')")
 
 from helpers import write_sets
 from stitch.cli.main import main

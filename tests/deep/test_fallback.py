@@ -14,7 +14,7 @@ from stitch.errors import ConfigError
 from stitch.geometry import corner_error
 
 REPO = Path(__file__).resolve().parents[2]
-HINT = r"refiner 'deep' needs torch and kornia: pip install 'stitch\[deep\]'"
+HINT = r"refiner 'deep' needs torch and kornia: pip install 'stitch-toolkit\[deep\]'"
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("torch", reason="needs torch (pip install 'stitch[deep]')")
-pytest.importorskip("kornia", reason="needs kornia (pip install 'stitch[deep]')")
+pytest.importorskip("torch", reason="needs torch (pip install 'stitch-toolkit[deep]')")
+pytest.importorskip("kornia", reason="needs kornia (pip install 'stitch-toolkit[deep]')")
 
 import json
 from pathlib import Path

@@ -108,7 +108,7 @@ def test_missing_extra_is_a_warning(sample_pair, monkeypatch):
     src, dst, H_gt = sample_pair("translation")
     with pytest.warns(UserWarning):  # the install hints, and the low score of the unreachable bar
         r = stitch.estimate_homography(src, dst, config=first_level_only("features,learned"))
-    hints = [w for w in r.warnings if "pip install 'stitch[learned]'" in w]
+    hints = [w for w in r.warnings if "pip install 'stitch-toolkit[learned]'" in w]
     assert len(hints) == len(LEARNED_CHOICES) and all("\n" not in w for w in hints)
     assert err(r, H_gt, src) < 0.5
 
