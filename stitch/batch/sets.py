@@ -2,8 +2,9 @@
 
 Grouping (``GROUPINGS``): 'folder' (the default) makes every folder that holds images one set, and a leaf
 folder without images an (empty, failing) set too; 'time-gap' splits the images of each folder where two
-consecutive capture times are more than ``gap_s`` apart (EXIF DateTimeOriginal where present, else the file's
-modification time); 'count' cuts each folder's images, sorted by name, into runs of ``count``.
+consecutive capture times are more than ``gap_s`` apart (EXIF DateTimeOriginal where present, read by
+stitch.exif, else the file's modification time); 'count' cuts each folder's images, sorted by name, into runs
+of ``count``.
 
 A set's folder may hold ``stitch.toml`` (``OVERRIDE_FILE``): options of ``stitch run`` that apply to that
 folder's sets only, e.g. ``preset = "accurate"`` or ``projection = "plane"`` (see stitch.batch.jobs).
@@ -13,14 +14,13 @@ Hidden files and folders (a leading '.') are never read; neither is the output f
 from __future__ import annotations
 
 import os
-import struct
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stitch.errors import ConfigError
+from stitch.exif import exif_datetime
 from stitch.io import IMAGE_EXTENSIONS, is_mask_name, is_stitch_output
 
 #: The per-set override file, read from each set's folder.
@@ -30,11 +30,6 @@ DEFAULT_GROUPING = "folder"
 DEFAULT_GAP_S = 30.0
 #: Images per set ('count').
 DEFAULT_COUNT = 3
-#: EXIF tags: the Exif sub-IFD pointer and DateTimeOriginal.
-EXIF_IFD_TAG = 0x8769
-DATETIME_ORIGINAL_TAG = 0x9003
-#: Bytes read from the start of a file when looking for its EXIF block.
-EXIF_READ_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -57,70 +52,6 @@ def is_image(path: Path) -> bool:
     panorama stitch wrote (the rules of ``stitch run FOLDER``, stitch.io)."""
     return (not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
             and not is_mask_name(path) and not is_stitch_output(path))
-
-
-def exif_datetime(path: Path) -> float | None:
-    """EXIF DateTimeOriginal of a JPEG or TIFF file as seconds (naive clock, for gaps only); None if absent."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(EXIF_READ_BYTES)
-    except OSError:
-        return None
-    tiff = _tiff_block(data)
-    if tiff is None or len(tiff) < 8:
-        return None
-    endian = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if endian is None:
-        return None
-    try:
-        ifd0 = struct.unpack(endian + "I", tiff[4:8])[0]
-        exif_ifd = _ifd_value(tiff, endian, ifd0, EXIF_IFD_TAG)
-        if exif_ifd is None:
-            return None
-        stamp = _ifd_value(tiff, endian, exif_ifd, DATETIME_ORIGINAL_TAG)
-        if not isinstance(stamp, bytes):
-            return None
-        text = stamp.split(b"\0")[0].decode("ascii").strip()
-        return time.mktime(time.strptime(text, "%Y:%m:%d %H:%M:%S"))
-    except (struct.error, ValueError, OverflowError):
-        return None
-
-
-def _tiff_block(data: bytes) -> bytes | None:
-    """The TIFF structure holding EXIF: the file itself (TIFF) or a JPEG's APP1 'Exif' segment."""
-    if data[:4] in (b"II*\0", b"MM\0*"):
-        return data
-    if data[:2] != b"\xff\xd8":
-        return None
-    pos = 2
-    while pos + 4 <= len(data) and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
-        if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\0\0":
-            return data[pos + 10:pos + 2 + length]
-        if marker == 0xDA:  # start of scan: no EXIF before the image data
-            return None
-        pos += 2 + length
-    return None
-
-
-def _ifd_value(tiff: bytes, endian: str, offset: int, tag: int) -> int | bytes | None:
-    """Value of ``tag`` in the IFD at ``offset``: a LONG offset (type 4) or ASCII bytes (type 2)."""
-    (count,) = struct.unpack(endian + "H", tiff[offset:offset + 2])
-    for k in range(count):
-        entry = tiff[offset + 2 + 12 * k:offset + 14 + 12 * k]
-        t, typ, n = struct.unpack(endian + "HHI", entry[:8])
-        if t != tag:
-            continue
-        if typ == 4:
-            return struct.unpack(endian + "I", entry[8:12])[0]
-        if typ == 2:
-            if n <= 4:
-                return entry[8:8 + n]
-            (at,) = struct.unpack(endian + "I", entry[8:12])
-            return tiff[at:at + n]
-        return None
-    return None
 
 
 def capture_time(path: Path) -> float:

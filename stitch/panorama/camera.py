@@ -10,7 +10,7 @@ Steps (``solve_rotations``):
 
 1. focal: the median of the focal lengths that the pairwise homographies determine, each pair taken in
    both directions (so the value does not depend on which image came first), or the EXIF focal length
-   when every image has one (``exif_focal_px``); one focal shared by all images when they have the same
+   when every image has one (``stitch.exif.exif_focal_px``); one focal shared by all images when they have the same
    size and the same EXIF focal, else one per image (as OpenCV's bundle adjusters; photos without EXIF
    may be zoomed differently);
 2. rotations: chained from the reference along the maximum spanning tree of the pair graph (keys break
@@ -140,44 +140,6 @@ class Camera:
         R = np.asarray(self.R, np.float64)
         if R.shape != (3, 3) or not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
             raise ConfigError(f"camera {self.name}: R must be a 3 x 3 rotation matrix")
-
-
-# --- EXIF focal ---------------------------------------------------------------------------------------
-
-
-def exif_focal_px(path: str | Path, size: tuple[int, int]) -> float | None:
-    """Focal length in px of a (w, h) image from its EXIF, or None (no EXIF, no Pillow, or too little data).
-
-    FocalLength (mm) times FocalPlaneXResolution (px per unit) when present, else the 35 mm equivalent
-    scaled to the image's long side over 36 mm; both corrected for a resize since the camera wrote them
-    (PixelXDimension). Pillow is optional: without it there is no EXIF focal.
-    """
-    try:
-        from PIL import Image
-    except ImportError:
-        return None
-    try:
-        with Image.open(path) as im:
-            exif = im.getexif()
-            sub = exif.get_ifd(0x8769)
-    except (OSError, ValueError, SyntaxError):
-        return None
-    long_side = float(max(size))
-    dims = [sub.get(0xA002), sub.get(0xA003)]
-    exif_long = float(max(d for d in dims if d)) if any(dims) else long_side
-    try:
-        f_mm = float(sub.get(0x920A) or 0.0)
-        res = float(sub.get(0xA20E) or 0.0)
-        unit = int(sub.get(0xA210) or 2)
-        f35 = float(sub.get(0xA405) or 0.0)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    per_mm = {2: 1 / 25.4, 3: 1 / 10.0, 4: 1.0}.get(unit)
-    if f_mm > 0 and res > 0 and per_mm is not None:
-        return f_mm * res * per_mm * long_side / exif_long
-    if f35 > 0:
-        return f35 / 36.0 * long_side
-    return None
 
 
 # --- initial values ---------------------------------------------------------------------------------

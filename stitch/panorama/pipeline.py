@@ -64,6 +64,7 @@ import cv2
 import numpy as np
 
 from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
+from stitch.exif import exif_focal_px
 from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.config import DEFAULT_PRESET
 from stitch.imaging import resize_max_side
@@ -73,7 +74,6 @@ from stitch.panorama.camera import (
     Camera,
     Registration,
     both_directions,
-    exif_focal_px,
     image_center,
     pair_focal_estimates,
     pinhole,

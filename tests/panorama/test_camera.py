@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from stitch.errors import ConfigError
+from stitch.exif import exif_focal_px
 from stitch.geometry import corner_error
 from stitch.panorama.camera import (
     BundleProblem,
@@ -18,7 +19,6 @@ from stitch.panorama.camera import (
     Registration,
     build_problem,
     bundle_adjust,
-    exif_focal_px,
     is_full_turn,
     solve_rotations,
     wave_correct,
