@@ -109,7 +109,7 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, mask_dir: Path | None, timel
 
 def _run(inputs: list[Path], output: Path, options: dict[str, Any], json_path: Path | None, quiet: bool,
          debug_dir: Path | None = None, mask_dir: Path | None = None, all_panoramas: bool = False) -> None:
-    from stitch.io import collect_inputs, is_stitch_output, write_image_atomic
+    from stitch.io import MASK_NAME_REASON, collect_inputs, is_stitch_output, write_image_atomic
     from stitch.panorama.debug import DebugDir
     from stitch.panorama.inputs import check_timelapse_dir, masks_from_dir
     from stitch.panorama.pipeline import stitch_images
@@ -129,7 +129,8 @@ def _run(inputs: list[Path], output: Path, options: dict[str, Any], json_path: P
             console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
     for name, why in scan.skipped:
-        show(f"skipping {name}: {why}")
+        if not (mask_dir is not None and why == MASK_NAME_REASON):  # with --mask-dir, mask files are expected
+            show(f"skipping {name}: {why}")
     masks = None
     if mask_dir is not None:
         masks, unused = masks_from_dir(paths, mask_dir)

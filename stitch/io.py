@@ -41,6 +41,9 @@ OUTPUT_TAG = b"stitch-output: written by stitch"
 TAG_SEARCH_BYTES = 4096
 #: Stem endings that mark a feature mask (besides a ``mask`` prefix).
 MASK_SUFFIXES = ("_mask", "-mask", ".mask")
+#: The skip reason of a file named like a feature mask (``FolderScan.skipped``); the CLI leaves its warning out
+#: when masks are given with --mask-dir.
+MASK_NAME_REASON = "named like a feature mask (mask*, *_mask); pass masks with --mask-dir"
 #: Photo formats a camera or phone writes that stitch does not read: a folder scan names them in a warning
 #: instead of passing over them (convert them to JPEG, TIFF or PNG first).
 UNSUPPORTED_PHOTO_EXTENSIONS = (".heic", ".heif", ".avif", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf",
@@ -178,7 +181,7 @@ def scan_folder(folder: str | os.PathLike) -> FolderScan:
         elif not p.is_file():
             continue
         elif is_mask_name(p):
-            skipped.append((p.name, "named like a feature mask (mask*, *_mask); pass masks with --mask-dir"))
+            skipped.append((p.name, MASK_NAME_REASON))
         elif is_stitch_output(p):
             skipped.append((p.name, "written by stitch (a panorama or timelapse frame), not a photo"))
         else:

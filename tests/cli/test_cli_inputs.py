@@ -108,13 +108,18 @@ def test_mask_dir(tmp_path, samples_dir, capsys):
     cv2.imwrite(str(masks / "a.png"), mask)
     cv2.imwrite(str(masks / "b.png"), mask)
     cv2.imwrite(str(masks / "zzz.png"), mask)
+    cv2.imwrite(str(d / "a_mask.png"), mask)  # a mask left beside the photos: skipped either way
     opts = ["-o", str(tmp_path / "o.png"), "--json", "-", "--projection", "plane", "--crop", "none", *FAST]
     assert main(["run", str(d), *opts]) == 0
-    w, h = json.loads(capsys.readouterr().out)["size"]
+    captured = capsys.readouterr()
+    w, h = json.loads(captured.out)["size"]
     assert abs(w - 360) <= 1 and abs(h - 400) <= 1  # misled: the photos stacked on each other
+    assert "warning: skipping a_mask.png: named like a feature mask" in captured.err
     assert main(["run", str(d), "--mask-dir", str(masks), *opts]) == 0
     captured = capsys.readouterr()
     assert "no photo matches the mask file(s) zzz.png" in captured.err
+    assert "a_mask.png" not in captured.err  # with --mask-dir a mask file among the photos is no surprise
+    assert json.loads(captured.out)["kept"] == ["a.jpg", "b.jpg"]
     w, h = json.loads(captured.out)["size"]
     assert abs(w - 500) <= 1 and abs(h - 430) <= 1  # registered: 140 px right and 30 px down
     assert main(["run", str(d), "-o", str(tmp_path / "o.png"), "--mask-dir", str(d)]) == 1
