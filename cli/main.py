@@ -109,7 +109,7 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, mask_dir: Path | None, timel
 
 def _run(inputs: list[Path], output: Path, options: dict[str, Any], json_path: Path | None, quiet: bool,
          debug_dir: Path | None = None, mask_dir: Path | None = None, all_panoramas: bool = False) -> None:
-    from stitch.io import MASK_NAME_REASON, collect_inputs, is_stitch_output, write_image_atomic
+    from stitch.io import MASK_NAME_REASON, collect_inputs, is_stitch_output
     from stitch.panorama.debug import DebugDir
     from stitch.panorama.inputs import check_timelapse_dir, masks_from_dir
     from stitch.panorama.pipeline import stitch_images
@@ -157,10 +157,7 @@ def _run(inputs: list[Path], output: Path, options: dict[str, Any], json_path: P
         else:
             with progress_bar("stitch", console) as progress:
                 pano = stitch_images(paths, progress=progress, masks=masks, **options)
-    try:
-        write_image_atomic(output, pano.image, tag=True)
-    except OSError as exc:
-        raise StitchError(f"{output}: cannot write the panorama ({exc.strerror or exc})") from None
+    save(pano, output, show)
     emit_json(json_path, _summary(output, pano), quiet=quiet)
     if not quiet and not is_stdout(json_path):
         w, h = pano.size
@@ -180,13 +177,21 @@ def _run(inputs: list[Path], output: Path, options: dict[str, Any], json_path: P
             warnings.showwarning = show
             more = stitch_images([paths[p] for p in picked], masks=None if masks is None else [masks[p] for p in picked],
                                  **{**options, "timelapse": None})
-        try:
-            write_image_atomic(target, more.image, tag=True)
-        except OSError as exc:
-            raise StitchError(f"{target}: cannot write the panorama ({exc.strerror or exc})") from None
+        save(more, target, show)
         if not quiet and not is_stdout(json_path):
             w, h = more.size
             click.echo(f"wrote {target} ({w} x {h} px, {plural(len(more.names), 'image')}: {', '.join(more.names)})")
+
+
+def save(pano: Any, output: Path, show: Any) -> None:
+    """Write the panorama (Panorama.save), its warnings (a 16-bit panorama in an 8-bit format) shown by ``show``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        try:
+            pano.save(output)
+        except OSError as exc:
+            raise StitchError(f"{output}: cannot write the panorama ({exc.strerror or exc})") from None
 
 
 def plural(n: int, noun: str) -> str:

@@ -25,6 +25,7 @@ from stitch.panorama.config import (
 )
 from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
 from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
+from stitch.panorama.output import DEFAULT_JPEG_QUALITY
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES
 from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS
 
@@ -72,6 +73,8 @@ PANORAMA_OPTIONS = (
     click.option("--range-width", type=click.IntRange(0), default=0, show_default=True,
                  help="Ordered sequence: match only the images at most K places apart in input order "
                  "(0: every pair)."),
+    click.option("--jpeg-quality", type=click.IntRange(1, 100), default=DEFAULT_JPEG_QUALITY, show_default=True,
+                 help="Quality of a JPEG panorama (1-100)."),
 )
 #: Their parameter names (what a command receives).
 PANORAMA_OPTION_NAMES = tuple(o(lambda: None).__click_params__[0].name for o in PANORAMA_OPTIONS)

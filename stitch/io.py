@@ -1,4 +1,14 @@
-"""Image input/output: read files or arrays into 8-bit BGR, list folders, write outputs atomically.
+"""Image input/output: read files or arrays into BGR, list folders, write outputs atomically.
+
+Reading: ``read_image`` / ``load_image`` give (H, W, 3) uint8 BGR, EXIF orientation applied (what registration
+and the pair tools use). ``read_pixels`` / ``load_pixels`` give what a panorama composites (``Pixels``): 16-bit
+files keep 16 bits (uint16), and an alpha channel is a mask of the pixels with data: alpha 0 is no data, such
+pixels hold their nearest valid pixel's colour (``fill_no_data``), never the file's. The alpha turns with the
+EXIF orientation like the colours.
+
+Writing: ``write_image_atomic`` encodes by the extension (uint16 kept in PNG, TIFF and PPM, rounded to 8 bits
+elsewhere) through a temporary file and a rename; it can carry an EXIF block and an ICC profile into JPEG and
+PNG files (``embed_metadata``) and tag the file as a stitch output (below).
 
 Folder listing (``scan_folder``, ``list_images``, ``collect_inputs``) reads the files with an image
 extension, sorted by name, not recursive, and skips with a reason (a warning where listed):
@@ -6,7 +16,7 @@ extension, sorted by name, not recursive, and skips with a reason (a warning whe
 * broken symlinks (dangling, or looping) with an image extension;
 * files named like feature masks: a stem that starts with ``mask`` or ends with ``_mask``, ``-mask`` or
   ``.mask`` (any case), e.g. ``mask.png``, ``mask_01.png``, ``img3_mask.png`` (``is_mask_name``); pass
-  masks with ``--mask-dir`` / ``masks=`` instead;
+  masks with ``--mask-dir`` / ``masks=`` instead (with --mask-dir, `stitch run` skips them without a warning);
 * stitch's own outputs: panoramas and timelapse frames written as JPEG or PNG carry a tag (a JPEG comment
   or a PNG text chunk holding ``OUTPUT_TAG``, no pixel changes), so a panorama written into the input
   folder is not read as a photo by the next run. Other formats (TIFF, WebP, ...) carry no tag.
@@ -31,6 +41,7 @@ import cv2
 import numpy as np
 
 from stitch.errors import ImageReadError, ImageTooSmallError, StitchError, one_line
+from stitch.exif import read_meta
 
 ImageLike = str | os.PathLike | np.ndarray
 
@@ -46,16 +57,38 @@ MASK_SUFFIXES = ("_mask", "-mask", ".mask")
 MASK_NAME_REASON = "named like a feature mask (mask*, *_mask); pass masks with --mask-dir"
 #: Photo formats a camera or phone writes that stitch does not read: a folder scan names them in a warning
 #: instead of passing over them (convert them to JPEG, TIFF or PNG first).
+#: Output extensions whose encoder keeps 16 bits per channel (write_image_atomic rounds others to 8 bits).
+DEPTH16_EXTENSIONS = (".png", ".tif", ".tiff", ".ppm", ".pnm")
 UNSUPPORTED_PHOTO_EXTENSIONS = (".heic", ".heif", ".avif", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf",
                                 ".rw2", ".pef", ".srw", ".x3f", ".raw")
 
 
-def to_bgr8(img: np.ndarray, name: str = "array") -> np.ndarray:
-    """Convert an (H, W), (H, W, 1|3|4) array of uint8/uint16/float to (H, W, 3) uint8 BGR."""
+def _bgr_channels(img: np.ndarray, name: str) -> np.ndarray:
+    """An (H, W) or (H, W, 1|3|4) array as (H, W, 3) BGR of the same dtype (gray replicated, alpha dropped)."""
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    channels = img.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if channels == 3:
+        return np.ascontiguousarray(img)
+    if channels == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    raise ImageReadError(f"{name}: unsupported channel count {channels}")
+
+
+def _check_array(img: object, name: str) -> np.ndarray:
+    """img itself when it is an (H, W) or (H, W, C) numpy array; ImageReadError naming ``name`` otherwise."""
     if not isinstance(img, np.ndarray):
         raise ImageReadError(f"{name}: expected a numpy array, got {type(img).__name__}")
     if img.ndim not in (2, 3) or img.size == 0 or min(img.shape[:2]) < 1:
         raise ImageReadError(f"{name}: expected an (H, W) or (H, W, C) image, got shape {img.shape}")
+    return img
+
+
+def to_bgr8(img: np.ndarray, name: str = "array") -> np.ndarray:
+    """Convert an (H, W), (H, W, 1|3|4) array of uint8/uint16/float to (H, W, 3) uint8 BGR."""
+    img = _check_array(img, name)
     if img.dtype == np.uint8:
         out = img
     elif img.dtype == np.uint16:
@@ -69,30 +102,37 @@ def to_bgr8(img: np.ndarray, name: str = "array") -> np.ndarray:
         out = np.clip(img, 0, 255).astype(np.uint8)
     else:
         raise ImageReadError(f"{name}: unsupported dtype {img.dtype}")
-    if out.ndim == 2:
-        return cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
-    channels = out.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(out[:, :, 0], cv2.COLOR_GRAY2BGR)
-    if channels == 3:
-        return np.ascontiguousarray(out)
-    if channels == 4:
-        return cv2.cvtColor(out, cv2.COLOR_BGRA2BGR)
-    raise ImageReadError(f"{name}: unsupported channel count {channels}")
+    return _bgr_channels(out, name)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 BGR, EXIF orientation applied; gray, RGBA and 16-bit accepted."""
-    p = Path(path)
+def to_bgr(img: np.ndarray, name: str = "array") -> np.ndarray:
+    """(H, W, 3) BGR at the depth stitch composites in: uint16 stays uint16, everything else is to_bgr8's uint8."""
+    img = _check_array(img, name)
+    return _bgr_channels(img, name) if img.dtype == np.uint16 else to_bgr8(img, name)
+
+
+def to_8bit(img: np.ndarray) -> np.ndarray:
+    """A uint16 array rounded to uint8 (v / 257, the inverse of 8-bit * 257); uint8 unchanged."""
+    if img.dtype == np.uint8:
+        return img
+    return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _file_bytes(p: Path) -> np.ndarray:
+    """The bytes of image file p; ImageReadError naming it when it is missing, a folder or empty."""
     if not p.exists():
         raise ImageReadError(f"{p}: file not found")
     if p.is_dir():
         raise ImageReadError(f"{p}: is a folder, expected an image file")
     if p.stat().st_size == 0:
         raise ImageReadError(f"{p}: file is empty (0 bytes)")
-    data = np.fromfile(str(p), dtype=np.uint8)
+    return np.fromfile(str(p), dtype=np.uint8)
+
+
+def _decode(p: Path, data: np.ndarray, flags: int) -> np.ndarray:
+    """cv2.imdecode of file p's bytes; ImageReadError naming p when OpenCV cannot decode them."""
     try:
-        img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        img = cv2.imdecode(data, flags)
     except cv2.error as exc:  # OpenCV refuses an image above CV_IO_MAX_IMAGE_PIXELS (2^30) from its header
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc) or "pixels <=" in str(exc):
             raise ImageReadError(f"{p}: too large to read (over {2 ** 30 / 1e6:.0f} megapixels); downscale it "
@@ -100,7 +140,100 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{p}: not a readable image ({one_line(str(exc))[:120]})") from None
     if img is None:
         raise ImageReadError(f"{p}: not a readable image (corrupt or unsupported format)")
-    return to_bgr8(img, str(p))
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 BGR, EXIF orientation applied; gray, RGBA and 16-bit accepted."""
+    p = Path(path)
+    return to_bgr8(_decode(p, _file_bytes(p), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH), str(p))
+
+
+# --- full depth and alpha (what a panorama composites) ----------------------------------------------------
+
+
+@dataclass
+class Pixels:
+    """An image as a panorama composites it: image (H, W, 3) BGR, uint16 for 16-bit inputs, else uint8; valid
+    (H, W) bool from the alpha channel (False where alpha is 0: no data), or None when every pixel has data.
+    Pixels without data hold their nearest valid pixel's colour (fill_no_data), never the file's."""
+
+    image: np.ndarray
+    valid: np.ndarray | None = None
+
+
+#: EXIF orientation (1-8) -> the transform that turns the stored pixels upright (what OpenCV's decoder applies).
+ORIENTATIONS: dict[int, Any] = {
+    1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _upright_alpha(raw: np.ndarray, color: np.ndarray, orientation: int) -> np.ndarray:
+    """The alpha (H, W) of ``raw`` (h, w, 2|4, decoded as stored) turned like ``color`` (H, W, 3, decoded upright).
+
+    OpenCV turns some formats upright even when asked for the pixels unchanged (TIFF) and others not (PNG, WebP),
+    so the transform is the first of (EXIF orientation, none) whose colours match the upright decode."""
+    target = to_bgr8(color)
+    tries = [ORIENTATIONS[orientation](raw) for orientation in dict.fromkeys((orientation, 1))]
+    fits = [t for t in tries if t.shape[:2] == color.shape[:2]]
+    for t in fits:
+        if np.abs(to_bgr8(t[:, :, :-1]).astype(np.int16) - target).mean() <= 1.0:
+            return np.ascontiguousarray(t[:, :, -1])
+    return np.ascontiguousarray((fits or tries)[0][:, :, -1])
+
+
+def fill_no_data(img: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A copy of img (H, W, C) whose pixels outside valid (H, W) bool hold their nearest valid pixel's value."""
+    holes = (~valid).astype(np.uint8)
+    # every valid pixel (a zero of holes) gets its own label; a hole pixel gets the label of its nearest one
+    _, labels = cv2.distanceTransformWithLabels(holes, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
+    labels = labels.ravel()
+    at_valid = np.flatnonzero(valid)
+    source = np.zeros(int(labels.max()) + 1, np.int64)
+    source[labels[at_valid]] = at_valid
+    at_holes = np.flatnonzero(holes)
+    out = img.copy()
+    flat = out.reshape(len(labels), -1)
+    flat[at_holes] = img.reshape(len(labels), -1)[source[labels[at_holes]]]
+    return out
+
+
+def _pixels(color: np.ndarray, alpha: np.ndarray | None, name: str) -> Pixels:
+    """Pixels of a colour array (to_bgr) and its alpha (H, W) or None; ImageReadError when all of it is transparent."""
+    image = to_bgr(color, name)
+    if alpha is None or (valid := alpha > 0).all():
+        return Pixels(image)
+    if not valid.any():
+        raise ImageReadError(f"{name}: every pixel is transparent (alpha 0): no image data")
+    return Pixels(fill_no_data(image, valid), valid)
+
+
+def read_pixels(path: str | os.PathLike) -> Pixels:
+    """Read an image file as Pixels: 16-bit files keep 16 bits, the alpha channel (if any) is the valid mask."""
+    p = Path(path)
+    data = _file_bytes(p)
+    color = _decode(p, data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    meta = read_meta(p)
+    alpha = None
+    if meta.has_alpha:
+        raw = _decode(p, data, cv2.IMREAD_UNCHANGED)
+        if raw.ndim == 3 and raw.shape[2] in (2, 4):
+            alpha = _upright_alpha(raw, color, meta.orientation)
+    return _pixels(color, alpha, str(p))
+
+
+def load_pixels(src: ImageLike, name: str = "image") -> Pixels:
+    """Pixels from a path (read_pixels) or an array (H, W[, C]): uint16 kept, a 2nd (of 2) or 4th channel is alpha."""
+    if isinstance(src, np.ndarray):
+        arr = _check_array(src, name)
+        if arr.ndim == 3 and arr.shape[2] in (2, 4):
+            return _pixels(arr[:, :, :-1], arr[:, :, -1], name)
+        return _pixels(arr, None, name)
+    if isinstance(src, (str, os.PathLike)):
+        return read_pixels(src)
+    raise ImageReadError(f"{name}: expected a path or a numpy array, got {type(src).__name__}")
 
 
 def check_min_side(img: np.ndarray, name: str, min_side: int) -> np.ndarray:
@@ -238,64 +371,122 @@ class Skipped:
 
 @dataclass
 class LoadedImages:
-    """Images read from a list of inputs; unreadable files are skipped and recorded in ``skipped``."""
+    """Images read from a list of inputs; unreadable files are skipped and recorded in ``skipped``.
+
+    ``valid``: per image, its alpha channel's valid mask (H, W) bool, or None (Pixels.valid)."""
 
     images: list[np.ndarray]
     names: list[str]
     skipped: list[Skipped] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
+    valid: list[np.ndarray | None] = field(default_factory=list)
 
 
-def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_side: int = 1) -> LoadedImages:
-    """Read every input as (H, W, 3) uint8 BGR; unreadable files (or ones below min_side px) warn and are
-    skipped (arrays, or with skip_unreadable=False: raise). ``indices``: each image's place in inputs."""
-    images, names, skipped, indices = [], [], [], []
+def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_side: int = 1,
+                depth: bool = False) -> LoadedImages:
+    """Read every input as Pixels (load_pixels): images (H, W, 3) BGR, uint8, or uint16 for 16-bit inputs with
+    ``depth``; unreadable files (or ones below min_side px) warn and are skipped (arrays, or with
+    skip_unreadable=False: raise). ``indices``: each image's place in inputs."""
+    out = LoadedImages([], [])
     for i, src in enumerate(inputs):
         name = image_name(src, i)
         try:
-            images.append(check_min_side(load_image(src, name), name if isinstance(src, np.ndarray) else str(src),
-                                         min_side))
-            names.append(name)
-            indices.append(i)
+            px = load_pixels(src, name)
+            check_min_side(px.image, name if isinstance(src, np.ndarray) else str(src), min_side)
         except ImageReadError as exc:
             if not skip_unreadable or isinstance(src, np.ndarray):
                 raise
             warnings.warn(f"skipping {exc}", stacklevel=2)
-            skipped.append(Skipped(name, str(exc).removeprefix(f"{src}: "), isinstance(exc, ImageTooSmallError)))
-    return LoadedImages(images, names, skipped, indices)
+            out.skipped.append(Skipped(name, str(exc).removeprefix(f"{src}: "), isinstance(exc, ImageTooSmallError)))
+            continue
+        out.images.append(px.image if depth else to_bgr8(px.image, name))
+        out.names.append(name)
+        out.indices.append(i)
+        out.valid.append(px.valid)
+    return out
+
+
+JPEG_SOI = b"\xff\xd8"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Largest payload of one JPEG segment (its 2-byte length counts itself).
+JPEG_SEGMENT_MAX = 65533
+#: An ICC profile in JPEG: APP2 segments of 'ICC_PROFILE\0', sequence number, count, then a piece of the profile.
+ICC_JPEG_HEADER = b"ICC_PROFILE\x00"
+
+
+def _jpeg_segment(marker: bytes, payload: bytes) -> bytes:
+    return b"\xff" + marker + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+def _insert_at(data: bytes) -> int:
+    """Where segments go in encoded JPEG bytes (after SOI and JFIF's APP0) or PNG bytes (after IHDR); -1 otherwise."""
+    if data[:2] == JPEG_SOI:
+        return 4 + int.from_bytes(data[4:6], "big") if data[2:4] == b"\xff\xe0" else 2
+    if data[:8] == PNG_SIGNATURE:
+        return 33  # the signature (8) and IHDR (25)
+    return -1
 
 
 def tag_output(data: bytes) -> bytes:
     """Encoded JPEG or PNG bytes with OUTPUT_TAG added (a COM segment after SOI/APP0, a tEXt chunk after
     IHDR); other formats unchanged. The pixels are untouched."""
-    if data[:2] == b"\xff\xd8":
-        at = 2
-        if data[2:4] == b"\xff\xe0":  # keep JFIF's APP0 first
-            at = 4 + int.from_bytes(data[4:6], "big")
-        seg = b"\xff\xfe" + (len(OUTPUT_TAG) + 2).to_bytes(2, "big") + OUTPUT_TAG
-        return data[:at] + seg + data[at:]
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        body = b"tEXt" + b"Software\x00" + OUTPUT_TAG
-        chunk = (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-        return data[:33] + chunk + data[33:]  # after the signature (8) and IHDR (25)
-    return data
+    at = _insert_at(data)
+    if at < 0:
+        return data
+    seg = (_jpeg_segment(b"\xfe", OUTPUT_TAG) if data[:2] == JPEG_SOI
+           else _png_chunk(b"tEXt", b"Software\x00" + OUTPUT_TAG))
+    return data[:at] + seg + data[at:]
+
+
+def embed_metadata(data: bytes, exif: bytes | None = None, icc: bytes | None = None) -> bytes:
+    """Encoded JPEG or PNG bytes carrying an EXIF block (TIFF structure, stitch.exif.output_exif) and an ICC
+    profile: JPEG APP1 'Exif' and APP2 'ICC_PROFILE' segments, PNG eXIf and iCCP chunks. Other formats, and an
+    EXIF block too large for one JPEG segment, are left out. The pixels are untouched."""
+    at = _insert_at(data)
+    if at < 0:
+        return data
+    parts = []
+    if data[:2] == JPEG_SOI:
+        if exif and len(exif) + 6 <= JPEG_SEGMENT_MAX:
+            parts.append(_jpeg_segment(b"\xe1", b"Exif\x00\x00" + exif))
+        if icc:
+            size = JPEG_SEGMENT_MAX - len(ICC_JPEG_HEADER) - 2
+            pieces = [icc[k:k + size] for k in range(0, len(icc), size)]
+            if len(pieces) <= 255:
+                parts += [_jpeg_segment(b"\xe2", ICC_JPEG_HEADER + bytes((k + 1, len(pieces))) + piece)
+                          for k, piece in enumerate(pieces)]
+    else:
+        if exif:
+            parts.append(_png_chunk(b"eXIf", exif))
+        if icc:
+            parts.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
+    return data[:at] + b"".join(parts) + data[at:]
 
 
 def write_image_atomic(path: str | os.PathLike, img: np.ndarray, params: Sequence[int] = (),
-                       tag: bool = False) -> Path:
-    """Encode ``img`` by the file extension and write it atomically (temp file + rename).
+                       tag: bool = False, exif: bytes | None = None, icc: bytes | None = None) -> Path:
+    """Encode ``img`` (H, W[, C]) uint8 or uint16 by the file extension and write it atomically (temp file + rename).
 
-    ``tag``: mark the file as a stitch output (tag_output), so that folder listings skip it.
+    uint16 pixels keep 16 bits in DEPTH16_EXTENSIONS (PNG, TIFF, PPM) and are rounded to 8 bits (to_8bit) in the
+    other formats. ``tag``: mark the file as a stitch output (tag_output), so that folder listings skip it;
+    ``exif`` / ``icc``: metadata carried in JPEG and PNG files (embed_metadata). The tag comes first, so it stays
+    within the TAG_SEARCH_BYTES that is_stitch_output reads.
     """
     out = Path(path)
     ext = out.suffix.lower() or ".png"
+    if img.dtype == np.uint16 and ext not in DEPTH16_EXTENSIONS:
+        img = to_8bit(img)
     try:
         ok, buf = cv2.imencode(ext, img, list(params))
     except cv2.error:
         ok = False
     if not ok:
         raise StitchError(f"{out}: cannot encode an image as '{ext}'")
-    data = buf.tobytes()
+    data = embed_metadata(buf.tobytes(), exif, icc)
     return write_bytes_atomic(out, tag_output(data) if tag else data)
 
 

@@ -11,7 +11,18 @@ import pytest
 
 from stitch.errors import ImageReadError, StitchError
 from stitch.geometry import normalize_h
-from stitch.io import list_images, load_image, load_images, read_image, read_matrix, write_image_atomic
+from stitch.io import (
+    fill_no_data,
+    is_stitch_output,
+    list_images,
+    load_image,
+    load_images,
+    load_pixels,
+    read_image,
+    read_matrix,
+    read_pixels,
+    write_image_atomic,
+)
 
 SAMPLE_PAIRS = ("rotation_scale", "perspective", "illumination", "translation")
 
@@ -248,3 +259,96 @@ def test_too_small_and_unreadable_are_told_apart_by_type(tmp_path):
     assert loaded.skipped[1].reason.startswith("too small (10 x 10 px")
     with pytest.raises(ImageTooSmallError):
         check_min_side(np.zeros((10, 10, 3), np.uint8), "x", 32)
+
+
+# --- full depth, alpha and metadata (what a panorama reads and writes) --------------------------------------
+
+
+def test_read_pixels_keeps_16_bits(tmp_path):
+    img16 = np.random.default_rng(1).integers(0, 65536, (6, 7, 3), dtype=np.uint16)
+    px = read_pixels(write(tmp_path / "d.png", img16))
+    assert px.image.dtype == np.uint16 and px.valid is None
+    np.testing.assert_array_equal(px.image, img16)
+    gray = read_pixels(write(tmp_path / "g.tif", img16[:, :, 0]))
+    assert gray.image.shape == (6, 7, 3) and gray.image.dtype == np.uint16
+    np.testing.assert_array_equal(gray.image[:, :, 2], img16[:, :, 0])
+    assert read_pixels(write(tmp_path / "e.png", (img16 >> 8).astype(np.uint8))).image.dtype == np.uint8
+
+
+def test_alpha_is_the_valid_mask_and_no_data_is_filled(tmp_path):
+    """alpha 0 is no data: the mask says so, and those pixels hold their nearest valid pixel, not the file's red."""
+    bgra = np.zeros((8, 10, 4), np.uint8)
+    bgra[..., :3] = (40, 80, 120)
+    bgra[:, 7:, :3] = (0, 0, 255)  # a red strip ...
+    bgra[..., 3] = 255
+    bgra[:, 7:, 3] = 0  # ... made transparent
+    bgra[0, 0, 3] = 1  # any alpha above 0 is data
+    px = read_pixels(write(tmp_path / "a.png", bgra))
+    assert px.image.dtype == np.uint8 and px.valid is not None
+    np.testing.assert_array_equal(px.valid, bgra[..., 3] > 0)
+    np.testing.assert_array_equal(px.image, np.broadcast_to(np.uint8([40, 80, 120]), (8, 10, 3)))
+    from_array = load_pixels(bgra, "arr")
+    assert np.array_equal(from_array.valid, px.valid) and np.array_equal(from_array.image, px.image)
+    opaque = bgra.copy()
+    opaque[..., 3] = 255
+    assert read_pixels(write(tmp_path / "o.png", opaque)).valid is None
+    bgra[..., 3] = 0
+    with pytest.raises(ImageReadError, match=r"t\.png: every pixel is transparent"):
+        read_pixels(write(tmp_path / "t.png", bgra))
+
+
+def test_fill_no_data_takes_the_nearest_valid_pixel():
+    img = np.arange(5, dtype=np.uint16).reshape(1, 5, 1) * 1000
+    valid = np.array([[True, False, False, False, True]])
+    np.testing.assert_array_equal(fill_no_data(img, valid)[0, :, 0], [0, 0, 0, 4000, 4000])
+
+
+@pytest.mark.parametrize("ext", ["png", "tif", "webp"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_alpha_follows_the_exif_orientation(tmp_path, ext, orientation):
+    """OpenCV turns the colours upright; the alpha mask turns with them (a transparent top-left block)."""
+    from PIL import Image
+
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[..., 0] = np.arange(40, dtype=np.uint8)[None, :] * 6  # an asymmetric picture
+    rgba[..., 1] = np.arange(30, dtype=np.uint8)[:, None] * 8
+    rgba[..., 3] = 255
+    rgba[:10, :15, 3] = 0
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o.{ext}"
+    Image.fromarray(rgba, "RGBA").save(path, exif=exif, lossless=True)
+    turn = {1: lambda a: a, 3: lambda a: a[::-1, ::-1], 6: lambda a: np.rot90(a, -1), 8: lambda a: np.rot90(a, 1)}
+    px = read_pixels(path)
+    assert read_image(path).shape[:2] == px.image.shape[:2] == turn[orientation](rgba).shape[:2]
+    np.testing.assert_array_equal(px.valid, turn[orientation](rgba[..., 3] > 0))
+    np.testing.assert_array_equal(px.image[..., 2][px.valid], turn[orientation](rgba[..., 0])[px.valid])  # R too
+
+
+def test_write_carries_exif_and_icc(tmp_path):
+    """JPEG and PNG outputs carry the EXIF block and the ICC profile, and stay tagged as stitch outputs."""
+    from PIL import ImageCms
+
+    from stitch.exif import ImageMeta, output_exif, read_meta
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    big_icc = icc + bytes(150_000)  # split over three JPEG APP2 segments
+    exif = output_exif(ImageMeta(make="Canon", model="EOS 40D", datetime_original="2024:05:01 10:00:00"))
+    img = np.full((20, 30, 3), 90, np.uint8)
+    for ext in ("jpg", "png"):
+        for profile in (icc, big_icc):
+            out = write_image_atomic(tmp_path / f"m.{ext}", img, tag=True, exif=exif, icc=profile)
+            meta = read_meta(out)
+            assert (meta.make, meta.model, meta.datetime_original) == ("Canon", "EOS 40D", "2024:05:01 10:00:00")
+            assert meta.icc_profile == profile and is_stitch_output(out)
+            assert np.abs(cv2.imread(str(out)).astype(int) - 90).max() <= 2
+    tif = write_image_atomic(tmp_path / "m.tif", img, exif=exif, icc=icc)  # TIFF: OpenCV's encoder carries none
+    assert read_meta(tif).make is None and np.array_equal(cv2.imread(str(tif)), img)
+
+
+def test_16_bit_writes_keep_or_round_the_depth(tmp_path):
+    img16 = np.array([[[0, 257 * 10 + 128, 65535]]], np.uint16).repeat(4, 0).repeat(4, 1)
+    assert cv2.imread(str(write_image_atomic(tmp_path / "d.png", img16)), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    assert cv2.imread(str(write_image_atomic(tmp_path / "d.tif", img16)), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    low = cv2.imread(str(write_image_atomic(tmp_path / "d.bmp", img16)), cv2.IMREAD_UNCHANGED)
+    assert low.dtype == np.uint8 and low[0, 0].tolist() == [0, 10, 255]  # v / 257, rounded (10.498 -> 10)

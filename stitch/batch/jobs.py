@@ -186,11 +186,11 @@ def run_set(spec: SetSpec, options: JobOptions, out: Path) -> SetResult:
     caught: list[warnings.WarningMessage] = []
     try:
         cv2.setNumThreads(1)
+        name = PANORAMA_STEM + options.image_ext
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pano = stitch_images(list(spec.files), **stitch_options)
-        name = PANORAMA_STEM + options.image_ext
-        write_image_atomic(folder / name, pano.image, tag=True)  # tagged: never read back as a photo
+            pano.save(folder / name)  # tagged: never read back as a photo; the reference photo's metadata
         write_image_atomic(folder / THUMB_NAME, resize_max_side(pano.image, options.thumb_side)[0], tag=True)
         summary = {"output": str(folder / name), **pano.summary()}
         write_text_atomic(folder / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")

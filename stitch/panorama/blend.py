@@ -32,8 +32,9 @@ claims (the seam canvas is coarser than the valid region's edge) still take any 
   image's coarse region a multiple of 2^bands, so every level's sampling grid is the global one: the
   result equals a whole-canvas multi-band blend up to rounding (tests/test_blend.py compares strips of
   20 000 px with one strip), while the float buffers hold one strip and one image at a time (plus the
-  int16 fine part, 6 bytes per canvas pixel, and the uint8 result). On
-  opencv_boat (6 photos of 10 MP, an 8633 x 1953 result) the whole stitch peaks at about 0.7 GB.
+  int16 fine part, 6 bytes per canvas pixel, and the uint8 result; for 16-bit images a float32 fine part
+  and a uint16 result). On opencv_boat (6 photos of 10 MP, an 8633 x 1953 result) the whole stitch peaks at
+  about 0.7 GB.
 
 * ``feather``: one level; weights valid_k * (blurred seam_k + eps), the seam mask blurred on the seam
   canvas with sigma = w / 4 (full-resolution px): a linear-like cross-fade of about w / 2 px around each seam
@@ -124,20 +125,20 @@ def sample_low(low_map: np.ndarray, low_origin: tuple[int, int], grid: LowGrid,
     return out
 
 
-def warp_region(img: np.ndarray, H: np.ndarray, canvas: Canvas,
-                region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """img (h, w, 3) uint8 warped onto canvas region (x0, y0, x1, y1): (uint8 (rh, rw, 3), valid (rh, rw) bool).
+def warp_region(img: np.ndarray, H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int],
+                valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """img (h, w, 3) warped onto canvas region (x0, y0, x1, y1): (pixels (rh, rw, 3) of img's dtype, valid (rh, rw) bool).
 
     Beyond the image's border the values are its edge pixels replicated (the extension the pyramid needs);
-    ``valid`` marks the pixels that really see the image.
+    ``valid`` marks the pixels that really see the image (and, given its valid mask (h, w) uint8, its data).
     """
     x0, y0, x1, y1 = region
-    out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
-    valid = np.zeros((y1 - y0, x1 - x0), bool)
-    for sl, inside, mx, my in tile_maps(H, canvas, region, (img.shape[1], img.shape[0])):
-        valid[sl] = inside
+    out = np.empty((y1 - y0, x1 - x0, 3), img.dtype)
+    seen = np.zeros((y1 - y0, x1 - x0), bool)
+    for sl, inside, mx, my in tile_maps(H, canvas, region, (img.shape[1], img.shape[0]), valid):
+        seen[sl] = inside
         out[sl] = remap_replicate(img, mx, my)
-    return out, valid
+    return out, seen
 
 
 def bands_for_overlap(width_px: float, canvas_size: tuple[int, int]) -> int:
@@ -164,7 +165,7 @@ def overlap_width(views: Sequence[LowView], scale: float) -> float:
 
 @dataclass
 class Blended:
-    """The blended canvas: image (H, W, 3) uint8 (black where empty), mask (H, W) bool, bands used."""
+    """The blended canvas: image (H, W, 3) of the images' dtype (black where empty), mask (H, W) bool, bands used."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -180,11 +181,13 @@ def _align_up(x: int, a: int) -> int:
 
 
 class _Source:
-    """One image's full-resolution inputs: pixels, homography, canvas box, seam/gain maps on the low canvas."""
+    """One image's full-resolution inputs: pixels, homography, canvas box, seam/gain maps on the low canvas, and
+    its valid mask (h, w) uint8 or None."""
 
     def __init__(self, img: np.ndarray, H: np.ndarray, box: tuple[int, int, int, int], seam: np.ndarray,
-                 low_origin: tuple[int, int], gain: np.ndarray, gain_uniform: bool, relevant: np.ndarray) -> None:
-        self.img, self.H, self.box = img, H, box
+                 low_origin: tuple[int, int], gain: np.ndarray, gain_uniform: bool, relevant: np.ndarray,
+                 valid: np.ndarray | None = None) -> None:
+        self.img, self.H, self.box, self.valid = img, H, box, valid
         self.seam, self.low_origin = seam, low_origin
         self.gain, self.gain_uniform = gain, gain_uniform
         self.relevant = relevant
@@ -207,7 +210,7 @@ class _Source:
     def weighted(self, canvas: Canvas, grid: LowGrid, region: tuple[int, int, int, int],
                  method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Over region: gain-compensated pixels (h, w, 3) float32, weight M_k (h, w) float32, valid (h, w) bool."""
-        raw, valid = warp_region(self.img, self.H, canvas, region)
+        raw, valid = warp_region(self.img, self.H, canvas, region, self.valid)
         if self.gain_uniform:
             img = np.multiply(raw, self.gain[0, 0].reshape(1, 1, -1), dtype=np.float32)
         else:
@@ -237,11 +240,12 @@ def _up(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas, grid: LowGrid,
           views: Sequence[LowView], seam_masks: Sequence[np.ndarray], gains: Gains, method: str = DEFAULT_BLEND,
           bands: int | None = None, strip_pixels: int = DEFAULT_STRIP_PIXELS,
-          progress: ProgressFn | None = None) -> Blended:
-    """Blend the images (h, w, 3) uint8 onto ``canvas`` (see the module docstring).
+          progress: ProgressFn | None = None, valid: Sequence[np.ndarray | None] | None = None) -> Blended:
+    """Blend the images (h, w, 3), all uint8 or all uint16, onto ``canvas`` (see the module docstring).
 
     views / seam_masks / gains: per image, on the seam canvas (``grid`` maps full-res canvas px to it).
-    bands: multi-band levels (None: from the overlap width). Returns the canvas-size image and mask.
+    bands: multi-band levels (None: from the overlap width). valid: per image, its valid mask (h, w) uint8
+    (255: data) or None. Returns the canvas-size image (the images' dtype) and mask.
     """
     if method not in BLENDERS:
         raise ConfigError(f"blend={method!r}: choose one of {', '.join(BLEND_CHOICES)}")
@@ -267,8 +271,9 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
         reach = (6 << min(levels, FINE_LEVELS)) if levels else 0  # full-res px a fine level's weights reach
     c = min(levels, FINE_LEVELS)
     relevant = _relevant(views, seam_masks, math.ceil(reach * grid.scale) + 2)
-    sources = [_Source(img, H, box, seam, v.offset, g, u, rel) for img, H, box, seam, v, g, u, rel in
-               zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant)]
+    valid = [None] * n if valid is None else valid
+    sources = [_Source(img, H, box, seam, v.offset, g, u, rel, ok) for img, H, box, seam, v, g, u, rel, ok in
+               zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant, valid)]
     W, Hc = canvas.size
     step = 1 << levels
     Wp, Hp = _align_up(W, step), _align_up(Hc, step)
@@ -311,17 +316,21 @@ FINE_SCALE = 32.0
 def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method: str, levels: int, c: int,
                W: int, Hc: int, Wp: int, Hp: int, strip_pixels: int,
                progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
-    """Multi-band blend in one pass over strips (see the module docstring); uint8 image and mask (Hc, W).
+    """Multi-band blend in one pass over strips (see the module docstring); image (the sources' dtype) and mask (Hc, W).
 
     Each strip warps every image that touches it once. From that warp come (a) the image's Gaussian level c
     rows of the strip (kept per image, at 1 / 2^c resolution, for the coarse bands) and (b) the fine bands
     0..c-1 on the columns where the image's weight matters; the strip's blended fine bands are collapsed and
-    stored as int16 (FINE_SCALE). Then the coarse bands are blended on the whole 1 / 2^c canvas, and each
-    strip of the output is the upsampled coarse result plus the stored fine part.
+    stored as int16 (FINE_SCALE; float32 for 16-bit images, whose bands exceed int16). Then the coarse bands are
+    blended on the whole 1 / 2^c canvas, and each strip of the output is the upsampled coarse result plus the
+    stored fine part.
     """
+    dtype = sources[0].img.dtype
+    peak = float(np.iinfo(dtype).max)
+    fine_scale = FINE_SCALE if dtype == np.uint8 else 1.0
     step_c = 1 << c
     margin = 4 * step_c
-    fine = np.zeros((Hp, Wp, 3), np.int16)
+    fine = np.zeros((Hp, Wp, 3), np.int16 if dtype == np.uint8 else np.float32)
     mask = np.zeros((Hc, W), bool)
     inner = [_expanded(src.box, margin, step_c, Wp, Hp) for src in sources]
     gc_img = [np.zeros(((r[3] - r[1]) >> c, (r[2] - r[0]) >> c, 3), np.float32) for r in inner]
@@ -385,16 +394,17 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
             res = blended
             acc[lv] = wsum[lv] = None
         part = res[y0 - Y0:y1 - Y0]
-        part *= np.float32(FINE_SCALE)
-        np.clip(np.rint(part, out=part), -32767, 32767, out=part)
-        fine[y0:y1] = part  # whole numbers already: the cast to int16 is exact
+        if fine.dtype == np.int16:
+            part *= np.float32(fine_scale)
+            np.clip(np.rint(part, out=part), -32767, 32767, out=part)
+        fine[y0:y1] = part  # whole numbers already when int16: the cast is exact
         if progress is not None:
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
     coarse = _coarse_bands(sources, inner, gc_img, gc_w, levels, c, Wp, Hp)
     del gc_img, gc_w
     if progress is not None:
         progress(n_strips, n_strips + 1, "blending: low bands")
-    out = np.zeros((Hc, W, 3), np.uint8)
+    out = np.zeros((Hc, W, 3), dtype)
     for y0 in range(0, Hp, rows):
         y1 = min(Hp, y0 + rows)
         Y0, Y1 = max(0, y0 - margin), min(Hp, y1 + margin)
@@ -405,12 +415,12 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
         if hh <= 0:
             continue
         vals = fine[y0:y0 + hh, :W].astype(np.float32)
-        vals *= np.float32(1.0 / FINE_SCALE)
+        vals *= np.float32(1.0 / fine_scale)
         vals += up[y0 - Y0:y0 - Y0 + hh, :W]
-        np.clip(np.rint(vals, out=vals), 0, 255, out=vals)
+        np.clip(np.rint(vals, out=vals), 0, peak, out=vals)
         keep = mask[y0:y0 + hh].view(np.uint8)  # the pixels no image covers stay black
-        u8 = vals.astype(np.uint8)
-        out[y0:y0 + hh] = cv2.bitwise_and(u8, u8, mask=keep)
+        px = vals.astype(dtype)
+        out[y0:y0 + hh] = cv2.bitwise_and(px, px, mask=keep)
     if progress is not None:
         progress(n_strips + 1, n_strips + 1, "blending done")
     return out, mask
@@ -453,7 +463,8 @@ def _coarse_bands(sources: Sequence[_Source], inner: Sequence[tuple[int, int, in
 def _single_level(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method: str, W: int, Hc: int,
                   Wp: int, Hp: int, strip_pixels: int, progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
     """Feather / hard seams: one weighted average per strip, on the columns where each image matters."""
-    out = np.zeros((Hc, W, 3), np.uint8)
+    dtype = sources[0].img.dtype
+    out = np.zeros((Hc, W, 3), dtype)
     mask = np.zeros((Hc, W), bool)
     rows = max(1, strip_pixels // max(1, Wp))
     n_strips = -(-Hp // rows)
@@ -480,7 +491,7 @@ def _single_level(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, met
         if hh > 0:
             keep = valid_any[:hh, :W]
             block = out[y0:y0 + hh]
-            block[keep] = np.clip(np.rint(res[:hh, :W][keep]), 0, 255).astype(np.uint8)
+            block[keep] = np.clip(np.rint(res[:hh, :W][keep]), 0, np.iinfo(dtype).max).astype(dtype)
             mask[y0:y0 + hh] = keep
         if progress is not None:
             progress(s_idx + 1, n_strips, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")

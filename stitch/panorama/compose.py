@@ -12,9 +12,14 @@
 6. with ``timelapse`` set, every image is also warped alone onto the cropped frame and written as its own
    file there (stitch.panorama.timelapse).
 
-Output resolution: ``scale`` (0 < s <= 1, of the full resolution) or ``megapixels`` (the canvas, before the
-crop, is scaled down to at most that many MP) shrink the canvas before step 1: the images are downscaled
-(INTER_AREA) and the projection scaled by s, as for the seam canvas (``low_canvas``). Never upscaled.
+Output resolution (stitch.panorama.resolution): the canvas is scaled before step 1 by the scale at which the
+median photo keeps its resolution, times ``scale`` (0 < s <= 1), or lowered to ``megapixels`` (the canvas,
+before the crop): the projection is scaled by s as for the seam canvas (``low_canvas``), and each image drawn
+smaller than its own resolution is downscaled first (INTER_AREA). No image is upscaled.
+
+Depth and no-data: 16-bit images (uint16) are composited at 16 bits (the seam-resolution views that exposure and
+seams work on are 8-bit); a valid mask per image (its alpha channel) leaves its pixels without data out of the
+views, the seams, the blend and the timelapse frames, as if the image did not reach there.
 
 Hooks (stitch.debug.PipelineHooks) receive the views, gains, seam masks and the result as they are made.
 
@@ -37,6 +42,7 @@ import numpy as np
 
 from stitch.errors import ConfigError, check_choice
 from stitch.geometry import box_slices, union_box, work_scale_matrix
+from stitch.io import to_8bit
 from stitch.panorama.blend import (
     BLEND_CHOICES,
     DEFAULT_BLEND,
@@ -48,6 +54,7 @@ from stitch.panorama.blend import (
 from stitch.panorama.crop import DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY, crop_mode, crop_panorama
 from stitch.panorama.exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE, EXPOSURE_CHOICES, Gains, compensate
 from stitch.panorama.inputs import check_timelapse_dir
+from stitch.panorama.resolution import OutputScale, check_output_size, choose_output_scale, resolution_notes
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, canvas_bounds, warp_image
@@ -150,12 +157,12 @@ class ComposeConfig:
 
 @dataclass
 class Composed:
-    """compose_panorama's result: image (H, W, 3) uint8 and mask (H, W) bool after the crop.
+    """compose_panorama's result: image (H, W, 3) uint8 or uint16 and mask (H, W) bool after the crop.
 
-    crop: (x0, y0, x1, y1) of the result in pixels of ``canvas`` (the canvas composited on: the input's, or
-    it scaled by ``scale`` < 1 for the output resolution); gains: mean gain per image (list of 1 or 3 floats);
-    bands: multi-band levels used; seconds: per stage; filled: pixels invented by the 'fill' crop (False in
-    mask); timelapse: the files written, one per image.
+    crop: (x0, y0, x1, y1) of the result in pixels of ``canvas`` (the canvas composited on: the input's, scaled
+    by ``scale`` for the output resolution, stitch.panorama.resolution); gains: mean gain per image (list of 1 or
+    3 floats); bands: multi-band levels used; seconds: per stage; filled: pixels invented by the 'fill' crop
+    (False in mask); timelapse: the files written, one per image; notes: warnings on the output resolution.
     """
 
     image: np.ndarray
@@ -168,36 +175,27 @@ class Composed:
     scale: float = 1.0
     filled: int = 0
     timelapse: list[str] = field(default_factory=list)
-
-
-def check_output_size(scale: float | None, megapixels: float | None) -> None:
-    """ConfigError unless at most one of scale (0 < s <= 1) and megapixels (> 0) is given."""
-    if scale is not None and megapixels is not None:
-        raise ConfigError(f"scale={scale} and megapixels={megapixels}: give one or the other, not both")
-    if scale is not None and not (isinstance(scale, (int, float)) and 0.0 < scale <= 1.0):
-        raise ConfigError(f"scale={scale}: must be in (0, 1] (a fraction of the full resolution)")
-    if megapixels is not None and not (isinstance(megapixels, (int, float)) and megapixels > 0):
-        raise ConfigError(f"megapixels={megapixels}: must be a positive number of megapixels")
-
-
-def output_scale(canvas_pixels: int, scale: float | None = None, megapixels: float | None = None) -> float:
-    """The output resolution factor s <= 1: ``scale``, or what brings the canvas to ``megapixels`` MP; 1.0 if neither."""
-    check_output_size(scale, megapixels)
-    if scale is not None:
-        return float(scale)
-    if megapixels is not None:
-        return min(1.0, math.sqrt(megapixels * 1e6 / max(canvas_pixels, 1)))
-    return 1.0
+    notes: list[str] = field(default_factory=list)
 
 
 def scaled_output(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
-                  scale: float) -> tuple[list[np.ndarray], list[np.ndarray], Canvas]:
-    """Images (h, w, 3) downscaled by ``scale`` (INTER_AREA), their H (3, 3) onto the canvas scaled by it, and that canvas."""
+                  plan: OutputScale, valid: Sequence[np.ndarray | None]
+                  ) -> tuple[list[np.ndarray], list[np.ndarray], Canvas, list[np.ndarray | None]]:
+    """The canvas scaled by ``plan.scale``: images (h, w, C) each downscaled by its ``plan.shrink`` (INTER_AREA),
+    their H (3, 3) onto that canvas, the canvas, and the valid masks (h, w) uint8 downscaled with them."""
     sizes = [(img.shape[1], img.shape[0]) for img in images]
-    small_canvas, Hs, small, _ = low_canvas(canvas, homographies, sizes, scale)
-    small_images = [cv2.resize(img, sm, interpolation=cv2.INTER_AREA) if (img.shape[1], img.shape[0]) != sm else img
-                    for img, sm in zip(images, small)]
-    return small_images, Hs, small_canvas
+    small = [(max(2, round(w * f)), max(2, round(h * f))) for (w, h), f in zip(sizes, plan.shrink)]
+    out_canvas, Hs, _, _ = low_canvas(canvas, homographies, sizes, plan.scale, small)
+    out_images = [cv2.resize(img, sm, interpolation=cv2.INTER_AREA) if (img.shape[1], img.shape[0]) != sm else img
+                  for img, sm in zip(images, small)]
+    return out_images, Hs, out_canvas, [_resized_valid(v, sm) for v, sm in zip(valid, small)]
+
+
+def _resized_valid(valid: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
+    """A valid mask (h, w) uint8 (255: data) at another (w, h) size: a pixel keeps data when most of it has."""
+    if valid is None or (valid.shape[1], valid.shape[0]) == tuple(size):
+        return valid
+    return np.where(cv2.resize(valid, size, interpolation=cv2.INTER_AREA) >= 128, np.uint8(255), np.uint8(0))
 
 
 def seam_scale(sizes: Sequence[tuple[int, int]], seam_megapix: float) -> float:
@@ -207,31 +205,37 @@ def seam_scale(sizes: Sequence[tuple[int, int]], seam_megapix: float) -> float:
 
 
 def low_canvas(canvas: Canvas, homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]],
-               scale: float) -> tuple[Canvas, list[np.ndarray], list[tuple[int, int]], LowGrid]:
-    """The seam-resolution canvas: (canvas, H per downscaled image (3, 3), downscaled sizes (w, h), LowGrid).
+               scale: float, small: Sequence[tuple[int, int]] | None = None
+               ) -> tuple[Canvas, list[np.ndarray], list[tuple[int, int]], LowGrid]:
+    """The canvas scaled by s: (canvas, H per downscaled image (3, 3), downscaled sizes (w, h), LowGrid).
 
     The reference plane is scaled by D = diag(s, s, 1) (curved projections: focal and centre times s), so a
-    projected coordinate u becomes s u and full-res canvas pixel c maps to s (c + offset) - offset_low.
+    projected coordinate u becomes s u and canvas pixel c maps to s (c + offset) - offset_low. ``small``: each
+    image's downscaled size (default: its size times s, the seam canvas's images).
     """
     D = np.diag([scale, scale, 1.0])
-    small = [(max(2, round(w * scale)), max(2, round(h * scale))) for w, h in sizes]
+    if small is None:
+        small = [(max(2, round(w * scale)), max(2, round(h * scale))) for w, h in sizes]
     Hs = [D @ np.asarray(H, np.float64) @ np.linalg.inv(work_scale_matrix(sz, sm))
           for H, sz, sm in zip(homographies, sizes, small)]
     p = canvas.projection
     proj = p if p.kind == "plane" else replace(p, focal=p.focal * scale, center=(p.center[0] * scale, p.center[1] * scale))
-    low = canvas_bounds(Hs, small, proj, max_canvas_pixels=max(canvas.pixels, 1) * 4 + 1_000_000,
-                        shifts=canvas.shifts if proj.turn else None)
+    cap = max(canvas.pixels, 1) * 4 * max(scale, 1.0) ** 2 + 1_000_000
+    low = canvas_bounds(Hs, list(small), proj, max_canvas_pixels=int(cap), shifts=canvas.shifts if proj.turn else None)
     grid = LowGrid(scale, scale * canvas.offset[0] - low.offset[0], scale * canvas.offset[1] - low.offset[1])
-    return low, Hs, small, grid
+    return low, Hs, list(small), grid
 
 
 def low_views(images: Sequence[np.ndarray], low: Canvas, Hs: Sequence[np.ndarray],
-              small: Sequence[tuple[int, int]]) -> list[LowView]:
-    """Every image downscaled (INTER_AREA) and warped onto the seam canvas: a LowView on its box."""
+              small: Sequence[tuple[int, int]], valid: Sequence[np.ndarray | None] | None = None) -> list[LowView]:
+    """Every image downscaled (INTER_AREA), as 8 bits, and warped onto the seam canvas: a LowView on its box.
+
+    valid: per image, its valid mask (h, w) uint8 (255: data) or None; a view's mask leaves out the rest."""
     views = []
     for k, (img, H, sm) in enumerate(zip(images, Hs, small)):
         src = cv2.resize(img, sm, interpolation=cv2.INTER_AREA) if (img.shape[1], img.shape[0]) != sm else img
-        wi = warp_image(src, H, low, k)
+        ok = None if valid is None else _resized_valid(valid[k], sm)
+        wi = warp_image(to_8bit(src), H, low, k, valid=ok)
         if wi is None:  # too small to cover a seam pixel: an empty view on its box
             x0, y0, x1, y1 = low.boxes[k]
             h, w = max(1, y1 - y0), max(1, x1 - x0)
@@ -260,32 +264,30 @@ def _seam_lines(views: Sequence[LowView], masks: Sequence[np.ndarray], grid: Low
     return lines & valid
 
 
-def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
-                     config: ComposeConfig | None = None, names: Sequence[str] | None = None, hooks: Any = None,
-                     progress: ProgressFn | None = None) -> Composed:
-    """Exposure, seams, blending and crop of images (h, w, 3) uint8 with H (3, 3, image -> reference) on canvas.
+def _same_depth(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The images at one depth: uint16 when any is (uint8 ones scaled by 257, exactly), else as given."""
+    if not any(img.dtype == np.uint16 for img in images):
+        return list(images)
+    return [img if img.dtype == np.uint16 else img.astype(np.uint16) * np.uint16(257) for img in images]
 
-    hooks: a stitch.debug.PipelineHooks (or None); names label the images for it.
-    """
-    cfg = config or ComposeConfig()
-    cfg.check()
-    if len(images) != len(homographies) or len(images) != len(canvas.boxes):
-        raise ConfigError(f"compose_panorama: {len(images)} images, {len(homographies)} homographies and "
-                          f"{len(canvas.boxes)} canvas boxes must match")
-    names = list(names) if names is not None else [f"image{k}" for k in range(len(images))]
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    out_scale = output_scale(canvas.pixels, cfg.scale, cfg.megapixels)
-    if out_scale < 1.0:
-        images, homographies, canvas = scaled_output(images, homographies, canvas, out_scale)
-    sizes = [(img.shape[1], img.shape[0]) for img in images]
-    s = seam_scale(sizes, cfg.seam_megapix)
-    low, Hs_low, small, grid = low_canvas(canvas, homographies, sizes, s)
-    views = low_views(images, low, Hs_low, small)
-    if hooks is not None:
-        hooks.warped(names, views)
-    seconds["warp_seam_res"] = time.perf_counter() - t
 
+def _valid_u8(valid: Sequence[np.ndarray | None] | None, images: Sequence[np.ndarray],
+              names: Sequence[str]) -> list[np.ndarray | None]:
+    """Per image its valid mask (h, w) bool as uint8 (255: data), or None; ConfigError naming a mismatched one."""
+    if valid is None:
+        return [None] * len(images)
+    out = []
+    for v, img, name in zip(valid, images, names):
+        if v is not None and v.shape != img.shape[:2]:
+            raise ConfigError(f"valid mask of {name}: {v.shape[1]} x {v.shape[0]} px, but the image is "
+                              f"{img.shape[1]} x {img.shape[0]} px")
+        out.append(None if v is None else v.astype(np.uint8) * np.uint8(255))
+    return out
+
+
+def _gains_and_seams(views: list[LowView], canvas: Canvas, cfg: ComposeConfig, names: list[str], hooks: Any,
+                     progress: ProgressFn | None, seconds: dict[str, float]) -> tuple[Gains, list[np.ndarray]]:
+    """Steps 2-3 of the module docstring on the seam-resolution views: (gains, seam masks)."""
     t = time.perf_counter()
     pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
     same = [(u, v) for u in range(len(pieces)) for v in range(u + 1, len(pieces)) if pieces[u] == pieces[v]]
@@ -294,7 +296,6 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     if hooks is not None:
         hooks.compensated(names, comp, gains)
     seconds["exposure"] = time.perf_counter() - t
-
     t = time.perf_counter()
     if progress is not None:
         progress(0, 1, f"finding seams ({cfg.seam})")
@@ -302,10 +303,47 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     if hooks is not None:
         hooks.seams(names, comp, masks)
     seconds["seams"] = time.perf_counter() - t
+    return gains, masks
+
+
+def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
+                     config: ComposeConfig | None = None, names: Sequence[str] | None = None, hooks: Any = None,
+                     progress: ProgressFn | None = None, valid: Sequence[np.ndarray | None] | None = None,
+                     natives: Sequence[float] | None = None, max_pixels: int | None = None) -> Composed:
+    """Exposure, seams, blending and crop of images (h, w, 3) uint8 or uint16 with H (3, 3, image -> reference)
+    on canvas; the result has the images' depth (uint16 when any image is).
+
+    hooks: a stitch.debug.PipelineHooks (or None); names label the images for it. valid: per image, a mask
+    (h, w) bool of the pixels with data (an alpha channel; False: never drawn), or None. natives: per image, its
+    native scale (stitch.panorama.resolution; default 1: the canvas keeps its scale); max_pixels: the canvas cap.
+    """
+    cfg = config or ComposeConfig()
+    cfg.check()
+    n = len(images)
+    if not (len(homographies) == len(canvas.boxes) == n) or any(x is not None and len(x) != n for x in (valid, natives)):
+        raise ConfigError(f"compose_panorama: {n} images, {len(homographies)} homographies and "
+                          f"{len(canvas.boxes)} canvas boxes (and valid masks, native scales) must match")
+    names = list(names) if names is not None else [f"image{k}" for k in range(n)]
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    images, valid8 = _same_depth(images), _valid_u8(valid, images, names)
+    natives = [1.0] * n if natives is None else list(natives)
+    plan = choose_output_scale(canvas.pixels, natives, cfg.scale, cfg.megapixels, max_pixels)
+    notes = resolution_notes(plan, natives, names, [(im.shape[1], im.shape[0]) for im in images], canvas.pixels,
+                             max_pixels)
+    if plan.scale != 1.0 or min(plan.shrink, default=1.0) < 1.0:
+        images, homographies, canvas, valid8 = scaled_output(images, homographies, canvas, plan, valid8)
+    sizes = [(img.shape[1], img.shape[0]) for img in images]
+    low, Hs_low, small, grid = low_canvas(canvas, homographies, sizes, seam_scale(sizes, cfg.seam_megapix))
+    views = low_views(images, low, Hs_low, small, valid8)
+    if hooks is not None:
+        hooks.warped(names, views)
+    seconds["warp_seam_res"] = time.perf_counter() - t
+    gains, masks = _gains_and_seams(views, canvas, cfg, names, hooks, progress, seconds)
 
     t = time.perf_counter()
     out = blend(images, homographies, canvas, grid, views, masks, gains, cfg.blend, cfg.bands, cfg.strip_pixels,
-                progress)
+                progress, valid8)
     seconds["blend"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -323,6 +361,7 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
         from stitch.panorama.timelapse import write_timelapse
 
         t = time.perf_counter()
-        written = write_timelapse(cfg.timelapse, images, homographies, canvas, box, names, scalar_gains)
+        written = write_timelapse(cfg.timelapse, images, homographies, canvas, box, names, scalar_gains, valid8)
         seconds["timelapse"] = time.perf_counter() - t
-    return Composed(image, mask, box, scalar_gains, bands, seconds, canvas, out_scale, cropped.filled, written)
+    return Composed(image, mask, box, scalar_gains, bands, seconds, canvas, plan.scale, cropped.filled, written,
+                    notes)

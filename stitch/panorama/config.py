@@ -21,6 +21,7 @@ from stitch.panorama.adjust import DEFAULT_LOSS, DEFAULT_MAX_POINTS_PER_EDGE, LO
 from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
 from stitch.panorama.compose import ComposeConfig
 from stitch.panorama.inputs import sequence_pairs
+from stitch.panorama.output import DEFAULT_JPEG_QUALITY, check_jpeg_quality
 from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS, PROJECTION_CHOICES
 
 #: Projections accepted by stitch_images: the warp stage's ones plus 'auto'.
@@ -76,6 +77,7 @@ class PanoramaConfig:
     workers: int = 0
     range_width: int = 0
     verify: bool = True
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
     compose: ComposeConfig = field(default_factory=ComposeConfig)
 
     @property
@@ -96,7 +98,8 @@ class PanoramaConfig:
         inconsistent with the rest removed, misplaced images dropped; default True), model (MODEL_CHOICES),
         wave_correct (WAVE_CHOICES), workers
         (pair-matching threads; 0 = the CPU count, at most 8, the result does not depend on it), range_width
-        (match only images at most this far apart in input order; 0 = every pair; stitch.panorama.inputs);
+        (match only images at most this far apart in input order; 0 = every pair; stitch.panorama.inputs),
+        jpeg_quality (1-100, of the JPEG file Panorama.save writes; stitch.panorama.output);
         compositing: exposure, seam, blend, crop, crop_max_empty, scale, megapixels, timelapse, seam_megapix,
         bands, block_size (stitch.panorama.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
         (max_keypoints, ratio, estimators, thresholds, accept_score, score_max_side, min_inliers).
@@ -164,5 +167,6 @@ class PanoramaConfig:
         if not (isinstance(self.workers, int) and 0 <= self.workers <= 64):
             raise ConfigError(f"workers={self.workers}: must be an integer in 0..64 (0 = the CPU count)")
         sequence_pairs(0, self.range_width)  # checks range_width
+        check_jpeg_quality(self.jpeg_quality)
         if self.max_points_per_edge < 4:
             raise ConfigError(f"max_points_per_edge={self.max_points_per_edge}: must be at least 4")

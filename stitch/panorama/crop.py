@@ -234,7 +234,7 @@ def fill_box(mask: np.ndarray, max_empty: float = DEFAULT_CROP_MAX_EMPTY,
 
 def fill_empty(image: np.ndarray, valid: np.ndarray, radius: int = FILL_RADIUS,
                rim: int = FILL_RIM) -> tuple[np.ndarray, np.ndarray]:
-    """(image (H, W, 3) uint8 with its pixels outside valid (H, W) bool, and those within ``rim`` px of them,
+    """(image (H, W, 3) uint8 or uint16 with its pixels outside valid (H, W) bool, and those within ``rim`` px of them,
     inpainted (Telea) region by region; filled (H, W) bool: the pixels replaced)."""
     holes = (~valid).astype(np.uint8)
     if not holes.any():
@@ -247,8 +247,16 @@ def fill_empty(image: np.ndarray, valid: np.ndarray, radius: int = FILL_RADIUS,
     pad = 2 * radius + 2
     for x, y, bw, bh, _ in stats[1:n]:
         x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
-        out[y0:y1, x0:x1] = cv2.inpaint(out[y0:y1, x0:x1], holes[y0:y1, x0:x1], radius, cv2.INPAINT_TELEA)
+        out[y0:y1, x0:x1] = _inpaint(out[y0:y1, x0:x1], holes[y0:y1, x0:x1], radius)
     return out, holes > 0
+
+
+def _inpaint(image: np.ndarray, holes: np.ndarray, radius: int) -> np.ndarray:
+    """cv2.inpaint (Telea) of image (h, w, 3) uint8, or uint16 channel by channel (OpenCV's 16-bit inpaint is 1-channel)."""
+    if image.dtype == np.uint8:
+        return cv2.inpaint(image, holes, radius, cv2.INPAINT_TELEA)
+    return cv2.merge([cv2.inpaint(np.ascontiguousarray(image[:, :, c]), holes, radius, cv2.INPAINT_TELEA)
+                      for c in range(image.shape[2])])
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 
 from stitch.geometry import box_slices, union_box
 from stitch.imaging import resize_max_side
-from stitch.io import write_image_atomic, write_text_atomic
+from stitch.io import to_8bit, write_image_atomic, write_text_atomic
 from stitch.panorama.exposure import Gains
 from stitch.panorama.views import LowView
 
@@ -54,7 +54,7 @@ class PipelineHooks:
         """The seam masks (h_k, w_k) bool on each view's box."""
 
     def result(self, image: np.ndarray, seam_lines: Callable[[], np.ndarray]) -> None:
-        """The final (cropped) panorama (H, W, 3) uint8; seam_lines() computes its (H, W) bool seam lines."""
+        """The final (cropped) panorama (H, W, 3) uint8 or uint16; seam_lines() computes its (H, W) bool seam lines."""
 
 
 def _safe(name: str) -> str:
@@ -114,7 +114,7 @@ class DebugDir(PipelineHooks):
 
     def result(self, image, seam_lines) -> None:
         lines = seam_lines()
-        out = image.copy()
+        out = to_8bit(image).copy()
         thick = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         out[thick] = (0, 0, 255)
         self.written.append(write_image_atomic(self.folder / "result_seams.jpg", out))

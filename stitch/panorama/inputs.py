@@ -7,6 +7,9 @@ is ever kept in a masked-out (black) pixel. Masks steer registration only: the m
 the panorama. Use them to keep features off a static overlay (a watermark, a date stamp, the lens hood, a
 tripod leg) or off moving things (water, people), which would otherwise pull the matching towards them.
 
+An image's alpha channel (stitch.io.Pixels.valid) is such a mask and more: its transparent (alpha 0) pixels
+are no data, left out of registration (combined with a mask given here: ``feature_mask``) and of the panorama.
+
 The mask folder's naming rule (``masks_from_dir``): the mask of photo ``a.jpg`` is ``DIR/a.png`` or any
 other image extension (``DIR/a.<ext>``, the first in IMAGE_EXTENSIONS' order); a photo without one uses
 the whole image; a mask file that matches no photo is reported. The mask folder must not be the input
@@ -85,6 +88,13 @@ def check_mask(mask: np.ndarray | None, image_shape: tuple[int, ...], name: str)
     if not mask.any():
         raise ConfigError(f"mask of {name}: masks out the whole image (white marks where features may be found)")
     return mask
+
+
+def feature_mask(mask: np.ndarray | None, valid: np.ndarray | None) -> np.ndarray | None:
+    """Where features may be found: the user's mask (H, W) bool and the image's valid mask (its alpha), both."""
+    if mask is None or valid is None:
+        return valid if mask is None else mask
+    return mask & valid
 
 
 def work_mask(mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:

@@ -37,9 +37,13 @@ run the two halves apart, so cameras can be saved, edited and re-rendered withou
    bound the canvas (a canvas above ``max_canvas_pixels`` is refused with CanvasTooLargeError naming the
    image whose matrix blows it up: it is never allocated). A full turn gets a canvas exactly 2 pi f wide
    whose wrap has no seam: the image crossing it is warped in both parts;
-8. composite at full resolution, one image and one strip at a time (stitch.compose.compose_panorama):
-   exposure compensation (stitch.exposure), seam finding (stitch.seams), multi-band or feather blending
-   (stitch.blend), and the crop to the largest rectangle inside the valid region (stitch.crop).
+8. composite at the output resolution (stitch.panorama.resolution: the median photo keeps its own resolution,
+   whichever image is the reference; ``scale`` / ``megapixels`` lower it, the canvas cap bounds it), one image
+   and one strip at a time (stitch.compose.compose_panorama): exposure compensation (stitch.exposure), seam
+   finding (stitch.seams), multi-band or feather blending (stitch.blend), and the crop to the largest rectangle
+   inside the valid region (stitch.crop). Registration runs on 8-bit copies; compositing uses the inputs' full
+   depth (a 16-bit panorama from 16-bit inputs), and an alpha channel's transparent pixels are no data (step 1
+   reads them as a mask, stitch.io.Pixels). ``Panorama.save`` writes the file (stitch.panorama.output).
 
 ``hooks`` (a stitch.debug.PipelineHooks, e.g. stitch.debug.DebugDir) receives the accepted matches and every
 compositing stage's output as the pipeline makes them; the CLI's ``--debug-dir`` is that.
@@ -54,21 +58,23 @@ inliers), while every non-overlapping pair (weir_noise.jpg against the weir, bud
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
 from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
-from stitch.exif import exif_focal_px
+from stitch.exif import ImageMeta, exif_focal_px, read_meta
 from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.config import DEFAULT_PRESET
 from stitch.imaging import resize_max_side
-from stitch.io import ImageLike, load_images
+from stitch.io import ImageLike, Pixels, image_name, load_images, to_bgr8
 from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges
 from stitch.panorama.camera import (
     Camera,
@@ -99,11 +105,14 @@ from stitch.panorama.inputs import (
     MaskLike,
     check_mask,
     check_timelapse_dir,
+    feature_mask,
     load_masks,
     sequence_pairs,
     work_mask,
 )
+from stitch.panorama.output import DEFAULT_JPEG_QUALITY, write_panorama
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, PLACEMENT_SIDE, placement_scores
+from stitch.panorama.resolution import native_scales, typical_scale
 from stitch.panorama.verify import (
     EDGE_FACTOR,
     EDGE_MIN_PX,
@@ -128,7 +137,7 @@ from stitch.types import ProgressFn
 class Panorama:
     """A stitched panorama.
 
-    image (H, W, 3) uint8 BGR, black outside ``mask`` (H, W) bool. ``cameras`` (a camera.Registration: one
+    image (H, W, 3) BGR, uint8 (uint16 when an input is 16-bit), black outside ``mask`` (H, W) bool. ``cameras`` (a camera.Registration: one
     Camera per image, plus the model and the virtual camera) is what ``stitch.compose`` re-renders.
     ``homographies[k]`` (3, 3) float64 maps full-resolution pixels of image ``names[k]`` to the *reference
     plane*: the pixel frame of the panorama's virtual camera (model 'rotation': focal ``cameras.focal``,
@@ -137,11 +146,12 @@ class Panorama:
     every projection ``to_panorama(k, pts)`` maps image pixels to panorama pixels. Pixel (c, r) of ``image``
     sits at projected coordinates (c + offset[0], r + offset[1]) (the crop included: ``canvas`` is the
     uncropped frame, ``crop`` the image's box on it); for cylindrical/spherical they are ``focal`` * angles
-    (see stitch.panorama.warp). full_turn: a 360-degree panorama, exactly 2 pi focal wide. With an output
-    ``scale`` s < 1 (``scale=`` / ``megapixels=``) the canvas is the full-resolution one scaled by s:
-    projected coordinates are s times the above, and ``focal`` stays the full-resolution focal. ``filled``:
-    pixels the 'fill' crop invented (False in ``mask``); ``timelapse``: the frame files written, one per
-    kept image.
+    (see stitch.panorama.warp). full_turn: a 360-degree panorama, exactly 2 pi focal wide. ``scale`` s: the
+    canvas is the reference plane's scaled by s (stitch.panorama.resolution: the median photo's resolution,
+    times ``scale=`` or lowered by ``megapixels=``): projected coordinates are s times the above, and ``focal``
+    stays the reference plane's focal. ``filled``: pixels the 'fill' crop invented (False in ``mask``);
+    ``timelapse``: the frame files written, one per kept image; ``metadata``: the reference photo's (None for
+    an array), carried into the file with ``jpeg_quality`` by ``save``.
     """
 
     image: np.ndarray
@@ -169,6 +179,13 @@ class Panorama:
     cameras: Registration | None = None
     full_turn: bool = False
     model: str = "homography"
+    metadata: ImageMeta | None = None
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``image`` to path (stitch.panorama.output.write_panorama: tagged, the reference photo's
+        metadata, JPEG at ``jpeg_quality``, 16 bits where the format holds them); returns the path."""
+        return write_panorama(path, self.image, self.metadata, self.jpeg_quality)
 
     @property
     def placement(self) -> dict[str, float | None]:
@@ -249,12 +266,12 @@ class Panorama:
 
 
 def to_work(img: np.ndarray, megapix: float) -> np.ndarray:
-    """(H, W, 3) image downscaled (INTER_AREA) to about ``megapix`` MP; never upscaled."""
+    """(H, W, 3) uint8 or uint16 image downscaled (INTER_AREA) to about ``megapix`` MP, as uint8; never upscaled."""
     h, w = img.shape[:2]
     s = min(1.0, math.sqrt(megapix * 1e6 / float(h * w)))
-    if s >= 1.0:
-        return img
-    return cv2.resize(img, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    if s < 1.0:
+        img = cv2.resize(img, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    return to_bgr8(img)
 
 
 def _to_full_pts(pts: np.ndarray, A: np.ndarray) -> np.ndarray:
@@ -321,14 +338,15 @@ def _warn(msg: str, sink: list[str]) -> None:
     warnings.warn(msg, stacklevel=3)
 
 
-def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[np.ndarray], list[str], list, list[int]]:
-    """(images (H, W, 3) uint8, names, dropped [(name, reason)], each image's index in inputs) of the readable
-    inputs with each side >= MIN_IMAGE_SIDE px; needs >= 2 of them."""
+def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[Pixels], list[str], list, list[int]]:
+    """(images as io.Pixels: (H, W, 3) uint8, or uint16 from 16-bit inputs, and the alpha's valid mask; names,
+    dropped [(name, reason)], each image's index in inputs) of the readable inputs with each side >=
+    MIN_IMAGE_SIDE px; needs >= 2 of them."""
     if isinstance(inputs, (str, bytes, np.ndarray)) or not hasattr(inputs, "__len__"):
         raise ConfigError("paths_or_arrays: expected a list of image paths or arrays")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loaded = load_images(list(inputs), min_side=MIN_IMAGE_SIDE)
+        loaded = load_images(list(inputs), min_side=MIN_IMAGE_SIDE, depth=True)
     for w in caught:
         _warn(str(w.message), notes)
     dropped = [(s.name, s.reason if s.too_small else f"unreadable: {s.reason}") for s in loaded.skipped]
@@ -341,7 +359,7 @@ def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[np.
             parts.append(f"{len(small)} too small, each side must be at least {MIN_IMAGE_SIDE} px: {', '.join(small)}")
         skipped = "; ".join(parts)
         raise StitchError(f"need at least 2 images, {got}" + (f" ({skipped})" if skipped else ""))
-    return loaded.images, loaded.names, dropped, loaded.indices
+    return [Pixels(img, ok) for img, ok in zip(loaded.images, loaded.valid)], loaded.names, dropped, loaded.indices
 
 
 def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
@@ -651,18 +669,20 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
 
 
 def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, progress: ProgressFn | None = None,
-                    hooks: Any = None, masks: Sequence[MaskLike] | None = None) -> tuple[Registration, list[np.ndarray]]:
-    """Steps 1-6 of the module docstring: (the Registration, the kept images (H, W, 3) uint8 in its order).
+                    hooks: Any = None, masks: Sequence[MaskLike] | None = None) -> tuple[Registration, list[Pixels]]:
+    """Steps 1-6 of the module docstring: (the Registration, the kept images (io.Pixels) in its order).
 
-    masks: one feature mask per input (see stitch_images)."""
+    masks: one feature mask per input (see stitch_images), combined with the image's alpha (its valid mask)."""
     notes: list[str] = []
     mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
-    images, names, dropped, index = read_inputs(paths_or_arrays, notes)
-    images, names, keys, keep = drop_duplicates(images, names, dropped, notes)
+    pixels, names, dropped, index = read_inputs(paths_or_arrays, notes)
+    images, names, keys, keep = drop_duplicates([px.image for px in pixels], names, dropped, notes)
+    pixels = [pixels[k] for k in keep]
     if len(images) < 2:
         same = "; ".join(f"{nm} is {why}" for nm, why in dropped if why.startswith(("given twice", "identical")))
         raise StitchError(f"need at least 2 different images, got 1: {same}")
-    feature_masks = [check_mask(mask_list[index[k]], img.shape, name) for k, img, name in zip(keep, images, names)]
+    feature_masks = [feature_mask(check_mask(mask_list[index[k]], px.image.shape, name), px.valid)
+                     for k, px, name in zip(keep, pixels, names)]
     n = len(images)
     sizes = [(img.shape[1], img.shape[0]) for img in images]
 
@@ -691,23 +711,26 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
     reg = verified_registration(graph, edges, why, dropped, thumbs)
     reg.dropped = dropped
     reg.warnings = notes
-    kept = [images[names.index(nm)] for nm in reg.names]
+    kept = [pixels[names.index(nm)] for nm in reg.names]
     images.clear()
+    pixels.clear()
     return reg, kept
 
 
-def render(images: list[np.ndarray], reg: Registration, cfg: PanoramaConfig, progress: ProgressFn | None = None,
-           hooks: Any = None, t0: float | None = None) -> Panorama:
-    """Steps 7-8: project and composite ``images`` (H, W, 3) uint8 (one per camera of ``reg``, same order).
+def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progress: ProgressFn | None = None,
+           hooks: Any = None, t0: float | None = None, metadata: ImageMeta | None = None) -> Panorama:
+    """Steps 7-8: project and composite ``images`` (io.Pixels, one per camera of ``reg``, same order) at the
+    output resolution of stitch.panorama.resolution; the panorama is uint16 when an image is.
 
-    ``images`` is emptied as it is consumed (only the kept images stay referenced while compositing).
+    ``images`` is emptied as it is consumed (only the kept images stay referenced while compositing);
+    ``metadata``: the reference photo's, which Panorama.save carries into the file.
     """
     t0 = time.perf_counter() if t0 is None else t0
     names = reg.names
     H_list = reg.homographies()
     sizes = [c.size for c in reg.cameras]
-    bad = [f"{nm} ({img.shape[1]} x {img.shape[0]}, camera {sz[0]} x {sz[1]})"
-           for nm, img, sz in zip(names, images, sizes) if (img.shape[1], img.shape[0]) != sz]
+    bad = [f"{nm} ({px.image.shape[1]} x {px.image.shape[0]}, camera {sz[0]} x {sz[1]})"
+           for nm, px, sz in zip(names, images, sizes) if (px.image.shape[1], px.image.shape[0]) != sz]
     if bad or len(images) != len(sizes):
         raise ConfigError(f"cameras do not match the images: {', '.join(bad) or 'different counts'}")
     ref_size = sizes[names.index(reg.reference)] if reg.reference in names else sizes[0]
@@ -715,14 +738,21 @@ def render(images: list[np.ndarray], reg: Registration, cfg: PanoramaConfig, pro
     if reg.model == "scans" and projection == "auto":
         projection = "plane"
     focal = reg.focal if reg.focal is not None else float(sum(ref_size))  # registered for the plane: a stand-in
-    canvas = choose_canvas(projection, H_list, sizes, names, ref_size, focal, cfg.max_canvas_pixels,
+    natives = native_scales(H_list, sizes, reg.center if reg.center is not None else image_center(ref_size))
+    native = typical_scale(natives)  # the cap holds at the output's scale when that is below the reference plane's
+    cap = cfg.max_canvas_pixels if native >= 1.0 else max(1, int(cfg.max_canvas_pixels / native ** 2))
+    canvas = choose_canvas(projection, H_list, sizes, names, ref_size, focal, cap,
                            rotating=reg.rotating, turn=reg.full_turn and projection != "plane", center=reg.center)
     pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
     kept = [images[k] for k in pieces]
     images.clear()
-    comp = compose_panorama(kept, [H_list[k] for k in pieces], canvas, cfg.compose, [names[k] for k in pieces],
-                            hooks, progress)
+    comp = compose_panorama([px.image for px in kept], [H_list[k] for k in pieces], canvas, cfg.compose,
+                            [names[k] for k in pieces], hooks, progress, valid=[px.valid for px in kept],
+                            natives=[natives[k] for k in pieces], max_pixels=cfg.max_canvas_pixels)
     del kept
+    notes = list(reg.warnings)
+    for msg in comp.notes:
+        _warn(msg, notes)
     canvas = comp.canvas or canvas  # scaled for the output resolution
     gains = {}
     for k, g in zip(pieces, comp.gains):
@@ -732,10 +762,19 @@ def render(images: list[np.ndarray], reg: Registration, cfg: PanoramaConfig, pro
         image=comp.image, mask=comp.mask, homographies=H_list, names=list(names), dropped=list(reg.dropped),
         reference=reg.reference, projection=canvas.projection.kind, offset=offset,
         focal=focal if canvas.projection.kind != "plane" else None, edges=list(reg.edges),
-        seconds=time.perf_counter() - t0, warnings=list(reg.warnings), rms_before=reg.rms_before,
+        seconds=time.perf_counter() - t0, warnings=notes, rms_before=reg.rms_before,
         rms_after=reg.rms_after, canvas=canvas, crop=comp.crop, gains=[gains[k] for k in range(len(names))],
         bands=comp.bands, stage_seconds=comp.seconds, cameras=reg, full_turn=canvas.projection.turn,
-        model=reg.model, scale=comp.scale, filled=comp.filled, timelapse=comp.timelapse)
+        model=reg.model, scale=comp.scale, filled=comp.filled, timelapse=comp.timelapse, metadata=metadata,
+        jpeg_quality=cfg.jpeg_quality)
+
+
+def reference_meta(inputs: Sequence[ImageLike], reference: str) -> ImageMeta | None:
+    """The metadata (stitch.exif.read_meta) of the input file named ``reference``; None for an array."""
+    for i, src in enumerate(inputs):
+        if not isinstance(src, np.ndarray) and image_name(src, i) == reference:
+            return read_meta(src)
+    return None
 
 
 def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT_PRESET, detector: str | None = None,
@@ -758,7 +797,7 @@ def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT
     if cfg.compose.timelapse is not None:
         check_timelapse_dir(cfg.compose.timelapse, paths_or_arrays if isinstance(paths_or_arrays, (list, tuple)) else ())
     reg, kept = register_images(paths_or_arrays, cfg, progress, hooks, masks)
-    return render(kept, reg, cfg, progress, hooks, t0)
+    return render(kept, reg, cfg, progress, hooks, t0, reference_meta(paths_or_arrays, reg.reference))
 
 
 def register(paths_or_arrays: Sequence[ImageLike], **options: Any) -> Registration:
@@ -796,4 +835,4 @@ def compose(paths_or_arrays: Sequence[ImageLike], cameras: Registration | str | 
     kept = [by_name[c.name] for c in reg.cameras]
     images.clear()
     by_name.clear()
-    return render(kept, reg, cfg, progress, hooks, t0)
+    return render(kept, reg, cfg, progress, hooks, t0, reference_meta(paths_or_arrays, reg.reference))

@@ -4,7 +4,7 @@ Frame k is what image k contributes to the panorama: the same projection, canvas
 exposure gain (the mean gain for block gains) and no blending, black where the image does not reach. All
 frames have the panorama's size, so they overlay it pixel for pixel (OpenStitching's ``timelapse`` option).
 Files are ``<folder>/<k:04d>_<input stem>.png`` (k = the image's place among the kept images, in input
-order), PNG (lossless; the black margins compress well), each written atomically and tagged as a stitch
+order), PNG (lossless, 16-bit for 16-bit inputs; the black margins compress well), each written atomically and tagged as a stitch
 output (stitch.io.is_stitch_output) so that a later run on that folder does not read it as a photo.
 """
 
@@ -27,17 +27,18 @@ def frame_name(k: int, name: str) -> str:
 
 
 def timelapse_frame(img: np.ndarray, H: np.ndarray, canvas: Canvas, k: int, box: tuple[int, int, int, int],
-                    gain: Sequence[float] = (1.0,)) -> tuple[np.ndarray, np.ndarray]:
-    """(frame (h, w, 3) uint8, covered (h, w) bool) of image k (H (3, 3) image -> reference) on canvas box."""
+                    gain: Sequence[float] = (1.0,), valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(frame (h, w, 3) of img's dtype, covered (h, w) bool) of image k (H (3, 3) image -> reference) on canvas box;
+    valid: its valid mask (h, w) uint8 (255: data) or None."""
     x0, y0, x1, y1 = box
-    frame = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+    frame = np.zeros((y1 - y0, x1 - x0, 3), img.dtype)
     covered = np.zeros((y1 - y0, x1 - x0), bool)
-    wi = warp_image(img, H, canvas, k, region=box)
+    wi = warp_image(img, H, canvas, k, region=box, valid=valid)
     if wi is None:
         return frame, covered
     sl = box_slices(placed_box(wi.offset, wi.mask.shape), (x0, y0))
     g = np.asarray(gain, np.float32).reshape(1, 1, -1)
-    pix = np.clip(np.rint(wi.image.astype(np.float32) * g), 0, 255).astype(np.uint8)
+    pix = np.clip(np.rint(wi.image.astype(np.float32) * g), 0, np.iinfo(img.dtype).max).astype(img.dtype)
     frame[sl][wi.mask] = pix[wi.mask]
     covered[sl] = wi.mask
     return frame, covered
@@ -45,16 +46,18 @@ def timelapse_frame(img: np.ndarray, H: np.ndarray, canvas: Canvas, k: int, box:
 
 def write_timelapse(folder: str | os.PathLike, images: Sequence[np.ndarray], homographies: Sequence[np.ndarray],
                     canvas: Canvas, box: tuple[int, int, int, int], names: Sequence[str],
-                    gains: Sequence[Sequence[float]] | None = None) -> list[str]:
+                    gains: Sequence[Sequence[float]] | None = None,
+                    valid: Sequence[np.ndarray | None] | None = None) -> list[str]:
     """Write one frame per image (see the module docstring); returns the paths written, in image order.
 
-    images/homographies/names/gains are per canvas box: on a full turn the image crossing the wrap has two
-    boxes (``canvas.source``), drawn into its one frame."""
+    images/homographies/names/gains/valid (masks (h, w) uint8 or None) are per canvas box: on a full turn the
+    image crossing the wrap has two boxes (``canvas.source``), drawn into its one frame."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     frames: dict[int, tuple[np.ndarray, str]] = {}
     for k, (img, H, name) in enumerate(zip(images, homographies, names)):
-        frame, covered = timelapse_frame(img, H, canvas, k, box, gains[k] if gains is not None else (1.0,))
+        frame, covered = timelapse_frame(img, H, canvas, k, box, gains[k] if gains is not None else (1.0,),
+                                         None if valid is None else valid[k])
         src = canvas.source(k)
         if src in frames:  # the second piece of an image crossing a 360-degree wrap
             frames[src][0][covered] = frame[covered]

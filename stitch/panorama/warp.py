@@ -397,7 +397,7 @@ def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int,
 
 @dataclass
 class WarpedImage:
-    """One image warped onto part of the canvas: image (h, w, 3) uint8, mask (h, w) bool, weight (h, w) float32.
+    """One image warped onto part of the canvas: image (h, w, C) of its dtype, mask (h, w) bool, weight (h, w) float32.
 
     offset (x, y): canvas pixel of the crop's top-left corner; weight is None unless feathering was asked.
     """
@@ -458,17 +458,23 @@ def feather_weight(width: int, height: int) -> np.ndarray:
     return _border_weight(mx, my, width, height)
 
 
-def tile_maps(H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int], size: tuple[int, int]
+def tile_maps(H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int], size: tuple[int, int],
+              valid: np.ndarray | None = None
               ) -> Iterator[tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray]]:
     """Tile by tile (at most MAX_TILE_SIDE a side) over canvas region (x0, y0, x1, y1): (slices of the tile in
-    the region, inside (th, tw) bool: the pixel sees the (w, h) ``size`` image, then its inverse maps mx, my)."""
+    the region, inside (th, tw) bool: the pixel sees the (w, h) ``size`` image, then its inverse maps mx, my).
+
+    valid: the image's valid mask (h, w) uint8 (255: data), or None; a pixel is inside only where it samples
+    (bilinearly) at least half data."""
     w, h = size
     x0, y0, x1, y1 = region
     for ty in range(y0, y1, MAX_TILE_SIDE):
         for tx in range(x0, x1, MAX_TILE_SIDE):
             tile = (tx, ty, min(tx + MAX_TILE_SIDE, x1), min(ty + MAX_TILE_SIDE, y1))
-            mx, my, valid = inverse_maps(H, canvas, tile)
-            inside = valid & (mx > -0.5) & (mx < w - 0.5) & (my > -0.5) & (my < h - 0.5)
+            mx, my, ok = inverse_maps(H, canvas, tile)
+            inside = ok & (mx > -0.5) & (mx < w - 0.5) & (my > -0.5) & (my < h - 0.5)
+            if valid is not None:
+                inside &= cv2.remap(valid, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
             yield (slice(tile[1] - y0, tile[3] - y0), slice(tile[0] - x0, tile[2] - x0)), inside, mx, my
 
 
@@ -481,11 +487,13 @@ def remap_replicate(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarr
 
 
 def warp_image(img: np.ndarray, H: np.ndarray, canvas: Canvas, index: int,
-               region: tuple[int, int, int, int] | None = None, feather: bool = False) -> WarpedImage | None:
+               region: tuple[int, int, int, int] | None = None, feather: bool = False,
+               valid: np.ndarray | None = None) -> WarpedImage | None:
     """Warp img (h, w, C) (image ``index`` of the canvas, H (3, 3) image -> reference) onto its canvas box.
 
     Only the part inside region (x0, y0, x1, y1) is warped (None if that is empty), tile by tile
-    (cv2.remap, bilinear). mask marks the canvas pixels that see the image; feather adds its weight.
+    (cv2.remap, bilinear). mask marks the canvas pixels that see the image (and, with valid (h, w) uint8, its
+    pixels with data: tile_maps); feather adds its weight.
     """
     box = canvas.boxes[index]
     r = box_intersection(box, region if region is not None else box)
@@ -496,7 +504,7 @@ def warp_image(img: np.ndarray, H: np.ndarray, canvas: Canvas, index: int,
     out = np.zeros((y1 - y0, x1 - x0) + img.shape[2:], dtype=img.dtype)
     mask = np.zeros((y1 - y0, x1 - x0), bool)
     weight = np.zeros((y1 - y0, x1 - x0), np.float32) if feather else None
-    for sl, inside, mx, my in tile_maps(H, canvas, r, (w, h)):
+    for sl, inside, mx, my in tile_maps(H, canvas, r, (w, h), valid):
         if not inside.any():
             continue
         mask[sl] = inside

@@ -164,3 +164,23 @@ def test_canvas_cap_message_units(photos, tmp_path, capsys):
                  "--projection", "plane", *FAST]) == 1
     line = one_line_error(capsys.readouterr().err, "> cap 1,000 px")
     assert "0 MP" not in line
+
+
+def test_jpeg_quality_and_16_bit_output(photos, tmp_path, capsys):
+    """--jpeg-quality sets the JPEG's quality; 16-bit inputs keep 16 bits in a PNG, and a .jpg says it holds 8."""
+    small, large = tmp_path / "q30.jpg", tmp_path / "q95.jpg"
+    assert main(["run", str(photos), "-o", str(small), "--jpeg-quality", "30", *FAST]) == 0
+    assert main(["run", str(photos), "-o", str(large), *FAST]) == 0  # the default, 95
+    assert small.stat().st_size < 0.5 * large.stat().st_size and not warnings_of(capsys.readouterr().err)
+    assert main(["run", str(photos), "-o", str(tmp_path / "x.jpg"), "--jpeg-quality", "0"]) == 2
+    one_line_error(capsys.readouterr().err, "--jpeg-quality", "0 is not in the range 1<=x<=100")
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(deep / name), cv2.imread(str(photos / name)).astype(np.uint16) * 257)
+    assert main(["run", str(deep), "-o", str(tmp_path / "d.png"), *FAST]) == 0
+    assert cv2.imread(str(tmp_path / "d.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    assert main(["run", str(deep), "-o", str(tmp_path / "d.jpg"), *FAST]) == 0
+    assert warnings_of(capsys.readouterr().err) == [
+        (f"warning: {tmp_path / 'd.jpg'}: a .jpg file holds 8 bits per channel, so the 16-bit panorama is written "
+         "with 8 (write .png or .tif to keep 16)")]

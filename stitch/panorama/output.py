@@ -1,0 +1,47 @@
+"""Stage 9: the panorama file.
+
+``write_panorama`` encodes the panorama by the file extension and writes it atomically (stitch.io), tagged as a
+stitch output (so a later run on that folder skips it), carrying the reference photo's metadata in JPEG and PNG
+files: its camera make and model, its dates (stitch.exif.output_exif) and its ICC colour profile. TIFF and the
+other formats carry neither (OpenCV's encoders cannot). JPEG files are written at ``jpeg_quality`` (1-100).
+
+Depth: a 16-bit panorama (from 16-bit inputs) keeps 16 bits per channel in PNG, TIFF and PPM; any other format
+(JPEG, WebP, ...) holds 8, so it is written rounded to 8 bits, with a warning naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stitch.errors import ConfigError
+from stitch.exif import ImageMeta, output_exif
+from stitch.io import DEPTH16_EXTENSIONS, write_image_atomic
+
+#: JPEG quality of panoramas (OpenCV's default too): visually lossless at about a third of quality 100's size.
+DEFAULT_JPEG_QUALITY = 95
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
+
+
+def check_jpeg_quality(quality: int) -> None:
+    """ConfigError unless quality is an integer in 1..100."""
+    if isinstance(quality, bool) or not (isinstance(quality, (int, np.integer)) and 1 <= quality <= 100):
+        raise ConfigError(f"jpeg_quality={quality!r}: must be an integer in 1..100")
+
+
+def write_panorama(path: str | os.PathLike, image: np.ndarray, meta: ImageMeta | None = None,
+                   jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> Path:
+    """Write image (H, W, 3) uint8 or uint16 to ``path`` as the module docstring says; returns the path."""
+    check_jpeg_quality(jpeg_quality)
+    out = Path(path)
+    ext = out.suffix.lower()
+    if image.dtype == np.uint16 and ext not in DEPTH16_EXTENSIONS:
+        warnings.warn(f"{out}: a {ext} file holds 8 bits per channel, so the 16-bit panorama is written with 8 "
+                      "(write .png or .tif to keep 16)", stacklevel=2)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in JPEG_EXTENSIONS else []
+    meta = meta or ImageMeta()
+    return write_image_atomic(out, image, params, tag=True, exif=output_exif(meta), icc=meta.icc_profile)
