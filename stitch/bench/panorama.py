@@ -393,7 +393,8 @@ def _run_stitch(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str], C
         cx, cy = pano.crop[0], pano.crop[1]
         for k in range(len(pano.canvas.boxes)):  # a full turn warps the image crossing the wrap in two pieces
             src = pano.canvas.source(k)
-            wi = warp_image(read_image(by_name[pano.names[src]]), pano.homographies[src], pano.canvas, k)
+            H = np.diag([pano.scale, pano.scale, 1.0]) @ pano.homographies[src]  # onto the (scaled) canvas
+            wi = warp_image(read_image(by_name[pano.names[src]]), H, pano.canvas, k)
             if wi is not None:
                 out.append(Registered(pano.names[src], wi.image, wi.mask, (wi.offset[0] - cx, wi.offset[1] - cy)))
         return out
