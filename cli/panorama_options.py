@@ -49,7 +49,8 @@ PANORAMA_OPTIONS = (
     click.option("--work-megapix", type=click.FloatRange(0.01, 100), default=DEFAULT_WORK_MEGAPIX, show_default=True,
                  help="Registration resolution per image (megapixels); compositing is at full resolution."),
     click.option("--max-canvas-mp", type=click.FloatRange(0.001), default=DEFAULT_MAX_CANVAS_PIXELS / 1e6,
-                 show_default=True, help="Refuse canvases larger than this many megapixels."),
+                 show_default=True, help="Refuse canvases larger than this many megapixels (a canvas enlarged to "
+                 "the median photo's resolution is drawn smaller instead)."),
     click.option("--exposure", type=click.Choice(EXPOSURE_CHOICES), default=DEFAULT_EXPOSURE, show_default=True,
                  help="Exposure compensation: per-image gain, per-channel gains, block gains, colour (gain, colour balance and per-channel blocks, for a colour cast), or none."),
     click.option("--seam", type=click.Choice(SEAM_CHOICES), default=DEFAULT_SEAM, show_default=True,
@@ -67,7 +68,8 @@ PANORAMA_OPTIONS = (
     click.option("--crop-max-empty", type=click.FloatRange(0.0, 0.5, max_open=True), default=DEFAULT_CROP_MAX_EMPTY,
                  show_default=True, help="Largest share of empty pixels (then filled) in a '--crop fill' rectangle."),
     click.option("--scale", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
-                 help="Output resolution as a fraction of the full resolution (compositing only; e.g. 0.5)."),
+                 help="Output resolution as a fraction of the native one, the median photo's (compositing only; "
+                 "e.g. 0.5)."),
     click.option("--megapixels", type=click.FloatRange(0.0, min_open=True), default=None,
                  help="Output resolution: scale the canvas (before the crop) down to at most this many megapixels."),
     click.option("--range-width", type=click.IntRange(0), default=0, show_default=True,
