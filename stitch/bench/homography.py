@@ -439,7 +439,7 @@ def run_homography_bench(
     check_gt: bool = False,
     control: bool = False,
 ) -> BenchResult:
-    """Run the real-homography benchmark (the protocol in the README, "Benchmarks") on ``root`` (see ``load_homography_gt``).
+    """Run the real-homography benchmark (the protocol in docs/benchmarks/homography.md) on ``root`` (see ``load_homography_gt``).
 
     ``methods``: any of HOMOGRAPHY_METHOD_CHOICES; ``stitch`` also reports the two raw selector rows;
     ``stitch+deep`` is the same estimator with ``refiner="deep"`` (its detail holds the quality score).
