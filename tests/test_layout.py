@@ -121,3 +121,19 @@ def test_install_hints_name_the_distribution():
     offenders = [str(f.relative_to(REPO_ROOT)) for f in texts if "'stitch[" in f.read_text() or
                  "install stitch " in f.read_text()]
     assert offenders == []
+
+
+#: The longest a function of stitch/ or cli/ may be, in lines from its ``def`` to its last line.
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_long_function():
+    """Every function (methods and nested ones too) of stitch/ and cli/ is at most MAX_FUNCTION_LINES long."""
+    offenders = []
+    for f in sorted(list((REPO_ROOT / "stitch").rglob("*.py")) + list((REPO_ROOT / "cli").rglob("*.py"))):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    offenders.append(f"{f.relative_to(REPO_ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert offenders == [], f"functions over {MAX_FUNCTION_LINES} lines: {offenders}"
