@@ -32,8 +32,8 @@ claims (the seam canvas is coarser than the valid region's edge) still take any 
   image's coarse region a multiple of 2^bands, so every level's sampling grid is the global one: the
   result equals a whole-canvas multi-band blend up to rounding (tests/test_blend.py compares strips of
   20 000 px with one strip), while the float buffers hold one strip and one image at a time (plus the
-  int16 fine part, 6 bytes per canvas pixel, and the uint8 result). On
-  opencv_boat (6 photos of 10 MP, an 8633 x 1953 result) the whole stitch peaks at about 0.7 GB.
+  int16 fine part, 6 bytes per canvas pixel, and the uint8 result; the peak memory this gives:
+  docs/measurements.md, "blend").
 
 * ``feather``: one level; weights valid_k * (blurred seam_k + eps), the seam mask blurred on the seam
   canvas with sigma = w / 4 (full-resolution px): a linear-like cross-fade of about w / 2 px around each seam

@@ -61,10 +61,7 @@ WAVE_CHOICES = ("auto", "horizontal", "vertical", "none")
 #: sigma costs what every correspondence moving by f_scale would.
 EXIF_FOCAL_SIGMA = 0.05
 #: The EXIF prior's solution is kept when its RMS reprojection error is at most this multiple of the free
-#: solution's. Measured (free -> with the prior, px): opencv_boat 15.33 -> 15.37 (focal 4449 -> 4373, EXIF
-#: 4368), apap_railtracks 29.27 -> 35.03 (a parallax scene that does not fix the focal: 1877 -> 2882, EXIF
-#: 2889; OpenStitching's canvas is then within 4 %, against 20 % before); kept free where the EXIF disagrees
-#: with the photos: uttower 1.18 -> 6.15, vlfeat_river 1.61 -> 4.34, dhw_carpark 1.40 -> 3.15.
+#: solution's (why this value: docs/measurements.md, "camera").
 EXIF_MAX_RMS_RATIO = 1.25
 #: OpenCV's stitcher and OpenStitching straighten horizontally by default; 'auto' does so too unless the
 #: cameras sweep more up and down than sideways (then 'vertical').
@@ -572,8 +569,8 @@ def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, s
     else:
         return None
     same_size = len({sizes[k] for k in nodes}) == 1
-    # one focal only when EXIF says so: without it, same-size photos may still be zoomed differently (weir_1
-    # is ~13 % longer than weir_2 and weir_3, and one shared focal left 26 px RMS there against 2 px)
+    # one focal only when EXIF says so: without it, same-size photos may still be zoomed differently
+    # (docs/measurements.md, "camera")
     shared = same_size and have_exif and len({round(exif[k], 3) for k in nodes}) == 1
     centers = {k: image_center(sizes[k]) for k in nodes}
 

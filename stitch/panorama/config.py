@@ -27,12 +27,12 @@ from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS, PROJECTION_CHOICES
 PANORAMA_PROJECTION_CHOICES = ("auto",) + PROJECTION_CHOICES
 #: 'auto': spherical when a pair's homography determines a focal length (a rotating camera, as in most
 #: panoramas), else the plane (e.g. scans: translations over a flat scene), switching to cylindrical when the
-#: plane stretches too much. Why spherical: on the 18 sets of ../shared/data/panoramas the overlap PSNR of
-#: the registered images rose on 17 (mean +0.5 dB, up to +2.1 dB on prague_maps) and the SSIM on 16 against
-#: the plane, at the same matrices, because the plane magnifies the periphery; OpenCV's stitcher and
-#: OpenStitching default to it too. Pass projection='plane' for straight lines or a flat document.
+#: plane stretches too much. Why spherical: the plane magnifies the periphery (docs/measurements.md,
+#: "config"); OpenCV's stitcher and OpenStitching default to it too. Pass projection='plane' for straight
+#: lines or a flat document.
 DEFAULT_PANORAMA_PROJECTION = "auto"
 DEFAULT_WORK_MEGAPIX = 0.6
+#: Screening: an edge needs a quality score at least this (why this value: docs/measurements.md, "pipeline").
 DEFAULT_MIN_PAIR_SCORE = 0.5
 DEFAULT_MIN_PAIR_INLIERS = 16
 DEFAULT_PAIR_REFINER = "lsq"
@@ -42,13 +42,10 @@ DEFAULT_MODEL = "auto"
 #: Robust loss scale at the working resolution (px); scaled to full resolution per panorama.
 DEFAULT_LOSS_SCALE_PX = 1.5
 #: Above this many images the screening (and the retry of pairs between parts of the graph) runs the 'fast'
-#: estimator grid. Measured
-#: with ``stitch bench panorama`` (weir, budapest, opencv_a): the fast grid kept the overlap PSNR within
-#: 0.06 dB and the SSIM within 0.01 of the full grid's, at 10-25 % less time; a lone pair keeps the full grid.
+#: estimator grid; a lone pair keeps the full grid (why this value: docs/measurements.md, "config").
 DEFAULT_FULL_GRID_MAX_IMAGES = 2
 #: Keypoints per image for panoramas (the presets' own default is 4000). Matching cost grows with its
-#: square: on budapest (6 images, 15 pairs) 2000 halved the time at the same overlap PSNR (20.35 dB), but
-#: weir's small-overlap pair 1-3 fell from 51 inliers (score 0.77) to 26 (0.65); 3000 keeps 44 (0.74).
+#: square (why this value: docs/measurements.md, "config").
 DEFAULT_PANORAMA_MAX_KEYPOINTS = 3000
 #: 'auto' uses the plane unless its canvas exceeds this multiple of the summed image areas.
 DEFAULT_AUTO_MAX_STRETCH = 4.0

@@ -27,8 +27,8 @@ run the two halves apart, so cameras can be saved, edited and re-rendered withou
    determine a focal length (a rotating camera) and the projection is not 'plane', else the homographies;
    then, unless the images make a full turn, it refines one homography per image jointly in the rotation
    model's frame ('rotation+homography': the frame, focal, horizon and order invariance of the cameras,
-   the fit of free homographies, which absorb lens distortion and a little parallax: the rotations alone
-   lost 0.5-2.9 dB of overlap PSNR on budapest, opencv_boat and vlfeat_roofs). A pair far off the solved
+   the fit of free homographies, which absorb lens distortion and a little parallax; why:
+   docs/measurements.md, "pipeline"). A pair far off the solved
    model is removed and the model solved again; each image's placement is checked photometrically on the
    final model (stitch.panorama.placement), and one that disagrees with its neighbours is dropped and the
    model solved again; a model that still misses its pairs, or images that all disagree, is an error;
@@ -43,12 +43,6 @@ run the two halves apart, so cameras can be saved, edited and re-rendered withou
 
 ``hooks`` (a stitch.debug.PipelineHooks, e.g. stitch.debug.DebugDir) receives the accepted matches and every
 compositing stage's output as the pipeline makes them; the CLI's ``--debug-dir`` is that.
-
-Why 0.5 for ``DEFAULT_MIN_PAIR_SCORE``: measured with preset 'accurate' (first level, refiner lsq, work
-0.6 MP) on data/samples/pano3 and ../shared/data/panoramas (weir, hill, vlfeat_roofs, vlfeat_river,
-budapest), every truly overlapping pair scored 0.675..0.999 (the lowest: budapest1-budapest4, 1092
-inliers), while every non-overlapping pair (weir_noise.jpg against the weir, budapest 1-3, pano3 1-3, and
-8 pairs across sets) found no plausible homography at all, at the first and at the second level.
 """
 
 from __future__ import annotations
