@@ -25,7 +25,7 @@ Methods (``SEAM_CHOICES``):
 * ``none``: no seams: every view keeps its whole mask (the blender then averages the overlaps).
 * ``opencv_graphcut`` / ``opencv_dp``: OpenCV's cv2.detail GraphCutSeamFinder (COST_COLOR_GRAD) and
   DpSeamFinder (COLOR_GRAD) on the same views, for comparison (see ``seam_cost`` and docs/benchmarks/panorama.md,
-  measurements).
+  "Seam finders").
 
 Pairs are processed in index order on the masks left by the earlier pairs, as OpenCV does.
 """
