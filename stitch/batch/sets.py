@@ -42,7 +42,8 @@ class SetSpec:
     """One set: ``name`` (relative POSIX path, also its folder under OUT), its images, and its overrides.
 
     ``overrides`` are the parsed ``stitch.toml`` of ``folder`` (empty without one); ``error`` is a one-line
-    reason when that file cannot be read (the set then fails with it, the batch goes on).
+    reason when that file cannot be read (the set then fails with it, the batch goes on); ``rel``: ``folder``
+    relative to ROOT (POSIX, '.' for ROOT itself), where the set's masks lie under a mask folder.
     """
 
     name: str
@@ -50,6 +51,7 @@ class SetSpec:
     files: tuple[Path, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    rel: str = "."
 
 
 def is_image(path: Path) -> bool:
@@ -211,7 +213,7 @@ def discover_sets(root: str | os.PathLike, group_by: str = DEFAULT_GROUPING, gap
                 name = rel if rel != "." else (top.resolve().name or "root")
             else:
                 name = f"{rel}/set{k + 1:04d}" if rel != "." else f"set{k + 1:04d}"
-            yield SetSpec(name, folder, tuple(group), overrides, error)
+            yield SetSpec(name, folder, tuple(group), overrides, error, rel)
 
 
 def count_sets(root: str | os.PathLike, **options: Any) -> int:
