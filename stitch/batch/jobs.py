@@ -3,8 +3,10 @@
 Outputs of a set, each written atomically (a temporary file and a rename): the panorama
 (``panorama.jpg``, or the extension of ``JobOptions.image_ext``), ``thumb.jpg`` (for the index),
 ``summary.json`` (``stitch run --json``'s summary: ``Panorama.summary()`` plus the output path) and
-``log.txt`` (inputs, options, warnings, the outcome). Before it writes, a job removes what an earlier,
-interrupted or superseded run of the same set left in its folder, so the folder never mixes two runs.
+``log.txt`` (inputs, options, warnings, the outcome); with ``JobOptions.timelapse`` / ``debug_dir`` also the
+set's timelapse frames / intermediate images in ``<that folder>/<set>/``. Before it writes, a job removes what
+an earlier, interrupted or superseded run of the same set left in its folder (and its frames), so the folder
+never mixes two runs.
 
 Determinism: the pair matcher, OpenCV and the BLAS library each run on one thread (``workers=1``,
 ``cv2.setNumThreads(1)``, stitch.batch.backends.JOB_THREAD_ENV), so that parallel jobs do not oversubscribe
@@ -121,8 +123,8 @@ def set_options(spec: SetSpec, options: JobOptions) -> dict[str, Any]:
 
     where = spec.folder / OVERRIDE_FILE
     for key in spec.overrides:
-        if key.replace("-", "_") in FIXED_OPTIONS:
-            raise ConfigError(f"{where}: '{key}' cannot be set per set ({FIXED_OPTIONS[key.replace('-', '_')]})")
+        if (why := FIXED_OPTIONS.get(key.replace("-", "_"))) is not None:
+            raise ConfigError(f"{where}: '{key}' cannot be set per set ({why})")
     try:
         overrides = stitch_options(spec.overrides)
     except ConfigError as exc:

@@ -6,7 +6,8 @@ consecutive capture times are more than ``gap_s`` apart (EXIF DateTimeOriginal w
 modification time); 'count' cuts each folder's images, sorted by name, into runs of ``count``.
 
 A set's folder may hold ``stitch.toml`` (``OVERRIDE_FILE``): options of ``stitch run`` that apply to that
-folder's sets only, e.g. ``preset = "accurate"`` or ``projection = "plane"`` (see stitch.batch.jobs).
+folder's sets only, named as the flags are (with '_' or '-'), e.g. ``preset = "accurate"``,
+``projection = "plane"`` or ``max_canvas_mp = 200`` (stitch.panorama.options maps them; see stitch.batch.jobs).
 Hidden files and folders (a leading '.') are never read; neither is the output folder when it sits in ROOT.
 """
 
