@@ -509,6 +509,29 @@ def is_full_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, 
     return False
 
 
+def levelled_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, np.ndarray], ref: int,
+                  keys: Sequence[str] | None = None, wave: str = DEFAULT_WAVE
+                  ) -> tuple[str, dict[int, np.ndarray], bool]:
+    """(wave kind, the rotations (3, 3) wave-corrected, whether they make a full turn): a full turn is found
+    about the levelled vertical, so only for a horizontal sweep ('auto': ``wave_kind``)."""
+    kind = wave_kind([Rs[k] for k in sorted(Rs)]) if wave == "auto" else wave
+    Rs = wave_correct(Rs, kind, ref)
+    return kind, Rs, kind == "horizontal" and is_full_turn(nodes, edges, Rs, keys)
+
+
+def pairs_close_turn(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes: dict[int, tuple[int, int]],
+                     keys: Sequence[str] | None = None) -> bool:
+    """True when the pairs alone make a full 360-degree turn: their homographies chained as rotations at the
+    median pair focal (``initial_rotations``, no adjustment), levelled, then ``is_full_turn``. A check that
+    costs milliseconds, for what cannot hold a turn (projection 'plane'); False when no pair fixes a focal."""
+    estimates = pair_focal_estimates(edges, sizes)
+    if not estimates:
+        return False
+    f = float(np.median(estimates))
+    R0 = initial_rotations(nodes, edges, ref, {k: pinhole(f, image_center(sizes[k])) for k in nodes}, keys)
+    return levelled_turn(nodes, edges, R0, ref, keys, "auto")[2]
+
+
 # --- the whole registration ---------------------------------------------------------------------------
 
 
@@ -587,11 +610,9 @@ def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, s
         focals = free_focals
     else:
         Rs, r0, r1 = R0, None, None
-    kind = wave_kind([Rs[k] for k in sorted(Rs)]) if wave == "auto" else wave
-    Rs = wave_correct(Rs, kind, ref)
+    kind, Rs, turn = levelled_turn(nodes, edges, Rs, ref, keys, wave)
     cams = {k: Camera(names[k], sizes[k], float(focals[k]), Rs[k]) for k in nodes}
     focal = float(np.median([focals[k] for k in nodes]))
-    turn = kind == "horizontal" and is_full_turn(nodes, edges, Rs, keys)
     if turn:
         focal = turn_focal(focal)
     return Geometry("rotation", camera_homographies(cams, focal, centers[ref]), cams, focal, centers[ref], turn,

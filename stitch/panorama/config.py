@@ -6,12 +6,14 @@ the orchestrator (stitch.panorama.pipeline) and the CLI build one with ``Panoram
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stitch.errors import ConfigError, check_choice
 from stitch.homography.config import (
     DEFAULT_PRESET,
+    OPTION_NAMES,
     PRESET_CHOICES,
     SelectConfig,
     estimator_grid,
@@ -49,6 +51,9 @@ DEFAULT_FULL_GRID_MAX_IMAGES = 2
 DEFAULT_PANORAMA_MAX_KEYPOINTS = 3000
 #: 'auto' uses the plane unless its canvas exceeds this multiple of the summed image areas.
 DEFAULT_AUTO_MAX_STRETCH = 4.0
+#: The pair-search options (SelectConfig.from_options) a panorama passes on, besides detector and refiner, which
+#: PanoramaConfig.from_options takes itself: not 'sources' (the screening searches the feature levels only).
+PANORAMA_SELECT_OPTIONS = tuple(n for n in OPTION_NAMES if n not in ("detector", "refiner", "sources"))
 
 
 
@@ -95,17 +100,16 @@ class PanoramaConfig:
         (pair-matching threads; 0 = the CPU count, at most 8, the result does not depend on it), range_width
         (match only images at most this far apart in input order; 0 = every pair; stitch.panorama.inputs);
         compositing: exposure, seam, blend, crop, crop_max_empty, scale, megapixels, timelapse, seam_megapix,
-        bands, block_size (stitch.panorama.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
-        (max_keypoints, ratio, estimators, thresholds, accept_score, score_max_side, min_inliers).
+        bands, block_size (stitch.panorama.compose.ComposeConfig). PANORAMA_SELECT_OPTIONS go to
+        SelectConfig.from_options (max_keypoints, ratio, estimators, ...). STITCH_OPTION_NAMES lists them all.
         """
         compose = ComposeConfig(**{k: options.pop(k) for k in list(options) if k in ComposeConfig.__dataclass_fields__})
         own = {k: options.pop(k) for k in list(options) if k in cls.__dataclass_fields__}
-        select_keys = ("max_keypoints", "ratio", "estimators", "thresholds", "accept_score", "score_max_side",
-                       "min_inliers")
-        unknown = sorted(k for k in options if k not in select_keys)
+        unknown = sorted(k for k in options if k not in PANORAMA_SELECT_OPTIONS)
         if unknown or "select" in own or "compose" in own:
             bad = unknown or [k for k in ("select", "compose") if k in own]
-            raise ConfigError(f"unknown option(s) {', '.join(bad)} for stitch_images")
+            raise ConfigError(f"unknown option(s) {', '.join(bad)} for stitch_images; valid: "
+                              f"{', '.join(STITCH_OPTION_NAMES)}")
         check_choice("preset", preset, PRESET_CHOICES)
         check_choice("projection", projection, PANORAMA_PROJECTION_CHOICES)
         if not (isinstance(work_megapix, (int, float)) and 0.01 <= work_megapix <= 100):
@@ -163,3 +167,15 @@ class PanoramaConfig:
         sequence_pairs(0, self.range_width)  # checks range_width
         if self.max_points_per_edge < 4:
             raise ConfigError(f"max_points_per_edge={self.max_points_per_edge}: must be at least 4")
+
+
+def stitch_option_names() -> tuple[str, ...]:
+    """Every option PanoramaConfig.from_options takes (stitch_images' options): its keywords, the fields of
+    PanoramaConfig and ComposeConfig, and PANORAMA_SELECT_OPTIONS."""
+    explicit = [p for p in inspect.signature(PanoramaConfig.from_options).parameters if p != "options"]
+    own = [f for f in PanoramaConfig.__dataclass_fields__ if f not in ("select", "compose")]
+    return tuple(dict.fromkeys(explicit + own + list(ComposeConfig.__dataclass_fields__) + list(PANORAMA_SELECT_OPTIONS)))
+
+
+#: stitch_images' options, derived from the config types: a new field is a new option (API, CLI mapping, stitch.toml).
+STITCH_OPTION_NAMES = stitch_option_names()
