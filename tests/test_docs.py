@@ -5,6 +5,7 @@
   c.jpg: the three sample panorama views).
 * Every ``stitch ...`` line of a ```sh block names a real command, and only options that command has, with
   a valid value where the option takes a choice.
+* Every ```toml block that is a batch set's ``stitch.toml`` holds only valid option names.
 * Every relative link points at a file of the repository.
 """
 
@@ -23,6 +24,7 @@ PAGES = sorted([REPO_ROOT / "README.md", *(REPO_ROOT / "docs").rglob("*.md")])
 PAGE_IDS = [str(p.relative_to(REPO_ROOT)) for p in PAGES]
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 SH_BLOCK = re.compile(r"```sh\n(.*?)```", re.DOTALL)
+TOML_BLOCK = re.compile(r"```toml\n(.*?)```", re.DOTALL)
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 #: The guide pages, one per subject.
 GUIDES = ("panoramas", "homography", "compare-reports", "batch", "learned-refiner", "development")
@@ -87,6 +89,18 @@ def test_links_resolve(page):
 def test_stitch_command_lines_parse(page):
     for words in stitch_lines(page):
         check_command(words)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_stitch_toml_blocks_are_valid(page):
+    import tomllib
+
+    from stitch.panorama.options import stitch_options
+
+    for block in TOML_BLOCK.findall(page.read_text()):
+        if "stitch.toml" in block:
+            options = stitch_options(tomllib.loads(block))  # ConfigError names a bad key
+            assert options
 
 
 def test_check_command_catches_a_bad_line():
