@@ -1,7 +1,9 @@
 """`stitch batch ROOT -o OUT`: every set under ROOT, one isolated job each, resumable (stitch.batch).
 
-The stitching options are `stitch run`'s own click options (read from the run command, so the two never
-drift); a set's ``stitch.toml`` overrides them for that set.
+The stitching options are `stitch run`'s own click options (stitch.cli.panorama_options, so the two never
+drift); a set's ``stitch.toml`` overrides them for that set, with the same names and the same mapping to
+stitch_images options (stitch.panorama.options). --mask-dir, --timelapse and --debug-dir work per set (see
+stitch.batch.jobs.JobOptions).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from stitch.cli.console import (
     stderr_console,
 )
 from stitch.cli.options import json_option, quiet_option
-from stitch.cli.panorama_options import panorama_options, stitch_options
+from stitch.cli.panorama_options import folder_option, panorama_options, stitch_options
 
 from stitch.batch.backends import (
     BACKEND_CHOICES,
@@ -103,23 +105,35 @@ def print_summary(summary: Any, console: Any) -> None:
               help="Also redo sets that failed before (timeouts, memory and crashes are always redone).")
 @click.option("--format", "image_format", type=click.Choice(FORMAT_CHOICES), default="jpg", show_default=True,
               help="Panorama file format.")
+@folder_option("--mask-dir", help="Feature masks, in a folder laid out like ROOT: DIR/<folder>/<photo stem>.png (any "
+               "image extension) is the mask of ROOT/<folder>/<photo>, white = features may be found there, black = "
+               "none. Sets whose folder has no mask folder, and photos without a mask, use the whole image.")
+@folder_option("--timelapse", help="Also write every input of a set warped alone onto its panorama's frame into "
+               "DIR/<set>/ (NNNN_<stem>.png, one per kept image); DIR may be -o's folder (the frames beside each "
+               "panorama).")
+@folder_option("--debug-dir", help="Write each set's intermediate images (matches, warped images, masks, compensated "
+               "images, seams, the result with seam lines) into DIR/<set>/.")
 @json_option("Write the batch summary as JSON to this file ('-': stdout).")
 @quiet_option("No progress, per-set lines or tables; errors still print.")
 @panorama_options
 def batch(root: Path, out: Path, group_by: str, gap_s: float, count: int, backend: str, address: str | None,
           workers: int, timeout_s: float, memory_mb: int, cpus_per_set: float, gpus_per_set: float, key_mode: str,
-          retry_failed: bool, image_format: str, json_path: Path | None, quiet: bool, **run_options: Any) -> None:
+          retry_failed: bool, image_format: str, mask_dir: Path | None, timelapse: Path | None,
+          debug_dir: Path | None, json_path: Path | None, quiet: bool, **run_options: Any) -> None:
     """Stitch every set of images under ROOT into OUT/<set>/, one isolated job per set; resumable.
 
     A set is each folder of images under ROOT (or see --group-by). The options of `stitch run` apply to
-    every set; a set's folder may hold a stitch.toml overriding them for that set (e.g. preset = "accurate").
+    every set; a set's folder may hold a stitch.toml overriding them for that set (e.g. preset = "accurate",
+    max_canvas_mp = 200, no_crop = true: the options' names, with '_' or '-').
     Re-running the same command skips finished sets and redoes unfinished or changed ones. Each set runs in
     its own process with --timeout and --memory-mb; a failed set is recorded with its reason and the batch
     goes on. The exit status is 1 when any set failed.
     """
     from stitch.batch.run import run_batch
 
-    options = JobOptions(stitch=stitch_options(run_options), image_ext="." + image_format)
+    options = JobOptions(stitch=stitch_options(run_options), image_ext="." + image_format,
+                         **{k: None if v is None else str(v) for k, v in
+                            (("mask_dir", mask_dir), ("timelapse", timelapse), ("debug_dir", debug_dir))})
     limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb, cpus=cpus_per_set, gpus=gpus_per_set)
     console = stderr_console()
     show = not quiet

@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from stitch.cli.panorama_options import cli_flags
 
 from stitch.errors import one_line
 from stitch.io import write_text_atomic
@@ -47,29 +48,9 @@ def results_console(json_path: Path | None) -> Console:
     return stderr_console() if is_stdout(json_path) else stdout_console()
 
 
-def _mp(value: str) -> str:
-    """A pixel count as megapixels, e.g. '1000' -> '0.001'."""
-    try:
-        return f"{float(value) / 1e6:g}"
-    except ValueError:
-        return value
-
-
-#: Library keyword -> (CLI option, value converter): how a library message's advice reads on the command line.
-CLI_WORDING: dict[str, tuple[str, Callable[[str], str]]] = {
-    "projection": ("--projection", str),
-    "preset": ("--preset", str),
-    "detector": ("--detector", str),
-    "max_canvas_pixels": ("--max-canvas-mp", _mp),
-    "work_megapix": ("--work-megapix", str),
-    "seam_megapix": ("--seam-megapix", str),
-    "exposure": ("--exposure", str),
-    "seam": ("--seam", str),
-    "blend": ("--blend", str),
-    "bands": ("--bands", str),
-    "workers": ("--workers", str),
-    "seed": ("--seed", str),
-}
+#: Library keyword -> (CLI option, value converter): how a library message's advice reads on the command line,
+#: read from the panorama options (and their mapping, stitch.panorama.options) plus --workers.
+CLI_WORDING: dict[str, tuple[str, Callable[[str], str]]] = {**cli_flags(), "workers": ("--workers", str)}
 _KEYWORD = re.compile(r"\b(" + "|".join(CLI_WORDING) + r")(?:=('([^']*)'|\"([^\"]*)\"|[^\s,;:)]+))?(?![\w(])")
 
 
@@ -80,8 +61,8 @@ def cli_wording(message: str) -> str:
         flag, convert = CLI_WORDING[m.group(1)]
         if m.group(2) is None:  # a bare keyword: only identifiers (with "_") are never prose
             return flag if "_" in m.group(1) else m.group(0)
-        value = next(g for g in (m.group(3), m.group(4), m.group(2)) if g is not None)
-        return f"{flag} {convert(value)}"
+        value = convert(next(g for g in (m.group(3), m.group(4), m.group(2)) if g is not None))
+        return f"{flag} {value}" if value else flag
     return _KEYWORD.sub(swap, message)
 
 

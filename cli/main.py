@@ -19,7 +19,7 @@ from stitch.cli.bench_cmd import bench
 from stitch.cli.compare_cmd import compare
 from stitch.cli.console import cli_wording, emit_json, is_stdout, one_line, progress_bar, stderr_console
 from stitch.cli.options import json_option, quiet_option, workers_option
-from stitch.cli.panorama_options import panorama_options, stitch_options
+from stitch.cli.panorama_options import folder_option, panorama_options, stitch_options
 from stitch.cli.train_cmd import train
 
 from stitch import __version__
@@ -73,15 +73,12 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output image (.jpg, .png, ...); written atomically.")
 @panorama_options
-@click.option("--mask-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Feature masks: DIR/<photo stem>.png (any image extension) is the mask of that photo, white = "
-              "features may be found there, black = none. Photos without a mask use the whole image.")
-@click.option("--timelapse", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write every input warped alone onto the panorama's frame into this folder "
-              "(NNNN_<stem>.png, one per kept image).")
-@click.option("--debug-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the intermediate images (matches, warped images, masks, compensated images, seams, the "
-              "result with seam lines) into this folder.")
+@folder_option("--mask-dir", help="Feature masks: DIR/<photo stem>.png (any image extension) is the mask of that "
+               "photo, white = features may be found there, black = none. Photos without a mask use the whole image.")
+@folder_option("--timelapse", help="Also write every input warped alone onto the panorama's frame into this folder "
+               "(NNNN_<stem>.png, one per kept image).")
+@folder_option("--debug-dir", help="Write the intermediate images (matches, warped images, masks, compensated images, "
+               "seams, the result with seam lines) into this folder.")
 @click.option("--all", "all_panoramas", is_flag=True, default=False,
               help="When the photos form several panoramas (separate scenes), write each one: OUTPUT, then "
               "OUTPUT's name with _2, _3, ... (the largest first).")

@@ -1,5 +1,6 @@
 """The panorama options of `stitch run`, written once: `stitch batch` takes the same ones, and one mapping
-(``stitch_options``) turns their values into the options of stitch.stitch_images for both commands.
+(stitch.panorama.options, which a batch set's stitch.toml reads too) turns their values into the options of
+stitch.stitch_images for both commands.
 
 Choices and defaults come from the library's own constants, so ``--help`` never drifts from the code.
 """
@@ -7,11 +8,13 @@ Choices and defaults come from the library's own constants, so ``--help`` never 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from stitch.cli.options import preset_option, seed_option
 
+from stitch.errors import ConfigError, one_line
 from stitch.homography.features import DETECTOR_CHOICES
 from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
 from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
@@ -22,9 +25,12 @@ from stitch.panorama.config import (
     DEFAULT_WORK_MEGAPIX,
     MODEL_CHOICES,
     PANORAMA_PROJECTION_CHOICES,
+    PanoramaConfig,
 )
 from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
 from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
+from stitch.panorama.options import RENAMED
+from stitch.panorama.options import stitch_options as user_stitch_options
 from stitch.panorama.output import DEFAULT_JPEG_QUALITY
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES
 from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS
@@ -78,8 +84,14 @@ PANORAMA_OPTIONS = (
     click.option("--jpeg-quality", type=click.IntRange(1, 100), default=DEFAULT_JPEG_QUALITY, show_default=True,
                  help="Quality of a JPEG panorama (1-100)."),
 )
-#: Their parameter names (what a command receives).
-PANORAMA_OPTION_NAMES = tuple(o(lambda: None).__click_params__[0].name for o in PANORAMA_OPTIONS)
+#: Their click parameters, and the parameter names (what a command receives).
+PANORAMA_PARAMS = tuple(o(lambda: None).__click_params__[0] for o in PANORAMA_OPTIONS)
+PANORAMA_OPTION_NAMES = tuple(p.name for p in PANORAMA_PARAMS)
+
+
+def folder_option(flag: str, help: str) -> Callable[[F], F]:
+    """An optional folder (``--mask-dir``, ``--timelapse``, ``--debug-dir``), whose help says how a command uses it."""
+    return click.option(flag, type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR", help=help)
 
 
 def panorama_options(f: F) -> F:
@@ -90,15 +102,24 @@ def panorama_options(f: F) -> F:
 
 
 def stitch_options(params: dict[str, Any]) -> dict[str, Any]:
-    """stitch_images options from the panorama options' values: unset ones (None) keep the library's defaults,
-    --max-canvas-mp becomes pixels, --no-crop is crop 'none'; contradicting options are a UsageError."""
-    opts = {k: params[k] for k in PANORAMA_OPTION_NAMES if params.get(k) is not None}
-    if opts.pop("no_crop", False):
-        if opts.get("crop", "none") != "none":
-            raise click.UsageError(f"--no-crop contradicts --crop {opts['crop']}")
-        opts["crop"] = "none"
-    if opts.get("scale") is not None and opts.get("megapixels") is not None:
-        raise click.UsageError("give --scale or --megapixels, not both")
-    if "max_canvas_mp" in opts:
-        opts["max_canvas_pixels"] = max(1, int(opts.pop("max_canvas_mp") * 1e6))
+    """stitch_images options from the panorama options' values (stitch.panorama.options.stitch_options: unset
+    ones keep the library's defaults), checked whole before any work: a bad combination is a UsageError."""
+    try:
+        opts = user_stitch_options({k: params.get(k) for k in PANORAMA_OPTION_NAMES})
+        PanoramaConfig.from_options(**opts)
+    except ConfigError as exc:
+        raise click.UsageError(one_line(exc)) from None
     return opts
+
+
+def cli_flags() -> dict[str, tuple[str, Callable[[str], str]]]:
+    """Library keyword -> (flag, value wording) for every panorama option: its own name, and the option a
+    RENAMED one sets when no flag of that name exists (max_canvas_pixels -> --max-canvas-mp, in megapixels)."""
+    flags: dict[str, tuple[str, Callable[[str], str]]] = {}
+    for p in PANORAMA_PARAMS:
+        long = max(p.opts, key=len)
+        flags[p.name] = (long, (lambda _text: "") if p.is_flag else str)
+        renamed = RENAMED.get(p.name)
+        if renamed is not None and renamed.target not in PANORAMA_OPTION_NAMES:
+            flags[renamed.target] = (long, renamed.wording)
+    return flags

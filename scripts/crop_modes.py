@@ -1,4 +1,4 @@
-"""Print the README's crop trade-off table: for each set, the area every crop mode keeps (python scripts/crop_modes.py).
+"""Print the crop trade-off table of docs/benchmarks/panorama.md: for each set, the area every crop mode keeps (python scripts/crop_modes.py).
 
 Each set is stitched once uncropped (defaults otherwise); every CROP_MODES entry then crops its valid mask.
 Usage: python scripts/crop_modes.py [--data ../shared/data/panoramas] [SET ...] (default: ledge hill prague_maps).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,28 @@ def test_install_hints_name_the_distribution():
     offenders = [str(f.relative_to(REPO_ROOT)) for f in texts if "'stitch[" in f.read_text() or
                  "install stitch " in f.read_text()]
     assert offenders == []
+
+
+#: The longest a function of stitch/ or cli/ may be, in lines from its ``def`` to its last line.
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_long_function():
+    """Every function (methods and nested ones too) of stitch/ and cli/ is at most MAX_FUNCTION_LINES long."""
+    offenders = []
+    for f in sorted(list((REPO_ROOT / "stitch").rglob("*.py")) + list((REPO_ROOT / "cli").rglob("*.py"))):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    offenders.append(f"{f.relative_to(REPO_ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert offenders == [], f"functions over {MAX_FUNCTION_LINES} lines: {offenders}"
+
+
+def test_measurement_pointers_resolve():
+    """Every ``docs/measurements.md, "name"`` pointer in stitch/ and cli/ names a ``## name`` section of that page."""
+    sections = set(re.findall(r"^## (.+)$", (REPO_ROOT / "docs" / "measurements.md").read_text(), re.MULTILINE))
+    pointers = {(str(f.relative_to(REPO_ROOT)), name)
+                for f in list((REPO_ROOT / "stitch").rglob("*.py")) + list((REPO_ROOT / "cli").rglob("*.py"))
+                for name in re.findall(r'docs/measurements\.md,\s*(?:#:\s*)?"([^"]+)"', f.read_text())}
+    assert pointers and [p for p in sorted(pointers) if p[1] not in sections] == []

@@ -3,8 +3,10 @@
 Outputs of a set, each written atomically (a temporary file and a rename): the panorama
 (``panorama.jpg``, or the extension of ``JobOptions.image_ext``), ``thumb.jpg`` (for the index),
 ``summary.json`` (``stitch run --json``'s summary: ``Panorama.summary()`` plus the output path) and
-``log.txt`` (inputs, options, warnings, the outcome). Before it writes, a job removes what an earlier,
-interrupted or superseded run of the same set left in its folder, so the folder never mixes two runs.
+``log.txt`` (inputs, options, warnings, the outcome); with ``JobOptions.timelapse`` / ``debug_dir`` also the
+set's timelapse frames / intermediate images in ``<that folder>/<set>/``. Before it writes, a job removes what
+an earlier, interrupted or superseded run of the same set left in its folder (and its frames), so the folder
+never mixes two runs.
 
 Determinism: the pair matcher, OpenCV and the BLAS library each run on one thread (``workers=1``,
 ``cv2.setNumThreads(1)``, stitch.batch.backends.JOB_THREAD_ENV), so that parallel jobs do not oversubscribe
@@ -16,9 +18,10 @@ timings (``seconds``, ``stage_seconds``) naturally differ between runs.
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +48,36 @@ DEFAULT_IMAGE_EXT = ".jpg"
 DEFAULT_THUMB_SIDE = 320
 #: At most this many (distinct) warnings are kept in a set's result and log.
 MAX_RESULT_WARNINGS = 20
-#: Options a set's stitch.toml may not change: each job runs its matcher on one thread.
-FIXED_OPTIONS = ("workers", "hooks", "progress")
-#: stitch.toml may give the CLI's --max-canvas-mp; stitch_images takes pixels.
-MEGAPIXEL_OPTIONS = {"max_canvas_mp": "max_canvas_pixels"}
+#: Options a set's stitch.toml may not change, and why. Its other keys are `stitch run`'s options, mapped to
+#: stitch_images options as the command line's are (stitch.panorama.options).
+FIXED_OPTIONS = {"workers": "each set runs on one thread",
+                 "timelapse": "stitch batch --timelapse DIR writes every set's frames to DIR/<set>/"}
+#: A timelapse frame's file name (stitch.panorama.timelapse.frame_name): what a re-run of a set removes.
+FRAME_PATTERN = re.compile(r"\d{4}_.+\.png")
 
 
 @dataclass(frozen=True)
 class JobOptions:
-    """What every set of a batch shares: stitch_images options (``stitch run``'s), output format, thumbnail size."""
+    """What every set of a batch shares: stitch_images options (``stitch run``'s), output format, thumbnail size,
+    and the folders of the per-set extras.
+
+    ``mask_dir``: a folder laid out like ROOT: the feature masks of the photos in ROOT/<folder>/ are
+    ``mask_dir/<folder>/<photo stem>.<image ext>`` (stitch.panorama.inputs.masks_from_dir); a set without
+    that folder uses whole images. ``timelapse`` / ``debug_dir``: set S writes its timelapse frames /
+    intermediate images into ``<folder>/S/``.
+    """
 
     stitch: dict[str, Any] = field(default_factory=dict)
     image_ext: str = DEFAULT_IMAGE_EXT
     thumb_side: int = DEFAULT_THUMB_SIDE
+    mask_dir: str | None = None
+    timelapse: str | None = None
+    debug_dir: str | None = None
+
+    def absolute(self) -> JobOptions:
+        """The same options with absolute folders (a job may run in another working folder: a Ray worker's)."""
+        return replace(self, **{k: str(Path(v).absolute()) for k in ("mask_dir", "timelapse", "debug_dir")
+                                if (v := getattr(self, k)) is not None})
 
 
 @dataclass
@@ -99,18 +119,34 @@ def set_dir(out: Path, name: str) -> Path:
 
 def set_options(spec: SetSpec, options: JobOptions) -> dict[str, Any]:
     """The stitch_images options of one set: the batch's, then its stitch.toml; ConfigError names a bad key."""
-    merged = dict(options.stitch)
+    from stitch.panorama.options import stitch_options
+
     where = spec.folder / OVERRIDE_FILE
-    for key, value in spec.overrides.items():
-        if key in FIXED_OPTIONS:
-            raise ConfigError(f"{where}: '{key}' cannot be set per set (each set runs on one thread)")
-        if key in MEGAPIXEL_OPTIONS:
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"{where}: {key}={value!r} must be a positive number")
-            key, value = MEGAPIXEL_OPTIONS[key], max(1, int(value * 1e6))
-        merged[key] = value
-    merged["workers"] = 1
+    for key in spec.overrides:
+        if (why := FIXED_OPTIONS.get(key.replace("-", "_"))) is not None:
+            raise ConfigError(f"{where}: '{key}' cannot be set per set ({why})")
+    try:
+        overrides = stitch_options(spec.overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {one_line(exc)}") from None
+    merged = {**options.stitch, **overrides, "workers": 1}
+    if options.timelapse is not None:
+        merged["timelapse"] = str(Path(options.timelapse) / spec.name)
     return merged
+
+
+def set_masks(spec: SetSpec, options: JobOptions) -> tuple[list[Path | None] | None, list[str]]:
+    """(feature mask file or None per photo, or None for no masks; mask files matching no photo) of one set,
+    from ``options.mask_dir/<the set's folder under ROOT>/`` (see JobOptions)."""
+    if options.mask_dir is None:
+        return None, []
+    folder = Path(options.mask_dir) / spec.rel
+    if not folder.is_dir():
+        return None, []
+    from stitch.panorama.inputs import masks_from_dir
+
+    masks, unused = masks_from_dir(spec.files, folder)
+    return (masks if any(m is not None for m in masks) else None), unused
 
 
 def check_set_options(spec: SetSpec, stitch_options: dict[str, Any]) -> None:
@@ -124,13 +160,17 @@ def check_set_options(spec: SetSpec, stitch_options: dict[str, Any]) -> None:
         raise ConfigError(f"{where}{one_line(exc)}") from None
 
 
-def remove_stale(folder: Path) -> None:
-    """Remove what an earlier run of this set left: its outputs and any temporary file of an interrupted write."""
-    if not folder.is_dir():
-        return
-    for p in folder.iterdir():
+def remove_stale(folder: Path, frames: Path | None = None) -> None:
+    """Remove what an earlier run of this set left: its outputs and any temporary file of an interrupted write,
+    and the timelapse frames it wrote into ``frames`` (tagged files named like frames: never a photo)."""
+    from stitch.io import is_stitch_output
+
+    for p in folder.iterdir() if folder.is_dir() else ():
         if p.is_file() and (p.name.startswith(".") and p.name.endswith(".tmp")
                             or p.stem == PANORAMA_STEM or p.name in (THUMB_NAME, SUMMARY_NAME, LOG_NAME)):
+            p.unlink()
+    for p in frames.iterdir() if frames is not None and frames.is_dir() else ():
+        if p.is_file() and FRAME_PATTERN.fullmatch(p.name) and is_stitch_output(p):
             p.unlink()
 
 
@@ -163,6 +203,7 @@ def run_set(spec: SetSpec, options: JobOptions, out: Path) -> SetResult:
 
     from stitch.imaging import resize_max_side
     from stitch.io import write_image_atomic, write_text_atomic
+    from stitch.panorama.debug import DebugDir
     from stitch.panorama.pipeline import stitch_images
 
     t0 = time.perf_counter()
@@ -175,21 +216,27 @@ def run_set(spec: SetSpec, options: JobOptions, out: Path) -> SetResult:
             raise StitchError(f"{spec.folder}: no images")
         stitch_options: dict[str, Any] | None = set_options(spec, options)
         check_set_options(spec, stitch_options)
+        masks, unused = set_masks(spec, options)
     except StitchError as exc:  # the log says why; an earlier run's panorama, thumbnail and summary stay
         result.reason = one_line(exc)
         result.seconds = round(time.perf_counter() - t0, 3)
         folder.mkdir(parents=True, exist_ok=True)
         write_log(folder, spec, result)
         return result
-    remove_stale(folder)
+    frames = stitch_options.get("timelapse")
+    remove_stale(folder, None if frames is None else Path(frames))
     folder.mkdir(parents=True, exist_ok=True)
+    hooks = None if options.debug_dir is None else DebugDir(Path(options.debug_dir) / spec.name)
     caught: list[warnings.WarningMessage] = []
     try:
         cv2.setNumThreads(1)
         name = PANORAMA_STEM + options.image_ext
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            pano = stitch_images(list(spec.files), **stitch_options)
+            if unused:
+                warnings.warn(f"{options.mask_dir}: no photo of set {spec.name} matches the mask file(s) "
+                              f"{', '.join(unused)} (the mask of a.jpg is a.png)", stacklevel=1)
+            pano = stitch_images(list(spec.files), masks=masks, hooks=hooks, **stitch_options)
             pano.save(folder / name)  # tagged: never read back as a photo; the reference photo's metadata
         write_image_atomic(folder / THUMB_NAME, resize_max_side(pano.image, options.thumb_side)[0], tag=True)
         summary = {"output": str(folder / name), **pano.summary()}

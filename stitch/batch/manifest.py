@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stitch import __version__
-from stitch.batch.jobs import RETRY_STATUSES, JobOptions, SetResult, set_options
+from stitch.batch.jobs import RETRY_STATUSES, JobOptions, SetResult, set_masks, set_options
 from stitch.batch.sets import SetSpec
 from stitch.errors import ConfigError, StitchError
 
@@ -76,18 +76,25 @@ def effective_config(spec: SetSpec, options: JobOptions) -> Any:
 
 
 def set_key(spec: SetSpec, options: JobOptions, mode: str = DEFAULT_KEY_MODE) -> str:
-    """Hex key of a set: the stitch version, the options, the set's overrides, and each input's fingerprint."""
+    """Hex key of a set: the stitch version, the options (the extras' folders too), the set's overrides, and
+    each input's and feature mask's fingerprint."""
     fingerprint = KEY_MODES[mode]
     h = hashlib.sha256()
     head = {"version": __version__, "config": effective_config(spec, options), "image_ext": options.image_ext,
             "thumb_side": options.thumb_side, "error": spec.error, "key": mode}
+    head.update({k: v for k, v in (("mask_dir", options.mask_dir), ("debug_dir", options.debug_dir)) if v is not None})
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
-    for p in spec.files:
+    try:
+        masks = [m for m in set_masks(spec, options)[0] or [] if m is not None]
+    except StitchError as exc:  # the set will fail with it
+        h.update(str(exc).encode())
+        masks = []
+    for kind, p in [("", p) for p in spec.files] + [("mask ", m) for m in masks]:
         try:
             fp = fingerprint(p)
         except OSError as exc:
             fp = f"unreadable:{exc.errno}"
-        h.update(f"\n{p.name}\0{fp}".encode())
+        h.update(f"\n{kind}{p.name}\0{fp}".encode())
     return h.hexdigest()[:32]
 
 

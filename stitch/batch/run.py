@@ -22,7 +22,7 @@ from stitch.batch.index import write_index
 from stitch.batch.jobs import STATUS_FAILED, STATUS_OK, STATUSES, JobOptions, SetResult, run_set
 from stitch.batch.manifest import DEFAULT_KEY_MODE, KEY_MODES, Manifest, set_key
 from stitch.batch.sets import DEFAULT_COUNT, DEFAULT_GAP_S, DEFAULT_GROUPING, count_sets, discover_sets
-from stitch.errors import ConfigError, check_choice
+from stitch.errors import ConfigError, ImageReadError, check_choice
 
 #: The summary keeps this many failures by name (the manifest and the index have all of them).
 MAX_LISTED_FAILURES = 50
@@ -99,6 +99,32 @@ def check_out(root: Path, out: Path) -> list[Path]:
     return [out] if r in o.parents else []
 
 
+def check_extras(root: Path, out: Path, options: JobOptions) -> list[Path]:
+    """Refuse a mask, timelapse or debug folder that would mix with the inputs (see JobOptions); returns the
+    folders discovery must skip (a mask folder inside ROOT: its masks are no set)."""
+    r, o = root.resolve(), out.resolve()
+    skip = []
+    for option, value in (("--mask-dir", options.mask_dir), ("--timelapse", options.timelapse),
+                          ("--debug-dir", options.debug_dir)):
+        if value is None:
+            continue
+        d = Path(value)
+        where = d.resolve()
+        if where == r or where in r.parents:
+            raise ConfigError(f"{d}: {option} must not be the input folder {root} or hold it; choose another folder")
+        inside = r in where.parents
+        if option == "--mask-dir":
+            if not d.is_dir():
+                raise ImageReadError(f"{d}: mask folder not found (--mask-dir)")
+            skip += [d] if inside else []
+        elif d.exists() and not d.is_dir():
+            raise ConfigError(f"{d}: exists and is not a folder ({option} needs a folder)")
+        elif inside and not (where == o or o in where.parents):
+            raise ConfigError(f"{d}: {option} lies inside the input folder {root}; choose a folder outside it "
+                              "(or -o's folder)")
+    return skip
+
+
 def run_batch(root: str | Path, out: str | Path, options: JobOptions | None = None, *,
               group_by: str = DEFAULT_GROUPING, gap_s: float = DEFAULT_GAP_S, count: int = DEFAULT_COUNT,
               backend: str = DEFAULT_BACKEND, workers: int = 0, address: str | None = None,
@@ -113,12 +139,12 @@ def run_batch(root: str | Path, out: str | Path, options: JobOptions | None = No
     name and never run the main module).
     """
     root, out = Path(root).absolute(), Path(out).absolute()  # jobs may run elsewhere (a Ray worker's own cwd)
-    options = options or JobOptions()
+    options = (options or JobOptions()).absolute()
     limits = limits or Limits()
     limits.check()
     check_choice("key", key_mode, KEY_MODES)
     grouping = {"group_by": group_by, "gap_s": gap_s, "count": count}
-    exclude = check_out(root, out) if root.is_dir() else []
+    exclude = check_out(root, out) + check_extras(root, out, options) if root.is_dir() else []
     total = count_sets(root, exclude=exclude, **grouping)
     if on_total is not None:
         on_total(total)

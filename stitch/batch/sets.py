@@ -7,7 +7,8 @@ stitch.exif, else the file's modification time); 'count' cuts each folder's imag
 of ``count``.
 
 A set's folder may hold ``stitch.toml`` (``OVERRIDE_FILE``): options of ``stitch run`` that apply to that
-folder's sets only, e.g. ``preset = "accurate"`` or ``projection = "plane"`` (see stitch.batch.jobs).
+folder's sets only, named as the flags are (with '_' or '-'), e.g. ``preset = "accurate"``,
+``projection = "plane"`` or ``max_canvas_mp = 200`` (stitch.panorama.options maps them; see stitch.batch.jobs).
 Hidden files and folders (a leading '.') are never read; neither is the output folder when it sits in ROOT.
 """
 
@@ -37,7 +38,8 @@ class SetSpec:
     """One set: ``name`` (relative POSIX path, also its folder under OUT), its images, and its overrides.
 
     ``overrides`` are the parsed ``stitch.toml`` of ``folder`` (empty without one); ``error`` is a one-line
-    reason when that file cannot be read (the set then fails with it, the batch goes on).
+    reason when that file cannot be read (the set then fails with it, the batch goes on); ``rel``: ``folder``
+    relative to ROOT (POSIX, '.' for ROOT itself), where the set's masks lie under a mask folder.
     """
 
     name: str
@@ -45,6 +47,7 @@ class SetSpec:
     files: tuple[Path, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    rel: str = "."
 
 
 def is_image(path: Path) -> bool:
@@ -142,7 +145,7 @@ def discover_sets(root: str | os.PathLike, group_by: str = DEFAULT_GROUPING, gap
                 name = rel if rel != "." else (top.resolve().name or "root")
             else:
                 name = f"{rel}/set{k + 1:04d}" if rel != "." else f"set{k + 1:04d}"
-            yield SetSpec(name, folder, tuple(group), overrides, error)
+            yield SetSpec(name, folder, tuple(group), overrides, error, rel)
 
 
 def count_sets(root: str | os.PathLike, **options: Any) -> int:

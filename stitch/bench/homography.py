@@ -427,6 +427,39 @@ def _readonly(img: np.ndarray) -> np.ndarray:
     return img
 
 
+def _check_methods(methods: Sequence[str], thresholds: Sequence[float]) -> list[str]:
+    """The methods without repeats, in the order given; ConfigError for an unknown one or a bad threshold."""
+    methods = list(dict.fromkeys(methods))
+    bad = [m for m in methods if m not in HOMOGRAPHY_METHOD_CHOICES]
+    if bad or not methods:
+        raise ConfigError(
+            f"methods: unknown or empty {bad or methods}; choose from {list(HOMOGRAPHY_METHOD_CHOICES)}"
+        )
+    if not thresholds or any(t <= 0 for t in thresholds):
+        raise ConfigError(f"thresholds: must be positive, got {list(thresholds)}")
+    return methods
+
+
+def _pair_rows(pair: GTPair, src: np.ndarray, dst: np.ndarray, methods: Sequence[str],
+               estimator: EstimatorFn | None, seed: int, opts: Mapping[str, Any]) -> list[PairRow]:
+    """One pair (src, dst (H, W, 3) uint8, read-only) through ``methods``: its rows in table order."""
+    size = (src.shape[1], src.shape[0])
+    outputs: dict[str, MethodOutput] = {}
+    if METHOD_STITCH in methods:
+        outputs.update(run_project(estimator, src, dst, seed, opts))
+    if METHOD_STITCH_DEEP in methods:
+        outputs[METHOD_STITCH_DEEP] = run_project(estimator, src, dst, seed, {**opts, "refiner": "deep"})[
+            METHOD_STITCH]
+    baselines = [m for m in methods if m in BASELINE_METHODS]
+    if baselines:
+        outputs.update(run_sift_baselines(src, dst, baselines))
+    rows = []
+    for m in (m for m in HOMOGRAPHY_ROW_ORDER if m in outputs):
+        o = outputs[m]
+        rows.append(PairRow(pair.subset, pair.name, m, homography_error(pair, o.H, size), o.seconds, o.detail, o.score))
+    return rows
+
+
 def run_homography_bench(
     root: str | os.PathLike,
     methods: Sequence[str] = DEFAULT_HOMOGRAPHY_METHODS,
@@ -439,7 +472,7 @@ def run_homography_bench(
     check_gt: bool = False,
     control: bool = False,
 ) -> BenchResult:
-    """Run the real-homography benchmark (the protocol in the README, "Benchmarks") on ``root`` (see ``load_homography_gt``).
+    """Run the real-homography benchmark (the protocol in docs/benchmarks/homography.md) on ``root`` (see ``load_homography_gt``).
 
     ``methods``: any of HOMOGRAPHY_METHOD_CHOICES; ``stitch`` also reports the two raw selector rows;
     ``stitch+deep`` is the same estimator with ``refiner="deep"`` (its detail holds the quality score).
@@ -450,14 +483,7 @@ def run_homography_bench(
     ``control``: also run every pair's exact-GT twin (``control_pair``, seeded by ``seed`` and the pair's
     index), summarised apart; the time ratio is taken on the real pairs only.
     """
-    methods = list(dict.fromkeys(methods))
-    bad = [m for m in methods if m not in HOMOGRAPHY_METHOD_CHOICES]
-    if bad or not methods:
-        raise ConfigError(
-            f"methods: unknown or empty {bad or methods}; choose from {list(HOMOGRAPHY_METHOD_CHOICES)}"
-        )
-    if not thresholds or any(t <= 0 for t in thresholds):
-        raise ConfigError(f"thresholds: must be positive, got {list(thresholds)}")
+    methods = _check_methods(methods, thresholds)
     opts = dict(options or {})
     pairs = limit_pairs(load_homography_gt(root), limit)
     if (METHOD_STITCH in methods or METHOD_STITCH_DEEP in methods) and estimator is None:
@@ -466,7 +492,6 @@ def run_homography_bench(
         from stitch.deep import require_torch
 
         require_torch()
-    baselines = [m for m in methods if m in BASELINE_METHODS]
 
     t_start = time.perf_counter()
     rows: list[PairRow] = []
@@ -482,22 +507,7 @@ def run_homography_bench(
         dst = _readonly(read_image(pair.dst))
         if rng is not None:
             pair, src, dst = control_pair(pair, src, (dst.shape[1], dst.shape[0]), rng)
-        size = (src.shape[1], src.shape[0])
-        outputs: dict[str, MethodOutput] = {}
-        if METHOD_STITCH in methods:
-            outputs.update(run_project(estimator, src, dst, seed, opts))
-        if METHOD_STITCH_DEEP in methods:
-            outputs[METHOD_STITCH_DEEP] = run_project(estimator, src, dst, seed, {**opts, "refiner": "deep"})[
-                METHOD_STITCH]
-        if baselines:
-            outputs.update(run_sift_baselines(src, dst, baselines))
-        for m in HOMOGRAPHY_ROW_ORDER:
-            if m in outputs:
-                o = outputs[m]
-                rows.append(
-                    PairRow(pair.subset, pair.name, m, homography_error(pair, o.H, size), o.seconds, o.detail,
-                            o.score)
-                )
+        rows += _pair_rows(pair, src, dst, methods, estimator, seed, opts)
         if check_gt and rng is None:
             checks.append(gt_consistency(pair, src, dst))
         if progress:

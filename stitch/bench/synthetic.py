@@ -64,15 +64,6 @@ METHOD_DEEP_ALL = "deep, all stages"
 METHOD_DEEP_ECC = "deep+ECC"
 METHOD_ECC_ECC = "ECC+ECC"
 
-#: Methods of each regime, in table order.
-REGIME_METHODS = {
-    REGIME_DETONE: (METHOD_SIFT_RANSAC, METHOD_ECC_IDENTITY, METHOD_CLASSICAL, METHOD_CLASSICAL_ECC,
-                    METHOD_DEEP_IDENTITY, METHOD_CLASSICAL_DEEP),
-    REGIME_REFINER: (METHOD_START, METHOD_ECC, METHOD_DEEP, METHOD_DEEP_ALL, METHOD_DEEP_ECC, METHOD_ECC_ECC),
-}
-DEEP_METHODS = (METHOD_DEEP_IDENTITY, METHOD_CLASSICAL_DEEP, METHOD_DEEP, METHOD_DEEP_ALL, METHOD_DEEP_ECC)
-SYNTHETIC_METHOD_CHOICES = tuple(dict.fromkeys(m for ms in REGIME_METHODS.values() for m in ms))
-
 DEFAULT_PAIRS = 100
 FAIL_THRESHOLD = 3.0
 REFINER_PHOTOMETRIC_P = 0.6
@@ -168,7 +159,11 @@ def synthetic_images(directory: str | os.PathLike, sets: Sequence[str] | None = 
     return files
 
 
-def _timed(fn: Callable[..., np.ndarray | None], *args: Any) -> tuple[np.ndarray | None, float, str]:
+#: A method's output on one pair: (H (3, 3) or None, wall seconds, note).
+Timed = tuple[np.ndarray | None, float, str]
+
+
+def _timed(fn: Callable[..., np.ndarray | None], *args: Any) -> Timed:
     """(fn(*args) or None, wall seconds, a note naming the StitchError if one was raised)."""
     t0 = time.perf_counter()
     try:
@@ -188,6 +183,150 @@ def _sift_ransac(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
     return run_sift_baselines(src, dst, (METHOD_SIFT_RANSAC,))[METHOD_SIFT_RANSAC].H
 
 
+@dataclass(frozen=True)
+class _Tools:
+    """The estimators the methods call, bound to one run's settings (``deep_kw`` goes to ``refine_deep``)."""
+
+    ecc: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray | None]  # refine_ecc(H, src, dst)
+    estimate: Callable[..., Any]  # estimate_homography
+    preset: str
+    seed: int
+    deep_kw: dict[str, Any]
+
+    def deep(self, H: np.ndarray, a: np.ndarray, b: np.ndarray, coarse: bool) -> np.ndarray | None:
+        from stitch.deep import refine_deep
+
+        return refine_deep(H, a, b, coarse=coarse, **self.deep_kw)
+
+    def pipeline(self, refiner: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.estimate(a, b, preset=self.preset, seed=self.seed, refiner=refiner,
+                             deep_weights=self.deep_kw.get("weights")).H
+
+
+@dataclass
+class _Trial:
+    """One pair as the methods see it: src, dst (P, P, 3) uint8 read-only, start H0 (3, 3), outputs so far."""
+
+    tools: _Tools
+    src: np.ndarray
+    dst: np.ndarray
+    H0: np.ndarray
+    outputs: dict[str, Timed] = field(default_factory=dict)
+
+
+def _classical_deep(t: _Trial) -> Timed:
+    """The pipeline with refiner="deep"; deep from identity where it finds no plausible matrix."""
+    H, secs, note = _timed(t.tools.pipeline, "deep", t.src, t.dst)
+    if H is None:
+        H, s2, note2 = _timed(t.tools.deep, np.eye(3), t.src, t.dst, True)
+        secs, note = secs + s2, f"fallback: deep from identity ({note}{'; ' + note2 if note2 else ''})"
+    return H, secs, note
+
+
+def _deep_ecc(t: _Trial) -> Timed:
+    """ECC from deep's result (deep's own row reused when it ran); deep's matrix where ECC gives none."""
+    Hd, sd, nd = (t.outputs[METHOD_DEEP] if METHOD_DEEP in t.outputs
+                  else _timed(t.tools.deep, t.H0, t.src, t.dst, False))
+    He, se, ne = _timed(t.tools.ecc, Hd if Hd is not None else t.H0, t.src, t.dst)
+    return He if He is not None else Hd, sd + se, "; ".join(x for x in (nd, ne) if x)
+
+
+def _ecc_ecc(t: _Trial) -> Timed:
+    """ECC again from ECC's result (ECC's own row reused when it ran); the first result where the second fails."""
+    He, se, ne = t.outputs[METHOD_ECC] if METHOD_ECC in t.outputs else _timed(t.tools.ecc, t.H0, t.src, t.dst)
+    H2, s2, n2 = _timed(t.tools.ecc, He if He is not None else t.H0, t.src, t.dst)
+    return H2 if H2 is not None else He, se + s2, "; ".join(x for x in (ne, n2) if x)
+
+
+@dataclass(frozen=True)
+class SyntheticMethod:
+    """One method of the synthetic bench: its regime, whether it needs the deep refiner, and its run on a pair."""
+
+    name: str
+    regime: str
+    run: Callable[[_Trial], Timed]
+    deep: bool = False
+
+
+#: The one table of synthetic-bench methods, in table order (see the module docstring).
+SYNTHETIC_METHODS: dict[str, SyntheticMethod] = {m.name: m for m in (
+    SyntheticMethod(METHOD_SIFT_RANSAC, REGIME_DETONE, lambda t: _timed(_sift_ransac, t.src, t.dst)),
+    SyntheticMethod(METHOD_ECC_IDENTITY, REGIME_DETONE, lambda t: _timed(t.tools.ecc, np.eye(3), t.src, t.dst)),
+    SyntheticMethod(METHOD_CLASSICAL, REGIME_DETONE, lambda t: _timed(t.tools.pipeline, "lsq", t.src, t.dst)),
+    SyntheticMethod(METHOD_CLASSICAL_ECC, REGIME_DETONE, lambda t: _timed(t.tools.pipeline, "ecc", t.src, t.dst)),
+    SyntheticMethod(METHOD_DEEP_IDENTITY, REGIME_DETONE,
+                    lambda t: _timed(t.tools.deep, np.eye(3), t.src, t.dst, True), deep=True),
+    SyntheticMethod(METHOD_CLASSICAL_DEEP, REGIME_DETONE, _classical_deep, deep=True),
+    SyntheticMethod(METHOD_START, REGIME_REFINER, lambda t: (t.H0, 0.0, "")),
+    SyntheticMethod(METHOD_ECC, REGIME_REFINER, lambda t: _timed(t.tools.ecc, t.H0, t.src, t.dst)),
+    SyntheticMethod(METHOD_DEEP, REGIME_REFINER, lambda t: _timed(t.tools.deep, t.H0, t.src, t.dst, False), deep=True),
+    SyntheticMethod(METHOD_DEEP_ALL, REGIME_REFINER, lambda t: _timed(t.tools.deep, t.H0, t.src, t.dst, True),
+                    deep=True),
+    SyntheticMethod(METHOD_DEEP_ECC, REGIME_REFINER, _deep_ecc, deep=True),
+    SyntheticMethod(METHOD_ECC_ECC, REGIME_REFINER, _ecc_ecc),
+)}
+SYNTHETIC_METHOD_CHOICES = tuple(SYNTHETIC_METHODS)
+#: Methods of each regime, in table order.
+REGIME_METHODS = {r: tuple(m for m in SYNTHETIC_METHODS if SYNTHETIC_METHODS[m].regime == r) for r in REGIME_CHOICES}
+DEEP_METHODS = tuple(m for m in SYNTHETIC_METHODS if SYNTHETIC_METHODS[m].deep)
+
+
+def _plan(pairs: int, regimes: Sequence[str], methods: Sequence[str] | None) -> dict[str, list[str]]:
+    """Regime -> the methods to run there, in table order; ConfigError names a bad argument."""
+    if pairs < 1:
+        raise ConfigError(f"pairs={pairs}: must be >= 1")
+    bad = [r for r in regimes if r not in REGIME_CHOICES]
+    if bad or not regimes:
+        raise ConfigError(f"regimes: unknown or empty {bad or list(regimes)}; choose from {list(REGIME_CHOICES)}")
+    chosen = list(methods) if methods else list(SYNTHETIC_METHOD_CHOICES)
+    bad = [m for m in chosen if m not in SYNTHETIC_METHOD_CHOICES]
+    if bad:
+        raise ConfigError(f"methods: unknown {bad}; choose from {list(SYNTHETIC_METHOD_CHOICES)}")
+    plan = {r: [m for m in REGIME_METHODS[r] if m in chosen] for r in regimes}
+    if not any(plan.values()):
+        raise ConfigError(f"methods {chosen} belong to none of the regimes {list(regimes)}")
+    return plan
+
+
+def _deep_options(plan: dict[str, list[str]], weights: str | os.PathLike | None,
+                  iterations: int | None) -> dict[str, Any]:
+    """``refine_deep``'s keyword arguments when the plan has a deep method ({} otherwise); loads the weights once."""
+    if not any(m in DEEP_METHODS for ms in plan.values() for m in ms):
+        return {}
+    from stitch.deep import DEFAULT_WEIGHTS, require_torch
+
+    require_torch()
+    from stitch.deep.infer import load_refiner
+
+    deep_kw: dict[str, Any] = {"weights": weights if weights is not None else DEFAULT_WEIGHTS}
+    load_refiner(str(deep_kw["weights"]))  # an unreadable weights file: one ConfigError now, not a failed row each
+    if iterations is not None:
+        deep_kw["iterations"] = int(iterations)
+    return deep_kw
+
+
+def _pair_rows(tools: _Tools, regime: str, rid: int, k: int, image: np.ndarray, name: str,
+               methods: Sequence[str]) -> list[SyntheticRow]:
+    """Pair k of a regime (``rng([seed, rid, k])``) through ``methods``: one row each, in that order."""
+    rng = np.random.default_rng([tools.seed, rid, k])
+    if regime == REGIME_DETONE:
+        pr = detone_pair(image, rng, name=name)
+    else:
+        pr = detone_pair(image, rng, photo=Photometric(p=REFINER_PHOTOMETRIC_P), start_rho=REFINE_START_RHO, name=name)
+    pr.src.setflags(write=False)
+    pr.dst.setflags(write=False)
+    trial = _Trial(tools, pr.src, pr.dst, pr.H_start)
+    for m in methods:
+        trial.outputs[m] = SYNTHETIC_METHODS[m].run(trial)
+    rows = []
+    for m in methods:
+        H, secs, note = trial.outputs[m]
+        produced = H is not None
+        err = corner_error(H if produced else pr.H_start, pr.H_gt, pr.size, pr.size)
+        rows.append(SyntheticRow(regime, k, name, m, err if math.isfinite(err) else 1e9, secs, produced, note))
+    return rows
+
+
 def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS, seed: int = 0,
                         regimes: Sequence[str] = REGIME_CHOICES, methods: Sequence[str] | None = None,
                         sets: Sequence[str] | None = None, weights: str | os.PathLike | None = None,
@@ -203,110 +342,27 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
     from stitch.homography.refine import refine_ecc
     from stitch.homography.select import estimate_homography
 
-    if pairs < 1:
-        raise ConfigError(f"pairs={pairs}: must be >= 1")
-    bad = [r for r in regimes if r not in REGIME_CHOICES]
-    if bad or not regimes:
-        raise ConfigError(f"regimes: unknown or empty {bad or list(regimes)}; choose from {list(REGIME_CHOICES)}")
-    chosen = list(methods) if methods else list(SYNTHETIC_METHOD_CHOICES)
-    bad = [m for m in chosen if m not in SYNTHETIC_METHOD_CHOICES]
-    if bad:
-        raise ConfigError(f"methods: unknown {bad}; choose from {list(SYNTHETIC_METHOD_CHOICES)}")
-    plan = {r: [m for m in REGIME_METHODS[r] if m in chosen] for r in regimes}
-    if not any(plan.values()):
-        raise ConfigError(f"methods {chosen} belong to none of the regimes {list(regimes)}")
+    plan = _plan(pairs, regimes, methods)
     files = synthetic_images(directory, sets)  # the arguments are checked before the optional torch is
-    deep_kw: dict[str, Any] = {}
-    if any(m in DEEP_METHODS for ms in plan.values() for m in ms):
-        from stitch.deep import DEFAULT_WEIGHTS, refine_deep, require_torch
-
-        require_torch()
-        from stitch.deep.infer import load_refiner
-
-        deep_kw = {"weights": weights if weights is not None else DEFAULT_WEIGHTS}
-        load_refiner(str(deep_kw["weights"]))  # an unreadable weights file: one ConfigError now, not a failed row each
-        if iterations is not None:
-            deep_kw["iterations"] = int(iterations)
-    preset = preset or DEFAULT_PRESET
+    deep_kw = _deep_options(plan, weights, iterations)
+    tools = _Tools(refine_ecc, estimate_homography, preset or DEFAULT_PRESET, seed, deep_kw)
     images = [read_image(p) for p in files[:pairs]]  # pair k uses image k % len(files)
     names = [p.relative_to(Path(directory)).as_posix() for p in files]
-
-    def deep(H: np.ndarray, a: np.ndarray, b: np.ndarray, coarse: bool) -> np.ndarray | None:
-        return refine_deep(H, a, b, coarse=coarse, **deep_kw)
-
-    def pipeline(refiner: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return estimate_homography(a, b, preset=preset, seed=seed, refiner=refiner,
-                                   deep_weights=deep_kw.get("weights")).H
-
+    run = [(rid, r) for rid, r in enumerate(REGIME_CHOICES) if r in regimes and plan[r]]
     rows: list[SyntheticRow] = []
-    total = pairs * len([r for r in regimes if plan[r]])
-    done = 0
+    total, done = pairs * len([r for r in regimes if plan[r]]), 0
     t_start = time.perf_counter()
     if progress:
         progress(0, total, "")
-    for rid, regime in enumerate(REGIME_CHOICES):
-        if regime not in regimes or not plan[regime]:
-            continue
+    for rid, regime in run:
         for k in range(pairs):
-            rng = np.random.default_rng([seed, rid, k])
             i = k % len(files)
-            if regime == REGIME_DETONE:
-                pr = detone_pair(images[i], rng, name=names[i])
-            else:
-                pr = detone_pair(images[i], rng, photo=Photometric(p=REFINER_PHOTOMETRIC_P),
-                                 start_rho=REFINE_START_RHO, name=names[i])
-            src, dst, P, H0 = pr.src, pr.dst, pr.size, pr.H_start
-            src.setflags(write=False)
-            dst.setflags(write=False)
-            outputs: dict[str, tuple[np.ndarray | None, float, str]] = {}
-            for m in plan[regime]:
-                if m == METHOD_SIFT_RANSAC:
-                    outputs[m] = _timed(_sift_ransac, src, dst)
-                elif m == METHOD_ECC_IDENTITY:
-                    outputs[m] = _timed(refine_ecc, np.eye(3), src, dst)
-                elif m == METHOD_CLASSICAL:
-                    outputs[m] = _timed(pipeline, "lsq", src, dst)
-                elif m == METHOD_CLASSICAL_ECC:
-                    outputs[m] = _timed(pipeline, "ecc", src, dst)
-                elif m == METHOD_DEEP_IDENTITY:
-                    outputs[m] = _timed(deep, np.eye(3), src, dst, True)
-                elif m == METHOD_CLASSICAL_DEEP:
-                    H, secs, note = _timed(pipeline, "deep", src, dst)
-                    if H is None:
-                        H, s2, note2 = _timed(deep, np.eye(3), src, dst, True)
-                        secs, note = secs + s2, f"fallback: deep from identity ({note}{'; ' + note2 if note2 else ''})"
-                    outputs[m] = (H, secs, note)
-                elif m == METHOD_START:
-                    outputs[m] = (H0, 0.0, "")
-                elif m == METHOD_ECC:
-                    outputs[m] = _timed(refine_ecc, H0, src, dst)
-                elif m == METHOD_DEEP:
-                    outputs[m] = _timed(deep, H0, src, dst, False)
-                elif m == METHOD_DEEP_ALL:
-                    outputs[m] = _timed(deep, H0, src, dst, True)
-                elif m == METHOD_DEEP_ECC:
-                    Hd, sd, nd = (outputs[METHOD_DEEP] if METHOD_DEEP in outputs
-                                  else _timed(deep, H0, src, dst, False))
-                    He, se, ne = _timed(refine_ecc, Hd if Hd is not None else H0, src, dst)
-                    outputs[m] = (He if He is not None else Hd, sd + se, "; ".join(x for x in (nd, ne) if x))
-                elif m == METHOD_ECC_ECC:
-                    He, se, ne = outputs[METHOD_ECC] if METHOD_ECC in outputs else _timed(refine_ecc, H0, src, dst)
-                    H2, s2, n2 = _timed(refine_ecc, He if He is not None else H0, src, dst)
-                    outputs[m] = (H2 if H2 is not None else He, se + s2, "; ".join(x for x in (ne, n2) if x))
-            for m in plan[regime]:
-                H, secs, note = outputs[m]
-                produced = H is not None
-                err = corner_error(H if produced else H0, pr.H_gt, P, P)
-                rows.append(SyntheticRow(regime, k, names[i], m, err if math.isfinite(err) else 1e9, secs, produced,
-                                         note))
+            rows += _pair_rows(tools, regime, rid, k, images[i], names[i], plan[regime])
             done += 1
             if progress:
                 progress(done, total, f"{regime} {k + 1}/{pairs}")
-    summaries = {
-        regime: [summarize_synthetic(regime, m, [r for r in rows if r.regime == regime and r.method == m])
-                 for m in plan[regime]]
-        for regime in REGIME_CHOICES if regime in regimes and plan[regime]
-    }
+    summaries = {regime: [summarize_synthetic(regime, m, [r for r in rows if r.regime == regime and r.method == m])
+                          for m in plan[regime]] for _, regime in run}
     notes = []
     fb = sum(1 for r in rows if r.method == METHOD_CLASSICAL_DEEP and r.detail.startswith("fallback"))
     if any(METHOD_CLASSICAL_DEEP in ms for ms in plan.values()):

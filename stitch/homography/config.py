@@ -6,6 +6,7 @@ error); the search (stitch.homography.select), the panorama's pair screening and
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -121,8 +122,9 @@ class SelectConfig:
                    deep_weights=None if deep_weights is None else os.fspath(deep_weights), sources=srcs)
 
 
-OPTION_NAMES = ("detector", "max_keypoints", "refiner", "accept_score", "estimators", "thresholds", "ratio",
-                "score_max_side", "min_inliers", "deep_weights", "sources")
+#: The options of ``SelectConfig.from_options`` besides preset and seed (estimate_homography's ``options``), read
+#: from its signature: a new keyword there is an option everywhere.
+OPTION_NAMES = tuple(p for p in inspect.signature(SelectConfig.from_options).parameters if p not in ("preset", "seed"))
 
 
 def harder_search(exhaustive: bool, asift: bool) -> str:

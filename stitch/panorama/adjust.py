@@ -20,16 +20,13 @@ LOSS_CHOICES = ("linear", "huber", "soft_l1", "cauchy")
 DEFAULT_LOSS = "soft_l1"
 DEFAULT_MAX_POINTS_PER_EDGE = 200
 #: robust_least_squares ('lm') stops when a step lowers the robust cost by less than this fraction (Ceres's
-#: default function_tolerance). On cave_atrium (35 images) 1e-10 took 25 (cameras) + 16 (homographies)
-#: Jacobians, the last ten of each for under 1e-4 of the cost; 1e-6 takes 15 + 9, 2.7 s less, with the focal
-#: 1224.2 -> 1224.3 px and the RMS 1.5588 -> 1.5587 px.
+#: default function_tolerance; why this value: docs/measurements.md, "adjust").
 FUNCTION_TOLERANCE = 1e-6
 #: Solvers of robust_least_squares: 'lm' (Levenberg-Marquardt on the small normal equations, the default)
 #: or 'trf' (scipy.optimize.least_squares, trust region with LSMR steps). Same cost function. Why 'lm':
 #: the parameters are few (3-8 per image) and the residuals many, so J^T W J is a small dense matrix, built
-#: by one sparse product; LSMR instead takes hundreds of long vector operations per step. Measured on
-#: parrington's bundle adjustment (18 cameras, 7070 points, loaded 2-core machine): 'trf' 21.6 s, 'lm' 1.1 s,
-#: to the same cost (4438.24); on cave_atrium 'trf' took 160 s (cameras) + 333 s (homographies).
+#: by one sparse product; LSMR instead takes hundreds of long vector operations per step (why this value:
+#: docs/measurements.md, "adjust").
 SOLVER_CHOICES = ("lm", "trf")
 DEFAULT_SOLVER = "lm"
 

@@ -33,8 +33,7 @@ claims (the seam canvas is coarser than the valid region's edge) still take any 
   result equals a whole-canvas multi-band blend up to rounding (tests/test_blend.py compares strips of
   20 000 px with one strip), while the float buffers hold one strip and one image at a time (plus the
   int16 fine part, 6 bytes per canvas pixel, and the uint8 result; for 16-bit images a float32 fine part
-  and a uint16 result). On opencv_boat (6 photos of 10 MP, an 8633 x 1953 result) the whole stitch peaks at
-  about 0.7 GB.
+  and a uint16 result; the peak memory this gives: docs/measurements.md, "blend").
 
 * ``feather``: one level; weights valid_k * (blurred seam_k + eps), the seam mask blurred on the seam
   canvas with sigma = w / 4 (full-resolution px): a linear-like cross-fade of about w / 2 px around each seam
@@ -48,7 +47,7 @@ a Laplacian band near an image border does not pull the blend towards black.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -127,10 +126,10 @@ def sample_low(low_map: np.ndarray, low_origin: tuple[int, int], grid: LowGrid,
 
 def warp_region(img: np.ndarray, H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int],
                 valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """img (h, w, 3) warped onto canvas region (x0, y0, x1, y1): (pixels (rh, rw, 3) of img's dtype, valid (rh, rw) bool).
+    """img (h, w, 3) warped onto canvas region (x0, y0, x1, y1): (pixels (rh, rw, 3) of img's dtype, seen (rh, rw) bool).
 
     Beyond the image's border the values are its edge pixels replicated (the extension the pyramid needs);
-    ``valid`` marks the pixels that really see the image (and, given its valid mask (h, w) uint8, its data).
+    ``seen`` marks the pixels that really see the image (and, given its valid mask (h, w) uint8, its data).
     """
     x0, y0, x1, y1 = region
     out = np.empty((y1 - y0, x1 - x0, 3), img.dtype)
@@ -313,6 +312,29 @@ def _expanded(box: tuple[int, int, int, int], margin: int, align: int, Wp: int, 
 FINE_SCALE = 32.0
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """The multi-band strips: c fine levels, ``rows`` per strip (a multiple of 2^c), canvas W x Hc padded to Wp x Hp."""
+
+    c: int
+    rows: int
+    W: int
+    Hc: int
+    Wp: int
+    Hp: int
+
+    @property
+    def margin(self) -> int:
+        """Rows (and columns) of context each strip adds on either side for the pyramid's filters: 4 * 2^c."""
+        return 4 * (1 << self.c)
+
+    def strips(self) -> Iterator[tuple[int, int, int, int]]:
+        """(y0, y1, Y0, Y1) per strip: its own rows [y0, y1) and the rows [Y0, Y1) it filters, margins included."""
+        for y0 in range(0, self.Hp, self.rows):
+            y1 = min(self.Hp, y0 + self.rows)
+            yield y0, y1, max(0, y0 - self.margin), min(self.Hp, y1 + self.margin)
+
+
 def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method: str, levels: int, c: int,
                W: int, Hc: int, Wp: int, Hp: int, strip_pixels: int,
                progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
@@ -325,105 +347,135 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
     blended on the whole 1 / 2^c canvas, and each strip of the output is the upsampled coarse result plus the
     stored fine part.
     """
-    dtype = sources[0].img.dtype
-    peak = float(np.iinfo(dtype).max)
-    fine_scale = FINE_SCALE if dtype == np.uint8 else 1.0
     step_c = 1 << c
-    margin = 4 * step_c
+    lay = _Layout(c, max(step_c, _align_down(max(1, strip_pixels // max(1, Wp)), step_c)), W, Hc, Wp, Hp)
+    dtype = sources[0].img.dtype
     fine = np.zeros((Hp, Wp, 3), np.int16 if dtype == np.uint8 else np.float32)
     mask = np.zeros((Hc, W), bool)
-    inner = [_expanded(src.box, margin, step_c, Wp, Hp) for src in sources]
+    inner = [_expanded(src.box, lay.margin, step_c, Wp, Hp) for src in sources]
     gc_img = [np.zeros(((r[3] - r[1]) >> c, (r[2] - r[0]) >> c, 3), np.float32) for r in inner]
     gc_w = [np.zeros(((r[3] - r[1]) >> c, (r[2] - r[0]) >> c), np.float32) for r in inner]
-    rows = max(step_c, _align_down(max(1, strip_pixels // max(1, Wp)), step_c))
-    n_strips = -(-Hp // rows)
-    for s_idx, y0 in enumerate(range(0, Hp, rows)):
-        y1 = min(Hp, y0 + rows)
-        Y0, Y1 = max(0, y0 - margin), min(Hp, y1 + margin)
+    n_strips = -(-Hp // lay.rows)
+    for s_idx, strip in enumerate(lay.strips()):
+        y0, y1, Y0, Y1 = strip
         acc = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv, 3), np.float32) for lv in range(c)]
         wsum = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv), np.float32) for lv in range(c)]
         for k, src in enumerate(sources):
-            rk = inner[k]
-            ry0, ry1 = max(rk[1], Y0), min(rk[3], Y1)
-            if ry1 <= ry0:
-                continue
-            region = (rk[0], ry0, rk[2], ry1)
-            img, wgt, valid = src.weighted(canvas, grid, region, method)
-            vy0, vy1 = max(y0, ry0), min(y1, ry1, Hc)
-            if vy1 > vy0:
-                xs0, xs1 = rk[0], min(rk[2], W)
-                mask[vy0:vy1, xs0:xs1] |= valid[vy0 - ry0:vy1 - ry0, :xs1 - xs0]
-            del valid
-            gi, gw = _gauss(img, c), _gauss(wgt, c)
-            del img, wgt
-            # (a) Gaussian level c rows of [y0, y1) for the coarse bands
-            cy0, cy1 = max(y0, rk[1]), min(y1, rk[3])
-            if cy1 > cy0:
-                dst = slice((cy0 - rk[1]) >> c, (cy1 - rk[1]) >> c)
-                srcs = slice((cy0 - ry0) >> c, (cy1 - ry0) >> c)
-                gc_img[k][dst] = gi[c][srcs]
-                gc_w[k][dst] = gw[c][srcs]
-            # (b) fine bands on the columns where this image's weight matters
-            cols = src.columns(grid, Y0, Y1)
-            if cols is None:
-                continue
-            fx0 = max(rk[0], _align_down(cols[0] - margin, step_c))
-            fx1 = min(rk[2], _align_up(cols[1] + margin, step_c))
-            if fx1 <= fx0:
-                continue
-            oy = ry0 - Y0
-            for lv in range(c):
-                a, b = (fx0 - rk[0]) >> lv, (fx1 - rk[0]) >> lv
-                g_here = gi[lv][:, a:b]
-                nxt = gi[lv + 1][:, (fx0 - rk[0]) >> (lv + 1):(fx1 - rk[0]) >> (lv + 1)]
-                lap = _up(np.ascontiguousarray(nxt), g_here.shape)
-                np.subtract(g_here, lap, out=lap)
-                w_here = gw[lv][:, a:b]
-                lap *= w_here[:, :, None]
-                h, w = w_here.shape
-                sy, sx = oy >> lv, fx0 >> lv
-                acc[lv][sy:sy + h, sx:sx + w] += lap
-                wsum[lv][sy:sy + h, sx:sx + w] += w_here
-            del gi, gw
-        res = None
-        for lv in range(c - 1, -1, -1):  # in place: the strips are large, temporaries cost more than the maths
-            blended = acc[lv]
-            blended /= np.maximum(wsum[lv], 1e-12, out=wsum[lv])[:, :, None]
-            if res is not None:
-                blended += _up(np.ascontiguousarray(res), blended.shape)
-            res = blended
-            acc[lv] = wsum[lv] = None
-        part = res[y0 - Y0:y1 - Y0]
-        if fine.dtype == np.int16:
-            part *= np.float32(fine_scale)
-            np.clip(np.rint(part, out=part), -32767, 32767, out=part)
-        fine[y0:y1] = part  # whole numbers already when int16: the cast is exact
+            _accumulate_strip(src, inner[k], canvas, grid, method, lay, strip, (gc_img[k], gc_w[k]), (acc, wsum),
+                              mask)
+        fine[y0:y1] = _collapse_fine(acc, wsum, y0 - Y0, y1 - Y0, fine.dtype == np.int16)  # int16: an exact cast
         if progress is not None:
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
     coarse = _coarse_bands(sources, inner, gc_img, gc_w, levels, c, Wp, Hp)
     del gc_img, gc_w
     if progress is not None:
         progress(n_strips, n_strips + 1, "blending: low bands")
+    out = _add_coarse(fine, coarse, mask, lay, dtype)
+    if progress is not None:
+        progress(n_strips + 1, n_strips + 1, "blending done")
+    return out, mask
+
+
+def _accumulate_strip(src: _Source, rk: tuple[int, int, int, int], canvas: Canvas, grid: LowGrid, method: str,
+                      lay: _Layout, strip: tuple[int, int, int, int], coarse_k: tuple[np.ndarray, np.ndarray],
+                      fine_acc: tuple[list[np.ndarray], list[np.ndarray]], mask: np.ndarray) -> None:
+    """One image over one strip (y0, y1, Y0, Y1), warped once within its region ``rk`` (aligned to 2^c).
+
+    Marks ``mask`` where it sees the canvas, stores its Gaussian level c rows of [y0, y1) in ``coarse_k``
+    (image, weight), and adds its weighted fine bands 0..c-1 to ``fine_acc`` (sums, weight sums per level)
+    on the columns where its weight matters.
+    """
+    y0, y1, Y0, Y1 = strip
+    c = lay.c
+    ry0, ry1 = max(rk[1], Y0), min(rk[3], Y1)
+    if ry1 <= ry0:
+        return
+    img, wgt, valid = src.weighted(canvas, grid, (rk[0], ry0, rk[2], ry1), method)
+    vy0, vy1 = max(y0, ry0), min(y1, ry1, lay.Hc)
+    if vy1 > vy0:
+        xs0, xs1 = rk[0], min(rk[2], lay.W)
+        mask[vy0:vy1, xs0:xs1] |= valid[vy0 - ry0:vy1 - ry0, :xs1 - xs0]
+    del valid
+    gi, gw = _gauss(img, c), _gauss(wgt, c)
+    del img, wgt
+    # (a) Gaussian level c rows of [y0, y1) for the coarse bands
+    cy0, cy1 = max(y0, rk[1]), min(y1, rk[3])
+    if cy1 > cy0:
+        dst = slice((cy0 - rk[1]) >> c, (cy1 - rk[1]) >> c)
+        srcs = slice((cy0 - ry0) >> c, (cy1 - ry0) >> c)
+        coarse_k[0][dst] = gi[c][srcs]
+        coarse_k[1][dst] = gw[c][srcs]
+    # (b) fine bands on the columns where this image's weight matters
+    cols = src.columns(grid, Y0, Y1)
+    if cols is None:
+        return
+    fx0 = max(rk[0], _align_down(cols[0] - lay.margin, 1 << c))
+    fx1 = min(rk[2], _align_up(cols[1] + lay.margin, 1 << c))
+    if fx1 <= fx0:
+        return
+    acc, wsum = fine_acc
+    oy = ry0 - Y0
+    for lv in range(c):
+        a, b = (fx0 - rk[0]) >> lv, (fx1 - rk[0]) >> lv
+        g_here = gi[lv][:, a:b]
+        nxt = gi[lv + 1][:, (fx0 - rk[0]) >> (lv + 1):(fx1 - rk[0]) >> (lv + 1)]
+        lap = _up(np.ascontiguousarray(nxt), g_here.shape)
+        np.subtract(g_here, lap, out=lap)
+        w_here = gw[lv][:, a:b]
+        lap *= w_here[:, :, None]
+        h, w = w_here.shape
+        sy, sx = oy >> lv, fx0 >> lv
+        acc[lv][sy:sy + h, sx:sx + w] += lap
+        wsum[lv][sy:sy + h, sx:sx + w] += w_here
+
+
+def _collapse_fine(acc: list[np.ndarray], wsum: list[np.ndarray], r0: int, r1: int, fixed: bool = True) -> np.ndarray:
+    """A strip's fine bands normalised and collapsed, rows [r0, r1), (r1 - r0, Wp, 3) float32.
+
+    ``fixed``: in FINE_SCALE units, rounded and clipped to int16's range (else in pixel units, as they are);
+    consumes ``acc`` and ``wsum`` (their levels are freed on the way).
+    """
+    res = None
+    for lv in range(len(acc) - 1, -1, -1):  # in place: the strips are large, temporaries cost more than the maths
+        blended = acc[lv]
+        blended /= np.maximum(wsum[lv], 1e-12, out=wsum[lv])[:, :, None]
+        if res is not None:
+            blended += _up(np.ascontiguousarray(res), blended.shape)
+        res = blended
+        acc[lv] = wsum[lv] = None
+    part = res[r0:r1]
+    if fixed:
+        part *= np.float32(FINE_SCALE)
+        np.clip(np.rint(part, out=part), -32767, 32767, out=part)
+    return part
+
+
+def _add_coarse(fine: np.ndarray, coarse: np.ndarray, mask: np.ndarray, lay: _Layout,
+                dtype: type = np.uint8) -> np.ndarray:
+    """The output (Hc, W, 3) of ``dtype`` (uint8 or uint16): per strip, the coarse result upsampled c times plus the
+    stored fine part.
+
+    fine (Hp, Wp, 3) int16 in FINE_SCALE units (or float32 in pixel units); coarse (Hp >> c, Wp >> c, 3) float32;
+    black where ``mask`` is False.
+    """
+    c, W, Hc = lay.c, lay.W, lay.Hc
+    unit = FINE_SCALE if fine.dtype == np.int16 else 1.0
     out = np.zeros((Hc, W, 3), dtype)
-    for y0 in range(0, Hp, rows):
-        y1 = min(Hp, y0 + rows)
-        Y0, Y1 = max(0, y0 - margin), min(Hp, y1 + margin)
+    for y0, y1, Y0, Y1 in lay.strips():
         up = np.ascontiguousarray(coarse[Y0 >> c:Y1 >> c])
         for lv in range(c - 1, -1, -1):
-            up = _up(up, (((Y1 - Y0) >> lv), Wp >> lv, 3))
+            up = _up(up, (((Y1 - Y0) >> lv), lay.Wp >> lv, 3))
         hh = min(y1, Hc) - y0
         if hh <= 0:
             continue
         vals = fine[y0:y0 + hh, :W].astype(np.float32)
-        vals *= np.float32(1.0 / fine_scale)
+        vals *= np.float32(1.0 / unit)
         vals += up[y0 - Y0:y0 - Y0 + hh, :W]
-        np.clip(np.rint(vals, out=vals), 0, peak, out=vals)
+        np.clip(np.rint(vals, out=vals), 0, np.iinfo(dtype).max, out=vals)
         keep = mask[y0:y0 + hh].view(np.uint8)  # the pixels no image covers stay black
         px = vals.astype(dtype)
         out[y0:y0 + hh] = cv2.bitwise_and(px, px, mask=keep)
-    if progress is not None:
-        progress(n_strips + 1, n_strips + 1, "blending done")
-    return out, mask
+    return out
 
 
 def _coarse_bands(sources: Sequence[_Source], inner: Sequence[tuple[int, int, int, int]],

@@ -61,10 +61,7 @@ WAVE_CHOICES = ("auto", "horizontal", "vertical", "none")
 #: sigma costs what every correspondence moving by f_scale would.
 EXIF_FOCAL_SIGMA = 0.05
 #: The EXIF prior's solution is kept when its RMS reprojection error is at most this multiple of the free
-#: solution's. Measured (free -> with the prior, px): opencv_boat 15.33 -> 15.37 (focal 4449 -> 4373, EXIF
-#: 4368), apap_railtracks 29.27 -> 35.03 (a parallax scene that does not fix the focal: 1877 -> 2882, EXIF
-#: 2889; OpenStitching's canvas is then within 4 %, against 20 % before); kept free where the EXIF disagrees
-#: with the photos: uttower 1.18 -> 6.15, vlfeat_river 1.61 -> 4.34, dhw_carpark 1.40 -> 3.15.
+#: solution's (why this value: docs/measurements.md, "camera").
 EXIF_MAX_RMS_RATIO = 1.25
 #: OpenCV's stitcher and OpenStitching straighten horizontally by default; 'auto' does so too unless the
 #: cameras sweep more up and down than sideways (then 'vertical').
@@ -474,6 +471,29 @@ def is_full_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, 
     return False
 
 
+def levelled_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, np.ndarray], ref: int,
+                  keys: Sequence[str] | None = None, wave: str = DEFAULT_WAVE
+                  ) -> tuple[str, dict[int, np.ndarray], bool]:
+    """(wave kind, the rotations (3, 3) wave-corrected, whether they make a full turn): a full turn is found
+    about the levelled vertical, so only for a horizontal sweep ('auto': ``wave_kind``)."""
+    kind = wave_kind([Rs[k] for k in sorted(Rs)]) if wave == "auto" else wave
+    Rs = wave_correct(Rs, kind, ref)
+    return kind, Rs, kind == "horizontal" and is_full_turn(nodes, edges, Rs, keys)
+
+
+def pairs_close_turn(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes: dict[int, tuple[int, int]],
+                     keys: Sequence[str] | None = None) -> bool:
+    """True when the pairs alone make a full 360-degree turn: their homographies chained as rotations at the
+    median pair focal (``initial_rotations``, no adjustment), levelled, then ``is_full_turn``. A check that
+    costs milliseconds, for what cannot hold a turn (projection 'plane'); False when no pair fixes a focal."""
+    estimates = pair_focal_estimates(edges, sizes)
+    if not estimates:
+        return False
+    f = float(np.median(estimates))
+    R0 = initial_rotations(nodes, edges, ref, {k: pinhole(f, image_center(sizes[k])) for k in nodes}, keys)
+    return levelled_turn(nodes, edges, R0, ref, keys, "auto")[2]
+
+
 # --- the whole registration ---------------------------------------------------------------------------
 
 
@@ -534,8 +554,8 @@ def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, s
     else:
         return None
     same_size = len({sizes[k] for k in nodes}) == 1
-    # one focal only when EXIF says so: without it, same-size photos may still be zoomed differently (weir_1
-    # is ~13 % longer than weir_2 and weir_3, and one shared focal left 26 px RMS there against 2 px)
+    # one focal only when EXIF says so: without it, same-size photos may still be zoomed differently
+    # (docs/measurements.md, "camera")
     shared = same_size and have_exif and len({round(exif[k], 3) for k in nodes}) == 1
     centers = {k: image_center(sizes[k]) for k in nodes}
 
@@ -552,11 +572,9 @@ def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, s
         focals = free_focals
     else:
         Rs, r0, r1 = R0, None, None
-    kind = wave_kind([Rs[k] for k in sorted(Rs)]) if wave == "auto" else wave
-    Rs = wave_correct(Rs, kind, ref)
+    kind, Rs, turn = levelled_turn(nodes, edges, Rs, ref, keys, wave)
     cams = {k: Camera(names[k], sizes[k], float(focals[k]), Rs[k]) for k in nodes}
     focal = float(np.median([focals[k] for k in nodes]))
-    turn = kind == "horizontal" and is_full_turn(nodes, edges, Rs, keys)
     if turn:
         focal = turn_focal(focal)
     return Geometry("rotation", camera_homographies(cams, focal, centers[ref]), cams, focal, centers[ref], turn,

@@ -6,12 +6,14 @@ the orchestrator (stitch.panorama.pipeline) and the CLI build one with ``Panoram
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stitch.errors import ConfigError, check_choice
 from stitch.homography.config import (
     DEFAULT_PRESET,
+    OPTION_NAMES,
     PRESET_CHOICES,
     SelectConfig,
     estimator_grid,
@@ -28,12 +30,12 @@ from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS, PROJECTION_CHOICES
 PANORAMA_PROJECTION_CHOICES = ("auto",) + PROJECTION_CHOICES
 #: 'auto': spherical when a pair's homography determines a focal length (a rotating camera, as in most
 #: panoramas), else the plane (e.g. scans: translations over a flat scene), switching to cylindrical when the
-#: plane stretches too much. Why spherical: on the 18 sets of ../shared/data/panoramas the overlap PSNR of
-#: the registered images rose on 17 (mean +0.5 dB, up to +2.1 dB on prague_maps) and the SSIM on 16 against
-#: the plane, at the same matrices, because the plane magnifies the periphery; OpenCV's stitcher and
-#: OpenStitching default to it too. Pass projection='plane' for straight lines or a flat document.
+#: plane stretches too much. Why spherical: the plane magnifies the periphery (docs/measurements.md,
+#: "config"); OpenCV's stitcher and OpenStitching default to it too. Pass projection='plane' for straight
+#: lines or a flat document.
 DEFAULT_PANORAMA_PROJECTION = "auto"
 DEFAULT_WORK_MEGAPIX = 0.6
+#: Screening: an edge needs a quality score at least this (why this value: docs/measurements.md, "pipeline").
 DEFAULT_MIN_PAIR_SCORE = 0.5
 DEFAULT_MIN_PAIR_INLIERS = 16
 DEFAULT_PAIR_REFINER = "lsq"
@@ -43,16 +45,16 @@ DEFAULT_MODEL = "auto"
 #: Robust loss scale at the working resolution (px); scaled to full resolution per panorama.
 DEFAULT_LOSS_SCALE_PX = 1.5
 #: Above this many images the screening (and the retry of pairs between parts of the graph) runs the 'fast'
-#: estimator grid. Measured
-#: with ``stitch bench panorama`` (weir, budapest, opencv_a): the fast grid kept the overlap PSNR within
-#: 0.06 dB and the SSIM within 0.01 of the full grid's, at 10-25 % less time; a lone pair keeps the full grid.
+#: estimator grid; a lone pair keeps the full grid (why this value: docs/measurements.md, "config").
 DEFAULT_FULL_GRID_MAX_IMAGES = 2
 #: Keypoints per image for panoramas (the presets' own default is 4000). Matching cost grows with its
-#: square: on budapest (6 images, 15 pairs) 2000 halved the time at the same overlap PSNR (20.35 dB), but
-#: weir's small-overlap pair 1-3 fell from 51 inliers (score 0.77) to 26 (0.65); 3000 keeps 44 (0.74).
+#: square (why this value: docs/measurements.md, "config").
 DEFAULT_PANORAMA_MAX_KEYPOINTS = 3000
 #: 'auto' uses the plane unless its canvas exceeds this multiple of the summed image areas.
 DEFAULT_AUTO_MAX_STRETCH = 4.0
+#: The pair-search options (SelectConfig.from_options) a panorama passes on, besides detector and refiner, which
+#: PanoramaConfig.from_options takes itself: not 'sources' (the screening searches the feature levels only).
+PANORAMA_SELECT_OPTIONS = tuple(n for n in OPTION_NAMES if n not in ("detector", "refiner", "sources"))
 
 
 
@@ -101,17 +103,16 @@ class PanoramaConfig:
         (match only images at most this far apart in input order; 0 = every pair; stitch.panorama.inputs),
         jpeg_quality (1-100, of the JPEG file Panorama.save writes; stitch.panorama.output);
         compositing: exposure, seam, blend, crop, crop_max_empty, scale, megapixels, timelapse, seam_megapix,
-        bands, block_size (stitch.panorama.compose.ComposeConfig). Anything else goes to SelectConfig.from_options
-        (max_keypoints, ratio, estimators, thresholds, accept_score, score_max_side, min_inliers).
+        bands, block_size (stitch.panorama.compose.ComposeConfig). PANORAMA_SELECT_OPTIONS go to
+        SelectConfig.from_options (max_keypoints, ratio, estimators, ...). STITCH_OPTION_NAMES lists them all.
         """
         compose = ComposeConfig(**{k: options.pop(k) for k in list(options) if k in ComposeConfig.__dataclass_fields__})
         own = {k: options.pop(k) for k in list(options) if k in cls.__dataclass_fields__}
-        select_keys = ("max_keypoints", "ratio", "estimators", "thresholds", "accept_score", "score_max_side",
-                       "min_inliers")
-        unknown = sorted(k for k in options if k not in select_keys)
+        unknown = sorted(k for k in options if k not in PANORAMA_SELECT_OPTIONS)
         if unknown or "select" in own or "compose" in own:
             bad = unknown or [k for k in ("select", "compose") if k in own]
-            raise ConfigError(f"unknown option(s) {', '.join(bad)} for stitch_images")
+            raise ConfigError(f"unknown option(s) {', '.join(bad)} for stitch_images; valid: "
+                              f"{', '.join(STITCH_OPTION_NAMES)}")
         check_choice("preset", preset, PRESET_CHOICES)
         check_choice("projection", projection, PANORAMA_PROJECTION_CHOICES)
         if not (isinstance(work_megapix, (int, float)) and 0.01 <= work_megapix <= 100):
@@ -170,3 +171,15 @@ class PanoramaConfig:
         check_jpeg_quality(self.jpeg_quality)
         if self.max_points_per_edge < 4:
             raise ConfigError(f"max_points_per_edge={self.max_points_per_edge}: must be at least 4")
+
+
+def stitch_option_names() -> tuple[str, ...]:
+    """Every option PanoramaConfig.from_options takes (stitch_images' options): its keywords, the fields of
+    PanoramaConfig and ComposeConfig, and PANORAMA_SELECT_OPTIONS."""
+    explicit = [p for p in inspect.signature(PanoramaConfig.from_options).parameters if p != "options"]
+    own = [f for f in PanoramaConfig.__dataclass_fields__ if f not in ("select", "compose")]
+    return tuple(dict.fromkeys(explicit + own + list(ComposeConfig.__dataclass_fields__) + list(PANORAMA_SELECT_OPTIONS)))
+
+
+#: stitch_images' options, derived from the config types: a new field is a new option (API, CLI mapping, stitch.toml).
+STITCH_OPTION_NAMES = stitch_option_names()

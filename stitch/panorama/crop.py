@@ -2,7 +2,7 @@
 
 * ``none``: the whole canvas, black where no image reaches.
 * ``rect``: the largest axis-aligned rectangle inside the valid region. Every pixel is real, but on a
-  mosaic whose images are offset it throws most of the picture away (ledge keeps 0.30 of its 0.67 MP).
+  mosaic whose images are offset it throws most of the picture away (docs/measurements.md, "crop").
 * ``fill`` (the default): the largest rectangle with at most ``max_empty`` (``DEFAULT_CROP_MAX_EMPTY``,
   2 %) of its pixels empty. The empty pixels, thin wedges along the borders, are filled by inpainting from
   their neighbours (cv2.inpaint, Telea), together with a ``FILL_RIM`` px rim of the picture around them

@@ -13,10 +13,10 @@ shared pixels) and I_vu (unit v over the same pixels), contributes
 to a quadratic energy; its minimum solves one small linear system (one unknown per unit). sigma_n (intensity
 noise, in 0..255 units) weighs the agreement, sigma_g pulls every gain towards 1 so the overall brightness
 is kept. OpenCV uses sigma_g = 0.1, which with sigma_n = 10 weighs the prior as much as the data and
-shrinks the gains towards 1 (on data/samples/pano3 a known 8.6 % gain step came back as 5.2 %); the
-image gains here use sigma_g = 1 (the same step comes back within 0.1 %), the block gains, which only
-correct what the image gains left, keep OpenCV's 0.1. Pixels near black or white (outside [``DEFAULT_MIN_LEVEL``, ``DEFAULT_MAX_LEVEL``] in any image) are
-left out of the means: a clipped pixel does not scale with the exposure.
+shrinks the gains towards 1; the image gains here use sigma_g = 1 (why this value: docs/measurements.md,
+"exposure"), the block gains, which only correct what the image gains left, keep OpenCV's 0.1. Pixels near
+black or white (outside [``DEFAULT_MIN_LEVEL``, ``DEFAULT_MAX_LEVEL``] in any image) are left out of the
+means: a clipped pixel does not scale with the exposure.
 
 Kinds (``EXPOSURE_CHOICES``):
 

@@ -47,9 +47,7 @@ DEFAULT_SHORTLIST_K = 6
 SHORTLIST_FEATURES = 300
 SHORTLIST_SIDE = 320
 #: A partner needs at least this many first-pass matches (both directions summed), about what two unrelated
-#: thumbnails reach by chance. Measured on the wide sets: every accepted pair had 13 or more (parrington 42+,
-#: denny 21+, cave_atrium 13+), every rejected pair of the full turns 7 or fewer, so the full search skips 48
-#: of parrington's 66 shortlisted pairs and 36 of denny's 51, which it would have rejected.
+#: thumbnails reach by chance (why this value: docs/measurements.md, "graph").
 MIN_SHORTLIST_VOTES = 10
 
 
@@ -69,8 +67,8 @@ def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
 
     The pair-matching threads allocate from their own malloc arenas, whose free pages would otherwise
-    stay resident and add to the peak of the full-resolution compositing that follows (opencv_boat:
-    976 MB without this, 698 MB with it).
+    stay resident and add to the peak of the full-resolution compositing that follows
+    (docs/measurements.md, "graph").
     """
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)

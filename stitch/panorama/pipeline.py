@@ -27,8 +27,8 @@ run the two halves apart, so cameras can be saved, edited and re-rendered withou
    determine a focal length (a rotating camera) and the projection is not 'plane', else the homographies;
    then, unless the images make a full turn, it refines one homography per image jointly in the rotation
    model's frame ('rotation+homography': the frame, focal, horizon and order invariance of the cameras,
-   the fit of free homographies, which absorb lens distortion and a little parallax: the rotations alone
-   lost 0.5-2.9 dB of overlap PSNR on budapest, opencv_boat and vlfeat_roofs). A pair far off the solved
+   the fit of free homographies, which absorb lens distortion and a little parallax; why:
+   docs/measurements.md, "pipeline"). A pair far off the solved
    model is removed and the model solved again; each image's placement is checked photometrically on the
    final model (stitch.panorama.placement), and one that disagrees with its neighbours is dropped and the
    model solved again; a model that still misses its pairs, or images that all disagree, is an error;
@@ -47,12 +47,6 @@ run the two halves apart, so cameras can be saved, edited and re-rendered withou
 
 ``hooks`` (a stitch.debug.PipelineHooks, e.g. stitch.debug.DebugDir) receives the accepted matches and every
 compositing stage's output as the pipeline makes them; the CLI's ``--debug-dir`` is that.
-
-Why 0.5 for ``DEFAULT_MIN_PAIR_SCORE``: measured with preset 'accurate' (first level, refiner lsq, work
-0.6 MP) on data/samples/pano3 and ../shared/data/panoramas (weir, hill, vlfeat_roofs, vlfeat_river,
-budapest), every truly overlapping pair scored 0.675..0.999 (the lowest: budapest1-budapest4, 1092
-inliers), while every non-overlapping pair (weir_noise.jpg against the weir, budapest 1-3, pano3 1-3, and
-8 pairs across sets) found no plausible homography at all, at the first and at the second level.
 """
 
 from __future__ import annotations
@@ -82,6 +76,7 @@ from stitch.panorama.camera import (
     both_directions,
     image_center,
     pair_focal_estimates,
+    pairs_close_turn,
     pinhole,
     solve_rotations,
 )
@@ -127,6 +122,7 @@ from stitch.panorama.warp import (
     Canvas,
     Projection,
     canvas_bounds,
+    check_turn,
     estimate_focal,
     pair_focals,
 )
@@ -362,25 +358,27 @@ def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[Pix
     return [Pixels(img, ok) for img, ok in zip(loaded.images, loaded.valid)], loaded.names, dropped, loaded.indices
 
 
-def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list,
-                    notes: list[str]) -> tuple[list[np.ndarray], list[str], list[str], list[int]]:
-    """Images, names and content keys (graph.image_key) without exact duplicates, and the kept indices; each
-    dropped one is recorded."""
+def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list, notes: list[str]
+                    ) -> tuple[list[np.ndarray], list[str], list[str], list[int], list[tuple[str, str]]]:
+    """Images, names and content keys (graph.image_key) without exact duplicates, the kept indices, and each
+    duplicate's (name, the kept image it repeats); each dropped one is recorded."""
     seen: dict[str, int] = {}
     keep: list[int] = []
     keys = []
+    same = []
     for k, img in enumerate(images):
         digest = image_key(img)
         if digest in seen:
             first = names[seen[digest]]
             reason = "given twice (the same image)" if first == names[k] else f"identical to {first}"
+            same.append((names[k], first))
             dropped.append((names[k], reason))
             _warn(f"dropped {names[k]}: {reason}", notes)
         else:
             seen[digest] = k
             keep.append(k)
             keys.append(digest)
-    return [images[k] for k in keep], [names[k] for k in keep], keys, keep
+    return [images[k] for k in keep], [names[k] for k in keep], keys, keep, same
 
 
 #: How the warnings name the panoramas after the first (the folder's other scenes).
@@ -668,52 +666,97 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     return reg
 
 
-def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, progress: ProgressFn | None = None,
-                    hooks: Any = None, masks: Sequence[MaskLike] | None = None) -> tuple[Registration, list[Pixels]]:
-    """Steps 1-6 of the module docstring: (the Registration, the kept images (io.Pixels) in its order).
+@dataclass
+class Screening:
+    """Steps 1-3 of the module docstring: the kept inputs and the view graph of their accepted pairs, unverified.
 
-    masks: one feature mask per input (see stitch_images), combined with the image's alpha (its valid mask)."""
+    ``images`` (H, W, 3) uint8, or uint16 from 16-bit inputs, at full resolution (exact duplicates dropped), each
+    with its alpha's ``valid`` mask (H, W) bool or None (io.Pixels), their ``names``, content
+    ``keys``, ``sizes`` (w, h), full -> working scales ``A`` (3, 3), ``thumbs`` (for the placement check) and
+    ``source`` (each one's index in the inputs); ``pairs``: the pairs screened (i < j); ``edges``: the accepted
+    ones (full-resolution px); ``why``: a rejected pair's (score or -inf, reason); ``dropped``: the inputs
+    left out, (name, reason); ``duplicates``: (name, the kept image it repeats); ``notes``: the warnings.
+    """
+
+    images: list[np.ndarray]
+    valid: list[np.ndarray | None]
+    names: list[str]
+    keys: list[str]
+    sizes: list[tuple[int, int]]
+    A: list[np.ndarray]
+    source: list[int]
+    thumbs: list[np.ndarray]
+    pairs: list[tuple[int, int]]
+    edges: list[PairEdge]
+    why: dict[tuple[int, int], tuple[float, str]]
+    dropped: list[tuple[str, str]]
+    duplicates: list[tuple[str, str]]
+    notes: list[str]
+
+
+def screen_pairs(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, progress: ProgressFn | None = None,
+                 hooks: Any = None, masks: Sequence[MaskLike] | None = None) -> Screening:
+    """Steps 1-3 of the module docstring (read, drop duplicates, choose and screen the pairs): the view graph
+    the camera model is solved from. masks: one feature mask per input (see stitch_images), combined with the
+    image's alpha (its valid mask)."""
     notes: list[str] = []
     mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
     pixels, names, dropped, index = read_inputs(paths_or_arrays, notes)
-    images, names, keys, keep = drop_duplicates([px.image for px in pixels], names, dropped, notes)
-    pixels = [pixels[k] for k in keep]
+    images, names, keys, keep, same = drop_duplicates([px.image for px in pixels], names, dropped, notes)
+    valid = [pixels[k].valid for k in keep]
+    del pixels
     if len(images) < 2:
-        same = "; ".join(f"{nm} is {why}" for nm, why in dropped if why.startswith(("given twice", "identical")))
-        raise StitchError(f"need at least 2 different images, got 1: {same}")
-    feature_masks = [feature_mask(check_mask(mask_list[index[k]], px.image.shape, name), px.valid)
-                     for k, px, name in zip(keep, pixels, names)]
-    n = len(images)
+        again = "; ".join(f"{nm} is {why}" for nm, why in dropped if why.startswith(("given twice", "identical")))
+        raise StitchError(f"need at least 2 different images, got 1: {again}")
+    feature_masks = [feature_mask(check_mask(mask_list[index[k]], img.shape, name), ok)
+                     for k, img, ok, name in zip(keep, images, valid, names)]
     sizes = [(img.shape[1], img.shape[0]) for img in images]
-
     # pairwise registration at the working resolution
     works = [to_work(img, cfg.work_megapix) for img in images]
     A = [work_scale_matrix(sizes[k], (w.shape[1], w.shape[0])) for k, w in enumerate(works)]
     work_masks = [work_mask(m, (w.shape[1], w.shape[0])) for m, w in zip(feature_masks, works)]
-    pairs = sequence_pairs(n, cfg.range_width) if cfg.range_width else candidate_pairs(works, keys)
-    raw, why = (match_graph(works, names, cfg, progress, keys=keys, pairs=pairs, masks=work_masks) if n > 1
-                else ([], {}))
+    pairs = sequence_pairs(len(images), cfg.range_width) if cfg.range_width else candidate_pairs(works, keys)
+    raw, why = match_graph(works, names, cfg, progress, keys=keys, pairs=pairs, masks=work_masks)
     release_free_memory()
     edges = [pair_edge(res, i, j, A[i], A[j]) for i, j, res in raw]
     if hooks is not None:
         for i, j, res in raw:
             inl = np.asarray(res.inliers, bool)
             hooks.matches(names[i], names[j], works[i], works[j], res.matches.src_pts[inl], res.matches.dst_pts[inl])
-    thumbs = [resize_max_side(w, PLACEMENT_SIDE)[0] for w in works]  # for the placement check
-    del works
-    if n > 1 and not edges:
-        advice = cfg.advice()
-        raise NoOverlapError(f"no two images overlap: {', '.join(names)} ({advice + ', or ' if advice else ''}"
-                             "check that the images show the same scene)")
+    thumbs = [resize_max_side(w, PLACEMENT_SIDE)[0] for w in works]
+    return Screening(images, valid, names, keys, sizes, A, [index[k] for k in keep], thumbs, list(pairs), edges, why,
+                     dropped, same, notes)
 
-    graph = GraphInputs(names, sizes, keys, A, cfg, notes,
-                        lambda nodes: _exif_focals(paths_or_arrays, [index[k] for k in keep], sizes, nodes), progress)
-    reg = verified_registration(graph, edges, why, dropped, thumbs)
-    reg.dropped = dropped
-    reg.warnings = notes
-    kept = [pixels[names.index(nm)] for nm in reg.names]
-    images.clear()
-    pixels.clear()
+
+def check_plane_turn(sc: Screening, cfg: PanoramaConfig) -> None:
+    """ConfigError (warp.check_turn) as soon as the accepted pairs make a full 360-degree turn and the projection is
+    the plane, which cannot hold one: before the camera model's adjustments (camera.pairs_close_turn)."""
+    if cfg.projection != "plane" or cfg.model == "scans":
+        return
+    main = largest_component_nodes(range(len(sc.names)), sc.edges)
+    sub = [e for e in sc.edges if e.i in main and e.j in main]
+    if pairs_close_turn(main, sub, choose_reference(main, sub, sc.keys), dict(enumerate(sc.sizes)), sc.keys):
+        check_turn(cfg.projection)
+
+
+def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, progress: ProgressFn | None = None,
+                    hooks: Any = None, masks: Sequence[MaskLike] | None = None) -> tuple[Registration, list[Pixels]]:
+    """Steps 1-6 of the module docstring: (the Registration, the kept images (io.Pixels) in its order).
+
+    masks: one feature mask per input (see stitch_images), combined with the image's alpha (its valid mask)."""
+    sc = screen_pairs(paths_or_arrays, cfg, progress, hooks, masks)
+    if not sc.edges:
+        advice = cfg.advice()
+        raise NoOverlapError(f"no two images overlap: {', '.join(sc.names)} ({advice + ', or ' if advice else ''}"
+                             "check that the images show the same scene)")
+    check_plane_turn(sc, cfg)
+    graph = GraphInputs(sc.names, sc.sizes, sc.keys, sc.A, cfg, sc.notes,
+                        lambda nodes: _exif_focals(paths_or_arrays, sc.source, sc.sizes, nodes), progress)
+    reg = verified_registration(graph, sc.edges, sc.why, sc.dropped, sc.thumbs)
+    reg.dropped = sc.dropped
+    reg.warnings = sc.notes
+    kept = [Pixels(sc.images[k], sc.valid[k]) for k in map(sc.names.index, reg.names)]
+    sc.images.clear()
     return reg, kept
 
 

@@ -24,8 +24,8 @@ Methods (``SEAM_CHOICES``):
   nearest (OpenCV's VoronoiSeamFinder): the cheap fallback, no image content involved.
 * ``none``: no seams: every view keeps its whole mask (the blender then averages the overlaps).
 * ``opencv_graphcut`` / ``opencv_dp``: OpenCV's cv2.detail GraphCutSeamFinder (COST_COLOR_GRAD) and
-  DpSeamFinder (COLOR_GRAD) on the same views, for comparison (see ``seam_cost`` and the README's
-  measurements).
+  DpSeamFinder (COLOR_GRAD) on the same views, for comparison (see ``seam_cost`` and docs/benchmarks/panorama.md,
+  "Seam finders").
 
 Pairs are processed in index order on the masks left by the earlier pairs, as OpenCV does.
 """

@@ -120,6 +120,14 @@ PROJECTIONS: dict[str, type] = {"plane": PlaneMap, "cylindrical": CylinderMap, "
 PROJECTION_CHOICES = tuple(PROJECTIONS)
 
 
+def check_turn(kind: str) -> None:
+    """ConfigError unless projection ``kind`` can hold a full 360-degree turn (a curved one of PROJECTIONS)."""
+    if not PROJECTIONS[kind].curved:
+        use = " or ".join(f"projection={k!r}" for k, m in PROJECTIONS.items() if m.curved)
+        raise ConfigError(f"projection={kind!r} cannot hold a full 360-degree turn (the photos close a loop); "
+                          f"use {use}")
+
+
 @dataclass(frozen=True)
 class Projection:
     """How reference-plane points map to projected (u, v) coordinates (see the module docstring).
@@ -138,8 +146,8 @@ class Projection:
             raise ConfigError(f"projection={self.kind!r}: choose one of {', '.join(PROJECTION_CHOICES)}")
         if not (math.isfinite(self.focal) and self.focal > 0):
             raise ConfigError(f"focal={self.focal}: must be a positive finite number of pixels")
-        if self.turn and not PROJECTIONS[self.kind].curved:
-            raise ConfigError(f"projection={self.kind!r} cannot hold a full 360-degree turn")
+        if self.turn:
+            check_turn(self.kind)
 
     @property
     def period(self) -> float:

@@ -752,31 +752,31 @@ def compare_folder(
 ) -> FolderComparison:
     """``compare_homographies`` on every overlapping pair of a panorama folder.
 
-    Pairs are screened as ``stitch_images`` screens them (``panorama.match_graph`` at its working
-    resolution); each accepted pair (i < j, src = i) is then compared at full resolution. Raises
-    NoOverlapError when no pair overlaps.
+    Pairs are screened by ``stitch_images``' own registration stage (``panorama.pipeline.screen_pairs``: its
+    duplicate removal, shortlist and screening at the working resolution); each accepted pair (i < j,
+    src = i) is then compared at full resolution. The screening lists every pair of the kept images, and each
+    dropped duplicate against the image it repeats. Raises NoOverlapError when no pair overlaps.
     """
     from stitch.panorama.config import PanoramaConfig
-    from stitch.panorama.graph import match_graph
-    from stitch.panorama.pipeline import to_work
+    from stitch.panorama.pipeline import screen_pairs
 
     meths = parse_methods(methods, include_deep)  # check before the slow part
     paths = list_images(folder)
     if len(paths) < 2:
         raise StitchError(f"{folder}: need at least 2 images, found {len(paths)}")
     say = progress or (lambda _msg: None)
-    images = [load_image(p, p.name) for p in paths]
-    names = [p.name for p in paths]
     pcfg = PanoramaConfig.from_options(preset=preset, seed=seed)
-    works = [to_work(img, pcfg.work_megapix) for img in images]
-    accepted, why = match_graph(
-        works, names, pcfg, lambda done, total, label: say(f"screening {done}/{total}: {label}")
-    )
-    screening = []
-    for i in range(len(paths)):
-        for j in range(i + 1, len(paths)):
-            ok = any((i, j) == (e[0], e[1]) for e in accepted)
-            reason = "overlapping" if ok else why.get((i, j), (None, "not accepted"))[1]
+    sc = screen_pairs(paths, pcfg, lambda done, total, label: say(f"screening {done}/{total}: {label}"))
+    accepted = [(e.i, e.j) for e in sc.edges]
+    screened = set(sc.pairs)
+    names = sc.names
+    screening = [{"src": first, "dst": name, "accepted": False, "reason": f"identical images: {name} is a duplicate "
+                  f"of {first} (dropped)"} for name, first in sc.duplicates]
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            ok = (i, j) in accepted
+            reason = ("overlapping" if ok else why[1] if (why := sc.why.get((i, j))) is not None
+                      else "not accepted" if (i, j) in screened else "not shortlisted (few matches in the first pass)")
             screening.append({"src": names[i], "dst": names[j], "accepted": ok, "reason": reason})
     if not accepted:
         raise NoOverlapError(
@@ -784,15 +784,15 @@ def compare_folder(
             + (f"; {pcfg.advice()}" if pcfg.advice() else "")
         )
     reports = []
-    for k, (i, j, _res) in enumerate(accepted):
+    for k, (i, j) in enumerate(accepted):
 
         def pair_say(msg: str, k: int = k) -> None:
             say(f"pair {k + 1}/{len(accepted)}: {msg}")
 
         reports.append(
             compare_homographies(
-                images[i],
-                images[j],
+                sc.images[i],
+                sc.images[j],
                 methods=meths,
                 preset=preset,
                 seed=seed,
@@ -800,7 +800,7 @@ def compare_folder(
                 names=(names[i], names[j]),
             )
         )
-        reports[-1].src_path, reports[-1].dst_path = str(paths[i]), str(paths[j])
+        reports[-1].src_path, reports[-1].dst_path = str(paths[sc.source[i]]), str(paths[sc.source[j]])
     return FolderComparison(reports, screening)
 
 

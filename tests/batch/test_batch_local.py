@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from batch_trees import (
     BAD_SETS,
@@ -26,9 +27,10 @@ from helpers import texture
 from stitch.cli.main import main
 
 from stitch.batch.backends import Limits, make_backend
-from stitch.batch.jobs import STATUS_FAILED, STATUS_OK, STATUS_OOM, STATUS_TIMEOUT
+from stitch.batch.jobs import STATUS_FAILED, STATUS_OK, STATUS_OOM, STATUS_TIMEOUT, JobOptions, set_options
 from stitch.batch.manifest import MANIFEST_NAME, latest_records, read_records
 from stitch.batch.run import run_batch
+from stitch.batch.sets import SetSpec
 from stitch.bench.batch import output_files, partial_files
 from stitch.errors import ConfigError
 
@@ -229,3 +231,60 @@ def test_interrupted_batch_still_writes_the_index(tmp_path: Path) -> None:
         run_batch(root, out, workers=1, on_set=interrupt)
     index = (out / "index.html").read_text()
     assert "s2" in index and len(list(latest_records(out / MANIFEST_NAME))) == 1
+
+
+def test_stitch_toml_keys_are_the_run_options(tmp_path: Path) -> None:
+    """stitch.toml takes `stitch run`'s option names ('_' or '-', the CLI's units), mapped as the flags are; a fixed,
+    unknown or contradicting key fails the set, naming the file and the key."""
+    batch_options = JobOptions(stitch={"projection": "plane", "crop": "rect"}, timelapse=str(tmp_path / "tl"))
+    spec = SetSpec("s", tmp_path, (), {"max_canvas_mp": 2, "no_crop": True, "wave-correct": "none"})
+    assert set_options(spec, batch_options) == {"projection": "plane", "crop": "none", "max_canvas_pixels": 2_000_000,
+                                                "wave_correct": "none", "workers": 1,
+                                                "timelapse": str(tmp_path / "tl" / "s")}
+    for overrides, message in (
+            ({"projecton": "plane"}, "unknown option 'projecton' (did you mean 'projection'?); valid: preset, "),
+            ({"timelapse": "x"}, "'timelapse' cannot be set per set (stitch batch --timelapse DIR writes"),
+            ({"workers": 2}, "'workers' cannot be set per set (each set runs on one thread)"),
+            ({"crop": "rect", "no-crop": True}, "no_crop=True contradicts crop='rect'"),
+            ({"max_canvas_mp": 0}, "max_canvas_mp=0: must be a positive number of megapixels")):
+        with pytest.raises(ConfigError) as err:
+            set_options(SetSpec("s", tmp_path, (), overrides), batch_options)
+        assert str(err.value).startswith(f"{tmp_path / 'stitch.toml'}: ") and message in str(err.value)
+
+
+def test_mask_dir_timelapse_and_debug_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--mask-dir (a folder laid out like ROOT), --timelapse and --debug-dir (DIR/<set>/) on the local backend;
+    a changed mask redoes its set alone; folders that would mix with the inputs are refused before any set."""
+    root, out, masks, frames, debug = (tmp_path / n for n in ("in", "out", "masks", "frames", "debug"))
+    for seed in GOOD_SEEDS:
+        write_pair(root / f"s{seed}", seed)
+        (masks / f"s{seed}").mkdir(parents=True)
+    cv2.imwrite(str(masks / "s2" / "a.png"), np.zeros((200, 280), np.uint8))  # masks out the whole of s2/a.png
+    cv2.imwrite(str(masks / "s3" / "zz.png"), np.full((200, 280), 255, np.uint8))  # the mask of no photo
+    argv = ["batch", str(root), "-o", str(out), "-q", "--preset", "fast", "--mask-dir", str(masks),
+            "--timelapse", str(frames), "--debug-dir", str(debug), "--json", str(tmp_path / "b.json")]
+    assert main(argv) == 1
+    records = {r["name"]: r for r in latest_records(out / MANIFEST_NAME)}
+    assert records["s2"]["status"] == STATUS_FAILED
+    assert "mask of a.png: masks out the whole image" in records["s2"]["reason"]
+    assert records["s3"]["status"] == STATUS_OK
+    unused = f"{masks}: no photo of set s3 matches the mask file(s) zz.png (the mask of a.jpg is a.png)"
+    assert records["s3"]["warnings"] == [unused]
+    summary = json.loads((out / "s3" / "summary.json").read_text())
+    assert summary["timelapse"] == [str(frames / "s3" / "0000_a.png"), str(frames / "s3" / "0001_b.png")]
+    assert sorted(p.name for p in (frames / "s3").iterdir()) == ["0000_a.png", "0001_b.png"]
+    assert cv2.imread(summary["timelapse"][1]).shape[:2] == (summary["size"][1], summary["size"][0])
+    assert (debug / "s3" / "matches" / "a--b.jpg").is_file() and (debug / "s3" / "result_seams.jpg").is_file()
+    assert not (frames / "s2").exists()
+    cv2.imwrite(str(masks / "s2" / "a.png"), np.full((200, 280), 255, np.uint8))  # now the whole image may be used
+    assert main(argv) == 0
+    again = json.loads((tmp_path / "b.json").read_text())
+    assert again["ran"] == 1 and again["skipped"] == 1 and again["counts"]["ok"] == 1
+    assert sorted(p.name for p in (frames / "s2").iterdir()) == ["0000_a.png", "0001_b.png"]
+    capsys.readouterr()
+    for flags, message in ((["--timelapse", str(root / "s2" / "tl")], "--timelapse lies inside the input folder"),
+                           (["--debug-dir", str(tmp_path)], "--debug-dir must not be the input folder"),
+                           (["--mask-dir", str(tmp_path / "none")], "mask folder not found (--mask-dir)")):
+        assert main(["batch", str(root), "-o", str(tmp_path / "out2"), *flags]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

@@ -1,6 +1,6 @@
 """The bad-input corpus: every case through the CLI (a subprocess) or the API.
 
-Each case must end with its documented exit code (README, "Exit codes": 1 for an error, 2 for a usage error),
+Each case must end with its documented exit code (README.md, "Exit codes": 1 for an error, 2 for a usage error),
 print no traceback, print exactly one ``error:`` line that names the offending file or option, and leave the
 inputs byte-identical with no stray file beside them.
 """

@@ -154,7 +154,7 @@ def test_timelapse_scale_and_range_width(photos, tmp_path, capsys):
     assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--timelapse", str(photos)]) == 1
     one_line_error(capsys.readouterr().err, "the timelapse folder must not hold input images")
     assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--scale", "0.5", "--megapixels", "1"]) == 2
-    one_line_error(capsys.readouterr().err, "give --scale or --megapixels, not both")
+    one_line_error(capsys.readouterr().err, "--scale 0.5 and --megapixels 1.0: give one or the other, not both")
     assert main(["run", str(photos), "-o", str(tmp_path / "o.png"), "--scale", "1.5"]) == 2
     one_line_error(capsys.readouterr().err, "--scale")
 

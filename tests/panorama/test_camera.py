@@ -9,10 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from stitch.cli.main import main
 
 from stitch.errors import ConfigError
 from stitch.exif import exif_focal_px
 from stitch.geometry import corner_error
+from stitch.panorama import pipeline
 from stitch.panorama.camera import (
     BundleProblem,
     Camera,
@@ -20,6 +22,7 @@ from stitch.panorama.camera import (
     build_problem,
     bundle_adjust,
     is_full_turn,
+    pairs_close_turn,
     solve_rotations,
     wave_correct,
 )
@@ -219,6 +222,20 @@ def test_partial_sweep_is_not_a_full_turn():
     assert not is_full_turn(list(Rs), edges, Rs)
 
 
+def test_pairs_close_turn_without_adjustment():
+    """The pairs' homographies alone tell a full turn (tilted rig, noisy points) from a 150-degree sweep, in
+    either numbering; pairs that fix no focal (pure shifts) never make a turn."""
+    full = {k: rot(30 * k, 4.0, 1.0) for k in range(12)}
+    edges = ring_edges(full, noise=0.5)
+    sizes = dict.fromkeys(full, SIZE)
+    assert pairs_close_turn(list(full), edges, 0, sizes) and pairs_close_turn(list(full), edges, 7, sizes)
+    part = {k: rot(30 * k, 4.0) for k in range(6)}
+    assert not pairs_close_turn(list(part), ring_edges(part), 2, dict.fromkeys(part, SIZE))
+    shift = np.array([[1.0, 0, 80], [0, 1, 0], [0, 0, 1]])
+    shifts = [PairEdge(k, k + 1, shift, 0.9, 50, np.zeros((50, 2)), np.zeros((50, 2))) for k in range(3)]
+    assert not pairs_close_turn(list(range(4)), shifts, 0, dict.fromkeys(range(4), SIZE))
+
+
 def test_camera_json_round_trip(tmp_path):
     """save/load keeps every float exactly; a camera with a non-rotation R is a ConfigError naming it."""
     cams = [Camera("a.jpg", SIZE, 261.25, rot(10, 2, 1)), Camera("b.jpg", SIZE, 262.5, rot(40, 1, 0), (150.0, 110.0))]
@@ -368,3 +385,27 @@ def test_timelapse_of_a_full_turn_has_one_frame_per_image(turn_views, tmp_path):
     for f in p.timelapse:
         union |= cv2.imread(f).any(axis=2)
     assert (union | ~p.mask).mean() > 0.999  # together the frames cover the panorama
+
+
+def test_plane_on_a_full_turn_fails_before_the_camera_model(turn_views, tmp_path, monkeypatch, capsys):
+    """projection 'plane' cannot hold a full turn: the one-line error comes right after the pair screening
+    (the camera model, its adjustments and the compositing never run), in the API and on the command line."""
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the camera model ran")
+
+    monkeypatch.setattr(pipeline, "verified_registration", never)
+    message = "projection='plane' cannot hold a full 360-degree turn (the photos close a loop); use " \
+              "projection='cylindrical' or projection='spherical'"
+    for model in ("auto", "rotation", "homography"):
+        with warnings.catch_warnings(), pytest.raises(ConfigError) as err:
+            warnings.simplefilter("ignore")
+            stitch_images(turn_views, projection="plane", model=model)
+        assert str(err.value) == message
+    for k, view in enumerate(turn_views):
+        cv2.imwrite(str(tmp_path / f"v{k}.png"), view)
+    assert main(["run", str(tmp_path), "-o", str(tmp_path / "out" / "p.jpg"), "--projection", "plane", "-q"]) == 1
+    cli_message = ("error: --projection plane cannot hold a full 360-degree turn (the photos close a loop); use "
+                   "--projection cylindrical or --projection spherical")
+    assert capsys.readouterr().err.strip().splitlines() == [cli_message]
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -394,6 +395,36 @@ def test_folder(samples_dir, tmp_path):
     assert html.count('<section id="pair-') == 2 and not re.search(r"https?://", html)
     doc = _strict_json(res.to_json(tmp_path / "f.json"))
     assert len(doc["pairs"]) == 2 and len(doc["screening"]) == 3
+
+
+def test_folder_screens_as_the_pipeline_does(samples_dir, tmp_path, monkeypatch):
+    """compare_folder screens with the panorama's own registration stage: a duplicate photo is dropped (reported,
+    never compared), a pair the shortlist skips is reported as such, and the pairs compared are the pipeline's
+    accepted edges."""
+    from stitch.panorama import pipeline
+    from stitch.panorama.config import PanoramaConfig
+
+    folder = tmp_path / "pano"
+    shutil.copytree(samples_dir / "pano3", folder)
+    shutil.copy(folder / "view_2.jpg", folder / "view_2_copy.jpg")
+    shortlist = pipeline.candidate_pairs
+    monkeypatch.setattr(pipeline, "candidate_pairs", lambda works, keys: [p for p in shortlist(works, keys) if p != (0, 2)])
+    with pytest.warns(UserWarning, match="dropped view_2_copy.jpg: identical to view_2.jpg"):
+        res = compare_folder(folder, methods="SIFT+MAGSAC", preset="fast")
+    compared = [(r.src_name, r.dst_name) for r in res.reports]
+    assert compared == [("view_1.jpg", "view_2.jpg"), ("view_2.jpg", "view_3.jpg")]
+    reasons = {(s["src"], s["dst"]): (s["accepted"], s["reason"]) for s in res.screening}
+    assert reasons[("view_2.jpg", "view_2_copy.jpg")] == (
+        False, "identical images: view_2_copy.jpg is a duplicate of view_2.jpg (dropped)")
+    assert reasons[("view_1.jpg", "view_3.jpg")] == (False, "not shortlisted (few matches in the first pass)")
+    assert len(res.screening) == 4 and res.reports[1].dst_path == str(folder / "view_3.jpg")
+    paths = sorted(folder.glob("*.jpg"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        screened = pipeline.screen_pairs(paths, PanoramaConfig.from_options(preset="fast"))
+        pano_edges = pipeline.register(paths, preset="fast").edges
+    assert compared == [(screened.names[e.i], screened.names[e.j]) for e in screened.edges]
+    assert compared == [(a, b) for a, b, _, _ in pano_edges]
 
 
 @pytest.mark.slow
