@@ -22,7 +22,7 @@ from stitch.errors import ConfigError
 from stitch.exif import ImageMeta, output_exif
 from stitch.io import DEPTH16_EXTENSIONS, write_image_atomic
 
-#: JPEG quality of panoramas (OpenCV's default too): visually lossless at about a third of quality 100's size.
+#: JPEG quality of panoramas (1-100), OpenCV's default too.
 DEFAULT_JPEG_QUALITY = 95
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
