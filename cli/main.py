@@ -8,8 +8,12 @@ inside the commands.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,8 @@ from stitch.io import check_image_output
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit status after SIGTERM (128 + SIGTERM), as shells report it.
+EXIT_TERMINATED = 143
 #: Set this environment variable to see the traceback of an unexpected internal error.
 DEBUG_ENV = "STITCH_DEBUG"
 
@@ -201,19 +207,45 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler stopping the job), raised like Ctrl-C so that cleanups run: an atomic
+    write removes its temporary file instead of leaving it beside the output."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Terminated while the block runs (main thread only: signal handlers live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the group; every expected failure becomes one `error:` line and an exit code."""
     try:
-        rv = cli.main(args=argv, prog_name="stitch", standalone_mode=False)
+        with _sigterm_raises():
+            rv = cli.main(args=argv, prog_name="stitch", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         code = _fail(exc.format_message() + hint, exc.exit_code)
-    except click.exceptions.Abort:
-        code = _fail("interrupted", EXIT_INTERRUPTED)
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt (Terminated too) into Abort
+        code = (_fail("terminated", EXIT_TERMINATED) if isinstance(exc.__cause__, Terminated)
+                else _fail("interrupted", EXIT_INTERRUPTED))
     except click.ClickException as exc:
         code = _fail(exc.format_message(), exc.exit_code)
     except StitchError as exc:
         code = _fail(str(exc), 1)
+    except Terminated:
+        code = _fail("terminated", EXIT_TERMINATED)
     except KeyboardInterrupt:
         code = _fail("interrupted", EXIT_INTERRUPTED)
     except MemoryError:

@@ -145,23 +145,110 @@ def box_slices(r: Box, origin: tuple[int, int]) -> tuple[slice, slice]:
     return slice(r[1] - oy, r[3] - oy), slice(r[0] - ox, r[2] - ox)
 
 
-def fit_homography_dlt(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray | None:
-    """Normalised DLT (Hartley): H (3, 3) from (N, 2) src/dst px, N >= 4, in float64; None if degenerate."""
-    def norm(p: np.ndarray) -> np.ndarray:
-        c = p.mean(axis=0)
-        d = np.sqrt(((p - c) ** 2).sum(axis=1)).mean()
-        s = np.sqrt(2.0) / d if d > 0 else 1.0
-        return np.array([[s, 0.0, -s * c[0]], [0.0, s, -s * c[1]], [0.0, 0.0, 1.0]])
+def _hartley(p: np.ndarray) -> np.ndarray:
+    """(3, 3) similarity moving (N, 2) points to their centroid and a mean distance of sqrt(2) (Hartley)."""
+    c = p.mean(axis=0)
+    d = np.sqrt(((p - c) ** 2).sum(axis=1)).mean()
+    s = np.sqrt(2.0) / d if d > 0 else 1.0
+    return np.array([[s, 0.0, -s * c[0]], [0.0, s, -s * c[1]], [0.0, 0.0, 1.0]])
 
-    a, b = np.asarray(src_pts, np.float64), np.asarray(dst_pts, np.float64)
-    Ta, Tb = norm(a), norm(b)
-    pa, pb = project(Ta, a), project(Tb, b)
+
+def _dlt(pa: np.ndarray, pb: np.ndarray) -> np.ndarray | None:
+    """Unit-norm (3, 3) M with pb ~ M @ pa from (N, 2) Hartley-normalised points: the DLT's null vector; None
+    when the points do not fix one (a second null direction: collinear or coincident points).
+
+    Taken from the 9 x 9 matrix A^T A (eigh), not an SVD of the (2N, 9) A: the same vector on normalised
+    points (the polish in ``fit_homography`` takes it the rest of the way), and a tall SVD in a multithreaded
+    BLAS on a busy machine is orders of magnitude slower.
+    """
     x, y, u, v = pa[:, 0], pa[:, 1], pb[:, 0], pb[:, 1]
     z, o = np.zeros_like(x), np.ones_like(x)
     A = np.concatenate([np.stack([-x, -y, -o, z, z, z, u * x, u * y, u], 1),
                         np.stack([z, z, z, -x, -y, -o, v * x, v * y, v], 1)])
-    Hn = np.linalg.svd(A)[2][-1].reshape(3, 3)
-    H = np.linalg.inv(Tb) @ Hn @ Ta
-    if not np.all(np.isfinite(H)) or abs(H[2, 2]) < 1e-12:
+    vals, vecs = np.linalg.eigh(A.T @ A)
+    if not np.all(np.isfinite(vals)) or vals[1] <= 1e-14 * vals[-1]:
+        return None
+    return vecs[:, 0].reshape(3, 3)
+
+
+def _denormalised(M: np.ndarray, Ta: np.ndarray, Tb: np.ndarray) -> np.ndarray | None:
+    """H = Tb^-1 M Ta scaled to H[2, 2] == 1; None when not finite or H[2, 2] ~ 0."""
+    H = np.linalg.inv(Tb) @ M @ Ta
+    if not np.all(np.isfinite(H)) or abs(H[2, 2]) < 1e-12 * np.abs(H).max():
         return None
     return H / H[2, 2]
+
+
+def fit_homography(src_pts: np.ndarray, dst_pts: np.ndarray, max_iters: int = 30) -> np.ndarray | None:
+    """Least-squares H (3, 3, src px -> dst px, H[2, 2] == 1) from (N, 2) src/dst px, N >= 4; None if degenerate.
+
+    The normalised DLT, then Levenberg-Marquardt on the forward transfer error (sum of |H src - dst|^2 in dst
+    px, what cv2.findHomography(src, dst, 0) minimises) to convergence, all in float64: exact points give H
+    to ~1e-13 (cv2.findHomography rounds the points to float32 first: ~1e-6 on a 640 px image). The solve
+    runs in Hartley-normalised coordinates (a similarity per image, so the error is the px error scaled),
+    the largest entry of the normalised matrix held fixed (no gauge freedom, and H[2, 2] may be ~0).
+    """
+    a, b = np.asarray(src_pts, np.float64), np.asarray(dst_pts, np.float64)
+    if len(a) < 4 or len(a) != len(b):
+        return None
+    Ta, Tb = _hartley(a), _hartley(b)
+    pa, pb = project(Ta, a), project(Tb, b)
+    M = _dlt(pa, pb)
+    return None if M is None else _denormalised(_polish(M, pa, pb, max_iters), Ta, Tb)
+
+
+def _polish(M: np.ndarray, pa: np.ndarray, pb: np.ndarray, max_iters: int) -> np.ndarray:
+    """M (3, 3) refined by Levenberg-Marquardt on the forward error |M pa - pb|^2 of (N, 2) normalised points.
+
+    The largest entry of M is held at 1 and the other 8 move; the loop ends when a step lowers the cost by no
+    more than a relative 1e-12, when the cost reaches rounding level (exact points), or after ``max_iters``.
+    """
+    k = int(np.argmax(np.abs(M)))
+    free = np.delete(np.arange(9), k)
+    X = np.hstack([pa, np.ones((len(pa), 1))])
+
+    def matrix(p: np.ndarray) -> np.ndarray:
+        m = np.ones(9)
+        m[free] = p
+        return m.reshape(3, 3)
+
+    def residuals(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q = X @ matrix(p).T
+        with np.errstate(divide="ignore", invalid="ignore"):  # a point on the horizon: an infinite cost
+            uv = q[:, :2] / q[:, 2:3]
+        return (uv - pb).ravel(), uv, q[:, 2:3]
+
+    def jacobian(uv: np.ndarray, w: np.ndarray) -> np.ndarray:
+        Xw = X / w
+        J = np.zeros((len(X), 2, 9))
+        J[:, 0, 0:3] = J[:, 1, 3:6] = Xw
+        J[:, 0, 6:9] = -uv[:, 0:1] * Xw
+        J[:, 1, 6:9] = -uv[:, 1:2] * Xw
+        return J.reshape(-1, 9)[:, free]
+
+    p = (M / M.flat[k]).ravel()[free]
+    r, uv, w = residuals(p)
+    cost, lam, floor = float(r @ r), 1e-3, 1e-32 * len(r)  # floor: rounding level of normalised coordinates
+    if not np.isfinite(cost):
+        return M
+    for _ in range(max_iters):
+        if cost <= floor:
+            break
+        J = jacobian(uv, w)
+        A, g = J.T @ J, J.T @ r
+        for _ in range(12):  # raise the damping until a step lowers the cost
+            try:
+                step = np.linalg.solve(A + lam * np.diag(np.diag(A)), -g)
+            except np.linalg.LinAlgError:
+                return matrix(p)
+            r2, uv2, w2 = residuals(p + step)
+            cost2 = float(r2 @ r2)
+            if np.isfinite(cost2) and cost2 < cost:
+                break
+            lam *= 10.0
+        else:
+            break  # no step lowers the cost: converged
+        p, r, uv, w, lam, gain, cost = p + step, r2, uv2, w2, max(lam / 10.0, 1e-9), cost - cost2, cost2
+        if gain <= 1e-12 * (cost + gain):
+            break
+    return matrix(p)

@@ -11,6 +11,7 @@ from stitch.geometry import (
     box_intersection,
     box_slices,
     corner_error,
+    fit_homography,
     image_corners,
     normalize_h,
     point_error,
@@ -174,6 +175,43 @@ def test_point_error_known_answer():
 def test_exception():
     with pytest.raises(ValueError):
         normalize_h(np.ones(8))  # not 9 numbers
+
+
+# --- fit_homography --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [4, 5, 30, 2000])
+def test_fit_homography_exact_points(n):
+    """Exact points: every entry to 1e-11 (cv2.findHomography(src, dst, 0) rounds to float32: ~1e-6)."""
+    src = np.random.default_rng(n).uniform(0, [W, H], (n, 2))
+    out = fit_homography(src, project(PROJECTIVE, src))
+    assert out[2, 2] == 1.0 and np.abs(out - PROJECTIVE).max() < 1e-11
+
+
+def test_fit_homography_noisy_points_least_squares():
+    """1 px noise: the forward-error least squares, i.e. cv2.findHomography(src, dst, 0)'s minimum, to ~1e-9
+    relative in the cost (OpenCV's float32 points cost it the last digits), and the cost is no larger."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    src = rng.uniform(0, [W, H], (300, 2))
+    dst = project(PROJECTIVE, src) + rng.normal(0.0, 1.0, (300, 2))
+    ours, ref = fit_homography(src, dst), normalize_h(cv2.findHomography(src, dst, 0)[0])
+
+    def cost(M: np.ndarray) -> float:
+        return float(np.sum((project(M, src) - dst) ** 2))
+
+    assert cost(ours) <= cost(ref) and cost(ours) == pytest.approx(cost(ref), rel=1e-9)
+    assert cost(ours) == pytest.approx(566.61, abs=0.01)  # its expectation: 2 (N - 4) sigma^2 = 592
+
+
+def test_fit_homography_degenerate_is_none():
+    """Coincident or collinear points fix no homography: None (not a matrix that fits by accident)."""
+    x = np.linspace(0.0, 100.0, 10)
+    line = np.stack([x, 2.0 * x + 1.0], 1)
+    assert fit_homography(np.ones((10, 2)), np.ones((10, 2))) is None
+    assert fit_homography(line, line + 5.0) is None
+    assert fit_homography(line[:3], line[:3]) is None  # fewer than 4
 
 
 def test_box_intersection_and_slices_known_answer():

@@ -14,7 +14,7 @@ import numpy as np
 from stitch.errors import ConfigError, EstimationError
 from stitch.geometry import (
     as_homography,
-    fit_homography_dlt,
+    fit_homography,
     image_corners,
     normalize_h,
     project,
@@ -31,23 +31,19 @@ DEFAULT_ECC_MAX_SIDE = 1024
 
 def refine_lsq(H: np.ndarray, matches: Matches, tau: float = 2.5, rounds: int = 3,
                min_points: int = 8) -> np.ndarray | None:
-    """Least squares + Levenberg-Marquardt on the matches within ``tau`` px of H (3, 3); None if < min_points remain."""
-    cur = H
+    """Least squares on the matches within ``tau`` px of H (3, 3), refitted (at most ``rounds`` times) until the
+    inliers settle; None if < min_points remain. Each fit is stitch.geometry.fit_homography (normalised DLT +
+    Levenberg-Marquardt in float64: exact on exact points, where cv2.findHomography's float32 is not)."""
+    cur, used = H, None
     for _ in range(rounds):
         inl = transfer_errors(cur, matches.src_pts, matches.dst_pts) < tau
+        if used is not None and np.array_equal(inl, used):
+            break  # the same inliers: the same fit
         if inl.sum() < max(4, min_points):
             return None
-        if inl.sum() < 8:  # OpenCV's least squares is loose on a handful of points: the normalised DLT is exact
-            new = fit_homography_dlt(matches.src_pts[inl], matches.dst_pts[inl])
-        else:
-            new, _ = cv2.findHomography(matches.src_pts[inl].astype(np.float64),
-                                        matches.dst_pts[inl].astype(np.float64), 0)
-        if new is None or not np.all(np.isfinite(new)):
+        cur, used = fit_homography(matches.src_pts[inl], matches.dst_pts[inl]), inl
+        if cur is None:
             return None
-        new = normalize_h(new)
-        if np.allclose(new, cur, atol=1e-9, rtol=1e-7):
-            break
-        cur = new
     return cur
 
 
