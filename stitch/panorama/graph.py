@@ -22,7 +22,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -152,6 +152,59 @@ def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = D
 # --- matching ------------------------------------------------------------------------------------------
 
 
+@dataclass
+class PairScreen:
+    """The pair screening's state: the working images, their keys and feature caches, the accepted pairs'
+    results and the rejected pairs' reasons, and the progress count."""
+
+    works: Sequence[np.ndarray]
+    names: Sequence[str]
+    keys: list[str]
+    caches: list[FeatureCache]
+    config: PanoramaConfig
+    progress: ProgressFn | None
+    results: dict[tuple[int, int], Any] = field(default_factory=dict)
+    why: dict[tuple[int, int], tuple[float, str]] = field(default_factory=dict)
+    done: int = 0
+    total: int = 0
+
+    def attempt(self, i: int, j: int, cfg: SelectConfig) -> None:
+        """Match pair (i, j) from the smaller content key to the larger; keep it or record why not."""
+        a, b = (i, j) if self.keys[i] <= self.keys[j] else (j, i)
+        try:
+            res = estimate_pair(self.works[a], self.works[b], cfg, self.caches[a], self.caches[b],
+                                names=(self.names[a], self.names[b]))
+        except NoOverlapError:
+            self.why.setdefault((i, j), (float("-inf"), "no plausible homography"))
+            return
+        if a != i:
+            res = flip_result(res)
+        pano = self.config
+        if res.score < pano.min_pair_score:
+            self.why[(i, j)] = (res.score, f"pair score {res.score:.3f}, below the {pano.min_pair_score} a match needs")
+        elif res.n_inliers < pano.min_pair_inliers:
+            reason = f"{res.n_inliers} inliers, fewer than the {pano.min_pair_inliers} a match needs"
+            self.why[(i, j)] = (res.score, reason)
+        else:
+            self.results[(i, j)] = res
+            self.why.pop((i, j), None)
+
+    def run(self, pool: ThreadPoolExecutor, todo: list[tuple[int, int]], cfg: SelectConfig, what: str) -> None:
+        """Attempt every pair of ``todo`` on the pool (any order: each result is independent of it)."""
+        self.total += len(todo)
+        futures = {pool.submit(self.attempt, i, j, cfg): (i, j) for i, j in todo}
+        for fut in as_completed(futures):
+            fut.result()
+            i, j = futures[fut]
+            self.done += 1
+            if self.progress is not None:
+                self.progress(self.done, self.total, f"{what} {self.names[i]} - {self.names[j]}")
+
+    def parts(self) -> dict[int, int]:
+        """Image -> the index of its connected part under the pairs accepted so far."""
+        return {k: c for c, g in enumerate(components(len(self.works), list(self.results))) for k in g}
+
+
 def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: PanoramaConfig,
                 progress: ProgressFn | None = None, keys: Sequence[str] | None = None,
                 pairs: Sequence[tuple[int, int]] | None = None, masks: Sequence[np.ndarray | None] | None = None,
@@ -163,75 +216,35 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     when needed, so it does not depend on the input order. The results' H and points are in working px (the
     caller converts them); reasons[(i, j)] says why a rejected pair was rejected, as (score or -inf, text).
     ``masks``: (h, w) bool feature masks at the working resolution, or None (no keypoint where False).
+    Phases: one detection per image; the pairs; the skipped pairs between the parts the shortlist left; the
+    harder search on the pairs still between parts.
     """
     n = len(works)
-    keys = list(keys) if keys is not None else [image_key(w) for w in works]
-    caches = [FeatureCache(mask=None if masks is None else masks[k]) for k in range(n)]
+    state = PairScreen(works, names, list(keys) if keys is not None else [image_key(w) for w in works],
+                       [FeatureCache(mask=None if masks is None else masks[k]) for k in range(n)], config, progress)
     screen, repair = config.screening(n)
-    first = screen.levels[0]
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     pairs = every if pairs is None else sorted((min(i, j), max(i, j)) for i, j in pairs)
-    results: dict[tuple[int, int], Any] = {}
-    why: dict[tuple[int, int], tuple[float, str]] = {}
-
-    def attempt(i: int, j: int, cfg: SelectConfig) -> None:
-        a, b = (i, j) if keys[i] <= keys[j] else (j, i)
-        try:
-            res = estimate_pair(works[a], works[b], cfg, caches[a], caches[b], names=(names[a], names[b]))
-        except NoOverlapError:
-            why.setdefault((i, j), (float("-inf"), "no plausible homography"))
-            return
-        if a != i:
-            res = flip_result(res)
-        if res.score < config.min_pair_score:
-            why[(i, j)] = (res.score, f"pair score {res.score:.3f}, below the {config.min_pair_score} a match needs")
-        elif res.n_inliers < config.min_pair_inliers:
-            why[(i, j)] = (res.score, f"{res.n_inliers} inliers, fewer than the {config.min_pair_inliers} a match needs")
-        else:
-            results[(i, j)] = res
-            why.pop((i, j), None)
-
-    workers = resolve_workers(config.workers)
-    total = len(pairs)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=resolve_workers(config.workers)) as pool:
         # features first (one detection per image, shared by every pair), then the pairs; the threads
-        # overlap OpenCV's and numpy's GIL-free work, and every result is independent of the order
-        done = 0
-        for _ in pool.map(lambda k: image_features(works[k], first.features, caches[k]), range(n)):
+        # overlap OpenCV's and numpy's GIL-free work
+        for _ in pool.map(lambda k: image_features(works[k], screen.levels[0].features, state.caches[k]), range(n)):
             pass
-
-        def run_all(todo: list[tuple[int, int]], cfg: SelectConfig, what: str) -> None:
-            nonlocal done
-            futures = {pool.submit(attempt, i, j, cfg): (i, j) for i, j in todo}
-            for fut in as_completed(futures):
-                fut.result()
-                i, j = futures[fut]
-                done += 1
-                if progress is not None:
-                    progress(done, total, f"{what} {names[i]} - {names[j]}")
-
-        run_all(list(pairs), screen, "matched")
-        comp_of = {}
-        for c, g in enumerate(components(n, list(results))):
-            comp_of.update({k: c for k in g})
-        if len(set(comp_of.values())) > 1 and len(pairs) < len(every):
+        state.run(pool, list(pairs), screen, "matched")
+        part = state.parts()
+        if len(set(part.values())) > 1 and len(pairs) < len(every):
             # the shortlist left the graph in parts: screen the skipped pairs between them first
             tried = set(pairs)
-            more = [(i, j) for i, j in every if comp_of[i] != comp_of[j] and (i, j) not in tried]
-            total += len(more)
-            run_all(more, screen, "matched")
+            more = [(i, j) for i, j in every if part[i] != part[j] and (i, j) not in tried]
+            state.run(pool, more, screen, "matched")
             pairs = sorted(tried | set(more))
-            comp_of = {}
-            for c, g in enumerate(components(n, list(results))):
-                comp_of.update({k: c for k in g})
-        if repair is not None:
-            retry = [(i, j) for i, j in pairs if comp_of[i] != comp_of[j]]
-            if len(set(comp_of.values())) > 1 and retry:
-                total += len(retry)
-                run_all(retry, repair, "matched harder")
+            part = state.parts()
+        retry = [(i, j) for i, j in pairs if part[i] != part[j]]
+        if repair is not None and len(set(part.values())) > 1 and retry:
+            state.run(pool, retry, repair, "matched harder")
     if progress is not None:
-        progress(total, total, "matching done")
-    return [(i, j, results[(i, j)]) for i, j in sorted(results)], why
+        progress(state.total, state.total, "matching done")
+    return [(i, j, state.results[(i, j)]) for i, j in sorted(state.results)], state.why
 
 
 # --- reference and spanning tree ----------------------------------------------------------------------
