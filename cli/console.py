@@ -128,3 +128,23 @@ def emit_json(path: Path | None, data: dict[str, Any] | Callable[[], dict[str, A
     write_text_atomic(path, text)
     if not quiet:
         stderr_console().print(f"wrote {path}", markup=False, highlight=False)
+
+
+def show_profile(profile: dict[str, Any], path: Path, quiet: bool) -> None:
+    """``stitch run --profile``: the profile (stitch.profile.Profile.to_dict) as JSON to ``path``, and as tables
+    on stderr unless ``quiet``."""
+    emit_json(path, profile, quiet=True)
+    if quiet:
+        return
+    console = stderr_console()
+
+    def rows(items: list[dict[str, Any]]) -> list[list[str]]:
+        return [[r["name"], f"{r['seconds']:.2f}", f"{100 * r['share']:.0f} %", str(r["calls"])] for r in items]
+
+    console.print(make_table(f"where the {profile['wall_s']:.1f} s went (main thread, wall seconds)",
+                             ["stage", "s", "share", "calls"], rows(profile["stages"])))
+    console.print(make_table("inside the pair search (thread-seconds, all --workers threads)",
+                             ["step", "s", "share", "calls"], rows(profile["pair_search"])))
+    comp = profile.get("compositing") or {}
+    console.print(make_table("inside the compositing (s)", ["stage", "s"],
+                             [[k, f"{v:.2f}"] for k, v in comp.items()]))

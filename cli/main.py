@@ -21,7 +21,15 @@ import click
 from stitch.cli.batch_cmd import batch
 from stitch.cli.bench_cmd import bench
 from stitch.cli.compare_cmd import compare
-from stitch.cli.console import cli_wording, emit_json, is_stdout, one_line, progress_bar, stderr_console
+from stitch.cli.console import (
+    cli_wording,
+    emit_json,
+    is_stdout,
+    one_line,
+    progress_bar,
+    show_profile,
+    stderr_console,
+)
 from stitch.cli.options import json_option, quiet_option, workers_option
 from stitch.cli.panorama_options import folder_option, panorama_options, stitch_options
 from stitch.cli.train_cmd import train
@@ -29,6 +37,7 @@ from stitch.cli.train_cmd import train
 from stitch import __version__
 from stitch.errors import StitchError
 from stitch.io import check_image_output
+from stitch.profile import recording, section
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -91,9 +100,12 @@ def _summary(out: Path, pano: Any) -> dict[str, Any]:
 @workers_option("Threads for pair matching (0: the CPU count, at most 8); the result does not depend on it.")
 @json_option("Write a JSON summary of the run to this file ('-': stdout).")
 @quiet_option("No progress display (shown on a terminal only) or summary line; warnings still print.")
+@click.option("--profile", "profile_path", type=click.Path(path_type=Path), metavar="PATH|-", default=None,
+              help="Write where the seconds went (the stages, the pair search's steps, the compositing stages) as "
+              "JSON to PATH ('-': stdout), and print it as tables on stderr unless -q.")
 def run_cmd(inputs: tuple[Path, ...], output: Path, mask_dir: Path | None, timelapse: Path | None,
             debug_dir: Path | None, all_panoramas: bool, workers: int, json_path: Path | None, quiet: bool,
-            **panorama: Any) -> None:
+            profile_path: Path | None, **panorama: Any) -> None:
     """Stitch the images in FOLDER (or the image FILES given, or several folders) into one panorama written
     to OUTPUT.
 
@@ -105,13 +117,19 @@ def run_cmd(inputs: tuple[Path, ...], output: Path, mask_dir: Path | None, timel
     options = {**stitch_options(panorama), "workers": workers,
                "timelapse": None if timelapse is None else str(timelapse)}
     try:
-        _run(list(inputs), output, options, json_path, quiet, debug_dir, mask_dir, all_panoramas)
+        if profile_path is None:
+            _run(list(inputs), output, options, json_path, quiet, debug_dir, mask_dir, all_panoramas)
+        else:
+            with recording() as prof:
+                pano = _run(list(inputs), output, options, json_path, quiet, debug_dir, mask_dir, all_panoramas)
+            show_profile(prof.to_dict(pano.stage_seconds), profile_path, quiet)
     except StitchError as exc:
         raise click.ClickException(one_line(str(exc))) from None
 
 
 def _run(inputs: list[Path], output: Path, options: dict[str, Any], json_path: Path | None, quiet: bool,
-         debug_dir: Path | None = None, mask_dir: Path | None = None, all_panoramas: bool = False) -> None:
+         debug_dir: Path | None = None, mask_dir: Path | None = None, all_panoramas: bool = False) -> Any:
+    """Stitch and write the panorama (and with ``all_panoramas`` the others); returns the Panorama."""
     from stitch.io import MASK_NAME_REASON, collect_inputs, is_stitch_output
     from stitch.panorama.debug import DebugDir
     from stitch.panorama.inputs import check_timelapse_dir, masks_from_dir
@@ -170,8 +188,18 @@ def _run(inputs: list[Path], output: Path, options: dict[str, Any], json_path: P
             click.echo(f"intermediate images in {debug_dir}")
         if pano.timelapse:
             click.echo(f"{len(pano.timelapse)} timelapse frames in {timelapse}")
+    if all_panoramas:
+        _write_others(pano, paths, masks, options, output, show, quiet or is_stdout(json_path))
+    return pano
+
+
+def _write_others(pano: Any, paths: list[Path], masks: list | None, options: dict[str, Any], output: Path,
+                  show: Any, quiet: bool) -> None:
+    """``--all``: stitch and write every other panorama the photos form (OUTPUT's name with _2, _3, ...)."""
+    from stitch.panorama.pipeline import stitch_images
+
     others = pano.cameras.others if pano.cameras is not None else []
-    for k, group in enumerate(others if all_panoramas else [], start=2):
+    for k, group in enumerate(others, start=2):
         picked = [p for p in range(len(paths)) if paths[p].name in group]
         target = output.with_name(f"{output.stem}_{k}{output.suffix}")
         _check_output(target, paths)
@@ -181,7 +209,7 @@ def _run(inputs: list[Path], output: Path, options: dict[str, Any], json_path: P
             more = stitch_images([paths[p] for p in picked], masks=None if masks is None else [masks[p] for p in picked],
                                  **{**options, "timelapse": None})
         save(more, target, show)
-        if not quiet and not is_stdout(json_path):
+        if not quiet:
             w, h = more.size
             click.echo(f"wrote {target} ({w} x {h} px, {plural(len(more.names), 'image')}: {', '.join(more.names)})")
 
@@ -192,7 +220,8 @@ def save(pano: Any, output: Path, show: Any) -> None:
         warnings.simplefilter("always")
         warnings.showwarning = show
         try:
-            pano.save(output)
+            with section("write"):
+                pano.save(output)
         except OSError as exc:
             raise StitchError(f"{output}: cannot write the panorama ({exc.strerror or exc})") from None
 

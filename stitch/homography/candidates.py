@@ -12,6 +12,7 @@ import numpy as np
 from stitch.errors import ConfigError
 from stitch.geometry import normalize_h
 from stitch.homography.matching import Matches
+from stitch.profile import profiled
 
 ESTIMATORS: dict[str, int] = {
     "RANSAC": cv2.RANSAC,
@@ -83,6 +84,7 @@ class Candidate:
         }
 
 
+@profiled("pair: estimation")
 def estimate(matches: Matches, spec: EstimatorSpec, max_iters: int = DEFAULT_MAX_ITERS,
              confidence: float = DEFAULT_CONFIDENCE) -> tuple[np.ndarray | None, np.ndarray]:
     """Run one robust estimator on the matches; returns (H (3, 3) or None, inlier mask (N,) bool)."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from stitch.errors import ConfigError, check_choice
 from stitch.imaging import resize_max_side, to_gray
+from stitch.profile import profiled
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ def _to_full(pts: np.ndarray, s: float) -> np.ndarray:
     return ((pts.astype(np.float64) + 0.5) / s - 0.5).astype(np.float32)
 
 
+@profiled("pair: detection")
 def detect(img: np.ndarray, config: FeatureConfig | None = None, raw_cache: dict | None = None,
            mask: np.ndarray | None = None) -> Features:
     """Detect features on (H, W, 3) BGR or (H, W) uint8; returns Features with full-resolution pixel coordinates.

@@ -9,6 +9,7 @@ import numpy as np
 
 from stitch.errors import ConfigError
 from stitch.homography.features import Features
+from stitch.profile import profiled
 
 DEFAULT_RATIO = 0.8
 DEFAULT_MUTUAL = True
@@ -116,6 +117,7 @@ def merge_duplicates(src_pts: np.ndarray, dst_pts: np.ndarray, ratio: np.ndarray
     return np.sort(order[first])
 
 
+@profiled("pair: matching")
 def match(fa: Features, fb: Features, config: MatchConfig | None = None) -> Matches:
     """Match src features ``fa`` to dst features ``fb``; simulated (ASIFT) views are matched to the other original."""
     cfg = config or MatchConfig()

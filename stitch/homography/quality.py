@@ -34,6 +34,7 @@ from stitch.errors import ConfigError
 from stitch.geometry import clip_halfplane, image_corners, project, resize_matrix, scale_h, transfer_errors
 from stitch.homography.matching import Matches
 from stitch.imaging import resize_max_side, to_gray
+from stitch.profile import profiled
 
 W_PHOTO = 0.6
 W_SUPPORT = 0.4
@@ -88,6 +89,7 @@ def _grad(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
 
 
+@profiled("pair: scoring")
 def make_context(src_img: np.ndarray, dst_img: np.ndarray, config: ScoreConfig | None = None) -> ScoringContext:
     """Prepare scoring for src/dst images (H, W, 3) BGR or (H, W) gray at ``config.work_max_side``."""
     cfg = config or ScoreConfig()
@@ -266,6 +268,7 @@ def _front_points(H: np.ndarray | None, matches: Matches | None, ctx: ScoringCon
     return matches.src_pts[inl] if inl.any() else None
 
 
+@profiled("pair: scoring")
 def score(H: np.ndarray | None, ctx: ScoringContext, matches: Matches | None) -> tuple[float, dict[str, float], str | None]:
     """Score H (3, 3, src->dst full-res px): (total, parts, rejection reason or None); rejected -> -inf."""
     cfg = ctx.config

@@ -24,6 +24,7 @@ from stitch.geometry import (
 from stitch.homography.matching import Matches
 from stitch.homography.quality import visible_outline
 from stitch.imaging import to_gray
+from stitch.profile import profiled
 
 DEFAULT_REFINER = "ecc"
 DEFAULT_ECC_MAX_SIDE = 1024
@@ -173,6 +174,7 @@ def check_refiner(name: str, what: str = "refiner") -> Refiner:
     return REFINERS[name]
 
 
+@profiled("pair: refinement")
 def refine_chain(refiner: str, src_img: np.ndarray, dst_img: np.ndarray, matches: Matches | None,
                  options: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, Callable]]:
     """The (name, H -> H or None) steps the pipeline applies for a refiner setting; ``options`` per step name.

@@ -37,6 +37,7 @@ from stitch.homography.select import HomographyResult, estimate_pair
 from stitch.imaging import resize_max_side, to_gray
 from stitch.panorama.config import PanoramaConfig
 from stitch.panorama.viewgraph import PairEdge, components, maximum_spanning_tree, tree_walk
+from stitch.profile import profiled
 from stitch.types import ProgressFn
 
 #: Up to this many images every pair gets the full candidate search; above, the cheap first pass selects.
@@ -168,6 +169,7 @@ class PairScreen:
     done: int = 0
     total: int = 0
 
+    @profiled("pair: other")
     def attempt(self, i: int, j: int, cfg: SelectConfig) -> None:
         """Match pair (i, j) from the smaller content key to the larger; keep it or record why not."""
         a, b = (i, j) if self.keys[i] <= self.keys[j] else (j, i)
@@ -205,6 +207,7 @@ class PairScreen:
         return {k: c for c, g in enumerate(components(len(self.works), list(self.results))) for k in g}
 
 
+@profiled("pair search")
 def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: PanoramaConfig,
                 progress: ProgressFn | None = None, keys: Sequence[str] | None = None,
                 pairs: Sequence[tuple[int, int]] | None = None, masks: Sequence[np.ndarray | None] | None = None,

@@ -126,6 +126,7 @@ from stitch.panorama.warp import (
     estimate_focal,
     pair_focals,
 )
+from stitch.profile import profiled
 from stitch.types import ProgressFn
 
 
@@ -334,6 +335,7 @@ def _warn(msg: str, sink: list[str]) -> None:
     warnings.warn(msg, stacklevel=3)
 
 
+@profiled("read")
 def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[Pixels], list[str], list, list[int]]:
     """(images as io.Pixels: (H, W, 3) uint8, or uint16 from 16-bit inputs, and the alpha's valid mask; names,
     dropped [(name, reason)], each image's index in inputs) of the readable inputs with each side >=
@@ -598,6 +600,7 @@ def solve_component(g: GraphInputs, nodes: Sequence[int], edges: Sequence[PairEd
     return Solved(keep, sub, reg, edge_errors(reg, g, sub))
 
 
+@profiled("camera model")
 def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, dropped: list,
                           thumbs: list[np.ndarray]) -> Registration:
     """Steps 4-6 with the checks of stitch.panorama.verify: the view graph verified, the largest component
@@ -760,6 +763,7 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
     return reg, kept
 
 
+@profiled("compositing")
 def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progress: ProgressFn | None = None,
            hooks: Any = None, t0: float | None = None, metadata: ImageMeta | None = None) -> Panorama:
     """Steps 7-8: project and composite ``images`` (io.Pixels, one per camera of ``reg``, same order) at the

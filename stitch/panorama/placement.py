@@ -17,6 +17,7 @@ import numpy as np
 
 from stitch.geometry import project
 from stitch.homography.quality import ScoreConfig, make_context, photometric
+from stitch.profile import profiled
 
 #: Longer side (px) of the images the placement check compares.
 PLACEMENT_SIDE = 384
@@ -43,6 +44,7 @@ def shared_fraction(H: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, i
     return float(inside.mean())
 
 
+@profiled("placement check")
 def placement_scores(reg: Any, thumbs: Sequence[np.ndarray]) -> dict[str, float | None]:
     """Per camera name of the Registration ``reg``: its photometric agreement with its overlapping neighbours.
 
