@@ -57,7 +57,6 @@ DEFAULT_AUTO_MAX_STRETCH = 4.0
 PANORAMA_SELECT_OPTIONS = tuple(n for n in OPTION_NAMES if n not in ("detector", "refiner", "sources"))
 
 
-
 @dataclass(frozen=True)
 class PanoramaConfig:
     """Settings of stitch_images (see the module docstring); build it with ``PanoramaConfig.from_options``."""
