@@ -10,6 +10,11 @@
   pixels are False in the result's mask, so a caller can tell them apart. It keeps much more of the picture at the price of a few invented pixels at the edges, the trade
   a photographer makes with Photoshop's or Lightroom's "fill edges"; its area is never below ``rect``'s.
   Pass ``crop='rect'`` when no pixel may be invented, ``crop='none'`` to keep everything.
+* ``warp``: rectangling by warping (stitch.panorama.rectangle, He et al. 2013, Lightroom's "Boundary Warp"): a
+  content-preserving mesh warp stretches the valid region out to a rectangle of its area, keeping lines
+  straight; nothing is invented and nothing cut off but the pixel or two of border the warp's discretisation
+  leaves empty (trimmed with ``crop_box``). ``Cropped.mesh`` maps canvas points to the result; ``box`` is the
+  valid region's bounding box on the canvas (the part the mesh samples), not a plain cut.
 
 ``rect`` is searched on a shrunken mask whose pixel is valid only when every full-resolution pixel it
 covers is valid (a min-pool, ``DEFAULT_CROP_MAX_SIDE`` px on the longer side), with the row-by-row
@@ -38,6 +43,7 @@ import cv2
 import numpy as np
 
 from stitch.errors import ConfigError
+from stitch.panorama.rectangle import Mesh, rectangle_mesh
 
 Box = tuple[int, int, int, int]
 
@@ -128,6 +134,14 @@ def whole_frame(mask: np.ndarray, max_empty: float = 0.0) -> Box:
     """The ``none`` crop: the whole (H, W) frame as (0, 0, W, H)."""
     h, w = np.shape(mask)
     return 0, 0, int(w), int(h)
+
+
+def valid_bounds(mask: np.ndarray, max_empty: float = 0.0) -> Box:
+    """The ``warp`` crop's box: the bounding box of mask (H, W) bool's valid pixels; (0, 0, 0, 0) if none."""
+    ys, xs = np.nonzero(np.any(mask, axis=1))[0], np.nonzero(np.any(mask, axis=0))[0]
+    if len(xs) == 0:
+        return 0, 0, 0, 0
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 
 def rect_box(mask: np.ndarray, max_empty: float = 0.0) -> Box:
@@ -261,11 +275,13 @@ def _inpaint(image: np.ndarray, holes: np.ndarray, radius: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CropMode:
-    """One crop mode: ``box(mask (H, W) bool, max_empty) -> (x0, y0, x1, y1)``; ``fill``: inpaint empty pixels."""
+    """One crop mode: ``box(mask (H, W) bool, max_empty) -> (x0, y0, x1, y1)``; ``fill``: inpaint empty pixels;
+    ``warp``: the result is the mesh warp of that box (``warp_crop``) instead of a cut."""
 
     box: Callable[[np.ndarray, float], Box]
     fill: bool
     help: str
+    warp: bool = False
 
 
 #: Every crop mode by name: the CLI's ``--crop`` choices, the API's check and the docs read this table.
@@ -274,6 +290,9 @@ CROP_MODES: dict[str, CropMode] = {
                                      "default), those filled by inpainting"),
     "rect": CropMode(rect_box, False, "largest rectangle inside the valid region (no invented pixel)"),
     "none": CropMode(whole_frame, False, "no crop: the whole canvas, black where no image reaches"),
+    "warp": CropMode(valid_bounds, False, "rectangling by warping: a mesh warp stretches the valid region out to "
+                                          "a rectangle of its area, lines kept straight (no invented pixel)",
+                     warp=True),
 }
 CROP_CHOICES = tuple(CROP_MODES)
 DEFAULT_CROP = "fill"
@@ -291,12 +310,28 @@ def crop_mode(value: str | bool) -> str:
 @dataclass
 class Cropped:
     """A cropped panorama: image (h, w, 3) uint8, mask (h, w) bool (False where empty or filled), box on the canvas;
-    filled: how many pixels the 'fill' mode inpainted."""
+    filled: how many pixels the 'fill' mode inpainted; mesh: the 'warp' mode's map canvas -> result (else None)."""
 
     image: np.ndarray
     mask: np.ndarray
     box: Box
     filled: int = 0
+    mesh: Mesh | None = None
+
+
+def warp_crop(image: np.ndarray, mask: np.ndarray) -> Cropped | None:
+    """The ``warp`` crop of image (H, W, C) with valid mask (H, W) bool: the mesh warp, trimmed to its largest
+    all-valid rectangle (a bilinear sample counts as valid when all four neighbours are); None when no mesh fits."""
+    mesh = rectangle_mesh(image, mask)
+    if mesh is None:
+        return None
+    valid = mesh.render(mask.astype(np.uint8) * np.uint8(255)) == 255
+    trim = crop_box(valid)
+    if trim[2] <= trim[0] or trim[3] <= trim[1]:
+        return None
+    mesh = mesh.trimmed(trim)
+    out = np.ascontiguousarray(mesh.render(image))
+    return Cropped(out, np.ones(out.shape[:2], bool), valid_bounds(mask), 0, mesh)
 
 
 def crop_panorama(image: np.ndarray, mask: np.ndarray, mode: str | bool = DEFAULT_CROP,
@@ -304,6 +339,11 @@ def crop_panorama(image: np.ndarray, mask: np.ndarray, mode: str | bool = DEFAUL
     """Crop image (H, W, 3) uint8 with valid mask (H, W) bool by CROP_MODES[mode]; the whole frame if nothing fits."""
     spec = CROP_MODES[crop_mode(mode)]
     h, w = mask.shape
+    if spec.warp and not mask.all():
+        warped = warp_crop(image, mask)
+        if warped is not None:
+            return warped
+        spec = CROP_MODES["rect"]
     box = spec.box(mask, max_empty)
     if box[2] <= box[0] or box[3] <= box[1]:
         box = (0, 0, w, h)
