@@ -4,7 +4,7 @@
 * ``rect``: the largest axis-aligned rectangle inside the valid region. Every pixel is real, but on a
   mosaic whose images are offset it throws most of the picture away (docs/measurements.md, "crop").
 * ``fill`` (the default): the largest rectangle with at most ``max_empty`` (``DEFAULT_CROP_MAX_EMPTY``,
-  2 %) of its pixels empty. The empty pixels, thin wedges along the borders, are filled by inpainting from
+  2 %) of its pixels empty or within ``FILL_RIM`` px of an empty one (so the filled share never exceeds it). The empty pixels, thin wedges along the borders, are filled by inpainting from
   their neighbours (cv2.inpaint, Telea), together with a ``FILL_RIM`` px rim of the picture around them
   (warped borders carry interpolation fringes, which inpainting would smear into the hole); the filled
   pixels are False in the result's mask, so a caller can tell them apart. It keeps much more of the picture at the price of a few invented pixels at the edges, the trade
@@ -197,8 +197,9 @@ def _fit_share(empty: np.ndarray, box: Box, max_empty: float) -> Box:
 
 
 def fill_box(mask: np.ndarray, max_empty: float = DEFAULT_CROP_MAX_EMPTY,
-             max_side: int = DEFAULT_FILL_MAX_SIDE) -> Box:
-    """The ``fill`` crop: the largest rectangle of mask (H, W) bool with at most ``max_empty`` of it empty.
+             max_side: int = DEFAULT_FILL_MAX_SIDE, rim: int = FILL_RIM) -> Box:
+    """The ``fill`` crop: the largest rectangle of mask (H, W) bool with at most ``max_empty`` of it empty or within
+    ``rim`` px of an empty pixel (what ``fill_empty`` replaces), so the filled share never exceeds ``max_empty``.
 
     See the module docstring; never smaller than ``rect_box``; (0, 0, 0, 0) when nothing is valid.
     """
@@ -216,6 +217,8 @@ def fill_box(mask: np.ndarray, max_empty: float = DEFAULT_CROP_MAX_EMPTY,
     f = max(1, -(-max(h, w) // max_side))
     hs, ws = -(-h // f), -(-w // f)
     empty = ~mask
+    if rim > 0:
+        empty = cv2.dilate(empty.astype(np.uint8), np.ones((2 * rim + 1, 2 * rim + 1), np.uint8)) > 0
     padded = np.ones((hs * f, ws * f), np.float64)  # outside the frame counts as empty
     padded[:h, :w] = empty
     cells = padded.reshape(hs, f, ws, f).sum(axis=(1, 3))
