@@ -328,13 +328,12 @@ def warp_crop(image: np.ndarray, mask: np.ndarray) -> Cropped | None:
     mesh = rectangle_mesh(image, mask)
     if mesh is None:
         return None
-    valid = mesh.render(mask.astype(np.uint8) * np.uint8(255)) == 255
-    trim = crop_box(valid)
+    out, valid = mesh.render_all([image, mask.astype(np.uint8) * np.uint8(255)])
+    trim = crop_box(valid == 255)
     if trim[2] <= trim[0] or trim[3] <= trim[1]:
         return None
-    mesh = mesh.trimmed(trim)
-    out = np.ascontiguousarray(mesh.render(image))
-    return Cropped(out, np.ones(out.shape[:2], bool), valid_bounds(mask), 0, mesh)
+    out = np.ascontiguousarray(out[trim[1]:trim[3], trim[0]:trim[2]])
+    return Cropped(out, np.ones(out.shape[:2], bool), valid_bounds(mask), 0, mesh.trimmed(trim))
 
 
 def crop_panorama(image: np.ndarray, mask: np.ndarray, mode: str | bool = DEFAULT_CROP,

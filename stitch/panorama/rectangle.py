@@ -32,14 +32,15 @@ import cv2
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
+from scipy.spatial import cKDTree
 
 #: Pixels of the working resolution the mesh is solved at.
 DEFAULT_RECT_WORK_PIXELS = 1_000_000
 #: Cell side (px at the working resolution).
 DEFAULT_RECT_CELL = 12
-#: Weight of the line term against the shape term (both normalised by their counts). He et al. use 100; 1e4 keeps
-#: measured segments within ~0.3 px per 100 px at the median (docs/panoramas.md).
-LINE_WEIGHT = 10000.0
+#: Weight of the line term against the shape term (both normalised by their counts). He et al. use 100; 1e5 keeps
+#: the segments measured on real sets within about 1 px per 100 px (docs/panoramas.md).
+LINE_WEIGHT = 1e5
 #: Solves after the first (lines linearised at the previous solution, vertices outside the region pulled in).
 PASSES = 8
 #: Weight of the pull on a vertex that fell outside the region (against the normalised shape term).
@@ -47,7 +48,7 @@ INSIDE_WEIGHT = 1000.0
 #: Inside-check points per cell side.
 SAMPLES = 4
 #: Shortest segment kept (px at the working resolution).
-MIN_LINE = 20.0
+MIN_LINE = 10.0
 #: Rows per remap strip at full resolution.
 STRIP_ROWS = 256
 
@@ -76,16 +77,22 @@ class Mesh:
 
     def render(self, image: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
         """image (H, W[, C]) on the canvas -> the output (h, w[, C]) (cv2.remap, black outside the canvas)."""
+        return self.render_all([image], interpolation)[0]
+
+    def render_all(self, images: list[np.ndarray], interpolation: int = cv2.INTER_LINEAR) -> list[np.ndarray]:
+        """``render`` of each of images (H, W[, C]), the map computed once, strip by strip."""
         w, h = self.size
-        out = np.zeros((h, w) + image.shape[2:], image.dtype)
+        outs = [np.zeros((h, w) + im.shape[2:], im.dtype) for im in images]
         xs = np.arange(w, dtype=np.float64)
         for y0 in range(0, h, STRIP_ROWS):
             ys = np.arange(y0, min(h, y0 + STRIP_ROWS), dtype=np.float64)
             X, Y = np.meshgrid(xs, ys)
             p = self.sample(X.ravel(), Y.ravel()).astype(np.float32).reshape(len(ys), w, 2)
-            out[y0:y0 + len(ys)] = cv2.remap(image, p[..., 0], p[..., 1], interpolation,
-                                             borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(out[y0:y0 + len(ys)].shape)
-        return out
+            for im, out in zip(images, outs):
+                band = out[y0:y0 + len(ys)]
+                band[...] = cv2.remap(im, p[..., 0], p[..., 1], interpolation, borderMode=cv2.BORDER_CONSTANT,
+                                      borderValue=0).reshape(band.shape)
+        return outs
 
     def moved(self, origin: tuple[int, int]) -> Mesh:
         """This mesh sampling a crop of the canvas whose pixel (0, 0) is canvas pixel origin (x0, y0)."""
@@ -134,32 +141,51 @@ def point_rows(idx: np.ndarray, wts: np.ndarray, dirs: np.ndarray, n_vertices: i
     return sp.csr_matrix((vals, (rows, cols)), shape=(n, 2 * n_vertices))
 
 
-def grid_coords(src: np.ndarray, pts: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """Grid coordinates (N, 2) (gx, gy, cell units) of canvas points pts (N, 2) in the triangles of src (R+1, C+1, 2);
-    NaN for a point in no triangle (the first triangle holding it where they overlap)."""
+def mesh_triangles(src: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``barycentric``'s triangles of src (R+1, C+1, 2): corners a, b, d (T, 2) each (the point is
+    a + s (b - a) + t (d - a)), and per triangle its grid origin and direction (T, 3): gx0, gy0, sign."""
     R, C = src.shape[0] - 1, src.shape[1] - 1
     r, c = np.mgrid[0:R, 0:C]
     r, c = r.ravel(), c.ravel()
-    tris = [(src[r, c], src[r, c + 1], src[r + 1, c], c, r, False),
-            (src[r + 1, c + 1], src[r + 1, c], src[r, c + 1], c + 1, r + 1, True)]
-    out = np.full((len(pts), 2), np.nan)
-    for k in range(0, len(pts), chunk):
-        p = pts[k:k + chunk][:, None, :]  # (n, 1, 2)
-        found = np.zeros(len(p), bool)
-        for a, b, d, cc, rr, flip in tris:
-            e1, e2 = b - a, d - a
-            det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-            det = np.where(np.abs(det) < 1e-12, np.nan, det)
-            q = p - a[None]
-            s = (q[..., 0] * e2[:, 1] - q[..., 1] * e2[:, 0]) / det
-            t = (e1[:, 0] * q[..., 1] - e1[:, 1] * q[..., 0]) / det
-            inside = (s >= -1e-9) & (t >= -1e-9) & (s + t <= 1 + 1e-9)
-            hit = inside.any(axis=1) & ~found
-            j = np.argmax(inside, axis=1)[hit]
-            sh, th = s[hit, j], t[hit, j]
-            sign = -1.0 if flip else 1.0
-            out[k + np.flatnonzero(hit)] = np.stack([cc[j] + sign * sh, rr[j] + sign * th], axis=1)
-            found |= hit
+    a = np.concatenate([src[r, c], src[r + 1, c + 1]])
+    b = np.concatenate([src[r, c + 1], src[r + 1, c]])
+    d = np.concatenate([src[r + 1, c], src[r, c + 1]])
+    one = np.ones(len(r))
+    grid = np.concatenate([np.stack([c, r, one], 1), np.stack([c + 1, r + 1, -one], 1)]).astype(np.float64)
+    return a, b, d, grid
+
+
+def locate(pts: np.ndarray, tris: tuple[np.ndarray, ...], cand: np.ndarray) -> np.ndarray:
+    """Grid coordinates (N, 2) of pts (N, 2) in the first of their candidate triangles cand (N, k) holding them
+    (NaN if none); tris: ``mesh_triangles``."""
+    a, b, d, grid = (x[cand] for x in tris)  # (N, k, 2) / (N, k, 3)
+    e1, e2, q = b - a, d - a, pts[:, None, :] - a
+    det = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
+    det = np.where(np.abs(det) < 1e-12, np.nan, det)
+    s = (q[..., 0] * e2[..., 1] - q[..., 1] * e2[..., 0]) / det
+    t = (e1[..., 0] * q[..., 1] - e1[..., 1] * q[..., 0]) / det
+    inside = (s >= -1e-9) & (t >= -1e-9) & (s + t <= 1 + 1e-9)
+    j = np.argmax(inside, axis=1)
+    n = np.arange(len(pts))
+    g = grid[n, j]
+    out = np.stack([g[:, 0] + g[:, 2] * s[n, j], g[:, 1] + g[:, 2] * t[n, j]], axis=1)
+    out[~inside.any(axis=1)] = np.nan
+    return out
+
+
+def grid_coords(src: np.ndarray, pts: np.ndarray, k: int = 12, chunk: int = 256) -> np.ndarray:
+    """Grid coordinates (N, 2) (gx, gy, cell units) of canvas points pts (N, 2) in the triangles of src (R+1, C+1, 2);
+    NaN for a point in no triangle (the first triangle holding it where they overlap). The k triangles with the
+    nearest centroids are tried first, then all of them."""
+    tris = mesh_triangles(src)
+    n_tri = len(tris[0])
+    near = cKDTree((tris[0] + tris[1] + tris[2]) / 3.0).query(pts, k=min(k, n_tri))[1].reshape(len(pts), -1)
+    out = locate(pts, tris, near)
+    miss = np.flatnonzero(np.isnan(out[:, 0]))
+    every = np.arange(n_tri)
+    for i in range(0, len(miss), chunk):
+        idx = miss[i:i + chunk]
+        out[idx] = locate(pts[idx], tris, np.broadcast_to(every, (len(idx), n_tri)))
     return out
 
 
@@ -240,7 +266,7 @@ def shape_matrix(R: int, C: int, cw: float, ch: float) -> sp.csr_matrix:
                          shape=(8 * n, 2 * (R + 1) * (C + 1))) / np.sqrt(n)
 
 
-def detect_lines(gray: np.ndarray, region: np.ndarray, limit: int = 400) -> np.ndarray:
+def detect_lines(gray: np.ndarray, region: np.ndarray, limit: int = 2000) -> np.ndarray:
     """Segments (N, 4) x0, y0, x1, y1 of gray (h, w) uint8 at least ``MIN_LINE`` long and inside region (h, w)
     uint8 (eroded by 2 px), the ``limit`` longest; cv2's line segment detector."""
     found = cv2.createLineSegmentDetector().detect(gray)[0]

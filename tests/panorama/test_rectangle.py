@@ -33,7 +33,7 @@ def test_smoke(wavy):
     img, mask = wavy
     c = crop_panorama(img, mask, "warp")
     assert c.mesh is not None and c.filled == 0 and c.mask.all()
-    assert c.image.shape[:2] == (c.mesh.size[1], c.mesh.size[0])
+    assert c.image.shape[:2] == (c.mesh.size[1], c.mesh.size[0]) and np.array_equal(c.mesh.render(img), c.image)
     assert (c.mesh.render(mask.astype(np.uint8) * np.uint8(255)) == 255).all()  # all four neighbours valid
     rect = crop_panorama(img, mask, "rect")
     assert c.mask.size > 1.12 * rect.mask.size  # 427 x 305 against 409 x 280
