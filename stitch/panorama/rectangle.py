@@ -46,7 +46,7 @@ PASSES = 8
 #: Weight of the pull on a vertex that fell outside the region (against the normalised shape term).
 INSIDE_WEIGHT = 1000.0
 #: Inside-check points per cell side.
-SAMPLES = 4
+SAMPLES = 8
 #: Shortest segment kept (px at the working resolution).
 MIN_LINE = 10.0
 #: Rows per remap strip at full resolution.
