@@ -51,7 +51,7 @@ Box = tuple[int, int, int, int]
 DEFAULT_CROP_MAX_SIDE = 1024
 #: Longer side of the cell grid the ``fill`` rectangle is searched on.
 DEFAULT_FILL_MAX_SIDE = 128
-#: Largest share of empty (then filled) pixels in a ``fill`` crop.
+#: Largest share of filled pixels (empty ones and their ``FILL_RIM`` rim) in a ``fill`` crop.
 DEFAULT_CROP_MAX_EMPTY = 0.02
 #: Inpainting radius (px) of the ``fill`` crop.
 FILL_RADIUS = 3
