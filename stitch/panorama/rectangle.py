@@ -13,7 +13,7 @@ pixel or two of border.
    at equal arc length (a fixed correspondence, so the output border samples the region's border).
 3. Shape: each cell's map output -> canvas is kept close to a similarity (the as-similar-as-possible term of
    content-preserving warps); the border vertices are fixed, the others solved by sparse least squares.
-4. Lines: segments found by cv2's line segment detector inside the region are kept straight: the straight output
+4. Lines: segments found by cv2's line segment detector (at up to ``LINE_PIXELS``) inside the region are kept straight: the straight output
    segment between the images of a segment's ends must map onto the segment's line (linear in the unknowns).
    Inside: a vertex that falls outside the region (near a concave corner, where a smooth map cuts across) is
    pulled to its nearest region pixel. ``PASSES`` solves, each linearised at the previous one.
@@ -47,8 +47,10 @@ PASSES = 8
 INSIDE_WEIGHT = 1000.0
 #: Inside-check points per cell side.
 SAMPLES = 8
-#: Shortest segment kept (px at the working resolution).
+#: Shortest segment kept (px at the line-detection resolution).
 MIN_LINE = 10.0
+#: Pixels of the resolution segments are detected at (finer than the mesh's on large panoramas).
+LINE_PIXELS = 4_000_000
 #: Rows per remap strip at full resolution.
 STRIP_ROWS = 256
 
@@ -266,14 +268,19 @@ def shape_matrix(R: int, C: int, cw: float, ch: float) -> sp.csr_matrix:
                          shape=(8 * n, 2 * (R + 1) * (C + 1))) / np.sqrt(n)
 
 
-def detect_lines(gray: np.ndarray, region: np.ndarray, limit: int = 2000) -> np.ndarray:
-    """Segments (N, 4) x0, y0, x1, y1 of gray (h, w) uint8 at least ``MIN_LINE`` long and inside region (h, w)
-    uint8 (eroded by 2 px), the ``limit`` longest; cv2's line segment detector."""
-    found = cv2.createLineSegmentDetector().detect(gray)[0]
+def detect_lines(gray: np.ndarray, region: np.ndarray, F: int, limit: int = 2000) -> np.ndarray:
+    """Segments (N, 4) x0, y0, x1, y1 in working pixels (region (h, w) uint8, F canvas px each) of gray (H, W) uint8,
+    found by cv2's line segment detector at up to ``LINE_PIXELS``, at least ``MIN_LINE`` px long there, inside the
+    region eroded by 2 px; the ``limit`` longest."""
+    H, W = gray.shape
+    D = max(1, int(np.ceil(np.sqrt(H * W / LINE_PIXELS))))
+    small = gray if D == 1 else cv2.resize(gray, (-(-W // D), -(-H // D)), interpolation=cv2.INTER_AREA)
+    found = cv2.createLineSegmentDetector().detect(small)[0]
     if found is None:
         return np.zeros((0, 4))
     seg = found.reshape(-1, 4).astype(np.float64)
     seg = seg[np.hypot(seg[:, 2] - seg[:, 0], seg[:, 3] - seg[:, 1]) >= MIN_LINE]
+    seg = ((seg + 0.5) * D - 0.5 - (F - 1) / 2.0) / F  # detection px -> canvas px -> working px
     inner = cv2.erode(region, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
     t = np.linspace(0.0, 1.0, 9)
     xs = np.rint(seg[:, 0:1] + t * (seg[:, 2:3] - seg[:, 0:1])).astype(int)
@@ -382,9 +389,7 @@ def rectangle_mesh(image: np.ndarray, mask: np.ndarray, work_pixels: int = DEFAU
     border = border_points(region, R, C)
     if border is None:
         return None
-    hs, ws = region.shape
     gray = cv2.cvtColor(image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8), cv2.COLOR_BGR2GRAY)
-    small = cv2.resize(gray, (ws, hs), interpolation=cv2.INTER_AREA)
-    src = solve_mesh(border, shape_matrix(R, C, tw / C, th / R), detect_lines(small, region), region)
+    src = solve_mesh(border, shape_matrix(R, C, tw / C, th / R), detect_lines(gray, region, F), region)
     size = (round(float(tw) * F), round(float(th) * F))
     return Mesh(src * F + (F - 1) / 2.0, (size[0] / C, size[1] / R), size)
