@@ -13,10 +13,11 @@ pixel or two of border.
    at equal arc length (a fixed correspondence, so the output border samples the region's border).
 3. Shape: each cell's map output -> canvas is kept close to a similarity (the as-similar-as-possible term of
    content-preserving warps); the border vertices are fixed, the others solved by sparse least squares.
-4. Lines: segments found by cv2's line segment detector (at up to ``LINE_PIXELS``) inside the region are kept straight: the straight output
-   segment between the images of a segment's ends must map onto the segment's line (linear in the unknowns).
-   Inside: a vertex that falls outside the region (near a concave corner, where a smooth map cuts across) is
-   pulled to its nearest region pixel. ``PASSES`` solves, each linearised at the previous one.
+4. Lines: segments found by cv2's line segment detector (at up to ``LINE_PIXELS``, finer than the mesh on large
+   panoramas) inside the region are kept straight: the straight output segment between the images of a
+   segment's ends must map onto the segment's line (linear in the unknowns). Inside: every 1 / ``SAMPLES`` of a
+   cell, an output point whose canvas point falls outside the region (near a concave corner, where a smooth map
+   cuts across) is pulled to its nearest region pixel. ``PASSES`` solves, each linearised at the previous one.
 5. Render: each cell is split into two triangles, mapped affinely (cv2.remap, strip by strip); the same
    triangles map canvas points forwards (``Mesh.forward``), so points and pixels agree exactly.
 
@@ -43,7 +44,7 @@ DEFAULT_RECT_CELL = 12
 LINE_WEIGHT = 1e5
 #: Solves after the first (lines linearised at the previous solution, vertices outside the region pulled in).
 PASSES = 8
-#: Weight of the pull on a vertex that fell outside the region (against the normalised shape term).
+#: Weight of the pull on a point that fell outside the region (against the normalised shape term).
 INSIDE_WEIGHT = 1000.0
 #: Inside-check points per cell side.
 SAMPLES = 8
@@ -74,8 +75,7 @@ class Mesh:
     def forward(self, pts: np.ndarray) -> np.ndarray:
         """Canvas points (N, 2) -> output pixels (N, 2) through the mesh's triangles (NaN outside them)."""
         g = grid_coords(self.src, np.asarray(pts, np.float64).reshape(-1, 2))
-        out = g * np.asarray(self.step) - 0.5 - np.asarray(self.origin)
-        return out
+        return g * np.asarray(self.step) - 0.5 - np.asarray(self.origin)
 
     def render(self, image: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
         """image (H, W[, C]) on the canvas -> the output (h, w[, C]) (cv2.remap, black outside the canvas)."""
