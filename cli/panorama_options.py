@@ -72,7 +72,8 @@ PANORAMA_OPTIONS = (
                  + f".  [default: {DEFAULT_CROP}]"),
     click.option("--no-crop", is_flag=True, help="Same as --crop none."),
     click.option("--crop-max-empty", type=click.FloatRange(0.0, 0.5, max_open=True), default=DEFAULT_CROP_MAX_EMPTY,
-                 show_default=True, help="Largest share of empty pixels (then filled) in a '--crop fill' rectangle."),
+                 show_default=True, help="Largest share of filled (inpainted) pixels in a '--crop fill' rectangle: the empty "
+                 "ones and the rim filled with them."),
     click.option("--scale", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
                  help="Output resolution as a fraction of the native one, the median photo's (compositing only; "
                  "e.g. 0.5)."),

@@ -51,9 +51,10 @@ from stitch.panorama.blend import (
     LowGrid,
     blend,
 )
-from stitch.panorama.crop import DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY, crop_mode, crop_panorama
+from stitch.panorama.crop import DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY, Cropped, crop_mode, crop_panorama
 from stitch.panorama.exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE, EXPOSURE_CHOICES, Gains, compensate
 from stitch.panorama.inputs import check_timelapse_dir
+from stitch.panorama.rectangle import Mesh
 from stitch.panorama.resolution import OutputScale, check_output_size, choose_output_scale, resolution_notes
 from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
 from stitch.panorama.views import LowView
@@ -162,7 +163,8 @@ class Composed:
     crop: (x0, y0, x1, y1) of the result in pixels of ``canvas`` (the canvas composited on: the input's, scaled
     by ``scale`` for the output resolution, stitch.panorama.resolution); gains: mean gain per image (list of 1 or
     3 floats); bands: multi-band levels used; seconds: per stage; filled: pixels invented by the 'fill' crop
-    (False in mask); timelapse: the files written, one per image; notes: warnings on the output resolution.
+    (False in mask); timelapse: the files written, one per image; notes: warnings on the output resolution;
+    mesh: the 'warp' crop's map from canvas pixels to result pixels (None for a plain cut, where ``crop`` is it).
     """
 
     image: np.ndarray
@@ -176,6 +178,7 @@ class Composed:
     filled: int = 0
     timelapse: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    mesh: Mesh | None = None
 
 
 def scaled_output(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
@@ -262,6 +265,15 @@ def _seam_lines(views: Sequence[LowView], masks: Sequence[np.ndarray], grid: Low
     lines[:, 1:] |= dx
     lines[1:] |= dy
     return lines & valid
+
+
+def _result_seams(views: Sequence[LowView], masks: Sequence[np.ndarray], grid: LowGrid,
+                  box: tuple[int, int, int, int], cropped: Cropped) -> np.ndarray:
+    """``_seam_lines`` on the result: on the crop box, then through the 'warp' crop's mesh when there is one."""
+    if cropped.mesh is None:
+        return _seam_lines(views, masks, grid, box, cropped.mask)
+    lines = _seam_lines(views, masks, grid, box, np.ones((box[3] - box[1], box[2] - box[0]), bool))
+    return cropped.mesh.moved((box[0], box[1])).render(lines.astype(np.uint8), cv2.INTER_NEAREST) > 0
 
 
 def _same_depth(images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -353,15 +365,15 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     image, mask, box = cropped.image, cropped.mask, cropped.box
     seconds["crop"] = time.perf_counter() - t
     if hooks is not None:
-        final_mask = mask
-        hooks.result(image, lambda: _seam_lines(views, masks, grid, box, final_mask))
+        hooks.result(image, lambda: _result_seams(views, masks, grid, box, cropped))
     scalar_gains = [[round(float(g), 5) for g in gains.scalar(k)] for k in range(len(images))]
     written: list[str] = []
     if cfg.timelapse is not None:
         from stitch.panorama.timelapse import write_timelapse
 
         t = time.perf_counter()
-        written = write_timelapse(cfg.timelapse, images, homographies, canvas, box, names, scalar_gains, valid8)
+        written = write_timelapse(cfg.timelapse, images, homographies, canvas, box, names, scalar_gains, valid8,
+                                  cropped.mesh)
         seconds["timelapse"] = time.perf_counter() - t
     return Composed(image, mask, box, scalar_gains, bands, seconds, canvas, plan.scale, cropped.filled, written,
-                    notes)
+                    notes, cropped.mesh)

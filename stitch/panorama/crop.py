@@ -4,12 +4,17 @@
 * ``rect``: the largest axis-aligned rectangle inside the valid region. Every pixel is real, but on a
   mosaic whose images are offset it throws most of the picture away (docs/measurements.md, "crop").
 * ``fill`` (the default): the largest rectangle with at most ``max_empty`` (``DEFAULT_CROP_MAX_EMPTY``,
-  2 %) of its pixels empty. The empty pixels, thin wedges along the borders, are filled by inpainting from
+  2 %) of its pixels empty or within ``FILL_RIM`` px of an empty one (so the filled share never exceeds it). The empty pixels, thin wedges along the borders, are filled by inpainting from
   their neighbours (cv2.inpaint, Telea), together with a ``FILL_RIM`` px rim of the picture around them
   (warped borders carry interpolation fringes, which inpainting would smear into the hole); the filled
   pixels are False in the result's mask, so a caller can tell them apart. It keeps much more of the picture at the price of a few invented pixels at the edges, the trade
   a photographer makes with Photoshop's or Lightroom's "fill edges"; its area is never below ``rect``'s.
   Pass ``crop='rect'`` when no pixel may be invented, ``crop='none'`` to keep everything.
+* ``warp``: rectangling by warping (stitch.panorama.rectangle, He et al. 2013, Lightroom's "Boundary Warp"): a
+  content-preserving mesh warp stretches the valid region out to a rectangle of its area, keeping lines
+  straight; nothing is invented and nothing cut off but the pixel or two of border the warp's discretisation
+  leaves empty (trimmed with ``crop_box``). ``Cropped.mesh`` maps canvas points to the result; ``box`` is the
+  valid region's bounding box on the canvas (the part the mesh samples), not a plain cut.
 
 ``rect`` is searched on a shrunken mask whose pixel is valid only when every full-resolution pixel it
 covers is valid (a min-pool, ``DEFAULT_CROP_MAX_SIDE`` px on the longer side), with the row-by-row
@@ -38,6 +43,7 @@ import cv2
 import numpy as np
 
 from stitch.errors import ConfigError
+from stitch.panorama.rectangle import Mesh, rectangle_mesh
 
 Box = tuple[int, int, int, int]
 
@@ -45,7 +51,7 @@ Box = tuple[int, int, int, int]
 DEFAULT_CROP_MAX_SIDE = 1024
 #: Longer side of the cell grid the ``fill`` rectangle is searched on.
 DEFAULT_FILL_MAX_SIDE = 128
-#: Largest share of empty (then filled) pixels in a ``fill`` crop.
+#: Largest share of filled pixels (empty ones and their ``FILL_RIM`` rim) in a ``fill`` crop.
 DEFAULT_CROP_MAX_EMPTY = 0.02
 #: Inpainting radius (px) of the ``fill`` crop.
 FILL_RADIUS = 3
@@ -130,6 +136,14 @@ def whole_frame(mask: np.ndarray, max_empty: float = 0.0) -> Box:
     return 0, 0, int(w), int(h)
 
 
+def valid_bounds(mask: np.ndarray, max_empty: float = 0.0) -> Box:
+    """The ``warp`` crop's box: the bounding box of mask (H, W) bool's valid pixels; (0, 0, 0, 0) if none."""
+    ys, xs = np.nonzero(np.any(mask, axis=1))[0], np.nonzero(np.any(mask, axis=0))[0]
+    if len(xs) == 0:
+        return 0, 0, 0, 0
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
+
+
 def rect_box(mask: np.ndarray, max_empty: float = 0.0) -> Box:
     """The ``rect`` crop: the largest all-valid rectangle of mask (H, W) bool (``crop_box``)."""
     return crop_box(mask)
@@ -183,8 +197,9 @@ def _fit_share(empty: np.ndarray, box: Box, max_empty: float) -> Box:
 
 
 def fill_box(mask: np.ndarray, max_empty: float = DEFAULT_CROP_MAX_EMPTY,
-             max_side: int = DEFAULT_FILL_MAX_SIDE) -> Box:
-    """The ``fill`` crop: the largest rectangle of mask (H, W) bool with at most ``max_empty`` of it empty.
+             max_side: int = DEFAULT_FILL_MAX_SIDE, rim: int = FILL_RIM) -> Box:
+    """The ``fill`` crop: the largest rectangle of mask (H, W) bool with at most ``max_empty`` of it empty or within
+    ``rim`` px of an empty pixel (what ``fill_empty`` replaces), so the filled share never exceeds ``max_empty``.
 
     See the module docstring; never smaller than ``rect_box``; (0, 0, 0, 0) when nothing is valid.
     """
@@ -202,6 +217,8 @@ def fill_box(mask: np.ndarray, max_empty: float = DEFAULT_CROP_MAX_EMPTY,
     f = max(1, -(-max(h, w) // max_side))
     hs, ws = -(-h // f), -(-w // f)
     empty = ~mask
+    if rim > 0:
+        empty = cv2.dilate(empty.astype(np.uint8), np.ones((2 * rim + 1, 2 * rim + 1), np.uint8)) > 0
     padded = np.ones((hs * f, ws * f), np.float64)  # outside the frame counts as empty
     padded[:h, :w] = empty
     cells = padded.reshape(hs, f, ws, f).sum(axis=(1, 3))
@@ -261,11 +278,13 @@ def _inpaint(image: np.ndarray, holes: np.ndarray, radius: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CropMode:
-    """One crop mode: ``box(mask (H, W) bool, max_empty) -> (x0, y0, x1, y1)``; ``fill``: inpaint empty pixels."""
+    """One crop mode: ``box(mask (H, W) bool, max_empty) -> (x0, y0, x1, y1)``; ``fill``: inpaint empty pixels;
+    ``warp``: the result is the mesh warp of that box (``warp_crop``) instead of a cut."""
 
     box: Callable[[np.ndarray, float], Box]
     fill: bool
     help: str
+    warp: bool = False
 
 
 #: Every crop mode by name: the CLI's ``--crop`` choices, the API's check and the docs read this table.
@@ -274,6 +293,9 @@ CROP_MODES: dict[str, CropMode] = {
                                      "default), those filled by inpainting"),
     "rect": CropMode(rect_box, False, "largest rectangle inside the valid region (no invented pixel)"),
     "none": CropMode(whole_frame, False, "no crop: the whole canvas, black where no image reaches"),
+    "warp": CropMode(valid_bounds, False, "rectangling by warping: a mesh warp stretches the valid region out to "
+                                          "a rectangle of its area, lines kept straight (no invented pixel)",
+                     warp=True),
 }
 CROP_CHOICES = tuple(CROP_MODES)
 DEFAULT_CROP = "fill"
@@ -291,12 +313,27 @@ def crop_mode(value: str | bool) -> str:
 @dataclass
 class Cropped:
     """A cropped panorama: image (h, w, 3) uint8, mask (h, w) bool (False where empty or filled), box on the canvas;
-    filled: how many pixels the 'fill' mode inpainted."""
+    filled: how many pixels the 'fill' mode inpainted; mesh: the 'warp' mode's map canvas -> result (else None)."""
 
     image: np.ndarray
     mask: np.ndarray
     box: Box
     filled: int = 0
+    mesh: Mesh | None = None
+
+
+def warp_crop(image: np.ndarray, mask: np.ndarray) -> Cropped | None:
+    """The ``warp`` crop of image (H, W, C) with valid mask (H, W) bool: the mesh warp, trimmed to its largest
+    all-valid rectangle (a bilinear sample counts as valid when all four neighbours are); None when no mesh fits."""
+    mesh = rectangle_mesh(image, mask)
+    if mesh is None:
+        return None
+    out, valid = mesh.render_all([image, mask.astype(np.uint8) * np.uint8(255)])
+    trim = crop_box(valid == 255)
+    if trim[2] <= trim[0] or trim[3] <= trim[1]:
+        return None
+    out = np.ascontiguousarray(out[trim[1]:trim[3], trim[0]:trim[2]])
+    return Cropped(out, np.ones(out.shape[:2], bool), valid_bounds(mask), 0, mesh.trimmed(trim))
 
 
 def crop_panorama(image: np.ndarray, mask: np.ndarray, mode: str | bool = DEFAULT_CROP,
@@ -304,6 +341,11 @@ def crop_panorama(image: np.ndarray, mask: np.ndarray, mode: str | bool = DEFAUL
     """Crop image (H, W, 3) uint8 with valid mask (H, W) bool by CROP_MODES[mode]; the whole frame if nothing fits."""
     spec = CROP_MODES[crop_mode(mode)]
     h, w = mask.shape
+    if spec.warp and not mask.all():
+        warped = warp_crop(image, mask)
+        if warped is not None:
+            return warped
+        spec = CROP_MODES["rect"]
     box = spec.box(mask, max_empty)
     if box[2] <= box[0] or box[3] <= box[1]:
         box = (0, 0, w, h)

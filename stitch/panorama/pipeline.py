@@ -107,6 +107,7 @@ from stitch.panorama.inputs import (
 )
 from stitch.panorama.output import DEFAULT_JPEG_QUALITY, write_panorama
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, PLACEMENT_SIDE, placement_scores
+from stitch.panorama.rectangle import Mesh
 from stitch.panorama.resolution import native_scales, typical_scale
 from stitch.panorama.verify import (
     EDGE_FACTOR,
@@ -148,7 +149,9 @@ class Panorama:
     times ``scale=`` or lowered by ``megapixels=``): projected coordinates are s times the above, and ``focal``
     stays the reference plane's focal. ``filled``: pixels the 'fill' crop invented (False in ``mask``);
     ``timelapse``: the frame files written, one per kept image; ``metadata``: the reference photo's (None for
-    an array), carried into the file with ``jpeg_quality`` by ``save``.
+    an array), carried into the file with ``jpeg_quality`` by ``save``. ``mesh``: under crop 'warp' (rectangling),
+    the mesh from uncropped canvas pixels to panorama pixels; then ``crop`` is the valid region's box on the canvas,
+    the pixel-position rule above holds only on the canvas, and ``to_panorama`` goes through the mesh.
     """
 
     image: np.ndarray
@@ -178,6 +181,7 @@ class Panorama:
     model: str = "homography"
     metadata: ImageMeta | None = None
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    mesh: Mesh | None = None
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``image`` to path (stitch.panorama.output.write_panorama: tagged, the reference photo's
@@ -210,7 +214,8 @@ class Panorama:
         """Full-res pixels (N, 2) of image k (index or name) -> panorama pixels (N, 2) (NaN where unmapped).
 
         Works in every projection and output scale: H_k to the reference plane (scaled by ``scale``), the
-        projection, then the canvas offset (a full turn wraps u into the canvas width before the crop).
+        projection, then the canvas offset (a full turn wraps u into the canvas width before the crop), then the
+        'warp' crop's mesh when there is one.
         """
         k = self.names.index(k) if isinstance(k, str) else int(k)
         pts = np.asarray(pts, np.float64).reshape(-1, 2)
@@ -221,6 +226,8 @@ class Panorama:
             c0 = self.canvas.offset[0]
             uv[:, 0] = (uv[:, 0] - c0) % self.canvas.size[0] + c0
         out = uv - np.asarray(self.offset)
+        if self.mesh is not None and self.canvas is not None:
+            out = self.mesh.forward(uv - np.asarray(self.canvas.offset))
         out[~valid] = np.nan
         return out
 
@@ -813,7 +820,7 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
         rms_after=reg.rms_after, canvas=canvas, crop=comp.crop, gains=[gains[k] for k in range(len(names))],
         bands=comp.bands, stage_seconds=comp.seconds, cameras=reg, full_turn=canvas.projection.turn,
         model=reg.model, scale=comp.scale, filled=comp.filled, timelapse=comp.timelapse, metadata=metadata,
-        jpeg_quality=cfg.jpeg_quality)
+        jpeg_quality=cfg.jpeg_quality, mesh=comp.mesh)
 
 
 def reference_meta(inputs: Sequence[ImageLike], reference: str) -> ImageMeta | None:

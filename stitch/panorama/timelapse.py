@@ -1,6 +1,7 @@
 """Timelapse output: every input warped alone onto the panorama's (cropped) frame, one file per image.
 
-Frame k is what image k contributes to the panorama: the same projection, canvas and crop, with its
+Frame k is what image k contributes to the panorama: the same projection, canvas and crop (under the 'warp' crop,
+the same mesh warp), with its
 exposure gain (the mean gain for block gains) and no blending, black where the image does not reach. All
 frames have the panorama's size, so they overlay it pixel for pixel (OpenStitching's ``timelapse`` option).
 Files are ``<folder>/<k:04d>_<input stem>.png`` (k = the image's place among the kept images, in input
@@ -18,6 +19,7 @@ import numpy as np
 
 from stitch.geometry import box_slices, placed_box
 from stitch.io import write_image_atomic
+from stitch.panorama.rectangle import Mesh
 from stitch.panorama.warp import Canvas, warp_image
 
 
@@ -47,8 +49,10 @@ def timelapse_frame(img: np.ndarray, H: np.ndarray, canvas: Canvas, k: int, box:
 def write_timelapse(folder: str | os.PathLike, images: Sequence[np.ndarray], homographies: Sequence[np.ndarray],
                     canvas: Canvas, box: tuple[int, int, int, int], names: Sequence[str],
                     gains: Sequence[Sequence[float]] | None = None,
-                    valid: Sequence[np.ndarray | None] | None = None) -> list[str]:
+                    valid: Sequence[np.ndarray | None] | None = None, mesh: Mesh | None = None) -> list[str]:
     """Write one frame per image (see the module docstring); returns the paths written, in image order.
+
+    mesh: the 'warp' crop's (box is then the canvas part it samples): each frame goes through it as the panorama did.
 
     images/homographies/names/gains/valid (masks (h, w) uint8 or None) are per canvas box: on a full turn the
     image crossing the wrap has two boxes (``canvas.source``), drawn into its one frame."""
@@ -63,5 +67,6 @@ def write_timelapse(folder: str | os.PathLike, images: Sequence[np.ndarray], hom
             frames[src][0][covered] = frame[covered]
         else:
             frames[src] = (frame, name)
-    return [str(write_image_atomic(out / frame_name(src, name), frame, tag=True))
+    warp = None if mesh is None else mesh.moved((box[0], box[1]))
+    return [str(write_image_atomic(out / frame_name(src, name), frame if warp is None else warp.render(frame), tag=True))
             for src, (frame, name) in sorted(frames.items())]
