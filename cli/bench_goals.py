@@ -129,17 +129,19 @@ def panorama_goals(result: PanoramaBenchResult, memory_set: str = DEFAULT_MEMORY
     return out
 
 
-def _fmt(v: float | None, digits: int = 2) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
 def _bound_goal(result: PanoramaBenchResult, key: str, bound: float, label: str, sets: Sequence[str]) -> Goal | None:
-    """stitch's figure ``key`` at most ``bound`` on every set of ``sets`` it stitched (None: no such set)."""
+    """stitch's figure ``key`` at most ``bound`` on every set of ``sets`` where it stitched and the figure is
+    measurable (a set with nothing to measure, e.g. no line segment, is named apart); None: no such set."""
     rows = [(s, r) for s in sets if (r := result.row(s, METHOD_STITCH)) is not None and r.ok]
-    if not rows:
+    vals = [(s, v) for s, r in rows if (v := getattr(r, key)) is not None]
+    if not vals:
         return None
-    bad = [f"{s} ({_fmt(getattr(r, key))})" for s, r in rows if getattr(r, key) is None or getattr(r, key) > bound]
-    return Goal(f"{label} ({len(rows)} sets)", not bad, "above on: " + "; ".join(bad) if bad else "on all")
+    bad = [f"{s} ({v:.2f})" for s, v in vals if v > bound]
+    detail = "above on: " + "; ".join(bad) if bad else "on all"
+    missing = [s for s, r in rows if getattr(r, key) is None]
+    if missing:
+        detail += "; not measurable on: " + ", ".join(missing)
+    return Goal(f"{label} ({len(vals)} sets)", not bad, detail)
 
 
 def visual_goals(result: PanoramaBenchResult) -> list[Goal]:
@@ -164,7 +166,7 @@ def visual_goals(result: PanoramaBenchResult) -> list[Goal]:
             continue
         n += 1
         if not mine.ok or mine.ghost_p95 is None or mine.ghost_p95 > min(vals):
-            worse.append(f"{s} ({_fmt(mine.ghost_p95)} > {min(vals):.2f})")
+            worse.append(f"{s} ({'—' if mine.ghost_p95 is None else f'{mine.ghost_p95:.2f}'} > {min(vals):.2f})")
     if n:
         out.insert(1, Goal(f"seam-band ghosting p95 no higher than any peer's on every set a peer stitches whole "
                            f"({n} sets)", not worse, "higher on: " + "; ".join(worse) if worse else "on all"))

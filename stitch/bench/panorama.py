@@ -79,8 +79,17 @@ relative difference across orders (the goal: ORDER_TOLERANCE, 0.5 %).
 Time as N grows (``run_growth``): stitch alone on the first n photos (sorted by name) of one set, n in
 GROWTH_COUNTS, one subprocess per n: seconds, peak memory, images kept.
 
+What a user sees (issue 21; definitions in stitch.bench.visual), from the same registered images, each carrying
+the method's own point mapping (``Registered.to_output``: stitch's ``Panorama.to_panorama``; the peers'
+``cv2.detail`` warpers' ``warpPoint`` with the cameras and offsets their registered images were warped with):
+``flow_p50`` / ``flow_p95`` (overlap misalignment, DIS optical flow on textured pixels, px), ``ghost_p50`` /
+``ghost_p95`` (the same within 16 px of the seams, derived from each output the same way), ``invented_pct`` /
+``empty_pct``, ``colour_step_p95`` / ``colour_step_mean`` (CIE76 Delta E across the seams), ``bend_max`` /
+``bend_p95`` (px per 100 px of input segments mapped into the output), ``map_check``, and per run the worst
+places' 100 % crops (``worst_<kind>.png``), laid out by the parent in ``worst_places.png``.
+
 Output: the rows (set x method), totals, a contact sheet (every panorama side by
-side, downscaled) and ``to_json()``.
+side, downscaled), the worst-places sheet and ``to_json()``.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ composites at the inputs' full resolution); Convention: pixel centres at integer
   them), empty where P is black; percent of P's pixels.
 * Line straightness (``bend_max``, ``bend_p95``, ``segments``): segments of each kept input (OpenCV LSD on a
   copy of longer side LSD_MAX_SIDE px; the SEGMENTS_PER_IMAGE longest of at least MIN_SEGMENT x the longer
-  side), SEGMENT_SAMPLES points along each, mapped by ``to_output``; samples off P's frame or mask are dropped
+  side, less the photo's own frame: segments within FRAME_MARGIN px of one of its edges), SEGMENT_SAMPLES points along each, mapped by ``to_output``; samples off P's frame or mask are dropped
   and the longest run of consecutive kept ones (at least half) is the segment. Its bend: the largest distance
   of the run's points from the chord through its ends, in px per 100 px of chord (output px); a 360-degree
   wrap is unwrapped. Homographies keep lines straight (0); cylindrical and spherical projections bend lines
@@ -81,7 +81,8 @@ LABEL_RATIO = 0.5
 LABEL_MARGIN = 0.02
 LOG_OFFSET = 8.0
 LSD_MAX_SIDE = 1200
-MIN_SEGMENT = 0.1
+MIN_SEGMENT = 0.05
+FRAME_MARGIN = 3.0
 SEGMENTS_PER_IMAGE = 40
 SEGMENT_SAMPLES = 21
 MAP_CHECK_GRID = 24
@@ -489,12 +490,18 @@ def invented_empty(pano: np.ndarray, regs: Sequence[Registered]) -> tuple[float,
 
 def detect_segments(img: np.ndarray) -> np.ndarray:
     """(N, 4) float64 segments (x0, y0, x1, y1) in img's (h, w[, 3]) pixels: OpenCV LSD on a copy of longer
-    side LSD_MAX_SIDE, the SEGMENTS_PER_IMAGE longest of at least MIN_SEGMENT x the longer side."""
+    side LSD_MAX_SIDE, less those along the frame (within FRAME_MARGIN px of one edge there), the
+    SEGMENTS_PER_IMAGE longest of at least MIN_SEGMENT x the longer side."""
     small, s = resize_max_side(to_gray(img), LSD_MAX_SIDE)
     found = cv2.createLineSegmentDetector().detect(small)[0]
     if found is None:
         return np.zeros((0, 4))
-    seg = found.reshape(-1, 4).astype(np.float64) / s
+    seg = found.reshape(-1, 4).astype(np.float64)
+    h, w = small.shape
+    xs, ys = seg[:, 0::2], seg[:, 1::2]
+    edge = ((xs < FRAME_MARGIN).all(1) | (xs > w - 1 - FRAME_MARGIN).all(1) | (ys < FRAME_MARGIN).all(1)
+            | (ys > h - 1 - FRAME_MARGIN).all(1))
+    seg = seg[~edge] / s
     length = np.hypot(seg[:, 2] - seg[:, 0], seg[:, 3] - seg[:, 1])
     keep = np.argsort(-length)[:SEGMENTS_PER_IMAGE]
     keep = keep[length[keep] >= MIN_SEGMENT * max(img.shape[:2])]

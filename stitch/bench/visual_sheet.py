@@ -2,10 +2,10 @@
 
 Each run's child writes ``worst_<kind>.png``: a CROP_SIDE x CROP_SIDE crop of its panorama at full
 resolution around the place (centred, but shifted to stay inside the panorama; grey beyond a smaller one),
-with short magenta ticks on its edges at the place's column and row. The parent lays them out in ``worst_places.png``: one row per set, one
-cell per method, and in each cell a crop per kind (stitch.bench.visual.PLACE_KINDS: the highest seam-band
-ghosting, the largest colour step, the deepest invented pixel, else the deepest empty one), captioned with
-the figure there.
+with short magenta ticks on its edges at the place's column and row. The parent lays them out in
+``worst_places.png``: one row per set, one cell per method, and in each cell a crop per kind
+(stitch.bench.visual.PLACE_KINDS: the highest seam-band ghosting, the largest colour step, a pixel inside the
+largest invented area, else the largest empty one), captioned with the figure there.
 """
 
 from __future__ import annotations

@@ -193,6 +193,9 @@ def test_visual_goals():
     assert not peer.reached and peer.detail == "higher on: exposure_error (0.80 > 0.70)"  # b: the peer dropped one
     assert g["invented pixels 0 % on every set"].detail == "above on: b (0.50)"
     assert g["no segment bends more than 1 px per 100 px on any set"].reached
+    rows[2].bend_max = None  # no segment on b: not measurable, not a failure
+    bend = next(x for x in visual_goals(res) if x.name.startswith("no segment"))
+    assert bend.reached and "(1 sets)" in bend.name and bend.detail == "on all; not measurable on: b"
     de = g["colour step across seams p95 <= 3 Delta E76 on exposure_error"]
     assert de.reached and "(1 sets)" in de.name
     assert [x for x in panorama_goals(res) if x.name.startswith("invented pixels")]
