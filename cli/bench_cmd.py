@@ -326,9 +326,10 @@ def panorama_visual_table(result: Any, set_name: str) -> Table:
                "segments", "map check"]
     rows = []
     for m in result.methods:
-        r = result.row(set_name, m)
-        if r is None or not r.ok:
+        row = result.row(set_name, m)
+        if row is None or not row.ok:
             continue
+        r = row.visual
         rows.append([escape(m), f"{fmt_num(r.flow_p50, 2)} / {fmt_num(r.flow_p95, 2)}",
                      f"{fmt_num(r.ghost_p50, 2)} / {fmt_num(r.ghost_p95, 2)}", fmt_num(r.invented_pct, 3),
                      fmt_num(r.empty_pct, 3), f"{fmt_num(r.colour_step_p95, 2)} / {fmt_num(r.colour_step_mean, 2)}",

@@ -133,12 +133,12 @@ def _bound_goal(result: PanoramaBenchResult, key: str, bound: float, label: str,
     """stitch's figure ``key`` at most ``bound`` on every set of ``sets`` where it stitched and the figure is
     measurable (a set with nothing to measure, e.g. no line segment, is named apart); None: no such set."""
     rows = [(s, r) for s in sets if (r := result.row(s, METHOD_STITCH)) is not None and r.ok]
-    vals = [(s, v) for s, r in rows if (v := getattr(r, key)) is not None]
+    vals = [(s, v) for s, r in rows if (v := getattr(r.visual, key)) is not None]
     if not vals:
         return None
     bad = [f"{s} ({v:.2f})" for s, v in vals if v > bound]
     detail = "above on: " + "; ".join(bad) if bad else "on all"
-    missing = [s for s, r in rows if getattr(r, key) is None]
+    missing = [s for s, r in rows if getattr(r.visual, key) is None]
     if missing:
         detail += "; not measurable on: " + ", ".join(missing)
     return Goal(f"{label} ({len(vals)} sets)", not bad, detail)
@@ -160,13 +160,14 @@ def visual_goals(result: PanoramaBenchResult) -> list[Goal]:
     worse, n = [], 0
     peers = [m for m in result.methods if m in PEER_METHODS]
     for s in result.sets:
-        vals = [r.ghost_p95 for m in peers if (r := _whole(result, s, m)) and r.ghost_p95 is not None]
+        vals = [r.visual.ghost_p95 for m in peers if (r := _whole(result, s, m)) and r.visual.ghost_p95 is not None]
         mine = result.row(s, METHOD_STITCH)
         if not vals or mine is None:
             continue
         n += 1
-        if not mine.ok or mine.ghost_p95 is None or mine.ghost_p95 > min(vals):
-            worse.append(f"{s} ({'—' if mine.ghost_p95 is None else f'{mine.ghost_p95:.2f}'} > {min(vals):.2f})")
+        g = mine.visual.ghost_p95
+        if not mine.ok or g is None or g > min(vals):
+            worse.append(f"{s} ({'—' if g is None else f'{g:.2f}'} > {min(vals):.2f})")
     if n:
         out.insert(1, Goal(f"seam-band ghosting p95 no higher than any peer's on every set a peer stitches whole "
                            f"({n} sets)", not worse, "higher on: " + "; ".join(worse) if worse else "on all"))

@@ -113,7 +113,8 @@ import cv2
 import numpy as np
 
 from stitch.bench.homography import METHOD_STITCH
-from stitch.bench.visual import PointMap, Registered, erode, visual_figures
+from stitch.bench.visual import FIGURES as VISUAL_FIGURES
+from stitch.bench.visual import PointMap, Registered, VisualFigures, erode, visual_figures
 from stitch.bench.visual_sheet import worst_places_sheet, write_place_crops
 from stitch.errors import StitchError, one_line
 from stitch.geometry import box_intersection, box_slices, union_box
@@ -143,9 +144,6 @@ ORDER_SEED = 0
 ORDER_TOLERANCE = 0.005
 #: Image counts of the time-as-N-grows run (``run_growth``), capped at the set's size.
 GROWTH_COUNTS = (5, 10, 15, 20, 25, 30, 35)
-#: What a user sees (stitch.bench.visual): the row's figures, averaged in the totals.
-VISUAL_KEYS = ("flow_p50", "flow_p95", "ghost_p50", "ghost_p95", "colour_step_p95", "colour_step_mean", "invented_pct",
-               "empty_pct", "bend_max", "bend_p95", "map_check")
 #: First argument of the child that skips the quality figures (order and growth runs time the stitch only).
 NO_METRICS_FLAG = "--no-metrics"
 
@@ -592,10 +590,7 @@ def _visual(image: np.ndarray, mask: np.ndarray, regs: list[Registered], paths: 
         by_name = {p.name: p for p in paths}
         inputs = {n: read_image(by_name[n]) for n in set(kept) if n in by_name}
         fig = visual_figures(image, mask, regs, inputs)
-        out = fig.to_dict()
-        out["worst_places"] = write_place_crops(image, fig.places, outdir)
-        del out["places"]
-        out["visual_pairs"] = out.pop("pairs")
+        out = {"visual": fig.to_dict(), "worst_places": write_place_crops(image, fig.places, outdir)}
     except Exception as exc:  # noqa: BLE001 (the panorama and its other figures stand)
         return {"visual_error": _one_line(exc), "visual_traceback": traceback.format_exc()[-2000:]}
     out["visual_seconds"] = time.perf_counter() - t0
@@ -690,18 +685,8 @@ class PanoramaRow:
     placement_min: float | None = None
     focal: float | None = None
     size_rect: list[int] | None = None
-    flow_p50: float | None = None
-    flow_p95: float | None = None
-    ghost_p50: float | None = None
-    ghost_p95: float | None = None
-    colour_step_p95: float | None = None
-    colour_step_mean: float | None = None
-    invented_pct: float | None = None
-    empty_pct: float | None = None
-    bend_max: float | None = None
-    bend_p95: float | None = None
-    segments: int = 0
-    map_check: float | None = None
+    #: what a user sees (stitch.bench.visual; all None when not measured), and its worst places' crops
+    visual: VisualFigures = field(default_factory=VisualFigures)
     worst_places: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     timed_out: bool = False
@@ -725,9 +710,8 @@ def _row(set_name: str, raw: dict[str, Any], outdir: Path) -> PanoramaRow:
         error=raw.get("error") or raw.get("metrics_error") or raw.get("visual_error"),
         timed_out=bool(raw.get("timed_out")),
         thumbnail=str(thumb) if raw.get("ok") and thumb.exists() else None,
-        detail={k: raw[k] for k in ("pairs", "registration", "kept", "given", "visual_pairs", "seam_px",
-                                    "visual_seconds") if k in raw},
-        **{k: raw[k] for k in VISUAL_KEYS + ("segments", "worst_places") if raw.get(k) is not None})
+        detail={k: raw[k] for k in ("pairs", "registration", "kept", "given", "visual_seconds") if k in raw},
+        visual=VisualFigures(**raw.get("visual", {})), worst_places=raw.get("worst_places", []))
 
 
 @dataclass
@@ -767,8 +751,11 @@ class PanoramaBenchResult:
                 "kept": sum(r.kept for r in rows), "given": sum(r.given for r in rows),
                 "seconds_all_ok": sum(r.seconds for r in rows if r.ok and r.seconds is not None),
             }
-            for key in ("psnr", "ssim", "psnr_udis", "ssim_udis", "seam_visibility") + VISUAL_KEYS:
+            for key in ("psnr", "ssim", "psnr_udis", "ssim_udis", "seam_visibility"):
                 vals = [getattr(r, key) for r in rows if r.ok and getattr(r, key) is not None]
+                t[f"mean_{key}"] = float(np.mean(vals)) if vals else None
+            for key in VISUAL_FIGURES:
+                vals = [getattr(r.visual, key) for r in rows if r.ok and getattr(r.visual, key) is not None]
                 t[f"mean_{key}"] = float(np.mean(vals)) if vals else None
             out[m] = t
         if METHOD_STITCH in self.methods:

@@ -90,6 +90,9 @@ WORST_WINDOW = 48
 PLACE_DEPTH = 40.0
 #: Kinds of worst place, in the order of the sheet's crops.
 PLACE_KINDS = ("ghost", "colour", "invented")
+#: The set's scalar figures (VisualFigures' float fields; the bench averages them in its totals).
+FIGURES = ("flow_p50", "flow_p95", "ghost_p50", "ghost_p95", "colour_step_p95", "colour_step_mean", "invented_pct",
+           "empty_pct", "bend_max", "bend_p95", "map_check")
 
 PointMap = Callable[[np.ndarray], np.ndarray]
 
@@ -167,7 +170,10 @@ class VisualFigures:
     places: list[Place] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready: every field but the places (the bench writes those with their crops)."""
+        out = asdict(self)
+        del out["places"]
+        return out
 
 
 # --- small helpers ----------------------------------------------------------------------------------------

@@ -166,8 +166,9 @@ def test_run_isolated_stitch_and_opencv(tiny_set, tmp_path):
     assert res["seam_visibility"] < 1.0 and res["frame_check"] <= 2
     assert (tmp_path / "stitch" / "panorama.jpg").exists()
     # what a user sees: crops of one image agree, so no flow, ghost or colour step; the map check agrees
-    assert res["flow_p95"] < 0.5 and res["ghost_p95"] < 0.5 and res["colour_step_p95"] < 1.0
-    assert res["map_check"] <= 2 and res["invented_pct"] >= 0.0 and "visual_error" not in res
+    vis = res["visual"]
+    assert vis["flow_p95"] < 0.5 and vis["ghost_p95"] < 0.5 and vis["colour_step_p95"] < 1.0
+    assert vis["map_check"] <= 2 and vis["invented_pct"] >= 0.0 and "visual_error" not in res
     assert {p["kind"] for p in res["worst_places"]} >= {"ghost", "colour"}
     assert all(Path(p["file"]).exists() for p in res["worst_places"])
     cv = run_isolated(METHOD_OPENCV, tiny_set, tmp_path / "opencv", timeout=120)
@@ -185,7 +186,7 @@ def test_visual_goals():
             _row("b", METHOD_STITCH), _row("b", METHOD_OPENCV, kept=1)]
     for r, ghost, inv, bend, de in zip(rows, (0.8, 0.7, 1.4, 0.2), (0.0, 0.0, 0.5, 0.0), (0.3, 0.2, 0.9, 0.1),
                                        (2.5, 4.0, 9.0, 1.0)):
-        r.ghost_p95, r.invented_pct, r.bend_max, r.colour_step_p95 = ghost, inv, bend, de
+        r.visual.ghost_p95, r.visual.invented_pct, r.visual.bend_max, r.visual.colour_step_p95 = ghost, inv, bend, de
     res = PanoramaBenchResult(rows, [METHOD_STITCH, METHOD_OPENCV], ["exposure_error", "b"], 120.0)
     g = {x.name.split(" (")[0]: x for x in visual_goals(res)}
     assert g["seam-band ghosting p95 <= 1 px on every set"].detail == "above on: b (1.40)"
@@ -193,7 +194,7 @@ def test_visual_goals():
     assert not peer.reached and peer.detail == "higher on: exposure_error (0.80 > 0.70)"  # b: the peer dropped one
     assert g["invented pixels 0 % on every set"].detail == "above on: b (0.50)"
     assert g["no segment bends more than 1 px per 100 px on any set"].reached
-    rows[2].bend_max = None  # no segment on b: not measurable, not a failure
+    rows[2].visual.bend_max = None  # no segment on b: not measurable, not a failure
     bend = next(x for x in visual_goals(res) if x.name.startswith("no segment"))
     assert bend.reached and "(1 sets)" in bend.name and bend.detail == "on all; not measurable on: b"
     de = g["colour step across seams p95 <= 3 Delta E76 on exposure_error"]
