@@ -319,10 +319,29 @@ def panorama_set_table(result: Any, set_name: str) -> Table:
     return make_table(f"panorama: {set_name}", columns, rows)
 
 
+def panorama_visual_table(result: Any, set_name: str) -> Table:
+    """What a user sees (stitch.bench.visual): method | overlap flow p50 / p95 px | seam-band ghosting p50 / p95 px |
+    invented % | empty % | colour step Delta E76 p95 / mean | bend px per 100 px, max / p95 | segments | map check."""
+    columns = ["method", "flow p50/p95", "ghost p50/p95", "invented %", "empty %", "dE p95/mean", "bend max/p95",
+               "segments", "map check"]
+    rows = []
+    for m in result.methods:
+        row = result.row(set_name, m)
+        if row is None or not row.ok:
+            continue
+        r = row.visual
+        rows.append([escape(m), f"{fmt_num(r.flow_p50, 2)} / {fmt_num(r.flow_p95, 2)}",
+                     f"{fmt_num(r.ghost_p50, 2)} / {fmt_num(r.ghost_p95, 2)}", fmt_num(r.invented_pct, 3),
+                     fmt_num(r.empty_pct, 3), f"{fmt_num(r.colour_step_p95, 2)} / {fmt_num(r.colour_step_mean, 2)}",
+                     f"{fmt_num(r.bend_max, 2)} / {fmt_num(r.bend_p95, 2)}", str(r.segments), fmt_num(r.map_check, 0)])
+    return make_table(f"what a user sees: {set_name}", columns, rows)
+
+
 def print_panorama_result(result: Any, console: Console, memory_set: str = DEFAULT_MEMORY_SET) -> None:
     """A table per set, the totals, the goals, failures, and how each figure was obtained."""
     for s in result.sets:
         console.print(panorama_set_table(result, s))
+        console.print(panorama_visual_table(result, s))
     totals = result.totals()
     rows = [[escape(m), f"{t['sets_ok']}/{t['sets']}", f"{t['kept']}/{t['given']}", fmt_num(t["seconds_all_ok"], 1),
              fmt_num(t["mean_psnr"], 2), fmt_num(t["mean_ssim"], 4), fmt_num(t["mean_psnr_udis"], 2),
@@ -367,6 +386,9 @@ def print_panorama_result(result: Any, console: Console, memory_set: str = DEFAU
                       soft_wrap=True)
     if result.contact_sheet:
         console.print(f"contact sheet: {result.contact_sheet}", markup=False, highlight=False)
+    if result.worst_places:
+        console.print(f"worst places (100 % crops: ghosting / colour step / invented or empty): {result.worst_places}",
+                      markup=False, highlight=False)
 
 
 @bench.command("panorama")
@@ -377,7 +399,7 @@ def print_panorama_result(result: Any, console: Console, memory_set: str = DEFAU
 @click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds per run (one method on one set) before it is killed.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/bench_panorama"),
-              show_default=True, help="Folder for the thumbnails, per-run logs and contact_sheet.png.")
+              show_default=True, help="Folder for the thumbnails, per-run logs, contact_sheet.png and worst_places.png.")
 @click.option("--memory-set", default=DEFAULT_MEMORY_SET, show_default=True,
               help="The set whose peak memory is compared with the peers' in the goals table.")
 @json_option("Also write every row, the totals and the goals as JSON to this file ('-': stdout).")
@@ -392,8 +414,10 @@ def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...
     """Panoramas on DIRECTORY (e.g. ../shared/data/panoramas): stitch against OpenStitching and cv2.Stitcher.
 
     Each method runs on each set in its own subprocess with a timeout; reports success, images kept,
-    seconds, peak memory, overlap PSNR/SSIM (overlap-only and UDIS variants) and seam visibility, and
-    writes a contact sheet. The peers need the bench extra: pip install -e '.[bench]' (make bench-panorama).
+    seconds, peak memory, overlap PSNR/SSIM (overlap-only and UDIS variants) and seam visibility, and what a
+    user sees: overlap misalignment and seam-band ghosting (optical flow), invented and empty pixels, the colour
+    step across seams and line straightness; writes a contact sheet and worst_places.png (100 % crops). The
+    peers need the bench extra: pip install -e '.[bench]' (make bench-panorama).
     """
     try:
         if grow:

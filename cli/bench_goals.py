@@ -45,6 +45,13 @@ BATCH_MEMORY_GROWTH = 0.05
 #: Issue 13: where OpenStitching keeps every image, stitch's canvas (cropped by the same rule, the largest
 #: valid rectangle) is within this fraction of its width and height.
 CANVAS_TOLERANCE = 0.05
+#: Issue 21, what a user sees (stitch.bench.visual): seam-band ghosting p95 (px), invented share (%), the worst
+#: segment's bend (px per 100 px), and the colour step p95 (CIE76 Delta E) on COLOUR_STEP_SET.
+GHOST_P95_PX = 1.0
+INVENTED_PCT = 0.0
+BEND_PER_100 = 1.0
+COLOUR_STEP_DE = 3.0
+COLOUR_STEP_SET = "exposure_error"
 
 
 @dataclass
@@ -102,6 +109,7 @@ def panorama_goals(result: PanoramaBenchResult, memory_set: str = DEFAULT_MEMORY
     out.append(Goal(f"seam visibility below every peer's on every set a peer stitches whole ({n} sets)",
                       None if n == 0 else not worse, "not below on: " + "; ".join(worse) if worse else "on all"))
     out += [g for m in (METHOD_OS, METHOD_OS_SIFT) if m in result.methods and (g := canvas_goal(result, m))]
+    out += visual_goals(result)
     if result.order_runs:
         out.append(order_goal(result))
     tot = result.totals()
@@ -118,6 +126,51 @@ def panorama_goals(result: PanoramaBenchResult, memory_set: str = DEFAULT_MEMORY
         out.append(Goal(f"peak memory on {memory_set} <= {m}'s", mine.ok and mine.peak_mb <= peer.peak_mb,
                           f"stitch {mine.peak_mb:.0f} MB vs {peer.peak_mb:.0f} MB"
                           + ("" if peer.ok else " (the peer failed; its figure is a lower bound)")))
+    return out
+
+
+def _bound_goal(result: PanoramaBenchResult, key: str, bound: float, label: str, sets: Sequence[str]) -> Goal | None:
+    """stitch's figure ``key`` at most ``bound`` on every set of ``sets`` where it stitched and the figure is
+    measurable (a set with nothing to measure, e.g. no line segment, is named apart); None: no such set."""
+    rows = [(s, r) for s in sets if (r := result.row(s, METHOD_STITCH)) is not None and r.ok]
+    vals = [(s, v) for s, r in rows if (v := getattr(r.visual, key)) is not None]
+    if not vals:
+        return None
+    bad = [f"{s} ({v:.2f})" for s, v in vals if v > bound]
+    detail = "above on: " + "; ".join(bad) if bad else "on all"
+    missing = [s for s, r in rows if getattr(r.visual, key) is None]
+    if missing:
+        detail += "; not measurable on: " + ", ".join(missing)
+    return Goal(f"{label} ({len(vals)} sets)", not bad, detail)
+
+
+def visual_goals(result: PanoramaBenchResult) -> list[Goal]:
+    """Issue 21 (stitch.bench.visual): seam-band ghosting p95 <= GHOST_P95_PX and no higher than any peer's where
+    it stitches whole; no invented pixels; no segment bent more than BEND_PER_100; colour step on COLOUR_STEP_SET."""
+    out = [g for g in (
+        _bound_goal(result, "ghost_p95", GHOST_P95_PX, f"seam-band ghosting p95 <= {GHOST_P95_PX:g} px on every set",
+                    result.sets),
+        _bound_goal(result, "invented_pct", INVENTED_PCT, f"invented pixels {INVENTED_PCT:g} % on every set",
+                    result.sets),
+        _bound_goal(result, "bend_max", BEND_PER_100,
+                    f"no segment bends more than {BEND_PER_100:g} px per 100 px on any set", result.sets),
+        _bound_goal(result, "colour_step_p95", COLOUR_STEP_DE,
+                    f"colour step across seams p95 <= {COLOUR_STEP_DE:g} Delta E76 on {COLOUR_STEP_SET}",
+                    [s for s in result.sets if s == COLOUR_STEP_SET])) if g is not None]
+    worse, n = [], 0
+    peers = [m for m in result.methods if m in PEER_METHODS]
+    for s in result.sets:
+        vals = [r.visual.ghost_p95 for m in peers if (r := _whole(result, s, m)) and r.visual.ghost_p95 is not None]
+        mine = result.row(s, METHOD_STITCH)
+        if not vals or mine is None:
+            continue
+        n += 1
+        g = mine.visual.ghost_p95
+        if not mine.ok or g is None or g > min(vals):
+            worse.append(f"{s} ({'—' if g is None else f'{g:.2f}'} > {min(vals):.2f})")
+    if n:
+        out.insert(1, Goal(f"seam-band ghosting p95 no higher than any peer's on every set a peer stitches whole "
+                           f"({n} sets)", not worse, "higher on: " + "; ".join(worse) if worse else "on all"))
     return out
 
 

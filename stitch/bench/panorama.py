@@ -79,8 +79,17 @@ relative difference across orders (the goal: ORDER_TOLERANCE, 0.5 %).
 Time as N grows (``run_growth``): stitch alone on the first n photos (sorted by name) of one set, n in
 GROWTH_COUNTS, one subprocess per n: seconds, peak memory, images kept.
 
+What a user sees (issue 21; definitions in stitch.bench.visual), from the same registered images, each carrying
+the method's own point mapping (``Registered.to_output``: stitch's ``Panorama.to_panorama``; the peers'
+``cv2.detail`` warpers' ``warpPoint`` with the cameras and offsets their registered images were warped with):
+``flow_p50`` / ``flow_p95`` (overlap misalignment, DIS optical flow on textured pixels, px), ``ghost_p50`` /
+``ghost_p95`` (the same within 16 px of the seams, derived from each output the same way), ``invented_pct`` /
+``empty_pct``, ``colour_step_p95`` / ``colour_step_mean`` (CIE76 Delta E across the seams), ``bend_max`` /
+``bend_p95`` (px per 100 px of input segments mapped into the output), ``map_check``, and per run the worst
+places' 100 % crops (``worst_<kind>.png``), laid out by the parent in ``worst_places.png``.
+
 Output: the rows (set x method), totals, a contact sheet (every panorama side by
-side, downscaled) and ``to_json()``.
+side, downscaled), the worst-places sheet and ``to_json()``.
 """
 
 from __future__ import annotations
@@ -96,6 +105,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +113,11 @@ import cv2
 import numpy as np
 
 from stitch.bench.homography import METHOD_STITCH
+from stitch.bench.visual import FIGURES as VISUAL_FIGURES
+from stitch.bench.visual import PointMap, Registered, VisualFigures, erode, visual_figures
+from stitch.bench.visual_sheet import worst_places_sheet, write_place_crops
 from stitch.errors import StitchError, one_line
-from stitch.geometry import Box, box_intersection, box_slices, placed_box, union_box
+from stitch.geometry import box_intersection, box_slices, union_box
 from stitch.homography.quality import agreement
 from stitch.imaging import resize_max_side, to_gray
 from stitch.io import IMAGE_EXTENSIONS, write_image_atomic, write_text_atomic
@@ -189,27 +202,6 @@ def discover_sets(directory: str | os.PathLike, only: Sequence[str] = ()) -> lis
 # --- registered images and metrics -----------------------------------------------------------------------
 
 
-@dataclass
-class Registered:
-    """One input warped into a method's frame: image (h, w, 3) uint8, mask (h, w) bool, corner (x, y) px."""
-
-    name: str
-    image: np.ndarray
-    mask: np.ndarray
-    corner: tuple[int, int]
-
-    @property
-    def box(self) -> Box:
-        return placed_box(self.corner, self.mask.shape)
-
-
-def _erode(mask: np.ndarray, px: int) -> np.ndarray:
-    if px <= 0:
-        return mask
-    k = np.ones((2 * px + 1, 2 * px + 1), np.uint8)
-    return cv2.erode(mask.astype(np.uint8), k, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
-
-
 def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mean over channels of the SSIM map of two (h, w[, C]) uint8 images (Gaussian 11x11, sigma 1.5): (h, w)."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -247,7 +239,7 @@ def _psnr(mse: float) -> float:
 def pair_metrics(regs: Sequence[Registered]) -> list[PairMetric]:
     """PairMetric for every pair with a large enough overlap."""
     out = []
-    eroded = [_erode(r.mask, 2) for r in regs]
+    eroded = [erode(r.mask, 2) for r in regs]
     areas = [int(r.mask.sum()) for r in regs]
     for i, j, r in overlapping_pairs(regs):
         a, b = regs[i].box, regs[j].box
@@ -266,7 +258,7 @@ def pair_metrics(regs: Sequence[Registered]) -> list[PairMetric]:
         diff = A[Ob].astype(np.float64) - B[Ob].astype(np.float64)
         mse = float(np.mean(diff * diff))
         smap = ssim_map(A, B)
-        inner = _erode(Ob, 5)
+        inner = erode(Ob, 5)
         ssim_o = float(smap[inner].mean()) if inner.any() else float(smap[Ob].mean())
         frame = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
         ssim_u = float((smap.sum() + (frame - smap.size)) / frame)
@@ -313,14 +305,14 @@ def seam_visibility(pano: np.ndarray, pano_mask: np.ndarray, regs: Sequence[Regi
     H, W = pano_mask.shape
     best = np.full((H, W), np.inf, np.float32)
     count = np.zeros((H, W), np.uint8)
-    pmask = _erode(pano_mask, 1)
+    pmask = erode(pano_mask, 1)
     gx_pano, gy_pano = _log_gradients(pano)  # at a slice's last column / row: masked out below by ``ok``
     for r in regs:
         inside = _in_frame(r, W, H)
         if inside is None:
             continue
         sl_r, sl_p = inside
-        m = _erode(r.mask, 2)[sl_r]
+        m = erode(r.mask, 2)[sl_r]
         if min(m.shape) < 2:
             continue
         gxi, gyi = _log_gradients(r.image[sl_r])
@@ -349,7 +341,7 @@ def frame_check(pano: np.ndarray, pano_mask: np.ndarray, regs: Sequence[Register
     """
     H, W = pano_mask.shape
     count = np.zeros((H, W), np.uint8)
-    placed = [(r, inside, _erode(r.mask, 3)[inside[0]]) for r in regs if (inside := _in_frame(r, W, H))]
+    placed = [(r, inside, erode(r.mask, 3)[inside[0]]) for r in regs if (inside := _in_frame(r, W, H))]
     for _, (_, sl_p), m in placed:
         count[sl_p] += m
     gray = to_gray(pano)
@@ -391,18 +383,49 @@ def _run_stitch(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str], C
 
         out = []
         cx, cy = pano.crop[0], pano.crop[1]
+        wrap = float(pano.canvas.size[0]) if pano.full_turn else 0.0
         for k in range(len(pano.canvas.boxes)):  # a full turn warps the image crossing the wrap in two pieces
             src = pano.canvas.source(k)
             H = np.diag([pano.scale, pano.scale, 1.0]) @ pano.homographies[src]  # onto the (scaled) canvas
             wi = warp_image(read_image(by_name[pano.names[src]]), H, pano.canvas, k)
             if wi is not None:
-                out.append(Registered(pano.names[src], wi.image, wi.mask, (wi.offset[0] - cx, wi.offset[1] - cy)))
+                out.append(Registered(pano.names[src], wi.image, wi.mask, (wi.offset[0] - cx, wi.offset[1] - cy),
+                                      partial(pano.to_panorama, src), wrap))
         return out
 
     errors = pano.cameras.edge_errors if pano.cameras is not None else []
     info = {"focal": pano.focal, "full_turn": pano.full_turn, "model": pano.model, "projection": pano.projection,
+            "filled": pano.filled,
             "placement_px": max(errors) if errors else None}
     return pano.image, pano.mask, list(pano.names), registered, info
+
+
+def warper_map(warper: Any, K: np.ndarray, R: np.ndarray, shift: tuple[float, float], scale: float = 1.0) -> PointMap:
+    """Input pixels (N, 2) -> output pixels (N, 2): a cv2.detail rotation warper's warpPoint of (input px x scale),
+    minus ``shift`` (the output's origin in the warper's coordinates)."""
+
+    def to_output(pts: np.ndarray) -> np.ndarray:
+        p = np.asarray(pts, np.float64).reshape(-1, 2) * scale
+        out = np.array([warper.warpPoint((float(x), float(y)), K, R) for x, y in p], np.float64).reshape(-1, 2)
+        return out - np.asarray(shift, np.float64)
+
+    return to_output
+
+
+def _openstitching_maps(st: Any, corners: Sequence[tuple[int, int]], place: Sequence[tuple[int, int]]) -> list[PointMap]:
+    """Per kept image, OpenStitching's own final-resolution warp as a point map onto its cropped output."""
+    from stitching.images import Images
+    from stitching.warper import Warper
+
+    aspect = st.images.get_ratio(Images.Resolution.MEDIUM, Images.Resolution.FINAL)
+    warper = cv2.PyRotationWarper(st.warper.warper_type, st.warper.scale * aspect)
+    finals = st.images.get_scaled_img_sizes(Images.Resolution.FINAL)
+    out = []
+    for cam, c, pl, fs, size in zip(st.bench_cameras, corners, place, finals, st.images.sizes):
+        K = Warper.get_K(cam, aspect)
+        out.append(warper_map(warper, K, np.asarray(cam.R, np.float32), (c[0] - pl[0], c[1] - pl[1]),
+                              fs[0] / float(size[0])))
+    return out
 
 
 def _run_openstitching(paths: list[Path], detector: str | None):
@@ -422,6 +445,7 @@ def _run_openstitching(paths: list[Path], detector: str | None):
     def registered() -> list[Registered]:
         imgs = st.resize_final_resolution()
         wimgs, wmasks, corners, sizes = st.warp_final_resolution(imgs, st.bench_cameras)
+        corners = list(corners)
         wimgs, wmasks = list(wimgs), list(wmasks)
         if st.cropper.do_crop:
             aspect = st.images.get_ratio(Images.Resolution.LOW, Images.Resolution.FINAL)
@@ -431,9 +455,10 @@ def _run_openstitching(paths: list[Path], detector: str | None):
         else:
             mx, my = min(c[0] for c in corners), min(c[1] for c in corners)
             place = [(int(c[0]) - mx, int(c[1]) - my) for c in corners]
+        maps = _openstitching_maps(st, corners, place)
         return [Registered(n, np.asarray(cv2.UMat.get(i) if isinstance(i, cv2.UMat) else i),
-                           np.asarray(cv2.UMat.get(m) if isinstance(m, cv2.UMat) else m) > 0, pl)
-                for n, i, m, pl in zip(names, wimgs, wmasks, place)]
+                           np.asarray(cv2.UMat.get(m) if isinstance(m, cv2.UMat) else m) > 0, pl, f)
+                for n, i, m, pl, f in zip(names, wimgs, wmasks, place, maps)]
 
     return image, mask, names, registered, {}
 
@@ -453,7 +478,7 @@ def _run_opencv(paths: list[Path]):
         ws = float(st.workScale())
         med = float(np.median([c.focal for c in cams]))
         warper = cv2.PyRotationWarper("spherical", med / ws)
-        out, corners = [], []
+        out, corners, Ks = [], [], []
         for idx, cam in zip(comp, cams):
             K = np.asarray(cam.K(), np.float32).copy()
             K[0, 0] /= ws
@@ -467,8 +492,10 @@ def _run_opencv(paths: list[Path]):
                                    cv2.BORDER_CONSTANT)
             out.append((paths[idx].name, warped, wmask > 0))
             corners.append(corner)
+            Ks.append((K, R))
         mx, my = min(c[0] for c in corners), min(c[1] for c in corners)
-        return [Registered(nm, w, m, (int(c[0]) - mx, int(c[1]) - my)) for (nm, w, m), c in zip(out, corners)]
+        return [Registered(nm, w, m, (int(c[0]) - mx, int(c[1]) - my), warper_map(warper, K, R, (mx, my)))
+                for (nm, w, m), c, (K, R) in zip(out, corners, Ks)]
 
     ws = float(st.workScale())
     focal = float(np.median([c.focal for c in st.cameras()])) / ws if ws > 0 else None
@@ -549,7 +576,26 @@ def run_child(method: str, paths: list[Path], outdir: Path, metrics: bool = True
     except Exception as exc:  # noqa: BLE001 (the panorama stands; its figures are missing, with the reason)
         result["metrics_error"] = _one_line(exc)
         result["metrics_traceback"] = traceback.format_exc()[-2000:]
+        return result
+    result.update(_visual(image, mask, regs, paths, kept, outdir))
     return result
+
+
+def _visual(image: np.ndarray, mask: np.ndarray, regs: list[Registered], paths: Sequence[Path], kept: Sequence[str],
+            outdir: Path) -> dict[str, Any]:
+    """What a user sees (stitch.bench.visual), timed, and the worst places' 100 % crops written to outdir."""
+    from stitch.io import read_image
+
+    t0 = time.perf_counter()
+    try:
+        by_name = {p.name: p for p in paths}
+        inputs = {n: read_image(by_name[n]) for n in set(kept) if n in by_name}
+        fig = visual_figures(image, mask, regs, inputs)
+        out = {"visual": fig.to_dict(), "worst_places": write_place_crops(image, fig.places, outdir)}
+    except Exception as exc:  # noqa: BLE001 (the panorama and its other figures stand)
+        return {"visual_error": _one_line(exc), "visual_traceback": traceback.format_exc()[-2000:]}
+    out["visual_seconds"] = time.perf_counter() - t0
+    return out
 
 
 def _child_main(argv: list[str]) -> int:
@@ -640,6 +686,9 @@ class PanoramaRow:
     placement_min: float | None = None
     focal: float | None = None
     size_rect: list[int] | None = None
+    #: what a user sees (stitch.bench.visual; all None when not measured), and its worst places' crops
+    visual: VisualFigures = field(default_factory=VisualFigures)
+    worst_places: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     timed_out: bool = False
     thumbnail: str | None = None
@@ -659,9 +708,11 @@ def _row(set_name: str, raw: dict[str, Any], outdir: Path) -> PanoramaRow:
         pairs=len(raw.get("pairs", [])), size=raw.get("size"), frame_check=raw.get("frame_check"),
         placement_px=raw.get("placement_px"), placement_min=raw.get("placement_min"),
         focal=raw.get("focal"), size_rect=raw.get("size_rect"),
-        error=raw.get("error") or raw.get("metrics_error"), timed_out=bool(raw.get("timed_out")),
+        error=raw.get("error") or raw.get("metrics_error") or raw.get("visual_error"),
+        timed_out=bool(raw.get("timed_out")),
         thumbnail=str(thumb) if raw.get("ok") and thumb.exists() else None,
-        detail={k: raw[k] for k in ("pairs", "registration", "kept", "given") if k in raw})
+        detail={k: raw[k] for k in ("pairs", "registration", "kept", "given", "visual_seconds") if k in raw},
+        visual=VisualFigures(**raw.get("visual", {})), worst_places=raw.get("worst_places", []))
 
 
 @dataclass
@@ -676,6 +727,7 @@ class PanoramaBenchResult:
     skipped: dict[str, str] = field(default_factory=dict)
     #: set -> order -> {ok, size, focal, seconds, kept, error} of stitch on that input order (``orders``)
     order_runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    worst_places: str | None = None
 
     def order_spread(self, set_name: str) -> dict[str, float | None]:
         """Largest relative difference across the orders of one set: width, height, focal (None if not measurable)."""
@@ -702,6 +754,9 @@ class PanoramaBenchResult:
             }
             for key in ("psnr", "ssim", "psnr_udis", "ssim_udis", "seam_visibility"):
                 vals = [getattr(r, key) for r in rows if r.ok and getattr(r, key) is not None]
+                t[f"mean_{key}"] = float(np.mean(vals)) if vals else None
+            for key in VISUAL_FIGURES:
+                vals = [getattr(r.visual, key) for r in rows if r.ok and getattr(r.visual, key) is not None]
                 t[f"mean_{key}"] = float(np.mean(vals)) if vals else None
             out[m] = t
         if METHOD_STITCH in self.methods:
@@ -735,6 +790,8 @@ class PanoramaBenchResult:
             "order_runs": self.order_runs,
             "order_spread": {s: self.order_spread(s) for s in self.order_runs},
             "contact_sheet": self.contact_sheet,
+            "worst_places": self.worst_places,
+            "visual": "stitch.bench.visual (see its module docstring)",
         }
 
 
@@ -831,6 +888,8 @@ def run_panorama_bench(directory: str | os.PathLike, methods: Sequence[str] = PA
         progress(total, total, "done")
     result = PanoramaBenchResult(rows, run, [n for n, _ in found], timeout, skipped=skipped, order_runs=order_runs)
     result.contact_sheet = str(contact_sheet(result, out / "contact_sheet.png"))
+    cells = {(r.set, r.method): r.worst_places if r.ok else "failed: " + (r.error or "") for r in rows}
+    result.worst_places = str(worst_places_sheet(result.sets, run, cells, out / "worst_places.png"))
     return result
 
 

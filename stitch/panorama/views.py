@@ -29,7 +29,7 @@ class LowView:
 
 
 class Placed(Protocol):
-    """Anything placed on a canvas by its ``box`` (``LowView``, ``stitch.bench.panorama.Registered``)."""
+    """Anything placed on a canvas by its ``box`` (``LowView``, ``stitch.bench.visual.Registered``)."""
 
     @property
     def box(self) -> Box: ...

@@ -165,10 +165,41 @@ def test_run_isolated_stitch_and_opencv(tiny_set, tmp_path):
     assert len(res["pairs"]) == 1 and res["psnr"] > 30 and res["ssim"] > 0.9  # crops of one image: exact overlap
     assert res["seam_visibility"] < 1.0 and res["frame_check"] <= 2
     assert (tmp_path / "stitch" / "panorama.jpg").exists()
+    # what a user sees: crops of one image agree, so no flow, ghost or colour step; the map check agrees
+    vis = res["visual"]
+    assert vis["flow_p95"] < 0.5 and vis["ghost_p95"] < 0.5 and vis["colour_step_p95"] < 1.0
+    assert vis["map_check"] <= 2 and vis["invented_pct"] >= 0.0 and "visual_error" not in res
+    assert {p["kind"] for p in res["worst_places"]} >= {"ghost", "colour"}
+    assert all(Path(p["file"]).exists() for p in res["worst_places"])
     cv = run_isolated(METHOD_OPENCV, tiny_set, tmp_path / "opencv", timeout=120)
     assert cv["method"] == METHOD_OPENCV and "registration" in cv
     if cv["ok"]:  # cv2.Stitcher may refuse two plain crops; when it stitches, its frame must be recovered
         assert cv["frame_check"] is not None and cv["frame_check"] < 10
+
+
+def test_visual_goals():
+    """Issue 21's goals on stitch's rows: ghosting p95 <= 1 px and at most the peers' (where whole), no invented
+    pixels, no bend over 1 px per 100 px, colour step under 3 Delta E on exposure_error."""
+    from stitch.cli.bench_goals import visual_goals
+
+    rows = [_row("exposure_error", METHOD_STITCH), _row("exposure_error", METHOD_OPENCV),
+            _row("b", METHOD_STITCH), _row("b", METHOD_OPENCV, kept=1)]
+    for r, ghost, inv, bend, de in zip(rows, (0.8, 0.7, 1.4, 0.2), (0.0, 0.0, 0.5, 0.0), (0.3, 0.2, 0.9, 0.1),
+                                       (2.5, 4.0, 9.0, 1.0)):
+        r.visual.ghost_p95, r.visual.invented_pct, r.visual.bend_max, r.visual.colour_step_p95 = ghost, inv, bend, de
+    res = PanoramaBenchResult(rows, [METHOD_STITCH, METHOD_OPENCV], ["exposure_error", "b"], 120.0)
+    g = {x.name.split(" (")[0]: x for x in visual_goals(res)}
+    assert g["seam-band ghosting p95 <= 1 px on every set"].detail == "above on: b (1.40)"
+    peer = g["seam-band ghosting p95 no higher than any peer's on every set a peer stitches whole"]
+    assert not peer.reached and peer.detail == "higher on: exposure_error (0.80 > 0.70)"  # b: the peer dropped one
+    assert g["invented pixels 0 % on every set"].detail == "above on: b (0.50)"
+    assert g["no segment bends more than 1 px per 100 px on any set"].reached
+    rows[2].visual.bend_max = None  # no segment on b: not measurable, not a failure
+    bend = next(x for x in visual_goals(res) if x.name.startswith("no segment"))
+    assert bend.reached and "(1 sets)" in bend.name and bend.detail == "on all; not measurable on: b"
+    de = g["colour step across seams p95 <= 3 Delta E76 on exposure_error"]
+    assert de.reached and "(1 sets)" in de.name
+    assert [x for x in panorama_goals(res) if x.name.startswith("invented pixels")]
 
 
 def test_run_isolated_timeout(tiny_set, tmp_path):
