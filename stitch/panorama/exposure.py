@@ -29,7 +29,7 @@ Kinds (``EXPOSURE_CHOICES``):
   solved on the gain-compensated images with the same prior towards 1; the block grid is smoothed (the
   [1/4, 1/2, 1/4] kernel, twice) and interpolated bilinearly, so a gain varies smoothly across an image
   (vignetting, a sky that darkens towards one side);
-* ``color``: for a colour cast between images, including one that varies across the frame (a sky that is
+* ``color`` (the default, ``DEFAULT_EXPOSURE``): for a colour cast between images, including one that varies across the frame (a sky that is
   teal in one photo and blue in the next): a gray gain per image, a colour balance per image (the per-channel
   gains divided by their mean, so it changes colour and not brightness) and smoothed per-channel block gains
   on top. The colour terms are solved only between colour images: a gray photo (``is_monochrome``) still sets
@@ -55,7 +55,7 @@ from stitch.errors import ConfigError
 from stitch.geometry import Box, box_slices
 from stitch.panorama.views import LowView, overlapping_pairs
 
-DEFAULT_EXPOSURE = "gain"
+DEFAULT_EXPOSURE = "color"
 #: Standard deviation of the intensity difference between two aligned views (0..255 units).
 DEFAULT_SIGMA_N = 10.0
 #: Standard deviation of an image gain around 1 (the prior that keeps the overall brightness).
