@@ -290,7 +290,8 @@ def pair_edge(res: Any, i: int, j: int, A_i: np.ndarray, A_j: np.ndarray) -> Pai
     H = normalize_h(np.linalg.inv(A_j) @ res.H @ A_i)
     inl = np.asarray(res.inliers, bool)
     return PairEdge(i, j, H, float(res.score), int(inl.sum()),
-                    _to_full_pts(res.matches.src_pts[inl], A_i), _to_full_pts(res.matches.dst_pts[inl], A_j))
+                    _to_full_pts(res.matches.src_pts[inl], A_i), _to_full_pts(res.matches.dst_pts[inl], A_j),
+                    _to_full_pts(res.matches.src_pts[~inl], A_i), _to_full_pts(res.matches.dst_pts[~inl], A_j))
 
 
 # --- joint adjustment ----------------------------------------------------------------------------------

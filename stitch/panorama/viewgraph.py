@@ -7,7 +7,7 @@ images' content keys where given (see stitch.panorama.graph), so nothing here de
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,9 @@ class PairEdge:
     n_inliers: int
     pts_i: np.ndarray
     pts_j: np.ndarray
+    #: the pair's other tentative matches (not inliers of H), (M, 2) full-res px each: what a local warp may use
+    more_i: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    more_j: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
     def H_from(self, a: int) -> np.ndarray:
         """H (3, 3) mapping image ``a`` (one of the edge's two images) to the other one."""
@@ -32,6 +35,30 @@ class PairEdge:
     def other(self, a: int) -> int:
         """The edge's image that is not ``a``."""
         return self.j if a == self.i else self.i
+
+
+@dataclass
+class PairMatches:
+    """One accepted pair's matches as the local warp reads them: pts_a / pts_b (N, 2) full-res px of images ``a`` and
+    ``b`` (names), row by row; the first ``inliers`` rows are inliers of the pair's homography, the rest its other
+    tentative matches."""
+
+    a: str
+    b: str
+    pts_a: np.ndarray
+    pts_b: np.ndarray
+    inliers: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the points as [x, y] lists)."""
+        return {"a": self.a, "b": self.b, "inliers": self.inliers, "pts_a": self.pts_a.tolist(),
+                "pts_b": self.pts_b.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PairMatches:
+        """The matches of ``to_dict``."""
+        a, b = (np.asarray(d[k], np.float64).reshape(-1, 2) for k in ("pts_a", "pts_b"))
+        return cls(str(d["a"]), str(d["b"]), a, b, int(d["inliers"]))
 
 
 class UnionFind:

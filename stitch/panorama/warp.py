@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from stitch.errors import CanvasTooLargeError, ConfigError
 from stitch.geometry import box_intersection
+from stitch.panorama.displacement import Displacement
 
 DEFAULT_PROJECTION = "plane"
 #: Canvas size cap (pixels); a bigger canvas is almost always a wrong matrix, not a real panorama.
@@ -270,10 +271,17 @@ class Canvas:
     #: added to its unwrapped outline to place it; empty otherwise (box k shows image k)
     sources: tuple[int, ...] = ()
     shifts: tuple[int, ...] = ()
+    #: per box, the local warp's displacement field of the image it shows (stitch.panorama.localwarp), or None;
+    #: empty: no local warp (every image placed by its H alone)
+    local: tuple[Displacement | None, ...] = ()
 
     def source(self, k: int) -> int:
         """The image (index into the canvas_bounds inputs) that box k shows."""
         return self.sources[k] if self.sources else k
+
+    def displacement(self, k: int) -> Displacement | None:
+        """The displacement field of box k's image (None: placed by its H alone)."""
+        return self.local[k] if self.local else None
 
     @property
     def pixels(self) -> int:
@@ -340,11 +348,18 @@ def pieces_of(extents: Sequence[tuple[float, float, float, float, bool]], period
     return pieces
 
 
+def _grown(extent: tuple[float, float, float, float, bool], margin: float) -> tuple[float, float, float, float, bool]:
+    a, b, lo, hi, pole = extent
+    return (a if pole else a - margin), (b if pole else b + margin), lo - margin, hi + margin, pole
+
+
 def _turn_canvas(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
-                 names: list[str], shifts: Sequence[int] | None, max_canvas_pixels: int) -> Canvas:
+                 names: list[str], shifts: Sequence[int] | None, max_canvas_pixels: int,
+                 margins: Sequence[float]) -> Canvas:
     """canvas_bounds of a full turn: width round(2 pi focal), one box per piece (see pieces_of)."""
     period = projection.period
-    ext = dict(enumerate(_turn_extent(H, sz, projection, nm) for H, sz, nm in zip(homographies, sizes, names)))
+    ext = dict(enumerate(_grown(_turn_extent(H, sz, projection, nm), m)
+                         for H, sz, nm, m in zip(homographies, sizes, names, margins)))
     pieces = pieces_of([ext[k] for k in range(len(sizes))], period) if shifts is None \
         else list(zip(range(len(sizes)), shifts))
     u0 = -period / 2.0
@@ -366,23 +381,37 @@ def _turn_canvas(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, 
 
 def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
                   names: Sequence[str] | None = None,
-                  max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS, shifts: Sequence[int] | None = None) -> Canvas:
+                  max_canvas_pixels: int = DEFAULT_MAX_CANVAS_PIXELS, shifts: Sequence[int] | None = None,
+                  local: Sequence[Displacement | None] | None = None) -> Canvas:
     """The canvas holding every (w, h) image warped by its H (3, 3, image -> reference) and projected.
 
     A full turn (``projection.turn``) is exactly one period wide and has a box per *piece*: an image crossing
     the wrap is warped in both parts (``Canvas.sources``); ``shifts`` (per input, in turns) places each input
     as one given piece instead (what the seam-resolution canvas does with the pieces of the full one).
+    ``local``: per input, its local warp's displacement field (or None); each box grows by the field's bound.
     Raises CanvasTooLargeError (naming the image whose matrix blows the canvas up) above max_canvas_pixels.
     """
     if len(homographies) != len(sizes) or not homographies:
         raise ConfigError(f"canvas_bounds: need one size per homography, got {len(homographies)} and {len(sizes)}")
     if max_canvas_pixels < 1:
         raise ConfigError(f"max_canvas_pixels={max_canvas_pixels}: must be positive")
+    if local is not None and len(local) != len(sizes):
+        raise ConfigError(f"canvas_bounds: need one displacement field (or None) per image, got {len(local)}")
     names = list(names) if names is not None else [f"image{i}" for i in range(len(sizes))]
-    if projection.turn:
-        return _turn_canvas(homographies, sizes, projection, names, shifts, max_canvas_pixels)
+    grow = [0.0 if d is None else math.ceil(d.bound) + 1.0 for d in (local or [None] * len(sizes))]
+    canvas = (_turn_canvas(homographies, sizes, projection, names, shifts, max_canvas_pixels, grow)
+              if projection.turn else _flat_canvas(homographies, sizes, projection, names, max_canvas_pixels, grow))
+    if local is None or all(d is None for d in local):
+        return canvas
+    return replace(canvas, local=tuple(local[canvas.source(k)] for k in range(len(canvas.boxes))))
+
+
+def _flat_canvas(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
+                 names: list[str], max_canvas_pixels: int, grow: Sequence[float]) -> Canvas:
+    """canvas_bounds of a panorama that is no full turn: the box of every image's outline, grown by ``grow`` px."""
     margin = 0.0 if projection.kind == "plane" else 1.0
-    fboxes = [_box(warped_outline(H, s, projection, n), margin) for H, s, n in zip(homographies, sizes, names)]
+    fboxes = [_box(warped_outline(H, s, projection, n), margin + g)
+              for H, s, n, g in zip(homographies, sizes, names, grow)]
     u0 = math.floor(min(b[0] for b in fboxes))
     v0 = math.floor(min(b[1] for b in fboxes))
     width = math.floor(max(b[2] for b in fboxes)) - u0 + 1
@@ -435,13 +464,39 @@ def _separable_points(canvas: Canvas, region: tuple[int, int, int, int]):
     return alpha, np.stack([f * s + cx * c, cy * c, c], 1), beta, np.array([0.0, f, 0.0])
 
 
-def inverse_maps(H: np.ndarray, canvas: Canvas,
-                 region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+#: A local warp's displacement below this (px) over a whole tile is not applied there (the global maps stand).
+MIN_DISPLACEMENT_PX = 1e-3
+
+
+def inverse_maps(H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int],
+                 local: Displacement | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(map_x, map_y, valid) (h, w): the image pixel seen at each canvas pixel of region (x0, y0, x1, y1).
 
     map_x/map_y float32 image px for cv2.remap; valid (h, w) bool is False where the canvas ray is behind
-    the image's camera (there the maps hold -1).
+    the image's camera (there the maps hold -1). ``local``: the image's displacement field; canvas pixel q then
+    shows what the global map shows at q + g(q): the global maps, on the region grown by the field's reach, are
+    sampled there (bilinear: they are smooth, so this costs no precision worth counting).
     """
+    if local is None:
+        return _global_maps(H, canvas, region)
+    g = local.on_region(canvas.offset, region)
+    reach = float(np.abs(g).max(initial=0.0))
+    if reach < MIN_DISPLACEMENT_PX:
+        return _global_maps(H, canvas, region)
+    m = math.ceil(reach) + 1
+    x0, y0, x1, y1 = region
+    gx, gy, gvalid = _global_maps(H, canvas, (x0 - m, y0 - m, x1 + m, y1 + m))
+    sx = g[:, :, 0] + (np.arange(x1 - x0, dtype=np.float32) + np.float32(m))[None, :]
+    sy = g[:, :, 1] + (np.arange(y1 - y0, dtype=np.float32) + np.float32(m))[:, None]
+    mx = cv2.remap(gx, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    my = cv2.remap(gy, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    valid = cv2.remap(gvalid.view(np.uint8), sx, sy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
+    return mx, my, valid
+
+
+def _global_maps(H: np.ndarray, canvas: Canvas,
+                 region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """inverse_maps of the global model alone (H and the projection, separable in canvas row and column)."""
     alpha, A, beta, B = _separable_points(canvas, region)
     Hinv = np.linalg.inv(_positive_det(H))
     Ah, Bh = A @ Hinv.T, Hinv @ B
@@ -467,19 +522,19 @@ def feather_weight(width: int, height: int) -> np.ndarray:
 
 
 def tile_maps(H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int], size: tuple[int, int],
-              valid: np.ndarray | None = None
+              valid: np.ndarray | None = None, local: Displacement | None = None
               ) -> Iterator[tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray]]:
     """Tile by tile (at most MAX_TILE_SIDE a side) over canvas region (x0, y0, x1, y1): (slices of the tile in
     the region, inside (th, tw) bool: the pixel sees the (w, h) ``size`` image, then its inverse maps mx, my).
 
     valid: the image's valid mask (h, w) uint8 (255: data), or None; a pixel is inside only where it samples
-    (bilinearly) at least half data."""
+    (bilinearly) at least half data. ``local``: the image's displacement field (inverse_maps)."""
     w, h = size
     x0, y0, x1, y1 = region
     for ty in range(y0, y1, MAX_TILE_SIDE):
         for tx in range(x0, x1, MAX_TILE_SIDE):
             tile = (tx, ty, min(tx + MAX_TILE_SIDE, x1), min(ty + MAX_TILE_SIDE, y1))
-            mx, my, ok = inverse_maps(H, canvas, tile)
+            mx, my, ok = inverse_maps(H, canvas, tile, local)
             inside = ok & (mx > -0.5) & (mx < w - 0.5) & (my > -0.5) & (my < h - 0.5)
             if valid is not None:
                 inside &= cv2.remap(valid, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
@@ -499,9 +554,10 @@ def warp_image(img: np.ndarray, H: np.ndarray, canvas: Canvas, index: int,
                valid: np.ndarray | None = None) -> WarpedImage | None:
     """Warp img (h, w, C) (image ``index`` of the canvas, H (3, 3) image -> reference) onto its canvas box.
 
-    Only the part inside region (x0, y0, x1, y1) is warped (None if that is empty), tile by tile
-    (cv2.remap, bilinear). mask marks the canvas pixels that see the image (and, with valid (h, w) uint8, its
-    pixels with data: tile_maps); feather adds its weight.
+    With the canvas's displacement field of box ``index`` (a local warp) the image moves by it. Only the part
+    inside region (x0, y0, x1, y1) is warped (None if that is empty), tile by tile (cv2.remap, bilinear). mask
+    marks the canvas pixels that see the image (and, with valid (h, w) uint8, its pixels with data: tile_maps);
+    feather adds its weight.
     """
     box = canvas.boxes[index]
     r = box_intersection(box, region if region is not None else box)
@@ -512,7 +568,7 @@ def warp_image(img: np.ndarray, H: np.ndarray, canvas: Canvas, index: int,
     out = np.zeros((y1 - y0, x1 - x0) + img.shape[2:], dtype=img.dtype)
     mask = np.zeros((y1 - y0, x1 - x0), bool)
     weight = np.zeros((y1 - y0, x1 - x0), np.float32) if feather else None
-    for sl, inside, mx, my in tile_maps(H, canvas, r, (w, h), valid):
+    for sl, inside, mx, my in tile_maps(H, canvas, r, (w, h), valid, canvas.displacement(index)):
         if not inside.any():
             continue
         mask[sl] = inside
