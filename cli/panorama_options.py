@@ -29,6 +29,7 @@ from stitch.panorama.config import (
 )
 from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
 from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
+from stitch.panorama.localwarp import DEFAULT_LOCAL_WARP
 from stitch.panorama.options import RENAMED
 from stitch.panorama.options import stitch_options as user_stitch_options
 from stitch.panorama.output import DEFAULT_JPEG_QUALITY
@@ -51,6 +52,9 @@ PANORAMA_OPTIONS = (
                  "--projection plane)."),
     click.option("--wave-correct", type=click.Choice(WAVE_CHOICES), default=DEFAULT_WAVE, show_default=True,
                  help="Straighten the horizon (rotation model): horizontal, vertical, auto or none."),
+    click.option("--local-warp/--no-local-warp", default=DEFAULT_LOCAL_WARP, show_default=True,
+                 help="After the camera model, move each photo by a smooth displacement field that aligns what "
+                 "depth (parallax) leaves misaligned in the overlaps, relaxing to the camera model away from them."),
     seed_option(),
     click.option("--work-megapix", type=click.FloatRange(0.01, 100), default=DEFAULT_WORK_MEGAPIX, show_default=True,
                  help="Registration resolution per image (megapixels); compositing is at full resolution."),

@@ -55,6 +55,7 @@ import numpy as np
 
 from stitch.errors import ConfigError
 from stitch.geometry import box_slices, union_box
+from stitch.panorama.displacement import Displacement
 from stitch.panorama.exposure import Gains
 from stitch.panorama.views import LowView, overlapping_pairs
 from stitch.panorama.warp import MAX_TILE_SIDE, Canvas, remap_replicate, tile_maps
@@ -125,16 +126,17 @@ def sample_low(low_map: np.ndarray, low_origin: tuple[int, int], grid: LowGrid,
 
 
 def warp_region(img: np.ndarray, H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int],
-                valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                valid: np.ndarray | None = None, local: Displacement | None = None) -> tuple[np.ndarray, np.ndarray]:
     """img (h, w, 3) warped onto canvas region (x0, y0, x1, y1): (pixels (rh, rw, 3) of img's dtype, seen (rh, rw) bool).
 
     Beyond the image's border the values are its edge pixels replicated (the extension the pyramid needs);
     ``seen`` marks the pixels that really see the image (and, given its valid mask (h, w) uint8, its data).
+    ``local``: the image's local warp (warp.inverse_maps).
     """
     x0, y0, x1, y1 = region
     out = np.empty((y1 - y0, x1 - x0, 3), img.dtype)
     seen = np.zeros((y1 - y0, x1 - x0), bool)
-    for sl, inside, mx, my in tile_maps(H, canvas, region, (img.shape[1], img.shape[0]), valid):
+    for sl, inside, mx, my in tile_maps(H, canvas, region, (img.shape[1], img.shape[0]), valid, local):
         seen[sl] = inside
         out[sl] = remap_replicate(img, mx, my)
     return out, seen
@@ -185,8 +187,8 @@ class _Source:
 
     def __init__(self, img: np.ndarray, H: np.ndarray, box: tuple[int, int, int, int], seam: np.ndarray,
                  low_origin: tuple[int, int], gain: np.ndarray, gain_uniform: bool, relevant: np.ndarray,
-                 valid: np.ndarray | None = None) -> None:
-        self.img, self.H, self.box, self.valid = img, H, box, valid
+                 valid: np.ndarray | None = None, local: Displacement | None = None) -> None:
+        self.img, self.H, self.box, self.valid, self.local = img, H, box, valid, local
         self.seam, self.low_origin = seam, low_origin
         self.gain, self.gain_uniform = gain, gain_uniform
         self.relevant = relevant
@@ -209,7 +211,7 @@ class _Source:
     def weighted(self, canvas: Canvas, grid: LowGrid, region: tuple[int, int, int, int],
                  method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Over region: gain-compensated pixels (h, w, 3) float32, weight M_k (h, w) float32, valid (h, w) bool."""
-        raw, valid = warp_region(self.img, self.H, canvas, region, self.valid)
+        raw, valid = warp_region(self.img, self.H, canvas, region, self.valid, self.local)
         if self.gain_uniform:
             img = np.multiply(raw, self.gain[0, 0].reshape(1, 1, -1), dtype=np.float32)
         else:
@@ -271,8 +273,9 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     c = min(levels, FINE_LEVELS)
     relevant = _relevant(views, seam_masks, math.ceil(reach * grid.scale) + 2)
     valid = [None] * n if valid is None else valid
-    sources = [_Source(img, H, box, seam, v.offset, g, u, rel, ok) for img, H, box, seam, v, g, u, rel, ok in
-               zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant, valid)]
+    fields = [canvas.displacement(k) for k in range(n)]
+    sources = [_Source(img, H, box, seam, v.offset, g, u, rel, ok, d) for img, H, box, seam, v, g, u, rel, ok, d in
+               zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant, valid, fields)]
     W, Hc = canvas.size
     step = 1 << levels
     Wp, Hp = _align_up(W, step), _align_up(Hc, step)

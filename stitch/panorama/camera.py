@@ -52,7 +52,7 @@ from stitch.panorama.adjust import (
     robust_least_squares,
     subsample_edges,
 )
-from stitch.panorama.viewgraph import PairEdge, maximum_spanning_tree, tree_walk
+from stitch.panorama.viewgraph import PairEdge, PairMatches, maximum_spanning_tree, tree_walk
 from stitch.panorama.warp import pair_focals
 
 WAVE_CHOICES = ("auto", "horizontal", "vertical", "none")
@@ -620,6 +620,8 @@ class Registration:
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
     #: the images of each other panorama in the inputs (a component of the pair graph apart from this one)
     others: list[list[str]] = field(default_factory=list)
+    #: per edge (same order as ``edges``): its matches, what the local warp aligns (stitch.panorama.localwarp)
+    matches: list[PairMatches] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -651,7 +653,8 @@ class Registration:
                 "cameras": [c.to_dict() for c in self.cameras],
                 "edges": [list(e) for e in self.edges], "dropped": [list(d) for d in self.dropped],
                 "edge_errors": list(self.edge_errors), "placement": dict(self.placement),
-                "rejected": [list(r) for r in self.rejected], "others": [list(o) for o in self.others]}
+                "rejected": [list(r) for r in self.rejected], "others": [list(o) for o in self.others],
+                "matches": [m.to_dict() for m in self.matches]}
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON, atomically."""
@@ -679,7 +682,8 @@ class Registration:
                    edge_errors=[float(x) for x in d.get("edge_errors", [])],
                    placement={str(k): None if v is None else float(v) for k, v in d.get("placement", {}).items()},
                    rejected=[(str(a), str(b), str(r)) for a, b, r in d.get("rejected", [])],
-                   others=[[str(x) for x in o] for o in d.get("others", [])])
+                   others=[[str(x) for x in o] for o in d.get("others", [])],
+                   matches=[PairMatches.from_dict(m) for m in d.get("matches", [])])
 
     @classmethod
     def load(cls, path: str | Path) -> Registration:

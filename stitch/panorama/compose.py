@@ -214,7 +214,8 @@ def low_canvas(canvas: Canvas, homographies: Sequence[np.ndarray], sizes: Sequen
 
     The reference plane is scaled by D = diag(s, s, 1) (curved projections: focal and centre times s), so a
     projected coordinate u becomes s u and canvas pixel c maps to s (c + offset) - offset_low. ``small``: each
-    image's downscaled size (default: its size times s, the seam canvas's images).
+    image's downscaled size (default: its size times s, the seam canvas's images). A local
+    warp's displacement fields (``canvas.local``) are scaled with it.
     """
     D = np.diag([scale, scale, 1.0])
     if small is None:
@@ -224,7 +225,9 @@ def low_canvas(canvas: Canvas, homographies: Sequence[np.ndarray], sizes: Sequen
     p = canvas.projection
     proj = p if p.kind == "plane" else replace(p, focal=p.focal * scale, center=(p.center[0] * scale, p.center[1] * scale))
     cap = max(canvas.pixels, 1) * 4 * max(scale, 1.0) ** 2 + 1_000_000
-    low = canvas_bounds(Hs, list(small), proj, max_canvas_pixels=int(cap), shifts=canvas.shifts if proj.turn else None)
+    local = [d.scaled(scale) if d is not None else None for d in canvas.local] if canvas.local else None
+    low = canvas_bounds(Hs, list(small), proj, max_canvas_pixels=int(cap), shifts=canvas.shifts if proj.turn else None,
+                        local=local)
     grid = LowGrid(scale, scale * canvas.offset[0] - low.offset[0], scale * canvas.offset[1] - low.offset[1])
     return low, Hs, list(small), grid
 

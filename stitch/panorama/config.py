@@ -23,6 +23,7 @@ from stitch.panorama.adjust import DEFAULT_LOSS, DEFAULT_MAX_POINTS_PER_EDGE, LO
 from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
 from stitch.panorama.compose import ComposeConfig
 from stitch.panorama.inputs import sequence_pairs
+from stitch.panorama.localwarp import DEFAULT_LOCAL_WARP
 from stitch.panorama.output import DEFAULT_JPEG_QUALITY, check_jpeg_quality
 from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS, PROJECTION_CHOICES
 
@@ -79,6 +80,7 @@ class PanoramaConfig:
     range_width: int = 0
     verify: bool = True
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    local_warp: bool = DEFAULT_LOCAL_WARP
     compose: ComposeConfig = field(default_factory=ComposeConfig)
 
     @property
@@ -97,7 +99,8 @@ class PanoramaConfig:
         Panorama options: min_pair_score, min_pair_inliers, loss, loss_scale_px, max_points_per_edge,
         full_grid_max_images, adjust, verify (the checks of stitch.panorama.verify and .placement: pair matches
         inconsistent with the rest removed, misplaced images dropped; default True), model (MODEL_CHOICES),
-        wave_correct (WAVE_CHOICES), workers
+        wave_correct (WAVE_CHOICES), local_warp (after the camera model, a smooth displacement field per image
+        aligns what depth leaves misaligned: stitch.panorama.localwarp; default off), workers
         (pair-matching threads; 0 = the CPU count, at most 8, the result does not depend on it), range_width
         (match only images at most this far apart in input order; 0 = every pair; stitch.panorama.inputs),
         jpeg_quality (1-100, of the JPEG file Panorama.save writes; stitch.panorama.output);
@@ -157,6 +160,8 @@ class PanoramaConfig:
         check_choice("model", self.model, MODEL_CHOICES)
         check_choice("wave_correct", self.wave_correct, WAVE_CHOICES)
         check_choice("loss", self.loss, LOSS_CHOICES)
+        if not isinstance(self.local_warp, bool):
+            raise ConfigError(f"local_warp={self.local_warp!r}: must be True or False")
         self.compose.check()
         if not -1.0 <= self.min_pair_score <= 1.0:
             raise ConfigError(f"min_pair_score={self.min_pair_score}: must be in [-1, 1]")

@@ -2,30 +2,32 @@
 
 The global model (rotations + focal, or homographies) cannot align a scene with depth. After the projection, each
 image k gets a displacement field f_k on the panorama's projected frame (stitch.panorama.displacement: the point
-the global model draws at p is drawn at p + f_k(p)), solved for all images at once:
+the global model draws at p is drawn at p + f_k(p)), solved for all images at once (after APAP's moving DLT,
+Zaragoza et al. 2013, and ELA's robust elastic warp, Li et al. 2017, as a mesh warp solved by sparse least squares):
 
-* data: both ends of every match (x_a, x_b) of every pair, projected by the global model to p and q, land on the
-  same point: p + f_a(p) = q + f_b(q). The matches are the pair's homography inliers plus its other tentative
-  matches that form groups of their own homographies (sequential RANSAC: another plane, another depth; the
-  multi-homography screening of parallax-tolerant stitching);
+* data: both ends of every match (x_a, x_b) of every accepted pair, projected by the global model to p and q, land
+  on the same point: p + f_a(p) = q + f_b(q), one linear equation per match and axis. The matches are the pair's
+  homography inliers and its other tentative matches (what lies off that homography: other depths), screened for
+  coherence (``screen_gaps``): a match whose gap q - p differs from the median gap of its nearest matches is
+  wrong (parallax varies smoothly), and where that median gap is below the noise the gap to fit is 0;
 * model: each f_k is a mesh, a regular grid of GRID_CELLS cells along the longer side of the image's footprint
-  (bilinear between vertices), so every match is one linear equation over eight vertices; the x and y
-  components decouple and share one sparse normal matrix;
+  (fewer with many images, MAX_VERTICES in all), bilinear between vertices; the x and y components decouple and
+  share one sparse normal matrix;
 * regulariser (per image, over its grid): the thin-plate bending energy (second differences,
-  f_xx^2 + 2 f_xy^2 + f_yy^2; its null space is the affine maps, so lines stay straight and shapes similar),
-  a membrane term (first differences: limits stretching, and damps the decay so it does not overshoot), and
-  a weak pull of every vertex to 0: away from the matches the field relaxes to 0 (the global model) over a few
-  cells, and since every image is pulled alike the panorama does not drift (the average stays anchored);
-* robust (after ELA, Li et al. 2017): solve, drop the matches whose residual |p + f_a(p) - q - f_b(q)| stays above
-  RESIDUAL_FRACTION of the image diagonal (wrong matches; a depth edge the smooth field cannot follow), solve
-  again, until none is dropped (at most ROBUST_ITERATIONS);
-* the inverse field (what the renderer samples) is found per vertex by fixed-point iteration
-  (displacement.invert_field).
+  f_xx^2 + 2 f_xy^2 + f_yy^2; its null space is the affine maps, so lines stay straight and shapes similar), a
+  membrane term (first differences: limits stretching, and damps the decay so it does not overshoot), and a weak
+  pull of every vertex to 0: away from the matches the field relaxes to 0 (the global model) over a few cells,
+  and since every image is pulled alike the panorama does not drift (the average stays anchored);
+* robust (ELA's): solve, drop the matches whose residual |p + f_a(p) - q - f_b(q)| stays above RESIDUAL_FRACTION
+  of the image diagonal (a wrong match, a depth edge the smooth field cannot follow; the first passes only drop
+  several times that), solve again, until none is dropped (at most ROBUST_ITERATIONS);
+* solver: sparse LU of the normal equations (minimum-degree order), then conjugate gradients preconditioned by it
+  for the passes after matches were dropped; the inverse field (what the renderer samples) is found per vertex
+  by fixed-point iteration (displacement.invert_field).
 
 Each match's weight is the share of the pair's grid cells it covers, so an edge with many matches does not
-outweigh one with few in the same area, and the regulariser weights are per vertex relative to that.
-The result depends on nothing random (cv2.findHomography's RANSAC seeds itself), so the same inputs give
-the same fields.
+outweigh one with few in the same area; the regulariser weights are per vertex, relative to that. Nothing is
+random: the same inputs give the same fields.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import splu
+from scipy.sparse.linalg import LinearOperator, cg, splu
+from scipy.spatial import cKDTree
 
 from stitch.errors import ConfigError
 from stitch.panorama.displacement import Displacement, invert_field
@@ -47,19 +49,29 @@ from stitch.panorama.warp import Projection, border_points
 
 #: The option's default (PanoramaConfig.local_warp): off until the figures hold on more sets.
 DEFAULT_LOCAL_WARP = False
-#: Mesh cells along the longer side of each image's footprint, and cells of margin around it.
+#: Mesh cells along the longer side of each image's footprint, and cells of margin around it; with many images
+#: fewer cells (not below MIN_GRID_CELLS) keep the vertices of all meshes under MAX_VERTICES (the solve's cost).
 GRID_CELLS = 32
 GRID_MARGIN = 3
+MIN_GRID_CELLS = 12
+MAX_VERTICES = 16000
 #: Regulariser weights per vertex (a data weight of about 1 per covered cell): bending, membrane, pull to 0.
-BENDING = 20.0
-MEMBRANE = 1.0
-ANCHOR = 0.02
-#: Match groups: RANSAC threshold (fraction of the image diagonal), the smallest group, the most groups per pair.
-GROUP_FRACTION = 0.003
-MIN_GROUP = 12
-MAX_GROUPS = 4
+BENDING = 1.0
+MEMBRANE = 0.2
+ANCHOR = 0.01
+#: A match is coherent when its gap differs from the median gap of its NEIGHBOURS nearest matches by less than this
+#: fraction of the image diagonal (parallax varies smoothly; a wrong match stands alone).
+COHERENCE_FRACTION = 0.004
+NEIGHBOURS = 8
+#: ... plus this many px per px of distance to those neighbours (parallax changes that fast on a receding plane).
+MAX_GRADIENT = 0.2
+#: Where the median gap of a match and its NEIGHBOURS nearest matches is below this fraction of the image diagonal
+#: (about half a pixel at the working resolution), the images agree: the gap is noise, and the field stays 0.
+NOISE_FRACTION = 0.0005
+#: An image whose field stays below this (px) everywhere keeps the global model alone (no field: nothing to sample).
+MIN_FIELD_PX = 1e-3
 #: Robust loop: a match whose residual after the fit exceeds this fraction of the image diagonal is dropped.
-RESIDUAL_FRACTION = 0.004
+RESIDUAL_FRACTION = 0.008
 ROBUST_ITERATIONS = 6
 #: The first pass drops only residuals above ROBUST_START times the threshold, each next pass half as many times.
 ROBUST_START = 4.0
@@ -70,15 +82,17 @@ MATCH_DECIMALS = 2
 
 @dataclass
 class LocalWarp:
-    """The local warp of a panorama: ``fields`` per image (its Displacement, None where it has no matches); matches
-    ``used`` and ``removed`` as outliers; the used matches' residual |p + f_a(p) - q - f_b(q)| (px, projected frame)
-    under the global model (``before``) and with the fields (``after``), as (median, p95)."""
+    """The local warp of a panorama: ``fields`` per image (its Displacement; None where it stays below MIN_FIELD_PX);
+    matches ``used``, ``removed`` as outliers by the robust loop and dropped as ``incoherent`` before it; the used
+    matches' residual |p + f_a(p) - q - f_b(q)| (px, projected frame) under the global model (``before``) and with
+    the fields (``after``), as (median, p95); ``seconds`` it took."""
 
     fields: list[Displacement | None]
     used: int
     removed: int
     before: tuple[float, float]
     after: tuple[float, float]
+    incoherent: int = 0
     seconds: float = 0.0
 
 
@@ -89,6 +103,8 @@ def _spread(pts: np.ndarray, cap: int, bins: int = 16) -> np.ndarray:
     """Indices of at most ``cap`` of pts (N, 2), spread over the points' box: round-robin over a bins x bins grid."""
     if len(pts) <= cap:
         return np.arange(len(pts))
+    if cap <= 0:
+        return np.zeros(0, int)
     lo, hi = pts.min(0), pts.max(0)
     cell = np.floor((pts - lo) / np.maximum(hi - lo, 1e-9) * (bins - 1e-9)).astype(int)
     key = cell[:, 1] * bins + cell[:, 0]
@@ -101,34 +117,16 @@ def _spread(pts: np.ndarray, cap: int, bins: int = 16) -> np.ndarray:
 
 
 def pair_matches(edge: PairEdge, names: Sequence[str], cap: int = MAX_MATCHES_PER_PAIR) -> PairMatches:
-    """The PairMatches of an accepted edge: its inliers, then its other tentative matches, at most ``cap`` in all
-    (spread over image i, inliers first), rounded to MATCH_DECIMALS (what a saved Registration holds exactly)."""
-    n_in = len(edge.pts_i)
-    keep_in = _spread(edge.pts_i, cap)
-    keep_more = _spread(edge.more_i, max(cap - len(keep_in), 0)) if len(edge.more_i) else np.zeros(0, int)
-    a = np.vstack([edge.pts_i[keep_in], edge.more_i[keep_more]]) if n_in else edge.more_i[keep_more]
-    b = np.vstack([edge.pts_j[keep_in], edge.more_j[keep_more]]) if n_in else edge.more_j[keep_more]
-    return PairMatches(names[edge.i], names[edge.j], np.round(np.asarray(a, np.float64).reshape(-1, 2), MATCH_DECIMALS),
-                       np.round(np.asarray(b, np.float64).reshape(-1, 2), MATCH_DECIMALS), len(keep_in))
-
-
-def match_groups(pm: PairMatches, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(pts_a, pts_b) (N, 2): the inliers of ``pm`` plus the groups of its other matches that each fit a homography
-    of their own within ``threshold`` px (sequential RANSAC, at most MAX_GROUPS groups of MIN_GROUP or more)."""
-    a, b = [pm.pts_a[:pm.inliers]], [pm.pts_b[:pm.inliers]]
-    rest_a, rest_b = pm.pts_a[pm.inliers:], pm.pts_b[pm.inliers:]
-    for _ in range(MAX_GROUPS):
-        if len(rest_a) < MIN_GROUP:
-            break
-        H, mask = cv2.findHomography(rest_a.astype(np.float32), rest_b.astype(np.float32), cv2.RANSAC, threshold,
-                                     maxIters=2000, confidence=0.995)
-        if H is None or mask is None or int(mask.sum()) < MIN_GROUP:
-            break
-        ok = mask.ravel().astype(bool)
-        a.append(rest_a[ok])
-        b.append(rest_b[ok])
-        rest_a, rest_b = rest_a[~ok], rest_b[~ok]
-    return np.vstack(a), np.vstack(b)
+    """The PairMatches of an accepted edge: its inliers, then its other tentative matches (where the parallax shows),
+    at most ``cap`` in all, each part spread over image i (the other matches get up to half, and whatever the
+    inliers leave), rounded to MATCH_DECIMALS (what a saved Registration holds exactly)."""
+    n_in, n_more = len(edge.pts_i), len(edge.more_i)
+    take_in = min(n_in, cap - min(n_more, cap // 2))
+    keep_in, keep_more = _spread(edge.pts_i, take_in), _spread(edge.more_i, cap - take_in)
+    a = np.vstack([np.reshape(edge.pts_i, (-1, 2))[keep_in], np.reshape(edge.more_i, (-1, 2))[keep_more]])
+    b = np.vstack([np.reshape(edge.pts_j, (-1, 2))[keep_in], np.reshape(edge.more_j, (-1, 2))[keep_more]])
+    return PairMatches(names[edge.i], names[edge.j], np.round(a.astype(np.float64), MATCH_DECIMALS),
+                       np.round(b.astype(np.float64), MATCH_DECIMALS), len(keep_in))
 
 
 # --- the grids -----------------------------------------------------------------------------------------
@@ -182,6 +180,21 @@ def make_grid(outline: np.ndarray, start: int, period: float = 0.0, cells: int =
     return Grid(origin, step, (gh, gw), start, period)
 
 
+def make_grids(outlines: Sequence[np.ndarray | None], period: float = 0.0) -> dict[int, Grid]:
+    """A mesh per image with an outline (make_grid), stacked; GRID_CELLS cells along each one's longer side, fewer
+    (down to MIN_GRID_CELLS) when the panorama would have more than MAX_VERTICES vertices in all."""
+    cells = GRID_CELLS
+    while True:
+        grids, start = {}, 0
+        for k, outline in enumerate(outlines):
+            if outline is not None:
+                grids[k] = make_grid(outline, start, period, cells)
+                start += grids[k].size
+        if start <= MAX_VERTICES or cells <= MIN_GRID_CELLS:
+            return grids
+        cells = max(MIN_GRID_CELLS, min(cells - 1, int(cells * math.sqrt(MAX_VERTICES / start))))
+
+
 def regulariser(shape: tuple[int, int]) -> sp.csr_matrix:
     """(V, V) quadratic form of one grid: BENDING * thin-plate energy + MEMBRANE * gradient energy + ANCHOR * |f|^2."""
     gh, gw = shape
@@ -222,12 +235,15 @@ def interpolation(grid: Grid, uv: np.ndarray, total: int) -> sp.csr_matrix:
 @dataclass
 class MatchSystem:
     """Every used match, stacked: the interpolation rows A (N, V) (+ at p in image a's grid, - at q in b's), the
-    gap d = q - p (N, 2) px (u wrapped on a turn), each match's weight (N,) and its residual threshold (N,) px."""
+    gap d = q - p (N, 2) px (u wrapped on a turn) the fit aims at (``screen_gaps``) and as measured (``raw``),
+    each match's weight (N,), its residual threshold (N,) px, and how many matches screen_gaps dropped."""
 
     A: sp.csr_matrix
     gap: np.ndarray
+    raw: np.ndarray
     weight: np.ndarray
     threshold: np.ndarray
+    incoherent: int = 0
 
 
 def project_points(H: np.ndarray, pts: np.ndarray, projection: Projection) -> tuple[np.ndarray, np.ndarray]:
@@ -242,36 +258,71 @@ def _covered_cells(grid: Grid, uv: np.ndarray) -> int:
     return len(np.unique(np.floor(gy).astype(np.int64) * grid.shape[1] + np.floor(gx).astype(np.int64)))
 
 
-def match_system(grids: dict[int, Grid], total: int, pairs: Sequence[tuple[int, int, np.ndarray, np.ndarray]],
+def screen_gaps(p: np.ndarray, gap: np.ndarray, tolerance: float, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """(keep (N,) bool, gaps (N, 2) px to fit) of one pair's matches at projected p (N, 2) with gaps q - p (N, 2).
+
+    Against the median gap of each match's NEIGHBOURS nearest matches: a match farther than ``tolerance`` px plus
+    MAX_GRADIENT times their median distance from it is incoherent (dropped); where that median is shorter than
+    ``noise`` px the images agree, and the gap to fit is 0 (a lone gap there is noise, which the field does not
+    follow).
+    """
+    if len(p) < 3:
+        return np.zeros(len(p), bool), gap
+    dist, nn = cKDTree(p).query(p, k=min(NEIGHBOURS + 1, len(p)))
+    local = np.median(gap[np.asarray(nn)[:, 1:]], axis=1)
+    keep = np.linalg.norm(gap - local, axis=1) < tolerance + MAX_GRADIENT * np.median(dist[:, 1:], axis=1)
+    fit = gap.copy()
+    fit[np.linalg.norm(local, axis=1) < noise] = 0.0
+    return keep, fit
+
+
+def match_system(grids: dict[int, Grid], total: int, pairs: Sequence[tuple[int, int]],
                  uvs: Sequence[tuple[np.ndarray, np.ndarray]], diagonals: Sequence[float],
                  period: float) -> MatchSystem | None:
-    """The MatchSystem of pairs (a, b, pts_a, pts_b) projected to uvs (p (N, 2), q (N, 2)); None when empty."""
-    rows, gaps, weights, thresholds = [], [], [], []
-    for (a, b, _, _), (p, q) in zip(pairs, uvs):
-        if not len(p):
-            continue
+    """The MatchSystem of the coherent matches (screen_gaps) of pairs (a, b) projected to uvs (p (N, 2), q (N, 2));
+    None when no pair has any."""
+    rows, gaps, raws, weights, thresholds, dropped = [], [], [], [], [], 0
+    for (a, b), (p, q) in zip(pairs, uvs):
         gap = q - p
         if period > 0:
             gap[:, 0] = (gap[:, 0] + period / 2.0) % period - period / 2.0
+        diagonal = 0.5 * (diagonals[a] + diagonals[b])
+        keep, fit = screen_gaps(p, gap, COHERENCE_FRACTION * diagonal, NOISE_FRACTION * diagonal)
+        dropped += int((~keep).sum())
+        if not keep.any():
+            continue
+        p, q = p[keep], q[keep]
         rows.append(interpolation(grids[a], p, total) - interpolation(grids[b], q, total))
-        gaps.append(gap)
+        raws.append(gap[keep])
+        gaps.append(fit[keep])
         weights.append(np.full(len(p), _covered_cells(grids[a], p) / len(p)))
-        thresholds.append(np.full(len(p), RESIDUAL_FRACTION * 0.5 * (diagonals[a] + diagonals[b])))
+        thresholds.append(np.full(len(p), RESIDUAL_FRACTION * diagonal))
     if not rows:
         return None
-    return MatchSystem(sp.vstack(rows).tocsr(), np.vstack(gaps), np.concatenate(weights), np.concatenate(thresholds))
+    return MatchSystem(sp.vstack(rows).tocsr(), np.vstack(gaps), np.vstack(raws), np.concatenate(weights),
+                       np.concatenate(thresholds), dropped)
 
 
 def solve_fields(system: MatchSystem, reg: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """(f (V, 2) px at every vertex, kept (N,) bool: the matches not dropped as outliers) by the robust loop."""
+    """(f (V, 2) px at every vertex, kept (N,) bool: the matches not dropped as outliers) by the robust loop.
+
+    The first system is factorised (sparse LU, minimum-degree order on its symmetric pattern); after matches are
+    dropped, the next ones are solved by conjugate gradients preconditioned with that factorisation (they differ
+    from it by a few rows of data), from the last solution.
+    """
     keep = np.ones(len(system.gap), bool)
-    f = np.zeros((reg.shape[0], 2))
+    lu, f = None, np.zeros((reg.shape[0], 2))
     for it in range(ROBUST_ITERATIONS):
         A = system.A[keep]
-        W = sp.diags(system.weight[keep])
-        lu = splu((A.T @ W @ A + reg).tocsc())
+        normal = (A.T @ sp.diags(system.weight[keep]) @ A + reg).tocsc()
         rhs = A.T @ (system.weight[keep, None] * system.gap[keep])
-        f = np.stack([lu.solve(rhs[:, 0]), lu.solve(rhs[:, 1])], 1)
+        if lu is None:
+            lu = splu(normal, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+            f = lu.solve(np.asarray(rhs))
+        else:
+            pre = LinearOperator(normal.shape, matvec=lu.solve, dtype=np.float64)
+            f = np.stack([cg(normal, np.ascontiguousarray(rhs[:, c]), x0=np.ascontiguousarray(f[:, c]), M=pre,
+                             rtol=1e-6, atol=0.0)[0] for c in (0, 1)], 1)
         resid = np.linalg.norm(system.A @ f - system.gap, axis=1)
         bad = keep & (resid > system.threshold * max(1.0, ROBUST_START / 2.0 ** it))
         if not bad.any() or bad.sum() >= keep.sum() - 4:
@@ -294,34 +345,29 @@ def local_warp(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, in
                           "must match")
     index = {nm: k for k, nm in enumerate(names)}
     period = projection.period if projection.turn else 0.0
-    grids: dict[int, Grid] = {}
-    total = 0
-    for k, (H, size) in enumerate(zip(homographies, sizes)):
-        outline = footprint(H, size, projection)
-        if outline is not None:
-            grids[k] = make_grid(outline, total, period)
-            total += grids[k].size
+    grids = make_grids([footprint(H, size, projection) for H, size in zip(homographies, sizes)], period)
+    total = sum(g.size for g in grids.values())
     diagonals = [math.hypot(w, h) for w, h in sizes]
     pairs, uvs = [], []
     for pm in matches:
         a, b = index.get(pm.a), index.get(pm.b)
         if a is None or b is None or a not in grids or b not in grids:
             continue
-        pa, pb = match_groups(pm, GROUP_FRACTION * diagonals[a])
-        p, ok_p = project_points(homographies[a], pa, projection)
-        q, ok_q = project_points(homographies[b], pb, projection)
-        pairs.append((a, b, pa, pb))
+        p, ok_p = project_points(homographies[a], pm.pts_a, projection)
+        q, ok_q = project_points(homographies[b], pm.pts_b, projection)
+        pairs.append((a, b))
         uvs.append((p[ok_p & ok_q], q[ok_p & ok_q]))
     system = match_system(grids, total, pairs, uvs, diagonals, period)
     fields: list[Displacement | None] = [None] * len(sizes)
     if system is None:
-        return LocalWarp(fields, 0, 0, (0.0, 0.0), (0.0, 0.0), time.perf_counter() - t0)
+        return LocalWarp(fields, 0, 0, (0.0, 0.0), (0.0, 0.0), seconds=time.perf_counter() - t0)
     reg = sp.block_diag([regulariser(grids[k].shape) for k in sorted(grids)], format="csr")
     f, keep = solve_fields(system, reg)
     for k, g in grids.items():
         fk = f[g.start:g.start + g.size].reshape(g.shape + (2,))
-        fields[k] = invert_field(fk, g.origin, g.step, period)
-    before = np.linalg.norm(system.gap[keep], axis=1)
-    after = np.linalg.norm(system.A[keep] @ f - system.gap[keep], axis=1)
+        if np.abs(fk).max() >= MIN_FIELD_PX:
+            fields[k] = invert_field(fk, g.origin, g.step, period)
+    before = np.linalg.norm(system.raw[keep], axis=1)
+    after = np.linalg.norm(system.A[keep] @ f - system.raw[keep], axis=1)
     return LocalWarp(fields, int(keep.sum()), int((~keep).sum()), _percentiles(before), _percentiles(after),
-                     time.perf_counter() - t0)
+                     system.incoherent, time.perf_counter() - t0)

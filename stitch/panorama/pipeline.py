@@ -105,6 +105,7 @@ from stitch.panorama.inputs import (
     sequence_pairs,
     work_mask,
 )
+from stitch.panorama.localwarp import LocalWarp, local_warp, pair_matches
 from stitch.panorama.output import DEFAULT_JPEG_QUALITY, write_panorama
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, PLACEMENT_SIDE, placement_scores
 from stitch.panorama.rectangle import Mesh
@@ -151,7 +152,10 @@ class Panorama:
     ``timelapse``: the frame files written, one per kept image; ``metadata``: the reference photo's (None for
     an array), carried into the file with ``jpeg_quality`` by ``save``. ``mesh``: under crop 'warp' (rectangling),
     the mesh from uncropped canvas pixels to panorama pixels; then ``crop`` is the valid region's box on the canvas,
-    the pixel-position rule above holds only on the canvas, and ``to_panorama`` goes through the mesh.
+    the pixel-position rule above holds only on the canvas, and ``to_panorama`` goes through the mesh. ``local_warp`` (option
+    local_warp): the displacement fields that moved each image after the global model (stitch.panorama.localwarp;
+    also on ``canvas.local``), which ``to_panorama`` applies and ``canvas_homography`` (the global model alone)
+    does not.
     """
 
     image: np.ndarray
@@ -182,6 +186,7 @@ class Panorama:
     metadata: ImageMeta | None = None
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     mesh: Mesh | None = None
+    local_warp: LocalWarp | None = None
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``image`` to path (stitch.panorama.output.write_panorama: tagged, the reference photo's
@@ -214,14 +219,18 @@ class Panorama:
         """Full-res pixels (N, 2) of image k (index or name) -> panorama pixels (N, 2) (NaN where unmapped).
 
         Works in every projection and output scale: H_k to the reference plane (scaled by ``scale``), the
-        projection, then the canvas offset (a full turn wraps u into the canvas width before the crop), then the
-        'warp' crop's mesh when there is one.
+        projection, the local warp's displacement (``local_warp``), then the canvas offset (a full turn wraps u
+        into the canvas width before the crop), then the 'warp' crop's mesh when there is one.
         """
         k = self.names.index(k) if isinstance(k, str) else int(k)
         pts = np.asarray(pts, np.float64).reshape(-1, 2)
         proj = self.canvas.projection if self.canvas is not None else Projection("plane")
         H = np.diag([self.scale, self.scale, 1.0]) @ self.homographies[k]  # the canvas's plane: scaled by s
         uv, valid = proj.forward(np.hstack([pts, np.ones((len(pts), 1))]) @ H.T)
+        field = self.canvas.displacement(self.canvas.sources.index(k) if self.canvas.sources else k) \
+            if self.canvas is not None else None
+        if field is not None:  # the local warp moves the point, in the canvas's (scaled) projected frame
+            uv[valid] = field.moved(uv[valid])
         if proj.turn and self.canvas is not None:
             c0 = self.canvas.offset[0]
             uv[:, 0] = (uv[:, 0] - c0) % self.canvas.size[0] + c0
@@ -263,7 +272,16 @@ class Panorama:
             "rejected": [] if self.cameras is None else [{"a": a, "b": b, "reason": r}
                                                          for a, b, r in self.cameras.rejected],
             "other_panoramas": [] if self.cameras is None else [list(o) for o in self.cameras.others],
+            "local_warp": None if self.local_warp is None else local_warp_summary(self.local_warp),
         }
+
+
+def local_warp_summary(lw: LocalWarp) -> dict[str, Any]:
+    """JSON-ready figures of a local warp: matches used / dropped, residual (median, p95) px before and after, the
+    largest displacement of each image."""
+    return {"matches": lw.used, "removed": lw.removed, "incoherent": lw.incoherent,
+            "residual_before": [round(x, 3) for x in lw.before], "residual_after": [round(x, 3) for x in lw.after],
+            "max_displacement": [None if f is None else round(float(np.abs(f.forward).max()), 3) for f in lw.fields]}
 
 
 # --- working resolution ------------------------------------------------------------------------------
@@ -669,6 +687,7 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     reg.edge_errors = [round(float(x), 3) for x in errs]
     reg.rejected = [(names[r.edge.i], names[r.edge.j], r.reason) for r in rejected]
     reg.others = others
+    reg.matches = [pair_matches(e, names) for e in edges]
     if rejected:
         pairs = ", ".join(f"{names[r.edge.i]}-{names[r.edge.j]}" for r in rejected[:8])
         more = f" and {len(rejected) - 8} more" if len(rejected) > 8 else ""
@@ -798,6 +817,8 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
     cap = cfg.max_canvas_pixels if native >= 1.0 else max(1, int(cfg.max_canvas_pixels / native ** 2))
     canvas = choose_canvas(projection, H_list, sizes, names, ref_size, focal, cap,
                            rotating=reg.rotating, turn=reg.full_turn and projection != "plane", center=reg.center)
+    notes = list(reg.warnings)
+    canvas, local = local_canvas(canvas, H_list, sizes, reg, cap, notes) if cfg.local_warp else (canvas, None)
     pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
     kept = [images[k] for k in pieces]
     images.clear()
@@ -805,7 +826,6 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
                             [names[k] for k in pieces], hooks, progress, valid=[px.valid for px in kept],
                             natives=[natives[k] for k in pieces], max_pixels=cfg.max_canvas_pixels)
     del kept
-    notes = list(reg.warnings)
     for msg in comp.notes:
         _warn(msg, notes)
     canvas = comp.canvas or canvas  # scaled for the output resolution
@@ -819,9 +839,9 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
         focal=focal if canvas.projection.kind != "plane" else None, edges=list(reg.edges),
         seconds=time.perf_counter() - t0, warnings=notes, rms_before=reg.rms_before,
         rms_after=reg.rms_after, canvas=canvas, crop=comp.crop, gains=[gains[k] for k in range(len(names))],
-        bands=comp.bands, stage_seconds=comp.seconds, cameras=reg, full_turn=canvas.projection.turn,
-        model=reg.model, scale=comp.scale, filled=comp.filled, timelapse=comp.timelapse, metadata=metadata,
-        jpeg_quality=cfg.jpeg_quality, mesh=comp.mesh)
+        bands=comp.bands, stage_seconds=comp.seconds | ({"local_warp": local.seconds} if local else {}), cameras=reg,
+        full_turn=canvas.projection.turn, model=reg.model, scale=comp.scale, filled=comp.filled,
+        timelapse=comp.timelapse, metadata=metadata, jpeg_quality=cfg.jpeg_quality, mesh=comp.mesh, local_warp=local)
 
 
 def reference_meta(inputs: Sequence[ImageLike], reference: str) -> ImageMeta | None:
@@ -830,6 +850,21 @@ def reference_meta(inputs: Sequence[ImageLike], reference: str) -> ImageMeta | N
         if not isinstance(src, np.ndarray) and image_name(src, i) == reference:
             return read_meta(src)
     return None
+
+
+def local_canvas(canvas: Canvas, H_list: list[np.ndarray], sizes: list[tuple[int, int]], reg: Registration,
+                 cap: int, notes: list[str]) -> tuple[Canvas, LocalWarp | None]:
+    """Step 7b (option local_warp): the canvas again, carrying each image's displacement field
+    (stitch.panorama.localwarp) solved from the registration's pair matches, and the LocalWarp (None without
+    matches, e.g. cameras saved before the option existed: then a warning, and the global model alone). ``cap``:
+    the canvas's pixel cap, as choose_canvas had it."""
+    if not reg.matches:
+        _warn("local_warp: the cameras carry no pair matches (saved by an older version?); rendered with the "
+              "global model alone", notes)
+        return canvas, None
+    local = local_warp(H_list, sizes, canvas.projection, reg.names, reg.matches)
+    warped = canvas_bounds(H_list, sizes, canvas.projection, reg.names, cap, local=local.fields)
+    return warped, local
 
 
 def stitch_images(paths_or_arrays: Sequence[ImageLike], *, preset: str = DEFAULT_PRESET, detector: str | None = None,

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from stitch.errors import ConfigError
+
 
 @dataclass
 class PairEdge:
@@ -56,9 +58,16 @@ class PairMatches:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PairMatches:
-        """The matches of ``to_dict``."""
-        a, b = (np.asarray(d[k], np.float64).reshape(-1, 2) for k in ("pts_a", "pts_b"))
-        return cls(str(d["a"]), str(d["b"]), a, b, int(d["inliers"]))
+        """The matches of ``to_dict``; ConfigError names what is malformed."""
+        try:
+            a, b = (np.asarray(d[k], np.float64).reshape(-1, 2) for k in ("pts_a", "pts_b"))
+            out = cls(str(d["a"]), str(d["b"]), a, b, int(d["inliers"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"registration: malformed pair matches ({exc})") from None
+        if len(a) != len(b) or not 0 <= out.inliers <= len(a) or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            raise ConfigError(f"registration: pair matches {out.a}-{out.b}: {len(a)} and {len(b)} points, "
+                              f"{out.inliers} inliers (need as many points on both sides, finite)")
+        return out
 
 
 class UnionFind:

@@ -388,7 +388,8 @@ def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int,
     A full turn (``projection.turn``) is exactly one period wide and has a box per *piece*: an image crossing
     the wrap is warped in both parts (``Canvas.sources``); ``shifts`` (per input, in turns) places each input
     as one given piece instead (what the seam-resolution canvas does with the pieces of the full one).
-    ``local``: per input, its local warp's displacement field (or None); each box grows by the field's bound.
+    ``local``: per input, its local warp's displacement field (or None); each box grows by how far it moves the
+    image's outline.
     Raises CanvasTooLargeError (naming the image whose matrix blows the canvas up) above max_canvas_pixels.
     """
     if len(homographies) != len(sizes) or not homographies:
@@ -398,12 +399,22 @@ def canvas_bounds(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int,
     if local is not None and len(local) != len(sizes):
         raise ConfigError(f"canvas_bounds: need one displacement field (or None) per image, got {len(local)}")
     names = list(names) if names is not None else [f"image{i}" for i in range(len(sizes))]
-    grow = [0.0 if d is None else math.ceil(d.bound) + 1.0 for d in (local or [None] * len(sizes))]
+    grow = [0.0 if d is None else _reach(H, size, projection, d)
+            for H, size, d in zip(homographies, sizes, local or [None] * len(sizes))]
     canvas = (_turn_canvas(homographies, sizes, projection, names, shifts, max_canvas_pixels, grow)
               if projection.turn else _flat_canvas(homographies, sizes, projection, names, max_canvas_pixels, grow))
     if local is None or all(d is None for d in local):
         return canvas
     return replace(canvas, local=tuple(local[canvas.source(k)] for k in range(len(canvas.boxes))))
+
+
+def _reach(H: np.ndarray, size: tuple[int, int], projection: Projection, field: Displacement) -> float:
+    """How far (px, rounded up, plus 1) a displacement field moves the outline of a (w, h) image placed by H: what
+    its canvas box grows by."""
+    ph = np.hstack([border_points(*size), np.ones((4 * DEFAULT_BORDER_SAMPLES, 1))]) @ _positive_det(H).T
+    uv, valid = projection.forward(ph)
+    moved = np.hypot(*field.at(uv[valid]).T) if valid.any() else np.zeros(1)
+    return math.ceil(float(moved.max(initial=0.0))) + 1.0
 
 
 def _flat_canvas(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
@@ -488,10 +499,12 @@ def inverse_maps(H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int
     gx, gy, gvalid = _global_maps(H, canvas, (x0 - m, y0 - m, x1 + m, y1 + m))
     sx = g[:, :, 0] + (np.arange(x1 - x0, dtype=np.float32) + np.float32(m))[None, :]
     sy = g[:, :, 1] + (np.arange(y1 - y0, dtype=np.float32) + np.float32(m))[:, None]
-    mx = cv2.remap(gx, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    my = cv2.remap(gy, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    valid = cv2.remap(gvalid.view(np.uint8), sx, sy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
-    return mx, my, valid
+    both = cv2.remap(cv2.merge([gx, gy]), sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if gvalid.all():
+        valid = np.ones(sx.shape, bool)
+    else:
+        valid = cv2.remap(gvalid.view(np.uint8), sx, sy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
+    return np.ascontiguousarray(both[:, :, 0]), np.ascontiguousarray(both[:, :, 1]), valid
 
 
 def _global_maps(H: np.ndarray, canvas: Canvas,
