@@ -131,7 +131,7 @@ def one_setting(paths: list[Path], out: Path, local: bool) -> dict:
     """Every figure of one set with local_warp = ``local``, but the time."""
     pano = stitch_images(paths, local_warp=local, crop="none", timelapse=str(out / "frames"))
     write_image_atomic(out / "panorama.png", pano.image)
-    row = {"size": list(pano.size), "kept": len(pano.names)}
+    row = {"size": list(pano.size), "offset": list(pano.offset), "kept": len(pano.names)}
     row |= misalignment([read_image(f) for f in pano.timelapse])
     row |= bench_psnr(pano, paths)
     lw = pano.local_warp

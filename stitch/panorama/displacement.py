@@ -12,14 +12,15 @@ centre.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-#: Fixed-point iterations that invert a forward field at the vertices (each halves the error or better for the
-#: gentle fields of the local warp: their gradient stays well below 1).
+#: Fixed-point iterations at most that invert a forward field at the vertices (each halves the error or better for
+#: the gentle fields of the local warp: their gradient stays well below 1) ...
 INVERSE_ITERATIONS = 30
+#: ... stopping when no vertex moves by more than this (px) in an iteration.
+INVERSE_TOLERANCE = 1e-4
 #: The inverse grid is this many times finer than the forward one: bilinear between its vertices, it then departs
 #: from the exact inverse by a few hundredths of a pixel where the field turns fastest.
 INVERSE_REFINE = 2
@@ -68,11 +69,6 @@ class Displacement:
         grid is one of the inverse's)."""
         return max(1, (self.inverse.shape[1] - 1) // max(self.shape[1] - 1, 1))
 
-    @property
-    def bound(self) -> float:
-        """The largest displacement (px) of either field: how far content may move from its global place."""
-        return float(max(np.abs(self.forward).max(initial=0.0), np.abs(self.inverse).max(initial=0.0)) * math.sqrt(2))
-
     def grid_coords(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Projected u, v (any shape) -> fractional vertex coordinates (gx, gy); u wrapped near the grid on a turn."""
         u = np.asarray(u, np.float64)
@@ -97,14 +93,21 @@ class Displacement:
     def on_region(self, offset: tuple[float, float], region: tuple[int, int, int, int]) -> np.ndarray:
         """g at the canvas pixels of region (x0, y0, x1, y1) of a canvas whose pixel (0, 0) sits at projected
         ``offset``: (h, w, 2) float32 px. The grid coordinates are separable (a column's depend on its u alone), so
-        the bilinear interpolation is exact as two 1-D ones: along the columns on the grid's rows, then down."""
+        the bilinear interpolation is exact as two 1-D ones: along the columns on the grid's rows, then down, a
+        block of output rows between two grid rows at a time."""
         x0, y0, x1, y1 = region
         gx, _ = self.grid_coords(np.arange(x0, x1) + offset[0], np.zeros(1))
         _, gy = self.grid_coords(np.zeros(1), np.arange(y0, y1) + offset[1])
         g, r = self.inverse, self.refine
         (c0, c1, fx), (r0, r1, fy) = _linear(gx * r, g.shape[1]), _linear(gy * r, g.shape[0])
-        rows = g[:, c0] * (1 - fx)[None, :, None] + g[:, c1] * fx[None, :, None]  # (gh, w, 2)
-        return (rows[r0] * (1 - fy)[:, None, None] + rows[r1] * fy[:, None, None]).astype(np.float32)
+        rows = g[:, c0] * (1 - fx)[None, :, None] + g[:, c1] * fx[None, :, None]  # (gh, w, 2) on the grid's rows
+        out = np.empty((len(r0), len(c0), 2), np.float32)
+        edges = np.flatnonzero(np.diff(r0)) + 1  # r0 rises with the row: one block of output rows per grid row
+        for a, b in zip(np.r_[0, edges], np.r_[edges, len(r0)]):
+            j, k = r0[a], r1[a]
+            np.multiply(fy[a:b, None, None], rows[k] - rows[j], out=out[a:b])
+            out[a:b] += rows[j]
+        return out
 
     def scaled(self, s: float) -> Displacement:
         """The same field on a projected frame scaled by s (an output or seam canvas at s times the resolution)."""
@@ -125,5 +128,7 @@ def invert_field(forward: np.ndarray, origin: tuple[float, float], step: float, 
     q = np.stack([origin[0] + cols.ravel() * step / refine, origin[1] + rows.ravel() * step / refine], 1)
     g = -field.at(q)
     for _ in range(INVERSE_ITERATIONS):
-        g = -field.at(q + g)
+        g, last = -field.at(q + g), g
+        if np.abs(g - last).max(initial=0.0) < INVERSE_TOLERANCE:
+            break
     return replace(field, inverse=g.reshape(ih, iw, 2).astype(np.float32))

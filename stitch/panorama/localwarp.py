@@ -21,9 +21,8 @@ Zaragoza et al. 2013, and ELA's robust elastic warp, Li et al. 2017, as a mesh w
 * robust (ELA's): solve, drop the matches whose residual |p + f_a(p) - q - f_b(q)| stays above RESIDUAL_FRACTION
   of the image diagonal (a wrong match, a depth edge the smooth field cannot follow; the first passes only drop
   several times that), solve again, until none is dropped (at most ROBUST_ITERATIONS);
-* solver: sparse LU of the normal equations (minimum-degree order), then conjugate gradients preconditioned by it
-  for the passes after matches were dropped; the inverse field (what the renderer samples) is found per vertex
-  by fixed-point iteration (displacement.invert_field).
+* solver: sparse LU of the normal equations (minimum-degree order) in each pass; the inverse field (what the
+  renderer samples) is found per vertex by fixed-point iteration (displacement.invert_field).
 
 Each match's weight is the share of the pair's grid cells it covers, so an edge with many matches does not
 outweigh one with few in the same area; the regulariser weights are per vertex, relative to that. Nothing is
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import LinearOperator, cg, splu
+from scipy.sparse.linalg import splu
 from scipy.spatial import cKDTree
 
 from stitch.errors import ConfigError
@@ -54,7 +53,7 @@ DEFAULT_LOCAL_WARP = False
 GRID_CELLS = 32
 GRID_MARGIN = 3
 MIN_GRID_CELLS = 12
-MAX_VERTICES = 16000
+MAX_VERTICES = 12000
 #: Regulariser weights per vertex (a data weight of about 1 per covered cell): bending, membrane, pull to 0.
 BENDING = 1.0
 MEMBRANE = 0.2
@@ -72,7 +71,7 @@ NOISE_FRACTION = 0.0005
 MIN_FIELD_PX = 1e-3
 #: Robust loop: a match whose residual after the fit exceeds this fraction of the image diagonal is dropped.
 RESIDUAL_FRACTION = 0.008
-ROBUST_ITERATIONS = 6
+ROBUST_ITERATIONS = 5
 #: The first pass drops only residuals above ROBUST_START times the threshold, each next pass half as many times.
 ROBUST_START = 4.0
 #: Matches kept per pair in a Registration (spread over image a), and their precision (decimals of a px).
@@ -304,25 +303,18 @@ def match_system(grids: dict[int, Grid], total: int, pairs: Sequence[tuple[int, 
 
 
 def solve_fields(system: MatchSystem, reg: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """(f (V, 2) px at every vertex, kept (N,) bool: the matches not dropped as outliers) by the robust loop.
-
-    The first system is factorised (sparse LU, minimum-degree order on its symmetric pattern); after matches are
-    dropped, the next ones are solved by conjugate gradients preconditioned with that factorisation (they differ
-    from it by a few rows of data), from the last solution.
-    """
+    """(f (V, 2) px at every vertex, kept (N,) bool: the matches not dropped as outliers) by the robust loop; each
+    pass factorises the normal equations (sparse LU in minimum-degree order on their symmetric pattern; cheaper here
+    than conjugate gradients preconditioned by the first pass's factors) and solves for both axes."""
     keep = np.ones(len(system.gap), bool)
-    lu, f = None, np.zeros((reg.shape[0], 2))
+    f = np.zeros((reg.shape[0], 2))
     for it in range(ROBUST_ITERATIONS):
         A = system.A[keep]
         normal = (A.T @ sp.diags(system.weight[keep]) @ A + reg).tocsc()
         rhs = A.T @ (system.weight[keep, None] * system.gap[keep])
-        if lu is None:
-            lu = splu(normal, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
-            f = lu.solve(np.asarray(rhs))
-        else:
-            pre = LinearOperator(normal.shape, matvec=lu.solve, dtype=np.float64)
-            f = np.stack([cg(normal, np.ascontiguousarray(rhs[:, c]), x0=np.ascontiguousarray(f[:, c]), M=pre,
-                             rtol=1e-6, atol=0.0)[0] for c in (0, 1)], 1)
+        f = splu(normal, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True}).solve(np.asarray(rhs))
+        if it == ROBUST_ITERATIONS - 1:
+            break
         resid = np.linalg.norm(system.A @ f - system.gap, axis=1)
         bad = keep & (resid > system.threshold * max(1.0, ROBUST_START / 2.0 ** it))
         if not bad.any() or bad.sum() >= keep.sum() - 4:

@@ -209,7 +209,8 @@ class Panorama:
         return int(self.image.shape[1]), int(self.image.shape[0])
 
     def canvas_homography(self, k: int) -> np.ndarray:
-        """H (3, 3) mapping image k's full-res pixels to canvas pixels (projection 'plane' only)."""
+        """H (3, 3) mapping image k's full-res pixels to canvas pixels (projection 'plane' only; the global model: a
+        local warp's displacement is not in it, see to_panorama)."""
         if self.projection != "plane":
             raise ConfigError(f"canvas_homography: projection is {self.projection!r}, not a homography")
         T = np.array([[1.0, 0, -self.offset[0]], [0, 1.0, -self.offset[1]], [0, 0, 1.0]])

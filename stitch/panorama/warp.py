@@ -16,7 +16,9 @@ canvas pixel (c, r) sits at projected (u, v) = (c + offset[0], r + offset[1]).
 Warping maps every canvas pixel of the requested region back into the image (inverse_maps: the
 projections are separable in canvas row and column, so this is a few multiply-adds per pixel) and
 samples it with cv2.remap (bilinear), for the plane too: the same result as cv2.warpPerspective, and the
-mask and the feather weight come from the same maps instead of two more warps.
+mask and the feather weight come from the same maps instead of two more warps. With a local warp
+(stitch.panorama.localwarp) the canvas carries a displacement field per box, and canvas pixel q shows what the
+global maps show at q + g(q) (inverse_maps): every stage that warps (seams, blending, timelapse) sees it.
 """
 
 from __future__ import annotations
@@ -497,14 +499,12 @@ def inverse_maps(H: np.ndarray, canvas: Canvas, region: tuple[int, int, int, int
     m = math.ceil(reach) + 1
     x0, y0, x1, y1 = region
     gx, gy, gvalid = _global_maps(H, canvas, (x0 - m, y0 - m, x1 + m, y1 + m))
-    sx = g[:, :, 0] + (np.arange(x1 - x0, dtype=np.float32) + np.float32(m))[None, :]
-    sy = g[:, :, 1] + (np.arange(y1 - y0, dtype=np.float32) + np.float32(m))[:, None]
-    both = cv2.remap(cv2.merge([gx, gy]), sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    g[:, :, 0] += np.arange(x1 - x0, dtype=np.float32) + np.float32(m)  # where q + g(q) sits in the grown region
+    g[:, :, 1] += (np.arange(y1 - y0, dtype=np.float32) + np.float32(m))[:, None]
+    mx, my = (cv2.remap(c, g, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for c in (gx, gy))
     if gvalid.all():
-        valid = np.ones(sx.shape, bool)
-    else:
-        valid = cv2.remap(gvalid.view(np.uint8), sx, sy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
-    return np.ascontiguousarray(both[:, :, 0]), np.ascontiguousarray(both[:, :, 1]), valid
+        return mx, my, np.ones(mx.shape, bool)
+    return mx, my, cv2.remap(gvalid.view(np.uint8), g, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
 
 
 def _global_maps(H: np.ndarray, canvas: Canvas,
