@@ -353,6 +353,9 @@ def local_warp(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, in
     fields: list[Displacement | None] = [None] * len(sizes)
     if system is None:
         return LocalWarp(fields, 0, 0, (0.0, 0.0), (0.0, 0.0), seconds=time.perf_counter() - t0)
+    if not system.gap.any():  # every match agrees with its neighbours to the noise: the global model stands
+        before = _percentiles(np.linalg.norm(system.raw, axis=1))
+        return LocalWarp(fields, len(system.gap), 0, before, before, system.incoherent, time.perf_counter() - t0)
     reg = sp.block_diag([regulariser(grids[k].shape) for k in sorted(grids)], format="csr")
     f, keep = solve_fields(system, reg)
     for k, g in grids.items():
