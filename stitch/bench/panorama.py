@@ -103,7 +103,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -370,12 +370,12 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _run_stitch(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str], Callable[[], list[Registered]],
-                                            dict[str, Any]]:
+def _run_stitch(paths: list[Path], options: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str],
+                                                                        Callable[[], list[Registered]], dict[str, Any]]:
     from stitch.panorama.pipeline import stitch_images
     from stitch.panorama.warp import warp_image
 
-    pano = stitch_images(paths, seed=0)
+    pano = stitch_images(paths, seed=0, **options)
     by_name = {p.name: p for p in paths}
 
     def registered() -> list[Registered]:
@@ -536,14 +536,17 @@ def _one_line(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {exc}")[:300]
 
 
-def run_child(method: str, paths: list[Path], outdir: Path, metrics: bool = True) -> dict[str, Any]:
-    """Run one method on one set in this process: time, peak memory, then (``metrics``) the quality figures."""
+def run_child(method: str, paths: list[Path], outdir: Path, metrics: bool = True,
+              stitch_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run one method on one set in this process: time, peak memory, then (``metrics``) the quality figures.
+
+    ``stitch_options``: stitch_images options for method stitch besides the seed (default: none, its defaults)."""
     result = _result(method, paths)
     _preload(method)
     t0 = time.perf_counter()
     try:
         if method == METHOD_STITCH:
-            image, mask, kept, registered, info = _run_stitch(paths)
+            image, mask, kept, registered, info = _run_stitch(paths, stitch_options or {})
         elif method in (METHOD_OS, METHOD_OS_SIFT):
             image, mask, kept, registered, info = _run_openstitching(paths, None if method == METHOD_OS else "sift")
         elif method == METHOD_OPENCV:
