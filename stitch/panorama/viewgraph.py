@@ -52,15 +52,19 @@ class PairMatches:
     inliers: int
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the points as [x, y] lists)."""
-        return {"a": self.a, "b": self.b, "inliers": self.inliers, "pts_a": self.pts_a.tolist(),
-                "pts_b": self.pts_b.tolist()}
+        """JSON-ready dict; the points as one string each, "x y x y ..." to 0.01 px (a saved Registration stays
+        compact; the local warp keeps its matches to that precision, so the round trip is exact)."""
+        return {"a": self.a, "b": self.b, "inliers": self.inliers,
+                "pts_a": " ".join(f"{v:.2f}" for v in np.ravel(self.pts_a)),
+                "pts_b": " ".join(f"{v:.2f}" for v in np.ravel(self.pts_b))}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PairMatches:
-        """The matches of ``to_dict``; ConfigError names what is malformed."""
+        """The matches of ``to_dict`` (points as its strings, or as [x, y] lists); ConfigError names what is
+        malformed."""
         try:
-            a, b = (np.asarray(d[k], np.float64).reshape(-1, 2) for k in ("pts_a", "pts_b"))
+            a, b = (np.asarray(d[k].split() if isinstance(d[k], str) else d[k], np.float64).reshape(-1, 2)
+                    for k in ("pts_a", "pts_b"))
             out = cls(str(d["a"]), str(d["b"]), a, b, int(d["inliers"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"registration: malformed pair matches ({exc})") from None
