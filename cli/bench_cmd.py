@@ -60,7 +60,7 @@ from stitch.bench.panorama import (
     run_growth,
     run_panorama_bench,
 )
-from stitch.bench.synthetic import DEFAULT_PAIRS, REGIME_CHOICES, run_synthetic_bench
+from stitch.bench.synthetic import DEFAULT_PAIRS, REGIME_CHOICES, SPLIT_CHOICES, run_synthetic_bench
 from stitch.errors import StitchError
 
 
@@ -250,7 +250,8 @@ def print_synthetic_result(result: Any, console: Console) -> None:
     titles = {"detone": "DeTone regime: 320x240, 128x128 patch, rho=32, start = identity",
               "refiner": "refiner regime: start off by <= 8 px at the corners, photometric change"}
     for regime, summaries in result.summaries.items():
-        console.print(synthetic_table(f"synthetic {titles.get(regime, regime)} ({result.pairs} pairs)", summaries))
+        console.print(synthetic_table(f"synthetic, {result.split} split: {titles.get(regime, regime)} "
+                                      f"({result.pairs} pairs)", summaries))
     print_goals(synthetic_goals(result), console)
     for n in result.notes:
         console.print(f"note: {n}", markup=False)
@@ -266,13 +267,16 @@ def print_synthetic_result(result: Any, console: Console) -> None:
 @click.option("--method", "methods", multiple=True,
               help="Run only these methods (repeatable; default: all of each regime).")
 @click.option("--sets", default=None, help="Comma-separated set names (first-level folders of DIRECTORY) to use.")
+@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="standard", show_default=True,
+              help="How pairs are drawn: the DeTone protocol at random places, or low-texture places with haze "
+                   "and an exposure change.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Refiner weights for the deep methods (default: the shipped ones).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="Deep refiner passes (default: its own).")
 @preset_option(default=None, help="Pipeline preset (default: the pipeline's).")
 @json_option("Also write the summaries, goals and per-pair rows as JSON to this file ('-': stdout).")
 def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ...], methods: tuple[str, ...],
-                  sets: str | None, weights: Path | None, iterations: int | None, preset: str | None,
+                  sets: str | None, split: str, weights: Path | None, iterations: int | None, preset: str | None,
                   json_path: Path | None) -> None:
     """MACE on synthetic pairs from the images in DIRECTORY (DeTone protocol and the refiner regime).
 
@@ -287,7 +291,7 @@ def synthetic_cmd(directory: Path, pairs: int, seed: int, regimes: tuple[str, ..
             result = run_synthetic_bench(
                 directory, pairs=pairs, seed=seed, regimes=regimes or REGIME_CHOICES,
                 methods=methods or None, sets=[s.strip() for s in sets.split(",") if s.strip()] if sets else None,
-                weights=weights, iterations=iterations, preset=preset, progress=progress)
+                weights=weights, iterations=iterations, preset=preset, progress=progress, split=split)
         print_synthetic_result(result, results_console(json_path))
         emit_json(json_path, lambda: with_goals(result.to_json(), synthetic_goals(result)))
     except StitchError as exc:

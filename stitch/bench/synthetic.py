@@ -44,7 +44,14 @@ from typing import Any
 import numpy as np
 
 from stitch.bench.baselines import METHOD_SIFT_RANSAC, run_sift_baselines
-from stitch.deep.pairs import REFINE_START_RHO, REGIME_CHOICES, Photometric, detone_pair
+from stitch.deep.pairs import (
+    REFINE_START_RHO,
+    REGIME_CHOICES,
+    Photometric,
+    SyntheticPair,
+    detone_pair,
+    lowtex_pair,
+)
 from stitch.errors import ConfigError, StitchError
 from stitch.geometry import corner_error
 from stitch.io import jsonable, read_image
@@ -65,6 +72,24 @@ METHOD_DEEP_ECC = "deep+ECC"
 METHOD_ECC_ECC = "ECC+ECC"
 
 DEFAULT_PAIRS = 100
+
+
+def _standard_pair(image: np.ndarray, rng: np.random.Generator, regime: str, name: str) -> SyntheticPair:
+    if regime == REGIME_DETONE:
+        return detone_pair(image, rng, name=name)
+    return detone_pair(image, rng, photo=Photometric(p=REFINER_PHOTOMETRIC_P), start_rho=REFINE_START_RHO, name=name)
+
+
+def _lowtex_pair(image: np.ndarray, rng: np.random.Generator, regime: str, name: str) -> SyntheticPair:
+    return lowtex_pair(image, rng, start_rho=REFINE_START_RHO if regime == REGIME_REFINER else 0.0, name=name)
+
+
+#: The one table of pair splits: name -> pair k of a regime from an image (``stitch.deep.pairs``).
+#: ``standard``: the DeTone protocol at a random place; ``lowtex``: the least textured of 12 places that still
+#: holds some texture, half of them hazed, with an exposure change between the views (``lowtex_pair``).
+SPLITS: dict[str, Callable[[np.ndarray, np.random.Generator, str, str], SyntheticPair]] = {
+    "standard": _standard_pair, "lowtex": _lowtex_pair}
+SPLIT_CHOICES = tuple(SPLITS)
 FAIL_THRESHOLD = 3.0
 REFINER_PHOTOMETRIC_P = 0.6
 
@@ -133,10 +158,11 @@ class SyntheticResult:
     summaries: dict[str, list[SyntheticSummary]]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    split: str = "standard"
 
     def to_json(self) -> dict[str, Any]:
         return jsonable({
-            "benchmark": "synthetic", "root": self.root, "images": self.images, "seed": self.seed,
+            "benchmark": "synthetic", "split": self.split, "root": self.root, "images": self.images, "seed": self.seed,
             "pairs_per_regime": self.pairs, "weights": self.weights, "seconds": self.seconds, "notes": self.notes,
             "fail_threshold_px": FAIL_THRESHOLD,
             "summaries": {k: [vars(s) for s in v] for k, v in self.summaries.items()},
@@ -306,13 +332,11 @@ def _deep_options(plan: dict[str, list[str]], weights: str | os.PathLike | None,
 
 
 def _pair_rows(tools: _Tools, regime: str, rid: int, k: int, image: np.ndarray, name: str,
-               methods: Sequence[str]) -> list[SyntheticRow]:
-    """Pair k of a regime (``rng([seed, rid, k])``) through ``methods``: one row each, in that order."""
+               methods: Sequence[str], split: str = "standard") -> list[SyntheticRow]:
+    """Pair k of a regime (``rng([seed, rid, k])``, drawn by ``SPLITS[split]``) through ``methods``: one row
+    each, in that order."""
     rng = np.random.default_rng([tools.seed, rid, k])
-    if regime == REGIME_DETONE:
-        pr = detone_pair(image, rng, name=name)
-    else:
-        pr = detone_pair(image, rng, photo=Photometric(p=REFINER_PHOTOMETRIC_P), start_rho=REFINE_START_RHO, name=name)
+    pr = SPLITS[split](image, rng, regime, name)
     pr.src.setflags(write=False)
     pr.dst.setflags(write=False)
     trial = _Trial(tools, pr.src, pr.dst, pr.H_start)
@@ -331,13 +355,15 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
                         regimes: Sequence[str] = REGIME_CHOICES, methods: Sequence[str] | None = None,
                         sets: Sequence[str] | None = None, weights: str | os.PathLike | None = None,
                         iterations: int | None = None, preset: str | None = None,
-                        progress: ProgressFn | None = None) -> SyntheticResult:
+                        progress: ProgressFn | None = None, split: str = "standard") -> SyntheticResult:
     """Run the synthetic benchmark on the images of ``directory`` (see the module docstring).
 
     ``methods`` filters the methods of each regime (default: all); ``weights`` / ``iterations`` go to
-    ``refine_deep``; ``preset`` to ``estimate_homography``. Deep methods need torch and kornia
-    (ConfigError otherwise: leave them out with ``methods``).
+    ``refine_deep``; ``preset`` to ``estimate_homography``; ``split`` names how pairs are drawn (``SPLITS``).
+    Deep methods need torch and kornia (ConfigError otherwise: leave them out with ``methods``).
     """
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}: choose from {', '.join(SPLIT_CHOICES)}")
     from stitch.homography.config import DEFAULT_PRESET
     from stitch.homography.refine import refine_ecc
     from stitch.homography.select import estimate_homography
@@ -357,7 +383,7 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
     for rid, regime in run:
         for k in range(pairs):
             i = k % len(files)
-            rows += _pair_rows(tools, regime, rid, k, images[i], names[i], plan[regime])
+            rows += _pair_rows(tools, regime, rid, k, images[i], names[i], plan[regime], split)
             done += 1
             if progress:
                 progress(done, total, f"{regime} {k + 1}/{pairs}")
@@ -368,4 +394,4 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
     if any(METHOD_CLASSICAL_DEEP in ms for ms in plan.values()):
         notes.append(f"classical+deep fell back to deep from identity on {fb} pair(s) (no plausible pipeline matrix)")
     return SyntheticResult(str(directory), names, seed, pairs, str(deep_kw.get("weights")) if deep_kw else None,
-                           rows, summaries, time.perf_counter() - t_start, notes)
+                           rows, summaries, time.perf_counter() - t_start, notes, split)

@@ -116,6 +116,7 @@ class TrainSection:
     export: str = "auto"           # weights to export: the lowest validation MACE among model/EMA/SWA
     deterministic: bool = False    # torch.use_deterministic_algorithms (slower on CUDA)
     threads: int = 0               # torch.set_num_threads on CPU; 0 = torch's default
+    init_from: str = ""            # fine-tune: start from these weights (a checkpoint's EMA, or a weights file)
 
     def __post_init__(self) -> None:
         for f in ("max_steps", "batch_size", "accum_steps", "steps_per_epoch", "eval_every", "log_every",

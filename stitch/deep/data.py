@@ -62,6 +62,8 @@ class DataConfig:
     refine_rho: float = 10.0           # residual corner offsets of the refiner regime: up to this many px
     refine_true_rho: float = 32.0      # the true homography of the refiner regime: any rho up to this
     refine_photometric: float = 0.5    # per-effect probability of a photometric change (refiner regime)
+    window_mask: float = 0.0           # share of samples whose B window sticks out of dst (bands masked)
+    window_mask_max: float = 0.45      # at most this share of the window's side is masked
     val_samples: int = 256             # per regime
     num_workers: int = 0
     pin_memory: bool = True
@@ -71,7 +73,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.patch < 32 or self.patch % 16:
             raise ConfigError(f"data.patch={self.patch}: must be a multiple of 16, at least 32")
-        for f in ("val_fraction", "detone_fraction", "detone_view_aug", "detone_photometric", "refine_photometric"):
+        for f in ("val_fraction", "detone_fraction", "detone_view_aug", "detone_photometric", "refine_photometric",
+                  "window_mask", "window_mask_max"):
             v = getattr(self, f)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"data.{f}={v}: must be in [0, 1]")
@@ -210,10 +213,49 @@ class Example:
     b: np.ndarray        # (P, P) float32 in [0, 1]
     target: np.ndarray   # (4, 2) float32: corner offsets of R, A(u) = B(R u)
     regime: int          # 0 = DeTone (identity start), 1 = refiner (small residual)
+    mask_b: np.ndarray | None = None  # (P, P) float32 0/1; None = all valid
+
+
+def band_mask(rng: np.random.Generator, size: int, max_share: float) -> np.ndarray:
+    """(P, P) float32 0/1: a square working window sticking out of a non-square image.
+
+    ``infer.working_frame`` centres a square window on the overlap; on a landscape image it sticks out at the
+    top and bottom (portrait: left and right), by up to ``max_share`` of the side in all, split unevenly when
+    the overlap sits near an edge. Like ``infer.warp_into``, the valid area is eroded by one pixel.
+    """
+    total = float(rng.uniform(0.05, max_share)) * size
+    first = total * float(rng.uniform(0.0, 1.0))
+    lo, hi = round(first), size - round(total - first)
+    m = np.zeros((size, size), np.float32)
+    if rng.random() < 0.5:
+        m[lo:hi, :] = 1.0
+    else:
+        m[:, lo:hi] = 1.0
+    return cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+
+
+def with_window_masks(ex: Example, rng: np.random.Generator, cfg: DataConfig) -> Example:
+    """``ex`` with, in ``cfg.window_mask`` of the samples, B (and half the time A too) seen through a window
+    that sticks out of its image: the masks inference feeds for full-size, non-square pairs."""
+    if cfg.window_mask <= 0 or rng.random() >= cfg.window_mask:
+        return ex
+    P = ex.b.shape[0]
+    mb = band_mask(rng, P, cfg.window_mask_max)
+    a, ma = ex.a, ex.mask_a
+    if rng.random() < 0.5:
+        ma = ma * band_mask(rng, P, cfg.window_mask_max)
+        a = a * ma
+    return Example(a, ma, ex.b * mb, ex.target, ex.regime, mb)
 
 
 def make_example(bank: ImageBank, rng: np.random.Generator, cfg: DataConfig, regime: int | None = None) -> Example:
-    """Draw one sample (see the module docstring of ``stitch.deep.pairs`` for the two regimes)."""
+    """Draw one sample (see the module docstring of ``stitch.deep.pairs`` for the two regimes), then its window
+    masks (``with_window_masks``, drawn after the pair so that samples without them are unchanged)."""
+    return with_window_masks(_draw_pair(bank, rng, cfg, regime), rng, cfg)
+
+
+def _draw_pair(bank: ImageBank, rng: np.random.Generator, cfg: DataConfig, regime: int | None) -> Example:
+    """One sample of a regime, all of B valid."""
     images = bank.images
     img = images[int(rng.integers(len(images)))]
     P = cfg.patch
@@ -243,9 +285,10 @@ def make_example(bank: ImageBank, rng: np.random.Generator, cfg: DataConfig, reg
 
 
 def _to_tensors(ex: Example) -> dict[str, torch.Tensor]:
+    mb = ex.mask_b if ex.mask_b is not None else np.ones_like(ex.b)
     return {"a": torch.from_numpy(ex.a)[None], "mask_a": torch.from_numpy(ex.mask_a)[None],
-            "b": torch.from_numpy(ex.b)[None], "target": torch.from_numpy(ex.target),
-            "regime": torch.tensor(ex.regime)}
+            "b": torch.from_numpy(ex.b)[None], "mask_b": torch.from_numpy(mb)[None],
+            "target": torch.from_numpy(ex.target), "regime": torch.tensor(ex.regime)}
 
 
 class PairDataset(Dataset):

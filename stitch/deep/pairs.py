@@ -174,14 +174,76 @@ def detone_pair(img: np.ndarray, rng: np.random.Generator, patch: int = DETONE_P
     T = _translation(x, y)
     dst = small[y:y + patch, x:x + patch].copy()
     src = photometric(_warp(small, T @ H_gt, patch), rng, photo)
-    H_start = np.eye(3)
-    if start_rho > 0:
-        c = image_corners(patch, patch)
-        q = cv2.perspectiveTransform(c[None].astype(np.float64), H_gt)[0]
-        H_start = cv2.getPerspectiveTransform(c.astype(np.float32),
-                                              (q + disk_deltas(rng, start_rho)).astype(np.float32)).astype(np.float64)
     regime = "refiner" if start_rho > 0 else "detone"
-    return SyntheticPair(src, dst, H_gt, H_start, regime, name, {"x": x, "y": y})
+    return SyntheticPair(src, dst, H_gt, start_matrix(H_gt, rng, patch, start_rho), regime, name, {"x": x, "y": y})
+
+
+def start_matrix(H_gt: np.ndarray, rng: np.random.Generator, patch: int, start_rho: float) -> np.ndarray:
+    """(3, 3) start whose patch corners are each off H_gt's by up to ``start_rho`` px (disk); identity for 0."""
+    if start_rho <= 0:
+        return np.eye(3)
+    c = image_corners(patch, patch)
+    q = cv2.perspectiveTransform(c[None].astype(np.float64), H_gt)[0]
+    return cv2.getPerspectiveTransform(c.astype(np.float32),
+                                       (q + disk_deltas(rng, start_rho)).astype(np.float32)).astype(np.float64)
+
+
+#: Low-texture split: candidate patch positions drawn per pair, and the texture floor (mean |gradient| of the
+#: 0-255 gray patch) below which a patch holds too little to be registered by anything (pure sky, a flat wall).
+LOWTEX_CANDIDATES = 12
+LOWTEX_FLOOR = 4.0
+
+
+def gradient_energy(gray: np.ndarray) -> float:
+    """Mean gradient magnitude of a (h, w) uint8 patch, in gray levels per px (Sobel / 8)."""
+    g = gray.astype(np.float32)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    return float(np.sqrt(gx * gx + gy * gy).mean())
+
+
+def haze_and_exposure(img: np.ndarray, rng: np.random.Generator, haze: float, gain: float,
+                      gamma: float) -> np.ndarray:
+    """uint8 ``img`` seen through haze (blend toward a pale airlight, transmission 1 - ``haze``), then an
+    exposure change (``gain``, ``gamma``, clipped as a sensor clips), plus slight sensor noise."""
+    x = img.astype(np.float32) / 255.0
+    airlight = float(rng.uniform(0.75, 0.95))
+    x = x * (1.0 - haze) + airlight * haze
+    x = np.power(np.clip(x * gain, 0.0, 1.0), gamma)
+    x = x + rng.normal(0.0, float(rng.uniform(0.004, 0.012)), x.shape).astype(np.float32)
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def lowtex_pair(img: np.ndarray, rng: np.random.Generator, patch: int = DETONE_PATCH, rho: float = DETONE_RHO,
+                size: tuple[int, int] = DETONE_SIZE, start_rho: float = 0.0, name: str = "") -> SyntheticPair:
+    """A DeTone-protocol pair at a low-texture place, hazed, with an exposure change between the two views.
+
+    Of ``LOWTEX_CANDIDATES`` random patch positions, dst is the one with the least gradient energy that still
+    reaches ``LOWTEX_FLOOR`` (the most textured when none does). Half the pairs are hazed (transmission
+    0.45-0.8, both views nearly alike); src's exposure differs from dst's (gain 0.6-1.6, gamma 0.8-1.25).
+    ``start_rho`` as in ``detone_pair``.
+    """
+    if patch + 2 * rho > min(size):
+        raise ConfigError(f"patch={patch} with rho={rho} does not fit in an image of {size[0]} x {size[1]}")
+    small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+    r = math.ceil(rho)
+    xs = rng.integers(r, size[0] - patch - r + 1, LOWTEX_CANDIDATES)
+    ys = rng.integers(r, size[1] - patch - r + 1, LOWTEX_CANDIDATES)
+    energy = np.array([gradient_energy(gray[y:y + patch, x:x + patch]) for x, y in zip(xs, ys)])
+    usable = np.flatnonzero(energy >= LOWTEX_FLOOR)
+    k = int(usable[np.argmin(energy[usable])]) if usable.size else int(np.argmax(energy))
+    x, y = int(xs[k]), int(ys[k])
+    H_gt = corner_h(patch, uniform_deltas(rng, rho))
+    dst = small[y:y + patch, x:x + patch].copy()
+    src = _warp(small, _translation(x, y) @ H_gt, patch)
+    haze = float(rng.uniform(0.2, 0.55)) if rng.random() < 0.5 else 0.0
+    dst = haze_and_exposure(dst, rng, haze, 1.0, 1.0)
+    src = haze_and_exposure(src, rng, min(0.6, max(0.0, haze + float(rng.uniform(-0.05, 0.05)))),
+                            float(np.exp(rng.uniform(math.log(0.6), math.log(1.6)))), float(rng.uniform(0.8, 1.25)))
+    return SyntheticPair(src, dst, H_gt, start_matrix(H_gt, rng, patch, start_rho),
+                         "refiner" if start_rho > 0 else "detone", name,
+                         {"x": x, "y": y, "energy": float(energy[k]), "haze": haze})
 
 
 def random_view_pair(img: np.ndarray, rng: np.random.Generator, patch: int, rho: float,

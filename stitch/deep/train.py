@@ -126,6 +126,11 @@ def flooded(loss: torch.Tensor, level: float) -> torch.Tensor:
     return (loss - level).abs() + level if level > 0 else loss
 
 
+def _mask_b(batch: dict[str, torch.Tensor], sl: slice = slice(None)) -> torch.Tensor:
+    """B's validity mask (B, 1, P, P): the batch's own, or all valid for a batch made without one."""
+    return batch["mask_b"][sl] if "mask_b" in batch else torch.ones_like(batch["b"][sl])
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, val: dict[str, torch.Tensor], batch_size: int = 128,
              dtype: torch.dtype | None = None) -> dict[str, float]:
@@ -138,7 +143,7 @@ def evaluate(model: nn.Module, val: dict[str, torch.Tensor], batch_size: int = 1
     for i in range(0, n, batch_size):
         sl = slice(i, i + batch_size)
         with torch.autocast(device_type=dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            pred = model(val["a"][sl], val["mask_a"][sl], val["b"][sl], torch.ones_like(val["b"][sl]))[-1]
+            pred = model(val["a"][sl], val["mask_a"][sl], val["b"][sl], _mask_b(val, sl))[-1]
         errs.append(mace(pred, val["target"][sl]))
     model.train(was)
     e = torch.cat(errs)
@@ -219,6 +224,8 @@ def _set_up(cfg: TrainConfig, device: str | None) -> _Run:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.json", cfg.to_json() + "\n")
     model = HomographyRefiner(cfg.model, cfg.data.patch).to(dev)
+    if tc.init_from:
+        model.load_state_dict(initial_weights(tc.init_from, cfg.model.to_dict()))
     optimizer = build_optimizer(model, cfg.optim)
     schedule = Schedule(optimizer, cfg.schedule.name, tc.max_steps, cfg.schedule.warmup_steps,
                         cfg.schedule.warmup_start_factor, **cfg.schedule.options)
@@ -227,6 +234,25 @@ def _set_up(cfg: TrainConfig, device: str | None) -> _Run:
                 adt, ModelEMA(model, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None,
                 SWA(model, tc.swa_start, tc.swa_every) if tc.swa_start > 0 else None,
                 EarlyStopping(tc.early_stop_patience, tc.early_stop_min_delta), MetricsLog(out), t0)
+
+
+def initial_weights(path: str | os.PathLike, model_config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The float32 state dict a fine-tune starts from: a checkpoint's EMA weights (its model's when it has no
+    EMA), or a weights file's; ConfigError when the file's [model] differs from ``model_config``."""
+    from stitch.deep.checkpoint import read_weights
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"train.init_from={p}: file not found")
+    try:
+        ck = load_checkpoint(p)
+        state, cfg = (ck["ema"]["module"] if ck.get("ema") else ck["model"]), ck["config"]["model"]
+    except ConfigError:
+        w = read_weights(p)
+        state, cfg = w["state_dict"], w["model_config"]
+    if cfg != model_config:
+        raise ConfigError(f"train.init_from={p}: its [model] differs from the configuration's")
+    return {k: v.float() if v.dtype.is_floating_point else v for k, v in state.items()}
 
 
 def _resume(run: _Run, path: str | os.PathLike) -> None:
@@ -271,7 +297,7 @@ def _step(run: _Run, batches: Any, params: list[torch.Tensor]) -> tuple[float, f
     for _micro in range(tc.accum_steps):
         b = _batch_to(next(batches), run.dev)
         with torch.autocast(device_type=run.dev.type, dtype=run.adt or torch.float32, enabled=run.adt is not None):
-            preds = run.model(b["a"], b["mask_a"], b["b"], torch.ones_like(b["b"]))
+            preds = run.model(b["a"], b["mask_a"], b["b"], _mask_b(b))
         loss = flooded(sequence_loss(preds, b["target"], tc.loss_gamma), tc.flood)
         run.scaler.scale(loss / tc.accum_steps).backward()
         loss_sum += float(loss.detach())

@@ -25,6 +25,10 @@ from stitch.homography.sources import DEFAULT_SOURCES, check_sources
 PRESET_CHOICES = ("fast", "accurate", "exhaustive")
 DEFAULT_PRESET = "accurate"
 DEFAULT_ACCEPT_SCORE = 0.55
+#: An accepted winner scoring below this still meets the direct source's challenge (sources.py). On small or
+#: low-texture pairs the scores of right and of slightly wrong feature winners overlap up to about 0.96; a
+#: clean full-size pair's winner scores above this and pays nothing.
+DEFAULT_CHALLENGE_BELOW = 0.98
 DEFAULT_MIN_INLIERS = 8
 
 
@@ -77,6 +81,7 @@ class SelectConfig:
     exhaustive: bool = False
     deep_weights: str | None = None  # refiner "deep" and the direct source: a weights file (None: the shipped ones)
     sources: tuple[str, ...] = ("features",)  # candidate sources in search order (sources.SOURCES)
+    challenge_below: float = DEFAULT_CHALLENGE_BELOW  # an accepted winner below this still meets later challenges
 
     @classmethod
     def from_options(cls, preset: str = DEFAULT_PRESET, detector: str | None = None, max_keypoints: int | None = None,

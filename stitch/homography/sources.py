@@ -12,7 +12,9 @@ soon as a score is accepted, so a pair accepted at the first step pays nothing f
   optional extra ``learned``);
 * ``direct``: matrices with no matches of their own: the learned refiner's coarse mode
   (``stitch.deep.refine_deep(H, coarse=True)``) from the identity and from the best candidate so far,
-  and ECC started from those starts and from the learned refiner's results.
+  and ECC started from those starts and from the learned refiner's results. Its *challenge* (the coarse
+  mode from the identity and from the winner) also runs when an earlier source was accepted with a score
+  below ``SelectConfig.challenge_below``.
 
 Every candidate records its ``source``. A source whose optional extra is missing, or that fails,
 becomes one warning on the result; the other sources still run.
@@ -105,6 +107,34 @@ def direct_source(state: SearchState) -> Iterator[Step]:
         yield Step("direct-best", lambda: direct_candidates(state, "best", best.H))
 
 
+def direct_challenge(state: SearchState) -> Iterator[Step]:
+    """The learned coarse estimate from the identity and from the winner, after a search accepted early."""
+    best = state.best()
+    starts = [("identity", np.eye(3))] + ([("best", best.H)] if best is not None else [])
+    yield Step("direct-challenge", lambda: [c for name, H in starts for c in deep_coarse_candidates(state, name, H)])
+
+
+def deep_coarse_candidates(state: SearchState, start_name: str, start: np.ndarray) -> list[Candidate]:
+    """The learned refiner's coarse mode from ``start`` (3, 3): one candidate (none without torch: a warning)."""
+    try:
+        from stitch.deep import refine_deep, require_torch
+
+        require_torch()
+    except (ImportError, ConfigError) as exc:
+        state.warnings.append(f"source 'direct': learned refiner skipped ({exc})")
+        return []
+    kw: dict[str, Any] = {"coarse": True}
+    if state.config.deep_weights is not None:
+        kw["weights"] = state.config.deep_weights
+    t0 = time.perf_counter()
+    H = refine_deep(start, state.src_img, state.dst_img, **kw)
+    c = Candidate("deep-coarse", {"level": f"direct-{start_name}", "from": start_name}, H, np.zeros(0, bool),
+                  seconds=time.perf_counter() - t0)
+    if H is None:
+        c.rejected = f"deep-coarse from the {start_name} did not converge"
+    return [c]
+
+
 def direct_candidates(state: SearchState, start_name: str, start: np.ndarray) -> list[Candidate]:
     """deep(coarse) and ECC from ``start`` (3, 3), and ECC from the deep result; the deep refiner missing is a
     warning (ECC still runs)."""
@@ -125,19 +155,10 @@ def direct_candidates(state: SearchState, start_name: str, start: np.ndarray) ->
         return H
 
     add("ecc", lambda: ecc(start, a, b, None))
-    deep_kw: dict[str, Any] = {"coarse": True}
-    if state.config.deep_weights is not None:
-        deep_kw["weights"] = state.config.deep_weights
-    try:
-        from stitch.deep import refine_deep, require_torch
-
-        require_torch()
-    except (ImportError, ConfigError) as exc:
-        state.warnings.append(f"source 'direct': learned refiner skipped ({exc}); ECC only")
-        return out
-    Hd = add("deep-coarse", lambda: refine_deep(start, a, b, **deep_kw))
-    if Hd is not None:
-        add("deep-coarse+ecc", lambda: ecc(Hd, a, b, None))
+    deep = deep_coarse_candidates(state, start_name, start)
+    out += deep
+    if deep and deep[0].H is not None:
+        add("deep-coarse+ecc", lambda: ecc(deep[0].H, a, b, None))
     return out
 
 
@@ -150,6 +171,8 @@ class Source:
     cost: int
     extra: str | None = None  # an optional extra some of its steps need (missing: a warning, not an error)
     help: str = ""
+    #: steps that still compete when an earlier source's winner was accepted below ``SelectConfig.challenge_below``
+    challenge: Callable[[SearchState], Iterator[Step]] | None = None
 
 
 #: The one table of candidate sources, in search order (cheapest first).
@@ -158,7 +181,8 @@ SOURCES: dict[str, Source] = {s.name: s for s in sorted((
     Source("synthesis", synthesis_source, 1, help="MODS-style affine view synthesis, in rounds"),
     Source("learned", learned_source, 2, extra="learned", help="XFeat+LighterGlue and DISK+LightGlue"),
     Source("direct", direct_source, 3, extra="deep",
-           help="learned refiner (coarse) and ECC from the identity and from the best candidate"),
+           help="learned refiner (coarse) and ECC from the identity and from the best candidate",
+           challenge=direct_challenge),
 ), key=lambda s: s.cost)}
 SOURCE_CHOICES = tuple(SOURCES)
 DEFAULT_SOURCES = SOURCE_CHOICES
@@ -181,36 +205,49 @@ def run_sources(state: SearchState, progress: Callable[[str], None] | None = Non
                 accept: Callable[[float], bool] | None = None) -> list[str]:
     """Run the configured sources' steps in order into ``state``; stop once ``accept(best score)``.
 
-    Returns the names of the steps run. A step that raises becomes a warning and ends its source only.
+    Returns the names of the steps run. A step that raises becomes a warning and ends its source only. When
+    a winner is accepted below ``config.challenge_below``, the later sources' ``challenge`` steps still compete
+    (scored the same way): the learned coarse estimate catches what a feature winner got slightly wrong.
     """
     tried: list[str] = []
-    for name in state.config.sources:
-        steps = SOURCES[name].steps(state)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - a failing source is a warning; the others still run
-                state.warnings.append(f"source {name!r} failed: {type(exc).__name__}: {exc}")
-                break
-            if progress:
-                progress(step.name)
-            try:
-                new = step.run()
-            except Exception as exc:  # noqa: BLE001 - as above
-                state.warnings.append(f"source {name!r} ({step.name}) failed: {type(exc).__name__}: {exc}")
-                break
-            support = state.support_matches()
-            for c in new:
-                c.source = name
-                c.params.setdefault("level", step.name)
-            score_candidates(new, state.ctx, state.config.min_inliers, support)
-            for c in new:  # a direct candidate: its support evidence and the matches of it
-                if c.matches is None and support is not None and c.ok:
-                    c.params["support_from"] = "best candidate so far"
-            state.candidates += new
-            tried.append(step.name)
-            if accept is not None and accept(state.best_score()):
-                return tried
+    names = state.config.sources
+    for i, name in enumerate(names):
+        if _run_steps(state, name, SOURCES[name].steps(state), tried, progress, accept):
+            for later in names[i + 1:]:
+                ch = SOURCES[later].challenge
+                if ch is not None and state.best_score() < state.config.challenge_below:
+                    _run_steps(state, later, ch(state), tried, progress, None)
+            return tried
     return tried
+
+
+def _run_steps(state: SearchState, name: str, steps: Iterator[Step], tried: list[str],
+               progress: Callable[[str], None] | None, accept: Callable[[float], bool] | None) -> bool:
+    """Run one source's steps into ``state`` (appending their names to ``tried``); True once ``accept``."""
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration:
+            return False
+        except Exception as exc:  # noqa: BLE001 - a failing source is a warning; the others still run
+            state.warnings.append(f"source {name!r} failed: {type(exc).__name__}: {exc}")
+            return False
+        if progress:
+            progress(step.name)
+        try:
+            new = step.run()
+        except Exception as exc:  # noqa: BLE001 - as above
+            state.warnings.append(f"source {name!r} ({step.name}) failed: {type(exc).__name__}: {exc}")
+            return False
+        support = state.support_matches()
+        for c in new:
+            c.source = name
+            c.params.setdefault("level", step.name)
+        score_candidates(new, state.ctx, state.config.min_inliers, support)
+        for c in new:  # a direct candidate: its support evidence and the matches of it
+            if c.matches is None and support is not None and c.ok:
+                c.params["support_from"] = "best candidate so far"
+        state.candidates += new
+        tried.append(step.name)
+        if accept is not None and accept(state.best_score()):
+            return True

@@ -113,3 +113,14 @@ def test_missing_weights_is_one_error(photos, tmp_path):
     pytest.importorskip("kornia")
     with pytest.raises(ConfigError, match="not found"):
         run_synthetic_bench(photos, pairs=1, methods=["deep"], weights=tmp_path / "missing.pt")
+
+
+def test_lowtex_split(photos):
+    """split='lowtex' draws other (low-texture, hazed, re-exposed) pairs from the same images; JSON names it."""
+    std = run_synthetic_bench(photos, pairs=2, regimes=["refiner"], methods=[METHOD_START])
+    low = run_synthetic_bench(photos, pairs=2, regimes=["refiner"], methods=[METHOD_START], split="lowtex")
+    assert low.to_json()["split"] == "lowtex" and std.to_json()["split"] == "standard"
+    assert [r.error for r in low.rows] != [r.error for r in std.rows]
+    assert all(0 < r.error <= 8.0 for r in low.rows)  # the refiner regime's start: each corner off by <= 8 px
+    with pytest.raises(ConfigError, match="split='nope'"):
+        run_synthetic_bench(photos, pairs=1, split="nope")

@@ -152,3 +152,51 @@ def test_exception(tmp_path):
         DataConfig(patch=100)
     with pytest.raises(ConfigError, match="unknown key"):
         DataConfig.from_dict({"roots": "x"})
+
+
+def test_window_masks(tmp_path):
+    """window_mask: B seen through a square window that sticks out of its image (bands at two opposite sides,
+    masked pixels zero), the pair and its target unchanged; window_mask=0 draws nothing (old samples unchanged)."""
+    root = write_sets(tmp_path, {"a": 2})
+    bank = ImageBank(sorted(root.rglob("*.png")), 640)
+    plain, masked = DataConfig(root=str(root)), DataConfig(root=str(root), window_mask=1.0, window_mask_max=0.4)
+    shares = []
+    for k in range(12):
+        ex0 = make_example(bank, np.random.default_rng([0, k]), plain)
+        ex1 = make_example(bank, np.random.default_rng([0, k]), masked)
+        assert ex0.mask_b is None and ex1.mask_b is not None
+        np.testing.assert_array_equal(ex0.target, ex1.target)
+        mb = ex1.mask_b
+        assert set(np.unique(mb)) <= {0.0, 1.0} and np.all(ex1.b[mb == 0] == 0)
+        np.testing.assert_array_equal(ex1.b[mb == 1], ex0.b[mb == 1])
+        rows, cols = mb.max(1), mb.max(0)  # bands: whole rows or whole columns are masked
+        assert rows.all() or cols.all()
+        shares.append(1.0 - mb.mean())
+    assert 0.03 < min(shares) and max(shares) < 0.4 + 0.05
+    tensors = PairDataset(sorted(root.rglob("*.png")), masked, 0, 4)[0]
+    assert tensors["mask_b"].shape == (1, 128, 128) and float(tensors["mask_b"].min()) == 0.0
+    assert float(PairDataset(sorted(root.rglob("*.png")), plain, 0, 4)[0]["mask_b"].min()) == 1.0
+    with pytest.raises(ConfigError, match="window_mask"):
+        DataConfig(root=str(root), window_mask=1.5)
+
+
+def test_lowtex_pair_known_answer():
+    """The low-texture split: the least textured usable place of the candidates, and H_gt still exact (after the
+    exposure change, the aligned views agree up to a gain)."""
+    from stitch.deep.pairs import LOWTEX_FLOOR, gradient_energy, lowtex_pair
+
+    img = texture(2)
+    pr = lowtex_pair(img, np.random.default_rng(4))
+    assert pr.extra["energy"] >= LOWTEX_FLOOR and pr.regime == "detone"
+    assert pr.extra["energy"] == pytest.approx(gradient_energy(cv2.cvtColor(
+        cv2.resize(img, (320, 240), interpolation=cv2.INTER_AREA)[pr.extra["y"]:pr.extra["y"] + 128,
+                                                                   pr.extra["x"]:pr.extra["x"] + 128],
+        cv2.COLOR_BGR2GRAY)))
+    g = lambda x: cv2.cvtColor(x, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    a, b = g(pr.src), g(pr.dst)
+    warped = cv2.warpPerspective(b, pr.H_gt, (128, 128), flags=cv2.WARP_INVERSE_MAP)
+    inner = (slice(40, 88), slice(40, 88))
+    assert np.corrcoef(a[inner].ravel(), warped[inner].ravel())[0, 1] > 0.9
+    started = lowtex_pair(img, np.random.default_rng(4), start_rho=8.0)
+    assert started.regime == "refiner" and not np.allclose(started.H_start, np.eye(3))
+    np.testing.assert_allclose(started.H_gt, pr.H_gt)

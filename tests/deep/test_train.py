@@ -125,3 +125,29 @@ def test_exception(image_root, tmp_path):
         config_from_dict({"trainer": {}})
     with pytest.raises(ConfigError, match="checkpoint not found"):
         train(config_from_dict(tiny(image_root, tmp_path / "y")), resume=tmp_path / "nope.pt")
+
+
+def test_fine_tune_starts_from_weights(image_root, tmp_path):
+    """train.init_from: a run starts from a checkpoint's EMA weights (or a weights file's); with no learning
+    (lr 1e-12) it exports those weights (float16); a different [model] is a ConfigError naming the file."""
+    from stitch.deep.train import initial_weights
+
+    first = train(config_from_dict(tiny(image_root, tmp_path / "a", max_steps=4)))
+    ck = load_checkpoint(tmp_path / "a" / "last.pt")
+    model_cfg = config_from_dict(tiny(image_root, tmp_path / "z")).model.to_dict()
+    start = initial_weights(tmp_path / "a" / "last.pt", model_cfg)
+    assert all(torch.equal(start[k], ck["ema"]["module"][k].float()) for k in start)
+    from_file = initial_weights(first.exported, model_cfg)
+    assert set(from_file) == set(start)
+    d = tiny(image_root, tmp_path / "b", max_steps=3, ema_decay=0.0, swa_start=0, init_from=str(tmp_path / "a" / "last.pt"))
+    d["optim"] = {"name": "sgd", "lr": 1e-12, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+    tuned = train(config_from_dict(d))
+    got = read_weights(tuned.exported)["state_dict"]
+    assert all(torch.allclose(got[k].float(), start[k], rtol=2e-3, atol=1e-4) for k in start)
+    other = tiny(image_root, tmp_path / "c", init_from=str(tmp_path / "a" / "last.pt"))
+    other["model"]["feat_dim"] = 12
+    with pytest.raises(ConfigError, match=r"init_from=.*last.pt: its \[model\] differs"):
+        train(config_from_dict(other))
+    missing = tiny(image_root, tmp_path / "d", init_from=str(tmp_path / "nope.pt"))
+    with pytest.raises(ConfigError, match="init_from=.*nope.pt: file not found"):
+        train(config_from_dict(missing))

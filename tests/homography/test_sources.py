@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 
 import stitch
 from stitch.errors import ConfigError
-from stitch.geometry import corner_error
+from stitch.geometry import corner_error, project
 from stitch.homography import search, sources
 from stitch.homography.config import SelectConfig
 from stitch.homography.features import DETECTOR_CHOICES, DETECTORS
@@ -121,3 +122,28 @@ def test_exception():
         learned.require("superpoint")
     with pytest.raises(ConfigError, match="is not installed"):
         learned.weight_file("no-such-distribution-xyz", "x.pt")
+
+
+def test_challenge_beats_a_slightly_wrong_winner(sample_pair, monkeypatch):
+    """A winner accepted below challenge_below still meets the direct source's challenge (the learned coarse mode
+    from the identity and from the winner) on equal terms: here a winner 3 px off loses to it."""
+    pytest.importorskip("torch")
+    from stitch.geometry import image_corners
+    from stitch.homography.candidates import Candidate
+
+    src, dst, H_gt = sample_pair("translation")
+    c = image_corners(src.shape[1], src.shape[0])
+    H_off = cv2.getPerspectiveTransform(c.astype(np.float32), (project(H_gt, c) + [[3, -2], [-3, 2], [2, 3], [-2, -3]])
+                                        .astype(np.float32)).astype(np.float64)
+    off = lambda state: iter([sources.Step("fake", lambda: [Candidate("fake", {}, H_off, np.zeros(0, bool))])])
+    monkeypatch.setitem(SOURCES, "features", sources.Source("features", off, 0))
+    cfg = SelectConfig.from_options(sources="features,direct", refiner="none", accept_score=0.3)
+    r = stitch.estimate_homography(src, dst, config=cfg)
+    assert r.levels_tried == ["fake", "direct-challenge"]
+    assert sorted((c.method, c.params["from"]) for c in r.candidates if c.source == "direct") == [
+        ("deep-coarse", "best"), ("deep-coarse", "identity")]
+    fake = next(c for c in r.candidates if c.method == "fake")
+    assert r.best.source == "direct" and r.score > fake.score
+    assert err(r, H_gt, src) < 0.5 * corner_error(H_off, H_gt, src.shape[1], src.shape[0])
+    quiet = stitch.estimate_homography(src, dst, config=replace(cfg, challenge_below=0.0))
+    assert quiet.levels_tried == ["fake"] and np.array_equal(quiet.H, H_off)
