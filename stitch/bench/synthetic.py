@@ -218,6 +218,7 @@ class _Tools:
     preset: str
     seed: int
     deep_kw: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)  # more estimate_homography options
 
     def deep(self, H: np.ndarray, a: np.ndarray, b: np.ndarray, coarse: bool) -> np.ndarray | None:
         from stitch.deep import refine_deep
@@ -226,7 +227,7 @@ class _Tools:
 
     def pipeline(self, refiner: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return self.estimate(a, b, preset=self.preset, seed=self.seed, refiner=refiner,
-                             deep_weights=self.deep_kw.get("weights")).H
+                             deep_weights=self.deep_kw.get("weights"), **self.options).H
 
 
 @dataclass
@@ -355,23 +356,26 @@ def run_synthetic_bench(directory: str | os.PathLike, pairs: int = DEFAULT_PAIRS
                         regimes: Sequence[str] = REGIME_CHOICES, methods: Sequence[str] | None = None,
                         sets: Sequence[str] | None = None, weights: str | os.PathLike | None = None,
                         iterations: int | None = None, preset: str | None = None,
-                        progress: ProgressFn | None = None, split: str = "standard") -> SyntheticResult:
+                        progress: ProgressFn | None = None, split: str = "standard",
+                        options: dict[str, Any] | None = None) -> SyntheticResult:
     """Run the synthetic benchmark on the images of ``directory`` (see the module docstring).
 
     ``methods`` filters the methods of each regime (default: all); ``weights`` / ``iterations`` go to
-    ``refine_deep``; ``preset`` to ``estimate_homography``; ``split`` names how pairs are drawn (``SPLITS``).
+    ``refine_deep``; ``preset`` and ``options`` (e.g. ``{"challenge_below": 0}``) to ``estimate_homography``;
+    ``split`` names how pairs are drawn (``SPLITS``).
     Deep methods need torch and kornia (ConfigError otherwise: leave them out with ``methods``).
     """
     if split not in SPLITS:
         raise ConfigError(f"split={split!r}: choose from {', '.join(SPLIT_CHOICES)}")
-    from stitch.homography.config import DEFAULT_PRESET
+    from stitch.homography.config import DEFAULT_PRESET, SelectConfig
     from stitch.homography.refine import refine_ecc
     from stitch.homography.select import estimate_homography
 
     plan = _plan(pairs, regimes, methods)
     files = synthetic_images(directory, sets)  # the arguments are checked before the optional torch is
     deep_kw = _deep_options(plan, weights, iterations)
-    tools = _Tools(refine_ecc, estimate_homography, preset or DEFAULT_PRESET, seed, deep_kw)
+    SelectConfig.from_options(**(options or {}))  # a bad option: one ConfigError now, not a failed row each
+    tools = _Tools(refine_ecc, estimate_homography, preset or DEFAULT_PRESET, seed, deep_kw, dict(options or {}))
     images = [read_image(p) for p in files[:pairs]]  # pair k uses image k % len(files)
     names = [p.relative_to(Path(directory)).as_posix() for p in files]
     run = [(rid, r) for rid, r in enumerate(REGIME_CHOICES) if r in regimes and plan[r]]

@@ -90,7 +90,7 @@ class SelectConfig:
                      ratio: float | None = None, score_max_side: int | None = None,
                      min_inliers: int = DEFAULT_MIN_INLIERS,
                      deep_weights: str | os.PathLike | None = None,
-                     sources: Any = None) -> SelectConfig:
+                     sources: Any = None, challenge_below: float | None = None) -> SelectConfig:
         """Config from a named preset plus overrides (each override is checked and names itself on error)."""
         if max_keypoints is not None and max_keypoints < 8:
             raise ConfigError(f"max_keypoints={max_keypoints}: must be at least 8")
@@ -101,6 +101,10 @@ class SelectConfig:
         if accept_score is not None and not (isinstance(accept_score, (int, float)) and 0.0 <= accept_score <= 1.0):
             raise ConfigError(f"accept_score={accept_score!r}: the quality score lies in [0, 1]; choose a value in "
                               f"that range (default {DEFAULT_ACCEPT_SCORE})")
+        if challenge_below is not None and not (isinstance(challenge_below, (int, float))
+                                                and 0.0 <= challenge_below <= 1.0):
+            raise ConfigError(f"challenge_below={challenge_below!r}: the quality score lies in [0, 1]; 0 turns the "
+                              f"direct source's challenge off (default {DEFAULT_CHALLENGE_BELOW})")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"seed={seed!r}: must be a non-negative integer")
         levels = preset_levels(preset, detector, max_keypoints)
@@ -124,7 +128,8 @@ class SelectConfig:
         return cls(levels=levels, accept_score=DEFAULT_ACCEPT_SCORE if accept_score is None else accept_score,
                    refiner=ref, score=sc, seed=int(seed), min_inliers=min_inliers,
                    exhaustive=(preset == "exhaustive"),
-                   deep_weights=None if deep_weights is None else os.fspath(deep_weights), sources=srcs)
+                   deep_weights=None if deep_weights is None else os.fspath(deep_weights), sources=srcs,
+                   challenge_below=DEFAULT_CHALLENGE_BELOW if challenge_below is None else float(challenge_below))
 
 
 #: The options of ``SelectConfig.from_options`` besides preset and seed (estimate_homography's ``options``), read

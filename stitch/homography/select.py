@@ -170,7 +170,7 @@ def estimate_homography(src: ImageLike, dst: ImageLike, *, preset: str = DEFAULT
     """Estimate H (3, 3) mapping src pixels to dst pixels; src/dst are paths or (H, W[, C]) arrays.
 
     ``options`` override the preset: detector, max_keypoints, refiner, accept_score, estimators,
-    thresholds, ratio, score_max_side, min_inliers, deep_weights, sources (names of
+    thresholds, ratio, score_max_side, min_inliers, deep_weights, challenge_below, sources (names of
     stitch.homography.sources.SOURCES, a list or a comma list; see SelectConfig.from_options).
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))

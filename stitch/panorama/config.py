@@ -54,8 +54,9 @@ DEFAULT_PANORAMA_MAX_KEYPOINTS = 3000
 #: 'auto' uses the plane unless its canvas exceeds this multiple of the summed image areas.
 DEFAULT_AUTO_MAX_STRETCH = 4.0
 #: The pair-search options (SelectConfig.from_options) a panorama passes on, besides detector and refiner, which
-#: PanoramaConfig.from_options takes itself: not 'sources' (the screening searches the feature levels only).
-PANORAMA_SELECT_OPTIONS = tuple(n for n in OPTION_NAMES if n not in ("detector", "refiner", "sources"))
+#: PanoramaConfig.from_options takes itself: not 'sources' nor 'challenge_below' (the screening searches the feature
+#: levels only).
+PANORAMA_SELECT_OPTIONS = tuple(n for n in OPTION_NAMES if n not in ("detector", "refiner", "sources", "challenge_below"))
 
 
 @dataclass(frozen=True)
