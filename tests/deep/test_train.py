@@ -111,9 +111,12 @@ def test_flooding():
 def test_describe_and_configs(image_root, tmp_path):
     plan = describe(config_from_dict(tiny(image_root, tmp_path / "d")))
     assert plan["train_images"] == 3 and plan["val_images"] == 1 and len(plan["groups"]) == 4
-    for name in ("refiner_cpu.toml", "refiner_gpu.toml"):  # the shipped configs parse and validate
+    for name in ("refiner_cpu.toml", "refiner_gpu.toml", "refiner_finetune.toml"):  # the shipped configs validate
         cfg = load_config(REPO / "configs" / name)
         assert cfg.data.val_sets and "hill" in cfg.data.exclude_sets
+    tuned = load_config(REPO / "configs" / "refiner_finetune.toml")
+    assert (REPO / tuned.train.init_from).is_file() and tuned.data.window_mask > 0
+    assert (REPO / "stitch/deep/weights/refiner.toml").read_bytes() == (REPO / "configs/refiner_finetune.toml").read_bytes()
 
 
 def test_exception(image_root, tmp_path):
