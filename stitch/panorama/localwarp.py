@@ -35,11 +35,12 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import splu
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:  # scipy loads when a mesh is solved, not with the CLI
+    import scipy.sparse as sp
 
 from stitch.errors import ConfigError
 from stitch.panorama.displacement import Displacement, invert_field
@@ -196,6 +197,7 @@ def make_grids(outlines: Sequence[np.ndarray | None], period: float = 0.0) -> di
 
 def regulariser(shape: tuple[int, int]) -> sp.csr_matrix:
     """(V, V) quadratic form of one grid: BENDING * thin-plate energy + MEMBRANE * gradient energy + ANCHOR * |f|^2."""
+    import scipy.sparse as sp
     gh, gw = shape
 
     def d1(n: int) -> sp.csr_matrix:
@@ -215,6 +217,7 @@ def regulariser(shape: tuple[int, int]) -> sp.csr_matrix:
 
 def interpolation(grid: Grid, uv: np.ndarray, total: int) -> sp.csr_matrix:
     """(N, total) sparse bilinear weights of the grid's vertices at projected points uv (N, 2) (clamped to the grid)."""
+    import scipy.sparse as sp
     gh, gw = grid.shape
     gx, gy = grid.coords(uv)
     x = np.clip(gx, 0.0, gw - 1.0)
@@ -265,6 +268,7 @@ def screen_gaps(p: np.ndarray, gap: np.ndarray, tolerance: float, noise: float) 
     ``noise`` px the images agree, and the gap to fit is 0 (a lone gap there is noise, which the field does not
     follow).
     """
+    from scipy.spatial import cKDTree
     if len(p) < 3:
         return np.zeros(len(p), bool), gap
     dist, nn = cKDTree(p).query(p, k=min(NEIGHBOURS + 1, len(p)))
@@ -280,6 +284,7 @@ def match_system(grids: dict[int, Grid], total: int, pairs: Sequence[tuple[int, 
                  period: float) -> MatchSystem | None:
     """The MatchSystem of the coherent matches (screen_gaps) of pairs (a, b) projected to uvs (p (N, 2), q (N, 2));
     None when no pair has any."""
+    import scipy.sparse as sp
     rows, gaps, raws, weights, thresholds, dropped = [], [], [], [], [], 0
     for (a, b), (p, q) in zip(pairs, uvs):
         gap = q - p
@@ -306,6 +311,8 @@ def solve_fields(system: MatchSystem, reg: sp.csr_matrix) -> tuple[np.ndarray, n
     """(f (V, 2) px at every vertex, kept (N,) bool: the matches not dropped as outliers) by the robust loop; each
     pass factorises the normal equations (sparse LU in minimum-degree order on their symmetric pattern; cheaper here
     than conjugate gradients preconditioned by the first pass's factors) and solves for both axes."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
     keep = np.ones(len(system.gap), bool)
     f = np.zeros((reg.shape[0], 2))
     for it in range(ROBUST_ITERATIONS):
@@ -331,6 +338,7 @@ def local_warp(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, in
                names: Sequence[str], matches: Sequence[PairMatches]) -> LocalWarp:
     """The local warp (see the module docstring) of images (w, h) ``sizes`` placed by H (3, 3, image -> reference)
     and ``projection``, from the pair ``matches`` (by image name; pairs naming other images are ignored)."""
+    import scipy.sparse as sp
     t0 = time.perf_counter()
     if len(homographies) != len(sizes) or len(names) != len(sizes):
         raise ConfigError(f"local_warp: {len(homographies)} homographies, {len(sizes)} sizes and {len(names)} names "

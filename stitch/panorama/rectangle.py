@@ -28,12 +28,13 @@ at (j * step[0] - 0.5, i * step[1] - 0.5), so the grid spans the output's pixel 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import spsolve
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:  # scipy loads when a mesh is solved, not with the CLI
+    import scipy.sparse as sp
 
 #: Pixels of the working resolution the mesh is solved at.
 DEFAULT_RECT_WORK_PIXELS = 1_000_000
@@ -136,6 +137,7 @@ def triangle_weights(R: int, C: int, gx: np.ndarray, gy: np.ndarray) -> tuple[np
 def point_rows(idx: np.ndarray, wts: np.ndarray, dirs: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """Rows dirs[k] . (sum_j wts[k, j] * U[idx[k, j]]), one per point (idx, wts (N, 3), dirs (N, 2)), on the
     unknowns (x, y interleaved per vertex)."""
+    import scipy.sparse as sp
     n = len(idx)
     rows = np.repeat(np.arange(n), 6)
     cols = np.stack([2 * idx, 2 * idx + 1], axis=2).reshape(-1)
@@ -179,6 +181,7 @@ def grid_coords(src: np.ndarray, pts: np.ndarray, k: int = 12, chunk: int = 256)
     """Grid coordinates (N, 2) (gx, gy, cell units) of canvas points pts (N, 2) in the triangles of src (R+1, C+1, 2);
     NaN for a point in no triangle (the first triangle holding it where they overlap). The k triangles with the
     nearest centroids are tried first, then all of them."""
+    from scipy.spatial import cKDTree
     tris = mesh_triangles(src)
     n_tri = len(tris[0])
     near = cKDTree((tris[0] + tris[1] + tris[2]) / 3.0).query(pts, k=min(k, n_tri))[1].reshape(len(pts), -1)
@@ -252,6 +255,7 @@ def border_points(region: np.ndarray, R: int, C: int) -> np.ndarray | None:
 def shape_matrix(R: int, C: int, cw: float, ch: float) -> sp.csr_matrix:
     """Rows (8 per cell) of the as-similar-as-possible term on the unknowns (x, y interleaved per vertex): each
     cell's four canvas points minus their best similarity image of the output cell cw x ch."""
+    import scipy.sparse as sp
     V = np.array([[0, 0], [cw, 0], [0, ch], [cw, ch]], np.float64)
     A = np.zeros((8, 4))
     A[0::2] = np.stack([V[:, 0], -V[:, 1], np.ones(4), np.zeros(4)], axis=1)
@@ -295,6 +299,7 @@ def detect_lines(gray: np.ndarray, region: np.ndarray, F: int, limit: int = 2000
 def line_matrix(seg: np.ndarray, src: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
     """(rows, right-hand side) of the line term: points along the straight output segment between the images of
     a segment's ends (under the current mesh src (R+1, C+1, 2)) must map onto the segment's line, two per cell."""
+    import scipy.sparse as sp
     R, C = src.shape[0] - 1, src.shape[1] - 1
     ends = grid_coords(src, seg.reshape(-1, 2)).reshape(-1, 2, 2)
     ok = ~np.isnan(ends).any(axis=(1, 2))
@@ -316,6 +321,7 @@ def line_matrix(seg: np.ndarray, src: np.ndarray) -> tuple[sp.csr_matrix, np.nda
 
 def solve_free(A: sp.csr_matrix, b: np.ndarray, fixed: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Least squares of A x = b (A (m, n), b (m,)) with x[fixed] (n,) bool held at values (n,); returns x (n,)."""
+    from scipy.sparse.linalg import spsolve
     x = np.where(fixed, values, 0.0)
     Af = A[:, ~fixed]
     rhs = b - A[:, fixed] @ values[fixed]
@@ -358,6 +364,7 @@ def inside_matrix(src: np.ndarray, pulls: dict[int, np.ndarray], near: np.ndarra
 def solve_mesh(border: np.ndarray, shape: sp.csr_matrix, seg: np.ndarray, region: np.ndarray) -> np.ndarray:
     """The mesh (R+1, C+1, 2) in working pixels: ``border`` (R+1, C+1, 2) fixes the border vertices (NaN inside),
     the shape rows place the others, then ``PASSES`` solves add the line and inside terms."""
+    import scipy.sparse as sp
     fixed = ~np.isnan(border.reshape(-1))
     values = np.nan_to_num(border.reshape(-1))
     x = solve_free(shape, np.zeros(shape.shape[0]), fixed, values)
