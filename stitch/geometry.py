@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import cv2
 import numpy as np
 
 from stitch.errors import ConfigError
@@ -68,6 +69,19 @@ def clip_halfplane(poly: np.ndarray, line: np.ndarray, tau: float = 0.0) -> np.n
         if v[i] * v[j] < 0:  # the edge crosses the line: keep the crossing point (a vertex on it is kept once)
             out.append(poly[i] + v[i] / (v[i] - v[j]) * (poly[j] - poly[i]))
     return np.array(out, dtype=np.float64).reshape(-1, 2)
+
+
+def overlap_box(H: np.ndarray, src_size: tuple[int, int], dst_size: tuple[int, int]) -> tuple[float, ...] | None:
+    """(x0, y0, x1, y1) bounding box in dst px of src's outline mapped by H and clipped to dst; None if empty."""
+    q = project(H, image_corners(*src_size))
+    if not np.all(np.isfinite(q)):
+        return None
+    dw, dh = dst_size
+    area, poly = cv2.intersectConvexConvex(q.astype(np.float32), image_corners(dw, dh).astype(np.float32))
+    if poly is None or area <= 1.0:
+        return None
+    p = poly.reshape(-1, 2)
+    return float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max())
 
 
 def corner_error(H_est: np.ndarray | None, H_gt: np.ndarray, width: int, height: int) -> float:

@@ -28,7 +28,7 @@ import torch
 
 from stitch.deep.checkpoint import read_weights
 from stitch.deep.model import HomographyRefiner, ModelConfig, corners_to_h
-from stitch.geometry import image_corners, normalize_h, project, resize_matrix
+from stitch.geometry import normalize_h, overlap_box, resize_matrix
 
 #: Inference settings, chosen on the validation set (ledge; see weights/README.md), never on test images:
 #: network passes (src re-warped between passes) and LK iterations per pyramid level.
@@ -62,19 +62,6 @@ def load_refiner(path: str, device: str = "cpu") -> tuple[HomographyRefiner, dic
 def _gray_f32(img: np.ndarray) -> np.ndarray:
     g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
     return g.astype(np.float32) / (65535.0 if g.dtype == np.uint16 else 255.0)
-
-
-def overlap_box(H: np.ndarray, src_size: tuple[int, int], dst_size: tuple[int, int]) -> tuple[float, ...] | None:
-    """(x0, y0, x1, y1) bounding box in dst px of src's outline mapped by H and clipped to dst; None if empty."""
-    q = project(H, image_corners(*src_size))
-    if not np.all(np.isfinite(q)):
-        return None
-    dw, dh = dst_size
-    area, poly = cv2.intersectConvexConvex(q.astype(np.float32), image_corners(dw, dh).astype(np.float32))
-    if poly is None or area <= 1.0:
-        return None
-    p = poly.reshape(-1, 2)
-    return float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max())
 
 
 def working_frame(box: tuple[float, ...], dst_size: tuple[int, int], work: int) -> np.ndarray:

@@ -25,9 +25,9 @@ from stitch.homography.sources import DEFAULT_SOURCES, check_sources
 PRESET_CHOICES = ("fast", "accurate", "exhaustive")
 DEFAULT_PRESET = "accurate"
 DEFAULT_ACCEPT_SCORE = 0.55
-#: An accepted winner scoring below this still meets the direct source's challenge (sources.py). On small or
-#: low-texture pairs the scores of right and of slightly wrong feature winners overlap up to about 0.96; a
-#: clean full-size pair's winner scores above this and pays nothing.
+#: An accepted winner scoring below this still meets the direct source's challenge (sources.py; only on an overlap
+#: small enough for the network). On small or low-texture pairs the scores of right and of slightly wrong feature
+#: winners overlap up to about 0.96 (why this value: docs/measurements.md, "sources").
 DEFAULT_CHALLENGE_BELOW = 0.98
 DEFAULT_MIN_INLIERS = 8
 

@@ -14,7 +14,7 @@ soon as a score is accepted, so a pair accepted at the first step pays nothing f
   (``stitch.deep.refine_deep(H, coarse=True)``) from the identity and from the best candidate so far,
   and ECC started from those starts and from the learned refiner's results. Its *challenge* (the coarse
   mode from the identity and from the winner) also runs when an earlier source was accepted with a score
-  below ``SelectConfig.challenge_below``.
+  below ``SelectConfig.challenge_below``, on an overlap small enough for the network's working window.
 
 Every candidate records its ``source``. A source whose optional extra is missing, or that fails,
 becomes one warning on the result; the other sources still run.
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from stitch.errors import ConfigError
+from stitch.geometry import overlap_box
 from stitch.homography.candidates import Candidate, generate
 from stitch.homography.features import FeatureConfig
 from stitch.homography.matching import Matches
@@ -107,10 +108,22 @@ def direct_source(state: SearchState) -> Iterator[Step]:
         yield Step("direct-best", lambda: direct_candidates(state, "best", best.H))
 
 
+#: The challenge runs only where the overlap (under the winner) spans at most this many dst px: twice the
+#: shipped network's 128 px working window. A larger overlap is shrunk by more than 2x into the window, so the
+#: coarse estimate is coarser than a feature fit (why this value: docs/measurements.md, "sources").
+CHALLENGE_MAX_OVERLAP_PX = 256
+
+
 def direct_challenge(state: SearchState) -> Iterator[Step]:
-    """The learned coarse estimate from the identity and from the winner, after a search accepted early."""
+    """The learned coarse estimate from the identity and from the winner, after a search accepted early; only
+    where the overlap is small enough for the network's working window (``CHALLENGE_MAX_OVERLAP_PX``)."""
     best = state.best()
-    starts = [("identity", np.eye(3))] + ([("best", best.H)] if best is not None else [])
+    if best is None:
+        return
+    box = overlap_box(best.H, state.ctx.src_size, state.ctx.dst_size)
+    if box is None or max(box[2] - box[0], box[3] - box[1]) > CHALLENGE_MAX_OVERLAP_PX:
+        return
+    starts = [("identity", np.eye(3)), ("best", best.H)]
     yield Step("direct-challenge", lambda: [c for name, H in starts for c in deep_coarse_candidates(state, name, H)])
 
 

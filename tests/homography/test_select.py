@@ -254,4 +254,4 @@ def test_view_beyond_the_horizon(sample_pair):
     r = stitch.estimate_homography(src, dst)
     visible = np.array([[x, y] for x in np.linspace(20, 290, 6) for y in np.linspace(20, 460, 6)])
     assert np.linalg.norm(project(r.H, visible) - project(H, visible), axis=1).mean() < 1.0
-    assert r.levels_tried[0] == "sift-4000" and r.levels_tried[1:] in ([], ["direct-challenge"])  # accepted there
+    assert r.levels_tried == ["sift-4000"]  # accepted at the first level

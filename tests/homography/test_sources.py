@@ -126,24 +126,38 @@ def test_exception():
 
 def test_challenge_beats_a_slightly_wrong_winner(sample_pair, monkeypatch):
     """A winner accepted below challenge_below still meets the direct source's challenge (the learned coarse mode
-    from the identity and from the winner) on equal terms: here a winner 3 px off loses to it."""
+    from the identity and from the winner) on equal terms: on a 160 x 120 pair a winner 3 px off loses to it. On
+    the same pair at 640 x 480 (an overlap too large for the network's window) the challenge does not run."""
     pytest.importorskip("torch")
-    from stitch.geometry import image_corners
+    from stitch.geometry import image_corners, scale_h
     from stitch.homography.candidates import Candidate
 
-    src, dst, H_gt = sample_pair("translation")
-    c = image_corners(src.shape[1], src.shape[0])
-    H_off = cv2.getPerspectiveTransform(c.astype(np.float32), (project(H_gt, c) + [[3, -2], [-3, 2], [2, 3], [-2, -3]])
-                                        .astype(np.float32)).astype(np.float64)
-    off = lambda state: iter([sources.Step("fake", lambda: [Candidate("fake", {}, H_off, np.zeros(0, bool))])])
-    monkeypatch.setitem(SOURCES, "features", sources.Source("features", off, 0))
-    cfg = SelectConfig.from_options(sources="features,direct", refiner="none", accept_score=0.3)
-    r = stitch.estimate_homography(src, dst, config=cfg)
+    big_src, big_dst, big_H = sample_pair("translation")
+
+    def off_by_3px(H_gt: np.ndarray, w: int, h: int) -> np.ndarray:
+        c = image_corners(w, h)
+        moved = project(H_gt, c) + [[3, -2], [-3, 2], [2, 3], [-2, -3]]
+        return cv2.getPerspectiveTransform(c.astype(np.float32), moved.astype(np.float32)).astype(np.float64)
+
+    def search(src, dst, H_off, **over):
+        fake = lambda state: iter([sources.Step("fake", lambda: [Candidate("fake", {}, H_off, np.zeros(0, bool))])])
+        monkeypatch.setitem(SOURCES, "features", sources.Source("features", fake, 0))
+        cfg = SelectConfig.from_options(sources="features,direct", refiner="none", accept_score=0.3, **over)
+        return stitch.estimate_homography(src, dst, config=cfg)
+
+    shrink = lambda img: cv2.resize(img, (160, 120), interpolation=cv2.INTER_AREA)
+    src, dst, H_gt = shrink(big_src), shrink(big_dst), scale_h(big_H, 0.25, 0.25)
+    H_off = off_by_3px(H_gt, 160, 120)
+    r = search(src, dst, H_off)
     assert r.levels_tried == ["fake", "direct-challenge"]
     assert sorted((c.method, c.params["from"]) for c in r.candidates if c.source == "direct") == [
         ("deep-coarse", "best"), ("deep-coarse", "identity")]
     fake = next(c for c in r.candidates if c.method == "fake")
     assert r.best.source == "direct" and r.score > fake.score
-    assert err(r, H_gt, src) < 0.5 * corner_error(H_off, H_gt, src.shape[1], src.shape[0])
-    quiet = stitch.estimate_homography(src, dst, config=replace(cfg, challenge_below=0.0))
+    assert err(r, H_gt, src) < 0.5 * corner_error(H_off, H_gt, 160, 120)
+    quiet = search(src, dst, H_off, challenge_below=0.0)
     assert quiet.levels_tried == ["fake"] and np.array_equal(quiet.H, H_off)
+    big = search(big_src, big_dst, off_by_3px(big_H, 640, 480))
+    assert big.score < SelectConfig.from_options().challenge_below and big.levels_tried == ["fake"]
+    with pytest.raises(ConfigError, match="challenge_below=1.5"):
+        SelectConfig.from_options(challenge_below=1.5)
