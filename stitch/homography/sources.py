@@ -112,6 +112,9 @@ def direct_source(state: SearchState) -> Iterator[Step]:
 #: shipped network's 128 px working window. A larger overlap is shrunk by more than 2x into the window, so the
 #: coarse estimate is coarser than a feature fit (why this value: docs/measurements.md, "sources").
 CHALLENGE_MAX_OVERLAP_PX = 256
+#: Network passes of the challenge from the winner (from the identity: the coarse mode's own 3); more passes from
+#: a winner already within a few px changed no result on the dev split (docs/measurements.md, "sources").
+CHALLENGE_BEST_PASSES = 1
 
 
 def direct_challenge(state: SearchState) -> Iterator[Step]:
@@ -123,12 +126,14 @@ def direct_challenge(state: SearchState) -> Iterator[Step]:
     box = overlap_box(best.H, state.ctx.src_size, state.ctx.dst_size)
     if box is None or max(box[2] - box[0], box[3] - box[1]) > CHALLENGE_MAX_OVERLAP_PX:
         return
-    starts = [("identity", np.eye(3)), ("best", best.H)]
-    yield Step("direct-challenge", lambda: [c for name, H in starts for c in deep_coarse_candidates(state, name, H)])
+    starts = [("identity", np.eye(3), None), ("best", best.H, CHALLENGE_BEST_PASSES)]
+    yield Step("direct-challenge", lambda: [c for name, H, n in starts for c in deep_coarse_candidates(state, name, H, n)])
 
 
-def deep_coarse_candidates(state: SearchState, start_name: str, start: np.ndarray) -> list[Candidate]:
-    """The learned refiner's coarse mode from ``start`` (3, 3): one candidate (none without torch: a warning)."""
+def deep_coarse_candidates(state: SearchState, start_name: str, start: np.ndarray,
+                           passes: int | None = None) -> list[Candidate]:
+    """The learned refiner's coarse mode from ``start`` (3, 3), ``passes`` network passes (None: its default):
+    one candidate (none without torch: a warning)."""
     try:
         from stitch.deep import refine_deep, require_torch
 
@@ -136,7 +141,7 @@ def deep_coarse_candidates(state: SearchState, start_name: str, start: np.ndarra
     except (ImportError, ConfigError) as exc:
         state.warnings.append(f"source 'direct': learned refiner skipped ({exc})")
         return []
-    kw: dict[str, Any] = {"coarse": True}
+    kw: dict[str, Any] = {"coarse": True, "iterations": passes}
     if state.config.deep_weights is not None:
         kw["weights"] = state.config.deep_weights
     t0 = time.perf_counter()
