@@ -45,16 +45,21 @@ moving person, parallax), every blender takes each pixel from its seam side alon
 average) is formed, image k's pixels there that lie off its own side (sampled seam_k < 0.5) are replaced by
 those of the image that owns them, weighted by the sampled map D_k:
 
-    I_k <- (1 - a) I_k + a I_owner,   a = D_k [claim_k < 0.5] [the owner sees the pixel, or image k does not]
+    I_k <- (1 - a) I_k + a (I_owner + O_k),   a = D_k [claim_k < 0.5] [the owner sees the pixel, or image k does not]
+
+with O_k the smooth photometric difference of image k minus the other there (ViewDisagreement.offset, sampled),
+so the images agree in content while the light's difference still blends across the seam.
 
 claim_k is image k's seam mask extended to the seam-canvas pixels no seam mask holds (the canvas's outer rim,
 coarser than the full-resolution valid region) by the nearest held pixel's owner, sampled bilinearly; the
 owner is the image whose claim is largest (at least 0.5), its pixels gain-compensated and warped over just
 that area.
 
-So inside a disagreement area all images agree, every band of the blend returns the owner's pixel and the
-transition at the seam is a hard cut: a person seen in one photo only comes whole from it or is left out,
-never half-transparent, and no low-frequency halo of it leaks across the seam. Outside the areas (grown until
+Only the areas the seams leave whole count (an area whose second owner holds more than MAX_CUT_SHARE of it is
+crossed by a seam, as drifting water or a glare are: a hard cut through it would show, and the blend hides it
+better). So inside a disagreement area all images show the owner's content, every band of the blend returns it and the
+transition at the seam is a hard cut of content: a person seen in one photo only comes whole from it or is left
+out, never half-transparent, and no low-frequency halo of it leaks across the seam. Outside the areas (grown until
 the photos agree again) the images are untouched and the blend is the usual one.
 
 Images are extended beyond their borders by replicating the edge pixels (cv2.remap BORDER_REPLICATE), so
@@ -72,6 +77,7 @@ import numpy as np
 
 from stitch.errors import ConfigError
 from stitch.geometry import box_intersection, box_slices, union_box
+from stitch.panorama.disagree import ViewDisagreement
 from stitch.panorama.displacement import Displacement
 from stitch.panorama.exposure import Gains
 from stitch.panorama.views import LowView, overlapping_pairs
@@ -97,7 +103,7 @@ BLENDERS: dict[str, BlendMode] = {
 BLEND_CHOICES = tuple(BLENDERS)
 DEFAULT_BLEND = "multiband"
 #: Take each pixel of a disagreement area from its seam side alone (see the module docstring).
-DEFAULT_SHARP_BLEND = True
+DEFAULT_SHARP_BLEND = False
 MAX_BANDS = 10
 #: Pyramid levels blended strip by strip at full resolution; coarser ones on the 1 / 2^c canvas.
 FINE_LEVELS = 3
@@ -207,12 +213,12 @@ class _Source:
     def __init__(self, img: np.ndarray, H: np.ndarray, box: tuple[int, int, int, int], seam: np.ndarray,
                  low_origin: tuple[int, int], gain: np.ndarray, gain_uniform: bool, relevant: np.ndarray,
                  valid: np.ndarray | None = None, local: Displacement | None = None,
-                 differ: np.ndarray | None = None, claim: np.ndarray | None = None) -> None:
+                 differ: ViewDisagreement | None = None, claim: np.ndarray | None = None) -> None:
         self.img, self.H, self.box, self.valid, self.local = img, H, box, valid, local
         self.seam, self.low_origin = seam, low_origin
         self.gain, self.gain_uniform = gain, gain_uniform
         self.relevant = relevant
-        self.differ = differ if differ is not None and differ.any() else None
+        self.differ = differ if differ is not None and differ.differ.any() else None
         self.claim = claim  # (h', w') float32 0/1 on the low box: the seam mask, extended to the unheld rim
         self.others: list[_Source] = []  # the images that may own this one's disagreement areas
 
@@ -254,6 +260,8 @@ class _Source:
         return img, weight, valid
 
 
+#: A disagreement area whose second owner holds more than this share of it is cut by a seam: left to the blend.
+MAX_CUT_SHARE = 0.2
 #: Smallest replacement weight that counts (below it a pixel keeps its own image's value).
 MIN_TAKE = 1e-3
 
@@ -265,7 +273,7 @@ def _take_from_owners(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: 
 
     valid (h, w) bool: where src sees the region; where it does not (the extension its pyramid needs), the owner's
     extension is taken too, so no band of src carries what the owner's side leaves out."""
-    alpha = sample_low(src.differ, src.low_origin, grid, region, replicate=True)  # the low box's edge row counts
+    alpha = sample_low(src.differ.differ, src.low_origin, grid, region, replicate=True)  # the box's edge row counts
     alpha[sample_low(src.claim, src.low_origin, grid, region, replicate=True) >= 0.5] = 0.0
     ys, xs = np.nonzero(alpha > MIN_TAKE)
     if len(ys) == 0:
@@ -290,6 +298,8 @@ def _take_from_owners(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: 
         best[sl][better] = claim[better]
         have[sl] |= better
     a = np.where(have, a, 0.0)[:, :, None]
+    unit = 257.0 if src.img.dtype == np.uint16 else 1.0  # the offset is in 8-bit levels
+    taken += sample_low(src.differ.offset, src.low_origin, grid, sub, replicate=True) * np.float32(unit)
     part = img[sub[1] - y0:sub[3] - y0, sub[0] - x0:sub[2] - x0]
     part += a * (taken - part)
 
@@ -310,14 +320,14 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
           views: Sequence[LowView], seam_masks: Sequence[np.ndarray], gains: Gains, method: str = DEFAULT_BLEND,
           bands: int | None = None, strip_pixels: int = DEFAULT_STRIP_PIXELS,
           progress: ProgressFn | None = None, valid: Sequence[np.ndarray | None] | None = None,
-          disagree: Sequence[np.ndarray | None] | None = None) -> Blended:
+          disagree: Sequence[ViewDisagreement | None] | None = None) -> Blended:
     """Blend the images (h, w, 3), all uint8 or all uint16, onto ``canvas`` (see the module docstring).
 
     views / seam_masks / gains: per image, on the seam canvas (``grid`` maps full-res canvas px to it).
     bands: multi-band levels (None: from the overlap width). valid: per image, its valid mask (h, w) uint8
-    (255: data) or None. disagree: per image, where the photos disagree, (h_k, w_k) float32 in [0, 1] on its
-    seam-canvas box (stitch.panorama.disagree.Disagreement.views), or None: there each pixel comes from its seam
-    side alone. Returns the canvas-size image (the images' dtype) and mask.
+    (255: data) or None. disagree: per image, where the photos disagree on its seam-canvas box
+    (stitch.panorama.disagree.Disagreement.views), or None: there each pixel's content comes from its seam side
+    alone. Returns the canvas-size image (the images' dtype) and mask.
     """
     if method not in BLENDERS:
         raise ConfigError(f"blend={method!r}: choose one of {', '.join(BLEND_CHOICES)}")
@@ -328,7 +338,8 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     if not (n == len(homographies) == len(canvas.boxes) == len(views) == len(seam_masks) == len(gains.maps)):
         raise ConfigError("blend: images, homographies, canvas boxes, views, seam masks and gains must match")
     disagree = [None] * n if disagree is None else list(disagree)
-    if len(disagree) != n or any(d is not None and d.shape != v.mask.shape for d, v in zip(disagree, views)):
+    if len(disagree) != n or any(d is not None and (d.differ.shape != v.mask.shape or d.offset.shape[:2] != v.mask.shape)
+                                 for d, v in zip(disagree, views)):
         raise ConfigError("blend: disagree needs one map per image, each of its view's (h, w) shape (or None)")
     if bands is not None and not (isinstance(bands, int) and 0 <= bands <= MAX_BANDS):
         raise ConfigError(f"bands={bands}: must be an integer in 0..{MAX_BANDS} (or None for automatic)")
@@ -348,7 +359,10 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     relevant = _relevant(views, seam_masks, math.ceil(reach * grid.scale) + 2)
     valid = [None] * n if valid is None else valid
     fields = [canvas.displacement(k) for k in range(n)]
-    claims = _claims(views, seam_masks) if any(d is not None for d in disagree) else [None] * n
+    claims: list[np.ndarray | None] = [None] * n
+    if any(d is not None for d in disagree):
+        claims, label = _claims(views, seam_masks)
+        disagree = _uncut(views, disagree, label)
     sources = [_Source(img, H, box, seam, v.offset, g, u, rel, ok, d, dis, cl)
                for img, H, box, seam, v, g, u, rel, ok, d, dis, cl in
                zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant, valid, fields,
@@ -366,9 +380,9 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     return Blended(image, mask, levels)
 
 
-def _claims(views: Sequence[LowView], seam_masks: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per view, (h_k, w_k) float32 0/1 on its box: its seam mask, plus the pixels of its box that no seam mask
-    holds and whose nearest held pixel is its own."""
+def _claims(views: Sequence[LowView], seam_masks: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """(per view, (h_k, w_k) float32 0/1 on its box: its seam mask, plus the pixels of its box that no seam mask
+    holds and whose nearest held pixel is its own; the owner label (H', W') int32 over the views' union box)."""
     x0, y0, x1, y1 = union_box(v.box for v in views)
     label = np.full((y1 - y0, x1 - x0), -1, np.int32)
     for k, (v, m) in enumerate(zip(views, seam_masks)):
@@ -380,7 +394,41 @@ def _claims(views: Sequence[LowView], seam_masks: Sequence[np.ndarray]) -> list[
         seeds = np.zeros(int(idx.max()) + 1, np.int32)
         seeds[idx[held]] = label[held]
         label = np.where(held, label, seeds[idx])
-    return [(label[box_slices(v.box, (x0, y0))] == k).astype(np.float32) for k, v in enumerate(views)]
+    return [(label[box_slices(v.box, (x0, y0))] == k).astype(np.float32) for k, v in enumerate(views)], label
+
+
+def _uncut(views: Sequence[LowView], disagree: Sequence[ViewDisagreement | None], label: np.ndarray,
+           max_share: float = MAX_CUT_SHARE) -> list[ViewDisagreement | None]:
+    """The disagreement areas the seams leave whole: each connected area of the union of the views' ``differ``
+    (the union box of ``label``, the owner per pixel) is dropped when its second owner holds more than
+    ``max_share`` of it (a seam runs through it, as through drifting water or a glare: a hard cut there would
+    show, the blend hides it better)."""
+    x0, y0, _, _ = union_box(v.box for v in views)
+    union = np.zeros(label.shape, np.uint8)
+    for v, d in zip(views, disagree):
+        if d is not None:
+            union[box_slices(v.box, (x0, y0))] |= (d.differ > 0).astype(np.uint8)
+    n, comp = cv2.connectedComponents(union, connectivity=8)
+    if n <= 1:
+        return list(disagree)
+    held = label >= 0
+    counts = np.zeros((n, int(label.max()) + 1), np.int64)
+    np.add.at(counts, (comp[held], label[held]), 1)
+    counts[0] = 0
+    ranked = np.sort(counts, axis=1)
+    second = ranked[:, -2] if counts.shape[1] > 1 else np.zeros(n, np.int64)
+    cut = second > max_share * np.maximum(counts.sum(axis=1), 1)
+    if not cut.any():
+        return list(disagree)
+    drop = cut[comp]
+    out: list[ViewDisagreement | None] = []
+    for v, d in zip(views, disagree):
+        if d is None:
+            out.append(None)
+            continue
+        keep = ~drop[box_slices(v.box, (x0, y0))]
+        out.append(ViewDisagreement(d.differ * keep, d.offset * keep[:, :, None]))
+    return out
 
 
 def _relevant(views: Sequence[LowView], seam_masks: Sequence[np.ndarray], grow: int) -> list[np.ndarray]:

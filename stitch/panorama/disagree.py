@@ -19,15 +19,20 @@ on the pair's region (the intersection of the two boxes grown by one pixel, the 
   The seam finder adds gamma * misalign to its pixel cost (stitch.panorama.seams.SeamCost), so seams run around
   what does not line up.
 * ``differ`` (h, w) bool: the photos disagree, i.e. their colours differ by more than DIFFER_COLOUR gray levels
-  (mean over B, G, R of the Gaussian-blurred, sigma 1 px, absolute difference, view j first scaled per channel
-  by the median ratio of the two over the overlap, so an exposure difference the gains left is no
-  disagreement) or the flow exceeds DIFFER_FLOW
-  seam px, opened by a 3 x 3 square (lone pixels are noise) and grown by DIFFER_GROW px so its border falls
-  where the photos agree again.
+  or the flow exceeds DIFFER_FLOW. The colour difference (``colour_difference``, then Gaussian-blurred, sigma 1
+  px) is of view i minus view j scaled per channel by the median ratio of the two over the overlap, less its
+  own median over LOCAL_WINDOW px: what the light does (an exposure step the gains left, a gloss, vignetting)
+  varies smoothly and is no disagreement; an object in one photo only, up to about half the window across, is
+  caught whole (a larger one by its rim). The map is opened by a 3 x 3 square (lone pixels are noise) and grown
+  by DIFFER_GROW px so its border falls where the photos agree again.
 
-``Disagreement.views`` holds, per view, the union of its pairs' ``differ`` (float32 0/1 over the view's box):
-the blender (stitch.panorama.blend) takes each pixel there from its seam side alone, with no low-frequency
-mixing, so a person seen in one photo only comes whole from it or not at all.
+``Disagreement.views`` holds, per view k, a ViewDisagreement on its box: ``differ``, the union of its pairs'
+(float32 0/1), and ``offset`` (h, w, 3) float32, in the 8-bit levels of the compensated views, there: the
+smooth photometric difference I_k - I_other (``local_offset``: a normalised Gaussian average, sigma OFFSET_SIGMA
+px, of the difference where the two agree, so what disagrees never enters it). The blender (stitch.panorama.blend) takes
+each pixel of ``differ`` from its seam side alone, the other images' copy of it shifted by their offset: the
+content comes from one photo, never a mix, and only the light's smooth difference is blended, so a cut through
+a disagreement area shows no exposure step.
 """
 
 from __future__ import annotations
@@ -49,8 +54,12 @@ NCC_WINDOW = 5
 NCC_FLOOR = 25.0
 #: Colour difference (gray levels, after gain compensation) above which two photos disagree.
 DIFFER_COLOUR = 24.0
+#: Window (seam-canvas px, odd) of the local median a colour difference is measured against.
+LOCAL_WINDOW = 21
+#: Gaussian sigma (seam-canvas px) of the smooth photometric difference in a disagreement area.
+OFFSET_SIGMA = 8.0
 #: Flow (seam-canvas px) above which two photos disagree.
-DIFFER_FLOW = 1.0
+DIFFER_FLOW = 2.0
 #: Growth (seam-canvas px) of a disagreement area.
 DIFFER_GROW = 2
 #: Structure-tensor energy (gray levels per px) from which a pixel is textured (stitch.bench.visual's threshold).
@@ -71,11 +80,20 @@ class PairDisagreement:
 
 
 @dataclass
+class ViewDisagreement:
+    """One view's disagreement areas on its box: differ (h, w) float32 0/1 and offset (h, w, 3) float32 (8-bit levels,
+    the smooth difference of this view minus the other there; 0 elsewhere)."""
+
+    differ: np.ndarray
+    offset: np.ndarray
+
+
+@dataclass
 class Disagreement:
-    """Per overlapping pair (i, j), i < j: its PairDisagreement; per view: differ (h_k, w_k) float32 0/1 on its box."""
+    """Per overlapping pair (i, j), i < j: its PairDisagreement; per view: its ViewDisagreement."""
 
     pairs: dict[tuple[int, int], PairDisagreement] = field(default_factory=dict)
-    views: list[np.ndarray] = field(default_factory=list)
+    views: list[ViewDisagreement] = field(default_factory=list)
 
     def misalign(self, i: int, j: int) -> np.ndarray | None:
         """Pair (i, j)'s misalign map (h, w) float32 over its region (either order), or None when none was measured."""
@@ -145,9 +163,10 @@ def local_ncc(ga: np.ndarray, gb: np.ndarray, window: int = NCC_WINDOW, floor: f
     return np.clip(cov / np.sqrt(va * vb), -1.0, 1.0).astype(np.float32)
 
 
-def colour_difference(a: np.ndarray, b: np.ndarray, overlap: np.ndarray) -> np.ndarray:
-    """Mean over B, G, R of |a - g b| (h, w) float32 for (h, w, 3) uint8 crops, g per channel the median of a / b
-    over ``overlap`` (h, w) bool (robust to what moved; 1 where the overlap holds no usable pixel)."""
+def colour_difference(a: np.ndarray, b: np.ndarray, overlap: np.ndarray, window: int = LOCAL_WINDOW) -> np.ndarray:
+    """Mean over B, G, R of |r - median_window(r)| (h, w) float32 for (h, w, 3) uint8 crops, r = a - g b per channel,
+    g the median of a / b over ``overlap`` (h, w) bool, r = 0 off the overlap: what differs between the two beyond a
+    smooth photometric difference (light, vignetting, a gain the compensation left), e.g. an object in one only."""
     fa, fb = a.astype(np.float32), b.astype(np.float32)
     if overlap.any():
         va, vb = fa[overlap], fb[overlap]
@@ -156,7 +175,31 @@ def colour_difference(a: np.ndarray, b: np.ndarray, overlap: np.ndarray) -> np.n
             sel = ok[:, ch]
             if sel.sum() >= 16:
                 fb[:, :, ch] *= float(np.median(va[sel, ch] / vb[sel, ch]))
-    return np.abs(fa - fb).mean(axis=2)
+    r = np.where(overlap[:, :, None], fa - fb, 0.0).astype(np.float32)
+    return np.abs(r - local_median(r, window)).mean(axis=2).astype(np.float32)
+
+
+def local_median(r: np.ndarray, window: int = LOCAL_WINDOW) -> np.ndarray:
+    """Per channel, the median of r (h, w, 3) float32 (a difference, -510..510) over window x window px, to 2 levels."""
+    shifted = np.clip(np.rint(r / 2.0 + 128.0), 0, 255).astype(np.uint8)  # medianBlur's large windows take uint8
+    return (cv2.medianBlur(shifted, window | 1).astype(np.float32) - 128.0) * 2.0
+
+
+def local_offset(a: np.ndarray, b: np.ndarray, agree: np.ndarray, sigma: float = OFFSET_SIGMA) -> np.ndarray:
+    """The smooth photometric difference a - b (h, w, 3) float32 of two (h, w, 3) uint8 crops, from the pixels where
+    they agree (``agree`` (h, w) bool): a normalised Gaussian average of sigma px, then of 4 sigma where too few
+    agreeing pixels are near, else 0. What disagrees (an object in one photo only) never enters it."""
+    r = a.astype(np.float32) - b.astype(np.float32)
+    w = agree.astype(np.float32)
+    out = np.zeros(r.shape, np.float32)
+    todo = np.ones(agree.shape, bool)
+    for s in (sigma, 4.0 * sigma):
+        den = cv2.GaussianBlur(w, (0, 0), s)
+        num = cv2.GaussianBlur(r * w[:, :, None], (0, 0), s)
+        ok = todo & (den > 0.05)
+        out[ok] = num[ok] / den[ok][:, None]
+        todo &= ~ok
+    return out
 
 
 def _term_none(ga: np.ndarray, gb: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -206,18 +249,24 @@ def disagreement(views: Sequence[LowView], term: str = DEFAULT_MISALIGN, flow: b
     """The Disagreement of the (gain-compensated) views: every overlapping pair measured on its region."""
     if term not in MISALIGN_TERMS:
         raise ConfigError(f"misalign={term!r}: choose one of {', '.join(MISALIGN_CHOICES)}")
-    out = Disagreement(views=[np.zeros(v.mask.shape, np.float32) for v in views])
+    out = Disagreement(views=[ViewDisagreement(np.zeros(v.mask.shape, np.float32), np.zeros(v.mask.shape + (3,), np.float32))
+                              for v in views])
     for i, j, inter in overlapping_pairs(views):
         r = pair_region(inter)
         ma, mb = padded(views[i].mask, views[i], r), padded(views[j].mask, views[j], r)
         if (ma & mb).sum() < 2:
             continue
-        p = pair_disagreement(padded(views[i].image, views[i], r), padded(views[j].image, views[j], r), ma, mb, r,
-                              term, flow)
+        a, b = padded(views[i].image, views[i], r), padded(views[j].image, views[j], r)
+        p = pair_disagreement(a, b, ma, mb, r, term, flow)
         out.pairs[(i, j)] = p
-        for k in (i, j):
+        if not p.differ.any():
+            continue
+        offset = local_offset(a, b, ma & mb & ~p.differ)
+        for k, sign in ((i, 1.0), (j, -1.0)):
             q = box_intersection(views[k].box, r)
             if q is not None:
-                view_part = out.views[k][box_slices(q, views[k].offset)]
-                np.maximum(view_part, p.differ[box_slices(q, (r[0], r[1]))], out=view_part)
+                vs, rs = box_slices(q, views[k].offset), box_slices(q, (r[0], r[1]))
+                here = p.differ[rs]
+                out.views[k].differ[vs][here] = 1.0
+                out.views[k].offset[vs][here] = sign * offset[rs][here]
     return out

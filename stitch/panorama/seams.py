@@ -56,7 +56,7 @@ DEFAULT_BETA = 1.0
 #: Constant per-pixel cost c0 (keeps seams short where the images agree).
 DEFAULT_C0 = 1.0
 #: Weight of the misalignment term (cost per seam-canvas px of misalignment; 0 leaves it out).
-DEFAULT_GAMMA = 10.0
+DEFAULT_GAMMA = 20.0
 #: Integer scale of the max-flow capacities (scipy's maximum_flow needs integers).
 CAPACITY_SCALE = 16
 #: Capacity of the edges that tie a pixel to its image (effectively infinite, well inside int32).
