@@ -16,7 +16,7 @@ from stitch.cli.options import preset_option, seed_option
 
 from stitch.errors import ConfigError, one_line
 from stitch.homography.features import DETECTOR_CHOICES
-from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, MAX_BANDS
+from stitch.panorama.blend import BLEND_CHOICES, DEFAULT_BLEND, DEFAULT_SHARP_BLEND, MAX_BANDS
 from stitch.panorama.camera import DEFAULT_WAVE, WAVE_CHOICES
 from stitch.panorama.compose import DEFAULT_SEAM_MEGAPIX
 from stitch.panorama.config import (
@@ -28,12 +28,13 @@ from stitch.panorama.config import (
     PanoramaConfig,
 )
 from stitch.panorama.crop import CROP_CHOICES, CROP_MODES, DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY
+from stitch.panorama.disagree import DEFAULT_MISALIGN, MISALIGN_CHOICES
 from stitch.panorama.exposure import DEFAULT_EXPOSURE, EXPOSURE_CHOICES
 from stitch.panorama.localwarp import DEFAULT_LOCAL_WARP
 from stitch.panorama.options import RENAMED
 from stitch.panorama.options import stitch_options as user_stitch_options
 from stitch.panorama.output import DEFAULT_JPEG_QUALITY
-from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES
+from stitch.panorama.seams import DEFAULT_GAMMA, DEFAULT_SEAM, SEAM_CHOICES
 from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,8 +66,16 @@ PANORAMA_OPTIONS = (
                  help="Exposure compensation: per-image gain, per-channel gains, block gains, colour (gain, colour balance and per-channel blocks, for a colour cast), or none."),
     click.option("--seam", type=click.Choice(SEAM_CHOICES), default=DEFAULT_SEAM, show_default=True,
                  help="Seam finder in the overlaps (graph cut, dynamic programming, Voronoi, none, or OpenCV's)."),
+    click.option("--seam-misalign", type=click.Choice(MISALIGN_CHOICES), default=DEFAULT_MISALIGN, show_default=True,
+                 help="Misalignment term of the seam cost, so seams run around parallax and moving people: optical "
+                 "flow between the photos, local structure disagreement (ncc), or none."),
+    click.option("--seam-misalign-weight", type=click.FloatRange(0.0), default=DEFAULT_GAMMA, show_default=True,
+                 help="Seam cost per seam-resolution px of misalignment (0: no misalignment term)."),
     click.option("--blend", type=click.Choice(BLEND_CHOICES), default=DEFAULT_BLEND, show_default=True,
                  help="Blending across the seams: multi-band (Laplacian pyramid), feather, or none (hard seams)."),
+    click.option("--sharp-blend/--no-sharp-blend", default=DEFAULT_SHARP_BLEND, show_default=True,
+                 help="Where the photos disagree (a moving person, parallax), take each pixel from its seam side "
+                 "alone: a hard cut there, no half-transparent people; the blend stays where they agree."),
     click.option("--bands", type=click.IntRange(0, MAX_BANDS), default=None,
                  help="Multi-band levels (default: from the overlap width)."),
     click.option("--seam-megapix", type=click.FloatRange(0.001, 10), default=DEFAULT_SEAM_MEGAPIX, show_default=True,

@@ -40,6 +40,28 @@ claims (the seam canvas is coarser than the valid region's edge) still take any 
   (with seam 'none', a cross-fade over the whole overlap, like the plain compositor).
 * ``none``: one level, hard seams: weights valid_k * ([seam_k >= 0.5] + eps).
 
+Where the photos disagree (``disagree``: per image, a 0/1 map on the seam canvas, stitch.panorama.disagree: a
+moving person, parallax), every blender takes each pixel from its seam side alone: before its pyramid (or
+average) is formed, image k's pixels there that lie off its own side (sampled seam_k < 0.5) are replaced by
+those of the image that owns them, weighted by the sampled map D_k:
+
+    I_k <- (1 - a) I_k + a (I_owner + O_k),   a = D_k [claim_k < 0.5] [the owner sees the pixel, or image k does not]
+
+with O_k the smooth photometric difference of image k minus the other there (ViewDisagreement.offset, sampled),
+so the images agree in content while the light's difference still blends across the seam.
+
+claim_k is image k's seam mask extended to the seam-canvas pixels no seam mask holds (the canvas's outer rim,
+coarser than the full-resolution valid region) by the nearest held pixel's owner, sampled bilinearly; the
+owner is the image whose claim is largest (at least 0.5), its pixels gain-compensated and warped over just
+that area.
+
+Only the areas the seams leave whole count (an area whose second owner holds more than MAX_CUT_SHARE of it is
+crossed by a seam, as drifting water or a glare are: a hard cut through it would show, and the blend hides it
+better). So inside a disagreement area all images show the owner's content, every band of the blend returns it and the
+transition at the seam is a hard cut of content: a person seen in one photo only comes whole from it or is left
+out, never half-transparent, and no low-frequency halo of it leaks across the seam. Outside the areas (grown until
+the photos agree again) the images are untouched and the blend is the usual one.
+
 Images are extended beyond their borders by replicating the edge pixels (cv2.remap BORDER_REPLICATE), so
 a Laplacian band near an image border does not pull the blend towards black.
 """
@@ -54,7 +76,8 @@ import cv2
 import numpy as np
 
 from stitch.errors import ConfigError
-from stitch.geometry import box_slices, union_box
+from stitch.geometry import box_intersection, box_slices, union_box
+from stitch.panorama.disagree import ViewDisagreement
 from stitch.panorama.displacement import Displacement
 from stitch.panorama.exposure import Gains
 from stitch.panorama.views import LowView, overlapping_pairs
@@ -79,6 +102,8 @@ BLENDERS: dict[str, BlendMode] = {
 }
 BLEND_CHOICES = tuple(BLENDERS)
 DEFAULT_BLEND = "multiband"
+#: Take each pixel of a disagreement area from its seam side alone (see the module docstring).
+DEFAULT_SHARP_BLEND = False
 MAX_BANDS = 10
 #: Pyramid levels blended strip by strip at full resolution; coarser ones on the 1 / 2^c canvas.
 FINE_LEVELS = 3
@@ -187,11 +212,24 @@ class _Source:
 
     def __init__(self, img: np.ndarray, H: np.ndarray, box: tuple[int, int, int, int], seam: np.ndarray,
                  low_origin: tuple[int, int], gain: np.ndarray, gain_uniform: bool, relevant: np.ndarray,
-                 valid: np.ndarray | None = None, local: Displacement | None = None) -> None:
+                 valid: np.ndarray | None = None, local: Displacement | None = None,
+                 differ: ViewDisagreement | None = None, claim: np.ndarray | None = None) -> None:
         self.img, self.H, self.box, self.valid, self.local = img, H, box, valid, local
         self.seam, self.low_origin = seam, low_origin
         self.gain, self.gain_uniform = gain, gain_uniform
         self.relevant = relevant
+        self.differ = differ if differ is not None and differ.differ.any() else None
+        self.claim = claim  # (h', w') float32 0/1 on the low box: the seam mask, extended to the unheld rim
+        self.others: list[_Source] = []  # the images that may own this one's disagreement areas
+
+    def compensated(self, canvas: Canvas, grid: LowGrid,
+                    region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Over region: gain-compensated pixels (h, w, 3) float32 and valid (h, w) bool."""
+        raw, valid = warp_region(self.img, self.H, canvas, region, self.valid, self.local)
+        if self.gain_uniform:
+            return np.multiply(raw, self.gain[0, 0].reshape(1, 1, -1), dtype=np.float32), valid
+        g = sample_low(self.gain, self.low_origin, grid, region, replicate=True)
+        return np.multiply(raw, g.reshape(g.shape[0], g.shape[1], -1), dtype=np.float32), valid
 
     def columns(self, grid: LowGrid, y0: int, y1: int) -> tuple[int, int] | None:
         """Full-res canvas columns [x0, x1) where this image matters within rows [y0, y1); None if nowhere."""
@@ -211,19 +249,59 @@ class _Source:
     def weighted(self, canvas: Canvas, grid: LowGrid, region: tuple[int, int, int, int],
                  method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Over region: gain-compensated pixels (h, w, 3) float32, weight M_k (h, w) float32, valid (h, w) bool."""
-        raw, valid = warp_region(self.img, self.H, canvas, region, self.valid, self.local)
-        if self.gain_uniform:
-            img = np.multiply(raw, self.gain[0, 0].reshape(1, 1, -1), dtype=np.float32)
-        else:
-            g = sample_low(self.gain, self.low_origin, grid, region, replicate=True)
-            img = np.multiply(raw, g.reshape(g.shape[0], g.shape[1], -1), dtype=np.float32)
-        del raw
+        img, valid = self.compensated(canvas, grid, region)
         weight = sample_low(self.seam, self.low_origin, grid, region)
+        if self.differ is not None:
+            _take_from_owners(self, img, valid, canvas, grid, region)
         if BLENDERS[method].hard:
             weight = (weight >= 0.5).astype(np.float32)
         weight += np.float32(EPS_WEIGHT)
         weight *= valid
         return img, weight, valid
+
+
+#: A disagreement area whose second owner holds more than this share of it is cut by a seam: left to the blend.
+MAX_CUT_SHARE = 0.2
+#: Smallest replacement weight that counts (below it a pixel keeps its own image's value).
+MIN_TAKE = 1e-3
+
+
+def _take_from_owners(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: Canvas, grid: LowGrid,
+                      region: tuple[int, int, int, int]) -> None:
+    """In place: img (h, w, 3) float32 over region, where src's disagreement map covers pixels off its seam side
+    (its claim < 0.5), blended towards the owning image's pixels (see the module docstring).
+
+    valid (h, w) bool: where src sees the region; where it does not (the extension its pyramid needs), the owner's
+    extension is taken too, so no band of src carries what the owner's side leaves out."""
+    alpha = sample_low(src.differ.differ, src.low_origin, grid, region, replicate=True)  # the box's edge row counts
+    alpha[sample_low(src.claim, src.low_origin, grid, region, replicate=True) >= 0.5] = 0.0
+    ys, xs = np.nonzero(alpha > MIN_TAKE)
+    if len(ys) == 0:
+        return
+    x0, y0 = region[0], region[1]
+    sub = (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)
+    a = alpha[sub[1] - y0:sub[3] - y0, sub[0] - x0:sub[2] - x0]
+    best = np.full(a.shape, 0.5, np.float32)  # an owner claims at least half of the pixel
+    taken = np.zeros(a.shape + (3,), np.float32)
+    have = np.zeros(a.shape, bool)
+    for o in src.others:
+        if box_intersection(o.box, sub) is None:
+            continue
+        q, sl = sub, (slice(None), slice(None))  # the whole area: beyond o's box its extension (see above)
+        claim = sample_low(o.claim, o.low_origin, grid, q, replicate=True)
+        better = (claim >= best[sl]) & (a[sl] > MIN_TAKE)
+        if not better.any():
+            continue
+        pix, seen = o.compensated(canvas, grid, q)
+        better &= seen | ~valid[q[1] - y0:q[3] - y0, q[0] - x0:q[2] - x0]
+        taken[sl][better] = pix[better]
+        best[sl][better] = claim[better]
+        have[sl] |= better
+    a = np.where(have, a, 0.0)[:, :, None]
+    unit = 257.0 if src.img.dtype == np.uint16 else 1.0  # the offset is in 8-bit levels
+    taken += sample_low(src.differ.offset, src.low_origin, grid, sub, replicate=True) * np.float32(unit)
+    part = img[sub[1] - y0:sub[3] - y0, sub[0] - x0:sub[2] - x0]
+    part += a * (taken - part)
 
 
 def _gauss(x: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -241,12 +319,15 @@ def _up(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas, grid: LowGrid,
           views: Sequence[LowView], seam_masks: Sequence[np.ndarray], gains: Gains, method: str = DEFAULT_BLEND,
           bands: int | None = None, strip_pixels: int = DEFAULT_STRIP_PIXELS,
-          progress: ProgressFn | None = None, valid: Sequence[np.ndarray | None] | None = None) -> Blended:
+          progress: ProgressFn | None = None, valid: Sequence[np.ndarray | None] | None = None,
+          disagree: Sequence[ViewDisagreement | None] | None = None) -> Blended:
     """Blend the images (h, w, 3), all uint8 or all uint16, onto ``canvas`` (see the module docstring).
 
     views / seam_masks / gains: per image, on the seam canvas (``grid`` maps full-res canvas px to it).
     bands: multi-band levels (None: from the overlap width). valid: per image, its valid mask (h, w) uint8
-    (255: data) or None. Returns the canvas-size image (the images' dtype) and mask.
+    (255: data) or None. disagree: per image, where the photos disagree on its seam-canvas box
+    (stitch.panorama.disagree.Disagreement.views), or None: there each pixel's content comes from its seam side
+    alone. Returns the canvas-size image (the images' dtype) and mask.
     """
     if method not in BLENDERS:
         raise ConfigError(f"blend={method!r}: choose one of {', '.join(BLEND_CHOICES)}")
@@ -256,6 +337,10 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     n = len(images)
     if not (n == len(homographies) == len(canvas.boxes) == len(views) == len(seam_masks) == len(gains.maps)):
         raise ConfigError("blend: images, homographies, canvas boxes, views, seam masks and gains must match")
+    disagree = [None] * n if disagree is None else list(disagree)
+    if len(disagree) != n or any(d is not None and (d.differ.shape != v.mask.shape or d.offset.shape[:2] != v.mask.shape)
+                                 for d, v in zip(disagree, views)):
+        raise ConfigError("blend: disagree needs one map per image, each of its view's (h, w) shape (or None)")
     if bands is not None and not (isinstance(bands, int) and 0 <= bands <= MAX_BANDS):
         raise ConfigError(f"bands={bands}: must be an integer in 0..{MAX_BANDS} (or None for automatic)")
     width_px = overlap_width(views, grid.scale)
@@ -274,8 +359,17 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     relevant = _relevant(views, seam_masks, math.ceil(reach * grid.scale) + 2)
     valid = [None] * n if valid is None else valid
     fields = [canvas.displacement(k) for k in range(n)]
-    sources = [_Source(img, H, box, seam, v.offset, g, u, rel, ok, d) for img, H, box, seam, v, g, u, rel, ok, d in
-               zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant, valid, fields)]
+    claims: list[np.ndarray | None] = [None] * n
+    if any(d is not None for d in disagree):
+        claims, label = _claims(views, seam_masks)
+        disagree = _uncut(views, disagree, label)
+    sources = [_Source(img, H, box, seam, v.offset, g, u, rel, ok, d, dis, cl)
+               for img, H, box, seam, v, g, u, rel, ok, d, dis, cl in
+               zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant, valid, fields,
+                   disagree, claims)]
+    for k, src in enumerate(sources):
+        if src.differ is not None:
+            src.others = [o for m, o in enumerate(sources) if m != k and box_intersection(o.box, src.box) is not None]
     W, Hc = canvas.size
     step = 1 << levels
     Wp, Hp = _align_up(W, step), _align_up(Hc, step)
@@ -284,6 +378,57 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     else:
         image, mask = _multiband(sources, canvas, grid, method, levels, c, W, Hc, Wp, Hp, strip_pixels, progress)
     return Blended(image, mask, levels)
+
+
+def _claims(views: Sequence[LowView], seam_masks: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """(per view, (h_k, w_k) float32 0/1 on its box: its seam mask, plus the pixels of its box that no seam mask
+    holds and whose nearest held pixel is its own; the owner label (H', W') int32 over the views' union box)."""
+    x0, y0, x1, y1 = union_box(v.box for v in views)
+    label = np.full((y1 - y0, x1 - x0), -1, np.int32)
+    for k, (v, m) in enumerate(zip(views, seam_masks)):
+        label[box_slices(v.box, (x0, y0))][m] = k
+    held = label >= 0
+    if held.any() and not held.all():
+        _, idx = cv2.distanceTransformWithLabels(np.where(held, 0, 255).astype(np.uint8), cv2.DIST_L2, 5,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+        seeds = np.zeros(int(idx.max()) + 1, np.int32)
+        seeds[idx[held]] = label[held]
+        label = np.where(held, label, seeds[idx])
+    return [(label[box_slices(v.box, (x0, y0))] == k).astype(np.float32) for k, v in enumerate(views)], label
+
+
+def _uncut(views: Sequence[LowView], disagree: Sequence[ViewDisagreement | None], label: np.ndarray,
+           max_share: float = MAX_CUT_SHARE) -> list[ViewDisagreement | None]:
+    """The disagreement areas the seams leave whole: each connected area of the union of the views' ``differ``
+    (the union box of ``label``, the owner per pixel) is dropped when its second owner holds more than
+    ``max_share`` of it (a seam runs through it, as through drifting water or a glare: a hard cut there would
+    show, the blend hides it better)."""
+    x0, y0, _, _ = union_box(v.box for v in views)
+    union = np.zeros(label.shape, np.uint8)
+    for v, d in zip(views, disagree):
+        if d is not None:
+            union[box_slices(v.box, (x0, y0))] |= (d.differ > 0).astype(np.uint8)
+    n, comp = cv2.connectedComponents(union, connectivity=8)
+    if n <= 1:
+        return list(disagree)
+    held = label >= 0
+    counts = np.zeros((n, int(label.max()) + 1), np.int64)
+    np.add.at(counts, (comp[held], label[held]), 1)
+    counts[0] = 0
+    ranked = np.sort(counts, axis=1)
+    second = ranked[:, -2] if counts.shape[1] > 1 else np.zeros(n, np.int64)
+    cut = second > max_share * np.maximum(counts.sum(axis=1), 1)
+    if not cut.any():
+        return list(disagree)
+    drop = cut[comp]
+    out: list[ViewDisagreement | None] = []
+    for v, d in zip(views, disagree):
+        if d is None:
+            out.append(None)
+            continue
+        keep = ~drop[box_slices(v.box, (x0, y0))]
+        out.append(ViewDisagreement(d.differ * keep, d.offset * keep[:, :, None]))
+    return out
 
 
 def _relevant(views: Sequence[LowView], seam_masks: Sequence[np.ndarray], grow: int) -> list[np.ndarray]:

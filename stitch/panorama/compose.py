@@ -6,8 +6,10 @@
    with its scale multiplied by s, so full-resolution canvas pixel (c, r) sits at (s c + tx, s r + ty) there,
    see ``low_canvas``);
 2. exposure compensation solves gains on those views (stitch.exposure);
-3. seams are found on the compensated views (stitch.seams);
-4. the full-resolution images are blended strip by strip with the seam masks and gains (stitch.blend);
+3. where the compensated views still disagree is measured (stitch.panorama.disagree: optical flow, colour
+   difference), and seams are found on them around it (stitch.seams, ``seam_misalign``);
+4. the full-resolution images are blended strip by strip with the seam masks and gains (stitch.blend), each pixel
+   of a disagreement area from its seam side alone (``sharp_blend``);
 5. the result is cropped by the ``crop`` mode (stitch.crop.CROP_MODES; default 'fill');
 6. with ``timelapse`` set, every image is also warped alone onto the cropped frame and written as its own
    file there (stitch.panorama.timelapse).
@@ -46,17 +48,19 @@ from stitch.io import to_8bit
 from stitch.panorama.blend import (
     BLEND_CHOICES,
     DEFAULT_BLEND,
+    DEFAULT_SHARP_BLEND,
     DEFAULT_STRIP_PIXELS,
     MAX_BANDS,
     LowGrid,
     blend,
 )
 from stitch.panorama.crop import DEFAULT_CROP, DEFAULT_CROP_MAX_EMPTY, Cropped, crop_mode, crop_panorama
+from stitch.panorama.disagree import DEFAULT_MISALIGN, MISALIGN_CHOICES, Disagreement, disagreement
 from stitch.panorama.exposure import DEFAULT_BLOCK_SIZE, DEFAULT_EXPOSURE, EXPOSURE_CHOICES, Gains, compensate
 from stitch.panorama.inputs import check_timelapse_dir
 from stitch.panorama.rectangle import Mesh
 from stitch.panorama.resolution import OutputScale, check_output_size, choose_output_scale, resolution_notes
-from stitch.panorama.seams import DEFAULT_SEAM, SEAM_CHOICES, find_seams
+from stitch.panorama.seams import DEFAULT_GAMMA, DEFAULT_SEAM, SEAM_CHOICES, check_gamma, find_seams
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, canvas_bounds, warp_image
 from stitch.types import ProgressFn
@@ -125,6 +129,9 @@ class ComposeConfig:
     exposure: str = DEFAULT_EXPOSURE
     seam: str = DEFAULT_SEAM
     blend: str = DEFAULT_BLEND
+    seam_misalign: str = DEFAULT_MISALIGN
+    seam_misalign_weight: float = DEFAULT_GAMMA
+    sharp_blend: bool = DEFAULT_SHARP_BLEND
     crop: str | bool = DEFAULT_CROP
     crop_max_empty: float = DEFAULT_CROP_MAX_EMPTY
     scale: float | None = None
@@ -140,6 +147,10 @@ class ComposeConfig:
         check_choice("exposure", self.exposure, EXPOSURE_CHOICES)
         check_choice("seam", self.seam, SEAM_CHOICES)
         check_choice("blend", self.blend, BLEND_CHOICES)
+        check_choice("seam_misalign", self.seam_misalign, MISALIGN_CHOICES)
+        check_gamma(self.seam_misalign_weight)
+        if not isinstance(self.sharp_blend, bool):
+            raise ConfigError(f"sharp_blend={self.sharp_blend!r}: must be True or False")
         crop_mode(self.crop)
         if not (isinstance(self.crop_max_empty, (int, float)) and 0.0 <= self.crop_max_empty < 0.5):
             raise ConfigError(f"crop_max_empty={self.crop_max_empty}: must be in [0, 0.5)")
@@ -301,8 +312,9 @@ def _valid_u8(valid: Sequence[np.ndarray | None] | None, images: Sequence[np.nda
 
 
 def _gains_and_seams(views: list[LowView], canvas: Canvas, cfg: ComposeConfig, names: list[str], hooks: Any,
-                     progress: ProgressFn | None, seconds: dict[str, float]) -> tuple[Gains, list[np.ndarray]]:
-    """Steps 2-3 of the module docstring on the seam-resolution views: (gains, seam masks)."""
+                     progress: ProgressFn | None, seconds: dict[str, float]
+                     ) -> tuple[Gains, list[np.ndarray], Disagreement | None]:
+    """Steps 2-3 of the module docstring on the seam-resolution views: (gains, seam masks, disagreement or None)."""
     t = time.perf_counter()
     pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
     same = [(u, v) for u in range(len(pieces)) for v in range(u + 1, len(pieces)) if pieces[u] == pieces[v]]
@@ -314,11 +326,16 @@ def _gains_and_seams(views: list[LowView], canvas: Canvas, cfg: ComposeConfig, n
     t = time.perf_counter()
     if progress is not None:
         progress(0, 1, f"finding seams ({cfg.seam})")
-    masks = find_seams(comp, cfg.seam)
+    dis = None
+    if cfg.sharp_blend or (cfg.seam_misalign != "none" and cfg.seam_misalign_weight > 0):
+        dis = disagreement(comp, cfg.seam_misalign, flow=cfg.sharp_blend)
+        seconds["disagreement"] = time.perf_counter() - t
+    masks = find_seams(comp, cfg.seam, gamma=cfg.seam_misalign_weight if cfg.seam_misalign != "none" else 0.0,
+                       disagreement=dis)
     if hooks is not None:
         hooks.seams(names, comp, masks)
     seconds["seams"] = time.perf_counter() - t
-    return gains, masks
+    return gains, masks, dis
 
 
 def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
@@ -354,11 +371,11 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     if hooks is not None:
         hooks.warped(names, views)
     seconds["warp_seam_res"] = time.perf_counter() - t
-    gains, masks = _gains_and_seams(views, canvas, cfg, names, hooks, progress, seconds)
+    gains, masks, dis = _gains_and_seams(views, canvas, cfg, names, hooks, progress, seconds)
 
     t = time.perf_counter()
     out = blend(images, homographies, canvas, grid, views, masks, gains, cfg.blend, cfg.bands, cfg.strip_pixels,
-                progress, valid8)
+                progress, valid8, dis.views if dis is not None and cfg.sharp_blend else None)
     seconds["blend"] = time.perf_counter() - t
 
     t = time.perf_counter()

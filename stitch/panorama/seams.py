@@ -16,7 +16,10 @@ Methods (``SEAM_CHOICES``):
 
   (colors in 0..255; Sobel gradients of the gray level / 8): a seam crosses where the two images agree in
   color *and* in structure, so it avoids a moving object (the colors differ) and an edge that does not line
-  up exactly (the gradients differ), and c0 keeps it short where everything agrees.
+  up exactly (the gradients differ), and c0 keeps it short where everything agrees. With ``gamma`` > 0
+  (``SeamCost``) the misalignment m(p) the warp left there (stitch.panorama.disagree: the optical flow between
+  the two views, seam px, clipped at 4) adds gamma * m(p), so a seam runs around parallax and moving people
+  even where their colours happen to match.
 * ``dp``: dynamic programming (Efros & Freeman): the cheapest 8-connected path across each overlap, top to
   bottom when the two images sit side by side (left to right when one is above the other), with the same
   pixel cost e; the overlap's pixels on each side of the path go to the image on that side.
@@ -36,13 +39,15 @@ import functools
 import importlib.util
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
 from stitch.errors import ConfigError
-from stitch.geometry import box_intersection, box_slices
+from stitch.geometry import box_slices
+from stitch.panorama.disagree import Disagreement, padded, pair_region
 from stitch.panorama.views import LowView, overlapping_pairs
 
 DEFAULT_SEAM = "graphcut"
@@ -50,6 +55,8 @@ DEFAULT_SEAM = "graphcut"
 DEFAULT_BETA = 1.0
 #: Constant per-pixel cost c0 (keeps seams short where the images agree).
 DEFAULT_C0 = 1.0
+#: Weight of the misalignment term (cost per seam-canvas px of misalignment; 0 leaves it out).
+DEFAULT_GAMMA = 20.0
 #: Integer scale of the max-flow capacities (scipy's maximum_flow needs integers).
 CAPACITY_SCALE = 16
 #: Capacity of the edges that tie a pixel to its image (effectively infinite, well inside int32).
@@ -69,6 +76,24 @@ def pixel_cost(a: np.ndarray, b: np.ndarray, beta: float = DEFAULT_BETA, c0: flo
     for dx, dy in ((1, 0), (0, 1)):
         grad += np.abs(cv2.Sobel(ga, cv2.CV_32F, dx, dy, ksize=3) - cv2.Sobel(gb, cv2.CV_32F, dx, dy, ksize=3)) / 8.0
     return color + beta * grad / 2.0 + c0
+
+
+@dataclass(frozen=True)
+class SeamCost:
+    """The weights of the pixel cost e (beta, c0, gamma) and the misalignment the gamma term reads (or None)."""
+
+    beta: float = DEFAULT_BETA
+    c0: float = DEFAULT_C0
+    gamma: float = 0.0
+    disagreement: Disagreement | None = None
+
+    def pair(self, views: Sequence[LowView], i: int, j: int, r: tuple[int, int, int, int]) -> np.ndarray:
+        """e (h, w) float32 of views i, j over region r (x0, y0, x1, y1): pixel_cost plus gamma * misalignment."""
+        e = pixel_cost(padded(views[i].image, views[i], r), padded(views[j].image, views[j], r), self.beta, self.c0)
+        m = self.disagreement.misalign(i, j) if self.gamma > 0 and self.disagreement is not None else None
+        if m is not None and m.shape == e.shape:
+            e += np.float32(self.gamma) * m
+        return e
 
 
 def _touching(region: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -211,44 +236,34 @@ def _banded_cut(cost: np.ndarray, overlap: np.ndarray, only_i: np.ndarray, only_
     return (overlap & ~band & first) | keep
 
 
-def _padded(arr: np.ndarray, view: LowView, r: tuple[int, int, int, int]) -> np.ndarray:
-    """arr (over view's box) cropped to region r (x0, y0, x1, y1), zero (False) where r leaves the box."""
-    out = np.zeros((r[3] - r[1], r[2] - r[0]) + arr.shape[2:], arr.dtype)
-    q = box_intersection(view.box, r)
-    if q is not None:
-        out[box_slices(q, (r[0], r[1]))] = arr[box_slices(q, view.offset)]
-    return out
-
-
 def _voronoi_keep(views: Sequence[LowView], i: int, j: int, r: tuple[int, int, int, int], overlap: np.ndarray,
-                  only_i: np.ndarray, only_j: np.ndarray, beta: float, c0: float) -> np.ndarray | None:
+                  only_i: np.ndarray, only_j: np.ndarray, cost: SeamCost) -> np.ndarray | None:
     """``voronoi``: overlap pixels nearer to image i's own part (a (h, w) bool 'keep in i' mask)."""
     return _voronoi_pair(overlap, only_i, only_j)
 
 
 def _dp_keep(views: Sequence[LowView], i: int, j: int, r: tuple[int, int, int, int], overlap: np.ndarray,
-             only_i: np.ndarray, only_j: np.ndarray, beta: float, c0: float) -> np.ndarray | None:
+             only_i: np.ndarray, only_j: np.ndarray, cost: SeamCost) -> np.ndarray | None:
     """``dp``: the dynamic-programming seam on the pixel cost."""
-    cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
-    return _dp_split(views, i, j, cost, overlap)
+    return _dp_split(views, i, j, cost.pair(views, i, j, r), overlap)
 
 
 def _graphcut_keep(views: Sequence[LowView], i: int, j: int, r: tuple[int, int, int, int], overlap: np.ndarray,
-                   only_i: np.ndarray, only_j: np.ndarray, beta: float, c0: float) -> np.ndarray | None:
+                   only_i: np.ndarray, only_j: np.ndarray, cost: SeamCost) -> np.ndarray | None:
     """``graphcut``: a minimum cut, in a band around the DP seam when the overlap is large (None: leave it)."""
-    cost = pixel_cost(_padded(views[i].image, views[i], r), _padded(views[j].image, views[j], r), beta, c0)
+    e = cost.pair(views, i, j, r)
     tie_i, tie_j = _touching(overlap, only_i), _touching(overlap, only_j)
     if not tie_i.any() and not tie_j.any():
         return None  # an island of overlap: leave it to both (the blender averages it)
     if overlap.sum() <= DEFAULT_FULL_CUT_PIXELS:
-        return _graphcut_pair(cost, overlap, tie_i, tie_j)
-    return _banded_cut(cost, overlap, only_i, only_j, _dp_split(views, i, j, cost, overlap))
+        return _graphcut_pair(e, overlap, tie_i, tie_j)
+    return _banded_cut(e, overlap, only_i, only_j, _dp_split(views, i, j, e, overlap))
 
 
 PairCut = Callable[..., "np.ndarray | None"]
 
 
-def _pairwise(views: Sequence[LowView], cut: PairCut, beta: float, c0: float) -> list[np.ndarray]:
+def _pairwise(views: Sequence[LowView], cut: PairCut, cost: SeamCost) -> list[np.ndarray]:
     """Cut every overlapping pair in index order with ``cut``; returns the seam masks.
 
     Each pair is cut on the intersection of the two boxes grown by one pixel, so the pixels next to each
@@ -256,12 +271,12 @@ def _pairwise(views: Sequence[LowView], cut: PairCut, beta: float, c0: float) ->
     """
     masks = [v.mask.copy() for v in views]
     for i, j, inter in overlapping_pairs(views):
-        r = (inter[0] - 1, inter[1] - 1, inter[2] + 1, inter[3] + 1)
-        mi, mj = _padded(masks[i], views[i], r), _padded(masks[j], views[j], r)
+        r = pair_region(inter)
+        mi, mj = padded(masks[i], views[i], r), padded(masks[j], views[j], r)
         overlap = mi & mj
         if overlap.sum() < 2:
             continue
-        keep_i = cut(views, i, j, r, overlap, mi & ~mj, mj & ~mi, beta, c0)
+        keep_i = cut(views, i, j, r, overlap, mi & ~mj, mj & ~mi, cost)
         if keep_i is None:
             continue
         inner = (slice(1, -1), slice(1, -1))
@@ -288,46 +303,60 @@ def _opencv(views: Sequence[LowView], method: str) -> list[np.ndarray]:
     return [np.asarray(cv2.UMat.get(m) if isinstance(m, cv2.UMat) else m) > 0 for m in out]
 
 
-def _opencv_finder(method: str) -> Callable[[Sequence[LowView], float, float], list[np.ndarray]]:
+Finder = Callable[[Sequence[LowView], SeamCost], "list[np.ndarray]"]
+
+
+def _opencv_finder(method: str) -> Finder:
     """cv2.detail's finder ``method`` ('opencv_graphcut' / 'opencv_dp'), falling back to ours when it fails."""
-    def find(views: Sequence[LowView], beta: float, c0: float) -> list[np.ndarray]:
+    def find(views: Sequence[LowView], cost: SeamCost) -> list[np.ndarray]:
         try:
             return _opencv(views, method)
         except cv2.error as exc:  # e.g. OpenCV 5's DpSeamFinder asserts on some rectangular overlaps
             own = method.removeprefix("opencv_")
             warnings.warn(f"seam={method!r} failed in OpenCV ({' '.join(str(exc).split())[-120:]}); "
                           f"using seam='{own}' instead", stacklevel=3)
-            return SEAM_FINDERS[own](views, beta, c0)
+            return SEAM_FINDERS[own](views, cost)
     return find
 
 
-def _pairwise_finder(cut: PairCut) -> Callable[[Sequence[LowView], float, float], list[np.ndarray]]:
+def _pairwise_finder(cut: PairCut) -> Finder:
     """A seam finder that cuts every overlapping pair with ``cut``."""
-    return lambda views, beta, c0: _pairwise(views, cut, beta, c0)
+    return lambda views, cost: _pairwise(views, cut, cost)
 
 
-#: The seam finders: name -> finder(views, beta, c0) -> seam masks. The CLI, the API and the benches read it.
-SEAM_FINDERS: dict[str, Callable[[Sequence[LowView], float, float], list[np.ndarray]]] = {
+#: The seam finders: name -> finder(views, SeamCost) -> seam masks (OpenCV's ignore the cost's weights). The CLI,
+#: the API and the benches read it.
+SEAM_FINDERS: dict[str, Finder] = {
     "graphcut": _pairwise_finder(_graphcut_keep),
     "dp": _pairwise_finder(_dp_keep),
     "voronoi": _pairwise_finder(_voronoi_keep),
-    "none": lambda views, beta, c0: [v.mask.copy() for v in views],
+    "none": lambda views, cost: [v.mask.copy() for v in views],
     "opencv_graphcut": _opencv_finder("opencv_graphcut"),
     "opencv_dp": _opencv_finder("opencv_dp"),
 }
 SEAM_CHOICES = tuple(SEAM_FINDERS)
 
 
+def check_gamma(gamma: float) -> None:
+    """ConfigError unless ``gamma`` (the misalignment weight) is a finite number >= 0."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma < float("inf"):
+        raise ConfigError(f"seam_misalign_weight={gamma!r}: must be a number >= 0 (0: no misalignment term)")
+
+
 def find_seams(views: Sequence[LowView], method: str = DEFAULT_SEAM, beta: float = DEFAULT_BETA,
-               c0: float = DEFAULT_C0) -> list[np.ndarray]:
-    """Seam masks (h_k, w_k) bool, one per view (see the module docstring); the views are not modified."""
+               c0: float = DEFAULT_C0, gamma: float = 0.0,
+               disagreement: Disagreement | None = None) -> list[np.ndarray]:
+    """Seam masks (h_k, w_k) bool, one per view (see the module docstring); the views are not modified.
+
+    gamma: weight of the misalignment term, read from ``disagreement`` (stitch.panorama.disagree) when given."""
     if method not in SEAM_FINDERS:
         raise ConfigError(f"seam={method!r}: choose one of {', '.join(SEAM_CHOICES)}")
     if beta < 0 or c0 < 0:
         raise ConfigError(f"beta={beta}, c0={c0}: must be >= 0")
+    check_gamma(gamma)
     if len(views) < 2:
         return [v.mask.copy() for v in views]
-    return SEAM_FINDERS[method](views, beta, c0)
+    return SEAM_FINDERS[method](views, SeamCost(beta, c0, float(gamma), disagreement))
 
 
 def seam_cost(views: Sequence[LowView], masks: Sequence[np.ndarray], beta: float = DEFAULT_BETA,
