@@ -66,7 +66,7 @@ def test_exception():
                                           r"deep_weights$"):
         PanoramaConfig.from_options(projecton="plane")
     img = np.zeros((64, 64, 3), np.uint8)
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) projection; valid: detector, max_keypoints, .*sources$"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) projection; valid: detector, max_keypoints, .*sources, challenge_below$"):
         estimate_homography(img, img, projection="plane")
 
 
