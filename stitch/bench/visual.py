@@ -67,12 +67,12 @@ import numpy as np
 
 from stitch.geometry import Box, box_intersection, box_slices, placed_box
 from stitch.imaging import resize_max_side, to_gray
+from stitch.panorama.disagree import TEXTURE_GRADIENT, dis_flow, texture_energy
 
 MIN_PAIR_PIXELS = 1000
 OVERLAP_ERODE = 2
 FLOW_MAX_PIXELS = 1_000_000
 FLOW_BORDER = 4
-TEXTURE_GRADIENT = 1.0
 SEAM_BAND = 16
 COLOUR_WINDOW = 16
 PAD = SEAM_BAND + COLOUR_WINDOW
@@ -215,28 +215,7 @@ def log_gradients(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gx, gy
 
 
-def texture_energy(gray: np.ndarray) -> np.ndarray:
-    """Local 2-D structure (h, w) float32, levels per px: sqrt of the smaller eigenvalue of the structure tensor
-    (Sobel gradients of the sigma-1-blurred gray, levels per px, products averaged by a Gaussian of sigma 2).
-
-    Large on texture and corners, near 0 on flat areas and along a lone straight edge, where flow along the
-    edge is not determined (the aperture problem).
-    """
-    g = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 1.0)
-    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    jxx, jxy, jyy = (cv2.GaussianBlur(z, (0, 0), 2.0) for z in (gx * gx, gx * gy, gy * gy))
-    lam = 0.5 * (jxx + jyy) - np.sqrt(0.25 * (jxx - jyy) ** 2 + jxy ** 2)
-    return np.sqrt(np.maximum(lam, 0.0))
-
-
 # --- flow -------------------------------------------------------------------------------------------------
-
-
-def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """DIS flow (h, w, 2) float32 from gray a to gray b (h, w) uint8: a(x) ~ b(x + flow(x)), px."""
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(np.ascontiguousarray(a), np.ascontiguousarray(b), None)
 
 
 def pair_flow(a: np.ndarray, b: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray,

@@ -65,7 +65,7 @@ OFFSET_SIGMA = 8.0
 DIFFER_FLOW = 2.0
 #: Growth (seam-canvas px) of a disagreement area.
 DIFFER_GROW = 2
-#: Structure-tensor energy (gray levels per px) from which a pixel is textured (stitch.bench.visual's threshold).
+#: Structure-tensor energy (gray levels per px) from which a pixel is textured (stitch.bench.visual's too).
 TEXTURE_GRADIENT = 1.0
 #: Smallest side (seam-canvas px) of a region on which the flow is computed (DIS needs a few patches).
 MIN_FLOW_SIDE = 16
@@ -146,13 +146,17 @@ def texture_energy(gray: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(lam, 0.0))
 
 
+def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """DIS flow (h, w, 2) float32 from gray a to gray b (h, w) uint8: a(x) ~ b(x + flow(x)), px (preset MEDIUM)."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(np.ascontiguousarray(a), np.ascontiguousarray(b), None)
+
+
 def flow_magnitude(ga: np.ndarray, gb: np.ndarray) -> np.ndarray:
     """|DIS flow| (h, w) float32 (px, every pixel) from gray ga to gray gb (h, w) uint8; zeros below MIN_FLOW_SIDE px."""
     if min(ga.shape) < MIN_FLOW_SIDE:
         return np.zeros(ga.shape, np.float32)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flow = dis.calc(np.ascontiguousarray(ga), np.ascontiguousarray(gb), None)
-    return np.sqrt((flow ** 2).sum(axis=2)).astype(np.float32)
+    return np.sqrt((dis_flow(ga, gb) ** 2).sum(axis=2)).astype(np.float32)
 
 
 def local_ncc(ga: np.ndarray, gb: np.ndarray, window: int = NCC_WINDOW, floor: float = NCC_FLOOR) -> np.ndarray:
