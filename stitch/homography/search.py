@@ -99,15 +99,22 @@ def score_candidates(new: list[Candidate], ctx: quality.ScoringContext, min_inli
     """Score each candidate in place (quality score + plausibility gate) and return them.
 
     A candidate with matches of its own needs ``min_inliers`` estimator inliers; one without (a direct
-    estimator) is scored on ``support`` (the best match set so far) for the support term.
+    estimator) is scored on ``support`` (the best match set so far) for the support term. Estimators of a grid
+    often return the very same matrix (a quarter of them on budapest's pairs): it is scored once.
     """
+    done: dict[tuple[bytes, int], tuple[float, dict[str, float], str | None]] = {}
     for c in new:
         t1 = time.perf_counter()
         own = c.matches is not None
         if own and c.ok and c.n_inliers < min_inliers:
             c.rejected = f"{c.n_inliers} inliers < min_inliers={min_inliers}"
         if c.ok:
-            c.score, c.parts, c.rejected = quality.score(c.H, ctx, c.matches if own else support)
+            used = c.matches if own else support
+            key = (np.ascontiguousarray(c.H, np.float64).tobytes(), id(used))
+            if key not in done:
+                done[key] = quality.score(c.H, ctx, used)
+            score, parts, c.rejected = done[key]
+            c.score, c.parts = score, dict(parts)
         c.seconds += time.perf_counter() - t1
     return new
 

@@ -161,3 +161,24 @@ def test_challenge_beats_a_slightly_wrong_winner(sample_pair, monkeypatch):
     assert big.score < SelectConfig.from_options().challenge_below and big.levels_tried == ["fake"]
     with pytest.raises(ConfigError, match="challenge_below=1.5"):
         SelectConfig.from_options(challenge_below=1.5)
+
+
+def test_a_matrix_is_scored_once(sample_pair, monkeypatch):
+    """Estimators that return the very same matrix share one quality score (a grid often does); the scores, parts
+    and the min_inliers rule are those of scoring each."""
+    from stitch.homography import quality
+    from stitch.homography.candidates import Candidate
+
+    src, dst, H_gt = sample_pair("translation")
+    m = stitch.estimate_homography(src, dst, sources="features").matches
+    calls = []
+    real = quality.score
+    monkeypatch.setattr(quality, "score", lambda *a: calls.append(1) or real(*a))
+    inl = np.ones(len(m), bool)
+    new = [Candidate("a", {}, H_gt.copy(), inl, m), Candidate("b", {}, H_gt.copy(), inl, m),
+           Candidate("c", {}, H_gt.copy(), np.zeros(len(m), bool), m), Candidate("d", {}, H_gt * 1.0001, inl, m)]
+    search.score_candidates(new, quality.make_context(src, dst), min_inliers=8)
+    assert len(calls) == 2  # a (b shares it), d; c is rejected before scoring
+    assert new[0].score == new[1].score == real(H_gt, quality.make_context(src, dst), m)[0]
+    assert new[0].parts == new[1].parts and new[0].parts is not new[1].parts
+    assert new[2].rejected == "0 inliers < min_inliers=8" and new[2].score == float("-inf")
