@@ -100,7 +100,7 @@ def score_candidates(new: list[Candidate], ctx: quality.ScoringContext, min_inli
 
     A candidate with matches of its own needs ``min_inliers`` estimator inliers; one without (a direct
     estimator) is scored on ``support`` (the best match set so far) for the support term. Estimators of a grid
-    often return the very same matrix (a quarter of them on budapest's pairs): it is scored once.
+    often return the very same matrix: it is scored once (docs/measurements.md, "search").
     """
     done: dict[tuple[bytes, int], tuple[float, dict[str, float], str | None]] = {}
     for c in new:
