@@ -328,7 +328,7 @@ def _gains_and_seams(views: list[LowView], canvas: Canvas, cfg: ComposeConfig, n
         progress(0, 1, f"finding seams ({cfg.seam})")
     dis = None
     if cfg.sharp_blend or (cfg.seam_misalign != "none" and cfg.seam_misalign_weight > 0):
-        dis = disagreement(comp, cfg.seam_misalign, flow=cfg.sharp_blend)
+        dis = disagreement(comp, cfg.seam_misalign, flow=cfg.sharp_blend, areas=cfg.sharp_blend)
         seconds["disagreement"] = time.perf_counter() - t
     masks = find_seams(comp, cfg.seam, gamma=cfg.seam_misalign_weight if cfg.seam_misalign != "none" else 0.0,
                        disagreement=dis)

@@ -232,28 +232,33 @@ DEFAULT_MISALIGN = "flow"
 
 
 def pair_disagreement(a: np.ndarray, b: np.ndarray, ma: np.ndarray, mb: np.ndarray, region: Box,
-                      term: str = DEFAULT_MISALIGN, flow: bool = True) -> PairDisagreement:
+                      term: str = DEFAULT_MISALIGN, flow: bool = True, areas: bool = True) -> PairDisagreement:
     """The PairDisagreement of two aligned (h, w, 3) uint8 crops with masks ma, mb (h, w) bool (see the module
     docstring; its ``flow``: on textured pixels, else 0); ``flow``: measure the optical flow (else zeros, and
-    ``differ`` from the colours alone, unless the term is 'flow')."""
+    ``differ`` from the colours alone, unless the term is 'flow'); ``areas``: find the ``differ`` map (else all
+    False: only the seam cost's misalignment is wanted)."""
     if term not in MISALIGN_TERMS:
         raise ConfigError(f"misalign={term!r}: choose one of {', '.join(MISALIGN_CHOICES)}")
     ga, gb = filled_grays(a, b, ma, mb)
     mag = flow_magnitude(ga, gb) if flow or term == "flow" else np.zeros(ga.shape, np.float32)
     mag[np.maximum(texture_energy(ga), texture_energy(gb)) < TEXTURE_GRADIENT] = 0.0
     both = ma & mb
+    misalign = np.where(both, MISALIGN_TERMS[term](ga, gb, mag), 0.0).astype(np.float32)
+    if not areas:
+        return PairDisagreement(region, misalign, mag, np.zeros(both.shape, bool))
     colour = cv2.GaussianBlur(colour_difference(a, b, both), (0, 0), 1.0)
     differ = both & ((colour > DIFFER_COLOUR) | (mag > DIFFER_FLOW))
     square = np.ones((3, 3), np.uint8)
     differ = cv2.morphologyEx(differ.astype(np.uint8), cv2.MORPH_OPEN, square)
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * DIFFER_GROW + 1, 2 * DIFFER_GROW + 1))
     differ = (cv2.dilate(differ, grow) > 0) & both
-    misalign = np.where(both, MISALIGN_TERMS[term](ga, gb, mag), 0.0).astype(np.float32)
     return PairDisagreement(region, misalign, mag, differ)
 
 
-def disagreement(views: Sequence[LowView], term: str = DEFAULT_MISALIGN, flow: bool = True) -> Disagreement:
-    """The Disagreement of the (gain-compensated) views: every overlapping pair measured on its region."""
+def disagreement(views: Sequence[LowView], term: str = DEFAULT_MISALIGN, flow: bool = True,
+                 areas: bool = True) -> Disagreement:
+    """The Disagreement of the (gain-compensated) views: every overlapping pair measured on its region; without
+    ``areas`` only the misalignment (no ``differ`` maps nor offsets: what the seam cost alone needs)."""
     if term not in MISALIGN_TERMS:
         raise ConfigError(f"misalign={term!r}: choose one of {', '.join(MISALIGN_CHOICES)}")
     out = Disagreement(views=[ViewDisagreement(np.zeros(v.mask.shape, np.float32), np.zeros(v.mask.shape + (3,), np.float32))
@@ -264,7 +269,7 @@ def disagreement(views: Sequence[LowView], term: str = DEFAULT_MISALIGN, flow: b
         if (ma & mb).sum() < 2:
             continue
         a, b = padded(views[i].image, views[i], r), padded(views[j].image, views[j], r)
-        p = pair_disagreement(a, b, ma, mb, r, term, flow)
+        p = pair_disagreement(a, b, ma, mb, r, term, flow, areas)
         out.pairs[(i, j)] = p
         if not p.differ.any():
             continue
