@@ -161,3 +161,17 @@ def test_exception():
         disagreement([], "bogus")
     with pytest.raises(ConfigError, match="seam_misalign_weight"):
         find_seams([], "graphcut", gamma=-2.0)
+
+
+def test_misalignment_alone():
+    """areas=False (no sharp blending): the same misalignment, no disagreement areas, no offsets."""
+    from stitch.panorama.disagree import pair_disagreement
+
+    a = textured_scene((200, 120))
+    b = np.roll(a, 3, axis=1).copy()
+    b[40:80, 60:120] = 255  # something in one photo only
+    m = np.ones(a.shape[:2], bool)
+    full = pair_disagreement(a, b, m, m, (0, 0, 200, 120))
+    alone = pair_disagreement(a, b, m, m, (0, 0, 200, 120), areas=False)
+    np.testing.assert_array_equal(full.misalign, alone.misalign)
+    assert full.differ[40:80, 60:120].mean() > 0.9 and not alone.differ.any()
