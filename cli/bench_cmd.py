@@ -31,7 +31,7 @@ from stitch.cli.console import (
     progress_bar,
     results_console,
 )
-from stitch.cli.options import json_option, preset_option, seed_option
+from stitch.cli.options import json_option, key_values, preset_option, seed_option
 
 from stitch.batch.backends import BACKENDS as BATCH_BACKENDS
 from stitch.bench.homography import (
@@ -343,6 +343,9 @@ def panorama_visual_table(result: Any, set_name: str) -> Table:
 
 def print_panorama_result(result: Any, console: Console, memory_set: str = DEFAULT_MEMORY_SET) -> None:
     """A table per set, the totals, the goals, failures, and how each figure was obtained."""
+    if result.stitch_options:
+        console.print("method stitch ran with " + ", ".join(f"{k}={v!r}" for k, v in result.stitch_options.items()),
+                      markup=False)
     for s in result.sets:
         console.print(panorama_set_table(result, s))
         console.print(panorama_visual_table(result, s))
@@ -413,8 +416,12 @@ def print_panorama_result(result: Any, console: Console, memory_set: str = DEFAU
 @click.option("--grow", "grow", is_flag=True,
               help="Time as N grows instead: stitch alone on the first " + ", ".join(map(str, GROWTH_COUNTS))
               + " images of each --set (e.g. cave_atrium).")
+@click.option("--stitch-option", "stitch_opts", multiple=True, metavar="KEY=VALUE",
+              help="An option of method stitch, named as `stitch run`'s flag (repeatable), e.g. local_warp=true, "
+                   "seam_misalign=none: before/after runs of one setting.")
 def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...], timeout: float,
-                 out_dir: Path, memory_set: str, json_path: Path | None, orders: tuple[str, ...], grow: bool) -> None:
+                 out_dir: Path, memory_set: str, json_path: Path | None, orders: tuple[str, ...], grow: bool,
+                 stitch_opts: tuple[str, ...]) -> None:
     """Panoramas on DIRECTORY (e.g. ../shared/data/panoramas): stitch against OpenStitching and cv2.Stitcher.
 
     Each method runs on each set in its own subprocess with a timeout; reports success, images kept,
@@ -425,11 +432,15 @@ def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...
     """
     try:
         if grow:
+            if stitch_opts:
+                raise StitchError("--stitch-option does not apply to --grow (stitch runs with its defaults there)")
             _growth(directory, sets, timeout, out_dir, json_path)
             return
+        options = key_values(stitch_opts, "--stitch-option", "seam=dp")
         with progress_bar("panorama") as progress:
             result = run_panorama_bench(directory, methods=methods or PANORAMA_METHOD_CHOICES, sets=sets,
-                                        timeout=timeout, out_dir=out_dir, progress=progress, orders=orders)
+                                        timeout=timeout, out_dir=out_dir, progress=progress, orders=orders,
+                                        stitch_options=options)
         print_panorama_result(result, results_console(json_path), memory_set)
         emit_json(json_path, lambda: with_goals(result.to_json(), panorama_goals(result, memory_set)))
     except StitchError as exc:

@@ -59,3 +59,28 @@ def json_option(help: str = "Write the JSON summary to this file ('-': standard 
 def quiet_option(help: str = "No progress display or summary line; warnings still print.") -> Callable[[F], F]:
     """``-q/--quiet``."""
     return click.option("-q", "--quiet", is_flag=True, help=help)
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value as TOML reads it (``3``, ``0.5``, ``true``, ``"a b"``), else the text itself."""
+    from stitch.deep.config import toml_module
+
+    toml = toml_module()
+    try:
+        return toml.loads(f"v = {raw}")["v"]
+    except toml.TOMLDecodeError:
+        return raw
+
+
+def key_values(items: tuple[str, ...], flag: str, example: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items of a repeatable ``flag`` as a dict (values by ``parse_value``); ConfigError names a bad
+    item with ``example``."""
+    from stitch.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {example}")
+        out[key.strip()] = parse_value(raw)
+    return out

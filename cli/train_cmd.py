@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 from stitch.cli.console import emit_json, one_line, stderr_console
-from stitch.cli.options import json_option, quiet_option
+from stitch.cli.options import json_option, parse_value, quiet_option
 
 from stitch.errors import ConfigError, StitchError
 
@@ -22,20 +22,13 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 def _parse_set(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """``section.key=value`` overrides (value parsed as TOML, else kept as a string)."""
-    from stitch.deep.config import toml_module
-
-    toml = toml_module()
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not section or not name:
             raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.max_steps=100")
-        try:
-            value = toml.loads(f"v = {raw}")["v"]
-        except toml.TOMLDecodeError:
-            value = raw
-        out.setdefault(section, {})[name] = value
+        out.setdefault(section, {})[name] = parse_value(raw)
     return out
 
 

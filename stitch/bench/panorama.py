@@ -116,7 +116,7 @@ from stitch.bench.homography import METHOD_STITCH
 from stitch.bench.visual import FIGURES as VISUAL_FIGURES
 from stitch.bench.visual import PointMap, Registered, VisualFigures, erode, visual_figures
 from stitch.bench.visual_sheet import worst_places_sheet, write_place_crops
-from stitch.errors import StitchError, one_line
+from stitch.errors import ConfigError, StitchError, one_line
 from stitch.geometry import box_intersection, box_slices, union_box
 from stitch.homography.quality import agreement
 from stitch.imaging import resize_max_side, to_gray
@@ -146,6 +146,8 @@ ORDER_TOLERANCE = 0.005
 GROWTH_COUNTS = (5, 10, 15, 20, 25, 30, 35)
 #: First argument of the child that skips the quality figures (order and growth runs time the stitch only).
 NO_METRICS_FLAG = "--no-metrics"
+#: The child's flag before a JSON object of stitch_images options for method stitch.
+OPTIONS_FLAG = "--stitch-options"
 
 REGISTRATION_NOTES = {
     METHOD_STITCH: "each kept image warped by its homography onto the panorama canvas (stitch.warp), shifted by "
@@ -602,11 +604,14 @@ def _visual(image: np.ndarray, mask: np.ndarray, regs: list[Registered], paths: 
 
 
 def _child_main(argv: list[str]) -> int:
+    options: dict[str, Any] = {}
+    if argv[:1] == [OPTIONS_FLAG]:
+        options, argv = json.loads(argv[1]), argv[2:]
     metrics = argv[:1] != [NO_METRICS_FLAG]
     method, outdir, *paths = argv if metrics else argv[1:]
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    result = run_child(method, [Path(p) for p in paths], out, metrics)
+    result = run_child(method, [Path(p) for p in paths], out, metrics, stitch_options=options)
     write_text_atomic(out / "result.json", json.dumps(result, allow_nan=False, default=float) + "\n")
     return 0
 
@@ -636,10 +641,13 @@ def _vmhwm(pid: int | str) -> float | None:
 
 
 def run_isolated(method: str, paths: Sequence[Path], outdir: Path, timeout: float,
-                 metrics: bool = True) -> dict[str, Any]:
-    """Run one method on one set in a fresh subprocess with a timeout; the child's result dict."""
+                 metrics: bool = True, stitch_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run one method on one set in a fresh subprocess with a timeout; the child's result dict.
+
+    ``stitch_options``: stitch_images options for method stitch (JSON values)."""
     outdir.mkdir(parents=True, exist_ok=True)
-    cmd = ([sys.executable, "-m", "stitch.bench.panorama"] + ([] if metrics else [NO_METRICS_FLAG])
+    opts = [OPTIONS_FLAG, json.dumps(dict(stitch_options))] if stitch_options and method == METHOD_STITCH else []
+    cmd = ([sys.executable, "-m", "stitch.bench.panorama"] + opts + ([] if metrics else [NO_METRICS_FLAG])
            + [method, str(outdir)] + [str(p) for p in paths])
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     with open(outdir / "log.txt", "wb") as log:
@@ -731,6 +739,7 @@ class PanoramaBenchResult:
     #: set -> order -> {ok, size, focal, seconds, kept, error} of stitch on that input order (``orders``)
     order_runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     worst_places: str | None = None
+    stitch_options: dict[str, Any] = field(default_factory=dict)  # stitch_images options of method stitch
 
     def order_spread(self, set_name: str) -> dict[str, float | None]:
         """Largest relative difference across the orders of one set: width, height, focal (None if not measurable)."""
@@ -784,6 +793,7 @@ class PanoramaBenchResult:
         return {
             "protocol": "stitch.bench.panorama (see its module docstring)",
             "timeout_s": self.timeout,
+            "stitch_options": self.stitch_options,
             "methods": self.methods,
             "sets": self.sets,
             "skipped_methods": self.skipped,
@@ -847,12 +857,22 @@ def _order_entry(raw: dict[str, Any]) -> dict[str, Any]:
 def run_panorama_bench(directory: str | os.PathLike, methods: Sequence[str] = PANORAMA_METHOD_CHOICES,
                        sets: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT_S,
                        out_dir: str | os.PathLike | None = None,
-                       progress: ProgressFn | None = None, orders: Sequence[str] = ()) -> PanoramaBenchResult:
+                       progress: ProgressFn | None = None, orders: Sequence[str] = (),
+                       stitch_options: Mapping[str, Any] | None = None) -> PanoramaBenchResult:
     """Every method on every set of DIRECTORY, one subprocess per run (see the module docstring).
 
     orders: input orders (ORDER_CHOICES) for the order-invariance check: stitch runs again on each order
     other than 'sorted' (timed, no quality figures); the canvas size and focal of every order are reported.
+    stitch_options: user options for method stitch (``stitch.panorama.options``: the names of ``stitch run``'s
+    flags), checked before any run (ConfigError names a bad one).
     """
+    from stitch.panorama.config import PanoramaConfig
+    from stitch.panorama.options import stitch_options as to_stitch_options
+
+    opts = to_stitch_options(stitch_options or {})
+    if "seed" in opts:
+        raise ConfigError("stitch option seed: the bench runs every method with seed 0")
+    PanoramaConfig.from_options(**opts)  # a bad value: one error now, not a failed run per set
     unknown = [m for m in methods if m not in PANORAMA_METHOD_CHOICES]
     if unknown:
         raise StitchError(f"method(s) {', '.join(unknown)}: choose from {', '.join(PANORAMA_METHOD_CHOICES)}")
@@ -875,7 +895,7 @@ def run_panorama_bench(directory: str | os.PathLike, methods: Sequence[str] = PA
             if progress is not None:
                 progress(k, total, f"{name}: {m}")
             d = out / name / m
-            raw = run_isolated(m, paths, d, timeout)
+            raw = run_isolated(m, paths, d, timeout, stitch_options=opts)
             rows.append(_row(name, raw, d))
             if m == METHOD_STITCH and orders:
                 order_runs.setdefault(name, {})["sorted"] = _order_entry(raw)
@@ -884,12 +904,13 @@ def run_panorama_bench(directory: str | os.PathLike, methods: Sequence[str] = PA
             if progress is not None:
                 progress(k, total, f"{name}: stitch, {o} input")
             raw = run_isolated(METHOD_STITCH, ordered(paths, o), out / name / f"{METHOD_STITCH}-{o}", timeout,
-                               metrics=False)
+                               metrics=False, stitch_options=opts)
             order_runs.setdefault(name, {})[o] = _order_entry(raw)
             k += 1
     if progress is not None:
         progress(total, total, "done")
-    result = PanoramaBenchResult(rows, run, [n for n, _ in found], timeout, skipped=skipped, order_runs=order_runs)
+    result = PanoramaBenchResult(rows, run, [n for n, _ in found], timeout, skipped=skipped, order_runs=order_runs,
+                                 stitch_options=opts)
     result.contact_sheet = str(contact_sheet(result, out / "contact_sheet.png"))
     cells = {(r.set, r.method): r.worst_places if r.ok else "failed: " + (r.error or "") for r in rows}
     result.worst_places = str(worst_places_sheet(result.sets, run, cells, out / "worst_places.png"))

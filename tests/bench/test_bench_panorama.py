@@ -265,3 +265,22 @@ def test_canvas_goal_compares_the_same_crop_rule():
     assert "(2 sets)" in g.name and not g.reached  # b skipped: the peer dropped an image
     assert g.detail == "off on: c (+6.0 % x +0.0 %)"  # a: 1020 x 390 against 1000 x 400 is within 5 %
     assert canvas_goal(res, METHOD_OS) is None
+
+
+def test_stitch_options(tiny_set, tmp_path):
+    """stitch options reach method stitch's child (an output scale of 0.5 halves its size) and are checked before any
+    run: an unknown name, a bad value or a seed is one ConfigError."""
+    from stitch.bench.panorama import run_panorama_bench
+    from stitch.errors import ConfigError
+
+    full = run_isolated(METHOD_STITCH, tiny_set, tmp_path / "full", timeout=120, metrics=False)
+    half = run_isolated(METHOD_STITCH, tiny_set, tmp_path / "half", timeout=120, metrics=False,
+                        stitch_options={"scale": 0.5})
+    assert full["ok"] and half["ok"]
+    assert all(abs(h / f - 0.5) < 0.02 for h, f in zip(half["size"], full["size"]))  # the crop rounds a few px
+    with pytest.raises(ConfigError, match="did you mean 'projection'"):
+        run_panorama_bench(tmp_path, methods=[METHOD_STITCH], stitch_options={"projecton": "plane"})
+    with pytest.raises(ConfigError, match="seam_misalign"):
+        run_panorama_bench(tmp_path, methods=[METHOD_STITCH], stitch_options={"seam_misalign": "optical"})
+    with pytest.raises(ConfigError, match="seed 0"):
+        run_panorama_bench(tmp_path, methods=[METHOD_STITCH], stitch_options={"seed": 3})
