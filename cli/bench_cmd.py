@@ -436,7 +436,7 @@ def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...
                 raise StitchError("--stitch-option does not apply to --grow (stitch runs with its defaults there)")
             _growth(directory, sets, timeout, out_dir, json_path)
             return
-        options = key_values(stitch_opts, "--stitch-option", "seam=dp")
+        options = key_values(stitch_opts, "--stitch-option", "block_size=64")
         with progress_bar("panorama") as progress:
             result = run_panorama_bench(directory, methods=methods or PANORAMA_METHOD_CHOICES, sets=sets,
                                         timeout=timeout, out_dir=out_dir, progress=progress, orders=orders,
