@@ -260,9 +260,10 @@ def placement_errors(reg: Any, dev: DevSet, work_scale: float = 1.0) -> dict[str
     est, true = {}, {}
     for n in names:
         t = dev.truth[n]
-        ph = np.hstack([_probe_points(VIEW_SIZE), np.ones((5, 1))])
+        size = tuple(t.get("size", VIEW_SIZE))
+        ph = np.hstack([_probe_points(size), np.ones((5, 1))])
         e = ph @ Hs[n].T @ Kv_inv.T
-        r = ph @ np.linalg.inv(intrinsics(t["focal"])).T @ np.asarray(t["R"])
+        r = ph @ np.linalg.inv(intrinsics(t["focal"], size)).T @ np.asarray(t["R"])
         est[n] = e / np.linalg.norm(e, axis=1, keepdims=True)
         true[n] = r / np.linalg.norm(r, axis=1, keepdims=True)
     use = list(names)
