@@ -3,8 +3,9 @@
 Usage: python scripts/make_sweep.py --views 100 --rows 4 [--data ../shared/data] [--out out/sweep100] [--seed 0]
        [--measure]
 
-The world's photo band takes every photograph of <data>/panoramas and <data>/panoramas_wide (each crop at a
-random place). With --measure, registers the views (stitch.register) and prints the seconds, the views kept and
+The world's photo band must not show one scene twice (a repeated scene is another test: repeated structure), so
+it takes the first photograph of each set of <data>/panoramas and <data>/panoramas_wide, cut into a 2 x 3 grid
+of distinct pieces. With --measure, registers the views (stitch.register) and prints the seconds, the views kept and
 the placement error per view (degrees; stitch.bench.devsets.placement_errors). The output is derived from the
 shared data: keep it out of the repository (out/ is ignored).
 """
@@ -21,6 +22,13 @@ from stitch.bench.sweep import make_sweep
 from stitch.io import IMAGE_EXTENSIONS, read_image
 
 
+def pieces(img: np.ndarray, rows: int = 2, cols: int = 3) -> list[np.ndarray]:
+    """The (h, w, 3) image cut into a rows x cols grid of pieces (each a distinct part of the scene)."""
+    h, w = img.shape[:2]
+    return [img[r * h // rows:(r + 1) * h // rows, c * w // cols:(c + 1) * w // cols]
+            for r in range(rows) for c in range(cols)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--views", type=int, default=100)
@@ -30,13 +38,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--measure", action="store_true")
     args = ap.parse_args()
-    files = sorted(p for sub in ("panoramas", "panoramas_wide") for p in (args.data / sub).rglob("*")
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.stem.lower().startswith("mask"))
-    photos = [read_image(p) for p in files]
+    firsts = []
+    for sub in ("panoramas", "panoramas_wide"):
+        for d in sorted(p for p in (args.data / sub).iterdir() if p.is_dir()):
+            imgs = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+                          and not p.stem.lower().startswith("mask"))
+            firsts += imgs[:1]
+    photos = [piece for p in firsts for piece in pieces(read_image(p))]
     out = args.out or Path(f"out/sweep{args.views}")
     t0 = time.perf_counter()
     dev = make_sweep(out, photos, args.views, args.rows, args.seed)
-    print(f"{len(dev.truth)} views from {len(photos)} photographs in {time.perf_counter() - t0:.1f} s: {out}")
+    print(f"{len(dev.truth)} views from {len(photos)} pieces of {len(firsts)} photographs in {time.perf_counter() - t0:.1f} s: {out}")
     if args.measure:
         import stitch
         from stitch.bench.devsets import placement_errors
