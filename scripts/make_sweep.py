@@ -5,7 +5,8 @@ Usage: python scripts/make_sweep.py --views 100 --rows 4 [--data ../shared/data]
 
 The world's photo band must not show one scene twice (a repeated scene is another test: repeated structure), so
 it takes the first photograph of each set of <data>/panoramas and <data>/panoramas_wide, cut into a 2 x 3 grid
-of distinct pieces. With --measure, registers the views (stitch.register) and prints the seconds, the views kept and
+of distinct pieces, and keeps the pieces that hold texture (a piece of sky alone would be a view no one can
+place). With --measure, registers the views (stitch.register) and prints the seconds, the views kept and
 the placement error per view (degrees; stitch.bench.devsets.placement_errors). The output is derived from the
 shared data: keep it out of the repository (out/ is ignored).
 """
@@ -16,9 +17,11 @@ import argparse
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from stitch.bench.sweep import make_sweep
+from stitch.deep.pairs import gradient_energy
 from stitch.io import IMAGE_EXTENSIONS, read_image
 
 
@@ -27,6 +30,12 @@ def pieces(img: np.ndarray, rows: int = 2, cols: int = 3) -> list[np.ndarray]:
     h, w = img.shape[:2]
     return [img[r * h // rows:(r + 1) * h // rows, c * w // cols:(c + 1) * w // cols]
             for r in range(rows) for c in range(cols)]
+
+
+def textured(piece: np.ndarray, floor: float = 5.0) -> bool:
+    """Whether a piece holds texture (mean gradient >= ``floor`` gray levels per px at 320 x 240): not sky alone."""
+    gray = cv2.cvtColor(cv2.resize(piece, (320, 240), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    return gradient_energy(gray) >= floor
 
 
 def main() -> None:
@@ -44,7 +53,7 @@ def main() -> None:
             imgs = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
                           and not p.stem.lower().startswith("mask"))
             firsts += imgs[:1]
-    photos = [piece for p in firsts for piece in pieces(read_image(p))]
+    photos = [piece for p in firsts for piece in pieces(read_image(p)) if textured(piece)]
     out = args.out or Path(f"out/sweep{args.views}")
     t0 = time.perf_counter()
     dev = make_sweep(out, photos, args.views, args.rows, args.seed)

@@ -37,23 +37,24 @@ JPEG_QUALITY = 90
 
 def mosaic_world(photos: Sequence[np.ndarray], width: int, rng: np.random.Generator, columns: int = 16,
                  band_deg: float = SWEEP_BAND_DEG) -> np.ndarray:
-    """An equirectangular world (width / 2, width, 3) uint8: a ``columns``-wide grid of the photos (cycled, each
-    crop at a random place) between +-``band_deg`` of latitude, a sky above and ground below."""
-    if not photos:
-        raise ConfigError("mosaic_world: no photographs given")
+    """An equirectangular world (width / 2, width, 3) uint8: a ``columns``-wide grid of the photos (each crop at a
+    random place, none used twice: a repeated scene would make another test) between +-``band_deg`` of latitude,
+    a sky above and ground below. ConfigError when there are fewer photos than tiles."""
     H = width // 2
+    band = round(band_deg / 180.0 * H)
+    rows = max(1, round(2 * band / (width / columns * 0.75)))
+    if len(photos) < rows * columns:
+        raise ConfigError(f"mosaic_world: {len(photos)} photographs for {rows * columns} tiles; a scene would repeat")
     world = np.empty((H, width, 3), np.uint8)
     world[: H // 2] = (205, 175, 140)
     world[H // 2:] = (70, 85, 95)
-    band = round(band_deg / 180.0 * H)
-    rows = max(1, round(2 * band / (width / columns * 0.75)))
     xs = [round(c * width / columns) for c in range(columns + 1)]  # the tiles span the whole turn
     ys = [H // 2 - band + round(r * 2 * band / rows) for r in range(rows + 1)]
     k = 0
     for r in range(rows):
         for c in range(columns):
             size = (xs[c + 1] - xs[c], ys[r + 1] - ys[r])
-            world[ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = tile_crop(photos[k % len(photos)], size,
+            world[ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = tile_crop(photos[k], size,
                                                                  where=float(rng.uniform(0.1, 0.9)))
             k += 1
     return world

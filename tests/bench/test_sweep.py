@@ -39,3 +39,11 @@ def test_sweep_registers_back(tmp_path):
     reg = stitch.register(files)
     err = placement_errors(reg, dev)
     assert len(reg.names) == 24 and np.median(list(err.values())) < 0.15 and max(err.values()) < 0.6, err
+
+
+def test_no_scene_repeats():
+    """A world needs a photograph per tile: fewer would repeat a scene (another test), so it is a ConfigError."""
+    from stitch.bench.sweep import mosaic_world
+
+    with pytest.raises(ConfigError, match="a scene would repeat"):
+        mosaic_world([texture(k) for k in range(10)], 2048, np.random.default_rng(0))
