@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from stitch.errors import StitchError
+from stitch.errors import ConfigError, StitchError
 from stitch.homography.config import DEFAULT_PRESET, PRESET_CHOICES
 from stitch.io import check_writable
 
@@ -75,8 +75,6 @@ def parse_value(raw: str) -> Any:
 def key_values(items: tuple[str, ...], flag: str, example: str) -> dict[str, Any]:
     """``KEY=VALUE`` items of a repeatable ``flag`` as a dict (values by ``parse_value``); ConfigError names a bad
     item with ``example``."""
-    from stitch.errors import ConfigError
-
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from stitch.bench.sweep import make_sweep
-from stitch.deep.pairs import gradient_energy
+from stitch.imaging import gradient_energy
 from stitch.io import IMAGE_EXTENSIONS, read_image
 
 

@@ -19,3 +19,23 @@ def resize_max_side(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
         return img, 1.0
     out = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     return out, s
+
+
+def gradient_energy(gray: np.ndarray) -> float:
+    """Mean gradient magnitude of a (h, w) uint8 patch, in gray levels per px (Sobel / 8)."""
+    g = gray.astype(np.float32)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    return float(np.sqrt(gx * gx + gy * gy).mean())
+
+
+def haze_and_exposure(img: np.ndarray, rng: np.random.Generator, haze: float, gain: float,
+                      gamma: float) -> np.ndarray:
+    """uint8 ``img`` seen through haze (blend toward a pale airlight, transmission 1 - ``haze``), then an
+    exposure change (``gain``, ``gamma``, clipped as a sensor clips), plus slight sensor noise."""
+    x = img.astype(np.float32) / 255.0
+    airlight = float(rng.uniform(0.75, 0.95))
+    x = x * (1.0 - haze) + airlight * haze
+    x = np.power(np.clip(x * gain, 0.0, 1.0), gamma)
+    x = x + rng.normal(0.0, float(rng.uniform(0.004, 0.012)), x.shape).astype(np.float32)
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -22,16 +22,16 @@ import numpy as np
 
 from stitch.bench.devsets import DevSet, render_sphere_view, rotation, tile_crop
 from stitch.errors import ConfigError
+from stitch.imaging import haze_and_exposure
 from stitch.io import write_image_atomic, write_text_atomic
 
 #: Rendered view size (w, h) px, the overlap of row neighbours, and the latitude half-span of the photo band.
 SWEEP_VIEW_SIZE = (480, 360)
 SWEEP_OVERLAP = 0.4
 SWEEP_BAND_DEG = 50.0
-#: Exposure change per view: gain (log-uniform) and gamma ranges; sensor noise sigma (gray levels).
+#: Exposure change per view: gain (log-uniform) and gamma ranges (``stitch.imaging.haze_and_exposure``).
 SWEEP_GAIN = (0.75, 1.33)
 SWEEP_GAMMA = (0.85, 1.15)
-SWEEP_NOISE = 2.0
 JPEG_QUALITY = 90
 
 
@@ -85,11 +85,9 @@ def sweep_rotations(n: int, rows: int, rng: np.random.Generator, overlap: float 
 
 
 def exposed(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(h, w, 3) uint8 with a random exposure (gain, gamma, clipped) and sensor noise."""
+    """(h, w, 3) uint8 with a random exposure (gain, gamma, clipped) and sensor noise (no haze)."""
     gain = math.exp(rng.uniform(math.log(SWEEP_GAIN[0]), math.log(SWEEP_GAIN[1])))
-    x = np.clip(img.astype(np.float32) / 255.0 * gain, 0, 1) ** rng.uniform(*SWEEP_GAMMA)
-    x = x * 255.0 + rng.normal(0, SWEEP_NOISE, img.shape).astype(np.float32)
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+    return haze_and_exposure(img, rng, 0.0, gain, float(rng.uniform(*SWEEP_GAMMA)))
 
 
 def make_sweep(out: Path, photos: Sequence[np.ndarray], n: int, rows: int, seed: int = 0,

@@ -29,6 +29,7 @@ import numpy as np
 
 from stitch.errors import ConfigError
 from stitch.geometry import image_corners
+from stitch.imaging import gradient_energy, haze_and_exposure
 from stitch.io import IMAGE_EXTENSIONS
 
 DETONE_SIZE = (320, 240)
@@ -192,26 +193,6 @@ def start_matrix(H_gt: np.ndarray, rng: np.random.Generator, patch: int, start_r
 #: 0-255 gray patch) below which a patch holds too little to be registered by anything (pure sky, a flat wall).
 LOWTEX_CANDIDATES = 12
 LOWTEX_FLOOR = 4.0
-
-
-def gradient_energy(gray: np.ndarray) -> float:
-    """Mean gradient magnitude of a (h, w) uint8 patch, in gray levels per px (Sobel / 8)."""
-    g = gray.astype(np.float32)
-    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    return float(np.sqrt(gx * gx + gy * gy).mean())
-
-
-def haze_and_exposure(img: np.ndarray, rng: np.random.Generator, haze: float, gain: float,
-                      gamma: float) -> np.ndarray:
-    """uint8 ``img`` seen through haze (blend toward a pale airlight, transmission 1 - ``haze``), then an
-    exposure change (``gain``, ``gamma``, clipped as a sensor clips), plus slight sensor noise."""
-    x = img.astype(np.float32) / 255.0
-    airlight = float(rng.uniform(0.75, 0.95))
-    x = x * (1.0 - haze) + airlight * haze
-    x = np.power(np.clip(x * gain, 0.0, 1.0), gamma)
-    x = x + rng.normal(0.0, float(rng.uniform(0.004, 0.012)), x.shape).astype(np.float32)
-    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def lowtex_pair(img: np.ndarray, rng: np.random.Generator, patch: int = DETONE_PATCH, rho: float = DETONE_RHO,

@@ -183,7 +183,8 @@ def test_window_masks(tmp_path):
 def test_lowtex_pair_known_answer():
     """The low-texture split: the least textured usable place of the candidates, and H_gt still exact (after the
     exposure change, the aligned views agree up to a gain)."""
-    from stitch.deep.pairs import LOWTEX_FLOOR, gradient_energy, lowtex_pair
+    from stitch.deep.pairs import LOWTEX_FLOOR, lowtex_pair
+    from stitch.imaging import gradient_energy
 
     img = texture(2)
     pr = lowtex_pair(img, np.random.default_rng(4))
