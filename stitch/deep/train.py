@@ -211,6 +211,7 @@ class _Run:
 def _set_up(cfg: TrainConfig, device: str | None) -> _Run:
     """Device, seeds, output folder, model, optimizer, schedule, AMP scaler, EMA / SWA, early stopping, log."""
     tc = cfg.train
+    start = initial_weights(tc.init_from, cfg.model.to_dict()) if tc.init_from else None  # checked before any output
     dev = resolve_device(device or cfg.run.device)
     if dev.type == "cpu" and tc.threads:
         torch.set_num_threads(tc.threads)
@@ -224,8 +225,8 @@ def _set_up(cfg: TrainConfig, device: str | None) -> _Run:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.json", cfg.to_json() + "\n")
     model = HomographyRefiner(cfg.model, cfg.data.patch).to(dev)
-    if tc.init_from:
-        model.load_state_dict(initial_weights(tc.init_from, cfg.model.to_dict()))
+    if start is not None:
+        model.load_state_dict(start)
     optimizer = build_optimizer(model, cfg.optim)
     schedule = Schedule(optimizer, cfg.schedule.name, tc.max_steps, cfg.schedule.warmup_steps,
                         cfg.schedule.warmup_start_factor, **cfg.schedule.options)

@@ -154,3 +154,4 @@ def test_fine_tune_starts_from_weights(image_root, tmp_path):
     missing = tiny(image_root, tmp_path / "d", init_from=str(tmp_path / "nope.pt"))
     with pytest.raises(ConfigError, match="init_from=.*nope.pt: file not found"):
         train(config_from_dict(missing))
+    assert not (tmp_path / "d").exists()  # checked before any output is written
