@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from stitch.cli.panorama_options import cli_flags
 
@@ -68,19 +68,27 @@ def cli_wording(message: str) -> str:
 
 @contextmanager
 def progress_bar(description: str, console: Console | None = None) -> Iterator[ProgressFn]:
-    """A rich progress bar on stderr; yields a ``progress(done, total, label)`` callback."""
+    """A rich progress bar on stderr with the elapsed time and the ETA of the current phase; yields a
+    ``progress(done, total, label)`` callback (a count that goes back starts a new phase)."""
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[label]}"),
     )
     with Progress(*columns, console=console or stderr_console(), transient=True) as bar:
         task = bar.add_task(description, total=None, label="starting")
+        last = [0]
 
         def update(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, label=label)
+            if done < last[0]:  # a new phase (pairs, then strips): its own rate, so its own ETA
+                bar.reset(task, total=total, completed=done, label=label)
+            else:
+                bar.update(task, completed=done, total=total, label=label)
+            last[0] = done
 
         yield update
 

@@ -63,21 +63,28 @@ def knn(query: np.ndarray, train: np.ndarray, norm: int, k: int) -> tuple[np.nda
                 idx[i, j] = m.trainIdx
                 dist[i, j] = m.distance
         return idx, dist
-    # exact L2 search as a BLAS product, chunked to bound memory: |q - t|^2 = |q|^2 + |t|^2 - 2 q.t
+    # exact L2 search as one BLAS product per chunk: |q - t|^2 - |q|^2 = [q, 1] . [-2 t, |t|^2], so the product
+    # itself ranks each query's neighbours (no pass over the distance matrix to add the norms)
     q = np.ascontiguousarray(query, dtype=np.float32)
     t = np.ascontiguousarray(train, dtype=np.float32)
-    t2 = np.einsum("ij,ij->i", t, t)
+    ta = np.empty((len(t), t.shape[1] + 1), np.float32)
+    np.multiply(t, -2.0, out=ta[:, :-1])
+    ta[:, -1] = np.einsum("ij,ij->i", t, t)
     chunk = max(1, int(2e7 // max(len(t), 1)))
     for lo in range(0, nq, chunk):
         qc = q[lo:lo + chunk]
-        d2 = t2[None, :] - 2.0 * (qc @ t.T)
+        qa = np.empty((len(qc), qc.shape[1] + 1), np.float32)
+        qa[:, :-1] = qc
+        qa[:, -1] = 1.0
+        d2 = qa @ ta.T
         rows = np.arange(len(qc))
         q2 = np.einsum("ij,ij->i", qc, qc)
         for j in range(kk):  # k is 1 or 2 here: repeated argmin beats a partial sort
             best = np.argmin(d2, axis=1)
             idx[lo:lo + chunk, j] = best
             dist[lo:lo + chunk, j] = np.sqrt(np.maximum(d2[rows, best] + q2, 0.0))
-            d2[rows, best] = np.inf
+            if j + 1 < kk:
+                d2[rows, best] = np.inf
     return idx, dist
 
 
