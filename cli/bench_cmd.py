@@ -419,9 +419,12 @@ def print_panorama_result(result: Any, console: Console, memory_set: str = DEFAU
 @click.option("--stitch-option", "stitch_opts", multiple=True, metavar="KEY=VALUE",
               help="An option of method stitch, named as `stitch run`'s flag (repeatable), e.g. local_warp=true, "
                    "seam_misalign=none: before/after runs of one setting.")
+@click.option("--cli", "cli_timing", is_flag=True,
+              help="Time the command lines instead: `stitch run` and OpenStitching's own CLI on each set, each in its "
+                   "own process group, from spawn to exit (start-up and imports included; no quality figures).")
 def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...], timeout: float,
                  out_dir: Path, memory_set: str, json_path: Path | None, orders: tuple[str, ...], grow: bool,
-                 stitch_opts: tuple[str, ...]) -> None:
+                 stitch_opts: tuple[str, ...], cli_timing: bool) -> None:
     """Panoramas on DIRECTORY (e.g. ../shared/data/panoramas): stitch against OpenStitching and cv2.Stitcher.
 
     Each method runs on each set in its own subprocess with a timeout; reports success, images kept,
@@ -436,6 +439,11 @@ def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...
                 raise StitchError("--stitch-option does not apply to --grow (stitch runs with its defaults there)")
             _growth(directory, sets, timeout, out_dir, json_path)
             return
+        if cli_timing:
+            if stitch_opts or orders:
+                raise StitchError("--cli times each method's command with its defaults: drop --stitch-option/--order")
+            _cli_timing(directory, methods, sets, timeout, out_dir, json_path)
+            return
         options = key_values(stitch_opts, "--stitch-option", "block_size=64")
         with progress_bar("panorama") as progress:
             result = run_panorama_bench(directory, methods=methods or PANORAMA_METHOD_CHOICES, sets=sets,
@@ -445,6 +453,36 @@ def panorama_cmd(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...
         emit_json(json_path, lambda: with_goals(result.to_json(), panorama_goals(result, memory_set)))
     except StitchError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _cli_timing(directory: Path, methods: tuple[str, ...], sets: tuple[str, ...], timeout: float, out_dir: Path,
+                json_path: Path | None) -> None:
+    """``bench panorama --cli``: seconds per set and command, and the totals over the sets every method stitched."""
+    from stitch.bench.cli_timing import CLI_METHOD_CHOICES, run_cli_timing
+
+    with progress_bar("command lines") as progress:
+        rows, skipped = run_cli_timing(directory, methods or CLI_METHOD_CHOICES, sets, timeout, out_dir, progress)
+    run = list(dict.fromkeys(r.method for r in rows))
+    by = {(r.set, r.method): r for r in rows}
+    names = list(dict.fromkeys(r.set for r in rows))
+    table = [[escape(n)] + [fmt_num(by[(n, m)].seconds, 2) if by[(n, m)].ok else "[red]failed[/red]" for m in run]
+             for n in names]
+    common = [n for n in names if all(by[(n, m)].ok for m in run)]
+    totals = {m: sum(by[(n, m)].seconds for n in common) for m in run}
+    table.append([f"[bold]total ({len(common)} sets all stitched)[/bold]"] + [fmt_num(totals[m], 1) for m in run])
+    con = results_console(json_path)
+    con.print(make_table("command lines: wall seconds from spawn to exit", ["set"] + run, table))
+    if METHOD_STITCH in totals:
+        for m in run:
+            if m != METHOD_STITCH and totals[m] > 0:
+                con.print(f"stitch / {m}: {totals[METHOD_STITCH] / totals[m]:.2f}x over {len(common)} sets")
+    for m, why in skipped.items():
+        con.print(f"{m}: skipped ({why})")
+    for r in rows:
+        if not r.ok:
+            con.print(f"{escape(r.set)} / {r.method}: {escape(r.error or '')}")
+    emit_json(json_path, lambda: {"cli_rows": [asdict(r) for r in rows], "common_sets": common, "totals": totals,
+                                  "skipped": skipped})
 
 
 def _growth(directory: Path, sets: tuple[str, ...], timeout: float, out_dir: Path, json_path: Path | None) -> None:

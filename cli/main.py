@@ -17,10 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import importlib
+
 import click
-from stitch.cli.batch_cmd import batch
-from stitch.cli.bench_cmd import bench
-from stitch.cli.compare_cmd import compare
 from stitch.cli.console import (
     cli_wording,
     emit_json,
@@ -32,7 +31,6 @@ from stitch.cli.console import (
 )
 from stitch.cli.options import json_option, quiet_option, workers_option
 from stitch.cli.panorama_options import folder_option, panorama_options, stitch_options
-from stitch.cli.train_cmd import train
 
 from stitch import __version__
 from stitch.errors import StitchError
@@ -47,7 +45,33 @@ EXIT_TERMINATED = 143
 DEBUG_ENV = "STITCH_DEBUG"
 
 
+#: The commands that live in their own modules: name -> (module, attribute). Each module loads only when its
+#: command runs (or a help lists it), so `stitch run` starts without the bench, batch, compare and train code.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "batch": ("stitch.cli.batch_cmd", "batch"),
+    "bench": ("stitch.cli.bench_cmd", "bench"),
+    "compare": ("stitch.cli.compare_cmd", "compare"),
+    "train": ("stitch.cli.train_cmd", "train"),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose LAZY_COMMANDS are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, sorted (the group's own and the lazy ones)."""
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, importing its module when it is a lazy one."""
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, attr = LAZY_COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="stitch: image stitching and homography tuning.\n\n"
     "Many robust homography candidates per image pair, one stitching-quality score to choose between "
@@ -60,11 +84,6 @@ DEBUG_ENV = "STITCH_DEBUG"
 def cli() -> None:
     """The `stitch` command group."""
 
-
-cli.add_command(batch)
-cli.add_command(bench)
-cli.add_command(compare)
-cli.add_command(train)
 
 
 def _check_output(output: Path, inputs: list[Path]) -> None:

@@ -640,6 +640,37 @@ def _vmhwm(pid: int | str) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class GroupRun:
+    """A command run in its own process group: exit code (None when killed), wall seconds from spawn to exit,
+    the peak resident set (MB, sampled every 0.25 s; None when never read) and whether the timeout killed it."""
+
+    returncode: int | None
+    seconds: float
+    peak_mb: float | None
+    timed_out: bool
+
+
+def run_group(cmd: Sequence[str], log_path: Path, timeout: float, env: Mapping[str, str] | None = None) -> GroupRun:
+    """Run ``cmd`` in a new session (its own process group), output to ``log_path``; the whole group is killed
+    at ``timeout`` s, so no stray process skews a later figure."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore") if env is None else dict(env)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        t0 = time.monotonic()
+        peak = 0.0
+        while True:
+            try:
+                proc.wait(timeout=0.25)
+                return GroupRun(proc.returncode, time.monotonic() - t0, peak or None, False)
+            except subprocess.TimeoutExpired:
+                peak = max(peak, _vmhwm(proc.pid) or 0.0)
+                if time.monotonic() - t0 > timeout:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return GroupRun(None, time.monotonic() - t0, peak or None, True)
+
+
 def run_isolated(method: str, paths: Sequence[Path], outdir: Path, timeout: float,
                  metrics: bool = True, stitch_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run one method on one set in a fresh subprocess with a timeout; the child's result dict.
@@ -649,27 +680,15 @@ def run_isolated(method: str, paths: Sequence[Path], outdir: Path, timeout: floa
     opts = [OPTIONS_FLAG, json.dumps(dict(stitch_options))] if stitch_options and method == METHOD_STITCH else []
     cmd = ([sys.executable, "-m", "stitch.bench.panorama"] + opts + ([] if metrics else [NO_METRICS_FLAG])
            + [method, str(outdir)] + [str(p) for p in paths])
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    with open(outdir / "log.txt", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        t0 = time.monotonic()
-        peak = 0.0
-        while True:
-            try:
-                proc.wait(timeout=0.25)
-                break
-            except subprocess.TimeoutExpired:
-                peak = max(peak, _vmhwm(proc.pid) or 0.0)
-                if time.monotonic() - t0 > timeout:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    return _result(method, paths, timed_out=True, seconds=time.monotonic() - t0, peak_mb=peak or None,
-                                   error=f"timed out after {timeout:g} s (killed)")
+    run = run_group(cmd, outdir / "log.txt", timeout)
+    if run.timed_out:
+        return _result(method, paths, timed_out=True, seconds=run.seconds, peak_mb=run.peak_mb,
+                       error=f"timed out after {timeout:g} s (killed)")
     res_file = outdir / "result.json"
     if not res_file.exists():
         tail = (outdir / "log.txt").read_text(errors="replace")[-300:]
-        return _result(method, paths, seconds=time.monotonic() - t0, peak_mb=peak or None,
-                       error=f"child exited {proc.returncode}: {one_line(tail)}")
+        return _result(method, paths, seconds=run.seconds, peak_mb=run.peak_mb,
+                       error=f"child exited {run.returncode}: {one_line(tail)}")
     return json.loads(res_file.read_text())
 
 

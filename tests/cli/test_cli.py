@@ -349,3 +349,21 @@ def test_unsupported_photos_are_named(tmp_path, crops):
     assert "warning: skipping b.HEIC: HEIC photos are not read; convert them to JPEG, TIFF or PNG first" in res.stderr
     assert "warning: skipping c.CR2: CR2 photos are not read" in res.stderr
     assert "need at least 2 images" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_run_loads_no_other_command():
+    code = ("import sys; from click.testing import CliRunner; from stitch.cli.main import cli; "
+            "r = CliRunner().invoke(cli, ['run', '--help']); assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in sys.modules if m.startswith('stitch.cli.') and m.endswith('_cmd')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # bench, batch, compare and train load only when they run
+
+
+def test_lazy_commands_resolve():
+    from stitch.cli.main import LAZY_COMMANDS, cli
+
+    r = CliRunner().invoke(cli, ["--help"])
+    assert r.exit_code == 0
+    for name in LAZY_COMMANDS:
+        assert f"  {name} " in r.output
+        assert CliRunner().invoke(cli, [name, "--help"]).exit_code == 0
