@@ -7,6 +7,7 @@ inside the commands.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -16,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import importlib
 
 import click
 from stitch.cli.console import (
