@@ -284,3 +284,22 @@ def test_stitch_options(tiny_set, tmp_path):
         run_panorama_bench(tmp_path, methods=[METHOD_STITCH], stitch_options={"seam_misalign": "optical"})
     with pytest.raises(ConfigError, match="seed 0"):
         run_panorama_bench(tmp_path, methods=[METHOD_STITCH], stitch_options={"seed": 3})
+
+
+def test_cli_timing(tiny_set, tmp_path):
+    """bench panorama --cli: `stitch run` as a user types it, timed from spawn to exit; a bad method is refused."""
+    from stitch.bench.cli_timing import run_cli_timing
+
+    root = tmp_path / "sets"
+    (root / "tiny").mkdir(parents=True)
+    for p in tiny_set:
+        (root / "tiny" / p.name).write_bytes(p.read_bytes())
+    rows, skipped = run_cli_timing(root, methods=[METHOD_STITCH], out_dir=tmp_path / "out", timeout=120)
+    assert skipped == {} and len(rows) == 1
+    r = rows[0]
+    assert r.ok and r.set == "tiny" and 0.1 < r.seconds < 60, r
+    assert cv2.imread(str(tmp_path / "out" / "tiny" / "stitch-cli" / "panorama.jpg")).shape[1] >= 360
+    slow = run_cli_timing(root, methods=[METHOD_STITCH], out_dir=tmp_path / "slow", timeout=0.2)[0][0]
+    assert not slow.ok and "timed out" in slow.error
+    with pytest.raises(StitchError, match="command line"):
+        run_cli_timing(root, methods=[METHOD_OPENCV])
