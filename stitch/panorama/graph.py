@@ -47,6 +47,13 @@ DEFAULT_SHORTLIST_K = 6
 #: First pass: SIFT features per thumbnail, and the thumbnail's longer side (px).
 SHORTLIST_FEATURES = 300
 SHORTLIST_SIDE = 320
+#: Above this many images the first pass counts its votes only between each image and the PREFILTER_PARTNERS
+#: images that a vote on each thumbnail's PREFILTER_FEATURES strongest features ranks first (``prefilter_partners``,
+#: (150 / 300)^2 of the cost per pair): the exact votes between every pair would grow as N^2 with a large
+#: constant (why these values: docs/measurements.md, "graph").
+PREFILTER_MIN_IMAGES = 60
+PREFILTER_PARTNERS = 30
+PREFILTER_FEATURES = 150
 #: A partner needs at least this many first-pass matches (both directions summed), about what two unrelated
 #: thumbnails reach by chance (why this value: docs/measurements.md, "graph").
 MIN_SHORTLIST_VOTES = 10
@@ -86,16 +93,21 @@ def resolve_workers(workers: int) -> int:
 
 
 def _thumb_features(img: np.ndarray, sift: Any) -> np.ndarray | None:
+    """SIFT descriptors (m, 128) float32 of the image's thumbnail, strongest response first (None: no keypoint)."""
     small, _ = resize_max_side(img, SHORTLIST_SIDE)  # the colour thumbnail, then gray (as measured)
-    _, desc = sift.detectAndCompute(to_gray(small), None)
-    return desc
+    kps, desc = sift.detectAndCompute(to_gray(small), None)
+    if desc is None:
+        return None
+    return desc[np.argsort([-k.response for k in kps], kind="stable")]
 
 
-def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int = 64) -> np.ndarray:
+def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int = 64,
+               partners: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """(n, n) symmetric: ratio-test matches i -> j plus j -> i between descriptor sets (m_k, D) float32.
 
     Brute-force L2 nearest and second-nearest neighbours from one distance matrix per pair, both directions
     at once, in blocks of ``block`` partner images; a set with fewer than 2 descriptors (or None) matches nothing.
+    ``partners[a]``: the images b > a whose pair (a, b) is counted (default: every pair); the others stay 0.
     """
     n = len(desc)
     votes = np.zeros((n, n))
@@ -109,22 +121,35 @@ def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int
         d = np.asarray(desc[k], np.float32)
         stack[a, :len(d)] = d
         sq[a, :len(d)] = (d * d).sum(axis=1)
+    pos = {k: a for a, k in enumerate(ok)}
     r2 = np.float32(ratio * ratio)
     for a in range(len(ok) - 1):
-        for b0 in range(a + 1, len(ok), block):
-            b1 = min(b0 + block, len(ok))
-            gram = (stack[b0:b1].reshape(-1, dim) @ stack[a].T).reshape(b1 - b0, m, m)
+        later = (np.arange(a + 1, len(ok)) if partners is None
+                 else np.array(sorted(pos[b] for b in partners[ok[a]] if b in pos and pos[b] > a), np.int64))
+        for lo in range(0, len(later), block):
+            bs = later[lo:lo + block]
+            gram = (stack[bs].reshape(-1, dim) @ stack[a].T).reshape(len(bs), m, m)
             d2 = gram  # (b, j, i): squared distances of partner b's descriptor j to a's descriptor i
             d2 *= -2.0
-            d2 += sq[b0:b1, :, None]
+            d2 += sq[bs, :, None]
             d2 += sq[a][None, None, :]
             np.maximum(d2, 0, out=d2)
             fwd = np.partition(d2, 1, axis=1)[:, :2]  # a -> b: per i, the two nearest j
             bwd = np.partition(d2, 1, axis=2)[:, :, :2]  # b -> a: per j, the two nearest i
             count = (fwd[:, 0] < r2 * fwd[:, 1]).sum(axis=1) + (bwd[:, :, 0] < r2 * bwd[:, :, 1]).sum(axis=1)
-            for b, c in zip(range(b0, b1), count):
+            for b, c in zip(bs, count):
                 votes[ok[a], ok[b]] = votes[ok[b], ok[a]] = float(c)
     return votes
+
+
+def prefilter_partners(desc: Sequence[np.ndarray | None], keys: Sequence[str], count: int = PREFILTER_PARTNERS,
+                       features: int = PREFILTER_FEATURES) -> list[list[int]]:
+    """Per image, the ``count`` images with the most first-pass votes on the ``features`` strongest descriptors
+    of each set ((m_k, D) float32, strongest first): the pairs worth the exact votes when there are many
+    images. Ties by key, so the partners do not depend on the input order."""
+    votes = pair_votes([None if d is None else d[:features] for d in desc])
+    n = len(desc)
+    return [sorted((j for j in range(n) if j != i), key=lambda j: (-votes[i, j], keys[j]))[:count] for i in range(n)]
 
 
 def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT_SHORTLIST_K,
@@ -134,14 +159,24 @@ def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = D
     The first pass matches SHORTLIST_FEATURES SIFT features of SHORTLIST_SIDE px thumbnails of the (h, w, 3)
     working images (``pair_votes``: ratio 0.7, both directions summed; a partner needs MIN_SHORTLIST_VOTES);
     ties between partners are broken by ``keys``, so the selection does not depend on the input order.
-    Memory: N small descriptor sets.
+    Above PREFILTER_MIN_IMAGES images the exact votes are counted only between each image and its
+    PREFILTER_PARTNERS best partners by a cheaper vote (``prefilter_partners``). Memory: N small descriptor sets.
     """
     n = len(works)
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     if n <= max(min_images, k + 1):
         return every
     sift = cv2.SIFT_create(nfeatures=SHORTLIST_FEATURES)
-    votes = pair_votes([_thumb_features(w, sift) for w in works])
+    desc = [_thumb_features(w, sift) for w in works]
+    partners = None
+    if n > PREFILTER_MIN_IMAGES:  # many images: exact votes only between the images a cheaper vote finds alike
+        near = prefilter_partners(desc, keys)
+        both: list[set[int]] = [set() for _ in range(n)]
+        for i, js in enumerate(near):
+            for j in js:
+                both[min(i, j)].add(max(i, j))
+        partners = [sorted(b) for b in both]
+    votes = pair_votes(desc, partners=partners)
     keep = set()
     for i in range(n):
         order = sorted((j for j in range(n) if j != i and votes[i, j] >= MIN_SHORTLIST_VOTES),

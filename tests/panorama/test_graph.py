@@ -29,3 +29,46 @@ def test_pair_votes_equal_opencv_brute_force_counts():
                 assert votes[i, j] == _bf_count(desc[i], desc[j], 0.7) + _bf_count(desc[j], desc[i], 0.7)
     assert votes[0, 1] >= 100  # the shared 80 descriptors match both ways
     assert not votes[3].any() and not votes[4].any()
+
+
+def _strip_descriptors(n: int, per: int = 60, shared: int = 30, seed: int = 3) -> list[np.ndarray]:
+    """Descriptor sets of a strip of n views: view k shares ``shared`` noisy descriptors with each neighbour."""
+    rng = np.random.default_rng(seed)
+    scene = rng.random((n * shared + shared, 32)).astype(np.float32)
+    out = []
+    for k in range(n):
+        own = scene[k * shared:(k + 2) * shared] + rng.normal(0, 0.01, (2 * shared, 32)).astype(np.float32)
+        out.append(np.vstack([own, rng.random((per - 2 * shared, 32)).astype(np.float32)]))
+    return out
+
+
+def test_pair_votes_partners_count_only_those_pairs():
+    desc = _strip_descriptors(8)
+    full = pair_votes(desc)
+    partners = [[k + 1] if k + 1 < 8 else [] for k in range(8)]
+    part = pair_votes(desc, partners=partners)
+    near = np.abs(np.subtract.outer(np.arange(8), np.arange(8))) == 1
+    assert np.array_equal(part[near], full[near]) and not part[~near].any()
+    assert full[near].min() >= 40  # neighbours share 30 descriptors each way
+
+
+def test_prefilter_keeps_the_shortlist_of_many_images(monkeypatch):
+    """Above PREFILTER_MIN_IMAGES the exact votes run only on the prefilter's partners: the shortlist is the one
+    the votes on every pair give (neighbours on a strip), at any input order."""
+    from stitch.panorama import graph
+    from stitch.panorama.graph import PREFILTER_MIN_IMAGES, candidate_pairs, prefilter_partners
+
+    n = PREFILTER_MIN_IMAGES + 5
+    desc = _strip_descriptors(n)
+    keys = [f"{k:04d}" for k in range(n)]
+    near = prefilter_partners(desc, keys, count=4, features=45)
+    assert all({k - 1, k + 1} & set(range(n)) <= set(p[:2]) for k, p in enumerate(near))
+    rng = np.random.default_rng(0)
+    works = [np.full((8, 8, 3), k % 251, np.uint8) for k in range(n)]
+    order = rng.permutation(n)
+    feats = dict(zip(map(id, works), desc))
+    monkeypatch.setattr(graph, "_thumb_features", lambda w, sift: feats[id(w)])
+    pairs = candidate_pairs(works, keys, k=2, min_images=8)
+    shuffled = candidate_pairs([works[k] for k in order], [keys[k] for k in order], k=2, min_images=8)
+    assert set(pairs) == {(k, k + 1) for k in range(n - 1)}
+    assert {(min(order[i], order[j]), max(order[i], order[j])) for i, j in shuffled} == set(pairs)
