@@ -257,20 +257,43 @@ def placement_errors(reg: Any, dev: DevSet, work_scale: float = 1.0) -> dict[str
             out[n] = float(np.max(np.linalg.norm(project(Hs[n], pts) - project(true, pts), axis=1))) * work_scale
         return out
     Kv_inv = np.linalg.inv(pinhole(reg.focal, reg.center))
-    est, true = {}, {}
+    est = {}
     for n in names:
-        t = dev.truth[n]
-        size = tuple(t.get("size", VIEW_SIZE))
-        ph = np.hstack([_probe_points(size), np.ones((5, 1))])
-        e = ph @ Hs[n].T @ Kv_inv.T
-        r = ph @ np.linalg.inv(intrinsics(t["focal"], size)).T @ np.asarray(t["R"])
+        e = _probe_rays(dev.truth[n]) @ Hs[n].T @ Kv_inv.T
         est[n] = e / np.linalg.norm(e, axis=1, keepdims=True)
+    out.update(ray_errors(est, dev))
+    return out
+
+
+def _probe_rays(t: dict[str, Any]) -> np.ndarray:
+    """(5, 3) homogeneous probe pixels (corners and centre) of a view of truth entry ``t``."""
+    return np.hstack([_probe_points(tuple(t.get("size", VIEW_SIZE))), np.ones((5, 1))])
+
+
+def ray_errors(est: dict[str, np.ndarray], dev: DevSet) -> dict[str, float]:
+    """Per view of a rotation DevSet: the largest angle (degrees) between the true and the estimated unit rays
+    (5, 3) through its probe pixels (corners, centre), after the best global rotation (fitted to the views within
+    2 degrees, twice)."""
+    true = {}
+    for n in est:
+        t = dev.truth[n]
+        r = _probe_rays(t) @ np.linalg.inv(intrinsics(t["focal"], tuple(t.get("size", VIEW_SIZE)))).T @ np.asarray(t["R"])
         true[n] = r / np.linalg.norm(r, axis=1, keepdims=True)
-    use = list(names)
+    names = list(est)
+    use, err = list(names), {}
     for _ in range(3):
         G = _kabsch(np.vstack([true[n] for n in use]), np.vstack([est[n] for n in use]))
         err = {n: float(np.degrees(np.arccos(np.clip(np.sum((true[n] @ G.T) * est[n], 1), -1, 1))).max())
                for n in names}
         use = [n for n in names if err[n] < 2.0] or use
-    out.update(err)
-    return out
+    return err
+
+
+def camera_errors(cameras: dict[str, tuple[np.ndarray, np.ndarray]], dev: DevSet) -> dict[str, float]:
+    """``ray_errors`` of cameras given as (K (3, 3), R (3, 3)) per view, a pixel's ray being R K^-1 x (OpenCV's
+    detail.CameraParams convention, e.g. a peer's cameras)."""
+    est = {}
+    for n, (K, R) in cameras.items():
+        e = _probe_rays(dev.truth[n]) @ np.linalg.inv(np.asarray(K, float)).T @ np.asarray(R, float).T
+        est[n] = e / np.linalg.norm(e, axis=1, keepdims=True)
+    return ray_errors(est, dev)

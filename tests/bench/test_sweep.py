@@ -47,3 +47,20 @@ def test_no_scene_repeats():
 
     with pytest.raises(ConfigError, match="a scene would repeat"):
         mosaic_world([texture(k) for k in range(10)], 2048, np.random.default_rng(0))
+
+
+def test_camera_errors_known_answers(tmp_path):
+    """A peer's cameras (K, R with rays R K^-1 x): the truth itself scores 0 under any global rotation, and one
+    view turned by 5 degrees scores 5 degrees (it is left out of the global fit, which takes views within 2)."""
+    from stitch.bench.devsets import camera_errors, intrinsics, rotation
+
+    photos = [texture(k) for k in range(100)]
+    dev = make_sweep(tmp_path / "s", photos, n=8, rows=1, seed=1, size=(320, 240))
+    G = rotation(30.0, 10.0, 5.0)  # the peer's world frame differs from the truth's
+    cams = {n: (intrinsics(t["focal"], tuple(t["size"])), G @ np.asarray(t["R"]).T) for n, t in dev.truth.items()}
+    assert max(camera_errors(cams, dev).values()) < 1e-4  # degrees (arccos near 1: float noise)
+    first = sorted(cams)[0]
+    K, R = cams[first]
+    cams[first] = (K, R @ rotation(5.0, 0.0, 0.0))
+    err = camera_errors(cams, dev)
+    assert abs(err[first] - 5.0) < 0.2 and max(v for n, v in err.items() if n != first) < 1e-4
