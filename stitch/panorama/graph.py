@@ -54,6 +54,9 @@ SHORTLIST_SIDE = 320
 PREFILTER_MIN_IMAGES = 60
 PREFILTER_PARTNERS = 30
 PREFILTER_FEATURES = 150
+#: With the prefilter, a photo's partners beyond the shortlist's k, by votes, up to this rank, are the pairs
+#: screened when the shortlist leaves the graph in parts.
+FALLBACK_PARTNERS = 18
 #: A partner needs at least this many first-pass matches (both directions summed), about what two unrelated
 #: thumbnails reach by chance (why this value: docs/measurements.md, "graph").
 MIN_SHORTLIST_VOTES = 10
@@ -152,20 +155,38 @@ def prefilter_partners(desc: Sequence[np.ndarray | None], keys: Sequence[str], c
     return [sorted((j for j in range(n) if j != i), key=lambda j: (-votes[i, j], keys[j]))[:count] for i in range(n)]
 
 
+@dataclass(frozen=True)
+class Shortlist:
+    """The pairs worth the full search (i < j), and ``fallback``: the pairs to screen between the parts the
+    shortlist leaves, most likely first (None: every skipped pair, as for a few images)."""
+
+    pairs: list[tuple[int, int]]
+    fallback: list[tuple[int, int]] | None = None
+
+
 def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT_SHORTLIST_K,
                     min_images: int = DEFAULT_SHORTLIST_MIN_IMAGES) -> list[tuple[int, int]]:
+    """``shortlist(...).pairs``: the pairs (i < j) worth the full search."""
+    return shortlist(works, keys, k, min_images).pairs
+
+
+@profiled("first pass")
+def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT_SHORTLIST_K,
+              min_images: int = DEFAULT_SHORTLIST_MIN_IMAGES) -> Shortlist:
     """Pairs (i < j) worth the full search: all of them up to ``min_images`` images, else each image's k best.
 
     The first pass matches SHORTLIST_FEATURES SIFT features of SHORTLIST_SIDE px thumbnails of the (h, w, 3)
     working images (``pair_votes``: ratio 0.7, both directions summed; a partner needs MIN_SHORTLIST_VOTES);
     ties between partners are broken by ``keys``, so the selection does not depend on the input order.
     Above PREFILTER_MIN_IMAGES images the exact votes are counted only between each image and its
-    PREFILTER_PARTNERS best partners by a cheaper vote (``prefilter_partners``). Memory: N small descriptor sets.
+    PREFILTER_PARTNERS best partners by a cheaper vote (``prefilter_partners``), and the pairs screened between
+    the parts the shortlist leaves are each image's next partners by votes, up to FALLBACK_PARTNERS in all (an
+    unmatchable photo would otherwise be searched against every other one). Memory: N small descriptor sets.
     """
     n = len(works)
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     if n <= max(min_images, k + 1):
-        return every
+        return Shortlist(every)
     sift = cv2.SIFT_create(nfeatures=SHORTLIST_FEATURES)
     desc = [_thumb_features(w, sift) for w in works]
     partners = None
@@ -177,12 +198,16 @@ def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = D
                 both[min(i, j)].add(max(i, j))
         partners = [sorted(b) for b in both]
     votes = pair_votes(desc, partners=partners)
-    keep = set()
+    keep: set[tuple[int, int]] = set()
+    later: list[tuple[int, int]] = []
     for i in range(n):
         order = sorted((j for j in range(n) if j != i and votes[i, j] >= MIN_SHORTLIST_VOTES),
                        key=lambda j: (-votes[i, j], keys[j]))
         keep.update((min(i, j), max(i, j)) for j in order[:k])
-    return sorted(keep)
+        later += [(min(i, j), max(i, j)) for j in order[k:FALLBACK_PARTNERS]]
+    if partners is None:  # a few dozen images: every skipped pair stays a fallback (cheap enough)
+        return Shortlist(sorted(keep))
+    return Shortlist(sorted(keep), [p for p in dict.fromkeys(later) if p not in keep])
 
 
 # --- matching ------------------------------------------------------------------------------------------
@@ -246,6 +271,7 @@ class PairScreen:
 def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: PanoramaConfig,
                 progress: ProgressFn | None = None, keys: Sequence[str] | None = None,
                 pairs: Sequence[tuple[int, int]] | None = None, masks: Sequence[np.ndarray | None] | None = None,
+                fallback: Sequence[tuple[int, int]] | None = None,
                 ) -> tuple[list[tuple[int, int, Any]], dict[tuple[int, int], Any]]:
     """Screen pairs of working images (h, w, 3); returns ([(i, j, HomographyResult)] accepted, reasons).
 
@@ -254,6 +280,7 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     when needed, so it does not depend on the input order. The results' H and points are in working px (the
     caller converts them); reasons[(i, j)] says why a rejected pair was rejected, as (score or -inf, text).
     ``masks``: (h, w) bool feature masks at the working resolution, or None (no keypoint where False).
+    ``fallback`` (i < j): the pairs screened between the parts ``pairs`` leaves (default: every skipped pair).
     Phases: one detection per image; the pairs; the skipped pairs between the parts the shortlist left; the
     harder search on the pairs still between parts.
     """
@@ -273,7 +300,8 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
         if len(set(part.values())) > 1 and len(pairs) < len(every):
             # the shortlist left the graph in parts: screen the skipped pairs between them first
             tried = set(pairs)
-            more = [(i, j) for i, j in every if part[i] != part[j] and (i, j) not in tried]
+            more = [(i, j) for i, j in (every if fallback is None else fallback)
+                    if part[i] != part[j] and (i, j) not in tried]
             state.run(pool, more, screen, "matched")
             pairs = sorted(tried | set(more))
             part = state.parts()

@@ -88,11 +88,12 @@ from stitch.panorama.config import (
     PanoramaConfig,
 )
 from stitch.panorama.graph import (
-    candidate_pairs,
+    Shortlist,
     choose_reference,
     image_key,
     match_graph,
     release_free_memory,
+    shortlist,
     spanning_tree_homographies,
 )
 from stitch.panorama.inputs import (
@@ -746,8 +747,10 @@ def screen_pairs(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, prog
     works = [to_work(img, cfg.work_megapix) for img in images]
     A = [work_scale_matrix(sizes[k], (w.shape[1], w.shape[0])) for k, w in enumerate(works)]
     work_masks = [work_mask(m, (w.shape[1], w.shape[0])) for m, w in zip(feature_masks, works)]
-    pairs = sequence_pairs(len(images), cfg.range_width) if cfg.range_width else candidate_pairs(works, keys)
-    raw, why = match_graph(works, names, cfg, progress, keys=keys, pairs=pairs, masks=work_masks)
+    short = Shortlist(sequence_pairs(len(images), cfg.range_width)) if cfg.range_width else shortlist(works, keys)
+    pairs = short.pairs
+    raw, why = match_graph(works, names, cfg, progress, keys=keys, pairs=pairs, masks=work_masks,
+                           fallback=short.fallback)
     release_free_memory()
     edges = [pair_edge(res, i, j, A[i], A[j]) for i, j, res in raw]
     if hooks is not None:

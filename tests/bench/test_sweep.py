@@ -59,7 +59,7 @@ def test_camera_errors_known_answers(tmp_path):
     G = rotation(30.0, 10.0, 5.0)  # the peer's world frame differs from the truth's
     cams = {n: (intrinsics(t["focal"], tuple(t["size"])), G @ np.asarray(t["R"]).T) for n, t in dev.truth.items()}
     assert max(camera_errors(cams, dev).values()) < 1e-4  # degrees (arccos near 1: float noise)
-    first = sorted(cams)[0]
+    first = min(cams)
     K, R = cams[first]
     cams[first] = (K, R @ rotation(5.0, 0.0, 0.0))
     err = camera_errors(cams, dev)

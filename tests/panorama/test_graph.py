@@ -71,4 +71,7 @@ def test_prefilter_keeps_the_shortlist_of_many_images(monkeypatch):
     pairs = candidate_pairs(works, keys, k=2, min_images=8)
     shuffled = candidate_pairs([works[k] for k in order], [keys[k] for k in order], k=2, min_images=8)
     assert set(pairs) == {(k, k + 1) for k in range(n - 1)}
+    # between the parts the shortlist leaves, only each photo's next partners by votes (none here: neighbours only)
+    assert graph.shortlist(works, keys, k=2, min_images=8).fallback == []
+    assert graph.shortlist(works[:20], keys[:20], k=2, min_images=8).fallback is None  # a few: every skipped pair
     assert {(min(order[i], order[j]), max(order[i], order[j])) for i, j in shuffled} == set(pairs)

@@ -407,8 +407,11 @@ def test_folder_screens_as_the_pipeline_does(samples_dir, tmp_path, monkeypatch)
     folder = tmp_path / "pano"
     shutil.copytree(samples_dir / "pano3", folder)
     shutil.copy(folder / "view_2.jpg", folder / "view_2_copy.jpg")
-    shortlist = pipeline.candidate_pairs
-    monkeypatch.setattr(pipeline, "candidate_pairs", lambda works, keys: [p for p in shortlist(works, keys) if p != (0, 2)])
+    from stitch.panorama.graph import Shortlist
+
+    real = pipeline.shortlist
+    monkeypatch.setattr(pipeline, "shortlist",
+                        lambda works, keys: Shortlist([p for p in real(works, keys).pairs if p != (0, 2)], []))
     with pytest.warns(UserWarning, match="dropped view_2_copy.jpg: identical to view_2.jpg"):
         res = compare_folder(folder, methods="SIFT+MAGSAC", preset="fast")
     compared = [(r.src_name, r.dst_name) for r in res.reports]
