@@ -44,6 +44,41 @@ def shared_fraction(H: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, i
     return float(inside.mean())
 
 
+def _lattice(size: tuple[int, int], grid: int) -> np.ndarray:
+    """(grid * grid, 3) homogeneous pixels: a grid x grid lattice over an image of (w, h) px."""
+    w, h = size
+    xs, ys = np.meshgrid(np.linspace(0, w - 1, grid), np.linspace(0, h - 1, grid))
+    return np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], 1)
+
+
+def _inside(H: np.ndarray, pts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """(m,) fraction of the points (m, k, 3) or (k, 3) that H (m, 3, 3) puts in front of and inside (w, h) (m, 2)."""
+    q = np.einsum("mij,kj->mki" if pts.ndim == 2 else "mij,mkj->mki", H, pts)
+    w = q[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x, y = q[..., 0] / w, q[..., 1] / w
+    ok = (w > 0) & (np.abs(w) >= 1e-12)
+    ok &= (x >= 0) & (x <= sizes[:, None, 0] - 1) & (y >= 0) & (y <= sizes[:, None, 1] - 1)
+    return ok.mean(axis=1)
+
+
+def shared_fractions(Hs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], a: int, grid: int = 9
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image a against every later image b of the model (Hs: image -> frame (3, 3)): (H a -> b (m, 3, 3) as
+    ``_relative`` gives it, fraction of a inside b (m,), fraction of b inside a (m,)), m = n - a - 1;
+    ``shared_fraction`` for all of them at once."""
+    H = np.asarray(Hs, np.float64)
+    inv_b = np.linalg.inv(H[a + 1:])
+    rel = inv_b @ H[a]
+    sign = np.where(np.linalg.det(rel) > 0, 1.0, -1.0)[:, None, None]
+    rel = rel * sign
+    back = np.linalg.inv(H[a]) @ H[a + 1:] * sign  # the inverse of each rel
+    sz = np.asarray(sizes, np.float64)
+    fa = _inside(rel, _lattice(sizes[a], grid), sz[a + 1:])
+    fb = _inside(back, np.stack([_lattice(s, grid) for s in sizes[a + 1:]]), np.repeat(sz[a][None], len(rel), 0))
+    return rel, fa, fb
+
+
 @profiled("placement check")
 def placement_scores(reg: Any, thumbs: Sequence[np.ndarray]) -> dict[str, float | None]:
     """Per camera name of the Registration ``reg``: its photometric agreement with its overlapping neighbours.
@@ -57,13 +92,11 @@ def placement_scores(reg: Any, thumbs: Sequence[np.ndarray]) -> dict[str, float 
     S = [np.diag([t.shape[1] / s[0], t.shape[0] / s[1], 1.0]) for t, s in zip(thumbs, sizes)]
     cfg = ScoreConfig(work_max_side=max(max(t.shape[:2]) for t in thumbs))
     total, weight = np.zeros(n), np.zeros(n)
-    for a in range(n):
-        for b in range(a + 1, n):
-            H = _relative(Hs[a], Hs[b])
-            fa, fb = shared_fraction(H, sizes[a], sizes[b]), shared_fraction(np.linalg.inv(H), sizes[b], sizes[a])
+    for a in range(n - 1):
+        rel, fas, fbs = shared_fractions(Hs, sizes, a)  # every later image at once: n^2 pairs stay cheap
+        for k in np.flatnonzero(np.maximum(fas, fbs) >= MIN_SHARED):
+            b, H, fa, fb = a + 1 + int(k), rel[k], float(fas[k]), float(fbs[k])
             share = max(fa, fb)
-            if share < MIN_SHARED:
-                continue
             src, dst, Ht = (a, b, S[b] @ H @ np.linalg.inv(S[a]))
             if fa < fb:
                 src, dst, Ht = b, a, np.linalg.inv(Ht)  # warp the one that lies more inside the other
