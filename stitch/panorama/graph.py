@@ -172,7 +172,7 @@ def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = D
 
 @profiled("first pass")
 def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT_SHORTLIST_K,
-              min_images: int = DEFAULT_SHORTLIST_MIN_IMAGES) -> Shortlist:
+              min_images: int = DEFAULT_SHORTLIST_MIN_IMAGES, workers: int = 1) -> Shortlist:
     """Pairs (i < j) worth the full search: all of them up to ``min_images`` images, else each image's k best.
 
     The first pass matches SHORTLIST_FEATURES SIFT features of SHORTLIST_SIDE px thumbnails of the (h, w, 3)
@@ -181,14 +181,15 @@ def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT
     Above PREFILTER_MIN_IMAGES images the exact votes are counted only between each image and its
     PREFILTER_PARTNERS best partners by a cheaper vote (``prefilter_partners``), and the pairs screened between
     the parts the shortlist leaves are each image's next partners by votes, up to FALLBACK_PARTNERS in all (an
-    unmatchable photo would otherwise be searched against every other one). Memory: N small descriptor sets.
+    unmatchable photo would otherwise be searched against every other one). ``workers`` threads detect the
+    thumbnails' features. Memory: N small descriptor sets.
     """
     n = len(works)
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     if n <= max(min_images, k + 1):
         return Shortlist(every)
-    sift = cv2.SIFT_create(nfeatures=SHORTLIST_FEATURES)
-    desc = [_thumb_features(w, sift) for w in works]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # one SIFT object per call: no shared state
+        desc = list(pool.map(lambda w: _thumb_features(w, cv2.SIFT_create(nfeatures=SHORTLIST_FEATURES)), works))
     partners = None
     if n > PREFILTER_MIN_IMAGES:  # many images: exact votes only between the images a cheaper vote finds alike
         near = prefilter_partners(desc, keys)

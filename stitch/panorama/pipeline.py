@@ -93,6 +93,7 @@ from stitch.panorama.graph import (
     image_key,
     match_graph,
     release_free_memory,
+    resolve_workers,
     shortlist,
     spanning_tree_homographies,
 )
@@ -747,7 +748,8 @@ def screen_pairs(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, prog
     works = [to_work(img, cfg.work_megapix) for img in images]
     A = [work_scale_matrix(sizes[k], (w.shape[1], w.shape[0])) for k, w in enumerate(works)]
     work_masks = [work_mask(m, (w.shape[1], w.shape[0])) for m, w in zip(feature_masks, works)]
-    short = Shortlist(sequence_pairs(len(images), cfg.range_width)) if cfg.range_width else shortlist(works, keys)
+    short = (Shortlist(sequence_pairs(len(images), cfg.range_width)) if cfg.range_width
+             else shortlist(works, keys, workers=resolve_workers(cfg.workers)))
     pairs = short.pairs
     raw, why = match_graph(works, names, cfg, progress, keys=keys, pairs=pairs, masks=work_masks,
                            fallback=short.fallback)

@@ -411,7 +411,7 @@ def test_folder_screens_as_the_pipeline_does(samples_dir, tmp_path, monkeypatch)
 
     real = pipeline.shortlist
     monkeypatch.setattr(pipeline, "shortlist",
-                        lambda works, keys: Shortlist([p for p in real(works, keys).pairs if p != (0, 2)], []))
+                        lambda works, keys, **kw: Shortlist([p for p in real(works, keys, **kw).pairs if p != (0, 2)], []))
     with pytest.warns(UserWarning, match="dropped view_2_copy.jpg: identical to view_2.jpg"):
         res = compare_folder(folder, methods="SIFT+MAGSAC", preset="fast")
     compared = [(r.src_name, r.dst_name) for r in res.reports]
