@@ -93,6 +93,7 @@ from stitch.panorama.graph import (
     image_key,
     match_graph,
     release_free_memory,
+    resolve_workers,
     spanning_tree_homographies,
 )
 from stitch.panorama.inputs import (
@@ -825,7 +826,8 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
     images.clear()
     comp = compose_panorama([px.image for px in kept], [H_list[k] for k in pieces], canvas, cfg.compose,
                             [names[k] for k in pieces], hooks, progress, valid=[px.valid for px in kept],
-                            natives=[natives[k] for k in pieces], max_pixels=cfg.max_canvas_pixels)
+                            natives=[natives[k] for k in pieces], max_pixels=cfg.max_canvas_pixels,
+                            workers=resolve_workers(cfg.workers))
     del kept
     for msg in comp.notes:
         _warn(msg, notes)
