@@ -46,8 +46,9 @@ from stitch.types import ProgressFn
 
 Box = tuple[int, int, int, int]
 
-#: Canvases above this many megapixels are composited tile by tile (0: never).
-DEFAULT_TILE_MEGAPIX = 200.0
+#: Canvases above this many megapixels are composited tile by tile (0: never); under the 80 MP canvas cap
+#: (stitch.panorama.warp.DEFAULT_MAX_CANVAS_PIXELS), above the sets we bench (26 MP at most).
+DEFAULT_TILE_MEGAPIX = 64.0
 #: Side (px) of a tile's core: the unit of work and of the .tif file's tiles (a multiple of TILE_ALIGN).
 DEFAULT_TILE_SIDE = 4096
 #: TIFF tiles are multiples of 16 px a side.
@@ -163,7 +164,7 @@ def compose_tiles(images: Sequence[np.ndarray], homographies: Sequence[np.ndarra
 
     def run(fn: Callable, tiles: list[Box], what: str) -> list:
         out = []
-        for k, res in enumerate(in_order(lambda i: fn(tiles[i]), len(tiles), pool, workers + 1)):
+        for k, res in enumerate(in_order(lambda i: fn(tiles[i]), len(tiles), pool, workers)):
             out.append(res)
             if progress is not None:
                 progress(k + 1, len(tiles), f"compositing tiles: {what}, {k + 1} of {len(tiles)}")
