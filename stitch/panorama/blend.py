@@ -69,11 +69,9 @@ a Laplacian band near an image border does not pull the blend towards black.
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -83,6 +81,7 @@ from stitch.geometry import box_intersection, box_slices, union_box
 from stitch.panorama.disagree import ViewDisagreement
 from stitch.panorama.displacement import Displacement
 from stitch.panorama.exposure import Gains
+from stitch.panorama.threads import in_order, thread_pool
 from stitch.panorama.views import LowView, overlapping_pairs
 from stitch.panorama.warp import MAX_TILE_SIDE, Canvas, remap_replicate, tile_maps
 from stitch.types import ProgressFn
@@ -113,7 +112,6 @@ FINE_LEVELS = 3
 #: Canvas pixels per strip (the float buffers take roughly 100 bytes per strip pixel).
 DEFAULT_STRIP_PIXELS = 2_000_000
 EPS_WEIGHT = 1e-4
-T = TypeVar("T")
 
 
 
@@ -410,17 +408,13 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     if not live:
         dtype = sources[0].img.dtype if sources else np.uint8
         return Blended(np.zeros((Hc, W, 3), dtype), np.zeros((Hc, W), bool), levels)
-    pool = ThreadPoolExecutor(workers) if workers > 1 and len(live) > 1 else None
-    try:
+    with thread_pool(workers, len(live)) as pool:
         if levels == 0:
             image, mask = _single_level(live, canvas, grid, method, W, Hc, Wp, Hp, strip_pixels, progress, pool,
                                         workers)
         else:
             image, mask = _multiband(live, canvas, grid, method, levels, c, W, Hc, Wp, Hp, strip_pixels, progress,
                                      pool, workers)
-    finally:
-        if pool is not None:
-            pool.shutdown()
     return Blended(image, mask, levels)
 
 
@@ -643,21 +637,6 @@ def _add_part(part: _StripPart | None, coarse_k: tuple[np.ndarray, np.ndarray],
         h, w = w_here.shape
         acc[lv][sy:sy + h, sx:sx + w] += lap
         wsum[lv][sy:sy + h, sx:sx + w] += w_here
-
-
-def in_order(fn: Callable[[int], T], n: int, pool: Executor | None, ahead: int) -> Iterator[T]:
-    """fn(0), ..., fn(n - 1) in order; on ``pool`` at most ``ahead`` calls run ahead of the one consumed (so at most
-    that many results are held), else one by one."""
-    if pool is None or ahead < 2:
-        yield from (fn(k) for k in range(n))
-        return
-    pending: deque[Future[T]] = deque()
-    for k in range(n):
-        pending.append(pool.submit(fn, k))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def _collapse_fine(acc: list[np.ndarray], wsum: list[np.ndarray], r0: int, r1: int, fixed: bool = True) -> np.ndarray:

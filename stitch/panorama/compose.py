@@ -319,9 +319,10 @@ def _valid_u8(valid: Sequence[np.ndarray | None] | None, images: Sequence[np.nda
 
 
 def _gains_and_seams(views: list[LowView], canvas: Canvas, cfg: ComposeConfig, names: list[str], hooks: Any,
-                     progress: ProgressFn | None, seconds: dict[str, float]
+                     progress: ProgressFn | None, seconds: dict[str, float], workers: int = 1
                      ) -> tuple[Gains, list[np.ndarray], Disagreement | None]:
-    """Steps 2-3 of the module docstring on the seam-resolution views: (gains, seam masks, disagreement or None)."""
+    """Steps 2-3 of the module docstring on the seam-resolution views: (gains, seam masks, disagreement or None);
+    the disagreement's pairs on ``workers`` threads."""
     t = time.perf_counter()
     pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
     same = [(u, v) for u in range(len(pieces)) for v in range(u + 1, len(pieces)) if pieces[u] == pieces[v]]
@@ -335,7 +336,7 @@ def _gains_and_seams(views: list[LowView], canvas: Canvas, cfg: ComposeConfig, n
         progress(0, 1, f"finding seams ({cfg.seam})")
     dis = None
     if cfg.sharp_blend or (cfg.seam_misalign != "none" and cfg.seam_misalign_weight > 0):
-        dis = disagreement(comp, cfg.seam_misalign, flow=cfg.sharp_blend, areas=cfg.sharp_blend)
+        dis = disagreement(comp, cfg.seam_misalign, flow=cfg.sharp_blend, areas=cfg.sharp_blend, workers=workers)
         seconds["disagreement"] = time.perf_counter() - t
     masks = find_seams(comp, cfg.seam, gamma=cfg.seam_misalign_weight if cfg.seam_misalign != "none" else 0.0,
                        disagreement=dis)
@@ -381,7 +382,7 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     if hooks is not None:
         hooks.warped(names, views)
     seconds["warp_seam_res"] = time.perf_counter() - t
-    gains, masks, dis = _gains_and_seams(views, canvas, cfg, names, hooks, progress, seconds)
+    gains, masks, dis = _gains_and_seams(views, canvas, cfg, names, hooks, progress, seconds, workers)
 
     t = time.perf_counter()
     disagree = dis.views if dis is not None and cfg.sharp_blend else None

@@ -29,17 +29,17 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from stitch.errors import ConfigError
 from stitch.geometry import box_intersection
-from stitch.panorama.blend import BLENDERS, LowGrid, blend, in_order, prepare_blend
+from stitch.panorama.blend import BLENDERS, LowGrid, blend, prepare_blend
 from stitch.panorama.crop import CROP_MODES, crop_mode, fill_empty
 from stitch.panorama.disagree import ViewDisagreement
 from stitch.panorama.exposure import Gains
+from stitch.panorama.threads import in_order, thread_pool
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, tile_maps
 from stitch.types import ProgressFn
@@ -160,17 +160,15 @@ def compose_tiles(images: Sequence[np.ndarray], homographies: Sequence[np.ndarra
     prep = prepare_blend(views, seam_masks, method, bands, grid.scale, canvas.size,
                          [None] * n if disagree is None else disagree)
     levels = prep.levels
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    with thread_pool(workers) as pool:
+        def run(fn: Callable, tiles: list[Box], what: str) -> list:
+            out = []
+            for k, res in enumerate(in_order(lambda i: fn(tiles[i]), len(tiles), pool, workers)):
+                out.append(res)
+                if progress is not None:
+                    progress(k + 1, len(tiles), f"compositing tiles: {what}, {k + 1} of {len(tiles)}")
+            return out
 
-    def run(fn: Callable, tiles: list[Box], what: str) -> list:
-        out = []
-        for k, res in enumerate(in_order(lambda i: fn(tiles[i]), len(tiles), pool, workers)):
-            out.append(res)
-            if progress is not None:
-                progress(k + 1, len(tiles), f"compositing tiles: {what}, {k + 1} of {len(tiles)}")
-        return out
-
-    try:
         W, H = canvas.size
         cover = coverage(images, homographies, canvas, valid, side, run)
         box = spec.box(cover, max_empty)
@@ -204,7 +202,4 @@ def compose_tiles(images: Sequence[np.ndarray], homographies: Sequence[np.ndarra
 
         cores = tile_boxes(box, side)
         filled = sum(run(one, cores, "blend"))
-    finally:
-        if pool is not None:
-            pool.shutdown()
     return TiledResult(image, mask, box, filled, len(cores), levels)
