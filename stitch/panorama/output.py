@@ -5,7 +5,7 @@ stitch output (so a later run on that folder skips it), carrying the reference p
 files: its camera make and model, its dates (stitch.exif.output_exif) and its ICC colour profile. TIFF and the
 other formats carry neither (OpenCV's encoders cannot). JPEG files are written at ``jpeg_quality`` (1-100).
 
-TIFF (.tif, .tiff) files are written by ``write_tiff`` with tifffile: BigTIFF (no 4 GB limit), uncompressed, in
+TIFF (.tif, .tiff) files are written by ``write_tiff`` with tifffile: BigTIFF (no 4 GB limit), deflate, in
 tiles of TIFF_TILE px read from the image one at a time, so a panorama composited tile by tile
 (stitch.panorama.tiles: a disk-backed array) is written without ever being held whole in memory. The other
 formats are encoded from the whole image in memory: write huge panoramas as .tif.
@@ -33,6 +33,11 @@ JPEG_EXTENSIONS = (".jpg", ".jpeg")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 #: Side (px) of the tiles of a .tif panorama (a multiple of 16, as TIFF requires).
 TIFF_TILE = 512
+#: Deflate level of .tif panoramas (with the horizontal predictor): level 1 writes opencv_boat's 26 MP in 1.3 s
+#: (24 MB; level 6: 6.8 s, 19 MB; uncompressed: 82 MB).
+TIFF_DEFLATE_LEVEL = 1
+#: Threads compressing the tiles of a .tif panorama.
+TIFF_THREADS = 2
 
 
 def check_jpeg_quality(quality: int) -> None:
@@ -59,7 +64,7 @@ def write_panorama(path: str | os.PathLike, image: np.ndarray, meta: ImageMeta |
 
 def write_tiff(path: str | os.PathLike, image: np.ndarray, tile: int = TIFF_TILE) -> Path:
     """Write image (H, W, 3) BGR uint8 or uint16 (an array or a disk-backed np.memmap) to ``path`` as a tiled
-    BigTIFF (RGB, uncompressed, tagged as a stitch output), tile by tile, atomically; returns the path."""
+    BigTIFF (RGB, deflate, tagged as a stitch output), tile by tile, atomically; returns the path."""
     try:
         import tifffile
     except ImportError:
@@ -75,5 +80,6 @@ def write_tiff(path: str | os.PathLike, image: np.ndarray, tile: int = TIFF_TILE
 
     with atomic_file(path) as fh, tifffile.TiffWriter(fh, bigtiff=True) as tw:
         tw.write(tiles(), shape=image.shape, dtype=image.dtype, tile=(tile, tile), photometric="rgb",
-                 software=OUTPUT_TAG.decode(), metadata=None)
+                 compression="adobe_deflate", compressionargs={"level": TIFF_DEFLATE_LEVEL}, predictor="horizontal",
+                 maxworkers=TIFF_THREADS, software=OUTPUT_TAG.decode(), metadata=None)
     return Path(path)

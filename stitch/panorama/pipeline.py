@@ -137,7 +137,8 @@ from stitch.types import ProgressFn
 class Panorama:
     """A stitched panorama.
 
-    image (H, W, 3) BGR, uint8 (uint16 when an input is 16-bit), black outside ``mask`` (H, W) bool. ``cameras`` (a camera.Registration: one
+    image (H, W, 3) BGR, uint8 (uint16 when an input is 16-bit), black outside ``mask`` (H, W) bool (both disk-backed
+    np.memmap arrays when the canvas was composited tile by tile, stitch.panorama.tiles). ``cameras`` (a camera.Registration: one
     Camera per image, plus the model and the virtual camera) is what ``stitch.compose`` re-renders.
     ``homographies[k]`` (3, 3) float64 maps full-resolution pixels of image ``names[k]`` to the *reference
     plane*: the pixel frame of the panorama's virtual camera (model 'rotation': focal ``cameras.focal``,
