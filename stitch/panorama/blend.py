@@ -551,6 +551,7 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
                          len(sources), pool, ahead)
         for k, part in enumerate(parts):
             _add_part(part, (gc_img[k], gc_w[k]), (acc, wsum), mask)
+            del part  # not held while the next one is awaited
         fine[y0:y1] = _collapse_fine(acc, wsum, y0 - Y0, y1 - Y0, fine.dtype == np.int16)  # int16: an exact cast
         if progress is not None:
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
@@ -758,6 +759,7 @@ def _single_level(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, met
             valid_any[sl] |= valid
             acc[sl] += img
             wsum[sl] += wgt
+            del part, img, wgt, valid  # not held while the next one is awaited
         res = acc / np.maximum(wsum, 1e-12)[:, :, None]
         hh = min(y1, Hc) - y0
         if hh > 0:
