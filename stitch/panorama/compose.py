@@ -11,6 +11,9 @@
 4. the full-resolution images are blended strip by strip with the seam masks and gains (stitch.blend), each pixel
    of a disagreement area from its seam side alone (``sharp_blend``);
 5. the result is cropped by the ``crop`` mode (stitch.crop.CROP_MODES; default 'fill');
+   a canvas above ``tile_megapix`` does 4-5 tile by tile instead (stitch.panorama.tiles: the crop decided first on
+   the coverage mask, each tile of ``tile_side`` px blended alone on a disk-backed result; its seconds all count
+   as 'blend');
 6. with ``timelapse`` set, every image is also warped alone onto the cropped frame and written as its own
    file there (stitch.panorama.timelapse).
 
@@ -357,8 +360,8 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     hooks: a stitch.debug.PipelineHooks (or None); names label the images for it. valid: per image, a mask
     (h, w) bool of the pixels with data (an alpha channel; False: never drawn), or None. natives: per image, its
     native scale (stitch.panorama.resolution; default 1: the canvas keeps its scale); max_pixels: the canvas cap.
-    workers: threads of the full-resolution blend (the images of a strip, or the tiles of a tiled canvas; the
-    result does not depend on it). A canvas above ``tile_megapix`` is composited tile by tile (stitch.panorama.tiles).
+    workers: threads of the disagreement's pairs and of the full-resolution blend (the images of a strip, or the
+    tiles of a tiled canvas; the result does not depend on it). A canvas above ``tile_megapix`` is composited tile by tile (stitch.panorama.tiles).
     """
     cfg = config or ComposeConfig()
     cfg.check()
