@@ -35,6 +35,7 @@ from stitch.panorama.options import RENAMED
 from stitch.panorama.options import stitch_options as user_stitch_options
 from stitch.panorama.output import DEFAULT_JPEG_QUALITY
 from stitch.panorama.seams import DEFAULT_GAMMA, DEFAULT_SEAM, SEAM_CHOICES
+from stitch.panorama.tiles import DEFAULT_TILE_MEGAPIX
 from stitch.panorama.warp import DEFAULT_MAX_CANVAS_PIXELS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,6 +81,9 @@ PANORAMA_OPTIONS = (
                  help="Multi-band levels (default: from the overlap width)."),
     click.option("--seam-megapix", type=click.FloatRange(0.001, 10), default=DEFAULT_SEAM_MEGAPIX, show_default=True,
                  help="Resolution (megapixels per image) at which exposure gains and seams are computed."),
+    click.option("--tile-megapix", type=click.FloatRange(0.0), default=DEFAULT_TILE_MEGAPIX, show_default=True,
+                 help="Composite a canvas larger than this many megapixels tile by tile, in bounded memory (write it "
+                      "as .tif to keep it out of memory whole); 0: never."),
     click.option("--crop", type=click.Choice(CROP_CHOICES), default=None,  # None: not given (see --no-crop)
                  help="Crop: " + "; ".join(f"'{k}': {m.help}" for k, m in CROP_MODES.items())
                  + f".  [default: {DEFAULT_CROP}]"),

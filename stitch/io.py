@@ -32,10 +32,11 @@ import os
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -498,14 +499,24 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def write_chunks_atomic(path: str | os.PathLike, chunks: Iterable[bytes]) -> Path:
     """Write the chunks one after another to ``path`` through a temporary file and an atomic rename (a
     streamed output, such as a long HTML index, never sits whole in memory)."""
+    with atomic_file(path) as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+    return Path(path)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file handle (seekable) on a temporary file in ``path``'s folder, renamed to ``path`` when the block
+    ends without an error (removed on one): the output appears whole or not at all."""
     out = Path(path)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent or "."))
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
+        with open(tmp, "w+b") as fh:  # by name: writers such as tifffile read fh.name
+            yield fh
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the output the usual permissions
@@ -514,7 +525,6 @@ def write_chunks_atomic(path: str | os.PathLike, chunks: Iterable[bytes]) -> Pat
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return out
 
 
 def check_writable(path: str | os.PathLike) -> Path:

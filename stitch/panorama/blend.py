@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import cv2
@@ -80,6 +81,7 @@ from stitch.geometry import box_intersection, box_slices, union_box
 from stitch.panorama.disagree import ViewDisagreement
 from stitch.panorama.displacement import Displacement
 from stitch.panorama.exposure import Gains
+from stitch.panorama.threads import in_order, thread_pool
 from stitch.panorama.views import LowView, overlapping_pairs
 from stitch.panorama.warp import MAX_TILE_SIDE, Canvas, remap_replicate, tile_maps
 from stitch.types import ProgressFn
@@ -316,22 +318,65 @@ def _up(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return up.reshape(shape[:2] + x.shape[2:]) if up.ndim < x.ndim else up
 
 
+@dataclass
+class BlendPrep:
+    """The seam-resolution side of a blend, the same for every strip or tile: levels (bands), per view its seam
+    weight map (blurred for feather), where its weight matters (``_relevant``), its claim and disagreement map."""
+
+    levels: int
+    seams: list[np.ndarray]
+    relevant: list[np.ndarray]
+    claims: list[np.ndarray | None]
+    disagree: list[ViewDisagreement | None]
+
+
+def prepare_blend(views: Sequence[LowView], seam_masks: Sequence[np.ndarray], method: str, bands: int | None,
+                  scale: float, canvas_size: tuple[int, int],
+                  disagree: Sequence[ViewDisagreement | None]) -> BlendPrep:
+    """``blend``'s seam-resolution work (see the module docstring): bands from the overlap width (unless given), seam
+    weights, relevant areas, claims and the disagreement areas the seams leave whole; ``scale``: the LowGrid's."""
+    mode = BLENDERS[method]
+    n = len(views)
+    width_px = overlap_width(views, scale)
+    seams = [m.astype(np.float32) for m in seam_masks]
+    levels = 0
+    if mode.feather:
+        feather_px = max(width_px / 4.0, 2.0)  # the seam blur's sigma, full-res px
+        if feather_px * scale > 0.3:
+            seams = [cv2.GaussianBlur(np.pad(s, 1), (0, 0), feather_px * scale)[1:-1, 1:-1] for s in seams]
+        reach = int(3 * feather_px)
+    else:
+        if mode.multiband:
+            levels = bands if bands is not None else bands_for_overlap(width_px, canvas_size)
+        reach = (6 << min(levels, FINE_LEVELS)) if levels else 0  # full-res px a fine level's weights reach
+    relevant = _relevant(views, seam_masks, math.ceil(reach * scale) + 2)
+    claims: list[np.ndarray | None] = [None] * n
+    disagree = list(disagree)
+    if any(d is not None for d in disagree):
+        claims, label = _claims(views, seam_masks)
+        disagree = _uncut(views, disagree, label)
+    return BlendPrep(levels, seams, relevant, claims, disagree)
+
+
 def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas, grid: LowGrid,
           views: Sequence[LowView], seam_masks: Sequence[np.ndarray], gains: Gains, method: str = DEFAULT_BLEND,
           bands: int | None = None, strip_pixels: int = DEFAULT_STRIP_PIXELS,
           progress: ProgressFn | None = None, valid: Sequence[np.ndarray | None] | None = None,
-          disagree: Sequence[ViewDisagreement | None] | None = None) -> Blended:
+          disagree: Sequence[ViewDisagreement | None] | None = None, workers: int = 1,
+          prep: BlendPrep | None = None) -> Blended:
     """Blend the images (h, w, 3), all uint8 or all uint16, onto ``canvas`` (see the module docstring).
 
     views / seam_masks / gains: per image, on the seam canvas (``grid`` maps full-res canvas px to it).
     bands: multi-band levels (None: from the overlap width). valid: per image, its valid mask (h, w) uint8
     (255: data) or None. disagree: per image, where the photos disagree on its seam-canvas box
     (stitch.panorama.disagree.Disagreement.views), or None: there each pixel's content comes from its seam side
-    alone. Returns the canvas-size image (the images' dtype) and mask.
+    alone. workers: threads warping and filtering the images of a strip (1: one by one; the result does not depend
+    on it). An image whose canvas box is empty is left out (a tile's canvas, stitch.panorama.tiles). prep: what
+    ``prepare_blend`` makes of the seam-resolution inputs (made here when None; the tiles of a canvas share one).
+    Returns the canvas-size image (the images' dtype) and mask.
     """
     if method not in BLENDERS:
         raise ConfigError(f"blend={method!r}: choose one of {', '.join(BLEND_CHOICES)}")
-    mode = BLENDERS[method]
     if strip_pixels < 1:
         raise ConfigError(f"strip_pixels={strip_pixels}: must be positive")
     n = len(images)
@@ -343,26 +388,12 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
         raise ConfigError("blend: disagree needs one map per image, each of its view's (h, w) shape (or None)")
     if bands is not None and not (isinstance(bands, int) and 0 <= bands <= MAX_BANDS):
         raise ConfigError(f"bands={bands}: must be an integer in 0..{MAX_BANDS} (or None for automatic)")
-    width_px = overlap_width(views, grid.scale)
-    seams = [m.astype(np.float32) for m in seam_masks]
-    levels = 0
-    if mode.feather:
-        feather_px = max(width_px / 4.0, 2.0)  # the seam blur's sigma, full-res px
-        if feather_px * grid.scale > 0.3:
-            seams = [cv2.GaussianBlur(np.pad(s, 1), (0, 0), feather_px * grid.scale)[1:-1, 1:-1] for s in seams]
-        reach = int(3 * feather_px)
-    else:
-        if mode.multiband:
-            levels = bands if bands is not None else bands_for_overlap(width_px, canvas.size)
-        reach = (6 << min(levels, FINE_LEVELS)) if levels else 0  # full-res px a fine level's weights reach
+    prep = prep if prep is not None else prepare_blend(views, seam_masks, method, bands, grid.scale, canvas.size,
+                                                       disagree)
+    levels, seams, relevant, claims, disagree = prep.levels, prep.seams, prep.relevant, prep.claims, prep.disagree
     c = min(levels, FINE_LEVELS)
-    relevant = _relevant(views, seam_masks, math.ceil(reach * grid.scale) + 2)
     valid = [None] * n if valid is None else valid
     fields = [canvas.displacement(k) for k in range(n)]
-    claims: list[np.ndarray | None] = [None] * n
-    if any(d is not None for d in disagree):
-        claims, label = _claims(views, seam_masks)
-        disagree = _uncut(views, disagree, label)
     sources = [_Source(img, H, box, seam, v.offset, g, u, rel, ok, d, dis, cl)
                for img, H, box, seam, v, g, u, rel, ok, d, dis, cl in
                zip(images, homographies, canvas.boxes, seams, views, gains.maps, gains.uniform, relevant, valid, fields,
@@ -373,10 +404,17 @@ def blend(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canv
     W, Hc = canvas.size
     step = 1 << levels
     Wp, Hp = _align_up(W, step), _align_up(Hc, step)
-    if levels == 0:
-        image, mask = _single_level(sources, canvas, grid, method, W, Hc, Wp, Hp, strip_pixels, progress)
-    else:
-        image, mask = _multiband(sources, canvas, grid, method, levels, c, W, Hc, Wp, Hp, strip_pixels, progress)
+    live = [src for src in sources if src.box[2] > src.box[0] and src.box[3] > src.box[1]]  # a tile's canvas
+    if not live:
+        dtype = sources[0].img.dtype if sources else np.uint8
+        return Blended(np.zeros((Hc, W, 3), dtype), np.zeros((Hc, W), bool), levels)
+    with thread_pool(workers, len(live)) as pool:
+        if levels == 0:
+            image, mask = _single_level(live, canvas, grid, method, W, Hc, Wp, Hp, strip_pixels, progress, pool,
+                                        workers)
+        else:
+            image, mask = _multiband(live, canvas, grid, method, levels, c, W, Hc, Wp, Hp, strip_pixels, progress,
+                                     pool, workers)
     return Blended(image, mask, levels)
 
 
@@ -484,8 +522,8 @@ class _Layout:
 
 
 def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method: str, levels: int, c: int,
-               W: int, Hc: int, Wp: int, Hp: int, strip_pixels: int,
-               progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
+               W: int, Hc: int, Wp: int, Hp: int, strip_pixels: int, progress: ProgressFn | None,
+               pool: Executor | None = None, ahead: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Multi-band blend in one pass over strips (see the module docstring); image (the sources' dtype) and mask (Hc, W).
 
     Each strip warps every image that touches it once. From that warp come (a) the image's Gaussian level c
@@ -493,7 +531,8 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
     0..c-1 on the columns where the image's weight matters; the strip's blended fine bands are collapsed and
     stored as int16 (FINE_SCALE; float32 for 16-bit images, whose bands exceed int16). Then the coarse bands are
     blended on the whole 1 / 2^c canvas, and each strip of the output is the upsampled coarse result plus the
-    stored fine part.
+    stored fine part. ``pool``: the images of a strip are warped and filtered on it, ``ahead`` at a time, and added
+    in image order (the same sums as one by one).
     """
     step_c = 1 << c
     lay = _Layout(c, max(step_c, _align_down(max(1, strip_pixels // max(1, Wp)), step_c)), W, Hc, Wp, Hp)
@@ -508,9 +547,11 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
         y0, y1, Y0, Y1 = strip
         acc = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv, 3), np.float32) for lv in range(c)]
         wsum = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv), np.float32) for lv in range(c)]
-        for k, src in enumerate(sources):
-            _accumulate_strip(src, inner[k], canvas, grid, method, lay, strip, (gc_img[k], gc_w[k]), (acc, wsum),
-                              mask)
+        parts = in_order(lambda k, strip=strip: _strip_part(sources[k], inner[k], canvas, grid, method, lay, strip),
+                         len(sources), pool, ahead)
+        for k, part in enumerate(parts):
+            _add_part(part, (gc_img[k], gc_w[k]), (acc, wsum), mask)
+            del part  # not held while the next one is awaited
         fine[y0:y1] = _collapse_fine(acc, wsum, y0 - Y0, y1 - Y0, fine.dtype == np.int16)  # int16: an exact cast
         if progress is not None:
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
@@ -524,46 +565,50 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
     return out, mask
 
 
-def _accumulate_strip(src: _Source, rk: tuple[int, int, int, int], canvas: Canvas, grid: LowGrid, method: str,
-                      lay: _Layout, strip: tuple[int, int, int, int], coarse_k: tuple[np.ndarray, np.ndarray],
-                      fine_acc: tuple[list[np.ndarray], list[np.ndarray]], mask: np.ndarray) -> None:
-    """One image over one strip (y0, y1, Y0, Y1), warped once within its region ``rk`` (aligned to 2^c).
+@dataclass
+class _StripPart:
+    """One image's share of one strip (``_strip_part``): where it sees the canvas, its Gaussian level c rows, its
+    weighted fine bands."""
 
-    Marks ``mask`` where it sees the canvas, stores its Gaussian level c rows of [y0, y1) in ``coarse_k``
-    (image, weight), and adds its weighted fine bands 0..c-1 to ``fine_acc`` (sums, weight sums per level)
-    on the columns where its weight matters.
+    seen: tuple[int, int, int, int, np.ndarray] | None  # (vy0, vy1, xs0, xs1, valid rows) or None
+    coarse: tuple[slice, np.ndarray, np.ndarray] | None  # (rows of the image's level-c region, image, weight)
+    fine: list[tuple[int, int, int, np.ndarray, np.ndarray]]  # (level, row, column, weighted band, weight)
+
+
+def _strip_part(src: _Source, rk: tuple[int, int, int, int], canvas: Canvas, grid: LowGrid, method: str,
+                lay: _Layout, strip: tuple[int, int, int, int]) -> _StripPart | None:
+    """One image over one strip (y0, y1, Y0, Y1), warped once within its region ``rk`` (aligned to 2^c): the rows
+    where it sees the canvas, its Gaussian level c rows of [y0, y1) (for the coarse bands), and its weighted fine
+    bands 0..c-1 on the columns where its weight matters; None when it does not reach the strip. Pure: the
+    images of a strip can run on threads, their parts added in image order (``_add_part``).
     """
     y0, y1, Y0, Y1 = strip
     c = lay.c
     ry0, ry1 = max(rk[1], Y0), min(rk[3], Y1)
     if ry1 <= ry0:
-        return
+        return None
     img, wgt, valid = src.weighted(canvas, grid, (rk[0], ry0, rk[2], ry1), method)
     vy0, vy1 = max(y0, ry0), min(y1, ry1, lay.Hc)
+    seen = None
     if vy1 > vy0:
         xs0, xs1 = rk[0], min(rk[2], lay.W)
-        mask[vy0:vy1, xs0:xs1] |= valid[vy0 - ry0:vy1 - ry0, :xs1 - xs0]
+        seen = (vy0, vy1, xs0, xs1, valid[vy0 - ry0:vy1 - ry0, :xs1 - xs0].copy())
     del valid
     gi, gw = _gauss(img, c), _gauss(wgt, c)
     del img, wgt
-    # (a) Gaussian level c rows of [y0, y1) for the coarse bands
+    coarse = None
     cy0, cy1 = max(y0, rk[1]), min(y1, rk[3])
     if cy1 > cy0:
-        dst = slice((cy0 - rk[1]) >> c, (cy1 - rk[1]) >> c)
         srcs = slice((cy0 - ry0) >> c, (cy1 - ry0) >> c)
-        coarse_k[0][dst] = gi[c][srcs]
-        coarse_k[1][dst] = gw[c][srcs]
-    # (b) fine bands on the columns where this image's weight matters
+        coarse = (slice((cy0 - rk[1]) >> c, (cy1 - rk[1]) >> c), gi[c][srcs], gw[c][srcs])
+    part = _StripPart(seen, coarse, [])
     cols = src.columns(grid, Y0, Y1)
     if cols is None:
-        return
+        return part
     fx0 = max(rk[0], _align_down(cols[0] - lay.margin, 1 << c))
     fx1 = min(rk[2], _align_up(cols[1] + lay.margin, 1 << c))
-    if fx1 <= fx0:
-        return
-    acc, wsum = fine_acc
     oy = ry0 - Y0
-    for lv in range(c):
+    for lv in range(c if fx1 > fx0 else 0):
         a, b = (fx0 - rk[0]) >> lv, (fx1 - rk[0]) >> lv
         g_here = gi[lv][:, a:b]
         nxt = gi[lv + 1][:, (fx0 - rk[0]) >> (lv + 1):(fx1 - rk[0]) >> (lv + 1)]
@@ -571,8 +616,26 @@ def _accumulate_strip(src: _Source, rk: tuple[int, int, int, int], canvas: Canva
         np.subtract(g_here, lap, out=lap)
         w_here = gw[lv][:, a:b]
         lap *= w_here[:, :, None]
+        part.fine.append((lv, oy >> lv, fx0 >> lv, lap, w_here))
+    return part
+
+
+def _add_part(part: _StripPart | None, coarse_k: tuple[np.ndarray, np.ndarray],
+              fine_acc: tuple[list[np.ndarray], list[np.ndarray]], mask: np.ndarray) -> None:
+    """Add one image's ``_StripPart`` to the strip: ``mask`` (|=), its level-c rows (``coarse_k``: image, weight),
+    and its fine bands to ``fine_acc`` (sums, weight sums per level)."""
+    if part is None:
+        return
+    if part.seen is not None:
+        vy0, vy1, xs0, xs1, valid = part.seen
+        mask[vy0:vy1, xs0:xs1] |= valid
+    if part.coarse is not None:
+        rows, gi, gw = part.coarse
+        coarse_k[0][rows] = gi
+        coarse_k[1][rows] = gw
+    acc, wsum = fine_acc
+    for lv, sy, sx, lap, w_here in part.fine:
         h, w = w_here.shape
-        sy, sx = oy >> lv, fx0 >> lv
         acc[lv][sy:sy + h, sx:sx + w] += lap
         wsum[lv][sy:sy + h, sx:sx + w] += w_here
 
@@ -661,8 +724,10 @@ def _coarse_bands(sources: Sequence[_Source], inner: Sequence[tuple[int, int, in
 
 
 def _single_level(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method: str, W: int, Hc: int,
-                  Wp: int, Hp: int, strip_pixels: int, progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
-    """Feather / hard seams: one weighted average per strip, on the columns where each image matters."""
+                  Wp: int, Hp: int, strip_pixels: int, progress: ProgressFn | None, pool: Executor | None = None,
+                  ahead: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Feather / hard seams: one weighted average per strip, on the columns where each image matters (the images
+    of a strip on ``pool``, added in image order, as ``_multiband``)."""
     dtype = sources[0].img.dtype
     out = np.zeros((Hc, W, 3), dtype)
     mask = np.zeros((Hc, W), bool)
@@ -673,19 +738,28 @@ def _single_level(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, met
         acc = np.zeros((y1 - y0, Wp, 3), np.float32)
         wsum = np.zeros((y1 - y0, Wp), np.float32)
         valid_any = np.zeros((y1 - y0, Wp), bool)
-        for src in sources:
+
+        def weighted(k: int, y0: int = y0, y1: int = y1) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray,
+                                                                   np.ndarray] | None:
+            src = sources[k]
             cols = src.columns(grid, y0, y1)
             if cols is None:
-                continue
+                return None
             region = (max(cols[0], 0), max(src.box[1], y0), min(cols[1], Wp), min(src.box[3], y1))
             if region[3] <= region[1] or region[2] <= region[0]:
-                continue
+                return None
             img, wgt, valid = src.weighted(canvas, grid, region, method)
-            sl = (slice(region[1] - y0, region[3] - y0), slice(region[0], region[2]))
-            valid_any[sl] |= valid
             img *= wgt[:, :, None]
+            return (slice(region[1] - y0, region[3] - y0), slice(region[0], region[2])), img, wgt, valid
+
+        for part in in_order(weighted, len(sources), pool, ahead):
+            if part is None:
+                continue
+            sl, img, wgt, valid = part
+            valid_any[sl] |= valid
             acc[sl] += img
             wsum[sl] += wgt
+            del part, img, wgt, valid  # not held while the next one is awaited
         res = acc / np.maximum(wsum, 1e-12)[:, :, None]
         hh = min(y1, Hc) - y0
         if hh > 0:

@@ -11,6 +11,9 @@
 4. the full-resolution images are blended strip by strip with the seam masks and gains (stitch.blend), each pixel
    of a disagreement area from its seam side alone (``sharp_blend``);
 5. the result is cropped by the ``crop`` mode (stitch.crop.CROP_MODES; default 'fill');
+   a canvas above ``tile_megapix`` does 4-5 tile by tile instead (stitch.panorama.tiles: the crop decided first on
+   the coverage mask, each tile of ``tile_side`` px blended alone on a disk-backed result; its seconds all count
+   as 'blend');
 6. with ``timelapse`` set, every image is also warped alone onto the cropped frame and written as its own
    file there (stitch.panorama.timelapse).
 
@@ -61,6 +64,7 @@ from stitch.panorama.inputs import check_timelapse_dir
 from stitch.panorama.rectangle import Mesh
 from stitch.panorama.resolution import OutputScale, check_output_size, choose_output_scale, resolution_notes
 from stitch.panorama.seams import DEFAULT_GAMMA, DEFAULT_SEAM, SEAM_CHOICES, check_gamma, find_seams
+from stitch.panorama.tiles import DEFAULT_TILE_MEGAPIX, DEFAULT_TILE_SIDE, check_tiles, compose_tiles, tiled
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, canvas_bounds, warp_image
 from stitch.types import ProgressFn
@@ -141,6 +145,8 @@ class ComposeConfig:
     bands: int | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
     strip_pixels: int = DEFAULT_STRIP_PIXELS
+    tile_megapix: float = DEFAULT_TILE_MEGAPIX
+    tile_side: int = DEFAULT_TILE_SIDE
 
     def check(self) -> None:
         """ConfigError naming the first invalid field."""
@@ -165,6 +171,7 @@ class ComposeConfig:
             raise ConfigError(f"block_size={self.block_size}: must be an integer >= 2 (px at the seam resolution)")
         if not (isinstance(self.strip_pixels, int) and self.strip_pixels >= 1000):
             raise ConfigError(f"strip_pixels={self.strip_pixels}: must be an integer >= 1000")
+        check_tiles(self.tile_megapix, self.tile_side)
 
 
 @dataclass
@@ -175,7 +182,9 @@ class Composed:
     by ``scale`` for the output resolution, stitch.panorama.resolution); gains: mean gain per image (list of 1 or
     3 floats); bands: multi-band levels used; seconds: per stage; filled: pixels invented by the 'fill' crop
     (False in mask); timelapse: the files written, one per image; notes: warnings on the output resolution;
-    mesh: the 'warp' crop's map from canvas pixels to result pixels (None for a plain cut, where ``crop`` is it).
+    mesh: the 'warp' crop's map from canvas pixels to result pixels (None for a plain cut, where ``crop`` is it);
+    tiles: the tiles composited (stitch.panorama.tiles; 0: the canvas in one piece, and then image and mask are
+    in memory, else disk-backed arrays).
     """
 
     image: np.ndarray
@@ -190,6 +199,7 @@ class Composed:
     timelapse: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     mesh: Mesh | None = None
+    tiles: int = 0
 
 
 def scaled_output(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
@@ -312,9 +322,10 @@ def _valid_u8(valid: Sequence[np.ndarray | None] | None, images: Sequence[np.nda
 
 
 def _gains_and_seams(views: list[LowView], canvas: Canvas, cfg: ComposeConfig, names: list[str], hooks: Any,
-                     progress: ProgressFn | None, seconds: dict[str, float]
+                     progress: ProgressFn | None, seconds: dict[str, float], workers: int = 1
                      ) -> tuple[Gains, list[np.ndarray], Disagreement | None]:
-    """Steps 2-3 of the module docstring on the seam-resolution views: (gains, seam masks, disagreement or None)."""
+    """Steps 2-3 of the module docstring on the seam-resolution views: (gains, seam masks, disagreement or None);
+    the disagreement's pairs on ``workers`` threads."""
     t = time.perf_counter()
     pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
     same = [(u, v) for u in range(len(pieces)) for v in range(u + 1, len(pieces)) if pieces[u] == pieces[v]]
@@ -328,7 +339,7 @@ def _gains_and_seams(views: list[LowView], canvas: Canvas, cfg: ComposeConfig, n
         progress(0, 1, f"finding seams ({cfg.seam})")
     dis = None
     if cfg.sharp_blend or (cfg.seam_misalign != "none" and cfg.seam_misalign_weight > 0):
-        dis = disagreement(comp, cfg.seam_misalign, flow=cfg.sharp_blend, areas=cfg.sharp_blend)
+        dis = disagreement(comp, cfg.seam_misalign, flow=cfg.sharp_blend, areas=cfg.sharp_blend, workers=workers)
         seconds["disagreement"] = time.perf_counter() - t
     masks = find_seams(comp, cfg.seam, gamma=cfg.seam_misalign_weight if cfg.seam_misalign != "none" else 0.0,
                        disagreement=dis)
@@ -341,13 +352,16 @@ def _gains_and_seams(views: list[LowView], canvas: Canvas, cfg: ComposeConfig, n
 def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.ndarray], canvas: Canvas,
                      config: ComposeConfig | None = None, names: Sequence[str] | None = None, hooks: Any = None,
                      progress: ProgressFn | None = None, valid: Sequence[np.ndarray | None] | None = None,
-                     natives: Sequence[float] | None = None, max_pixels: int | None = None) -> Composed:
+                     natives: Sequence[float] | None = None, max_pixels: int | None = None,
+                     workers: int = 1) -> Composed:
     """Exposure, seams, blending and crop of images (h, w, 3) uint8 or uint16 with H (3, 3, image -> reference)
     on canvas; the result has the images' depth (uint16 when any image is).
 
     hooks: a stitch.debug.PipelineHooks (or None); names label the images for it. valid: per image, a mask
     (h, w) bool of the pixels with data (an alpha channel; False: never drawn), or None. natives: per image, its
     native scale (stitch.panorama.resolution; default 1: the canvas keeps its scale); max_pixels: the canvas cap.
+    workers: threads of the disagreement's pairs and of the full-resolution blend (the images of a strip, or the
+    tiles of a tiled canvas; the result does not depend on it). A canvas above ``tile_megapix`` is composited tile by tile (stitch.panorama.tiles).
     """
     cfg = config or ComposeConfig()
     cfg.check()
@@ -371,19 +385,31 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
     if hooks is not None:
         hooks.warped(names, views)
     seconds["warp_seam_res"] = time.perf_counter() - t
-    gains, masks, dis = _gains_and_seams(views, canvas, cfg, names, hooks, progress, seconds)
+    gains, masks, dis = _gains_and_seams(views, canvas, cfg, names, hooks, progress, seconds, workers)
 
     t = time.perf_counter()
-    out = blend(images, homographies, canvas, grid, views, masks, gains, cfg.blend, cfg.bands, cfg.strip_pixels,
-                progress, valid8, dis.views if dis is not None and cfg.sharp_blend else None)
-    seconds["blend"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    bands = out.bands
-    cropped = crop_panorama(out.image, out.mask, cfg.crop, cfg.crop_max_empty)
-    del out
+    disagree = dis.views if dis is not None and cfg.sharp_blend else None
+    n_tiles = 0
+    if tiled(canvas.pixels, cfg.tile_megapix) and crop_mode(cfg.crop) == "warp":
+        notes.append(f"crop 'warp' needs the whole image in memory: the {canvas.pixels / 1e6:.0f} MP canvas is "
+                     f"composited in one piece (above tile_megapix={cfg.tile_megapix:g})")
+    if tiled(canvas.pixels, cfg.tile_megapix) and crop_mode(cfg.crop) != "warp":
+        res = compose_tiles(images, homographies, canvas, grid, views, masks, gains, cfg.blend, cfg.bands, cfg.crop,
+                            cfg.crop_max_empty, cfg.tile_side, cfg.strip_pixels, valid8, disagree, workers, progress)
+        cropped = Cropped(res.image, res.mask, res.box, res.filled)
+        n_tiles, bands = res.tiles, res.levels
+        seconds["blend"] = time.perf_counter() - t
+        seconds["crop"] = 0.0
+    else:
+        out = blend(images, homographies, canvas, grid, views, masks, gains, cfg.blend, cfg.bands, cfg.strip_pixels,
+                    progress, valid8, disagree, workers)
+        seconds["blend"] = time.perf_counter() - t
+        t = time.perf_counter()
+        bands = out.bands
+        cropped = crop_panorama(out.image, out.mask, cfg.crop, cfg.crop_max_empty)
+        del out
+        seconds["crop"] = time.perf_counter() - t
     image, mask, box = cropped.image, cropped.mask, cropped.box
-    seconds["crop"] = time.perf_counter() - t
     if hooks is not None:
         hooks.result(image, lambda: _result_seams(views, masks, grid, box, cropped))
     scalar_gains = [[round(float(g), 5) for g in gains.scalar(k)] for k in range(len(images))]
@@ -396,4 +422,4 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
                                   cropped.mesh)
         seconds["timelapse"] = time.perf_counter() - t
     return Composed(image, mask, box, scalar_gains, bands, seconds, canvas, plan.scale, cropped.filled, written,
-                    notes, cropped.mesh)
+                    notes, cropped.mesh, n_tiles)

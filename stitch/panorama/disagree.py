@@ -46,6 +46,7 @@ import numpy as np
 
 from stitch.errors import ConfigError
 from stitch.geometry import Box, box_intersection, box_slices
+from stitch.panorama.threads import in_order, thread_pool
 from stitch.panorama.views import LowView, overlapping_pairs
 
 #: Largest misalignment the seam cost counts (seam-canvas px): beyond it, any seam through the place ghosts alike.
@@ -256,29 +257,37 @@ def pair_disagreement(a: np.ndarray, b: np.ndarray, ma: np.ndarray, mb: np.ndarr
 
 
 def disagreement(views: Sequence[LowView], term: str = DEFAULT_MISALIGN, flow: bool = True,
-                 areas: bool = True) -> Disagreement:
+                 areas: bool = True, workers: int = 1) -> Disagreement:
     """The Disagreement of the (gain-compensated) views: every overlapping pair measured on its region; without
-    ``areas`` only the misalignment (no ``differ`` maps nor offsets: what the seam cost alone needs)."""
+    ``areas`` only the misalignment (no ``differ`` maps nor offsets: what the seam cost alone needs). workers: the
+    pairs are measured on that many threads (stitch.panorama.threads.in_order; the result does not depend on it)."""
     if term not in MISALIGN_TERMS:
         raise ConfigError(f"misalign={term!r}: choose one of {', '.join(MISALIGN_CHOICES)}")
     out = Disagreement(views=[ViewDisagreement(np.zeros(v.mask.shape, np.float32), np.zeros(v.mask.shape + (3,), np.float32))
                               for v in views])
+    pairs = []
     for i, j, inter in overlapping_pairs(views):
         r = pair_region(inter)
         ma, mb = padded(views[i].mask, views[i], r), padded(views[j].mask, views[j], r)
-        if (ma & mb).sum() < 2:
-            continue
+        if (ma & mb).sum() >= 2:
+            pairs.append((i, j, r, ma, mb))
+
+    def measure(k: int) -> tuple[PairDisagreement, np.ndarray | None]:
+        i, j, r, ma, mb = pairs[k]
         a, b = padded(views[i].image, views[i], r), padded(views[j].image, views[j], r)
         p = pair_disagreement(a, b, ma, mb, r, term, flow, areas)
-        out.pairs[(i, j)] = p
-        if not p.differ.any():
-            continue
-        offset = local_offset(a, b, ma & mb & ~p.differ)
-        for k, sign in ((i, 1.0), (j, -1.0)):
-            q = box_intersection(views[k].box, r)
-            if q is not None:
-                vs, rs = box_slices(q, views[k].offset), box_slices(q, (r[0], r[1]))
-                here = p.differ[rs]
-                out.views[k].differ[vs][here] = 1.0
-                out.views[k].offset[vs][here] = sign * offset[rs][here]
+        return p, (local_offset(a, b, ma & mb & ~p.differ) if p.differ.any() else None)
+
+    with thread_pool(workers, len(pairs)) as pool:
+        for (i, j, r, _, _), (p, offset) in zip(pairs, in_order(measure, len(pairs), pool, workers)):
+            out.pairs[(i, j)] = p
+            if offset is None:
+                continue
+            for k, sign in ((i, 1.0), (j, -1.0)):
+                q = box_intersection(views[k].box, r)
+                if q is not None:
+                    vs, rs = box_slices(q, views[k].offset), box_slices(q, (r[0], r[1]))
+                    here = p.differ[rs]
+                    out.views[k].differ[vs][here] = 1.0
+                    out.views[k].offset[vs][here] = sign * offset[rs][here]
     return out

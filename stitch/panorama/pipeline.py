@@ -138,7 +138,8 @@ from stitch.types import ProgressFn
 class Panorama:
     """A stitched panorama.
 
-    image (H, W, 3) BGR, uint8 (uint16 when an input is 16-bit), black outside ``mask`` (H, W) bool. ``cameras`` (a camera.Registration: one
+    image (H, W, 3) BGR, uint8 (uint16 when an input is 16-bit), black outside ``mask`` (H, W) bool (both disk-backed
+    np.memmap arrays when the canvas was composited tile by tile, stitch.panorama.tiles). ``cameras`` (a camera.Registration: one
     Camera per image, plus the model and the virtual camera) is what ``stitch.compose`` re-renders.
     ``homographies[k]`` (3, 3) float64 maps full-resolution pixels of image ``names[k]`` to the *reference
     plane*: the pixel frame of the panorama's virtual camera (model 'rotation': focal ``cameras.focal``,
@@ -830,7 +831,8 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
     images.clear()
     comp = compose_panorama([px.image for px in kept], [H_list[k] for k in pieces], canvas, cfg.compose,
                             [names[k] for k in pieces], hooks, progress, valid=[px.valid for px in kept],
-                            natives=[natives[k] for k in pieces], max_pixels=cfg.max_canvas_pixels)
+                            natives=[natives[k] for k in pieces], max_pixels=cfg.max_canvas_pixels,
+                            workers=resolve_workers(cfg.workers))
     del kept
     for msg in comp.notes:
         _warn(msg, notes)

@@ -177,7 +177,7 @@ def test_cli_run_options_reach_the_sets(tree: Path, tmp_path: Path) -> None:
     from stitch.cli.main import run_cmd
     from stitch.cli.panorama_options import PANORAMA_OPTION_NAMES
 
-    assert len(PANORAMA_OPTION_NAMES) == 24
+    assert len(PANORAMA_OPTION_NAMES) == 25
     assert set(PANORAMA_OPTION_NAMES) <= {p.name for p in run_cmd.params} & {p.name for p in batch.params}
     out = tmp_path / "out"
     assert main(["batch", str(tree / "good"), "-o", str(out), "-q", "--projection", "cylindrical", "--seed", "3"]) == 0

@@ -35,7 +35,7 @@ def test_lists_are_derived_from_the_config_types():
     assert set(OPTION_NAMES) == select_keywords
     fields = set(PanoramaConfig.__dataclass_fields__) - {"select", "compose"} | set(ComposeConfig.__dataclass_fields__)
     assert fields | set(PANORAMA_SELECT_OPTIONS) | {"detector", "refiner", "seed"} == set(STITCH_OPTION_NAMES)
-    assert len(STITCH_OPTION_NAMES) == 44 and set(USER_OPTION_NAMES) == set(STITCH_OPTION_NAMES) | {"max_canvas_mp", "no_crop"}
+    assert len(STITCH_OPTION_NAMES) == 46 and set(USER_OPTION_NAMES) == set(STITCH_OPTION_NAMES) | {"max_canvas_mp", "no_crop"}
     # every CLI panorama option maps (run and batch share them), and each renamed one sets a real option
     assert set(PANORAMA_OPTION_NAMES) <= set(USER_OPTION_NAMES)
     assert {r.target for r in RENAMED.values()} <= set(STITCH_OPTION_NAMES)
@@ -49,7 +49,7 @@ def test_lists_are_derived_from_the_config_types():
     defaults |= {"max_keypoints": cfg.select.levels[0].features.max_keypoints, "accept_score": cfg.select.accept_score,
                  "min_inliers": cfg.select.min_inliers}
     given = {k: v for k, v in defaults.items() if v is not None}
-    assert len(given) == 34 and set(given) <= set(STITCH_OPTION_NAMES)
+    assert len(given) == 36 and set(given) <= set(STITCH_OPTION_NAMES)
     assert PanoramaConfig.from_options(**given) == cfg
 
 

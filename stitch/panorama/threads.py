@@ -1,0 +1,43 @@
+"""Threads for the compositing stages: ``in_order`` runs independent pieces of work (the images of a strip, the
+tiles of a canvas, the overlapping pairs of the seam canvas) on a pool and hands their results back in order,
+so the sums made of them, and so the pixels, do not depend on the number of threads. OpenCV and NumPy release
+the GIL in their heavy calls, which is what the threads share.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def in_order(fn: Callable[[int], T], n: int, pool: Executor | None, ahead: int) -> Iterator[T]:
+    """fn(0), ..., fn(n - 1) in order; on ``pool`` at most ``ahead`` calls run ahead of the one consumed (so at most
+    that many results are held), else one by one."""
+    if pool is None or ahead < 2:
+        yield from (fn(k) for k in range(n))
+        return
+    pending: deque[Future[T]] = deque()
+    for k in range(n):
+        pending.append(pool.submit(fn, k))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+@contextmanager
+def thread_pool(workers: int, jobs: int = 2) -> Iterator[Executor | None]:
+    """A pool of ``workers`` threads, or None when one thread (or fewer than two ``jobs``) would do; shut down after."""
+    if workers < 2 or jobs < 2:
+        yield None
+        return
+    pool = ThreadPoolExecutor(workers)
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
