@@ -6,6 +6,7 @@ homography path for flat scenes: ``projection='plane'`` and ``model='homography'
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -29,6 +30,10 @@ FUNCTION_TOLERANCE = 1e-6
 #: docs/measurements.md, "adjust").
 SOLVER_CHOICES = ("lm", "trf")
 DEFAULT_SOLVER = "lm"
+#: 'lm' solves its normal equations densely up to this many parameters, and as a sparse system above (hundreds
+#: of photos: J^T W J has one block per overlapping pair, and a dense solve grows with the cube of the count;
+#: why this value: docs/measurements.md, "adjust").
+DENSE_MAX_PARAMS = 800
 
 
 def _rho(z: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +79,7 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
                              loss=trf_loss if plain else loss, f_scale=f_scale,
                              method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=max_nfev).x
     from scipy.sparse import diags
+    from scipy.sparse.linalg import MatrixRankWarning, spsolve
 
     def cost(r: np.ndarray) -> float:
         return 0.5 * f_scale ** 2 * float(np.sum(_rho_split((r / f_scale) ** 2, loss, plain)[0]))
@@ -84,14 +90,18 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
     while nfev < max_nfev:
         w = _rho_split((r / f_scale) ** 2, loss, plain)[1]
         JW = diags(w) @ J
-        A = np.asarray((J.T @ JW).todense())
-        g = JW.T @ r
-        d = np.diag(A).copy()
+        sparse = len(x) > DENSE_MAX_PARAMS
+        A = (J.T @ JW).tocsc() if sparse else np.asarray((J.T @ JW).todense())
+        g = np.asarray(JW.T @ r).ravel()
+        d = A.diagonal().copy()
         d[d <= 0] = 1.0
         while nfev < max_nfev:
             try:
-                dx = np.linalg.solve(A + lam * np.diag(d), -g)
-            except np.linalg.LinAlgError:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MatrixRankWarning)  # a singular step is NaN: rejected below
+                    dx = (spsolve((A + diags(lam * d)).tocsc(), -g) if sparse
+                          else np.linalg.solve(A + lam * np.diag(d), -g))
+            except (np.linalg.LinAlgError, RuntimeError):
                 dx = np.full_like(x, np.nan)
             r_new = fun(x + dx) if np.all(np.isfinite(dx)) else None
             nfev += 1

@@ -71,3 +71,41 @@ def test_adjust_in_frame_keeps_the_frame():
     behind = dict(Hs)
     behind[2] = F @ np.array([[1, 0, 0], [0, 1, 0], [-0.02, 0, 1.0]])  # the horizon crosses image 2
     assert adjust_in_frame(behind, 0, edges, dict.fromkeys(A, (200, 100))) is None
+
+
+def test_lm_sparse_steps_match_dense(monkeypatch):
+    """Above DENSE_MAX_PARAMS the normal equations are solved as a sparse system: on a chain of 900 offsets
+    (x_k - x_{k-1} and x_k - x_{k-2} observed, x_0 = 0; 20 planted outliers, at most one of the three
+    observations across any cut) the sparse and the dense steps reach the same answer, and the robust loss
+    recovers the offsets despite the outliers."""
+    from stitch.panorama import adjust
+
+    n = 900
+    rng = np.random.default_rng(2)
+    truth = np.cumsum(rng.normal(0, 1, n))
+    truth -= truth[0]
+    rows = [(k, k - 1) for k in range(1, n)] + [(k, k - 2) for k in range(2, n)]
+    obs = np.array([truth[a] - truth[b] for a, b in rows]) + rng.normal(0, 0.01, len(rows))
+    obs[np.arange(20) * 40 + 10] += 40.0  # on (k, k-1) links 40 apart
+    data, ri, ci = [], [], []
+    for m, (a, b) in enumerate(rows):
+        ri += [m, m]
+        ci += [a, b]
+        data += [1.0, -1.0]
+    ri.append(len(rows))
+    ci.append(0)
+    data.append(1.0)  # x_0 = 0 fixes the offset
+    J = csr_matrix((data, (ri, ci)), shape=(len(rows) + 1, n))
+    b = np.r_[obs, 0.0]
+
+    def fun(x, want_jac=False):
+        r = J @ x - b
+        return (r, J) if want_jac else r
+
+    assert n > adjust.DENSE_MAX_PARAMS
+    start = truth + rng.normal(0, 0.3, n)  # a good start, as the chained pair matrices give
+    sparse = robust_least_squares(fun, start, "soft_l1", 0.1)
+    monkeypatch.setattr(adjust, "DENSE_MAX_PARAMS", 10 ** 6)
+    dense = robust_least_squares(fun, start, "soft_l1", 0.1)
+    np.testing.assert_allclose(sparse, dense, atol=1e-6)
+    assert np.abs(sparse - truth).max() < 1.0  # 20 outliers of 40 each: a plain fit drifts by hundreds
