@@ -118,7 +118,8 @@ def _detector(kind: str, n: int):
     return cv2.SIFT_create(nfeatures=0, contrastThreshold=0.04)
 
 
-#: A view's detection before the cap: pts (N, 2) float32 view px, responses (N,), raw descriptors (N, D).
+#: A view's detection before the cap: pts (N, 2) float32 view px, responses (N,), raw descriptors (N, D) (SIFT's:
+#: uint8, the integers 0-255 OpenCV returns as float32, kept in a quarter of the memory).
 RawView = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -132,9 +133,9 @@ def _raw_view(gray: np.ndarray, kind: str, max_kp: int, mask: np.ndarray | None 
     kps, desc = _detector(kind, max_kp).detectAndCompute(gray, mask)
     if desc is None or not kps:
         return (np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
-                np.zeros((0, 32 if kind == "orb" else 128), _desc_dtype(kind)))
+                np.zeros((0, 32 if kind == "orb" else 128), np.uint8))
     return (np.array([k.pt for k in kps], dtype=np.float32), np.array([k.response for k in kps], np.float32),
-            desc)
+            desc.astype(np.uint8) if kind == "sift" else desc)
 
 
 def _cap_view(raw: RawView, shape: tuple[int, ...], kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,10 +153,6 @@ def _cap_view(raw: RawView, shape: tuple[int, ...], kind: str, max_kp: int, grid
 def detect_view(gray: np.ndarray, kind: str, max_kp: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
     """Detect on one (H, W) uint8 view; returns pts (N, 2) float32 in that view's px and desc (N, D)."""
     return _cap_view(_raw_view(gray, kind, max_kp), gray.shape, kind, max_kp, grid)
-
-
-def _desc_dtype(kind: str):
-    return np.uint8 if kind == "orb" else np.float32
 
 
 def affine_views(width: int, height: int, tilts: tuple[float, ...]) -> list[tuple[float, np.ndarray]]:
