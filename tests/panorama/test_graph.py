@@ -75,3 +75,20 @@ def test_prefilter_keeps_the_shortlist_of_many_images(monkeypatch):
     assert graph.shortlist(works, keys, k=2, min_images=8).fallback == []
     assert graph.shortlist(works[:20], keys[:20], k=2, min_images=8).fallback is None  # a few: every skipped pair
     assert {(min(order[i], order[j]), max(order[i], order[j])) for i, j in shuffled} == set(pairs)
+
+
+def test_match_graph_screens_only_the_fallback_between_parts(samples_dir):
+    """When the shortlist leaves the graph in parts, the pairs screened between them are ``fallback``'s (every
+    skipped pair when it is None): a photo that matches nothing is not searched against every other one."""
+    from stitch.panorama.config import PanoramaConfig
+    from stitch.panorama.graph import match_graph
+
+    views = [cv2.imread(str(samples_dir / "pano3" / f"view_{k}.jpg")) for k in (1, 2)]
+    noise = np.random.default_rng(0).integers(0, 256, views[0].shape, dtype=np.uint8)
+    works, names = views + [noise], ["view_1", "view_2", "noise"]
+    cfg = PanoramaConfig.from_options(preset="fast")
+    keys = ["a", "b", "c"]
+    acc, why = match_graph(works, names, cfg, keys=keys, pairs=[(0, 1)], fallback=[(1, 2)])
+    assert [(i, j) for i, j, _ in acc] == [(0, 1)] and set(why) == {(1, 2)}
+    acc, why = match_graph(works, names, cfg, keys=keys, pairs=[(0, 1)])
+    assert set(why) == {(0, 2), (1, 2)}
