@@ -116,6 +116,23 @@ def overlaps(G_a: np.ndarray, G_b: np.ndarray, size_a: tuple[int, int], size_b: 
     return margin * w <= x <= (1 - margin) * w and margin * h <= y <= (1 - margin) * h
 
 
+def overlaps_many(G_a: np.ndarray, G_b: np.ndarray, size_a: np.ndarray, size_b: np.ndarray,
+                  margin: float = OVERLAP_MARGIN) -> np.ndarray:
+    """``overlaps`` for m pairs at once: G_a, G_b (m, 3, 3) or (3, 3), sizes (m, 2) or (2,) (w, h); (m,) bool."""
+    m = max(len(x) if np.ndim(x) == 3 else 1 for x in (G_a, G_b))
+    G_a, G_b = (np.broadcast_to(np.asarray(x, np.float64), (m, 3, 3)) for x in (G_a, G_b))
+    s_a, s_b = (np.broadcast_to(np.asarray(x, np.float64), (m, 2)) for x in (size_a, size_b))
+    c_a = np.concatenate([(s_a - 1) / 2.0, np.ones((m, 1))], 1)
+    c_b = np.concatenate([(s_b - 1) / 2.0, np.ones((m, 1))], 1)
+    ray_a, ray_b = np.einsum("mij,mj->mi", G_a, c_a), np.einsum("mij,mj->mi", G_b, c_b)
+    p = np.linalg.solve(G_a, ray_b[..., None])[..., 0]
+    front = (p[:, 2] > 1e-12) & (np.einsum("mi,mi->m", ray_a, ray_b) > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x, y = p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
+    w, h = s_a[:, 0], s_a[:, 1]
+    return front & (margin * w <= x) & (x <= (1 - margin) * w) & (margin * h <= y) & (y <= (1 - margin) * h)
+
+
 @dataclass
 class Placer:
     """What placements are judged on: the graph, intrinsics (or None), scales and sizes per image, tolerance."""
@@ -146,8 +163,14 @@ class Placer:
                                               or overlaps(G_b, G_a, self.sizes[b], self.sizes[a]))
 
     def conflicts(self, b: int, G_b: np.ndarray, G: dict[int, np.ndarray]) -> int:
-        """How many placed images b would clash with (``clash``)."""
-        return sum(1 for c, G_c in G.items() if c != b and self.clash(c, G_c, b, G_b))
+        """How many placed images b would clash with (``clash``), all of them at once."""
+        cs = [c for c in G if c != b and (c, b) not in self.linked]
+        if not cs:
+            return 0
+        G_c = np.stack([G[c] for c in cs])
+        s_c = np.array([self.sizes[c] for c in cs], np.float64)
+        s_b = np.asarray(self.sizes[b], np.float64)
+        return int(np.count_nonzero(overlaps_many(G_c, G_b, s_c, s_b) | overlaps_many(G_b, G_c, s_b, s_c)))
 
     def grow(self, seed: int, first: PairEdge | None = None, weight: dict[int, float] | None = None
              ) -> dict[int, np.ndarray]:

@@ -241,3 +241,27 @@ def test_panorama_homographies_are_normalised(samples_dir):
     assert reg.model.startswith("rotation")
     for H in reg.homographies():
         assert H[2, 2] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_overlaps_many_equals_overlaps():
+    """The batched overlap test gives ``overlaps``' answer on every pair: random placements near each other
+    (overlapping or not), some behind, some of negative determinant."""
+    from stitch.panorama.verify import overlaps, overlaps_many
+
+    rng = np.random.default_rng(0)
+    G_a, G_b, s_a, s_b, want = [], [], [], [], []
+    for k in range(400):
+        Ga = np.eye(3) + rng.normal(0, 0.05, (3, 3))
+        Gb = Ga @ np.array([[1, 0, rng.uniform(-300, 300)], [0, 1, rng.uniform(-200, 200)], [0, 0, 1]])
+        if k % 7 == 0:
+            Gb = -Gb  # behind
+        sa, sb = (int(rng.integers(100, 400)), int(rng.integers(100, 300))), (320, 240)
+        G_a.append(Ga)
+        G_b.append(Gb)
+        s_a.append(sa)
+        s_b.append(sb)
+        want.append(overlaps(Ga, Gb, sa, sb))
+    got = overlaps_many(np.stack(G_a), np.stack(G_b), np.array(s_a), np.array(s_b))
+    assert got.tolist() == want and 50 < sum(want) < 350
+    assert overlaps_many(G_a[3], np.stack(G_b), np.array(s_a[3]), np.array(s_b)).tolist() == [
+        overlaps(G_a[3], g, s_a[3], s) for g, s in zip(G_b, s_b)]
