@@ -648,9 +648,11 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     edges = [e for e in edges if e.i in main and e.j in main]
 
     def solve(sub: list[PairEdge]) -> dict[int, float]:
+        """Residual per position in ``sub`` of the edges the model of its largest component holds."""
         nonlocal last
         last = solve_component(g, main, sub, last)
-        return dict(enumerate(last.errors))
+        at = {id(e): k for k, e in enumerate(sub)}
+        return {at[id(e)]: x for e, x in zip(last.edges, last.errors)}
 
     for _ in range(len(main)):
         if cfg.verify and len(edges) > 1:

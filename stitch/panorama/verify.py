@@ -288,22 +288,26 @@ def robust_edges(edges: Sequence[PairEdge], solve: Callable[[list[PairEdge]], di
                  ) -> tuple[list[PairEdge], list[RejectedEdge]]:
     """Remove the worst edge while it is far above the rest, solving again each time (step after the model).
 
-    solve(edges) returns each edge's residual (px, working resolution) by position, or None when the model
-    cannot be solved; the edges solved last are returned with the removed ones.
+    solve(edges) returns the residual (px, working resolution) of each edge it solved, by its position in
+    ``edges`` (an edge left out of the model, e.g. outside the largest component once a removal splits the
+    graph, has none), or None when the model cannot be solved; the edges solved last are returned with the
+    removed ones.
     """
     edges = list(edges)
     rejected: list[RejectedEdge] = []
     for _ in range(max_rounds):
         res = solve(edges)
-        if not res or len(edges) < 2:
+        if not res or len(res) < 2:
             break
-        vals = np.array([res[k] for k in range(len(edges))])
-        worst = int(np.argmax(vals))
+        keys = sorted(res)
+        vals = np.array([res[k] for k in keys])
+        at = int(np.argmax(vals))
         bound = max(min_px, factor * float(np.median(vals)))
-        if vals[worst] <= bound:
+        if vals[at] <= bound:
             break
-        rejected.append(RejectedEdge(edges[worst], float(vals[worst]),
-                                     f"inconsistent with the adjusted model: residual {vals[worst]:.1f} px "
+        worst = keys[at]
+        rejected.append(RejectedEdge(edges[worst], float(vals[at]),
+                                     f"inconsistent with the adjusted model: residual {vals[at]:.1f} px "
                                      f"(median edge {np.median(vals):.1f} px)"))
         del edges[worst]
     return edges, rejected

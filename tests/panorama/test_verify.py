@@ -101,6 +101,18 @@ def test_robust_edges_removes_the_outlier_and_solves_again():
     assert calls == [4, 3]
 
 
+def test_robust_edges_when_a_removal_splits_the_graph():
+    """The model holds only the largest component: once "cut" is removed, "lone" has no residual; the next
+    worst is found by its position in the list all the same (it was a KeyError on 500 rendered views)."""
+    def solve(edges):
+        held = [k for k, e in enumerate(edges) if not ("cut" not in edges and e == "lone")]
+        return {k: {"cut": 50.0, "bad": 30.0}.get(edges[k], 1.0 + 0.1 * k) for k in held}
+
+    kept, removed = robust_edges(["a", "cut", "lone", "b", "bad", "c"], solve)
+    assert [r.edge for r in removed] == ["cut", "bad"] and removed[1].error_px == 30.0
+    assert kept == ["a", "lone", "b", "c"]
+
+
 def test_placement_scores_flag_a_misplaced_image(samples_dir):
     """pano3 registered right scores ~1 per image; view_3 moved by 150 px scores below MIN_PLACEMENT_SCORE."""
     paths = sorted(str(p) for p in (samples_dir / "pano3").glob("view_*.jpg"))
