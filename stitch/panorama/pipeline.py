@@ -493,10 +493,14 @@ def _homography_model(main: list[int], edges: list[PairEdge], ref: int, sizes: l
 
 
 def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A: list[np.ndarray],
-                 cfg: PanoramaConfig) -> tuple[list[PairEdge], list[RejectedEdge]]:
+                 cfg: PanoramaConfig, focal: float | None = None) -> tuple[list[PairEdge], list[RejectedEdge]]:
     """verify_edges on the accepted pairs, with relative rotations when the camera model may be rotations and
     the pairs determine a focal, and with homographies; the placement that more pair evidence agrees with wins
-    (a camera that shifts is no rotation, and homographies chained round a full turn pass through infinity)."""
+    (a camera that shifts is no rotation, and homographies chained round a full turn pass through infinity).
+
+    ``focal``: px, the rotations' focal (the adjusted model's on every pair); default the median pair estimate.
+    A placement chained round a turn of many photos turns each step by an angle as wrong as its focal: 2 % off
+    over 40 steps of 9 degrees is 7 degrees, and the true loop-closing matches would miss."""
     if not cfg.verify or len(edges) < 3:
         return edges, []
     scale = {k: float(A[k][0, 0]) for k in range(n)}
@@ -504,7 +508,7 @@ def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A:
     if cfg.model in ("auto", "rotation") and cfg.projection != "plane":
         focals = pair_focal_estimates(edges, dict(enumerate(sizes)))
         if focals:
-            f = float(np.median(focals))
+            f = focal or float(np.median(focals))
             K = {k: pinhole(f, image_center(size)) for k, size in enumerate(sizes)}
             tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes)), seed_rng=cfg.seed))
     if not tries or tries[0][1]:
@@ -654,7 +658,8 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     screened = list(edges)  # every accepted pair match, for the contest check on each final model
     rejected: list[RejectedEdge] = []
     if cfg.verify and len(edges) >= 3 and not last.agrees():
-        edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg)
+        focal = last.reg.focal if last.reg.model.startswith("rotation") else None
+        edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg, focal)
     others: list[list[str]] = []
     main = largest_component(n, edges, names, why, dropped, g.notes, rejected, others)
     edges = [e for e in edges if e.i in main and e.j in main]
@@ -694,8 +699,8 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
                               f"({'; '.join(f'{names[k]}: {r}' for k, r in list(out.items())[:3])})")
         for k, reason in out.items():
             _drop(names[k], reason, dropped, g.notes)
-        edges = [e for e in edges if e.i not in out and e.j not in out]
         rest = largest_component_nodes([m for m in main if m not in out], edges)
+        edges = [e for e in edges if e.i in rest and e.j in rest]
         gone = ", ".join(names[k] for k in out)
         for m in sorted(set(main) - set(rest) - set(out)):
             _drop(names[m], f"its only link to the rest was {gone}, which {'was' if len(out) == 1 else 'were'} "

@@ -314,30 +314,32 @@ def contested_images(edges: Sequence[PairEdge], errors: Sequence[float], toleran
     matches they miss (error above ``tolerance`` px, working resolution) score at least ``ratio`` times those
     they fit. ``edges``: every accepted pair match between the placed images, including those the verification
     removed (a look-alike match that placed an image on the wrong copy leaves its true neighbours' matches
-    missed); ``errors``: each edge's error on the model. The one with the most missed evidence (score) first, and
-    none whose missed match leads to one before it (a greedy cover of the missed matches): the true neighbour of
-    a misplaced photo misses that photo's match too, and is judged again once the photo is gone."""
-    agree: dict[int, float] = {}
-    against: dict[int, list[tuple[float, PairEdge, float]]] = {}
-    for e, x in zip(edges, errors):
-        for k in (e.i, e.j):
-            if x <= tolerance:
-                agree[k] = agree.get(k, 0.0) + e.score
-            else:
-                against.setdefault(k, []).append((e.score, e, float(x)))
-    found = []
-    for k, missed in against.items():
-        total = sum(m[0] for m in missed)
-        if total >= ratio * agree.get(k, 0.0):
-            _, worst, x = max(missed, key=lambda m: (m[0], -m[2]))
-            found.append(Contest(k, agree.get(k, 0.0), total, worst, x))
+    missed); ``errors``: each edge's error on the model.
+
+    A greedy cover of the missed matches: the contested image with the most missed evidence (score) is taken,
+    its matches leave the count, and the rest are judged again, until none is contested; the true neighbour of
+    a misplaced photo misses that photo's match too, and is cleared once the photo is taken. In that order."""
     out: list[Contest] = []
-    blamed: set[int] = set()
-    for c in sorted(found, key=lambda c: (-round(c.against, 9), c.agree, c.image)):
-        if c.image not in blamed:
-            out.append(c)
-            blamed.update(m[1].other(c.image) for m in against[c.image])
-    return out
+    taken: set[int] = set()
+    while True:
+        agree: dict[int, float] = {}
+        against: dict[int, list[tuple[float, PairEdge, float]]] = {}
+        for e, x in zip(edges, errors):
+            if e.i in taken or e.j in taken:
+                continue
+            for k in (e.i, e.j):
+                if x <= tolerance:
+                    agree[k] = agree.get(k, 0.0) + e.score
+                else:
+                    against.setdefault(k, []).append((e.score, e, float(x)))
+        found = [(sum(m[0] for m in missed), k) for k, missed in against.items()]
+        found = [(total, k) for total, k in found if total >= ratio * agree.get(k, 0.0)]
+        if not found:
+            return out
+        total, k = max(found, key=lambda t: (round(t[0], 9), -agree.get(t[1], 0.0), -t[1]))
+        _, worst, x = max(against[k], key=lambda m: (m[0], -m[2]))
+        out.append(Contest(k, agree.get(k, 0.0), total, worst, x))
+        taken.add(k)
 
 
 def connected_parts(nodes: Sequence[int], edges: Sequence[PairEdge]) -> list[tuple[list[int], list[PairEdge]]]:
