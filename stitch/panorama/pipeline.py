@@ -29,11 +29,9 @@ run the two halves apart, so cameras can be saved, edited and re-rendered withou
    model's frame ('rotation+homography': the frame, focal, horizon and order invariance of the cameras,
    the fit of free homographies, which absorb lens distortion and a little parallax; why:
    docs/measurements.md, "pipeline"). A pair far off the solved
-   model is removed and the model solved again; each image is held against all of its accepted pair matches
-   (those removed included) on the final model, and one that more of them contradict than confirm is dropped
-   (verify.contested_images; repeated structure); then each image's placement is checked photometrically
-   (stitch.panorama.placement), and one that disagrees with its neighbours is dropped; after each drop the
-   model is solved again; a model that still misses its pairs, or images that all disagree, is an error;
+   model is removed and the model solved again; each image's placement is checked photometrically on the
+   final model (stitch.panorama.placement), and one that disagrees with its neighbours is dropped and the
+   model solved again; a model that still misses its pairs, or images that all disagree, is an error;
 7. project (plane, cylindrical or spherical; 'auto', the default, picks spherical for a rotating camera,
    else the plane unless it stretches too much or a matrix sends part of an image through infinity),
    bound the canvas (a canvas above ``max_canvas_pixels`` is refused with CanvasTooLargeError naming the
@@ -116,7 +114,6 @@ from stitch.panorama.verify import (
     EDGE_FACTOR,
     EDGE_MIN_PX,
     RejectedEdge,
-    contested_images,
     edge_error,
     robust_edges,
     verify_edges,
@@ -634,28 +631,16 @@ def solve_component(g: GraphInputs, nodes: Sequence[int], edges: Sequence[PairEd
     return Solved(keep, sub, reg, edge_errors(reg, g, sub))
 
 
-def contest_drops(g: GraphInputs, reg: Registration, edges: Sequence[PairEdge]) -> dict[int, str]:
-    """{image: reason} of the images whose placement by ``reg`` more of their accepted pair matches (``edges``,
-    including those the verification removed) contradict than confirm (verify.contested_images)."""
-    out = {}
-    for c in contested_images(edges, edge_errors(reg, g, edges)):
-        other = g.names[c.worst.other(c.image)]
-        out[c.image] = (f"its pair matches contradict where the model lays it (scores {c.against:.2f} against, "
-                        f"{c.agree:.2f} for; {other} missed by {c.error_px:.0f} px; repeated structure?)")
-    return out
-
-
 @profiled("camera model")
 def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, dropped: list,
                           thumbs: list[np.ndarray]) -> Registration:
     """Steps 4-6 with the checks of stitch.panorama.verify: the view graph verified, the largest component
-    solved, edges far off the solved model removed (solving again), every image held against all its accepted
-    pair matches and its placement checked photometrically (an image that disagrees is dropped, solving again)."""
+    solved, edges far off the solved model removed (solving again), and every image's placement checked
+    photometrically (an image that disagrees is dropped, solving again)."""
     n, names, cfg = len(g.names), g.names, g.cfg
     # the camera model on every pair first: when it fits each of them, no pair match disagrees with the rest and
     # the graph is kept whole (a full turn's loop-closing pair fixes its focal, which no chain of pairs does)
     last = solve_component(g, range(n), edges)
-    screened = list(edges)  # every accepted pair match, for the contest check on each final model
     rejected: list[RejectedEdge] = []
     if cfg.verify and len(edges) >= 3 and not last.agrees():
         focal = last.reg.focal if last.reg.model.startswith("rotation") else None
@@ -680,31 +665,23 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
         for k in sorted(set(main) - set(nodes)):
             _drop(names[k], lost_link_reason(k, rejected, names), dropped, g.notes)
         main = nodes
-        out = contest_drops(g, reg, [e for e in screened if e.i in main and e.j in main]) if cfg.verify else {}
-        if not out:  # no pair match contradicts the placement: the photometric check on the final model
-            scores = placement_scores(reg, [thumbs[k] for k in sorted(main)]) if cfg.verify else {}
-            bad = [nm for nm, v in scores.items() if v is not None and v < MIN_PLACEMENT_SCORE]
-            reg.placement = scores
-            if not bad:
-                break
-            if len(main) - len(bad) < 2:
-                raise StitchError("no consistent panorama: the photos disagree with each other where the model lays "
-                                  f"them (placement scores {', '.join(f'{nm} {scores[nm]:.2f}' for nm in bad)}; "
-                                  "repeated structure?)")
-            worst = min(bad, key=lambda nm: scores[nm])
-            out = {names.index(worst): f"placed where it disagrees with its neighbours (placement score "
-                                       f"{scores[worst]:.2f}, below {MIN_PLACEMENT_SCORE})"}
-        elif len(main) - len(out) < 2:
-            raise StitchError("no consistent panorama: the pair matches contradict where the model lays every photo "
-                              f"({'; '.join(f'{names[k]}: {r}' for k, r in list(out.items())[:3])})")
-        for k, reason in out.items():
-            _drop(names[k], reason, dropped, g.notes)
-        rest = largest_component_nodes([m for m in main if m not in out], edges)
+        scores = placement_scores(reg, [thumbs[k] for k in sorted(main)]) if cfg.verify else {}
+        bad = [nm for nm, v in scores.items() if v is not None and v < MIN_PLACEMENT_SCORE]
+        reg.placement = scores
+        if not bad:
+            break
+        if len(main) - len(bad) < 2:
+            raise StitchError("no consistent panorama: the photos disagree with each other where the model lays "
+                              f"them (placement scores {', '.join(f'{nm} {scores[nm]:.2f}' for nm in bad)}; "
+                              "repeated structure?)")
+        worst = min(bad, key=lambda nm: scores[nm])
+        k = names.index(worst)
+        _drop(worst, f"placed where it disagrees with its neighbours (placement score {scores[worst]:.2f}, "
+              f"below {MIN_PLACEMENT_SCORE})", dropped, g.notes)
+        rest = largest_component_nodes([m for m in main if m != k], [e for e in edges if k not in (e.i, e.j)])
         edges = [e for e in edges if e.i in rest and e.j in rest]
-        gone = ", ".join(names[k] for k in out)
-        for m in sorted(set(main) - set(rest) - set(out)):
-            _drop(names[m], f"its only link to the rest was {gone}, which {'was' if len(out) == 1 else 'were'} "
-                  "dropped", dropped, g.notes)
+        for m in sorted(set(main) - set(rest) - {k}):
+            _drop(names[m], f"its only link to the rest was {worst}, which was dropped", dropped, g.notes)
         main = rest
     errs = last.errors
     worst_edges = sorted(zip(errs, edges), key=lambda t: -t[0])

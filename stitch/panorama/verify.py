@@ -19,9 +19,7 @@ with, and keeps only the edges that agree with it:
    them. A placement is judged by the same measure over the whole graph (``Placer.judge``: the score of the
    agreeing edges, less the conflicts). The growth runs from up to ``DEFAULT_SEEDS`` seeds (the images with
    the most evidence first), then again through the strongest edges the best placement rejects
-   (``IMPROVE_EDGES``), then from ``DEFAULT_RESTARTS`` random seeds with shaken evidence; the best wins, and
-   then moves one image at a time to the placement through one of its edges that raises the objective most
-   (``Placer.refine``), while any does;
+   (``IMPROVE_EDGES``), then from ``DEFAULT_RESTARTS`` random seeds with shaken evidence; the best wins;
 3. edges that disagree with it are removed, each with its transfer error as the reason.
 
 Each connected part of the graph is verified on its own. The pipeline runs this only when the camera model
@@ -31,14 +29,6 @@ kept whole.
 ``robust_edges`` (after the model) removes, one at a time and solving again, an edge whose residual is far
 above the rest (``EDGE_FACTOR`` times the median edge, and above ``EDGE_MIN_PX`` px at the working
 resolution), as Hugin's cpclean does with control points. Both keep every edge on a consistent graph.
-
-``contested_images`` (on each final model) holds every image against all of its accepted pair matches, the
-removed ones included: the placement that most evidence agrees with is the best guess, not a proof. Where
-repeated structure is dense (a row of look-alike houses, a tiled floor) whole groups of wrong matches agree
-with each other, the search can settle on them, and the model then lays photos on the wrong copy, where the
-photometric check (stitch.panorama.placement) sees the same scene and agrees. Such a photo misses the matches
-of its true neighbours: an image whose missed matches score at least ``CONTEST_RATIO`` times those it fits is
-dropped (the pipeline solves again without it), so every kept photo is placed as its evidence says, or none.
 """
 
 from __future__ import annotations
@@ -76,13 +66,7 @@ IMPROVE_EDGES = 8
 IMPROVE_ROUNDS = 4
 #: ``overlaps``: the centre of one image must land this far inside the other's frame (fraction of each side).
 OVERLAP_MARGIN = 0.0
-#: ``Placer.refine``: rounds of single-image moves at most (each round visits every image once).
-REFINE_ROUNDS = 8
 EDGE_MIN_PX = 6.0
-#: ``contested_images``: an image is contested when the scores of its pair matches that the final model misses
-#: (by more than DEFAULT_TOLERANCE_PX) add up to at least this fraction of those it fits: a photo laid on the
-#: wrong copy of a repeated scene by two look-alike matches still misses its one true neighbour's.
-CONTEST_RATIO = 0.5
 
 
 @dataclass(frozen=True)
@@ -206,42 +190,15 @@ class Placer:
             add_candidates(b)
         return G
 
-    def local(self, b: int, G_b: np.ndarray, G: dict[int, np.ndarray]) -> float:
-        """Image b's share of the objective placed by G_b among the others of G: the score of its agreeing edges
-        less CONFLICT_COST per placed image it would clash with."""
-        agree = sum(f.score for f in self.adj[b] if (c := f.other(b)) in G and c != b and self.agrees(f, c, G[c], G_b))
-        return agree - CONFLICT_COST * self.conflicts(b, G_b, G)
-
-    def refine(self, G: dict[int, np.ndarray], rounds: int = REFINE_ROUNDS) -> dict[int, np.ndarray]:
-        """G improved one image at a time (iterated conditional modes): each image moves to the placement through
-        one of its edges that raises its share of the objective (``local``) most, until none moves."""
-        G = dict(G)
-        for _ in range(rounds):
-            moved = False
-            for b in sorted(G):
-                best, here = self.local(b, G[b], G), None
-                for e in self.adj[b]:
-                    a = e.other(b)
-                    if a not in G or self.agrees(e, a, G[a], G[b]):
-                        continue
-                    G_b = placement_step(G[a], e, a, self.K)
-                    if (v := self.local(b, G_b, G)) > best + 1e-9:
-                        best, here = v, G_b
-                if here is not None:
-                    G[b], moved = here, True
-            if not moved:
-                break
-        return G
-
-    def judge(self, G: dict[int, np.ndarray]) -> tuple[float, list[float], dict[int, np.ndarray]]:
-        """(objective, error per edge, G): the score of the agreeing edges less CONFLICT_COST per overlapping pair
+    def judge(self, G: dict[int, np.ndarray]) -> tuple[float, list[float]]:
+        """(objective, error per edge): the score of the agreeing edges less CONFLICT_COST per overlapping pair
         of images without a match; errors (px, working resolution) are 0 for edges outside the placement."""
         errs = [edge_error(e, G[e.i], G[e.j], 0.5 * (self.scale[e.i] + self.scale[e.j]))
                 if e.i in G and e.j in G else 0.0 for e in self.edges]
         total = sum(e.score for e, x in zip(self.edges, errs) if x <= self.tolerance)
         placed = sorted(G)
         clashes = sum(1 for p, a in enumerate(placed) for b in placed[p + 1:] if self.clash(a, G[a], b, G[b]))
-        return total - CONFLICT_COST * clashes, errs, G
+        return total - CONFLICT_COST * clashes, errs
 
 
 def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, np.ndarray] | None,
@@ -283,10 +240,6 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
             result = placer.judge(placer.grow(part[int(rng.integers(len(part)))], weight=shaken))
             if result[0] > best[0] + 1e-9:
                 best = result
-        if any(x > tolerance for x in best[1]):  # images the greedy growth glued wrongly, moved one at a time
-            result = placer.judge(placer.refine(best[2]))
-            if result[0] > best[0] + 1e-9:
-                best = result
         objective += best[0]
         for e, x in zip(sub, best[1]):
             if x <= tolerance:
@@ -294,52 +247,6 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
             else:
                 rejected.append(RejectedEdge(e, x, f"inconsistent with the rest: misses by {x:.0f} px"))
     return kept, rejected, objective
-
-
-@dataclass(frozen=True)
-class Contest:
-    """An image's pair evidence on a final model: the scores of its pair matches that the model fits (``agree``)
-    and misses (``against``), and its strongest missed match with that match's error (px, working resolution)."""
-
-    image: int
-    agree: float
-    against: float
-    worst: PairEdge
-    error_px: float
-
-
-def contested_images(edges: Sequence[PairEdge], errors: Sequence[float], tolerance: float = DEFAULT_TOLERANCE_PX,
-                     ratio: float = CONTEST_RATIO) -> list[Contest]:
-    """The images whose placement more pair evidence contradicts than confirms: on the final model, the pair
-    matches they miss (error above ``tolerance`` px, working resolution) score at least ``ratio`` times those
-    they fit. ``edges``: every accepted pair match between the placed images, including those the verification
-    removed (a look-alike match that placed an image on the wrong copy leaves its true neighbours' matches
-    missed); ``errors``: each edge's error on the model.
-
-    A greedy cover of the missed matches: the contested image with the most missed evidence (score) is taken,
-    its matches leave the count, and the rest are judged again, until none is contested; the true neighbour of
-    a misplaced photo misses that photo's match too, and is cleared once the photo is taken. In that order."""
-    out: list[Contest] = []
-    taken: set[int] = set()
-    while True:
-        agree: dict[int, float] = {}
-        against: dict[int, list[tuple[float, PairEdge, float]]] = {}
-        for e, x in zip(edges, errors):
-            if e.i in taken or e.j in taken:
-                continue
-            for k in (e.i, e.j):
-                if x <= tolerance:
-                    agree[k] = agree.get(k, 0.0) + e.score
-                else:
-                    against.setdefault(k, []).append((e.score, e, float(x)))
-        found = [(sum(m[0] for m in missed), k) for k, missed in against.items()]
-        found = [(total, k) for total, k in found if total >= ratio * agree.get(k, 0.0)]
-        if not found:
-            return out
-        total, k = max(found, key=lambda t: (round(t[0], 9), -agree.get(t[1], 0.0), -t[1]))
-        _, worst, x = max(against[k], key=lambda m: (m[0], -m[2]))
-        out.append(Contest(k, agree.get(k, 0.0), total, worst, x))
-        taken.add(k)
 
 
 def connected_parts(nodes: Sequence[int], edges: Sequence[PairEdge]) -> list[tuple[list[int], list[PairEdge]]]:
