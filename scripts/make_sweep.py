@@ -1,12 +1,15 @@
 """Render a multi-row sweep of N views with known rotations from the shared photographs (stitch.bench.sweep).
 
 Usage: python scripts/make_sweep.py --views 100 --rows 4 [--data ../shared/data] [--out out/sweep100] [--seed 0]
-       [--measure]
+       [--columns 16] [--repeat-scenes] [--measure]
 
 The world's photo band must not show one scene twice (a repeated scene is another test: repeated structure), so
 it takes the first photograph of each set of <data>/panoramas and <data>/panoramas_wide, cut into a 2 x 3 grid
 of distinct pieces, and keeps the pieces that hold texture (a piece of sky alone would be a view no one can
-place). With --measure, registers the views (stitch.register) and prints the seconds, the views kept and
+place). --repeat-scenes builds the repeated-structure world instead: every photograph of those sets, whole,
+cycled over the tiles, so the overlapping photos of one set (and one photo's crops) show the same scene in
+several places, as repeated facades or a row of identical houses do (fewer --columns make the copies denser).
+With --measure, registers the views (stitch.register) and prints the seconds, the views kept and
 the placement error per view (degrees; stitch.bench.devsets.placement_errors). The output is derived from the
 shared data: keep it out of the repository (out/ is ignored).
 """
@@ -45,6 +48,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--columns", type=int, default=16, help="tile columns of the world's photo band")
+    ap.add_argument("--repeat-scenes", action="store_true",
+                    help="every photograph, cycled: the same scene in several places (repeated structure)")
     ap.add_argument("--measure", action="store_true")
     args = ap.parse_args()
     firsts = []
@@ -52,11 +58,13 @@ def main() -> None:
         for d in sorted(p for p in (args.data / sub).iterdir() if p.is_dir()):
             imgs = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
                           and not p.stem.lower().startswith("mask"))
-            firsts += imgs[:1]
-    photos = [piece for p in firsts for piece in pieces(read_image(p)) if textured(piece)]
-    out = args.out or Path(f"out/sweep{args.views}")
+            firsts += imgs if args.repeat_scenes else imgs[:1]
+    photos = ([read_image(p) for p in firsts] if args.repeat_scenes else
+              [piece for p in firsts for piece in pieces(read_image(p)) if textured(piece)])
+    out = args.out or Path(f"out/sweep{args.views}" + ("_repeats" if args.repeat_scenes else ""))
     t0 = time.perf_counter()
-    dev = make_sweep(out, photos, args.views, args.rows, args.seed)
+    dev = make_sweep(out, photos, args.views, args.rows, args.seed, columns=args.columns,
+                     allow_repeats=args.repeat_scenes)
     print(f"{len(dev.truth)} views from {len(photos)} pieces of {len(firsts)} photographs in {time.perf_counter() - t0:.1f} s: {out}")
     if args.measure:
         import stitch

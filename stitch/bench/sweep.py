@@ -36,15 +36,17 @@ JPEG_QUALITY = 90
 
 
 def mosaic_world(photos: Sequence[np.ndarray], width: int, rng: np.random.Generator, columns: int = 16,
-                 band_deg: float = SWEEP_BAND_DEG) -> np.ndarray:
+                 band_deg: float = SWEEP_BAND_DEG, allow_repeats: bool = False) -> np.ndarray:
     """An equirectangular world (width / 2, width, 3) uint8: a ``columns``-wide grid of the photos (each crop at a
-    random place, none used twice: a repeated scene would make another test) between +-``band_deg`` of latitude,
-    a sky above and ground below. ConfigError when there are fewer photos than tiles."""
+    random place, none used twice) between +-``band_deg`` of latitude, a sky above and ground below. ConfigError
+    when there are fewer photos than tiles, unless ``allow_repeats``: then the photos are cycled, and photos of
+    one scene (or one photo's crops) show it in several places: the repeated-structure test world."""
     H = width // 2
     band = round(band_deg / 180.0 * H)
     rows = max(1, round(2 * band / (width / columns * 0.75)))
-    if len(photos) < rows * columns:
-        raise ConfigError(f"mosaic_world: {len(photos)} photographs for {rows * columns} tiles; a scene would repeat")
+    if not photos or (len(photos) < rows * columns and not allow_repeats):
+        raise ConfigError(f"mosaic_world: {len(photos)} photographs for {rows * columns} tiles; a scene would repeat "
+                          "(allow_repeats=True builds the repeated-structure world)")
     world = np.empty((H, width, 3), np.uint8)
     world[: H // 2] = (205, 175, 140)
     world[H // 2:] = (70, 85, 95)
@@ -54,7 +56,7 @@ def mosaic_world(photos: Sequence[np.ndarray], width: int, rng: np.random.Genera
     for r in range(rows):
         for c in range(columns):
             size = (xs[c + 1] - xs[c], ys[r + 1] - ys[r])
-            world[ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = tile_crop(photos[k], size,
+            world[ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = tile_crop(photos[k % len(photos)], size,
                                                                  where=float(rng.uniform(0.1, 0.9)))
             k += 1
     return world
@@ -91,13 +93,15 @@ def exposed(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_sweep(out: Path, photos: Sequence[np.ndarray], n: int, rows: int, seed: int = 0,
-               size: tuple[int, int] = SWEEP_VIEW_SIZE, world_width: int | None = None) -> DevSet:
+               size: tuple[int, int] = SWEEP_VIEW_SIZE, world_width: int | None = None, columns: int = 16,
+               allow_repeats: bool = False) -> DevSet:
     """Render ``n`` views of a sweep (see the module docstring) into ``out`` with truth.json; a DevSet of kind
-    'rotation'. ``world_width`` defaults to about one world px per view px at the views' focal."""
+    'rotation'. ``world_width`` defaults to about one world px per view px at the views' focal; ``columns`` and
+    ``allow_repeats``: the world's tile grid and whether a scene may repeat in it (``mosaic_world``)."""
     rng = np.random.default_rng(seed)
     Rs, focal = sweep_rotations(n, rows, rng, size=size)
     width = world_width or int(min(32768, 2 * round(math.pi * focal)))  # 2 pi f px: one px per view px
-    world = mosaic_world(photos, width, rng)
+    world = mosaic_world(photos, width, rng, columns, allow_repeats=allow_repeats)
     out.mkdir(parents=True, exist_ok=True)
     truth: dict[str, Any] = {}
     digits = len(str(n))
@@ -108,6 +112,7 @@ def make_sweep(out: Path, photos: Sequence[np.ndarray], n: int, rows: int, seed:
         truth[name] = {"R": R.tolist(), "focal": focal, "size": list(size)}
     doc = {"kind": "rotation", "convention": "R world -> camera (x right, y down, z forward); focal px; "
            "principal point at the image centre", "views": truth, "distractors": [],
-           "sweep": {"views": n, "rows": rows, "seed": seed, "world_width": width}}
+           "sweep": {"views": n, "rows": rows, "seed": seed, "world_width": width, "columns": columns,
+                     "repeats": allow_repeats}}
     write_text_atomic(out / "truth.json", json.dumps(doc, indent=1))
     return DevSet(out, "rotation", truth)

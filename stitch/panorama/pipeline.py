@@ -493,10 +493,14 @@ def _homography_model(main: list[int], edges: list[PairEdge], ref: int, sizes: l
 
 
 def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A: list[np.ndarray],
-                 cfg: PanoramaConfig) -> tuple[list[PairEdge], list[RejectedEdge]]:
+                 cfg: PanoramaConfig, focal: float | None = None) -> tuple[list[PairEdge], list[RejectedEdge]]:
     """verify_edges on the accepted pairs, with relative rotations when the camera model may be rotations and
     the pairs determine a focal, and with homographies; the placement that more pair evidence agrees with wins
-    (a camera that shifts is no rotation, and homographies chained round a full turn pass through infinity)."""
+    (a camera that shifts is no rotation, and homographies chained round a full turn pass through infinity).
+
+    ``focal``: px, the rotations' focal (the adjusted model's on every pair); default the median pair estimate.
+    A placement chained round a turn of many photos turns each step by an angle as wrong as its focal: 2 % off
+    over 40 steps of 9 degrees is 7 degrees, and the true loop-closing matches would miss."""
     if not cfg.verify or len(edges) < 3:
         return edges, []
     scale = {k: float(A[k][0, 0]) for k in range(n)}
@@ -504,7 +508,7 @@ def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A:
     if cfg.model in ("auto", "rotation") and cfg.projection != "plane":
         focals = pair_focal_estimates(edges, dict(enumerate(sizes)))
         if focals:
-            f = float(np.median(focals))
+            f = focal or float(np.median(focals))
             K = {k: pinhole(f, image_center(size)) for k, size in enumerate(sizes)}
             tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes)), seed_rng=cfg.seed))
     if not tries or tries[0][1]:
@@ -642,7 +646,8 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     last = solve_component(g, range(n), edges)
     rejected: list[RejectedEdge] = []
     if cfg.verify and len(edges) >= 3 and not last.agrees():
-        edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg)
+        focal = last.reg.focal if last.reg.model.startswith("rotation") else None
+        edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg, focal)
     others: list[list[str]] = []
     main = largest_component(n, edges, names, why, dropped, g.notes, rejected, others)
     edges = [e for e in edges if e.i in main and e.j in main]
@@ -678,8 +683,8 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
         k = names.index(worst)
         _drop(worst, f"placed where it disagrees with its neighbours (placement score {scores[worst]:.2f}, "
               f"below {MIN_PLACEMENT_SCORE})", dropped, g.notes)
-        edges = [e for e in edges if k not in (e.i, e.j)]
-        rest = largest_component_nodes([m for m in main if m != k], edges)
+        rest = largest_component_nodes([m for m in main if m != k], [e for e in edges if k not in (e.i, e.j)])
+        edges = [e for e in edges if e.i in rest and e.j in rest]
         for m in sorted(set(main) - set(rest) - {k}):
             _drop(names[m], f"its only link to the rest was {worst}, which was dropped", dropped, g.notes)
         main = rest

@@ -64,3 +64,24 @@ def test_camera_errors_known_answers(tmp_path):
     cams[first] = (K, R @ rotation(5.0, 0.0, 0.0))
     err = camera_errors(cams, dev)
     assert abs(err[first] - 5.0) < 0.2 and max(v for n, v in err.items() if n != first) < 1e-4
+
+
+def test_repeated_scenes_on_request():
+    """allow_repeats cycles the photographs: with 2 smooth photos of the tiles' aspect, tiles 0 and 2 of a row show
+    the same picture (mean difference under 8 gray levels: a pixel of resampling) and tiles 0 and 1 do not (over
+    30); without photos it still raises."""
+    import cv2
+
+    from stitch.bench.sweep import mosaic_world
+
+    rng = np.random.default_rng(0)
+    w = 2048  # 16 columns of 128 px
+    photos = [cv2.resize(rng.integers(0, 256, (6, 8, 3)).astype(np.uint8), (128, 94), interpolation=cv2.INTER_CUBIC)
+              for _ in range(2)]
+    world = mosaic_world(photos, w, np.random.default_rng(1), allow_repeats=True).astype(float)
+    y0 = w // 4 - round(50 / 180 * (w // 2)) + 2
+    tile = [world[y0:y0 + 88, 128 * c + 2:128 * c + 126] for c in range(3)]
+    assert np.abs(tile[0] - tile[2]).mean() < 8
+    assert np.abs(tile[0] - tile[1]).mean() > 30
+    with pytest.raises(ConfigError, match="a scene would repeat"):
+        mosaic_world([], w, rng, allow_repeats=True)

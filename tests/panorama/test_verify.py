@@ -277,3 +277,38 @@ def test_overlaps_many_equals_overlaps():
     assert got.tolist() == want and 50 < sum(want) < 350
     assert overlaps_many(G_a[3], np.stack(G_b), np.array(s_a[3]), np.array(s_b)).tolist() == [
         overlaps(G_a[3], g, s_a[3], s) for g, s in zip(G_b, s_b)]
+
+
+def lookalike_ring() -> tuple[list[np.ndarray], list[PairEdge]]:
+    """(true rotations, edges): a full turn of 12 cameras 30 degrees apart (neighbour matches, score 0.9) whose
+    camera 5 sees a scene repeated at 285 degrees: two look-alike matches (0.8, with cameras 9 and 10) agree with
+    each other on laying it there."""
+    rng = np.random.default_rng(3)
+    Rs = ring(12, 30.0)
+    edges = [edge(k, (k + 1) % 12, rel(Rs, k, (k + 1) % 12), 0.9, rng) for k in range(12)]
+    fake = rotation(285.0, 0.0)
+    edges += [edge(5, m, rel([fake, Rs[m]], 0, 1), 0.8, rng) for m in (9, 10)]
+    return Rs, edges
+
+
+def test_planted_lookalike_view_placed_right(monkeypatch):
+    """The camera model of the look-alike ring (the pipeline's steps 4-6 on given pairs): both look-alike matches
+    are rejected, the full turn is kept, and all 12 cameras lie within 0.01 degrees of the truth (photometric
+    check stubbed: synthetic edges have no pixels)."""
+    from stitch.bench.devsets import DevSet
+    from stitch.panorama import pipeline
+    from stitch.panorama.config import PanoramaConfig
+
+    Rs, edges = lookalike_ring()
+    names = [f"v{k:02d}.jpg" for k in range(12)]
+    monkeypatch.setattr(pipeline, "placement_scores", lambda reg, thumbs: dict.fromkeys(reg.names, 0.9))
+    g = pipeline.GraphInputs(names, [SIZE] * 12, names, [np.eye(3)] * 12, PanoramaConfig.from_options(), [],
+                             lambda nodes: {})
+    dropped: list = []
+    with pytest.warns(UserWarning, match="2 pair matches rejected as inconsistent"):
+        reg = pipeline.verified_registration(g, edges, {}, dropped, [np.zeros((48, 64, 3), np.uint8)] * 12)
+    assert dropped == [] and reg.names == names and reg.full_turn
+    assert sorted((a, b) for a, b, _ in reg.rejected) == [("v05.jpg", "v09.jpg"), ("v05.jpg", "v10.jpg")]
+    truth = {n: {"R": R.tolist(), "focal": FOCAL, "size": list(SIZE)} for n, R in zip(names, Rs)}
+    errors = placement_errors(reg, DevSet(Path("."), "rotation", truth))
+    assert len(errors) == 12 and max(errors.values()) < 0.01
