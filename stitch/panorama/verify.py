@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stitch.geometry import transfer_errors
-from stitch.panorama.camera import image_center, nearest_rotation
+from stitch.panorama.camera import nearest_rotation
 from stitch.panorama.viewgraph import PairEdge, components_of
 
 #: An edge agrees with a placement when its inliers' median transfer error is at most this (px, working
@@ -102,23 +102,11 @@ def edge_error(e: PairEdge, G_i: np.ndarray, G_j: np.ndarray, scale: float, poin
     return float(np.median(transfer_errors(H, e.pts_i[idx], e.pts_j[idx]))) * scale
 
 
-def overlaps(G_a: np.ndarray, G_b: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int],
-             margin: float = OVERLAP_MARGIN) -> bool:
-    """True when image b's centre, placed by G_b, lands in front of image a and inside its central part (the
-    frame less ``margin`` of each side), placed by G_a: the two would overlap by about half of b or more."""
-    c_a, c_b = np.append(image_center(size_a), 1.0), np.append(image_center(size_b), 1.0)
-    p = np.linalg.solve(G_a, G_b @ c_b)
-    ray_a, ray_b = G_a @ c_a, G_b @ c_b
-    if p[2] <= 1e-12 or ray_a @ ray_b <= 0:
-        return False
-    x, y = p[0] / p[2], p[1] / p[2]
-    w, h = size_a
-    return margin * w <= x <= (1 - margin) * w and margin * h <= y <= (1 - margin) * h
-
-
 def overlaps_many(G_a: np.ndarray, G_b: np.ndarray, size_a: np.ndarray, size_b: np.ndarray,
                   margin: float = OVERLAP_MARGIN) -> np.ndarray:
-    """``overlaps`` for m pairs at once: G_a, G_b (m, 3, 3) or (3, 3), sizes (m, 2) or (2,) (w, h); (m,) bool."""
+    """(m,) bool, per pair: image b's centre, placed by G_b, lands in front of image a and inside its central
+    part (the frame less ``margin`` of each side), placed by G_a: the two would overlap by about half of b or
+    more. G_a, G_b (m, 3, 3) or (3, 3); sizes (m, 2) or (2,) (w, h)."""
     m = max(len(x) if np.ndim(x) == 3 else 1 for x in (G_a, G_b))
     G_a, G_b = (np.broadcast_to(np.asarray(x, np.float64), (m, 3, 3)) for x in (G_a, G_b))
     s_a, s_b = (np.broadcast_to(np.asarray(x, np.float64), (m, 2)) for x in (size_a, size_b))
@@ -157,13 +145,9 @@ class Placer:
         x = edge_error(f, G_a, G_b, s) if a == f.i else edge_error(f, G_b, G_a, s)
         return x <= self.tolerance
 
-    def clash(self, a: int, G_a: np.ndarray, b: int, G_b: np.ndarray) -> bool:
-        """Images a and b, placed so, lie on each other (``overlaps`` either way) without a pair match."""
-        return (a, b) not in self.linked and (overlaps(G_a, G_b, self.sizes[a], self.sizes[b])
-                                              or overlaps(G_b, G_a, self.sizes[b], self.sizes[a]))
-
     def conflicts(self, b: int, G_b: np.ndarray, G: dict[int, np.ndarray]) -> int:
-        """How many placed images b would clash with (``clash``), all of them at once."""
+        """How many images of G image b, placed by G_b, would clash with: lie on each other (``overlaps`` either
+        way, ``overlaps_many``) without a pair match; all of them at once."""
         cs = [c for c in G if c != b and (c, b) not in self.linked]
         if not cs:
             return 0
@@ -220,7 +204,7 @@ class Placer:
                 if e.i in G and e.j in G else 0.0 for e in self.edges]
         total = sum(e.score for e, x in zip(self.edges, errs) if x <= self.tolerance)
         placed = sorted(G)
-        clashes = sum(1 for p, a in enumerate(placed) for b in placed[p + 1:] if self.clash(a, G[a], b, G[b]))
+        clashes = sum(self.conflicts(a, G[a], {b: G[b] for b in placed[p + 1:]}) for p, a in enumerate(placed))
         return total - CONFLICT_COST * clashes, errs
 
 

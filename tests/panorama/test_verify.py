@@ -255,10 +255,21 @@ def test_panorama_homographies_are_normalised(samples_dir):
         assert H[2, 2] == pytest.approx(1.0, abs=1e-12)
 
 
-def test_overlaps_many_equals_overlaps():
-    """The batched overlap test gives ``overlaps``' answer on every pair: random placements near each other
+def overlaps(G_a, G_b, size_a, size_b, margin):
+    """The overlap test written out for one pair (the reference for overlaps_many)."""
+    c_a = np.array([(size_a[0] - 1) / 2, (size_a[1] - 1) / 2, 1.0])
+    c_b = np.array([(size_b[0] - 1) / 2, (size_b[1] - 1) / 2, 1.0])
+    p = np.linalg.solve(G_a, G_b @ c_b)
+    if p[2] <= 1e-12 or (G_a @ c_a) @ (G_b @ c_b) <= 0:
+        return False
+    x, y = p[0] / p[2], p[1] / p[2]
+    return margin * size_a[0] <= x <= (1 - margin) * size_a[0] and margin * size_a[1] <= y <= (1 - margin) * size_a[1]
+
+
+def test_overlaps_many_equals_one_pair_at_a_time():
+    """The batched overlap test gives the one-pair answer on every pair: random placements near each other
     (overlapping or not), some behind, some of negative determinant."""
-    from stitch.panorama.verify import overlaps, overlaps_many
+    from stitch.panorama.verify import OVERLAP_MARGIN, overlaps_many
 
     rng = np.random.default_rng(0)
     G_a, G_b, s_a, s_b, want = [], [], [], [], []
@@ -272,11 +283,14 @@ def test_overlaps_many_equals_overlaps():
         G_b.append(Gb)
         s_a.append(sa)
         s_b.append(sb)
-        want.append(overlaps(Ga, Gb, sa, sb))
+        want.append(overlaps(Ga, Gb, sa, sb, OVERLAP_MARGIN))
     got = overlaps_many(np.stack(G_a), np.stack(G_b), np.array(s_a), np.array(s_b))
     assert got.tolist() == want and 50 < sum(want) < 350
+    half = overlaps_many(np.stack(G_a), np.stack(G_b), np.array(s_a), np.array(s_b), margin=0.25)
+    assert half.tolist() == [overlaps(a, b, x, y, 0.25) for a, b, x, y in zip(G_a, G_b, s_a, s_b)]
+    assert sum(half) < sum(want)  # the central part only
     assert overlaps_many(G_a[3], np.stack(G_b), np.array(s_a[3]), np.array(s_b)).tolist() == [
-        overlaps(G_a[3], g, s_a[3], s) for g, s in zip(G_b, s_b)]
+        overlaps(G_a[3], g, s_a[3], s, OVERLAP_MARGIN) for g, s in zip(G_b, s_b)]
 
 
 def lookalike_ring() -> tuple[list[np.ndarray], list[PairEdge]]:
