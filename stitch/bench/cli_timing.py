@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,7 @@ from stitch.bench.panorama import (
     METHOD_OS,
     METHOD_OS_SIFT,
     METHOD_STITCH,
-    discover_sets,
-    peer_available,
+    bench_setup,
     run_group,
 )
 from stitch.errors import StitchError
@@ -68,12 +66,7 @@ def run_cli_timing(directory: str | os.PathLike, methods: Sequence[str] = CLI_ME
     if bad:
         raise StitchError(f"--cli times the methods with a command line ({', '.join(CLI_METHOD_CHOICES)}), "
                           f"not {', '.join(bad)}")
-    if not timeout > 0:
-        raise StitchError(f"timeout={timeout}: must be > 0 seconds")
-    found = discover_sets(directory, sets)
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="stitch-bench-cli-"))
-    skipped = {m: why for m in methods if (why := peer_available(m))}
-    run = [m for m in methods if m not in skipped]
+    found, out, skipped, run = bench_setup(directory, sets, methods, timeout, out_dir, "stitch-bench-cli-")
     rows, total = [], len(found) * len(run)
     for k, (name, m) in enumerate((n, m) for n, _ in found for m in run):
         if progress is not None:

@@ -873,6 +873,19 @@ def _order_entry(raw: dict[str, Any]) -> dict[str, Any]:
         "kept": len(raw.get("kept", []))}
 
 
+def bench_setup(directory: str | os.PathLike, sets: Sequence[str], methods: Sequence[str], timeout: float,
+                out_dir: str | os.PathLike | None, prefix: str
+                ) -> tuple[list[tuple[str, list[Path]]], Path, dict[str, str], list[str]]:
+    """What a panorama bench starts from: (the sets found, the output folder (a new temporary one named
+    ``prefix``... when None), the methods skipped -> why, the methods to run); StitchError for a bad timeout."""
+    if not timeout > 0:
+        raise StitchError(f"timeout={timeout}: must be > 0 seconds")
+    found = discover_sets(directory, sets)
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix=prefix))
+    skipped = {m: why for m in methods if (why := peer_available(m))}
+    return found, out, skipped, [m for m in methods if m not in skipped]
+
+
 def run_panorama_bench(directory: str | os.PathLike, methods: Sequence[str] = PANORAMA_METHOD_CHOICES,
                        sets: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT_S,
                        out_dir: str | os.PathLike | None = None,
@@ -898,12 +911,7 @@ def run_panorama_bench(directory: str | os.PathLike, methods: Sequence[str] = PA
     bad = [o for o in orders if o not in ORDER_CHOICES]
     if bad:
         raise StitchError(f"order(s) {', '.join(bad)}: choose from {', '.join(ORDER_CHOICES)}")
-    if not timeout > 0:
-        raise StitchError(f"timeout={timeout}: must be > 0 seconds")
-    found = discover_sets(directory, sets)
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="stitch-bench-panorama-"))
-    skipped = {m: why for m in methods if (why := peer_available(m))}
-    run = [m for m in methods if m not in skipped]
+    found, out, skipped, run = bench_setup(directory, sets, methods, timeout, out_dir, "stitch-bench-panorama-")
     rows = []
     extra = [o for o in orders if o != "sorted"]
     total = len(found) * (len(run) + len(extra))

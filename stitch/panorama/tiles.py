@@ -38,15 +38,13 @@ import numpy as np
 from stitch.errors import ConfigError
 from stitch.geometry import box_intersection
 from stitch.panorama.blend import BLENDERS, LowGrid, blend, prepare_blend
-from stitch.panorama.crop import CROP_MODES, crop_mode, fill_empty
+from stitch.panorama.crop import CROP_MODES, Box, crop_mode, fill_empty
 from stitch.panorama.disagree import ViewDisagreement
 from stitch.panorama.exposure import Gains
 from stitch.panorama.threads import in_order, thread_pool
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, tile_maps
 from stitch.types import ProgressFn
-
-Box = tuple[int, int, int, int]
 
 #: Canvases above this many megapixels are composited tile by tile (0: never); under the 80 MP canvas cap
 #: (stitch.panorama.warp.DEFAULT_MAX_CANVAS_PIXELS), above the sets we bench (26 MP at most).
