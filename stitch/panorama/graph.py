@@ -5,7 +5,7 @@ image has a *key* (``image_key``: a digest of its pixels); a pair is always matc
 increasing key (the result is flipped when the caller's pair runs the other way), and ties in the
 reference choice and in the spanning tree are broken by keys, not by indices.
 
-Pair selection (``candidate_pairs``): with up to ``DEFAULT_SHORTLIST_MIN_IMAGES`` images every pair is
+Pair selection (``shortlist``): with up to ``DEFAULT_SHORTLIST_MIN_IMAGES`` images every pair is
 screened. Above that a cheap first pass matches a few hundred SIFT features of small thumbnails between
 every pair (a few ms a pair) and keeps, for each image, its ``shortlist_k`` best-matched partners among
 those above chance (``MIN_SHORTLIST_VOTES``; a pair stays when it is in either image's list): the full
@@ -162,12 +162,6 @@ class Shortlist:
 
     pairs: list[tuple[int, int]]
     fallback: list[tuple[int, int]] | None = None
-
-
-def candidate_pairs(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT_SHORTLIST_K,
-                    min_images: int = DEFAULT_SHORTLIST_MIN_IMAGES) -> list[tuple[int, int]]:
-    """``shortlist(...).pairs``: the pairs (i < j) worth the full search."""
-    return shortlist(works, keys, k, min_images).pairs
 
 
 @profiled("first pass")

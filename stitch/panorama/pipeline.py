@@ -6,7 +6,7 @@ run the two halves apart, so cameras can be saved, edited and re-rendered withou
 1. read the inputs (unreadable files are skipped with a warning) and drop exact duplicates (same pixels);
 2. register at a working resolution (about ``work_megapix`` MP per image); every homography is then
    re-expressed in full-resolution pixels;
-3. choose the pairs (stitch.panorama.graph.candidate_pairs: every pair for a few images, else a cheap
+3. choose the pairs (stitch.panorama.graph.shortlist: every pair for a few images, else a cheap
    first pass picks each image's likely neighbours) and screen them with the first feature level of the
    preset (``estimate_pair``, always from the image with the smaller content key, so the result does not
    depend on the input order); an edge is accepted when the pair's quality score is >= ``min_pair_score``

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from stitch.geometry import project
 from stitch.homography.quality import ScoreConfig, make_context, photometric
 from stitch.profile import profiled
 
@@ -25,23 +24,6 @@ PLACEMENT_SIDE = 384
 MIN_PLACEMENT_SCORE = 0.3
 #: Pairs that share less than this fraction of the smaller image are not compared.
 MIN_SHARED = 0.08
-
-
-def _relative(H_a: np.ndarray, H_b: np.ndarray) -> np.ndarray:
-    """H_b^-1 H_a (3, 3), scaled to a positive determinant (so that w > 0 means in front of camera b)."""
-    H = np.linalg.solve(H_b, H_a)
-    return H if np.linalg.det(H) > 0 else -H
-
-
-def shared_fraction(H: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int], grid: int = 9) -> float:
-    """Fraction of a ``grid`` x ``grid`` lattice of image a's pixels that H (a -> b) puts in front of and inside b."""
-    w, h = size_a
-    xs, ys = np.meshgrid(np.linspace(0, w - 1, grid), np.linspace(0, h - 1, grid))
-    pts = np.stack([xs.ravel(), ys.ravel()], 1)
-    front = (np.hstack([pts, np.ones((len(pts), 1))]) @ H[2]) > 0
-    q = project(H, pts)
-    inside = front & (q[:, 0] >= 0) & (q[:, 0] <= size_b[0] - 1) & (q[:, 1] >= 0) & (q[:, 1] <= size_b[1] - 1)
-    return float(inside.mean())
 
 
 def _lattice(size: tuple[int, int], grid: int) -> np.ndarray:
@@ -64,9 +46,10 @@ def _inside(H: np.ndarray, pts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 def shared_fractions(Hs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], a: int, grid: int = 9
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image a against every later image b of the model (Hs: image -> frame (3, 3)): (H a -> b (m, 3, 3) as
-    ``_relative`` gives it, fraction of a inside b (m,), fraction of b inside a (m,)), m = n - a - 1;
-    ``shared_fraction`` for all of them at once."""
+    """Image a against every later image b of the model (Hs: image -> frame (3, 3)): (H_b^-1 H_a (m, 3, 3), a -> b,
+    scaled to a positive determinant so that w > 0 means in front of camera b; the fraction of a ``grid`` x
+    ``grid`` lattice of a's pixels that H puts in front of and inside b (m,); the same of b inside a (m,)),
+    m = n - a - 1."""
     H = np.asarray(Hs, np.float64)
     inv_b = np.linalg.inv(H[a + 1:])
     rel = inv_b @ H[a]

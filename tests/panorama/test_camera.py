@@ -349,13 +349,13 @@ def test_exif_focal_of_a_canon_40d(shared_data):
 
 def test_pair_shortlist_keeps_neighbours_and_the_loop(turn_views):
     """The cheap first pass keeps every ring neighbour, the loop-closing pair (9, 0) included, and not all pairs."""
-    from stitch.panorama.graph import candidate_pairs
+    from stitch.panorama.graph import shortlist
 
     keys = [f"k{k}" for k in range(len(turn_views))]
-    pairs = candidate_pairs(turn_views, keys, k=2, min_images=4)
+    pairs = shortlist(turn_views, keys, k=2, min_images=4).pairs
     ring = {(k, k + 1) for k in range(9)} | {(0, 9)}
     assert ring <= set(pairs) and len(pairs) < 45
-    rev = candidate_pairs(turn_views[::-1], keys[::-1], k=2, min_images=4)
+    rev = shortlist(turn_views[::-1], keys[::-1], k=2, min_images=4).pairs
     assert sorted((9 - j, 9 - i) for i, j in rev) == pairs  # the same pairs whatever the order
 
 

@@ -56,7 +56,7 @@ def test_prefilter_keeps_the_shortlist_of_many_images(monkeypatch):
     """Above PREFILTER_MIN_IMAGES the exact votes run only on the prefilter's partners: the shortlist is the one
     the votes on every pair give (neighbours on a strip), at any input order."""
     from stitch.panorama import graph
-    from stitch.panorama.graph import PREFILTER_MIN_IMAGES, candidate_pairs, prefilter_partners
+    from stitch.panorama.graph import PREFILTER_MIN_IMAGES, prefilter_partners, shortlist
 
     n = PREFILTER_MIN_IMAGES + 5
     desc = _strip_descriptors(n)
@@ -68,8 +68,8 @@ def test_prefilter_keeps_the_shortlist_of_many_images(monkeypatch):
     order = rng.permutation(n)
     feats = dict(zip(map(id, works), desc))
     monkeypatch.setattr(graph, "_thumb_features", lambda w, sift: feats[id(w)])
-    pairs = candidate_pairs(works, keys, k=2, min_images=8)
-    shuffled = candidate_pairs([works[k] for k in order], [keys[k] for k in order], k=2, min_images=8)
+    pairs = shortlist(works, keys, k=2, min_images=8).pairs
+    shuffled = shortlist([works[k] for k in order], [keys[k] for k in order], k=2, min_images=8).pairs
     assert set(pairs) == {(k, k + 1) for k in range(n - 1)}
     # between the parts the shortlist leaves, only each photo's next partners by votes (none here: neighbours only)
     assert graph.shortlist(works, keys, k=2, min_images=8).fallback == []

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from stitch.panorama.placement import _relative, shared_fraction, shared_fractions
+from stitch.geometry import project
+from stitch.panorama.placement import shared_fractions
+
+
+def relative(H_a: np.ndarray, H_b: np.ndarray) -> np.ndarray:
+    """H_b^-1 H_a with a positive determinant, written out for one pair (the reference)."""
+    H = np.linalg.solve(H_b, H_a)
+    return H if np.linalg.det(H) > 0 else -H
+
+
+def shared_fraction(H: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int], grid: int = 9) -> float:
+    """Fraction of a grid x grid lattice of a's pixels that H puts in front of and inside b, for one pair."""
+    w, h = size_a
+    xs, ys = np.meshgrid(np.linspace(0, w - 1, grid), np.linspace(0, h - 1, grid))
+    pts = np.stack([xs.ravel(), ys.ravel()], 1)
+    front = (np.hstack([pts, np.ones((len(pts), 1))]) @ H[2]) > 0
+    q = project(H, pts)
+    inside = front & (q[:, 0] >= 0) & (q[:, 0] <= size_b[0] - 1) & (q[:, 1] >= 0) & (q[:, 1] <= size_b[1] - 1)
+    return float(inside.mean())
 
 
 def test_shared_fractions_equal_the_pairwise_ones():
-    """The batched fractions and relative matrices equal shared_fraction / _relative pair by pair, including
-    matrices of negative determinant and pairs that do not overlap."""
+    """The batched fractions and relative matrices equal the one-pair ones, including matrices of negative
+    determinant and pairs that do not overlap."""
     rng = np.random.default_rng(0)
     Hs = []
     for k in range(12):
@@ -24,7 +42,7 @@ def test_shared_fractions_equal_the_pairwise_ones():
         rel, fa, fb = shared_fractions(Hs, sizes, a)
         assert rel.shape == (len(Hs) - a - 1, 3, 3)
         for k, b in enumerate(range(a + 1, len(Hs))):
-            H = _relative(Hs[a], Hs[b])
+            H = relative(Hs[a], Hs[b])
             assert np.allclose(rel[k], H, rtol=1e-12, atol=1e-12)
             assert fa[k] == shared_fraction(H, sizes[a], sizes[b])
             assert fb[k] == shared_fraction(np.linalg.inv(H), sizes[b], sizes[a])
