@@ -199,8 +199,9 @@ def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT
         order = sorted((j for j in range(n) if j != i and votes[i, j] >= MIN_SHORTLIST_VOTES),
                        key=lambda j: (-votes[i, j], keys[j]))
         keep.update((min(i, j), max(i, j)) for j in order[:k])
-        later += [(min(i, j), max(i, j)) for j in order[k:FALLBACK_PARTNERS]]
-    if partners is None:  # a few dozen images: every skipped pair stays a fallback (cheap enough)
+        if partners is not None:  # a few dozen images: every skipped pair stays a fallback (cheap enough)
+            later += [(min(i, j), max(i, j)) for j in order[k:FALLBACK_PARTNERS]]
+    if partners is None:
         return Shortlist(sorted(keep))
     return Shortlist(sorted(keep), [p for p in dict.fromkeys(later) if p not in keep])
 

@@ -11,6 +11,7 @@ as its pair matches did (0.6-1, lower with parallax or moving things).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,22 +45,33 @@ def _inside(H: np.ndarray, pts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return ok.mean(axis=1)
 
 
-def shared_fractions(Hs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], a: int, grid: int = 9
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image a against every later image b of the model (Hs: image -> frame (3, 3)): (H_b^-1 H_a (m, 3, 3), a -> b,
-    scaled to a positive determinant so that w > 0 means in front of camera b; the fraction of a ``grid`` x
-    ``grid`` lattice of a's pixels that H puts in front of and inside b (m,); the same of b inside a (m,)),
-    m = n - a - 1."""
-    H = np.asarray(Hs, np.float64)
-    inv_b = np.linalg.inv(H[a + 1:])
-    rel = inv_b @ H[a]
-    sign = np.where(np.linalg.det(rel) > 0, 1.0, -1.0)[:, None, None]
-    rel = rel * sign
-    back = np.linalg.inv(H[a]) @ H[a + 1:] * sign  # the inverse of each rel
-    sz = np.asarray(sizes, np.float64)
-    fa = _inside(rel, _lattice(sizes[a], grid), sz[a + 1:])
-    fb = _inside(back, np.stack([_lattice(s, grid) for s in sizes[a + 1:]]), np.repeat(sz[a][None], len(rel), 0))
-    return rel, fa, fb
+@dataclass(frozen=True)
+class ModelOverlaps:
+    """A model's images ready for overlap tests: H (n, 3, 3) image -> frame, their inverses, each image's
+    ``grid`` x ``grid`` lattice of pixels (n, grid^2, 3, homogeneous) and sizes (n, 2) (w, h)."""
+
+    H: np.ndarray
+    H_inv: np.ndarray
+    lattice: np.ndarray
+    sizes: np.ndarray
+
+    @classmethod
+    def of(cls, Hs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], grid: int = 9) -> ModelOverlaps:
+        """Inverses and lattices computed once for every pair test of the model."""
+        H = np.asarray(Hs, np.float64)
+        return cls(H, np.linalg.inv(H), np.stack([_lattice(s, grid) for s in sizes]), np.asarray(sizes, np.float64))
+
+    def later(self, a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image a against every later image b: (H_b^-1 H_a (m, 3, 3), a -> b, scaled to a positive determinant so
+        that w > 0 means in front of camera b; the fraction of a's lattice that H puts in front of and inside b
+        (m,); the same of b's lattice inside a (m,)), m = n - a - 1."""
+        rel = self.H_inv[a + 1:] @ self.H[a]
+        sign = np.where(np.linalg.det(rel) > 0, 1.0, -1.0)[:, None, None]
+        rel = rel * sign
+        back = self.H_inv[a] @ self.H[a + 1:] * sign  # the inverse of each rel
+        fa = _inside(rel, self.lattice[a], self.sizes[a + 1:])
+        fb = _inside(back, self.lattice[a + 1:], np.repeat(self.sizes[a][None], len(rel), 0))
+        return rel, fa, fb
 
 
 @profiled("placement check")
@@ -75,8 +87,9 @@ def placement_scores(reg: Any, thumbs: Sequence[np.ndarray]) -> dict[str, float 
     S = [np.diag([t.shape[1] / s[0], t.shape[0] / s[1], 1.0]) for t, s in zip(thumbs, sizes)]
     cfg = ScoreConfig(work_max_side=max(max(t.shape[:2]) for t in thumbs))
     total, weight = np.zeros(n), np.zeros(n)
+    model = ModelOverlaps.of(Hs, sizes)
     for a in range(n - 1):
-        rel, fas, fbs = shared_fractions(Hs, sizes, a)  # every later image at once: n^2 pairs stay cheap
+        rel, fas, fbs = model.later(a)  # every later image at once: n^2 pairs stay cheap
         for k in np.flatnonzero(np.maximum(fas, fbs) >= MIN_SHARED):
             b, H, fa, fb = a + 1 + int(k), rel[k], float(fas[k]), float(fbs[k])
             share = max(fa, fb)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stitch.geometry import project
-from stitch.panorama.placement import shared_fractions
+from stitch.panorama.placement import ModelOverlaps
 
 
 def relative(H_a: np.ndarray, H_b: np.ndarray) -> np.ndarray:
@@ -38,8 +38,9 @@ def test_shared_fractions_equal_the_pairwise_ones():
         Hs.append(-H if k % 4 == 3 else H)
     sizes = [(int(rng.integers(200, 500)), int(rng.integers(150, 400))) for _ in Hs]
     seen = 0
+    model = ModelOverlaps.of(Hs, sizes)
     for a in range(len(Hs) - 1):
-        rel, fa, fb = shared_fractions(Hs, sizes, a)
+        rel, fa, fb = model.later(a)
         assert rel.shape == (len(Hs) - a - 1, 3, 3)
         for k, b in enumerate(range(a + 1, len(Hs))):
             H = relative(Hs[a], Hs[b])
