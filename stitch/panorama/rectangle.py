@@ -53,8 +53,11 @@ SAMPLES = 8
 MIN_LINE = 10.0
 #: Pixels of the resolution segments are detected at (finer than the mesh's on large panoramas).
 LINE_PIXELS = 4_000_000
-#: Rows per remap strip at full resolution.
+#: Rows per remap strip at full resolution (a multiple of MAP_STEP).
 STRIP_ROWS = 256
+#: Output px between the samples of the render's map (``Mesh.strip_map``) when the cells are at least MAP_MIN_CELL px.
+MAP_STEP = 2
+MAP_MIN_CELL = 40.0
 
 
 @dataclass(frozen=True)
@@ -83,19 +86,31 @@ class Mesh:
         return self.render_all([image], interpolation)[0]
 
     def render_all(self, images: list[np.ndarray], interpolation: int = cv2.INTER_LINEAR) -> list[np.ndarray]:
-        """``render`` of each of images (H, W[, C]), the map computed once, strip by strip."""
+        """``render`` of each of images (H, W[, C]), the map computed once, strip by strip (``strip_map``)."""
         w, h = self.size
         outs = [np.zeros((h, w) + im.shape[2:], im.dtype) for im in images]
-        xs = np.arange(w, dtype=np.float64)
         for y0 in range(0, h, STRIP_ROWS):
-            ys = np.arange(y0, min(h, y0 + STRIP_ROWS), dtype=np.float64)
-            X, Y = np.meshgrid(xs, ys)
-            p = self.sample(X.ravel(), Y.ravel()).astype(np.float32).reshape(len(ys), w, 2)
+            p = self.strip_map(y0, min(h, y0 + STRIP_ROWS))
             for im, out in zip(images, outs):
-                band = out[y0:y0 + len(ys)]
+                band = out[y0:y0 + p.shape[0]]
                 band[...] = cv2.remap(im, p[..., 0], p[..., 1], interpolation, borderMode=cv2.BORDER_CONSTANT,
                                       borderValue=0).reshape(band.shape)
         return outs
+
+    def strip_map(self, y0: int, y1: int) -> np.ndarray:
+        """(y1 - y0, w, 2) float32 canvas points sampled by output rows y0..y1 (y0 a multiple of MAP_STEP): ``sample``
+        at every pixel when the cells are under MAP_MIN_CELL px; otherwise on a grid every MAP_STEP px, one sample
+        beyond each edge, bilinearly upsampled (cv2.resize): exact inside a triangle, where the map is affine, and a
+        blend of two affine maps within MAP_STEP px of a triangle's edge (under 0.2 px from ``sample``)."""
+        w, S = self.size[0], (MAP_STEP if min(self.step) >= MAP_MIN_CELL else 1)
+        if S == 1:
+            X, Y = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+            return self.sample(X.ravel(), Y.ravel()).astype(np.float32).reshape(y1 - y0, w, 2)
+        cols, rows = -(-w // S) + 2, -(-(y1 - y0) // S) + 2
+        X, Y = np.meshgrid(S * (np.arange(cols) - 1.0) + (S - 1) / 2.0, y0 + S * (np.arange(rows) - 1.0) + (S - 1) / 2.0)
+        coarse = self.sample(X.ravel(), Y.ravel()).astype(np.float32).reshape(rows, cols, 2)
+        fine = cv2.resize(coarse, (cols * S, rows * S), interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(fine[S:S + y1 - y0, S:S + w])
 
     def moved(self, origin: tuple[int, int]) -> Mesh:
         """This mesh sampling a crop of the canvas whose pixel (0, 0) is canvas pixel origin (x0, y0)."""
@@ -304,19 +319,18 @@ def line_matrix(seg: np.ndarray, src: np.ndarray) -> tuple[sp.csr_matrix, np.nda
     ends = grid_coords(src, seg.reshape(-1, 2)).reshape(-1, 2, 2)
     ok = ~np.isnan(ends).any(axis=(1, 2))
     seg, ends = seg[ok].reshape(-1, 2, 2), ends[ok]
-    gs, dirs, rhs = [], [], []
-    for (p0, p1), (g0, g1) in zip(seg, ends):
-        nrm = np.array([p0[1] - p1[1], p1[0] - p0[0]]) / np.hypot(*(p1 - p0))
-        a = np.linspace(0.0, 1.0, max(2, int(np.ceil(2 * np.hypot(*(g1 - g0))) + 1)))
-        gs.append(g0 + a[:, None] * (g1 - g0))
-        dirs.append(np.broadcast_to(nrm, (len(a), 2)))
-        rhs.append(np.full(len(a), float(nrm @ p0)))
-    if not gs:
+    if not len(seg):
         return sp.csr_matrix((0, 2 * (R + 1) * (C + 1))), np.zeros(0)
-    g = np.concatenate(gs)
+    d = seg[:, 1] - seg[:, 0]
+    nrm = np.stack([-d[:, 1], d[:, 0]], axis=1) / np.hypot(d[:, 0], d[:, 1])[:, None]
+    n = np.maximum(2, np.ceil(2 * np.hypot(*(ends[:, 1] - ends[:, 0]).T)).astype(np.int64) + 1)
+    which = np.repeat(np.arange(len(seg)), n)
+    a = (np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n)) / (n[which] - 1.0)
+    g = ends[which, 0] + a[:, None] * (ends[which, 1] - ends[which, 0])
     idx, wts = triangle_weights(R, C, g[:, 0], g[:, 1])
     wt = np.sqrt(LINE_WEIGHT / len(g))
-    return point_rows(idx, wts, np.concatenate(dirs), (R + 1) * (C + 1)) * wt, np.concatenate(rhs) * wt
+    rhs = np.einsum("ij,ij->i", nrm, seg[:, 0])[which]
+    return point_rows(idx, wts, nrm[which], (R + 1) * (C + 1)) * wt, rhs * wt
 
 
 def solve_free(A: sp.csr_matrix, b: np.ndarray, fixed: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -339,10 +353,10 @@ def nearest_inside(region: np.ndarray) -> np.ndarray:
     return table[lab]
 
 
-def inside_matrix(src: np.ndarray, pulls: dict[int, np.ndarray], near: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+def inside_matrix(src: np.ndarray, pulls: np.ndarray, near: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
     """(rows, rhs) pulling each sample point of the mesh src (R+1, C+1, 2) (every 1 / ``SAMPLES`` of a cell) that lies outside
-    the region to its nearest region pixel (``near``, (h, w, 2)); ``pulls`` (sample -> target) keeps the pulls of
-    earlier passes and gains the new ones."""
+    the region to its nearest region pixel (``near``, (h, w, 2)); ``pulls`` (samples, 2), NaN where none, keeps the
+    pulls of earlier passes and gains the new ones (in place)."""
     R, C = src.shape[0] - 1, src.shape[1] - 1
     gy, gx = np.mgrid[0:SAMPLES * R + 1, 0:SAMPLES * C + 1] / float(SAMPLES)
     gx, gy = gx.ravel(), gy.ravel()
@@ -350,15 +364,15 @@ def inside_matrix(src: np.ndarray, pulls: dict[int, np.ndarray], near: np.ndarra
     h, w = near.shape[:2]
     xi = np.clip(np.rint(p[:, 0]).astype(int), 0, w - 1)
     yi = np.clip(np.rint(p[:, 1]).astype(int), 0, h - 1)
-    for v in np.flatnonzero(np.hypot(near[yi, xi, 0] - p[:, 0], near[yi, xi, 1] - p[:, 1]) > 0.5):
-        pulls[int(v)] = near[yi[v], xi[v]]
-    keys = np.array(sorted(pulls), dtype=np.int64)
+    target = near[yi, xi]
+    new = np.hypot(target[:, 0] - p[:, 0], target[:, 1] - p[:, 1]) > 0.5
+    pulls[new] = target[new]
+    keys = np.flatnonzero(~np.isnan(pulls[:, 0]))
     idx, wts = triangle_weights(R, C, gx[keys], gy[keys])
     idx, wts = np.repeat(idx, 2, axis=0), np.repeat(wts, 2, axis=0)
     dirs = np.tile(np.eye(2), (len(keys), 1))
-    rhs = np.array([pulls[int(v)] for v in keys]).reshape(-1) if len(keys) else np.zeros(0)
     wt = np.sqrt(INSIDE_WEIGHT / src.shape[0] / src.shape[1])
-    return point_rows(idx, wts, dirs, (R + 1) * (C + 1)) * wt, rhs * wt
+    return point_rows(idx, wts, dirs, (R + 1) * (C + 1)) * wt, pulls[keys].reshape(-1) * wt
 
 
 def solve_mesh(border: np.ndarray, shape: sp.csr_matrix, seg: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -370,7 +384,8 @@ def solve_mesh(border: np.ndarray, shape: sp.csr_matrix, seg: np.ndarray, region
     x = solve_free(shape, np.zeros(shape.shape[0]), fixed, values)
     near = nearest_inside(cv2.erode(region, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
                                     borderValue=0))
-    pulls: dict[int, np.ndarray] = {}
+    R, C = border.shape[0] - 1, border.shape[1] - 1
+    pulls = np.full(((SAMPLES * R + 1) * (SAMPLES * C + 1), 2), np.nan)
     for _ in range(PASSES):
         L, rhs = line_matrix(seg, x.reshape(border.shape)) if len(seg) else (sp.csr_matrix((0, len(x))), np.zeros(0))
         P, prhs = inside_matrix(x.reshape(border.shape), pulls, near)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stitch.panorama.crop import crop_panorama
-from stitch.panorama.rectangle import rectangle_mesh
+from stitch.panorama.rectangle import Mesh, rectangle_mesh
 
 LINE = ((60.0, 110.0), (420.0, 250.0))
 
@@ -77,3 +77,22 @@ def test_deterministic(wavy):
     img, mask = wavy
     a, b = rectangle_mesh(img, mask), rectangle_mesh(img, mask)
     assert a is not None and b is not None and np.array_equal(a.src, b.src) and a.size == b.size
+
+
+def test_render_map_agrees_with_sample(wavy):
+    """The render's map (strip_map) is Mesh.sample at every output pixel: exactly (float32) with small cells, and
+    within 0.2 px when it is upsampled (cells of 60 px, a smoothly perturbed grid), the last, shorter strip and the
+    output's edges included."""
+    img, mask = wavy
+    small = crop_panorama(img, mask, "warp").mesh
+    gy, gx = np.mgrid[0:21, 0:31].astype(np.float64)
+    rng = np.random.default_rng(3)
+    bumps = cv2.resize(rng.normal(0, 6, (5, 7, 2)), (31, 21), interpolation=cv2.INTER_CUBIC)
+    large = Mesh(np.stack([gx * 62.0, gy * 58.0], -1) + bumps + 40.0, (60.0, 60.0), (1800, 1200))
+    for mesh, tol in ((small, 1e-3), (large, 0.2)):
+        w, h = mesh.size
+        for y0 in range(0, h, 256):
+            y1 = min(h, y0 + 256)
+            X, Y = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+            exact = mesh.sample(X.ravel(), Y.ravel()).reshape(y1 - y0, w, 2)
+            assert np.abs(mesh.strip_map(y0, y1) - exact).max() < tol
