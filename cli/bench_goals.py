@@ -178,7 +178,7 @@ def canvas_goal(result: PanoramaBenchResult, peer: str) -> Goal | None:
     """Issue 13: canvas width and height within CANVAS_TOLERANCE of ``peer``'s where it keeps every image.
 
     stitch's canvas is taken under the peer's crop rule (``size_rect``: the largest valid rectangle); its own
-    default crop ('fill') keeps more. None when no set qualifies.
+    default crop ('rect') is that rule. None when no set qualifies.
     """
     bad, n = [], 0
     for s in result.sets:

@@ -390,9 +390,14 @@ def _run_stitch(paths: list[Path], options: Mapping[str, Any]) -> tuple[np.ndarr
             src = pano.canvas.source(k)
             H = np.diag([pano.scale, pano.scale, 1.0]) @ pano.homographies[src]  # onto the (scaled) canvas
             wi = warp_image(read_image(by_name[pano.names[src]]), H, pano.canvas, k)
-            if wi is not None:
-                out.append(Registered(pano.names[src], wi.image, wi.mask, (wi.offset[0] - cx, wi.offset[1] - cy),
-                                      partial(pano.to_panorama, src), wrap))
+            if wi is None:
+                continue
+            image, mask, corner = wi.image, wi.mask, (wi.offset[0] - cx, wi.offset[1] - cy)
+            if pano.mesh is not None:  # the 'warp' crop: through its mesh, as the panorama's pixels went
+                image, mask, corner = through_mesh(image, mask, corner, pano.mesh.moved((cx, cy)),
+                                                   (pano.crop[2] - cx, pano.crop[3] - cy))
+            if mask.any():
+                out.append(Registered(pano.names[src], image, mask, corner, partial(pano.to_panorama, src), wrap))
         return out
 
     errors = pano.cameras.edge_errors if pano.cameras is not None else []
@@ -400,6 +405,28 @@ def _run_stitch(paths: list[Path], options: Mapping[str, Any]) -> tuple[np.ndarr
             "filled": pano.filled,
             "placement_px": max(errors) if errors else None}
     return pano.image, pano.mask, list(pano.names), registered, info
+
+
+def through_mesh(image: np.ndarray, mask: np.ndarray, corner: tuple[int, int], mesh: Any,
+                 size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """A warped image (h, w, 3) with mask (h, w) bool at corner (x, y) of a (w, h) ``size`` frame, rendered through
+    ``mesh`` (stitch.panorama.rectangle.Mesh, frame pixels -> its output): (image, mask, corner) on the output, cut
+    to the mask's box (a pixel is valid where all four bilinear neighbours are)."""
+    frame = np.zeros((size[1], size[0], 3), image.dtype)
+    valid = np.zeros((size[1], size[0]), np.uint8)
+    x0, y0 = max(0, corner[0]), max(0, corner[1])
+    x1, y1 = min(size[0], corner[0] + image.shape[1]), min(size[1], corner[1] + image.shape[0])
+    if x1 > x0 and y1 > y0:
+        part = (slice(y0 - corner[1], y1 - corner[1]), slice(x0 - corner[0], x1 - corner[0]))
+        frame[y0:y1, x0:x1] = image[part]
+        valid[y0:y1, x0:x1] = mask[part].astype(np.uint8) * 255
+    out, out_valid = mesh.render_all([frame, valid])
+    ok = out_valid == 255
+    if not ok.any():
+        return out[:0, :0], ok[:0, :0], (0, 0)
+    ys, xs = np.nonzero(ok.any(axis=1))[0], np.nonzero(ok.any(axis=0))[0]
+    cut = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+    return np.ascontiguousarray(out[cut]), np.ascontiguousarray(ok[cut]), (int(xs[0]), int(ys[0]))
 
 
 def warper_map(warper: Any, K: np.ndarray, R: np.ndarray, shift: tuple[float, float], scale: float = 1.0) -> PointMap:

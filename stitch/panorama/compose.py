@@ -10,7 +10,7 @@
    difference), and seams are found on them around it (stitch.seams, ``seam_misalign``);
 4. the full-resolution images are blended strip by strip with the seam masks and gains (stitch.blend), each pixel
    of a disagreement area from its seam side alone (``sharp_blend``);
-5. the result is cropped by the ``crop`` mode (stitch.crop.CROP_MODES; default 'fill');
+5. the result is cropped by the ``crop`` mode (stitch.crop.CROP_MODES; default 'rect');
    a canvas above ``tile_megapix`` does 4-5 tile by tile instead (stitch.panorama.tiles: the crop decided first on
    the coverage mask, each tile of ``tile_side`` px blended alone on a disk-backed result; its seconds all count
    as 'blend');

@@ -1,15 +1,17 @@
 """Stage 9: crop a panorama; ``CROP_MODES`` maps each ``crop=`` name to its implementation.
 
 * ``none``: the whole canvas, black where no image reaches.
-* ``rect``: the largest axis-aligned rectangle inside the valid region. Every pixel is real, but on a
-  mosaic whose images are offset it throws most of the picture away (docs/measurements.md, "crop").
-* ``fill`` (the default): the largest rectangle with at most ``max_empty`` (``DEFAULT_CROP_MAX_EMPTY``,
-  2 %) of its pixels empty or within ``FILL_RIM`` px of an empty one (so the filled share never exceeds it). The empty pixels, thin wedges along the borders, are filled by inpainting from
+* ``rect`` (the default): the largest axis-aligned rectangle inside the valid region. Every pixel is real (what
+  OpenStitching keeps); on a mosaic whose images are offset it throws a good part of the picture away
+  (docs/measurements.md, "crop"): ``warp`` keeps it all.
+* ``fill``: the largest rectangle with at most ``max_empty`` (``DEFAULT_CROP_MAX_EMPTY``,
+  2 %) of its pixels empty or within ``FILL_RIM`` px of an empty one (so the filled share never exceeds it). The
+  empty pixels, thin wedges along the borders, are filled by inpainting from
   their neighbours (cv2.inpaint, Telea), together with a ``FILL_RIM`` px rim of the picture around them
   (warped borders carry interpolation fringes, which inpainting would smear into the hole); the filled
-  pixels are False in the result's mask, so a caller can tell them apart. It keeps much more of the picture at the price of a few invented pixels at the edges, the trade
-  a photographer makes with Photoshop's or Lightroom's "fill edges"; its area is never below ``rect``'s.
-  Pass ``crop='rect'`` when no pixel may be invented, ``crop='none'`` to keep everything.
+  pixels are False in the result's mask, so a caller can tell them apart. It keeps more of the picture at the
+  price of a few invented pixels at the edges, which show as smears where the edge holds detail (Photoshop's
+  "fill edges"); its area is never below ``rect``'s.
 * ``warp``: rectangling by warping (stitch.panorama.rectangle, He et al. 2013, Lightroom's "Boundary Warp"): a
   content-preserving mesh warp stretches the valid region out to a rectangle of its area, keeping lines
   straight; nothing is invented and nothing cut off but the pixel or two of border the warp's discretisation
@@ -298,7 +300,7 @@ CROP_MODES: dict[str, CropMode] = {
                      warp=True),
 }
 CROP_CHOICES = tuple(CROP_MODES)
-DEFAULT_CROP = "fill"
+DEFAULT_CROP = "rect"
 
 
 def crop_mode(value: str | bool) -> str:

@@ -18,6 +18,9 @@ Zaragoza et al. 2013, and ELA's robust elastic warp, Li et al. 2017, as a mesh w
   membrane term (first differences: limits stretching, and damps the decay so it does not overshoot), and a weak
   pull of every vertex to 0: away from the matches the field relaxes to 0 (the global model) over a few cells,
   and since every image is pulled alike the panorama does not drift (the average stays anchored);
+* lines (``lines=``, from ``image_lines``): at samples along each straight segment of an image, its field equals
+  the field's linear interpolation between the segment's ends (LINE_WEIGHT), so a straight segment is moved by an
+  affine map along it and stays straight (the bending energy alone lets a field curve a line near a parallax step);
 * robust (ELA's): solve, drop the matches whose residual |p + f_a(p) - q - f_b(q)| stays above RESIDUAL_FRACTION
   of the image diagonal (a wrong match, a depth edge the smooth field cannot follow; the first passes only drop
   several times that), solve again, until none is dropped (at most ROBUST_ITERATIONS);
@@ -37,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 if TYPE_CHECKING:  # scipy loads when a mesh is solved, not with the CLI
@@ -47,8 +51,8 @@ from stitch.panorama.displacement import Displacement, invert_field
 from stitch.panorama.viewgraph import PairEdge, PairMatches
 from stitch.panorama.warp import Projection, border_points
 
-#: The option's default (PanoramaConfig.local_warp): off until the figures hold on more sets.
-DEFAULT_LOCAL_WARP = False
+#: The option's default (PanoramaConfig.local_warp): on (docs/benchmarks/panorama.md, issue 21's run).
+DEFAULT_LOCAL_WARP = True
 #: Mesh cells along the longer side of each image's footprint, and cells of margin around it; with many images
 #: fewer cells (not below MIN_GRID_CELLS) keep the vertices of all meshes under MAX_VERTICES (the solve's cost).
 GRID_CELLS = 32
@@ -68,13 +72,23 @@ MAX_GRADIENT = 0.2
 #: Where the median gap of a match and its NEIGHBOURS nearest matches is below this fraction of the image diagonal
 #: (about half a pixel at the working resolution), the images agree: the gap is noise, and the field stays 0.
 NOISE_FRACTION = 0.0005
-#: An image whose field stays below this (px) everywhere keeps the global model alone (no field: nothing to sample).
-MIN_FIELD_PX = 1e-3
+#: An image whose field stays below this (px) everywhere keeps the global model alone (no field: nothing to sample;
+#: a quarter of a pixel, about the noise of the matches, changes nothing a viewer sees, and the canvas keeps its size).
+MIN_FIELD_PX = 0.25
 #: Robust loop: a match whose residual after the fit exceeds this fraction of the image diagonal is dropped.
 RESIDUAL_FRACTION = 0.008
 ROBUST_ITERATIONS = 5
 #: The first pass drops only residuals above ROBUST_START times the threshold, each next pass half as many times.
 ROBUST_START = 4.0
+#: Line term: segments found by cv2's line segment detector on each image at up to LINE_SIDE px on its longer side,
+#: the LINES_PER_IMAGE longest of at least MIN_LINE_FRACTION of that side, each sampled every half grid step; at
+#: each sample the displacement is held to its linear interpolation between the segment's ends with weight
+#: LINE_WEIGHT (against a match's weight of about one per covered cell), so the field moves a straight segment by an
+#: affine map along it rather than bending it.
+LINE_SIDE = 1000
+LINES_PER_IMAGE = 150
+MIN_LINE_FRACTION = 0.03
+LINE_WEIGHT = 5.0
 #: Matches kept per pair in a Registration (spread over image a), and their precision (decimals of a px).
 MAX_MATCHES_PER_PAIR = 600
 MATCH_DECIMALS = 2
@@ -231,6 +245,63 @@ def interpolation(grid: Grid, uv: np.ndarray, total: int) -> sp.csr_matrix:
     return sp.csr_matrix((w.ravel(), (rows, cols.ravel())), shape=(len(uv), total))
 
 
+def image_lines(image: np.ndarray) -> np.ndarray:
+    """(M, 4) float64 segments (x0, y0, x1, y1) in the pixels of image (h, w[, C]) uint8/uint16: cv2's line segment
+    detector at up to LINE_SIDE px on the longer side, the LINES_PER_IMAGE longest of at least MIN_LINE_FRACTION
+    of that side."""
+    img = image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8)
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
+    h, w = gray.shape
+    s = min(1.0, LINE_SIDE / max(h, w))
+    small = gray if s >= 1.0 else cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
+                                             interpolation=cv2.INTER_AREA)
+    found = cv2.createLineSegmentDetector().detect(small)[0]
+    if found is None:
+        return np.zeros((0, 4))
+    seg = (found.reshape(-1, 4).astype(np.float64) + 0.5) / s - 0.5
+    length = np.hypot(seg[:, 2] - seg[:, 0], seg[:, 3] - seg[:, 1])
+    keep = np.argsort(-length)[:LINES_PER_IMAGE]
+    return seg[keep[length[keep] >= MIN_LINE_FRACTION * max(h, w)]]
+
+
+def line_rows(grid: Grid, H: np.ndarray, segments: np.ndarray, projection: Projection, total: int) -> sp.csr_matrix:
+    """Rows (R, total) of the line term of one image placed by H (3, 3): per segment (x0, y0, x1, y1) of
+    ``segments`` (M, 4) (image pixels), at points along its projection every half grid step (at least 3), the field
+    minus its linear interpolation between the segment's ends (what would bend the segment), times
+    sqrt(LINE_WEIGHT); segments that leave the projection are skipped."""
+    import scipy.sparse as sp
+    segments = np.reshape(segments, (-1, 4))
+    ends, ok = project_points(H, segments.reshape(-1, 2), projection)
+    ends, ok = ends.reshape(-1, 2, 2), ok.reshape(-1, 2).all(axis=1)
+    length = np.hypot(*(ends[:, 1] - ends[:, 0]).T)
+    if grid.period > 0:
+        length = np.minimum(length, grid.period - length)
+    n = np.where(ok, np.maximum(3, np.ceil(2.0 * np.nan_to_num(length) / grid.step).astype(np.int64) + 1), 0)
+    n[n > 4 * max(grid.shape)] = 0  # a segment whose projection runs off (near a pole): no term
+    if not n.any():
+        return sp.csr_matrix((0, total))
+    which = np.repeat(np.arange(len(segments)), n)
+    first = np.repeat(np.cumsum(n) - n, n)
+    t = ((np.arange(len(which)) - first) / (n[which] - 1.0))[:, None]
+    seg = segments[which]
+    uv, valid = project_points(H, np.hstack([seg[:, 0:1] + t * (seg[:, 2:3] - seg[:, 0:1]),
+                                             seg[:, 1:2] + t * (seg[:, 3:4] - seg[:, 1:2])]), projection)
+    if grid.period > 0:  # each segment's samples on the side of the wrap its first one is on
+        uv[:, 0] = uv[first, 0] + (uv[:, 0] - uv[first, 0] + grid.period / 2.0) % grid.period - grid.period / 2.0
+    bad = np.zeros(len(segments), bool)
+    np.logical_or.at(bad, which, ~valid)
+    uv = np.where(valid[:, None], uv, 0.0)
+    W = interpolation(grid, uv, total)
+    at = np.arange(len(which))
+    last = first + n[which] - 1
+    mid = np.flatnonzero((at > first) & (at < last) & ~bad[which])
+    tm = t[mid, 0]
+    D = sp.csr_matrix((np.stack([np.ones(len(mid)), tm - 1.0, -tm], 1).ravel(),
+                       (np.repeat(np.arange(len(mid)), 3), np.stack([mid, first[mid], last[mid]], 1).ravel())),
+                      shape=(len(mid), len(which)))
+    return (D @ W).tocsr() * math.sqrt(LINE_WEIGHT)
+
+
 # --- the solve -----------------------------------------------------------------------------------------
 
 
@@ -335,14 +406,16 @@ def _percentiles(x: np.ndarray) -> tuple[float, float]:
 
 
 def local_warp(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
-               names: Sequence[str], matches: Sequence[PairMatches]) -> LocalWarp:
+               names: Sequence[str], matches: Sequence[PairMatches],
+               lines: Sequence[np.ndarray] | None = None) -> LocalWarp:
     """The local warp (see the module docstring) of images (w, h) ``sizes`` placed by H (3, 3, image -> reference)
-    and ``projection``, from the pair ``matches`` (by image name; pairs naming other images are ignored)."""
+    and ``projection``, from the pair ``matches`` (by image name; pairs naming other images are ignored); ``lines``:
+    per image, its straight segments (M, 4) (``image_lines``), kept straight (none: no line term)."""
     import scipy.sparse as sp
     t0 = time.perf_counter()
-    if len(homographies) != len(sizes) or len(names) != len(sizes):
-        raise ConfigError(f"local_warp: {len(homographies)} homographies, {len(sizes)} sizes and {len(names)} names "
-                          "must match")
+    if len(homographies) != len(sizes) or len(names) != len(sizes) or (lines is not None and len(lines) != len(sizes)):
+        raise ConfigError(f"local_warp: {len(homographies)} homographies, {len(sizes)} sizes, {len(names)} names"
+                          + ("" if lines is None else f" and {len(lines)} line sets") + " must match")
     index = {nm: k for k, nm in enumerate(names)}
     period = projection.period if projection.turn else 0.0
     grids = make_grids([footprint(H, size, projection) for H, size in zip(homographies, sizes)], period)
@@ -365,6 +438,10 @@ def local_warp(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, in
         before = _percentiles(np.linalg.norm(system.raw, axis=1))
         return LocalWarp(fields, len(system.gap), 0, before, before, system.incoherent, time.perf_counter() - t0)
     reg = sp.block_diag([regulariser(grids[k].shape) for k in sorted(grids)], format="csr")
+    if lines is not None:
+        L = sp.vstack([line_rows(grids[k], homographies[k], np.reshape(lines[k], (-1, 4)), projection, total)
+                       for k in sorted(grids)]).tocsr()
+        reg = (reg + L.T @ L).tocsr()
     f, keep = solve_fields(system, reg)
     for k, g in grids.items():
         fk = f[g.start:g.start + g.size].reshape(g.shape + (2,))

@@ -107,7 +107,7 @@ from stitch.panorama.inputs import (
     sequence_pairs,
     work_mask,
 )
-from stitch.panorama.localwarp import LocalWarp, local_warp, pair_matches
+from stitch.panorama.localwarp import LocalWarp, image_lines, local_warp, pair_matches
 from stitch.panorama.output import DEFAULT_JPEG_QUALITY, write_panorama
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, PLACEMENT_SIDE, placement_scores
 from stitch.panorama.rectangle import Mesh
@@ -832,7 +832,7 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
     canvas = choose_canvas(projection, H_list, sizes, names, ref_size, focal, cap,
                            rotating=reg.rotating, turn=reg.full_turn and projection != "plane", center=reg.center)
     notes = list(reg.warnings)
-    canvas, local = local_canvas(canvas, H_list, sizes, reg, cap, notes) if cfg.local_warp else (canvas, None)
+    canvas, local = local_canvas(canvas, H_list, sizes, reg, cap, notes, images) if cfg.local_warp else (canvas, None)
     pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
     kept = [images[k] for k in pieces]
     images.clear()
@@ -868,16 +868,18 @@ def reference_meta(inputs: Sequence[ImageLike], reference: str) -> ImageMeta | N
 
 
 def local_canvas(canvas: Canvas, H_list: list[np.ndarray], sizes: list[tuple[int, int]], reg: Registration,
-                 cap: int, notes: list[str]) -> tuple[Canvas, LocalWarp | None]:
+                 cap: int, notes: list[str], images: Sequence[Pixels]) -> tuple[Canvas, LocalWarp | None]:
     """Step 7b (option local_warp): the canvas again, carrying each image's displacement field
-    (stitch.panorama.localwarp) solved from the registration's pair matches, and the LocalWarp (None without
+    (stitch.panorama.localwarp) solved from the registration's pair matches, the straight segments of ``images``
+    kept straight, and the LocalWarp (None without
     matches, e.g. cameras saved before the option existed: then a warning, and the global model alone). ``cap``:
     the canvas's pixel cap, as choose_canvas had it."""
     if not reg.matches:
         _warn("local_warp: the cameras carry no pair matches (saved by an older version?); rendered with the "
               "global model alone", notes)
         return canvas, None
-    local = local_warp(H_list, sizes, canvas.projection, reg.names, reg.matches)
+    local = local_warp(H_list, sizes, canvas.projection, reg.names, reg.matches,
+                       [image_lines(px.image) for px in images])
     warped = canvas_bounds(H_list, sizes, canvas.projection, reg.names, cap, local=local.fields)
     return warped, local
 

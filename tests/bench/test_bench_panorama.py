@@ -28,6 +28,7 @@ from stitch.bench.panorama import (
     run_isolated,
     seam_visibility,
     ssim_map,
+    through_mesh,
 )
 from stitch.errors import StitchError
 
@@ -303,3 +304,20 @@ def test_cli_timing(tiny_set, tmp_path):
     assert not slow.ok and "timed out" in slow.error
     with pytest.raises(StitchError, match="command line"):
         run_cli_timing(root, methods=[METHOD_OPENCV])
+
+
+def test_through_mesh_moves_a_registered_view():
+    """Under the 'warp' crop the bench draws each registered view through the mesh: a mesh that samples the frame
+    shifted by (7, 3) px (vertex (i, j) of the output grid sits at output pixel (20 j - 0.5, 10 i - 0.5))
+    moves a view at corner (20, 10) to corner (13, 7), pixels unchanged, its mask cut to the
+    output; a view outside the frame comes back empty."""
+    from stitch.panorama.rectangle import Mesh
+
+    gy, gx = np.mgrid[0:11, 0:11].astype(np.float64)
+    mesh = Mesh(np.stack([gx * 20.0 + 6.5, gy * 10.0 + 2.5], -1), (20.0, 10.0), (200, 100), (0, 0))
+    img = texture(1, (60, 40))
+    out, mask, corner = through_mesh(img, np.ones((40, 60), bool), (20, 10), mesh, (210, 110))
+    assert corner == (13, 7) and out.shape == (40, 60, 3) and mask.all()
+    assert np.array_equal(out, img)
+    _, empty, _ = through_mesh(img, np.ones((40, 60), bool), (300, 10), mesh, (210, 110))
+    assert empty.size == 0

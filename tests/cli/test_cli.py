@@ -284,9 +284,9 @@ def test_run_help_lists_compositing_options():
         assert opt in text, opt
     for choice in EXPOSURE_CHOICES + SEAM_CHOICES + BLEND_CHOICES:
         assert choice in text, choice
-    for default in (DEFAULT_EXPOSURE, DEFAULT_SEAM, DEFAULT_BLEND, "fill"):
+    for default in (DEFAULT_EXPOSURE, DEFAULT_SEAM, DEFAULT_BLEND, "rect"):
         assert f"default: {default}" in text, default
-    assert "(fill)" not in text
+    assert "(rect)" not in text
 
 
 def test_run_compositing_options_and_debug_dir(tmp_path, crops):

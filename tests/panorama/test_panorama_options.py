@@ -129,7 +129,7 @@ def test_range_width_restricts_the_pairs_matched(crops):
 
 def test_timelapse_frames_cover_the_panorama(crops, tmp_path):
     out = tmp_path / "frames"
-    p = quiet(stitch_images, crops, preset="fast", projection="plane", timelapse=str(out))
+    p = quiet(stitch_images, crops, preset="fast", projection="plane", crop="fill", timelapse=str(out))
     assert [Path(f).name for f in p.timelapse] == ["0000_image0.png", "0001_image1.png", "0002_image2.png"]
     assert sorted(f.name for f in out.iterdir()) == [Path(f).name for f in p.timelapse]  # no stray files
     union = np.zeros(p.mask.shape, bool)
@@ -144,6 +144,8 @@ def test_timelapse_frames_cover_the_panorama(crops, tmp_path):
     # inpainted around them are False in the mask
     empty = int((~union).sum())
     assert (union | ~p.mask).all() and 0 < empty < p.filled and empty <= 0.02 * union.size
+    plain = quiet(stitch_images, crops, preset="fast", projection="plane")  # the default crop, 'rect': all real
+    assert plain.filled == 0 and plain.mask.all()
     with pytest.raises(ConfigError, match="0000_image0.png: the timelapse folder exists and is not a folder"):
         stitch_images(crops, timelapse=str(p.timelapse[0]))
 
