@@ -34,6 +34,7 @@ random: the same inputs give the same fields.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -85,7 +86,7 @@ ROBUST_START = 4.0
 #: each sample the displacement is held to its linear interpolation between the segment's ends with weight
 #: LINE_WEIGHT (against a match's weight of about one per covered cell), so the field moves a straight segment by an
 #: affine map along it rather than bending it.
-LINE_SIDE = 1000
+LINE_SIDE = 800
 LINES_PER_IMAGE = 150
 MIN_LINE_FRACTION = 0.03
 LINE_WEIGHT = 5.0
@@ -209,8 +210,10 @@ def make_grids(outlines: Sequence[np.ndarray | None], period: float = 0.0) -> di
         cells = max(MIN_GRID_CELLS, min(cells - 1, int(cells * math.sqrt(MAX_VERTICES / start))))
 
 
+@functools.lru_cache(maxsize=64)
 def regulariser(shape: tuple[int, int]) -> sp.csr_matrix:
-    """(V, V) quadratic form of one grid: BENDING * thin-plate energy + MEMBRANE * gradient energy + ANCHOR * |f|^2."""
+    """(V, V) quadratic form of one grid: BENDING * thin-plate energy + MEMBRANE * gradient energy + ANCHOR * |f|^2
+    (cached by shape: photos of one size make grids of a few shapes; callers do not modify it)."""
     import scipy.sparse as sp
     gh, gw = shape
 
