@@ -7,8 +7,8 @@ chain of its neighbours: going round a cycle of the graph through it does not co
 ``verify_edges`` (before the camera model) finds the placement of the images that the most pair evidence agrees
 with, and keeps only the edges that agree with it:
 
-1. each edge gives a relative placement (a homography H_ij, or for a rotating camera the rotation nearest to
-   K_j^-1 H_ij K_i); an image placement G_k maps its pixels to world rays (rotation model: R_k^T K_k^-1)
+1. each edge gives a relative placement (a homography H_ij, or for a rotating camera the rotation fitted to its
+   inlier rays, camera.relative_rotation); an image placement G_k maps its pixels to world rays (rotation model: R_k^T K_k^-1)
    or to the reference plane (homographies), and edge (i, j) agrees with a placement when the median transfer
    error of its inliers under G_j^-1 G_i is at most ``tolerance`` px at the working resolution;
 2. the placement grows from a seed image one image at a time, always adding the image whose placement through
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stitch.geometry import transfer_errors
-from stitch.panorama.camera import nearest_rotation
+from stitch.panorama.camera import relative_rotation
 from stitch.panorama.viewgraph import PairEdge, components_of
 
 #: An edge agrees with a placement when its inliers' median transfer error is at most this (px, working
@@ -78,17 +78,18 @@ class RejectedEdge:
     reason: str
 
 
-def placement_step(G_a: np.ndarray, e: PairEdge, a: int, K: dict[int, np.ndarray] | None) -> np.ndarray:
+def placement_step(G_a: np.ndarray, e: PairEdge, a: int, K: dict[int, np.ndarray] | None,
+                   R_ab: np.ndarray | None = None) -> np.ndarray:
     """G_b (3, 3) of the other image b of edge ``e`` from image a's placement G_a (pixels -> rays or plane).
 
     K: intrinsics (3, 3) per image for a rotating camera (G = R^T K^-1), None for homographies (G = H to a plane).
+    R_ab: the edge's relative rotation a -> b when already known (default: camera.relative_rotation).
     """
     b = e.other(a)
-    H_ab = e.H_from(a)
     if K is None:
-        return G_a @ np.linalg.inv(H_ab)
+        return G_a @ np.linalg.inv(e.H_from(a))
     R_a = (G_a @ K[a]).T
-    R_b = nearest_rotation(np.linalg.inv(K[b]) @ H_ab @ K[a]) @ R_a
+    R_b = (relative_rotation(e, a, K[a], K[b]) if R_ab is None else R_ab) @ R_a
     return R_b.T @ np.linalg.inv(K[b])
 
 
@@ -138,6 +139,16 @@ class Placer:
             self.adj[e.i].append(e)
             self.adj[e.j].append(e)
         self.linked = {(e.i, e.j) for e in self.edges} | {(e.j, e.i) for e in self.edges}
+        self._rotations: dict[int, np.ndarray] = {}  # edge id -> R_ij (i -> j), fitted once
+
+    def step(self, G_a: np.ndarray, e: PairEdge, a: int) -> np.ndarray:
+        """placement_step through edge e from image a, the edge's relative rotation fitted once per Placer."""
+        if self.K is None:
+            return placement_step(G_a, e, a, None)
+        R = self._rotations.get(id(e))
+        if R is None:
+            R = self._rotations[id(e)] = relative_rotation(e, e.i, self.K[e.i], self.K[e.j])
+        return placement_step(G_a, e, a, self.K, R if a == e.i else R.T)
 
     def agrees(self, f: PairEdge, a: int, G_a: np.ndarray, G_b: np.ndarray) -> bool:
         """Does edge f, between image a (placed by G_a) and its other image (by G_b), agree with them?"""
@@ -164,7 +175,7 @@ class Placer:
         w = weight or {id(e): e.score for e in self.edges}
         G = {seed: np.eye(3) if self.K is None else np.linalg.inv(self.K[seed])}
         if first is not None:
-            G[first.other(seed)] = placement_step(G[seed], first, seed, self.K)
+            G[first.other(seed)] = self.step(G[seed], first, seed)
         cands: dict[tuple[int, int], list] = {}  # (edge id, new image) -> [G_new, support, conflicts known, score]
 
         def add_candidates(a: int) -> None:
@@ -172,7 +183,7 @@ class Placer:
                 b = e.other(a)
                 if b in G:
                     continue
-                Gb = placement_step(G[a], e, a, self.K)
+                Gb = self.step(G[a], e, a)
                 support = w[id(e)] + sum(w[id(f)] for f in self.adj[b] if f is not e and (c := f.other(b)) in G
                                         and self.agrees(f, c, G[c], Gb))
                 cands[(id(e), b)] = [Gb, support, 0, w[id(e)]]
