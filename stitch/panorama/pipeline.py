@@ -75,6 +75,7 @@ from stitch.panorama.camera import (
     Registration,
     both_directions,
     image_center,
+    loop_focal,
     pair_focal_estimates,
     pairs_close_turn,
     pinhole,
@@ -493,14 +494,17 @@ def _homography_model(main: list[int], edges: list[PairEdge], ref: int, sizes: l
 
 
 def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A: list[np.ndarray],
-                 cfg: PanoramaConfig, focal: float | None = None) -> tuple[list[PairEdge], list[RejectedEdge]]:
+                 cfg: PanoramaConfig, focal: float | None = None, keys: Sequence[str] | None = None
+                 ) -> tuple[list[PairEdge], list[RejectedEdge]]:
     """verify_edges on the accepted pairs, with relative rotations when the camera model may be rotations and
     the pairs determine a focal, and with homographies; the placement that more pair evidence agrees with wins
     (a camera that shifts is no rotation, and homographies chained round a full turn pass through infinity).
 
-    ``focal``: px, the rotations' focal (the adjusted model's on every pair); default the median pair estimate.
-    A placement chained round a turn of many photos turns each step by an angle as wrong as its focal: 2 % off
-    over 40 steps of 9 degrees is 7 degrees, and the true loop-closing matches would miss."""
+    ``focal``: px, the rotations' focal (the adjusted model's on every pair); default the median pair estimate;
+    either corrected by the full turns the pairs of the largest component close (camera.loop_focal). A placement
+    chained round a turn of many photos turns each step by an angle as wrong as its focal: 2 % off over 40 steps
+    of 9 degrees is 7 degrees, and the true loop-closing matches would miss; the model solved on every pair
+    is itself pulled off by the wrong pairs that make verification necessary. ``keys``: content keys (ties)."""
     if not cfg.verify or len(edges) < 3:
         return edges, []
     scale = {k: float(A[k][0, 0]) for k in range(n)}
@@ -509,6 +513,9 @@ def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A:
         focals = pair_focal_estimates(edges, dict(enumerate(sizes)))
         if focals:
             f = focal or float(np.median(focals))
+            main = largest_component_nodes(range(n), edges)
+            sub = [e for e in edges if e.i in main and e.j in main]
+            f = loop_focal(main, sub, choose_reference(main, sub, keys), dict(enumerate(sizes)), f, keys) or f
             K = {k: pinhole(f, image_center(size)) for k, size in enumerate(sizes)}
             tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes)), seed_rng=cfg.seed))
     if not tries or tries[0][1]:
@@ -647,7 +654,7 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     rejected: list[RejectedEdge] = []
     if cfg.verify and len(edges) >= 3 and not last.agrees():
         focal = last.reg.focal if last.reg.model.startswith("rotation") else None
-        edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg, focal)
+        edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg, focal, g.keys)
     others: list[list[str]] = []
     main = largest_component(n, edges, names, why, dropped, g.notes, rejected, others)
     edges = [e for e in edges if e.i in main and e.j in main]
