@@ -69,7 +69,7 @@ from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.config import DEFAULT_PRESET
 from stitch.imaging import resize_max_side
 from stitch.io import ImageLike, Pixels, image_name, load_images, to_bgr8
-from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges
+from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges, refinement_pays
 from stitch.panorama.camera import (
     Camera,
     Registration,
@@ -560,10 +560,12 @@ def rotation_registration(g: GraphInputs, main: list[int], edges: list[PairEdge]
     if cfg.model == "auto" and cfg.adjust and not geo.full_turn:
         # the homographies of the camera model refined jointly, in its (wave-corrected) frame: 8 parameters
         # per image absorb what rotations cannot (lens distortion, a little parallax), as before the
-        # camera model; a full turn keeps the pure rotations (no plane holds it)
-        refined = adjust_in_frame(geo.homographies, ref, edges, {k: g.sizes[k] for k in main}, cfg.loss,
-                                  cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed)
-        if refined is not None:
+        # camera model; a full turn keeps the pure rotations (no plane holds it), and so does a refinement that
+        # moves images far for little gain (adjust.refinement_pays: a narrow open sweep drifts)
+        sizes = {k: g.sizes[k] for k in main}
+        refined = adjust_in_frame(geo.homographies, ref, edges, sizes, cfg.loss, cfg.loss_scale_px / scale,
+                                  cfg.max_points_per_edge, cfg.seed)
+        if refined is not None and refinement_pays(geo.homographies, refined[0], sizes, refined[1], refined[2]):
             for c, k in zip(cams, order):
                 c.H = refined[0][k]
             reg.model, reg.rms_after = "rotation+homography", refined[2]
