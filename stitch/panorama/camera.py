@@ -9,7 +9,8 @@ image a to image b is H_ab = K_b R_b R_a^T K_a^-1, and the homography to the pan
 Steps (``solve_rotations``):
 
 1. focal: the median of the focal lengths that the pairwise homographies determine, each pair taken in
-   both directions (so the value does not depend on which image came first), or the EXIF focal length
+   both directions (so the value does not depend on which image came first), set so that the rotations
+   chained at it close the full turns the pairs make, if they make one (``loop_focal``), or the EXIF focal length
    when every image has one (``stitch.exif.exif_focal_px``); one focal shared by all images when they have the same
    size and the same EXIF focal, else one per image (as OpenCV's bundle adjusters; photos without EXIF
    may be zoomed differently);
@@ -533,16 +534,19 @@ def loop_turns(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, np
     return turns
 
 
-#: ``loop_focal``: rounds of the fixed point, and the most it may change the starting focal (factor either way).
-LOOP_FOCAL_ROUNDS = 4
+#: ``loop_focal``: rounds of the fixed point, the most it may change the starting focal (factor either way), and
+#: how close to one full turn (fraction) the loops must come for it to have converged.
+LOOP_FOCAL_ROUNDS = 5
 LOOP_FOCAL_MAX_FACTOR = 2.0
+LOOP_FOCAL_TOLERANCE = 2e-3
 
 
 def loop_focal(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes: dict[int, tuple[int, int]],
                focal: float, keys: Sequence[str] | None = None) -> float | None:
     """The focal (px) at which the rotations chained along the spanning tree (``initial_rotations``) close the
     full turns the pairs make (``loop_turns``: 2 pi each), from ``focal``; None when the levelled chain makes no
-    horizontal full turn, or the turns disagree with ``focal`` by more than LOOP_FOCAL_MAX_FACTOR.
+    horizontal full turn, or no focal within LOOP_FOCAL_MAX_FACTOR of ``focal`` closes it (a camera that shifts
+    along a wall of look-alike windows makes a "turn" at some focal, which no focal closes).
 
     A narrow field of view hardly fixes the focal in any one pair (H's perspective terms), and a turn chained at a
     focal 2 % off misses its loop-closing pair by 7 degrees; a full turn fixes it: f = f' * turn(f') / (2 pi),
@@ -556,14 +560,14 @@ def loop_focal(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes:
             return None
         turns = loop_turns(nodes, edges, wave_correct(R0, kind, ref), K, keys)
         if not turns:
-            return None if f == focal else f
+            return None
         ratio = float(np.median(turns)) / (2 * math.pi)
+        if abs(ratio - 1) <= LOOP_FOCAL_TOLERANCE:
+            return f
         f *= ratio
         if not 1 / LOOP_FOCAL_MAX_FACTOR <= f / focal <= LOOP_FOCAL_MAX_FACTOR:
             return None
-        if abs(ratio - 1) < 1e-5:
-            break
-    return f
+    return None
 
 
 def chain_focal(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes: dict[int, tuple[int, int]],
@@ -589,10 +593,14 @@ def levelled_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int,
 
 def pairs_close_turn(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes: dict[int, tuple[int, int]],
                      keys: Sequence[str] | None = None) -> bool:
-    """True when the pairs alone make a full 360-degree turn: their homographies chained as rotations at the
-    median pair focal (``initial_rotations``, no adjustment), levelled, then ``is_full_turn``. A check that
-    costs milliseconds, for what cannot hold a turn (projection 'plane'); False when no pair fixes a focal."""
-    f = chain_focal(nodes, edges, ref, sizes, keys)
+    """True when the pairs alone make a full 360-degree turn: their rotations chained at the focal that closes it
+    (``loop_focal`` from the median pair focal; ``initial_rotations``, no adjustment), levelled, then
+    ``is_full_turn``. A check that costs milliseconds, for what cannot hold a turn (projection 'plane'); False
+    when no pair fixes a focal or no focal closes a turn."""
+    estimates = pair_focal_estimates(edges, sizes)
+    if not estimates:
+        return False
+    f = loop_focal(nodes, edges, ref, sizes, float(np.median(estimates)), keys)
     if f is None:
         return False
     R0 = initial_rotations(nodes, edges, ref, {k: pinhole(f, image_center(sizes[k])) for k in nodes}, keys)

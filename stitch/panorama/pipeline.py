@@ -120,6 +120,7 @@ from stitch.panorama.verify import (
     edge_error,
     robust_edges,
     verify_edges,
+    weak_bridges,
 )
 from stitch.panorama.viewgraph import PairEdge, components, components_of
 from stitch.panorama.warp import (
@@ -657,6 +658,10 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     if cfg.verify and len(edges) >= 3 and not last.agrees():
         focal = last.reg.focal if last.reg.model.startswith("rotation") else None
         edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg, focal, g.keys)
+    if cfg.verify and (weak := weak_bridges(range(n), edges)):
+        cut = {id(r.edge) for r in weak}
+        edges = [e for e in edges if id(e) not in cut]
+        rejected += weak
     others: list[list[str]] = []
     main = largest_component(n, edges, names, why, dropped, g.notes, rejected, others)
     edges = [e for e in edges if e.i in main and e.j in main]

@@ -389,3 +389,19 @@ def test_narrow_turn_with_a_lookalike_placed_right(monkeypatch):
     truth = {nm: {"R": R.tolist(), "focal": f, "size": list(NARROW_SIZE)} for nm, R in zip(names, Rs)}
     errors = placement_errors(reg, DevSet(Path("."), "rotation", truth))
     assert len(errors) == n and max(errors.values()) < 0.3
+
+
+def test_weak_bridges_are_the_weak_only_links_between_groups():
+    """Two triangles of strong pair matches joined by one weak match (0.51) and a photo hanging on another weak one:
+    only the link between the two groups is flagged (a single photo's only link is left to the other checks); at
+    0.9 it stays."""
+    from stitch.panorama.verify import weak_bridges
+
+    rng = np.random.default_rng(0)
+    Rs = ring(7, 20.0)
+    pairs = [(0, 1, 0.9), (1, 2, 0.9), (0, 2, 0.8), (3, 4, 0.9), (4, 5, 0.9), (3, 5, 0.8), (5, 6, 0.55)]
+    strong = [edge(i, j, rel(Rs, i, j), s, rng) for i, j, s in pairs]
+    weak = weak_bridges(range(7), strong + [edge(2, 3, rel(Rs, 2, 3), 0.51, rng)])
+    assert [(r.edge.i, r.edge.j) for r in weak] == [(2, 3)]
+    assert "the only link between 3 and 4 photos" in weak[0].reason and "score 0.51" in weak[0].reason
+    assert weak_bridges(range(7), strong + [edge(2, 3, rel(Rs, 2, 3), 0.9, rng)]) == []
