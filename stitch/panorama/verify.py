@@ -8,9 +8,10 @@ chain of its neighbours: going round a cycle of the graph through it does not co
 with, and keeps only the edges that agree with it:
 
 1. each edge gives a relative placement (a homography H_ij, or for a rotating camera the rotation fitted to its
-   inlier rays, camera.relative_rotation); an image placement G_k maps its pixels to world rays (rotation model: R_k^T K_k^-1)
-   or to the reference plane (homographies), and edge (i, j) agrees with a placement when the median transfer
-   error of its inliers under G_j^-1 G_i is at most ``tolerance`` px at the working resolution;
+   inlier rays, camera.relative_rotation); an image placement G_k maps its pixels to world rays (rotation
+   model: R_k^T K_k^-1) or to the reference plane (homographies), and edge (i, j) agrees with a placement when
+   the median transfer error of its inliers under G_j^-1 G_i is at most ``tolerance`` px at the working
+   resolution;
 2. the placement grows from a seed image one image at a time, always adding the image whose placement through
    one edge is confirmed by the most other edges to the images already placed (the pair quality scores weight
    that evidence), less ``CONFLICT_COST`` for each placed image it would lie on without a pair match between
