@@ -2,6 +2,7 @@
 
 Usage: python scripts/make_sweep.py --views 100 --rows 4 [--data ../shared/data] [--out out/sweep100] [--seed 0]
        [--columns 16] [--repeat-scenes] [--measure]
+       python scripts/make_sweep.py --folder out/sweep500 [--select 216:287]   (measure a sweep already made)
 
 The world's photo band must not show one scene twice (a repeated scene is another test: repeated structure), so
 it takes the first photograph of each set of <data>/panoramas and <data>/panoramas_wide, cut into a 2 x 3 grid
@@ -10,7 +11,9 @@ place). --repeat-scenes builds the repeated-structure world instead: every photo
 cycled over the tiles, so the overlapping photos of one set (and one photo's crops) show the same scene in
 several places, as repeated facades or a row of identical houses do (fewer --columns make the copies denser).
 With --measure, registers the views (stitch.register) and prints the seconds, the views kept and
-the placement error per view (degrees; stitch.bench.devsets.placement_errors). The output is derived from the
+the placement error per view (degrees; stitch.bench.devsets.placement_errors). --folder measures a sweep made
+before (its truth.json) without rendering it again; --select A:B only its views A..B-1 in name order (one row of
+out/sweep500: 216:287). The output is derived from the
 shared data: keep it out of the repository (out/ is ignored).
 """
 
@@ -23,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stitch.bench.devsets import DevSet, load_devset, placement_errors
 from stitch.bench.sweep import make_sweep
 from stitch.imaging import gradient_energy
 from stitch.io import IMAGE_EXTENSIONS, read_image
@@ -52,7 +56,17 @@ def main() -> None:
     ap.add_argument("--repeat-scenes", action="store_true",
                     help="every photograph, cycled: the same scene in several places (repeated structure)")
     ap.add_argument("--measure", action="store_true")
+    ap.add_argument("--folder", type=Path, default=None, help="measure the sweep already in this folder")
+    ap.add_argument("--select", default=None, help="A:B, views A..B-1 (name order) of --folder")
     args = ap.parse_args()
+    if args.folder is not None:
+        dev = load_devset(args.folder)
+        names = sorted(dev.truth)
+        if args.select:
+            a, b = (int(x) for x in args.select.split(":"))
+            names = names[a:b]
+        measure([args.folder / n for n in names], DevSet(dev.folder, dev.kind, {n: dev.truth[n] for n in names}))
+        return
     firsts = []
     for sub in ("panoramas", "panoramas_wide"):
         for d in sorted(p for p in (args.data / sub).iterdir() if p.is_dir()):
@@ -67,16 +81,21 @@ def main() -> None:
                      allow_repeats=args.repeat_scenes)
     print(f"{len(dev.truth)} views from {len(photos)} pieces of {len(firsts)} photographs in {time.perf_counter() - t0:.1f} s: {out}")
     if args.measure:
-        import stitch
-        from stitch.bench.devsets import placement_errors
+        measure(sorted(out.glob("view_*.jpg")), dev)
 
-        t0 = time.perf_counter()
-        reg = stitch.register(sorted(str(p) for p in out.glob("view_*.jpg")))
-        secs = time.perf_counter() - t0
-        err = np.array(list(placement_errors(reg, dev).values()))
-        print(f"registered in {secs:.1f} s: {len(reg.names)} of {len(dev.truth)} views kept; placement error "
-              f"median {np.median(err):.3f}, p95 {np.percentile(err, 95):.3f}, max {err.max():.3f} degrees; "
-              f"{int(np.sum(err > 0.2))} views above 0.2")
+
+def measure(paths: list[Path], dev: DevSet) -> None:
+    """Register ``paths`` (stitch.register) and print the seconds, the views kept and their placement errors."""
+    import stitch
+
+    t0 = time.perf_counter()
+    reg = stitch.register(sorted(str(p) for p in paths))
+    secs = time.perf_counter() - t0
+    err = np.array(list(placement_errors(reg, dev).values()))
+    print(f"registered in {secs:.1f} s: {len(reg.names)} of {len(dev.truth)} views kept (full turn: {reg.full_turn}, "
+          f"focal {reg.focal:.1f} px, true {next(iter(dev.truth.values()))['focal']:.1f}); placement error "
+          f"median {np.median(err):.3f}, p95 {np.percentile(err, 95):.3f}, max {err.max():.3f} degrees; "
+          f"{int(np.sum(err > 0.2))} views above 0.2")
 
 
 if __name__ == "__main__":

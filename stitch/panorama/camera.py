@@ -9,12 +9,14 @@ image a to image b is H_ab = K_b R_b R_a^T K_a^-1, and the homography to the pan
 Steps (``solve_rotations``):
 
 1. focal: the median of the focal lengths that the pairwise homographies determine, each pair taken in
-   both directions (so the value does not depend on which image came first), or the EXIF focal length
+   both directions (so the value does not depend on which image came first), set so that the rotations
+   chained at it close the full turns the pairs make, if they make one (``loop_focal``), or the EXIF focal length
    when every image has one (``stitch.exif.exif_focal_px``); one focal shared by all images when they have the same
    size and the same EXIF focal, else one per image (as OpenCV's bundle adjusters; photos without EXIF
    may be zoomed differently);
 2. rotations: chained from the reference along the maximum spanning tree of the pair graph (keys break
-   ties, see stitch.panorama.graph), each step the rotation nearest to K_b^-1 H_ab K_a;
+   ties, see stitch.panorama.graph), each step the rotation fitted to the pair's inlier rays
+   (``relative_rotation``);
 3. bundle adjustment (``bundle_adjust``): robust nonlinear least squares (adjust.robust_least_squares:
    Levenberg-Marquardt on the small normal equations, or scipy.optimize.least_squares) over the inliers of
    every accepted pair (at most ``max_points_per_edge`` per pair), residuals = reprojection errors in px in both
@@ -170,13 +172,46 @@ def nearest_rotation(M: np.ndarray) -> np.ndarray:
     return R
 
 
+def _unit_rays(pts: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 3) unit rays K^-1 p in the camera's frame of the pixels ``pts`` (N, 2)."""
+    d = np.hstack([np.asarray(pts, np.float64), np.ones((len(pts), 1))]) @ np.linalg.inv(K).T
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def ray_rotation(pts_a: np.ndarray, pts_b: np.ndarray, K_a: np.ndarray, K_b: np.ndarray) -> np.ndarray:
+    """The rotation R_ab (3, 3) that best turns the rays of pixels ``pts_a`` (N, 2) of image a onto the rays of
+    the matching ``pts_b`` (N, 2) of image b (Kabsch: argmin sum |R d_a - d_b|^2 over unit rays d = K^-1 p).
+
+    Convention: R_ab = R_b R_a^T (world -> camera rotations), the relative rotation of a rotating camera.
+    At a narrow field of view this is what the matches fix well; the rotation nearest to K_b^-1 H_ab K_a is not:
+    it mixes in H's perspective terms, which hardly any pair determines (at 8 degrees, 1-60 degrees off on
+    5-degree steps, docs/measurements.md "camera")."""
+    d_a, d_b = _unit_rays(pts_a, K_a), _unit_rays(pts_b, K_b)
+    U, _, Vt = np.linalg.svd(d_b.T @ d_a)
+    D = np.diag([1.0, 1.0, float(np.sign(np.linalg.det(U @ Vt))) or 1.0])
+    return U @ D @ Vt
+
+
+#: ``relative_rotation`` fits the rotation to an edge's inlier rays when it has at least this many inliers.
+MIN_RAY_POINTS = 3
+
+
+def relative_rotation(e: PairEdge, a: int, K_a: np.ndarray, K_b: np.ndarray) -> np.ndarray:
+    """R_ab (3, 3) from image ``a`` of edge ``e`` to its other image b: fitted to the edge's inlier rays
+    (``ray_rotation``), or, with fewer than MIN_RAY_POINTS inliers, the rotation nearest to K_b^-1 H_ab K_a."""
+    pts_a, pts_b = (e.pts_i, e.pts_j) if a == e.i else (e.pts_j, e.pts_i)
+    if len(pts_a) >= MIN_RAY_POINTS:
+        return ray_rotation(pts_a, pts_b, K_a, K_b)
+    return nearest_rotation(np.linalg.inv(K_b) @ e.H_from(a) @ K_a)
+
+
 def initial_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, K: dict[int, np.ndarray],
                       keys: Sequence[str] | None = None) -> dict[int, np.ndarray]:
-    """R (3, 3) per node, chained from R_ref = I along the maximum spanning tree: R_b = rot(K_b^-1 H_ab K_a) R_a."""
+    """R (3, 3) per node, chained from R_ref = I along the maximum spanning tree: R_b = R_ab R_a, R_ab each
+    edge's ``relative_rotation``."""
     Rs = {ref: np.eye(3)}
     for a, b, e in tree_walk(nodes, maximum_spanning_tree(nodes, edges, keys), ref):
-        H_ab = e.H if e.i == a else np.linalg.inv(e.H)
-        Rs[b] = nearest_rotation(np.linalg.inv(K[b]) @ H_ab @ K[a]) @ Rs[a]
+        Rs[b] = relative_rotation(e, a, K[a], K[b]) @ Rs[a]
     return Rs
 
 
@@ -438,6 +473,11 @@ def wave_correct(Rs: dict[int, np.ndarray], kind: str, ref: int) -> dict[int, np
     return {k: R @ W.T for k, R in Rs.items()}
 
 
+def _wrap(a: float) -> float:
+    """An angle (radians) wrapped to [-pi, pi)."""
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
 def yaw(R: np.ndarray) -> float:
     """Heading (radians) of a camera's viewing direction about the world's vertical (y) axis."""
     return float(math.atan2(R[2, 0], R[2, 2]))
@@ -456,19 +496,89 @@ def is_full_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, 
     tree = maximum_spanning_tree(nodes, edges, keys)
     unwrapped = {ref: yaw(Rs[ref])}
 
-    def wrap(a: float) -> float:
-        return (a + math.pi) % (2 * math.pi) - math.pi
-
     for a, b, _ in tree_walk(nodes, tree, ref):
-        unwrapped[b] = unwrapped[a] + wrap(yaw(Rs[b]) - yaw(Rs[a]))
+        unwrapped[b] = unwrapped[a] + _wrap(yaw(Rs[b]) - yaw(Rs[a]))
     in_tree = {id(e) for e in tree}
     for e in edges:
         if id(e) in in_tree or e.i not in unwrapped or e.j not in unwrapped:
             continue
         path = unwrapped[e.j] - unwrapped[e.i]
-        if abs(path - wrap(yaw(Rs[e.j]) - yaw(Rs[e.i]))) > math.pi:
+        if abs(path - _wrap(yaw(Rs[e.j]) - yaw(Rs[e.i]))) > math.pi:
             return True
     return False
+
+
+def loop_turns(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, np.ndarray], K: dict[int, np.ndarray],
+               keys: Sequence[str] | None = None) -> list[float]:
+    """How far (radians, > pi) each cycle that a non-tree edge closes turns about the vertical (y) axis, for the
+    cycles that wind about it: the headings of the levelled rotations ``Rs`` unwrapped along the maximum spanning
+    tree from one end of the edge to the other, less the heading change of the edge's own ``relative_rotation``
+    (K: intrinsics (3, 3) per node). 2 pi when ``Rs`` were chained at the true focal; about 2 pi f_true / f at
+    another focal f, since each step turns by its matches' shift over f."""
+    if not edges:
+        return []
+    root = min(nodes, key=lambda k: keys[k] if keys is not None else k)
+    tree = maximum_spanning_tree(nodes, edges, keys)
+    unwrapped = {root: yaw(Rs[root])}
+    for a, b, _ in tree_walk(nodes, tree, root):
+        unwrapped[b] = unwrapped[a] + _wrap(yaw(Rs[b]) - yaw(Rs[a]))
+    in_tree = {id(e) for e in tree}
+    turns = []
+    for e in edges:
+        if id(e) in in_tree or e.i not in unwrapped or e.j not in unwrapped:
+            continue
+        step = _wrap(yaw(relative_rotation(e, e.i, K[e.i], K[e.j]) @ Rs[e.i]) - yaw(Rs[e.i]))
+        turn = abs(unwrapped[e.j] - unwrapped[e.i] - step)
+        if turn > math.pi:
+            turns.append(turn)
+    return turns
+
+
+#: ``loop_focal``: rounds of the fixed point, the most it may change the starting focal (factor either way), and
+#: how close to one full turn (fraction) the loops must come for it to have converged.
+LOOP_FOCAL_ROUNDS = 5
+LOOP_FOCAL_MAX_FACTOR = 2.0
+LOOP_FOCAL_TOLERANCE = 2e-3
+
+
+def loop_focal(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes: dict[int, tuple[int, int]],
+               focal: float, keys: Sequence[str] | None = None) -> float | None:
+    """The focal (px) at which the rotations chained along the spanning tree (``initial_rotations``) close the
+    full turns the pairs make (``loop_turns``: 2 pi each), from ``focal``; None when the levelled chain makes no
+    horizontal full turn, or no focal within LOOP_FOCAL_MAX_FACTOR of ``focal`` closes it (a camera that shifts
+    along a wall of look-alike windows makes a "turn" at some focal, which no focal closes).
+
+    A narrow field of view hardly fixes the focal in any one pair (H's perspective terms), and a turn chained at a
+    focal 2 % off misses its loop-closing pair by 7 degrees; a full turn fixes it: f = f' * turn(f') / (2 pi),
+    iterated (the median over the loop-closing pairs)."""
+    f = focal
+    for _ in range(LOOP_FOCAL_ROUNDS):
+        K = {k: pinhole(f, image_center(sizes[k])) for k in nodes}
+        R0 = initial_rotations(nodes, edges, ref, K, keys)
+        kind = wave_kind([R0[k] for k in sorted(R0)])
+        if kind != "horizontal":
+            return None
+        turns = loop_turns(nodes, edges, wave_correct(R0, kind, ref), K, keys)
+        if not turns:
+            return None
+        ratio = float(np.median(turns)) / (2 * math.pi)
+        if abs(ratio - 1) <= LOOP_FOCAL_TOLERANCE:
+            return f
+        f *= ratio
+        if not 1 / LOOP_FOCAL_MAX_FACTOR <= f / focal <= LOOP_FOCAL_MAX_FACTOR:
+            return None
+    return None
+
+
+def chain_focal(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes: dict[int, tuple[int, int]],
+                keys: Sequence[str] | None = None) -> float | None:
+    """The focal (px) to chain the pairs' rotations at: the median pair estimate (``pair_focal_estimates``),
+    corrected by the full turns the pairs close (``loop_focal``); None when no pair determines a focal."""
+    estimates = pair_focal_estimates(edges, sizes)
+    if not estimates:
+        return None
+    f = float(np.median(estimates))
+    return loop_focal(nodes, edges, ref, sizes, f, keys) or f
 
 
 def levelled_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, np.ndarray], ref: int,
@@ -483,13 +593,16 @@ def levelled_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int,
 
 def pairs_close_turn(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, sizes: dict[int, tuple[int, int]],
                      keys: Sequence[str] | None = None) -> bool:
-    """True when the pairs alone make a full 360-degree turn: their homographies chained as rotations at the
-    median pair focal (``initial_rotations``, no adjustment), levelled, then ``is_full_turn``. A check that
-    costs milliseconds, for what cannot hold a turn (projection 'plane'); False when no pair fixes a focal."""
+    """True when the pairs alone make a full 360-degree turn: their rotations chained at the focal that closes it
+    (``loop_focal`` from the median pair focal; ``initial_rotations``, no adjustment), levelled, then
+    ``is_full_turn``. A check that costs milliseconds, for what cannot hold a turn (projection 'plane'); False
+    when no pair fixes a focal or no focal closes a turn."""
     estimates = pair_focal_estimates(edges, sizes)
     if not estimates:
         return False
-    f = float(np.median(estimates))
+    f = loop_focal(nodes, edges, ref, sizes, float(np.median(estimates)), keys)
+    if f is None:
+        return False
     R0 = initial_rotations(nodes, edges, ref, {k: pinhole(f, image_center(sizes[k])) for k in nodes}, keys)
     return levelled_turn(nodes, edges, R0, ref, keys, "auto")[2]
 
@@ -546,11 +659,10 @@ def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, s
     """
     exif = {k: v for k, v in (exif or {}).items() if k in nodes and v}
     have_exif = len(exif) == len(nodes)
-    estimates = pair_focal_estimates(edges, sizes)
     if have_exif:
         focals = {k: exif[k] for k in nodes}
-    elif estimates:
-        focals = dict.fromkeys(nodes, float(np.median(estimates)))
+    elif (f0 := chain_focal(nodes, edges, ref, sizes, keys)) is not None:
+        focals = dict.fromkeys(nodes, f0)
     else:
         return None
     same_size = len({sizes[k] for k in nodes}) == 1

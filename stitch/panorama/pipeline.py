@@ -69,12 +69,13 @@ from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.config import DEFAULT_PRESET
 from stitch.imaging import resize_max_side
 from stitch.io import ImageLike, Pixels, image_name, load_images, to_bgr8
-from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges
+from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges, refinement_pays
 from stitch.panorama.camera import (
     Camera,
     Registration,
     both_directions,
     image_center,
+    loop_focal,
     pair_focal_estimates,
     pairs_close_turn,
     pinhole,
@@ -119,6 +120,7 @@ from stitch.panorama.verify import (
     edge_error,
     robust_edges,
     verify_edges,
+    weak_bridges,
 )
 from stitch.panorama.viewgraph import PairEdge, components, components_of
 from stitch.panorama.warp import (
@@ -493,14 +495,17 @@ def _homography_model(main: list[int], edges: list[PairEdge], ref: int, sizes: l
 
 
 def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A: list[np.ndarray],
-                 cfg: PanoramaConfig, focal: float | None = None) -> tuple[list[PairEdge], list[RejectedEdge]]:
+                 cfg: PanoramaConfig, focal: float | None = None, keys: Sequence[str] | None = None
+                 ) -> tuple[list[PairEdge], list[RejectedEdge]]:
     """verify_edges on the accepted pairs, with relative rotations when the camera model may be rotations and
     the pairs determine a focal, and with homographies; the placement that more pair evidence agrees with wins
     (a camera that shifts is no rotation, and homographies chained round a full turn pass through infinity).
 
-    ``focal``: px, the rotations' focal (the adjusted model's on every pair); default the median pair estimate.
-    A placement chained round a turn of many photos turns each step by an angle as wrong as its focal: 2 % off
-    over 40 steps of 9 degrees is 7 degrees, and the true loop-closing matches would miss."""
+    ``focal``: px, the rotations' focal (the adjusted model's on every pair); default the median pair estimate;
+    either corrected by the full turns the pairs of the largest component close (camera.loop_focal). A placement
+    chained round a turn of many photos turns each step by an angle as wrong as its focal: 2 % off over 40 steps
+    of 9 degrees is 7 degrees, and the true loop-closing matches would miss; the model solved on every pair
+    is itself pulled off by the wrong pairs that make verification necessary. ``keys``: content keys (ties)."""
     if not cfg.verify or len(edges) < 3:
         return edges, []
     scale = {k: float(A[k][0, 0]) for k in range(n)}
@@ -509,6 +514,9 @@ def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A:
         focals = pair_focal_estimates(edges, dict(enumerate(sizes)))
         if focals:
             f = focal or float(np.median(focals))
+            main = largest_component_nodes(range(n), edges)
+            sub = [e for e in edges if e.i in main and e.j in main]
+            f = loop_focal(main, sub, choose_reference(main, sub, keys), dict(enumerate(sizes)), f, keys) or f
             K = {k: pinhole(f, image_center(size)) for k, size in enumerate(sizes)}
             tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes)), seed_rng=cfg.seed))
     if not tries or tries[0][1]:
@@ -553,10 +561,12 @@ def rotation_registration(g: GraphInputs, main: list[int], edges: list[PairEdge]
     if cfg.model == "auto" and cfg.adjust and not geo.full_turn:
         # the homographies of the camera model refined jointly, in its (wave-corrected) frame: 8 parameters
         # per image absorb what rotations cannot (lens distortion, a little parallax), as before the
-        # camera model; a full turn keeps the pure rotations (no plane holds it)
-        refined = adjust_in_frame(geo.homographies, ref, edges, {k: g.sizes[k] for k in main}, cfg.loss,
-                                  cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed)
-        if refined is not None:
+        # camera model; a full turn keeps the pure rotations (no plane holds it), and so does a refinement that
+        # moves images far for little gain (adjust.refinement_pays: a narrow open sweep drifts)
+        sizes = {k: g.sizes[k] for k in main}
+        refined = adjust_in_frame(geo.homographies, ref, edges, sizes, cfg.loss, cfg.loss_scale_px / scale,
+                                  cfg.max_points_per_edge, cfg.seed)
+        if refined is not None and refinement_pays(geo.homographies, refined[0], sizes, refined[1], refined[2]):
             for c, k in zip(cams, order):
                 c.H = refined[0][k]
             reg.model, reg.rms_after = "rotation+homography", refined[2]
@@ -647,7 +657,11 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     rejected: list[RejectedEdge] = []
     if cfg.verify and len(edges) >= 3 and not last.agrees():
         focal = last.reg.focal if last.reg.model.startswith("rotation") else None
-        edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg, focal)
+        edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg, focal, g.keys)
+    if cfg.verify and (weak := weak_bridges(range(n), edges)):
+        cut = {id(r.edge) for r in weak}
+        edges = [e for e in edges if id(e) not in cut]
+        rejected += weak
     others: list[list[str]] = []
     main = largest_component(n, edges, names, why, dropped, g.notes, rejected, others)
     edges = [e for e in edges if e.i in main and e.j in main]

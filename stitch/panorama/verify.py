@@ -7,10 +7,11 @@ chain of its neighbours: going round a cycle of the graph through it does not co
 ``verify_edges`` (before the camera model) finds the placement of the images that the most pair evidence agrees
 with, and keeps only the edges that agree with it:
 
-1. each edge gives a relative placement (a homography H_ij, or for a rotating camera the rotation nearest to
-   K_j^-1 H_ij K_i); an image placement G_k maps its pixels to world rays (rotation model: R_k^T K_k^-1)
-   or to the reference plane (homographies), and edge (i, j) agrees with a placement when the median transfer
-   error of its inliers under G_j^-1 G_i is at most ``tolerance`` px at the working resolution;
+1. each edge gives a relative placement (a homography H_ij, or for a rotating camera the rotation fitted to its
+   inlier rays, camera.relative_rotation); an image placement G_k maps its pixels to world rays (rotation
+   model: R_k^T K_k^-1) or to the reference plane (homographies), and edge (i, j) agrees with a placement when
+   the median transfer error of its inliers under G_j^-1 G_i is at most ``tolerance`` px at the working
+   resolution;
 2. the placement grows from a seed image one image at a time, always adding the image whose placement through
    one edge is confirmed by the most other edges to the images already placed (the pair quality scores weight
    that evidence), less ``CONFLICT_COST`` for each placed image it would lie on without a pair match between
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stitch.geometry import transfer_errors
-from stitch.panorama.camera import nearest_rotation
+from stitch.panorama.camera import relative_rotation
 from stitch.panorama.viewgraph import PairEdge, components_of
 
 #: An edge agrees with a placement when its inliers' median transfer error is at most this (px, working
@@ -67,6 +68,13 @@ IMPROVE_ROUNDS = 4
 #: ``overlaps``: the centre of one image must land this far inside the other's frame (fraction of each side).
 OVERLAP_MARGIN = 0.0
 EDGE_MIN_PX = 6.0
+#: ``weak_bridges``: a pair match that alone links two groups of at least BRIDGE_MIN_SIDE photos each (a bridge of
+#: the view graph) has no cycle that could show it wrong, and a wrong one misplaces a whole group; it is kept only
+#: with a quality score of at least BRIDGE_MIN_SCORE: on a rendered 500-view sweep the wrong pair matches scored
+#: 0.51-0.61 and the one wrong bridge 0.51, the true bridges 0.67-0.93; every truly overlapping pair of the
+#: real sets measured for DEFAULT_MIN_PAIR_SCORE scored 0.675 or more (docs/measurements.md, "placement and verify").
+BRIDGE_MIN_SCORE = 0.65
+BRIDGE_MIN_SIDE = 2
 
 
 @dataclass(frozen=True)
@@ -78,17 +86,18 @@ class RejectedEdge:
     reason: str
 
 
-def placement_step(G_a: np.ndarray, e: PairEdge, a: int, K: dict[int, np.ndarray] | None) -> np.ndarray:
+def placement_step(G_a: np.ndarray, e: PairEdge, a: int, K: dict[int, np.ndarray] | None,
+                   R_ab: np.ndarray | None = None) -> np.ndarray:
     """G_b (3, 3) of the other image b of edge ``e`` from image a's placement G_a (pixels -> rays or plane).
 
     K: intrinsics (3, 3) per image for a rotating camera (G = R^T K^-1), None for homographies (G = H to a plane).
+    R_ab: the edge's relative rotation a -> b when already known (default: camera.relative_rotation).
     """
     b = e.other(a)
-    H_ab = e.H_from(a)
     if K is None:
-        return G_a @ np.linalg.inv(H_ab)
+        return G_a @ np.linalg.inv(e.H_from(a))
     R_a = (G_a @ K[a]).T
-    R_b = nearest_rotation(np.linalg.inv(K[b]) @ H_ab @ K[a]) @ R_a
+    R_b = (relative_rotation(e, a, K[a], K[b]) if R_ab is None else R_ab) @ R_a
     return R_b.T @ np.linalg.inv(K[b])
 
 
@@ -138,6 +147,16 @@ class Placer:
             self.adj[e.i].append(e)
             self.adj[e.j].append(e)
         self.linked = {(e.i, e.j) for e in self.edges} | {(e.j, e.i) for e in self.edges}
+        self._rotations: dict[int, np.ndarray] = {}  # edge id -> R_ij (i -> j), fitted once
+
+    def step(self, G_a: np.ndarray, e: PairEdge, a: int) -> np.ndarray:
+        """placement_step through edge e from image a, the edge's relative rotation fitted once per Placer."""
+        if self.K is None:
+            return placement_step(G_a, e, a, None)
+        R = self._rotations.get(id(e))
+        if R is None:
+            R = self._rotations[id(e)] = relative_rotation(e, e.i, self.K[e.i], self.K[e.j])
+        return placement_step(G_a, e, a, self.K, R if a == e.i else R.T)
 
     def agrees(self, f: PairEdge, a: int, G_a: np.ndarray, G_b: np.ndarray) -> bool:
         """Does edge f, between image a (placed by G_a) and its other image (by G_b), agree with them?"""
@@ -164,7 +183,7 @@ class Placer:
         w = weight or {id(e): e.score for e in self.edges}
         G = {seed: np.eye(3) if self.K is None else np.linalg.inv(self.K[seed])}
         if first is not None:
-            G[first.other(seed)] = placement_step(G[seed], first, seed, self.K)
+            G[first.other(seed)] = self.step(G[seed], first, seed)
         cands: dict[tuple[int, int], list] = {}  # (edge id, new image) -> [G_new, support, conflicts known, score]
 
         def add_candidates(a: int) -> None:
@@ -172,7 +191,7 @@ class Placer:
                 b = e.other(a)
                 if b in G:
                     continue
-                Gb = placement_step(G[a], e, a, self.K)
+                Gb = self.step(G[a], e, a)
                 support = w[id(e)] + sum(w[id(f)] for f in self.adj[b] if f is not e and (c := f.other(b)) in G
                                         and self.agrees(f, c, G[c], Gb))
                 cands[(id(e), b)] = [Gb, support, 0, w[id(e)]]
@@ -254,6 +273,25 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
             else:
                 rejected.append(RejectedEdge(e, x, f"inconsistent with the rest: misses by {x:.0f} px"))
     return kept, rejected, objective
+
+
+def weak_bridges(nodes: Sequence[int], edges: Sequence[PairEdge], min_score: float = BRIDGE_MIN_SCORE,
+                 min_side: int = BRIDGE_MIN_SIDE) -> list[RejectedEdge]:
+    """The edges scoring below ``min_score`` whose removal splits their part of the graph into two parts of at least
+    ``min_side`` nodes each, with the reason (see BRIDGE_MIN_SCORE)."""
+    out = []
+    for e in edges:
+        if e.score >= min_score:
+            continue
+        parts = components_of(nodes, [f for f in edges if f is not e])
+        side_i = next(c for c in parts if e.i in c)
+        if e.j in side_i:
+            continue
+        side_j = next(c for c in parts if e.j in c)
+        if min(len(side_i), len(side_j)) >= min_side:
+            out.append(RejectedEdge(e, float("nan"), f"the only link between {len(side_i)} and {len(side_j)} photos, "
+                                    f"too weak to trust alone (score {e.score:.2f}, below {min_score})"))
+    return out
 
 
 def connected_parts(nodes: Sequence[int], edges: Sequence[PairEdge]) -> list[tuple[list[int], list[PairEdge]]]:
