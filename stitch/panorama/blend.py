@@ -267,6 +267,8 @@ class _Source:
 MAX_CUT_SHARE = 0.2
 #: Smallest replacement weight that counts (below it a pixel keeps its own image's value).
 MIN_TAKE = 1e-3
+#: Canvas columns per block of a disagreement area's replacement (its float copies of the owners' pixels).
+TAKE_COLUMNS = 1024
 
 
 def _take_from_owners(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: Canvas, grid: LowGrid,
@@ -282,7 +284,19 @@ def _take_from_owners(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: 
     if len(ys) == 0:
         return
     x0, y0 = region[0], region[1]
-    sub = (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)
+    for cx in range(int(xs.min()), int(xs.max()) + 1, TAKE_COLUMNS):  # column blocks bound the memory
+        cols = (xs >= cx) & (xs < cx + TAKE_COLUMNS)
+        if cols.any():
+            sub = (x0 + int(xs[cols].min()), y0 + int(ys[cols].min()), x0 + int(xs[cols].max()) + 1,
+                   y0 + int(ys[cols].max()) + 1)
+            _take_block(src, img, valid, canvas, grid, region, alpha, sub)
+
+
+def _take_block(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: Canvas, grid: LowGrid,
+                region: tuple[int, int, int, int], alpha: np.ndarray, sub: tuple[int, int, int, int]) -> None:
+    """``_take_from_owners`` on the block sub (x0, y0, x1, y1) of region (canvas px): alpha (h, w) float32 is the
+    replacement weight over region."""
+    x0, y0 = region[0], region[1]
     a = alpha[sub[1] - y0:sub[3] - y0, sub[0] - x0:sub[2] - x0]
     best = np.full(a.shape, 0.5, np.float32)  # an owner claims at least half of the pixel
     taken = np.zeros(a.shape + (3,), np.float32)
