@@ -104,9 +104,9 @@ BLENDERS: dict[str, BlendMode] = {
 }
 BLEND_CHOICES = tuple(BLENDERS)
 DEFAULT_BLEND = "multiband"
-#: Take each pixel of a disagreement area from its seam side alone (see the module docstring): on by default since
-#: the local warp (docs/benchmarks/panorama.md, issue 21's run).
-DEFAULT_SHARP_BLEND = True
+#: Take each pixel of a disagreement area from its seam side alone (see the module docstring): off by default, for
+#: its cost on many photos (docs/panoramas.md, "Blending").
+DEFAULT_SHARP_BLEND = False
 MAX_BANDS = 10
 #: Pyramid levels blended strip by strip at full resolution; coarser ones on the 1 / 2^c canvas.
 FINE_LEVELS = 3

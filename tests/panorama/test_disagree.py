@@ -102,20 +102,6 @@ def test_shift(seam_megapix):
     assert old_err.max() > 12 and (old_err > NO_MIX).sum() > 2000  # the half-transparent halo this item removes
 
 
-def test_defaults_never_show_a_person_half_transparent():
-    """With the default compositing (PanoramaConfig's, the seam term and sharp blending on) the person seen in one
-    view only is whole or absent, nothing within HALO px of it a mix of the two photos."""
-    imgs, Hs, canvas, a, b = two_views(person=True)
-    cfg = PanoramaConfig.from_options().compose
-    assert cfg.sharp_blend and cfg.seam_misalign == "flow"
-    out = compose_panorama(imgs, Hs, canvas, cfg)
-    err = nearest_source_error(out.image[:, :600], a, b, grown(PERSON, HALO))
-    inside = out.image[PERSON].astype(int)
-    assert err.max() <= NO_MIX, err.max()
-    assert (np.abs(inside - a[PERSON]).max(axis=2) <= NO_MIX).all() or (np.abs(inside - b[PERSON]).max(axis=2)
-                                                                          <= NO_MIX).all()
-
-
 def test_photos_that_agree_keep_todays_blend():
     """No disagreement: with the misalignment term and sharp blending the result is today's multi-band one (PSNR
     over the whole canvas)."""

@@ -87,8 +87,7 @@ def _numpy_peak(fn) -> int:
 
 def test_memory_bounded_by_tile():
     """On a 4000 x 400 canvas, tiles of 128 px hold a tenth of the whole-canvas blend's arrays (measured: 7 MB vs
-    68 MB), and doubling the canvas adds only the seam-resolution maps (measured: +7 MB, of which 3 MB the sharp
-    blend's disagreement maps; untiled it doubles)."""
+    68 MB), and doubling the canvas adds only the seam-resolution maps (measured: +4 MB; untiled it doubles)."""
     def run(width: int, tiles: bool) -> int:
         offsets = [(x, (x // 7) % 20) for x in range(0, width - 360, 300)]
         imgs, Hs, canvas = mosaic(width, offsets)
@@ -98,7 +97,7 @@ def test_memory_bounded_by_tile():
 
     whole, tiled, tiled_wide = run(4000, False), run(4000, True), run(8000, True)
     assert tiled < 0.2 * whole
-    assert tiled_wide - tiled < 0.15 * whole
+    assert tiled_wide - tiled < 0.1 * whole
 
 
 def test_workers_give_the_same_pixels(four):
