@@ -483,6 +483,19 @@ def yaw(R: np.ndarray) -> float:
     return float(math.atan2(R[2, 0], R[2, 2]))
 
 
+def unwrapped_headings(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, np.ndarray],
+                       keys: Sequence[str] | None = None) -> tuple[dict[int, float], list[PairEdge]]:
+    """(heading per node (radians) of the rotations ``Rs``, unwrapped along the maximum spanning tree from its
+    first node, the edges off the tree between unwrapped nodes: those that close a cycle)."""
+    root = min(nodes, key=lambda k: keys[k] if keys is not None else k)
+    tree = maximum_spanning_tree(nodes, edges, keys)
+    unwrapped = {root: yaw(Rs[root])}
+    for a, b, _ in tree_walk(nodes, tree, root):
+        unwrapped[b] = unwrapped[a] + _wrap(yaw(Rs[b]) - yaw(Rs[a]))
+    in_tree = {id(e) for e in tree}
+    return unwrapped, [e for e in edges if id(e) not in in_tree and e.i in unwrapped and e.j in unwrapped]
+
+
 def is_full_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, np.ndarray],
                  keys: Sequence[str] | None = None) -> bool:
     """True when some cycle of the pair graph winds once around the vertical axis (a loop-closing pair).
@@ -492,16 +505,8 @@ def is_full_turn(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, 
     """
     if not edges:
         return False
-    ref = min(nodes, key=lambda k: keys[k] if keys is not None else k)
-    tree = maximum_spanning_tree(nodes, edges, keys)
-    unwrapped = {ref: yaw(Rs[ref])}
-
-    for a, b, _ in tree_walk(nodes, tree, ref):
-        unwrapped[b] = unwrapped[a] + _wrap(yaw(Rs[b]) - yaw(Rs[a]))
-    in_tree = {id(e) for e in tree}
-    for e in edges:
-        if id(e) in in_tree or e.i not in unwrapped or e.j not in unwrapped:
-            continue
+    unwrapped, closing = unwrapped_headings(nodes, edges, Rs, keys)
+    for e in closing:
         path = unwrapped[e.j] - unwrapped[e.i]
         if abs(path - _wrap(yaw(Rs[e.j]) - yaw(Rs[e.i]))) > math.pi:
             return True
@@ -517,16 +522,9 @@ def loop_turns(nodes: Sequence[int], edges: Sequence[PairEdge], Rs: dict[int, np
     another focal f, since each step turns by its matches' shift over f."""
     if not edges:
         return []
-    root = min(nodes, key=lambda k: keys[k] if keys is not None else k)
-    tree = maximum_spanning_tree(nodes, edges, keys)
-    unwrapped = {root: yaw(Rs[root])}
-    for a, b, _ in tree_walk(nodes, tree, root):
-        unwrapped[b] = unwrapped[a] + _wrap(yaw(Rs[b]) - yaw(Rs[a]))
-    in_tree = {id(e) for e in tree}
+    unwrapped, closing = unwrapped_headings(nodes, edges, Rs, keys)
     turns = []
-    for e in edges:
-        if id(e) in in_tree or e.i not in unwrapped or e.j not in unwrapped:
-            continue
+    for e in closing:
         step = _wrap(yaw(relative_rotation(e, e.i, K[e.i], K[e.j]) @ Rs[e.i]) - yaw(Rs[e.i]))
         turn = abs(unwrapped[e.j] - unwrapped[e.i] - step)
         if turn > math.pi:
