@@ -121,6 +121,7 @@ from stitch.geometry import box_intersection, box_slices, union_box
 from stitch.homography.quality import agreement
 from stitch.imaging import resize_max_side, to_gray
 from stitch.io import IMAGE_EXTENSIONS, write_image_atomic, write_text_atomic
+from stitch.panorama.rectangle import Mesh
 from stitch.panorama.views import overlapping_pairs
 from stitch.types import ProgressFn
 
@@ -407,10 +408,10 @@ def _run_stitch(paths: list[Path], options: Mapping[str, Any]) -> tuple[np.ndarr
     return pano.image, pano.mask, list(pano.names), registered, info
 
 
-def through_mesh(image: np.ndarray, mask: np.ndarray, corner: tuple[int, int], mesh: Any,
+def through_mesh(image: np.ndarray, mask: np.ndarray, corner: tuple[int, int], mesh: Mesh,
                  size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """A warped image (h, w, 3) with mask (h, w) bool at corner (x, y) of a (w, h) ``size`` frame, rendered through
-    ``mesh`` (stitch.panorama.rectangle.Mesh, frame pixels -> its output): (image, mask, corner) on the output, cut
+    ``mesh`` (frame pixels -> its output): (image, mask, corner) on the output, cut
     to the mask's box (a pixel is valid where all four bilinear neighbours are)."""
     frame = np.zeros((size[1], size[0], 3), image.dtype)
     valid = np.zeros((size[1], size[0]), np.uint8)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -410,15 +410,17 @@ def _percentiles(x: np.ndarray) -> tuple[float, float]:
 
 def local_warp(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
                names: Sequence[str], matches: Sequence[PairMatches],
-               lines: Sequence[np.ndarray] | None = None) -> LocalWarp:
+               lines: Sequence[np.ndarray] | Callable[[int], np.ndarray] | None = None) -> LocalWarp:
     """The local warp (see the module docstring) of images (w, h) ``sizes`` placed by H (3, 3, image -> reference)
     and ``projection``, from the pair ``matches`` (by image name; pairs naming other images are ignored); ``lines``:
-    per image, its straight segments (M, 4) (``image_lines``), kept straight (none: no line term)."""
+    per image, its straight segments (M, 4) (``image_lines``), kept straight (none: no line term), or a function of
+    the image's index returning them (called only when a field is solved, for the images that have a grid)."""
     import scipy.sparse as sp
     t0 = time.perf_counter()
-    if len(homographies) != len(sizes) or len(names) != len(sizes) or (lines is not None and len(lines) != len(sizes)):
+    listed = lines is not None and not callable(lines)
+    if len(homographies) != len(sizes) or len(names) != len(sizes) or (listed and len(lines) != len(sizes)):
         raise ConfigError(f"local_warp: {len(homographies)} homographies, {len(sizes)} sizes, {len(names)} names"
-                          + ("" if lines is None else f" and {len(lines)} line sets") + " must match")
+                          + (f" and {len(lines)} line sets" if listed else "") + " must match")
     index = {nm: k for k, nm in enumerate(names)}
     period = projection.period if projection.turn else 0.0
     grids = make_grids([footprint(H, size, projection) for H, size in zip(homographies, sizes)], period)
@@ -442,7 +444,8 @@ def local_warp(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, in
         return LocalWarp(fields, len(system.gap), 0, before, before, system.incoherent, time.perf_counter() - t0)
     reg = sp.block_diag([regulariser(grids[k].shape) for k in sorted(grids)], format="csr")
     if lines is not None:
-        L = sp.vstack([line_rows(grids[k], homographies[k], np.reshape(lines[k], (-1, 4)), projection, total)
+        segments = lines if callable(lines) else lines.__getitem__
+        L = sp.vstack([line_rows(grids[k], homographies[k], np.reshape(segments(k), (-1, 4)), projection, total)
                        for k in sorted(grids)]).tocsr()
         reg = (reg + L.T @ L).tocsr()
     f, keep = solve_fields(system, reg)

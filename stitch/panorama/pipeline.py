@@ -893,7 +893,7 @@ def local_canvas(canvas: Canvas, H_list: list[np.ndarray], sizes: list[tuple[int
               "global model alone", notes)
         return canvas, None
     local = local_warp(H_list, sizes, canvas.projection, reg.names, reg.matches,
-                       [image_lines(px.image) for px in images])
+                       lambda k: image_lines(images[k].image))  # segments found only when a field is solved
     warped = canvas_bounds(H_list, sizes, canvas.projection, reg.names, cap, local=local.fields)
     return warped, local
 
