@@ -267,8 +267,9 @@ class _Source:
 MAX_CUT_SHARE = 0.2
 #: Smallest replacement weight that counts (below it a pixel keeps its own image's value).
 MIN_TAKE = 1e-3
-#: Canvas columns per block of a disagreement area's replacement (its float copies of the owners' pixels).
-TAKE_COLUMNS = 1024
+#: Side (canvas px) of the tiles a disagreement area's replacement works in: only tiles holding some of the area
+#: warp the owners' pixels, over the area's extent within the tile (bounds the memory and the warped area).
+TAKE_TILE = 128
 
 
 def _take_from_owners(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: Canvas, grid: LowGrid,
@@ -284,12 +285,15 @@ def _take_from_owners(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: 
     if len(ys) == 0:
         return
     x0, y0 = region[0], region[1]
-    for cx in range(int(xs.min()), int(xs.max()) + 1, TAKE_COLUMNS):  # column blocks bound the memory
-        cols = (xs >= cx) & (xs < cx + TAKE_COLUMNS)
-        if cols.any():
-            sub = (x0 + int(xs[cols].min()), y0 + int(ys[cols].min()), x0 + int(xs[cols].max()) + 1,
-                   y0 + int(ys[cols].max()) + 1)
-            _take_block(src, img, valid, canvas, grid, region, alpha, sub)
+    key = (ys // TAKE_TILE) * (alpha.shape[1] // TAKE_TILE + 1) + xs // TAKE_TILE
+    order = np.argsort(key, kind="stable")
+    ys, xs, key = ys[order], xs[order], key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    bounds = [np.minimum.reduceat(ys, starts), np.minimum.reduceat(xs, starts),
+              np.maximum.reduceat(ys, starts), np.maximum.reduceat(xs, starts)]
+    for ty0, tx0, ty1, tx1 in zip(*bounds):  # tiles bound the memory and the warped area
+        _take_block(src, img, valid, canvas, grid, region, alpha,
+                    (x0 + int(tx0), y0 + int(ty0), x0 + int(tx1) + 1, y0 + int(ty1) + 1))
 
 
 def _take_block(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: Canvas, grid: LowGrid,

@@ -100,8 +100,8 @@ def _crop(view: LowView, r: Box) -> tuple[np.ndarray, np.ndarray]:
     return view.image[sl], view.mask[sl]
 
 
-def solve_gains(n_units: int, pairs: Sequence[tuple[int, int, float, float, float]], sigma_n: float = DEFAULT_SIGMA_N,
-                sigma_g: float = DEFAULT_SIGMA_G) -> np.ndarray:
+def solve_gains(n_units: int, pairs: Sequence[tuple[int, int, float, float, float]] | np.ndarray,
+                sigma_n: float = DEFAULT_SIGMA_N, sigma_g: float = DEFAULT_SIGMA_G) -> np.ndarray:
     """Gains (n_units,) float64 minimising the energy of the module docstring.
 
     pairs: (u, v, N_uv, I_uv, I_vu) per overlapping pair of units. A unit in no pair gets gain 1. The normal
@@ -176,19 +176,18 @@ def _smooth_grid(grid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _block_gains(views: Sequence[LowView], overlaps: list, base: np.ndarray, block_size: int, sigma_n: float,
-                 sigma_g: float, channel: int | None = None) -> list[np.ndarray]:
-    """Per-image block-gain grids (by, bx) float32 (before the image gain), solved on gain-compensated means of
-    the gray level (``channel`` None) or of one channel."""
+def _block_gains(views: Sequence[LowView], overlaps: list, bases: Sequence[np.ndarray], block_size: int,
+                 sigma_n: float, sigma_g: float, channels: Sequence[int | None] = (None,)) -> list[list[np.ndarray]]:
+    """Per channel of ``channels`` (None: the gray level), per image its block-gain grid (by, bx) float32 (before
+    the image gain ``bases[c]`` (n,)), solved on gain-compensated means; the blocks each overlap pixel falls in are
+    found once for all channels."""
     grids = [(max(1, round(v.mask.shape[0] / block_size)), max(1, round(v.mask.shape[1] / block_size)))
              for v in views]
     counts = [by * bx for by, bx in grids]
     first = [sum(counts[:k]) for k in range(len(grids))]
     n_units = sum(counts)
-    sums: dict[tuple[int, int], list[float]] = {}
-    for i, j, a, b, (rows, cols, r) in overlaps:
-        va, vb = (a.mean(axis=1), b.mean(axis=1)) if channel is None else (a[:, channel], b[:, channel])
-        ga, gb = base[i] * va, base[j] * vb
+    per_pair = []  # per overlap: (inverse index of each pixel's unit pair, unit pairs met)
+    for i, j, _, _, (rows, cols, r) in overlaps:
         units = []
         for k in (i, j):
             v = views[k]
@@ -197,18 +196,23 @@ def _block_gains(views: Sequence[LowView], overlaps: list, base: np.ndarray, blo
             yy = rows + (r[1] - v.offset[1])
             xx = cols + (r[0] - v.offset[0])
             units.append(first[k] + np.minimum(yy * by // h, by - 1) * bx + np.minimum(xx * bx // w, bx - 1))
-        key = units[0].astype(np.int64) * n_units + units[1]
-        uniq, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
-        sa = np.bincount(inv, ga)
-        sb = np.bincount(inv, gb)
-        for q, c, s_a, s_b in zip(uniq, cnt, sa, sb):
-            acc = sums.setdefault((int(q // n_units), int(q % n_units)), [0.0, 0.0, 0.0])
-            acc[0] += c
-            acc[1] += s_a
-            acc[2] += s_b
-    pairs = [(u, v, n, s_a / n, s_b / n) for (u, v), (n, s_a, s_b) in sums.items()]
-    g = solve_gains(n_units, pairs, sigma_n, sigma_g)
-    return [_smooth_grid(g[first[k]:first[k] + by * bx].reshape(by, bx)) for k, (by, bx) in enumerate(grids)]
+        uniq, inv = np.unique(units[0].astype(np.int64) * n_units + units[1], return_inverse=True)
+        per_pair.append((inv, uniq))
+    keys, where = np.unique(np.concatenate([u for _, u in per_pair] or [np.zeros(0, np.int64)]), return_inverse=True)
+    cnt = np.bincount(where, np.concatenate([np.bincount(inv) for inv, _ in per_pair] or [np.zeros(0)]),
+                      minlength=len(keys))
+    out = []
+    for base, channel in zip(bases, channels):
+        sums = []
+        for (i, j, a, b, _), (inv, uniq) in zip(overlaps, per_pair):
+            va, vb = (a.mean(axis=1), b.mean(axis=1)) if channel is None else (a[:, channel], b[:, channel])
+            sums.append((np.bincount(inv, base[i] * va, len(uniq)), np.bincount(inv, base[j] * vb, len(uniq))))
+        sa, sb = (np.bincount(where, np.concatenate([x[q] for x in sums] or [np.zeros(0)]), minlength=len(keys))
+                  for q in (0, 1))
+        pairs = np.column_stack([keys // n_units, keys % n_units, cnt, sa / cnt, sb / cnt])
+        g = solve_gains(n_units, pairs, sigma_n, sigma_g)
+        out.append([_smooth_grid(g[first[k]:first[k] + by * bx].reshape(by, bx)) for k, (by, bx) in enumerate(grids)])
+    return out
 
 
 def _unit_gains(views: Sequence[LowView], block_size: int, sigma_n: float, sigma_g: float,
@@ -239,7 +243,7 @@ def _block_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, 
     """``blocks``: per-image gray gains, then smoothed block gains on top."""
     overlaps = _image_pairs(views)
     base = _image_gains(len(views), overlaps, None, sigma_n, sigma_g, same)
-    grids = _block_gains(views, overlaps, base, block_size, sigma_n, DEFAULT_BLOCK_SIGMA_G)
+    grids = _block_gains(views, overlaps, [base], block_size, sigma_n, DEFAULT_BLOCK_SIGMA_G)[0]
     maps = [(base[k] * cv2.resize(grid, (v.mask.shape[1], v.mask.shape[0]), interpolation=cv2.INTER_LINEAR))
             .reshape(*v.mask.shape, 1).astype(np.float32) for k, (grid, v) in enumerate(zip(grids, views))]
     return Gains("blocks", maps, [False] * len(views))
@@ -264,8 +268,8 @@ def _color_gain_maps(views: Sequence[LowView], block_size: int, sigma_n: float, 
     per_channel = np.stack([_image_gains(n, colour, c, sigma_n, sigma_g, same) for c in range(3)], axis=1)  # (n, 3)
     balance = per_channel / per_channel.mean(axis=1, keepdims=True)  # colour only: mean 1 over B, G, R
     base = gray[:, None] * balance
-    grids = [_block_gains(views, colour, base[:, c], block_size, sigma_n, DEFAULT_COLOR_BLOCK_SIGMA_G, c)
-             for c in range(3)]
+    grids = _block_gains(views, colour, [base[:, c] for c in range(3)], block_size, sigma_n,
+                         DEFAULT_COLOR_BLOCK_SIGMA_G, (0, 1, 2))
     maps = []
     for k, v in enumerate(views):
         h, w = v.mask.shape

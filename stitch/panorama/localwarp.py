@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # scipy loads when a mesh is solved, not with the CLI
 
 from stitch.errors import ConfigError
 from stitch.panorama.displacement import Displacement, invert_field
+from stitch.panorama.threads import in_order, thread_pool
 from stitch.panorama.viewgraph import PairEdge, PairMatches
 from stitch.panorama.warp import Projection, border_points
 
@@ -410,11 +411,12 @@ def _percentiles(x: np.ndarray) -> tuple[float, float]:
 
 def local_warp(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], projection: Projection,
                names: Sequence[str], matches: Sequence[PairMatches],
-               lines: Sequence[np.ndarray] | Callable[[int], np.ndarray] | None = None) -> LocalWarp:
+               lines: Sequence[np.ndarray] | Callable[[int], np.ndarray] | None = None, workers: int = 1) -> LocalWarp:
     """The local warp (see the module docstring) of images (w, h) ``sizes`` placed by H (3, 3, image -> reference)
     and ``projection``, from the pair ``matches`` (by image name; pairs naming other images are ignored); ``lines``:
     per image, its straight segments (M, 4) (``image_lines``), kept straight (none: no line term), or a function of
-    the image's index returning them (called only when a field is solved, for the images that have a grid)."""
+    the image's index returning them (called only when a field is solved, for the images that have a grid, on
+    ``workers`` threads; the result does not depend on it)."""
     import scipy.sparse as sp
     t0 = time.perf_counter()
     listed = lines is not None and not callable(lines)
@@ -445,8 +447,11 @@ def local_warp(homographies: Sequence[np.ndarray], sizes: Sequence[tuple[int, in
     reg = sp.block_diag([regulariser(grids[k].shape) for k in sorted(grids)], format="csr")
     if lines is not None:
         segments = lines if callable(lines) else lines.__getitem__
-        L = sp.vstack([line_rows(grids[k], homographies[k], np.reshape(segments(k), (-1, 4)), projection, total)
-                       for k in sorted(grids)]).tocsr()
+        ks = sorted(grids)
+        with thread_pool(workers, len(ks)) as pool:
+            found = list(in_order(lambda i: segments(ks[i]), len(ks), pool, workers))
+        L = sp.vstack([line_rows(grids[k], homographies[k], np.reshape(seg, (-1, 4)), projection, total)
+                       for k, seg in zip(ks, found)]).tocsr()
         reg = (reg + L.T @ L).tocsr()
     f, keep = solve_fields(system, reg)
     for k, g in grids.items():

@@ -846,7 +846,8 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
     canvas = choose_canvas(projection, H_list, sizes, names, ref_size, focal, cap,
                            rotating=reg.rotating, turn=reg.full_turn and projection != "plane", center=reg.center)
     notes = list(reg.warnings)
-    canvas, local = local_canvas(canvas, H_list, sizes, reg, cap, notes, images) if cfg.local_warp else (canvas, None)
+    canvas, local = local_canvas(canvas, H_list, sizes, reg, cap, notes, images,
+                                 resolve_workers(cfg.workers)) if cfg.local_warp else (canvas, None)
     pieces = [canvas.source(k) for k in range(len(canvas.boxes))]
     kept = [images[k] for k in pieces]
     images.clear()
@@ -882,18 +883,20 @@ def reference_meta(inputs: Sequence[ImageLike], reference: str) -> ImageMeta | N
 
 
 def local_canvas(canvas: Canvas, H_list: list[np.ndarray], sizes: list[tuple[int, int]], reg: Registration,
-                 cap: int, notes: list[str], images: Sequence[Pixels]) -> tuple[Canvas, LocalWarp | None]:
+                 cap: int, notes: list[str], images: Sequence[Pixels], workers: int = 1
+                 ) -> tuple[Canvas, LocalWarp | None]:
     """Step 7b (option local_warp): the canvas again, carrying each image's displacement field
     (stitch.panorama.localwarp) solved from the registration's pair matches, the straight segments of ``images``
     kept straight, and the LocalWarp (None without
     matches, e.g. cameras saved before the option existed: then a warning, and the global model alone). ``cap``:
-    the canvas's pixel cap, as choose_canvas had it."""
+    the canvas's pixel cap, as choose_canvas had it; ``workers``: threads finding the segments."""
     if not reg.matches:
         _warn("local_warp: the cameras carry no pair matches (saved by an older version?); rendered with the "
               "global model alone", notes)
         return canvas, None
     local = local_warp(H_list, sizes, canvas.projection, reg.names, reg.matches,
-                       lambda k: image_lines(images[k].image))  # segments found only when a field is solved
+                       lambda k: image_lines(images[k].image),  # segments found only when a field is solved
+                       workers=workers)
     warped = canvas_bounds(H_list, sizes, canvas.projection, reg.names, cap, local=local.fields)
     return warped, local
 

@@ -220,6 +220,10 @@ def test_lines_stay_straight():
     assert chord_distance(plain.fields[0].moved(line)) > 2.0
     assert chord_distance(kept.fields[0].moved(line)) < 0.15
     assert kept.after[1] < plain.after[1] + 0.1
+    asked: list[int] = []
+    threaded = local_warp(Hs, [(400, 300)] * 2, Projection("plane"), ["a", "b"], [pm],
+                          lambda k: asked.append(k) or ([[330.0, 10.0, 330.0, 290.0]] if k == 0 else []), workers=2)
+    assert sorted(asked) == [0, 1] and np.array_equal(threaded.fields[0].forward, kept.fields[0].forward)
     with pytest.raises(ConfigError, match="1 line sets must match"):
         local_warp(Hs, [(400, 300)] * 2, Projection("plane"), ["a", "b"], [pm], [np.zeros((0, 4))])
 
