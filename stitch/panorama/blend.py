@@ -209,6 +209,10 @@ def _align_up(x: int, a: int) -> int:
     return -(-x // a) * a
 
 
+#: Per image, its warp over a strip: (region (x0, y0, x1, y1), gain-compensated pixels (h, w, 3) float32, valid).
+_Warps = dict["_Source", tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]
+
+
 class _Source:
     """One image's full-resolution inputs: pixels, homography, canvas box, seam/gain maps on the low canvas, and
     its valid mask (h, w) uint8 or None."""
@@ -225,9 +229,14 @@ class _Source:
         self.claim = claim  # (h', w') float32 0/1 on the low box: the seam mask, extended to the unheld rim
         self.others: list[_Source] = []  # the images that may own this one's disagreement areas
 
-    def compensated(self, canvas: Canvas, grid: LowGrid,
-                    region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Over region: gain-compensated pixels (h, w, 3) float32 and valid (h, w) bool."""
+    def compensated(self, canvas: Canvas, grid: LowGrid, region: tuple[int, int, int, int],
+                    cache: _Warps | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Over region: gain-compensated pixels (h, w, 3) float32 and valid (h, w) bool; views into this image's
+        warp in ``cache`` when that covers the region (then read-only)."""
+        held = None if cache is None else cache.get(self)
+        if held is not None and box_intersection(held[0], region) == tuple(region):
+            sl = box_slices(region, (held[0][0], held[0][1]))
+            return held[1][sl], held[2][sl]
         raw, valid = warp_region(self.img, self.H, canvas, region, self.valid, self.local)
         if self.gain_uniform:
             return np.multiply(raw, self.gain[0, 0].reshape(1, 1, -1), dtype=np.float32), valid
@@ -249,13 +258,15 @@ class _Source:
         x1 = math.ceil((cols[-1] + 1 + ox - grid.tx) / s) + 1
         return max(x0, self.box[0]), min(x1, self.box[2])
 
-    def weighted(self, canvas: Canvas, grid: LowGrid, region: tuple[int, int, int, int],
-                 method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Over region: gain-compensated pixels (h, w, 3) float32, weight M_k (h, w) float32, valid (h, w) bool."""
-        img, valid = self.compensated(canvas, grid, region)
+    def weighted(self, canvas: Canvas, grid: LowGrid, region: tuple[int, int, int, int], method: str,
+                 cache: _Warps | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Over region: gain-compensated pixels (h, w, 3) float32, weight M_k (h, w) float32, valid (h, w) bool;
+        ``cache``: the images' warps over the strip (``_strip_warps``), read for this image and its owners."""
+        img, valid = self.compensated(canvas, grid, region, cache)
         weight = sample_low(self.seam, self.low_origin, grid, region)
         if self.differ is not None:
-            _take_from_owners(self, img, valid, canvas, grid, region)
+            img = img.copy() if cache is not None else img  # the cache is read by the other images
+            _take_from_owners(self, img, valid, canvas, grid, region, cache)
         if BLENDERS[method].hard:
             weight = (weight >= 0.5).astype(np.float32)
         weight += np.float32(EPS_WEIGHT)
@@ -273,12 +284,13 @@ TAKE_TILE = 128
 
 
 def _take_from_owners(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: Canvas, grid: LowGrid,
-                      region: tuple[int, int, int, int]) -> None:
+                      region: tuple[int, int, int, int], cache: _Warps | None = None) -> None:
     """In place: img (h, w, 3) float32 over region, where src's disagreement map covers pixels off its seam side
     (its claim < 0.5), blended towards the owning image's pixels (see the module docstring).
 
     valid (h, w) bool: where src sees the region; where it does not (the extension its pyramid needs), the owner's
-    extension is taken too, so no band of src carries what the owner's side leaves out."""
+    extension is taken too, so no band of src carries what the owner's side leaves out. ``cache``: warps of the
+    owners to read instead of warping them again."""
     alpha = sample_low(src.differ.differ, src.low_origin, grid, region, replicate=True)  # the box's edge row counts
     alpha[sample_low(src.claim, src.low_origin, grid, region, replicate=True) >= 0.5] = 0.0
     ys, xs = np.nonzero(alpha > MIN_TAKE)
@@ -293,11 +305,12 @@ def _take_from_owners(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: 
               np.maximum.reduceat(ys, starts), np.maximum.reduceat(xs, starts)]
     for ty0, tx0, ty1, tx1 in zip(*bounds):  # tiles bound the memory and the warped area
         _take_block(src, img, valid, canvas, grid, region, alpha,
-                    (x0 + int(tx0), y0 + int(ty0), x0 + int(tx1) + 1, y0 + int(ty1) + 1))
+                    (x0 + int(tx0), y0 + int(ty0), x0 + int(tx1) + 1, y0 + int(ty1) + 1), cache)
 
 
 def _take_block(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: Canvas, grid: LowGrid,
-                region: tuple[int, int, int, int], alpha: np.ndarray, sub: tuple[int, int, int, int]) -> None:
+                region: tuple[int, int, int, int], alpha: np.ndarray, sub: tuple[int, int, int, int],
+                cache: _Warps | None = None) -> None:
     """``_take_from_owners`` on the block sub (x0, y0, x1, y1) of region (canvas px): alpha (h, w) float32 is the
     replacement weight over region."""
     x0, y0 = region[0], region[1]
@@ -313,7 +326,7 @@ def _take_block(src: _Source, img: np.ndarray, valid: np.ndarray, canvas: Canvas
         better = (claim >= best[sl]) & (a[sl] > MIN_TAKE)
         if not better.any():
             continue
-        pix, seen = o.compensated(canvas, grid, q)
+        pix, seen = o.compensated(canvas, grid, q, cache)
         better &= seen | ~valid[q[1] - y0:q[3] - y0, q[0] - x0:q[2] - x0]
         taken[sl][better] = pix[better]
         best[sl][better] = claim[better]
@@ -562,15 +575,18 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
     gc_img = [np.zeros(((r[3] - r[1]) >> c, (r[2] - r[0]) >> c, 3), np.float32) for r in inner]
     gc_w = [np.zeros(((r[3] - r[1]) >> c, (r[2] - r[0]) >> c), np.float32) for r in inner]
     n_strips = -(-Hp // lay.rows)
+    sharp = any(src.differ is not None for src in sources)
     for s_idx, strip in enumerate(lay.strips()):
         y0, y1, Y0, Y1 = strip
         acc = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv, 3), np.float32) for lv in range(c)]
         wsum = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv), np.float32) for lv in range(c)]
-        parts = in_order(lambda k, strip=strip: _strip_part(sources[k], inner[k], canvas, grid, method, lay, strip),
-                         len(sources), pool, ahead)
+        cache = _strip_warps(sources, inner, canvas, grid, strip, pool, ahead) if sharp else None
+        parts = in_order(lambda k, strip=strip, cache=cache: _strip_part(sources[k], inner[k], canvas, grid, method,
+                                                                         lay, strip, cache), len(sources), pool, ahead)
         for k, part in enumerate(parts):
             _add_part(part, (gc_img[k], gc_w[k]), (acc, wsum), mask)
             del part  # not held while the next one is awaited
+        cache = parts = None  # the strip's warps are not held while the next strip's are made
         fine[y0:y1] = _collapse_fine(acc, wsum, y0 - Y0, y1 - Y0, fine.dtype == np.int16)  # int16: an exact cast
         if progress is not None:
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
@@ -594,8 +610,24 @@ class _StripPart:
     fine: list[tuple[int, int, int, np.ndarray, np.ndarray]]  # (level, row, column, weighted band, weight)
 
 
+def _strip_region(rk: tuple[int, int, int, int], strip: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    """The part of an image's region ``rk`` a strip (y0, y1, Y0, Y1) filters, or None."""
+    ry0, ry1 = max(rk[1], strip[2]), min(rk[3], strip[3])
+    return (rk[0], ry0, rk[2], ry1) if ry1 > ry0 else None
+
+
+def _strip_warps(sources: Sequence[_Source], inner: Sequence[tuple[int, int, int, int]], canvas: Canvas,
+                 grid: LowGrid, strip: tuple[int, int, int, int], pool: Executor | None, ahead: int) -> _Warps:
+    """Every image's gain-compensated warp over its part of the strip (on ``pool``): with disagreement areas, an
+    image's pixels are read by itself and by the images whose areas it owns, and are warped once."""
+    regions = [_strip_region(rk, strip) for rk in inner]
+    warps = in_order(lambda k: None if regions[k] is None else sources[k].compensated(canvas, grid, regions[k]),
+                     len(sources), pool, ahead)
+    return {src: (r, *w) for src, r, w in zip(sources, regions, warps) if w is not None and r is not None}
+
+
 def _strip_part(src: _Source, rk: tuple[int, int, int, int], canvas: Canvas, grid: LowGrid, method: str,
-                lay: _Layout, strip: tuple[int, int, int, int]) -> _StripPart | None:
+                lay: _Layout, strip: tuple[int, int, int, int], cache: _Warps | None = None) -> _StripPart | None:
     """One image over one strip (y0, y1, Y0, Y1), warped once within its region ``rk`` (aligned to 2^c): the rows
     where it sees the canvas, its Gaussian level c rows of [y0, y1) (for the coarse bands), and its weighted fine
     bands 0..c-1 on the columns where its weight matters; None when it does not reach the strip. Pure: the
@@ -606,7 +638,7 @@ def _strip_part(src: _Source, rk: tuple[int, int, int, int], canvas: Canvas, gri
     ry0, ry1 = max(rk[1], Y0), min(rk[3], Y1)
     if ry1 <= ry0:
         return None
-    img, wgt, valid = src.weighted(canvas, grid, (rk[0], ry0, rk[2], ry1), method)
+    img, wgt, valid = src.weighted(canvas, grid, (rk[0], ry0, rk[2], ry1), method, cache)
     vy0, vy1 = max(y0, ry0), min(y1, ry1, lay.Hc)
     seen = None
     if vy1 > vy0:

@@ -192,8 +192,9 @@ def test_offset_on_a_coarser_grid():
     assert errors[0] < 1.0 and abs(errors[1] - errors[0]) < 0.05, errors
 
 
-def test_replacement_tiles_change_no_pixel(monkeypatch):
-    """The person scene blended sharply with the replacement in tiles of 16 px gives the same pixels as in one tile."""
+def test_replacement_tiles_and_strip_warps_change_no_pixel(monkeypatch):
+    """The person scene blended sharply with the replacement in tiles of 16 px gives the same pixels as in one tile,
+    and so does warping the owners again instead of reading the strip's warps."""
     import stitch.panorama.blend as blend_module
 
     imgs, Hs, canvas, _, _ = two_views(person=True)
@@ -202,4 +203,6 @@ def test_replacement_tiles_change_no_pixel(monkeypatch):
     for tile in (16, 4096):
         monkeypatch.setattr(blend_module, "TAKE_TILE", tile)
         results.append(compose_panorama(imgs, Hs, canvas, cfg).image)
-    assert np.array_equal(results[0], results[1])
+    monkeypatch.setattr(blend_module, "_strip_warps", lambda *args: None)
+    results.append(compose_panorama(imgs, Hs, canvas, cfg).image)
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
