@@ -104,9 +104,9 @@ BLENDERS: dict[str, BlendMode] = {
 }
 BLEND_CHOICES = tuple(BLENDERS)
 DEFAULT_BLEND = "multiband"
-#: Take each pixel of a disagreement area from its seam side alone (see the module docstring): off by default, for
-#: its cost on many photos (docs/panoramas.md, "Blending").
-DEFAULT_SHARP_BLEND = False
+#: Take each pixel of a disagreement area from its seam side alone (see the module docstring; docs/panoramas.md,
+#: "Blending"): a person seen in one photo only is never half-transparent.
+DEFAULT_SHARP_BLEND = True
 MAX_BANDS = 10
 #: Pyramid levels blended strip by strip at full resolution; coarser ones on the 1 / 2^c canvas.
 FINE_LEVELS = 3
@@ -497,7 +497,8 @@ def _uncut(views: Sequence[LowView], disagree: Sequence[ViewDisagreement | None]
             out.append(None)
             continue
         keep = ~drop[box_slices(v.box, (x0, y0))]
-        out.append(ViewDisagreement(d.differ * keep, d.offset * keep[:, :, None]))
+        differ = d.differ * keep
+        out.append(ViewDisagreement(differ, d.offset * keep[:, :, None]) if differ.any() else None)
     return out
 
 

@@ -27,7 +27,8 @@ on the pair's region (the intersection of the two boxes grown by one pixel, the 
   caught whole (a larger one by its rim). The map is opened by a 3 x 3 square (lone pixels are noise) and grown
   by DIFFER_GROW px so its border falls where the photos agree again.
 
-``Disagreement.views`` holds, per view k, a ViewDisagreement on its box: ``differ``, the union of its pairs'
+``Disagreement.views`` holds, per view k, a ViewDisagreement on its box (None where it has no disagreement area,
+so photos that agree cost no full-size map): ``differ``, the union of its pairs'
 (float32 0/1), and ``offset`` (h, w, 3) float32, in the 8-bit levels of the compensated views, there: the
 smooth photometric difference I_k - I_other (``local_offset``: a normalised Gaussian average, sigma OFFSET_SIGMA
 px, of the difference where the two agree, so what disagrees never enters it). The blender (stitch.panorama.blend) takes
@@ -96,10 +97,11 @@ class ViewDisagreement:
 
 @dataclass
 class Disagreement:
-    """Per overlapping pair (i, j), i < j: its PairDisagreement; per view: its ViewDisagreement."""
+    """Per overlapping pair (i, j), i < j: its PairDisagreement; per view: its ViewDisagreement, or None where it
+    has no disagreement area."""
 
     pairs: dict[tuple[int, int], PairDisagreement] = field(default_factory=dict)
-    views: list[ViewDisagreement] = field(default_factory=list)
+    views: list[ViewDisagreement | None] = field(default_factory=list)
 
     def misalign(self, i: int, j: int) -> np.ndarray | None:
         """Pair (i, j)'s misalign map (h, w) float32 over its region (either order), or None when none was measured."""
@@ -276,8 +278,7 @@ def disagreement(views: Sequence[LowView], term: str = DEFAULT_MISALIGN, flow: b
     pairs are measured on that many threads (stitch.panorama.threads.in_order; the result does not depend on it)."""
     if term not in MISALIGN_TERMS:
         raise ConfigError(f"misalign={term!r}: choose one of {', '.join(MISALIGN_CHOICES)}")
-    out = Disagreement(views=[ViewDisagreement(np.zeros(v.mask.shape, np.float32), np.zeros(v.mask.shape + (3,), np.float32))
-                              for v in views])
+    out = Disagreement(views=[None] * len(views))
     pairs = []
     for i, j, inter in overlapping_pairs(views):
         r = pair_region(inter)
@@ -298,9 +299,13 @@ def disagreement(views: Sequence[LowView], term: str = DEFAULT_MISALIGN, flow: b
                 continue
             for k, sign in ((i, 1.0), (j, -1.0)):
                 q = box_intersection(views[k].box, r)
-                if q is not None:
-                    vs, rs = box_slices(q, views[k].offset), box_slices(q, (r[0], r[1]))
-                    here = p.differ[rs]
-                    out.views[k].differ[vs][here] = 1.0
-                    out.views[k].offset[vs][here] = sign * offset[rs][here]
+                if q is None:
+                    continue
+                vs, rs = box_slices(q, views[k].offset), box_slices(q, (r[0], r[1]))
+                here = p.differ[rs]
+                if here.any():
+                    vd = out.views[k] = out.views[k] or ViewDisagreement(
+                        np.zeros(views[k].mask.shape, np.float32), np.zeros(views[k].mask.shape + (3,), np.float32))
+                    vd.differ[vs][here] = 1.0
+                    vd.offset[vs][here] = sign * offset[rs][here]
     return out

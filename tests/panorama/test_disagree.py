@@ -79,8 +79,12 @@ def test_smoke():
         d = disagreement(views, term)
         p = d.pairs[(0, 1)]
         assert p.region == (199, -1, 401, 241) and p.misalign.shape == p.differ.shape == (242, 202)
-        assert d.views[0].differ.shape == (240, 400) and d.views[1].offset.shape == (240, 400, 3)
+        assert d.views == [None, None]  # no disagreement area: no full-size map either
         assert p.misalign.max() < 0.5 and not p.differ.any(), term  # the same scene: nothing disagrees
+    shifted = [views[0], LowView(np.roll(views[1].image, 40, axis=0), views[1].mask, views[1].offset)]
+    d = disagreement(shifted)
+    assert d.views[0].differ.shape == (240, 400) and d.views[1].offset.shape == (240, 400, 3)
+    assert d.views[0].differ[:, 200:].mean() > 0.5 and not d.views[0].differ[:, :199].any()
 
 
 @pytest.mark.parametrize("seam_megapix", [0.1, 0.02])
