@@ -325,9 +325,10 @@ def panorama_set_table(result: Any, set_name: str) -> Table:
 
 def panorama_visual_table(result: Any, set_name: str) -> Table:
     """What a user sees (stitch.bench.visual): method | overlap flow p50 / p95 px | seam-band ghosting p50 / p95 px |
-    invented % | empty % | colour step Delta E76 p95 / mean | bend px per 100 px, max / p95 | segments | map check."""
-    columns = ["method", "flow p50/p95", "ghost p50/p95", "invented %", "empty %", "dE p95/mean", "bend max/p95",
-               "segments", "map check"]
+    mixed content % | invented % | empty % | colour step Delta E76 p95 / mean | bend px per 100 px, max / p95 |
+    segments | map check."""
+    columns = ["method", "flow p50/p95", "ghost p50/p95", "mixed %", "invented %", "empty %", "dE p95/mean",
+               "bend max/p95", "segments", "map check"]
     rows = []
     for m in result.methods:
         row = result.row(set_name, m)
@@ -335,7 +336,8 @@ def panorama_visual_table(result: Any, set_name: str) -> Table:
             continue
         r = row.visual
         rows.append([escape(m), f"{fmt_num(r.flow_p50, 2)} / {fmt_num(r.flow_p95, 2)}",
-                     f"{fmt_num(r.ghost_p50, 2)} / {fmt_num(r.ghost_p95, 2)}", fmt_num(r.invented_pct, 3),
+                     f"{fmt_num(r.ghost_p50, 2)} / {fmt_num(r.ghost_p95, 2)}", fmt_num(r.mixed_pct, 1),
+                     fmt_num(r.invented_pct, 3),
                      fmt_num(r.empty_pct, 3), f"{fmt_num(r.colour_step_p95, 2)} / {fmt_num(r.colour_step_mean, 2)}",
                      f"{fmt_num(r.bend_max, 2)} / {fmt_num(r.bend_p95, 2)}", str(r.segments), fmt_num(r.map_check, 0)])
     return make_table(f"what a user sees: {set_name}", columns, rows)

@@ -27,6 +27,15 @@ composites at the inputs' full resolution); Convention: pixel centres at integer
   pair's seam: its pixels of O labelled a next to (4-neighbour) one labelled b, and vice versa.
 * Seam-band ghosting (``ghost_p50``, ``ghost_p95``): the same flow samples within SEAM_BAND px of the pair's
   seam, pooled the same way.
+* Mixed content (``mixed_pct``): the share, in percent, of a pair's overlap pixels (eroded by FLOW_BORDER, shown
+  by P as a or b: its label) where the two registered images show different things (a moving person,
+  parallax, water, leaves in the wind: their local normalised cross-correlation over MIX_WINDOW px, variance
+  floored at MIX_FLOOR so flat patches agree, below MIX_DIFFER) and P correlates with neither (both NCCs below
+  MIX_COPY): there the output blends two contents, a ghost or a half-transparent object, whatever the flow
+  says (a hard cut through water that the flow calls misaligned is not a mix; a 50/50 blend of unrelated
+  content correlates about 0.71 with each, a 65/35 one 0.88 with the stronger). A seam through such an area
+  counts on a band about MIX_WINDOW wide. Pooled over the pairs with weights 1/s^2; per pair also
+  ``differ_pct``, the share where the two differ (the denominator a method's alignment sets).
 * Colour step across seams (``colour_step_p95``, ``colour_step_mean``), at every seam pixel x of a pair
   (a, b), in CIE Lab (OpenCV's float conversion, D65, L in 0..100), with means over the box of half-side
   COLOUR_WINDOW px around x:  step(x) = mean_O(I_a - I_b) + mean_{labelled a}(P - I_a) - mean_{labelled b}(P - I_b),
@@ -67,9 +76,13 @@ import numpy as np
 
 from stitch.geometry import Box, box_intersection, box_slices, placed_box
 from stitch.imaging import resize_max_side, to_gray
-from stitch.panorama.disagree import TEXTURE_GRADIENT, dis_flow, texture_energy
+from stitch.panorama.disagree import TEXTURE_GRADIENT, dis_flow, local_ncc, texture_energy
 
 MIN_PAIR_PIXELS = 1000
+MIX_WINDOW = 7
+MIX_FLOOR = 25.0
+MIX_DIFFER = 0.3
+MIX_COPY = 0.9
 OVERLAP_ERODE = 2
 FLOW_MAX_PIXELS = 1_000_000
 FLOW_BORDER = 4
@@ -91,8 +104,8 @@ PLACE_DEPTH = 40.0
 #: Kinds of worst place, in the order of the sheet's crops.
 PLACE_KINDS = ("ghost", "colour", "invented")
 #: The set's scalar figures (VisualFigures' float fields; the bench averages them in its totals).
-FIGURES = ("flow_p50", "flow_p95", "ghost_p50", "ghost_p95", "colour_step_p95", "colour_step_mean", "invented_pct",
-           "empty_pct", "bend_max", "bend_p95", "map_check")
+FIGURES = ("flow_p50", "flow_p95", "ghost_p50", "ghost_p95", "mixed_pct", "colour_step_p95", "colour_step_mean",
+           "invented_pct", "empty_pct", "bend_max", "bend_p95", "map_check")
 
 PointMap = Callable[[np.ndarray], np.ndarray]
 
@@ -130,7 +143,8 @@ class Place:
 @dataclass
 class PairVisual:
     """One pair's samples: flow px of textured overlap / seam-band pixels and their weights (1/s^2), colour
-    steps (Delta E76) at its seam pixels and their weights (1/s), and its worst places."""
+    steps (Delta E76) at its seam pixels and their weights (1/s), per overlap pixel whether the two show different
+    content and whether the output mixes them there (bool, weights 1/s^2), and its worst places."""
 
     a: str
     b: str
@@ -139,6 +153,8 @@ class PairVisual:
     band: np.ndarray
     steps: np.ndarray
     places: list[Place] = field(default_factory=list)
+    mixed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    differ: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def summary(self) -> dict[str, Any]:
         """Per-pair figures (JSON-ready): p50 / p95 of each kind of sample, None where there is none."""
@@ -146,6 +162,9 @@ class PairVisual:
         for key, v in (("flow", self.overlap), ("ghost", self.band), ("colour_step", self.steps)):
             out[f"{key}_p50"], out[f"{key}_p95"] = (None, None) if v.size == 0 else (
                 float(np.percentile(v, 50)), float(np.percentile(v, 95)))
+        for key in ("mixed", "differ"):
+            v = getattr(self, key)
+            out[f"{key}_pct"] = None if v.size == 0 else 100.0 * float(v.mean())
         return out
 
 
@@ -157,6 +176,7 @@ class VisualFigures:
     flow_p95: float | None = None
     ghost_p50: float | None = None
     ghost_p95: float | None = None
+    mixed_pct: float | None = None
     colour_step_p95: float | None = None
     colour_step_mean: float | None = None
     invented_pct: float | None = None
@@ -312,6 +332,14 @@ def near(mask: np.ndarray, radius: float) -> np.ndarray:
     return d <= radius
 
 
+def mixed_map(pano_gray: np.ndarray, ga: np.ndarray, gb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(differ, mixed) (h, w) bool for the gray panorama and registered images a, b (h, w) uint8 on one grid: where
+    a and b show different content, and where the panorama there correlates with neither (module docstring)."""
+    differ = local_ncc(ga, gb, MIX_WINDOW, MIX_FLOOR) < MIX_DIFFER
+    copy = np.maximum(local_ncc(pano_gray, ga, MIX_WINDOW, MIX_FLOOR), local_ncc(pano_gray, gb, MIX_WINDOW, MIX_FLOOR))
+    return differ, differ & (copy < MIX_COPY)
+
+
 # --- colour -----------------------------------------------------------------------------------------------
 
 
@@ -424,12 +452,14 @@ def pair_visual(region: Region, a: int, b: int, names: tuple[str, str]) -> PairV
     de = colour_step_map(region.pano, region.images[a], region.images[b], (labels == a) & ma & region.pano_mask,
                          (labels == b) & mb & region.pano_mask, overlap & landed, half, b_on_a)
     steps = de[seam & np.isfinite(de)]
+    differ, mixed = mixed_map(to_gray(region.pano), ga, gb)
+    shown = erode(overlap, FLOW_BORDER) & ((labels == a) | (labels == b))
     win = max(1, round(WORST_WINDOW * s / 2))
     ghost, share = local_mean(mag, band, win)
     ghost[share < 0.05] = np.nan
     places = [p for p in (_worst(ghost, "ghost", region), _worst(np.where(seam, de, np.nan), "colour", region))
               if p is not None]
-    return PairVisual(names[0], names[1], s, mag[sample], mag[band], steps, places)
+    return PairVisual(names[0], names[1], s, mag[sample], mag[band], steps, places, mixed[shown], differ[shown])
 
 
 # --- invented / empty pixels --------------------------------------------------------------------------------
@@ -608,6 +638,9 @@ def visual_figures(pano: np.ndarray, pano_mask: np.ndarray, regs: Sequence[Regis
     f.flow_p50, f.flow_p95 = pooled(pairs, "overlap", 2, (0.5, 0.95))
     f.ghost_p50, f.ghost_p95 = pooled(pairs, "band", 2, (0.5, 0.95))
     (f.colour_step_p95,) = pooled(pairs, "steps", 1, (0.95,))
+    area = sum(p.mixed.size / p.scale ** 2 for p in pairs)
+    if area > 0:
+        f.mixed_pct = 100.0 * sum(float(p.mixed.sum()) / p.scale ** 2 for p in pairs) / area
     steps = [(p.steps.astype(np.float64), p.scale) for p in pairs if p.steps.size]
     if steps:
         f.colour_step_mean = float(sum(v.sum() / s for v, s in steps) / sum(v.size / s for v, s in steps))

@@ -109,6 +109,27 @@ def lab_shifted(img: np.ndarray, dL: float, da: float, db: float) -> np.ndarray:
     return np.clip(cv2.cvtColor(lab, cv2.COLOR_Lab2BGR) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def test_mixed_content():
+    """b shows another scene on 100 x 60 px of the 200 x 300 px overlap (a moving object): a hard seam that takes
+    it whole from b mixes nothing; a 50/50 blend of the overlap mixes most of where the two differ; where the
+    views agree nothing differs and nothing is mixed."""
+    img = scene(4)
+    planted = img.copy()
+    planted[100:200, 320:380] = scene(9)[100:200, 320:380]
+    regs = two_views(img, b_pixels=planted)
+    hard = visual_figures(hard_seam(regs), full(), regs, {})
+    differ = hard.pairs[0]["differ_pct"]
+    assert 2.0 < differ < 10.0 and hard.mixed_pct < 0.1 * differ, (differ, hard.mixed_pct)
+    blended = hard_seam(regs)
+    blended[:, 200:400] = ((regs[0].image[:, 200:].astype(np.uint16) + regs[1].image[:, :200]) // 2).astype(np.uint8)
+    mixed = visual_figures(blended, full(), regs, {})
+    # the rest: one content so faint beside the other that it hardly shows
+    assert mixed.mixed_pct > 0.6 * differ, (differ, mixed.mixed_pct)
+    same = two_views(img)
+    f = visual_figures(hard_seam(same), full(), same, {})
+    assert f.mixed_pct == 0.0 and f.pairs[0]["differ_pct"] == 0.0
+
+
 def test_colour_step_known_offset():
     """b is a's scene moved by Lab (4, 3, 0) (Delta E76 = 5): a hard seam between them steps by ~5; the same seam
     with b's side compensated back (what the output shows matches a) steps by ~0."""
