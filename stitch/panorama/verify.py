@@ -222,9 +222,23 @@ class Placer:
         errs = [edge_error(e, G[e.i], G[e.j], 0.5 * (self.scale[e.i] + self.scale[e.j]))
                 if e.i in G and e.j in G else 0.0 for e in self.edges]
         total = sum(e.score for e, x in zip(self.edges, errs) if x <= self.tolerance)
+        return total - CONFLICT_COST * self.clashes(G), errs
+
+    def clashes(self, G: dict[int, np.ndarray], chunk: int = 65536) -> int:
+        """How many pairs of images of G clash (``conflicts``: they lie on each other without a pair match), every
+        pair tested in batches of ``chunk`` (one ``overlaps_many`` call per batch, not one per image)."""
         placed = sorted(G)
-        clashes = sum(self.conflicts(a, G[a], {b: G[b] for b in placed[p + 1:]}) for p, a in enumerate(placed))
-        return total - CONFLICT_COST * clashes, errs
+        first, second = np.triu_indices(len(placed), 1)
+        free = np.array([(placed[a], placed[b]) not in self.linked for a, b in zip(first, second)], bool)
+        first, second = first[free], second[free]
+        Gs = np.stack([G[k] for k in placed]) if placed else np.zeros((0, 3, 3))
+        sizes = np.array([self.sizes[k] for k in placed], np.float64).reshape(-1, 2)
+        count = 0
+        for lo in range(0, len(first), chunk):
+            a, b = first[lo:lo + chunk], second[lo:lo + chunk]
+            count += int(np.count_nonzero(overlaps_many(Gs[b], Gs[a], sizes[b], sizes[a])
+                                          | overlaps_many(Gs[a], Gs[b], sizes[a], sizes[b])))
+        return count
 
 
 def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, np.ndarray] | None,

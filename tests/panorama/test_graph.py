@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stitch.panorama.graph import pair_votes
+from stitch.panorama.graph import pair_votes, ratio_passes
 
 
 def _bf_count(a: np.ndarray, b: np.ndarray, ratio: float) -> int:
@@ -29,6 +29,25 @@ def test_pair_votes_equal_opencv_brute_force_counts():
                 assert votes[i, j] == _bf_count(desc[i], desc[j], 0.7) + _bf_count(desc[j], desc[i], 0.7)
     assert votes[0, 1] >= 100  # the shared 80 descriptors match both ways
     assert not votes[3].any() and not votes[4].any()
+
+
+def test_ratio_passes_as_the_two_nearest_sorted_out():
+    """ratio_passes gives, row by row, the test on the two nearest sorted out (np.partition), ties and infinite
+    padding included: a duplicated nearest fails, an all-infinite row fails, a lone zero passes."""
+    rng = np.random.default_rng(11)
+    d2 = (rng.integers(0, 40, (6, 9, 9)) * 0.37).astype(np.float32)  # few distinct values: many ties
+    d2[0, :, 0] = np.inf
+    d2[1, 2] = np.inf
+    d2[2, :, 3] = 0.0
+    d2[2, 5, 3] = 7.0
+    d2[3, 4, :] = [0.0] + [1.0] * 8
+    r2 = np.float32(0.7 * 0.7)
+    for axis in (1, 2):
+        two = np.moveaxis(np.partition(d2, 1, axis=axis), axis, -1)[..., :2]
+        assert np.array_equal(ratio_passes(d2, r2, axis), two[..., 0] < r2 * two[..., 1])
+    assert not ratio_passes(d2, r2, 2)[1, 2]  # every entry infinite
+    assert ratio_passes(d2, r2, 2)[3, 4]  # 0 against 1: passes
+    assert not ratio_passes(d2, r2, 1)[2, 3]  # zero twice: a tie fails
 
 
 def _strip_descriptors(n: int, per: int = 60, shared: int = 30, seed: int = 3) -> list[np.ndarray]:

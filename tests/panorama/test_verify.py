@@ -293,6 +293,22 @@ def test_overlaps_many_equals_one_pair_at_a_time():
         overlaps(G_a[3], g, s_a[3], s, OVERLAP_MARGIN) for g, s in zip(G_b, s_b)]
 
 
+def test_clashes_equal_the_conflicts_image_by_image():
+    """Placer.clashes (every pair in batches) counts what Placer.conflicts finds image by image against the images
+    after it: random placements of 30 images in a plane, a few of them linked, at chunk sizes that split the pairs."""
+    from stitch.panorama.verify import Placer
+
+    rng = np.random.default_rng(4)
+    n = 30
+    G = {k: np.array([[1, 0, rng.uniform(-900, 900)], [0, 1, rng.uniform(-600, 600)], [0, 0, 1]]) for k in range(n)}
+    links = [edge(k, k + 1, np.linalg.solve(G[k + 1], G[k]), 0.9, rng, 8) for k in range(0, n - 1, 3)]
+    placer = Placer(list(range(n)), links, None, dict.fromkeys(range(n), 1.0), dict.fromkeys(range(n), SIZE), 12.0)
+    want = sum(placer.conflicts(a, G[a], {b: G[b] for b in range(a + 1, n)}) for a in range(n))
+    assert 20 < want < 400
+    assert placer.clashes(G) == placer.clashes(G, chunk=7) == want
+    assert placer.clashes({3: G[3]}) == 0 and placer.clashes({}) == 0
+
+
 def lookalike_ring() -> tuple[list[np.ndarray], list[PairEdge]]:
     """(true rotations, edges): a full turn of 12 cameras 30 degrees apart (neighbour matches, score 0.9) whose
     camera 5 sees a scene repeated at 285 degrees: two look-alike matches (0.8, with cameras 9 and 10) agree with
