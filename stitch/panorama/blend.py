@@ -209,7 +209,7 @@ def _align_up(x: int, a: int) -> int:
     return -(-x // a) * a
 
 
-#: Per image, its warp over a strip: (region (x0, y0, x1, y1), gain-compensated pixels (h, w, 3) float32, valid).
+#: Per image, its warp over a strip: (region (x0, y0, x1, y1), pixels (h, w, 3) of the image's dtype, valid (h, w)).
 _Warps = dict["_Source", tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]
 
 
@@ -231,13 +231,14 @@ class _Source:
 
     def compensated(self, canvas: Canvas, grid: LowGrid, region: tuple[int, int, int, int],
                     cache: _Warps | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Over region: gain-compensated pixels (h, w, 3) float32 and valid (h, w) bool; views into this image's
-        warp in ``cache`` when that covers the region (then read-only)."""
+        """Over region: gain-compensated pixels (h, w, 3) float32 and valid (h, w) bool (read-only); the warp is
+        read from ``cache`` when that holds this image over the region."""
         held = None if cache is None else cache.get(self)
         if held is not None and box_intersection(held[0], region) == tuple(region):
             sl = box_slices(region, (held[0][0], held[0][1]))
-            return held[1][sl], held[2][sl]
-        raw, valid = warp_region(self.img, self.H, canvas, region, self.valid, self.local)
+            raw, valid = held[1][sl], held[2][sl]
+        else:
+            raw, valid = warp_region(self.img, self.H, canvas, region, self.valid, self.local)
         if self.gain_uniform:
             return np.multiply(raw, self.gain[0, 0].reshape(1, 1, -1), dtype=np.float32), valid
         g = sample_low(self.gain, self.low_origin, grid, region, replicate=True)
@@ -265,7 +266,6 @@ class _Source:
         img, valid = self.compensated(canvas, grid, region, cache)
         weight = sample_low(self.seam, self.low_origin, grid, region)
         if self.differ is not None:
-            img = img.copy() if cache is not None else img  # the cache is read by the other images
             _take_from_owners(self, img, valid, canvas, grid, region, cache)
         if BLENDERS[method].hard:
             weight = (weight >= 0.5).astype(np.float32)
@@ -496,9 +496,8 @@ def _uncut(views: Sequence[LowView], disagree: Sequence[ViewDisagreement | None]
         if d is None:
             out.append(None)
             continue
-        keep = ~drop[box_slices(v.box, (x0, y0))]
-        differ = d.differ * keep
-        out.append(ViewDisagreement(differ, d.offset * keep[:, :, None]) if differ.any() else None)
+        differ = d.differ * ~drop[box_slices(v.box, (x0, y0))]
+        out.append(ViewDisagreement(differ, d.offset) if differ.any() else None)  # offset read only where differ
     return out
 
 
@@ -619,11 +618,13 @@ def _strip_region(rk: tuple[int, int, int, int], strip: tuple[int, int, int, int
 
 def _strip_warps(sources: Sequence[_Source], inner: Sequence[tuple[int, int, int, int]], canvas: Canvas,
                  grid: LowGrid, strip: tuple[int, int, int, int], pool: Executor | None, ahead: int) -> _Warps:
-    """Every image's gain-compensated warp over its part of the strip (on ``pool``): with disagreement areas, an
-    image's pixels are read by itself and by the images whose areas it owns, and are warped once."""
+    """Every image's warp over its part of the strip (on ``pool``), before its gains (a quarter of the float
+    pixels' memory): with disagreement areas, an image's pixels are read by itself and by the images whose areas it
+    owns, and are warped once."""
     regions = [_strip_region(rk, strip) for rk in inner]
-    warps = in_order(lambda k: None if regions[k] is None else sources[k].compensated(canvas, grid, regions[k]),
-                     len(sources), pool, ahead)
+    warps = in_order(lambda k: None if regions[k] is None else warp_region(
+        sources[k].img, sources[k].H, canvas, regions[k], sources[k].valid, sources[k].local), len(sources), pool,
+        ahead)
     return {src: (r, *w) for src, r, w in zip(sources, regions, warps) if w is not None and r is not None}
 
 

@@ -61,6 +61,10 @@ NCC_FLOOR = 25.0
 DIFFER_COLOUR = 24.0
 #: Window (seam-canvas px, odd) of the local median a colour difference is measured against.
 LOCAL_WINDOW = 21
+#: Every how many overlap pixels the per-channel ratio of two photos is sampled (its median: a few thousand suffice).
+RATIO_STEP = 4
+#: Smallest side (seam-canvas px) of a region whose local median is taken on a 2x coarser grid (half of it there).
+MEDIAN_MIN_SIDE = 16
 #: Gaussian sigma (seam-canvas px) of the smooth photometric difference in a disagreement area.
 OFFSET_SIGMA = 8.0
 #: Coarsening factor of the grid local_offset averages on (at most sigma / 2).
@@ -177,11 +181,12 @@ def local_ncc(ga: np.ndarray, gb: np.ndarray, window: int = NCC_WINDOW, floor: f
 
 def colour_difference(a: np.ndarray, b: np.ndarray, overlap: np.ndarray, window: int = LOCAL_WINDOW) -> np.ndarray:
     """Mean over B, G, R of |r - median_window(r)| (h, w) float32 for (h, w, 3) uint8 crops, r = a - g b per channel,
-    g the median of a / b over ``overlap`` (h, w) bool, r = 0 off the overlap: what differs between the two beyond a
-    smooth photometric difference (light, vignetting, a gain the compensation left), e.g. an object in one only."""
+    g the median of a / b over ``overlap`` (h, w) bool (every RATIO_STEP-th pixel of it), r = 0 off the overlap: what
+    differs between the two beyond a smooth photometric difference (light, vignetting, a gain the compensation
+    left), e.g. an object in one only."""
     fa, fb = a.astype(np.float32), b.astype(np.float32)
     if overlap.any():
-        va, vb = fa[overlap], fb[overlap]
+        va, vb = fa[overlap][::RATIO_STEP], fb[overlap][::RATIO_STEP]
         ok = (va > 8) & (vb > 8) & (va < 247) & (vb < 247)
         for ch in range(3):
             sel = ok[:, ch]
@@ -192,9 +197,15 @@ def colour_difference(a: np.ndarray, b: np.ndarray, overlap: np.ndarray, window:
 
 
 def local_median(r: np.ndarray, window: int = LOCAL_WINDOW) -> np.ndarray:
-    """Per channel, the median of r (h, w, 3) float32 (a difference, -510..510) over window x window px, to 2 levels."""
-    shifted = np.clip(np.rint(r / 2.0 + 128.0), 0, 255).astype(np.uint8)  # medianBlur's large windows take uint8
-    return (cv2.medianBlur(shifted, window | 1).astype(np.float32) - 128.0) * 2.0
+    """Per channel, the median of r (h, w, 3) float32 (a difference, -510..510) over about window x window px, to 2
+    levels: on a grid 2x coarser (area averages, a window of half the side), upsampled bilinearly, as the light's
+    difference it stands for is smooth; at full resolution below 2 * MEDIAN_MIN_SIDE px."""
+    h, w = r.shape[:2]
+    coarse = min(h, w) >= 2 * MEDIAN_MIN_SIDE
+    src = cv2.resize(r, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA) if coarse else r
+    shifted = np.clip(np.rint(src / 2.0 + 128.0), 0, 255).astype(np.uint8)  # medianBlur's large windows take uint8
+    med = (cv2.medianBlur(shifted, (window // 2 if coarse else window) | 1).astype(np.float32) - 128.0) * 2.0
+    return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR) if coarse else med
 
 
 def local_offset(a: np.ndarray, b: np.ndarray, agree: np.ndarray, sigma: float = OFFSET_SIGMA,
