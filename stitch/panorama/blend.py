@@ -637,10 +637,11 @@ def _strip_part(src: _Source, rk: tuple[int, int, int, int], canvas: Canvas, gri
     """
     y0, y1, Y0, Y1 = strip
     c = lay.c
-    ry0, ry1 = max(rk[1], Y0), min(rk[3], Y1)
-    if ry1 <= ry0:
+    reg = _strip_region(rk, strip)
+    if reg is None:
         return None
-    img, wgt, valid = src.weighted(canvas, grid, (rk[0], ry0, rk[2], ry1), method, cache)
+    ry0, ry1 = reg[1], reg[3]
+    img, wgt, valid = src.weighted(canvas, grid, reg, method, cache)
     vy0, vy1 = max(y0, ry0), min(y1, ry1, lay.Hc)
     seen = None
     if vy1 > vy0:

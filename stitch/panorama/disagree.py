@@ -63,8 +63,8 @@ DIFFER_COLOUR = 24.0
 LOCAL_WINDOW = 21
 #: Every how many overlap pixels the per-channel ratio of two photos is sampled (its median: a few thousand suffice).
 RATIO_STEP = 4
-#: Smallest side (seam-canvas px) of a region whose local median is taken on a 2x coarser grid (half of it there).
-MEDIAN_MIN_SIDE = 16
+#: Smallest side (seam-canvas px) of a region whose local median is taken on a 2x coarser grid.
+MEDIAN_MIN_SIDE = 32
 #: Gaussian sigma (seam-canvas px) of the smooth photometric difference in a disagreement area.
 OFFSET_SIGMA = 8.0
 #: Coarsening factor of the grid local_offset averages on (at most sigma / 2).
@@ -199,9 +199,9 @@ def colour_difference(a: np.ndarray, b: np.ndarray, overlap: np.ndarray, window:
 def local_median(r: np.ndarray, window: int = LOCAL_WINDOW) -> np.ndarray:
     """Per channel, the median of r (h, w, 3) float32 (a difference, -510..510) over about window x window px, to 2
     levels: on a grid 2x coarser (area averages, a window of half the side), upsampled bilinearly, as the light's
-    difference it stands for is smooth; at full resolution below 2 * MEDIAN_MIN_SIDE px."""
+    difference it stands for is smooth; at full resolution below MEDIAN_MIN_SIDE px."""
     h, w = r.shape[:2]
-    coarse = min(h, w) >= 2 * MEDIAN_MIN_SIDE
+    coarse = min(h, w) >= MEDIAN_MIN_SIDE
     src = cv2.resize(r, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA) if coarse else r
     shifted = np.clip(np.rint(src / 2.0 + 128.0), 0, 255).astype(np.uint8)  # medianBlur's large windows take uint8
     med = (cv2.medianBlur(shifted, (window // 2 if coarse else window) | 1).astype(np.float32) - 128.0) * 2.0
