@@ -15,6 +15,7 @@ from stitch.panorama.disagree import (
     PairDisagreement,
     disagreement,
     flow_magnitude,
+    local_median,
     local_ncc,
     local_offset,
 )
@@ -210,3 +211,17 @@ def test_replacement_tiles_and_strip_warps_change_no_pixel(monkeypatch):
     monkeypatch.setattr(blend_module, "_strip_warps", lambda *args: None)
     results.append(compose_panorama(imgs, Hs, canvas, cfg).image)
     assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
+
+
+def test_local_median_on_a_coarser_grid():
+    """On a smooth difference (a ramp of 60 levels over 160 px) with an 8 x 8 px object 100 levels above it, the
+    local median (taken on a 2x coarser grid) follows the ramp within 3 levels and leaves the object out: the
+    object stands 90+ levels above it, the rest under 3."""
+    yy, xx = np.mgrid[0:120, 0:160].astype(np.float32)
+    r = np.repeat((xx * 60.0 / 160.0 - 30.0 + yy * 0.1)[:, :, None], 3, axis=2)
+    r[50:58, 70:78] += 100.0
+    rest = np.ones((120, 160), bool)
+    rest[46:62, 66:82] = False
+    residual = np.abs(r - local_median(r)).max(axis=2)
+    assert residual[52:56, 72:76].min() > 90.0 and residual[rest].max() < 3.0, (residual[52:56, 72:76].min(),
+                                                                                 residual[rest].max())
