@@ -231,8 +231,8 @@ class _Source:
 
     def compensated(self, canvas: Canvas, grid: LowGrid, region: tuple[int, int, int, int],
                     cache: _Warps | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Over region: gain-compensated pixels (h, w, 3) float32 and valid (h, w) bool (read-only); the warp is
-        read from ``cache`` when that holds this image over the region."""
+        """Over region: gain-compensated pixels (h, w, 3) float32 (a new array) and valid (h, w) bool; the warp is
+        read from ``cache`` when that holds this image over the region (valid is then a view of it: read-only)."""
         held = None if cache is None else cache.get(self)
         if held is not None and box_intersection(held[0], region) == tuple(region):
             sl = box_slices(region, (held[0][0], held[0][1]))
