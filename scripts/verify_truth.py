@@ -25,7 +25,7 @@ from stitch.panorama import pipeline
 from stitch.panorama.camera import image_center, loop_focal, pinhole
 from stitch.panorama.config import PanoramaConfig
 from stitch.panorama.graph import choose_reference
-from stitch.panorama.verify import DEFAULT_TOLERANCE_PX, Placer, verify_edges
+from stitch.panorama.verify import DEFAULT_TOLERANCE_PX, Placer, rotation_evidence, verify_edges
 from stitch.panorama.viewgraph import PairEdge
 
 #: A pair is wrong when its inliers' median transfer error under the true rotations exceeds this (full-res px).
@@ -96,10 +96,11 @@ def main() -> None:
           f"true {next(iter(dev.truth.values()))['focal']:.1f} px")
     K = {k: pinhole(f, image_center(s)) for k, s in sizes.items()}
     scale = {k: float(sc.A[k][0, 0]) for k in range(n)}
-    placer = Placer(list(range(n)), edges, K, scale, sizes, DEFAULT_TOLERANCE_PX)
+    evidence = rotation_evidence(edges, K, scale)  # as verify_graph weighs the pairs
+    placer = Placer(list(range(n)), edges, K, scale, sizes, DEFAULT_TOLERANCE_PX, evidence)
     truth = {k: np.asarray(dev.truth[sc.names[k]]["R"]) for k in range(n)}
     true_obj, true_errs = placer.judge({k: truth[k].T @ np.linalg.inv(K[k]) for k in range(n)})
-    kept, rejected, obj = verify_edges(range(n), edges, K, scale, sizes, seed_rng=cfg.seed)
+    kept, rejected, obj = verify_edges(range(n), edges, K, scale, sizes, seed_rng=cfg.seed, evidence=evidence)
     print(f"objective: verification {obj:.1f}, truth {true_obj:.1f} (the truth agrees with "
           f"{sum(x <= DEFAULT_TOLERANCE_PX for x in true_errs)} pairs, "
           f"{sum(x <= DEFAULT_TOLERANCE_PX and id(e) in wrong for e, x in zip(edges, true_errs))} of them wrong)")
@@ -107,8 +108,8 @@ def main() -> None:
           f"{sum(id(r.edge) not in wrong for r in rejected)} right ones")
     weight = dict.fromkeys(range(n), 0.0)
     for e in edges:
-        weight[e.i] += e.score
-        weight[e.j] += e.score
+        weight[e.i] += evidence[id(e)]
+        weight[e.j] += evidence[id(e)]
     seed = min(range(n), key=lambda k: (-round(weight[k], 6), k))
     err = aligned_errors(placer.grow(seed), K, truth)
     print(f"placement grown from view {sc.names[seed]} (the verification's first seed), degrees off once aligned:")

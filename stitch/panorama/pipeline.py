@@ -119,6 +119,7 @@ from stitch.panorama.verify import (
     RejectedEdge,
     edge_error,
     robust_edges,
+    rotation_evidence,
     verify_edges,
     weak_bridges,
 )
@@ -505,11 +506,14 @@ def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A:
     either corrected by the full turns the pairs of the largest component close (camera.loop_focal). A placement
     chained round a turn of many photos turns each step by an angle as wrong as its focal: 2 % off over 40 steps
     of 9 degrees is 7 degrees, and the true loop-closing matches would miss; the model solved on every pair
-    is itself pulled off by the wrong pairs that make verification necessary. ``keys``: content keys (ties)."""
+    is itself pulled off by the wrong pairs that make verification necessary. ``keys``: content keys (ties).
+    With a focal, both weigh each pair by its ``rotation_evidence`` (look-alikes fit no rotation as well), so their
+    objectives compare."""
     if not cfg.verify or len(edges) < 3:
         return edges, []
     scale = {k: float(A[k][0, 0]) for k in range(n)}
     tries = []
+    evidence = None
     if cfg.model in ("auto", "rotation") and cfg.projection != "plane":
         focals = pair_focal_estimates(edges, dict(enumerate(sizes)))
         if focals:
@@ -518,9 +522,12 @@ def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A:
             sub = [e for e in edges if e.i in main and e.j in main]
             f = loop_focal(main, sub, choose_reference(main, sub, keys), dict(enumerate(sizes)), f, keys) or f
             K = {k: pinhole(f, image_center(size)) for k, size in enumerate(sizes)}
-            tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes)), seed_rng=cfg.seed))
+            evidence = rotation_evidence(edges, K, scale)
+            tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes)), seed_rng=cfg.seed,
+                                      evidence=evidence))
     if not tries or tries[0][1]:
-        tries.append(verify_edges(range(n), edges, None, scale, dict(enumerate(sizes)), seed_rng=cfg.seed))
+        tries.append(verify_edges(range(n), edges, None, scale, dict(enumerate(sizes)), seed_rng=cfg.seed,
+                                  evidence=evidence))
     kept, rejected, _ = max(tries, key=lambda t: (t[2], -len(t[1])))
     return kept, rejected
 

@@ -23,6 +23,11 @@ with, and keeps only the edges that agree with it:
    (``IMPROVE_EDGES``), then from ``DEFAULT_RESTARTS`` random seeds with shaken evidence; the best wins;
 3. edges that disagree with it are removed, each with its transfer error as the reason.
 
+For a rotating camera each edge's evidence is its score times how well its inliers fit a rotation
+(``rotation_evidence``): a look-alike stands elsewhere in the scene, so a match between two copies pairs rays that no
+rotation maps onto each other as closely as a true match's; an edge far above the set's typical rotation residual
+weighs less in the growth and the objective.
+
 Each connected part of the graph is verified on its own. The pipeline runs this only when the camera model
 solved on every pair misses some of them (stitch.panorama.pipeline.Solved.agrees): a consistent graph is
 kept whole.
@@ -75,6 +80,12 @@ EDGE_MIN_PX = 6.0
 #: real sets measured for DEFAULT_MIN_PAIR_SCORE scored 0.675 or more (docs/measurements.md, "placement and verify").
 BRIDGE_MIN_SCORE = 0.65
 BRIDGE_MIN_SIDE = 2
+#: ``rotation_evidence``: an edge keeps its whole score up to RESIDUAL_FACTOR times the median edge's rotation residual
+#: (at least RESIDUAL_FLOOR_PX, working px), and (bound / residual)^2 of it above. On a rendered 200-view world of
+#: look-alike scenes the true edges fit a rotation within 0.20 px (p95), the look-alike ones at 0.21-5.35 px (p5-p95),
+#: median 1.15 (docs/measurements.md, "placement and verify").
+RESIDUAL_FACTOR = 2.0
+RESIDUAL_FLOOR_PX = 0.25
 
 
 @dataclass(frozen=True)
@@ -130,9 +141,30 @@ def overlaps_many(G_a: np.ndarray, G_b: np.ndarray, size_a: np.ndarray, size_b: 
     return front & (margin * w <= x) & (x <= (1 - margin) * w) & (margin * h <= y) & (y <= (1 - margin) * h)
 
 
+def rotation_residual(e: PairEdge, K: dict[int, np.ndarray], scale: dict[int, float]) -> float:
+    """Median transfer error (px, working resolution) of e's inliers under its own relative rotation
+    (camera.relative_rotation at the intrinsics K (3, 3) per image)."""
+    if len(e.pts_i) == 0:
+        return float("inf")
+    H = K[e.j] @ relative_rotation(e, e.i, K[e.i], K[e.j]) @ np.linalg.inv(K[e.i])
+    return float(np.median(transfer_errors(H, e.pts_i, e.pts_j))) * 0.5 * (scale[e.i] + scale[e.j])
+
+
+def rotation_evidence(edges: Sequence[PairEdge], K: dict[int, np.ndarray], scale: dict[int, float],
+                      factor: float = RESIDUAL_FACTOR, floor_px: float = RESIDUAL_FLOOR_PX) -> dict[int, float]:
+    """Evidence per edge (by ``id``): its score, times (bound / r)^2 where its rotation residual r
+    (``rotation_residual``) exceeds bound = ``factor`` times the median edge's (at least ``floor_px``)."""
+    res = np.array([rotation_residual(e, K, scale) for e in edges])
+    finite = res[np.isfinite(res)]
+    bound = factor * max(float(np.median(finite)) if len(finite) else 0.0, floor_px)
+    keep = np.minimum(1.0, (bound / np.maximum(res, 1e-12)) ** 2)
+    return {id(e): float(e.score * k) for e, k in zip(edges, keep)}
+
+
 @dataclass
 class Placer:
-    """What placements are judged on: the graph, intrinsics (or None), scales and sizes per image, tolerance."""
+    """What placements are judged on: the graph, intrinsics (or None), scales and sizes per image, tolerance, and
+    each edge's evidence by ``id`` (default: its score)."""
 
     nodes: Sequence[int]
     edges: Sequence[PairEdge]
@@ -140,6 +172,7 @@ class Placer:
     scale: dict[int, float]
     sizes: dict[int, tuple[int, int]]
     tolerance: float
+    evidence: dict[int, float] | None = None
 
     def __post_init__(self) -> None:
         self.adj: dict[int, list[PairEdge]] = {k: [] for k in self.nodes}
@@ -148,6 +181,7 @@ class Placer:
             self.adj[e.j].append(e)
         self.linked = {(e.i, e.j) for e in self.edges} | {(e.j, e.i) for e in self.edges}
         self._rotations: dict[int, np.ndarray] = {}  # edge id -> R_ij (i -> j), fitted once
+        self.weight: dict[int, float] = self.evidence or {id(e): e.score for e in self.edges}
 
     def step(self, G_a: np.ndarray, e: PairEdge, a: int) -> np.ndarray:
         """placement_step through edge e from image a, the edge's relative rotation fitted once per Placer."""
@@ -179,8 +213,8 @@ class Placer:
              ) -> dict[int, np.ndarray]:
         """Placements G (3, 3) of the images reachable from ``seed``, the best-confirmed first (step 2); ``first``,
         an edge of ``seed``, places its other image before anything else; ``weight`` (by edge id) replaces the
-        edges' scores as the evidence that orders the growth."""
-        w = weight or {id(e): e.score for e in self.edges}
+        edges' evidence as what orders the growth."""
+        w = weight or self.weight
         G = {seed: np.eye(3) if self.K is None else np.linalg.inv(self.K[seed])}
         if first is not None:
             G[first.other(seed)] = self.step(G[seed], first, seed)
@@ -217,11 +251,11 @@ class Placer:
         return G
 
     def judge(self, G: dict[int, np.ndarray]) -> tuple[float, list[float]]:
-        """(objective, error per edge): the score of the agreeing edges less CONFLICT_COST per overlapping pair
-        of images without a match; errors (px, working resolution) are 0 for edges outside the placement."""
+        """(objective, error per edge): the evidence of the agreeing edges less CONFLICT_COST per overlapping
+        pair of images without a match; errors (px, working resolution) are 0 for edges outside the placement."""
         errs = [edge_error(e, G[e.i], G[e.j], 0.5 * (self.scale[e.i] + self.scale[e.j]))
                 if e.i in G and e.j in G else 0.0 for e in self.edges]
-        total = sum(e.score for e, x in zip(self.edges, errs) if x <= self.tolerance)
+        total = sum(self.weight[id(e)] for e, x in zip(self.edges, errs) if x <= self.tolerance)
         return total - CONFLICT_COST * self.clashes(G), errs
 
     def clashes(self, G: dict[int, np.ndarray], chunk: int = 65536) -> int:
@@ -243,40 +277,42 @@ class Placer:
 
 def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, np.ndarray] | None,
                  scale: dict[int, float], sizes: dict[int, tuple[int, int]], tolerance: float = DEFAULT_TOLERANCE_PX,
-                 seeds: int = DEFAULT_SEEDS, restarts: int = DEFAULT_RESTARTS, seed_rng: int = 0
-                 ) -> tuple[list[PairEdge], list[RejectedEdge], float]:
+                 seeds: int = DEFAULT_SEEDS, restarts: int = DEFAULT_RESTARTS, seed_rng: int = 0,
+                 evidence: dict[int, float] | None = None) -> tuple[list[PairEdge], list[RejectedEdge], float]:
     """(kept, rejected, objective): the edges that agree with the best-supported placement (module docstring,
     1-3), and that placement's objective (``Placer.judge``).
 
     K: intrinsics (3, 3) per node for a rotating camera (relative rotations), or None (homographies); scale:
     working px per full-resolution px, and sizes (w, h) px, per node (errors and ``tolerance`` are at the working
-    resolution).
+    resolution); evidence: per edge (by ``id``, e.g. ``rotation_evidence``), default its score.
     """
+    evidence = evidence or {id(e): e.score for e in edges}
     kept: list[PairEdge] = []
     rejected: list[RejectedEdge] = []
     objective = 0.0
     for part, sub in connected_parts(nodes, edges):
         if len(sub) < 3:
             kept += sub
-            objective += sum(e.score for e in sub)
+            objective += sum(evidence[id(e)] for e in sub)
             continue
-        placer = Placer(part, sub, K, scale, sizes, tolerance)
+        placer = Placer(part, sub, K, scale, sizes, tolerance, {id(e): evidence[id(e)] for e in sub})
         weight = dict.fromkeys(part, 0.0)
         for e in sub:
-            weight[e.i] += e.score
-            weight[e.j] += e.score
+            weight[e.i] += evidence[id(e)]
+            weight[e.j] += evidence[id(e)]
         order = sorted(part, key=lambda k: (-round(weight[k], 6), k))
         best = max((placer.judge(placer.grow(seed)) for seed in order[:seeds]), key=lambda r: r[0])
         for _ in range(IMPROVE_ROUNDS):  # grow again through the strongest edges the best placement rejects
-            off = sorted((e for e, x in zip(sub, best[1]) if x > tolerance), key=lambda e: -e.score)[:IMPROVE_EDGES]
+            off = sorted((e for e, x in zip(sub, best[1]) if x > tolerance),
+                         key=lambda e: -evidence[id(e)])[:IMPROVE_EDGES]
             better = max((placer.judge(placer.grow(e.i, e)) for e in off), key=lambda r: r[0], default=best)
             if better[0] <= best[0] + 1e-9:
                 break
             best = better
         rng = np.random.default_rng(seed_rng)
         for _ in range(restarts if best[1] and any(x > tolerance for x in best[1]) else 0):
-            # random restarts: another seed, and the evidence shaken (scores times U(0.5, 1))
-            shaken = {id(e): e.score * rng.uniform(0.5, 1.0) for e in sub}
+            # random restarts: another seed, and the evidence shaken (times U(0.5, 1))
+            shaken = {id(e): evidence[id(e)] * rng.uniform(0.5, 1.0) for e in sub}
             result = placer.judge(placer.grow(part[int(rng.integers(len(part)))], weight=shaken))
             if result[0] > best[0] + 1e-9:
                 best = result

@@ -17,7 +17,7 @@ from stitch.bench.devsets import intrinsics, load_devset, placement_errors, rota
 from stitch.errors import StitchError
 from stitch.geometry import normalize_h, project
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, placement_scores
-from stitch.panorama.verify import robust_edges, verify_edges
+from stitch.panorama.verify import robust_edges, rotation_evidence, rotation_residual, verify_edges
 from stitch.panorama.viewgraph import PairEdge
 
 SIZE = (640, 480)
@@ -61,6 +61,54 @@ def test_shift_planted_lookalike_edges_are_removed():
     assert {(r.edge.i, r.edge.j) for r in rejected} == {(0, 5), (1, 6)}
     assert len(kept) == len(true)
     assert all(r.error_px > 100 for r in rejected)
+
+
+def noisy(e: PairEdge, rng: np.random.Generator, sigma: float = 0.2) -> PairEdge:
+    """e with Gaussian noise of ``sigma`` px on its second image's points (a true match's detection noise)."""
+    return PairEdge(e.i, e.j, e.H, e.score, e.n_inliers, e.pts_i, e.pts_j + rng.normal(0.0, sigma, e.pts_j.shape))
+
+
+def zoom(f: float) -> np.ndarray:
+    """A scaling by f about the centre of a SIZE image: what a look-alike farther or nearer adds to a rotation."""
+    c = np.array(SIZE) / 2.0
+    return np.array([[f, 0, c[0] * (1 - f)], [0, f, c[1] * (1 - f)], [0, 0, 1.0]])
+
+
+def test_shift_rotation_evidence_discounts_what_fits_no_rotation():
+    """True matches of a rotating camera fit their rotation to their noise and keep their whole score; a look-alike
+    whose points differ from a rotation by a 3 % zoom (several px) keeps about 1 % of it."""
+    rng = np.random.default_rng(3)
+    Rs = ring(18, 20.0)[:6]
+    K = {k: intrinsics(FOCAL, SIZE) for k in range(6)}
+    scale = dict.fromkeys(range(6), 1.0)
+    true = [noisy(edge(k, k + 1, rel(Rs, k, k + 1), 0.9, rng), rng) for k in range(5)]
+    fake = edge(0, 3, zoom(1.03) @ rel(Rs, 0, 1), 0.95, rng)
+    assert all(rotation_residual(e, K, scale) < 0.4 for e in true)
+    assert rotation_residual(fake, K, scale) > 3.0
+    ev = rotation_evidence(true + [fake], K, scale)
+    assert [ev[id(e)] for e in true] == [e.score for e in true]
+    assert ev[id(fake)] < 0.02 * fake.score
+
+
+def test_shift_lookalikes_that_fit_no_rotation_are_outvoted():
+    """Two look-alike matches place camera 5 on camera 0's far side; they agree with each other and outscore its one
+    true match (4-5), so the scores alone keep them. Weighed by how well they fit a rotation, they are rejected and
+    the true match is kept."""
+    rng = np.random.default_rng(4)
+    Rs = ring(18, 20.0)[:6]
+    K = {k: intrinsics(FOCAL, SIZE) for k in range(6)}
+    scale, sizes = dict.fromkeys(range(6), 1.0), dict.fromkeys(range(6), SIZE)
+    true = [noisy(edge(k, k + 1, rel(Rs, k, k + 1), 0.8, rng), rng) for k in range(5)]
+    true += [noisy(edge(k, k + 2, rel(Rs, k, k + 2), 0.8, rng), rng) for k in range(3)]
+    where = rotation(-20.0, 0.0)  # the look-alikes' camera 5: 20 degrees before camera 0
+    look = [edge(0, 5, zoom(1.02) @ rel([Rs[0], where], 0, 1), 0.99, rng),
+            edge(1, 5, zoom(1.02) @ rel([Rs[1], where], 0, 1), 0.99, rng)]
+    edges = true + look
+    plain = verify_edges(range(6), edges, K, scale, sizes)
+    assert {(r.edge.i, r.edge.j) for r in plain[1]} == {(4, 5)}
+    kept, rejected, _ = verify_edges(range(6), edges, K, scale, sizes, evidence=rotation_evidence(edges, K, scale))
+    assert {(r.edge.i, r.edge.j) for r in rejected} == {(0, 5), (1, 5)}
+    assert len(kept) == len(true)
 
 
 def test_shift_window_period_in_the_plane():
