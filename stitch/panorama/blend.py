@@ -81,7 +81,7 @@ from stitch.geometry import box_intersection, box_slices, union_box
 from stitch.panorama.disagree import ViewDisagreement
 from stitch.panorama.displacement import Displacement
 from stitch.panorama.exposure import Gains
-from stitch.panorama.threads import in_order, thread_pool
+from stitch.panorama.threads import in_order, release_free_memory, thread_pool
 from stitch.panorama.views import LowView, overlapping_pairs
 from stitch.panorama.warp import MAX_TILE_SIDE, Canvas, remap_replicate, tile_maps
 from stitch.types import ProgressFn
@@ -592,6 +592,7 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
     coarse = _coarse_bands(sources, inner, gc_img, gc_w, levels, c, Wp, Hp)
     del gc_img, gc_w
+    release_free_memory()  # the strips' arrays, freed on the threads, before the output's
     if progress is not None:
         progress(n_strips, n_strips + 1, "blending: low bands")
     out = _add_coarse(fine, coarse, mask, lay, dtype)

@@ -64,6 +64,7 @@ from stitch.panorama.inputs import check_timelapse_dir
 from stitch.panorama.rectangle import Mesh
 from stitch.panorama.resolution import OutputScale, check_output_size, choose_output_scale, resolution_notes
 from stitch.panorama.seams import DEFAULT_GAMMA, DEFAULT_SEAM, SEAM_CHOICES, check_gamma, find_seams
+from stitch.panorama.threads import release_free_memory
 from stitch.panorama.tiles import DEFAULT_TILE_MEGAPIX, DEFAULT_TILE_SIDE, check_tiles, compose_tiles, tiled
 from stitch.panorama.views import LowView
 from stitch.panorama.warp import Canvas, canvas_bounds, warp_image
@@ -406,6 +407,7 @@ def compose_panorama(images: Sequence[np.ndarray], homographies: Sequence[np.nda
         seconds["blend"] = time.perf_counter() - t
         t = time.perf_counter()
         bands = out.bands
+        release_free_memory()  # the blend's strips, before the crop's arrays
         cropped = crop_panorama(out.image, out.mask, cfg.crop, cfg.crop_max_empty)
         del out
         seconds["crop"] = time.perf_counter() - t

@@ -17,7 +17,6 @@ too, and then the pairs between its parts are retried with the preset's costlier
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 from collections.abc import Sequence
@@ -72,19 +71,6 @@ def flip_result(res: HomographyResult) -> HomographyResult:
     m = res.matches
     return replace(res, H=normalize_h(np.linalg.inv(res.H)), src_size=res.dst_size, dst_size=res.src_size,
                    matches=Matches(m.dst_pts, m.src_pts, m.dst_idx, m.src_idx, m.ratio))
-
-
-def release_free_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
-
-    The pair-matching threads allocate from their own malloc arenas, whose free pages would otherwise
-    stay resident and add to the peak of the full-resolution compositing that follows
-    (docs/measurements.md, "graph").
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def resolve_workers(workers: int) -> int:

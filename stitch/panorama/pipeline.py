@@ -93,7 +93,6 @@ from stitch.panorama.graph import (
     choose_reference,
     image_key,
     match_graph,
-    release_free_memory,
     resolve_workers,
     shortlist,
     spanning_tree_homographies,
@@ -113,6 +112,7 @@ from stitch.panorama.output import DEFAULT_JPEG_QUALITY, write_panorama
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, PLACEMENT_SIDE, placement_scores
 from stitch.panorama.rectangle import Mesh
 from stitch.panorama.resolution import native_scales, typical_scale
+from stitch.panorama.threads import release_free_memory
 from stitch.panorama.verify import (
     EDGE_FACTOR,
     EDGE_MIN_PX,

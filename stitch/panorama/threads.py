@@ -1,11 +1,13 @@
 """Threads for the compositing stages: ``in_order`` runs independent pieces of work (the images of a strip, the
 tiles of a canvas, the overlapping pairs of the seam canvas) on a pool and hands their results back in order,
 so the sums made of them, and so the pixels, do not depend on the number of threads. OpenCV and NumPy release
-the GIL in their heavy calls, which is what the threads share.
+the GIL in their heavy calls, which is what the threads share. ``release_free_memory`` hands back what the
+threads' malloc arenas hold free before the next large allocations.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -13,6 +15,19 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    Threads allocate from their own malloc arenas, and arrays freed there stay resident: after the pair
+    matching, and after a blend's strips, before the next stage's large arrays (docs/measurements.md, "graph"
+    and "blend").
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def in_order(fn: Callable[[int], T], n: int, pool: Executor | None, ahead: int) -> Iterator[T]:
