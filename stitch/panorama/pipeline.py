@@ -67,7 +67,7 @@ from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, Stit
 from stitch.exif import ImageMeta, exif_focal_px, read_meta
 from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.config import DEFAULT_PRESET
-from stitch.imaging import resize_max_side
+from stitch.imaging import resize_max_side, to_gray
 from stitch.io import ImageLike, Pixels, image_name, load_images, to_bgr8
 from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges, refinement_pays
 from stitch.panorama.camera import (
@@ -734,7 +734,7 @@ class Screening:
 
     ``images`` (H, W, 3) uint8, or uint16 from 16-bit inputs, at full resolution (exact duplicates dropped), each
     with its alpha's ``valid`` mask (H, W) bool or None (io.Pixels), their ``names``, content
-    ``keys``, ``sizes`` (w, h), full -> working scales ``A`` (3, 3), ``thumbs`` (for the placement check) and
+    ``keys``, ``sizes`` (w, h), full -> working scales ``A`` (3, 3), ``thumbs`` (gray, for the placement check) and
     ``source`` (each one's index in the inputs); ``pairs``: the pairs screened (i < j); ``edges``: the accepted
     ones (full-resolution px); ``why``: a rejected pair's (score or -inf, reason); ``dropped``: the inputs
     left out, (name, reason); ``duplicates``: (name, the kept image it repeats); ``notes``: the warnings.
@@ -788,7 +788,7 @@ def screen_pairs(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, prog
         for i, j, res in raw:
             inl = np.asarray(res.inliers, bool)
             hooks.matches(names[i], names[j], works[i], works[j], res.matches.src_pts[inl], res.matches.dst_pts[inl])
-    thumbs = [resize_max_side(w, PLACEMENT_SIDE)[0] for w in works]
+    thumbs = [to_gray(resize_max_side(w, PLACEMENT_SIDE)[0]) for w in works]  # all the check reads: a third of it
     return Screening(images, valid, names, keys, sizes, A, [index[k] for k in keep], thumbs, list(pairs), edges, why,
                      dropped, same, notes)
 
@@ -805,11 +805,15 @@ def check_plane_turn(sc: Screening, cfg: PanoramaConfig) -> None:
 
 
 def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, progress: ProgressFn | None = None,
-                    hooks: Any = None, masks: Sequence[MaskLike] | None = None) -> tuple[Registration, list[Pixels]]:
-    """Steps 1-6 of the module docstring: (the Registration, the kept images (io.Pixels) in its order).
+                    hooks: Any = None, masks: Sequence[MaskLike] | None = None, keep_images: bool = True
+                    ) -> tuple[Registration, list[Pixels]]:
+    """Steps 1-6 of the module docstring: (the Registration, the kept images (io.Pixels) in its order; none
+    without ``keep_images``, which frees them before the camera model).
 
     masks: one feature mask per input (see stitch_images), combined with the image's alpha (its valid mask)."""
     sc = screen_pairs(paths_or_arrays, cfg, progress, hooks, masks)
+    if not keep_images:
+        sc.images.clear()
     if not sc.edges:
         advice = cfg.advice()
         raise NoOverlapError(f"no two images overlap: {', '.join(sc.names)} ({advice + ', or ' if advice else ''}"
@@ -820,7 +824,7 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
     reg = verified_registration(graph, sc.edges, sc.why, sc.dropped, sc.thumbs)
     reg.dropped = sc.dropped
     reg.warnings = sc.notes
-    kept = [Pixels(sc.images[k], sc.valid[k]) for k in map(sc.names.index, reg.names)]
+    kept = [Pixels(sc.images[k], sc.valid[k]) for k in map(sc.names.index, reg.names)] if keep_images else []
     sc.images.clear()
     return reg, kept
 
@@ -937,7 +941,7 @@ def register(paths_or_arrays: Sequence[ImageLike], **options: Any) -> Registrati
     Takes stitch_images' options (the compositing ones are accepted and ignored).
     """
     cfg = PanoramaConfig.from_options(**options)
-    return register_images(paths_or_arrays, cfg)[0]
+    return register_images(paths_or_arrays, cfg, keep_images=False)[0]
 
 
 def compose(paths_or_arrays: Sequence[ImageLike], cameras: Registration | str | Any, *,
