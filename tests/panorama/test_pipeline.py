@@ -14,8 +14,15 @@ import pytest
 from stitch.errors import ConfigError, NoOverlapError, StitchError
 from stitch.geometry import corner_error, image_corners, project
 from stitch.panorama.adjust import adjust_homographies, edge_residuals, norm_matrix, transfer_residuals
+from stitch.panorama.config import PanoramaConfig
 from stitch.panorama.graph import choose_reference, spanning_tree_homographies
-from stitch.panorama.pipeline import Panorama, choose_canvas, stitch_images, work_scale_matrix
+from stitch.panorama.pipeline import (
+    Panorama,
+    choose_canvas,
+    register_images,
+    stitch_images,
+    work_scale_matrix,
+)
 from stitch.panorama.viewgraph import PairEdge
 from stitch.panorama.warp import estimate_focal, pair_focals
 
@@ -114,6 +121,18 @@ def test_workers_do_not_change_the_result(samples_dir):
     assert one.image.tobytes() == three.image.tobytes()
     with pytest.raises(ConfigError, match="workers=-1"):
         stitch_images(views, workers=-1)
+
+
+def test_register_without_the_images_gives_the_same_cameras(samples_dir):
+    """keep_images=False (stitch.register) frees the inputs before the camera model: no images come back, and the
+    cameras are the same as those a stitch composes."""
+    views = sorted((samples_dir / "pano3").glob("view_*.jpg"))
+    cfg = PanoramaConfig.from_options()
+    reg, kept = register_images(views, cfg)
+    bare, none = register_images(views, cfg, keep_images=False)
+    assert len(kept) == len(reg.names) == 3 and none == []
+    assert bare.names == reg.names and bare.placement == reg.placement
+    assert all(np.array_equal(x, y) for x, y in zip(bare.homographies(), reg.homographies()))
 
 
 @pytest.mark.slow
