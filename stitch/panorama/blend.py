@@ -517,7 +517,39 @@ def _relevant(views: Sequence[LowView], seam_masks: Sequence[np.ndarray], grow: 
     for v, m in zip(views, seam_masks):
         edge = v.mask & ~inner[box_slices(v.box, (x0, y0))]
         keep = (m | edge).astype(np.uint8)
-        out.append(cv2.dilate(np.pad(keep, grow), kernel)[grow:-grow or None, grow:-grow or None] > 0)
+        out.append(dilate_by_rows(np.pad(keep, grow), kernel)[grow:-grow or None, grow:-grow or None] > 0)
+    return out
+
+
+def dilate_by_rows(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """cv2.dilate(img, kernel) of a (h, w) uint8 image, pixel for pixel, for an odd kernel (an ellipse) whose
+    non-zero entries form one centred run per row (others: cv2.dilate itself).
+
+    The horizontal dilations by runs of half-width 0, 1, 2, ... come one from the last (two shifted maxima each),
+    and each kernel row adds its run's dilation shifted by its row: a few passes per row instead of one per
+    kernel entry (a 73 x 73 ellipse over a 430 x 350 view: 7.5 -> about 1.5 ms)."""
+    ay, ax = kernel.shape[0] // 2, kernel.shape[1] // 2
+    rows = []  # (half-width, row offset)
+    for i, row in enumerate(kernel):
+        cols = np.flatnonzero(row)
+        if len(cols) == 0:
+            continue
+        if cols[-1] - cols[0] + 1 != len(cols) or cols[0] + cols[-1] != 2 * ax:
+            return cv2.dilate(img, kernel)
+        rows.append((ax - int(cols[0]), i - ay))
+    h = img.shape[0]
+    out = np.zeros_like(img)
+    run, reach = img, 0  # run: img dilated horizontally by [-reach, reach]
+    for half, dy in sorted(rows):
+        while reach < half:
+            wider = run.copy() if reach == 0 else np.zeros_like(run)
+            np.maximum(wider[:, 1:], run[:, :-1], out=wider[:, 1:])
+            np.maximum(wider[:, :-1], run[:, 1:], out=wider[:, :-1])
+            run, reach = wider, reach + 1
+        if dy >= 0:  # out[y] takes run[y + dy]
+            np.maximum(out[:h - dy], run[dy:], out=out[:h - dy])
+        else:
+            np.maximum(out[-dy:], run[:h + dy], out=out[-dy:])
     return out
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stitch.errors import ConfigError
-from stitch.panorama.blend import BLEND_CHOICES, bands_for_overlap
+from stitch.panorama.blend import BLEND_CHOICES, bands_for_overlap, dilate_by_rows
 from stitch.panorama.compose import ComposeConfig, compose_panorama
 from stitch.panorama.crop import crop_box, largest_rectangle
 from stitch.panorama.debug import PipelineHooks
@@ -171,3 +171,18 @@ def test_api_options_and_hooks(samples_dir):
         stitch_images(crops, exposure="x")
     with pytest.raises(ConfigError, match="bands=99"):
         stitch_images(crops, bands=99)
+
+
+@pytest.mark.parametrize("grow", [0, 1, 3, 10, 36])
+def test_dilate_by_rows_equals_cv2_dilate(grow):
+    """The run-by-run dilation gives cv2.dilate's pixels for every ellipse and mask density, and falls back to it
+    for a kernel whose rows are not centred runs."""
+    rng = np.random.default_rng(grow)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    for density in (0.001, 0.02, 0.4):
+        img = np.pad((rng.random((rng.integers(1, 300), rng.integers(1, 300))) < density).astype(np.uint8), grow)
+        assert np.array_equal(dilate_by_rows(img, kernel), cv2.dilate(img, kernel))
+    odd = np.ones((3, 5), np.uint8)
+    odd[1, 0] = 0
+    img = (rng.random((40, 50)) < 0.05).astype(np.uint8)
+    assert np.array_equal(dilate_by_rows(img, odd), cv2.dilate(img, odd))
