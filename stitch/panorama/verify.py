@@ -181,7 +181,8 @@ class Placer:
             self.adj[e.j].append(e)
         self.linked = {(e.i, e.j) for e in self.edges} | {(e.j, e.i) for e in self.edges}
         self._rotations: dict[int, np.ndarray] = {}  # edge id -> R_ij (i -> j), fitted once
-        self.weight: dict[int, float] = self.evidence or {id(e): e.score for e in self.edges}
+        if self.evidence is None:
+            self.evidence = {id(e): e.score for e in self.edges}
 
     def step(self, G_a: np.ndarray, e: PairEdge, a: int) -> np.ndarray:
         """placement_step through edge e from image a, the edge's relative rotation fitted once per Placer."""
@@ -214,7 +215,7 @@ class Placer:
         """Placements G (3, 3) of the images reachable from ``seed``, the best-confirmed first (step 2); ``first``,
         an edge of ``seed``, places its other image before anything else; ``weight`` (by edge id) replaces the
         edges' evidence as what orders the growth."""
-        w = weight or self.weight
+        w = weight or self.evidence
         G = {seed: np.eye(3) if self.K is None else np.linalg.inv(self.K[seed])}
         if first is not None:
             G[first.other(seed)] = self.step(G[seed], first, seed)
@@ -255,7 +256,7 @@ class Placer:
         pair of images without a match; errors (px, working resolution) are 0 for edges outside the placement."""
         errs = [edge_error(e, G[e.i], G[e.j], 0.5 * (self.scale[e.i] + self.scale[e.j]))
                 if e.i in G and e.j in G else 0.0 for e in self.edges]
-        total = sum(self.weight[id(e)] for e, x in zip(self.edges, errs) if x <= self.tolerance)
+        total = sum(self.evidence[id(e)] for e, x in zip(self.edges, errs) if x <= self.tolerance)
         return total - CONFLICT_COST * self.clashes(G), errs
 
     def clashes(self, G: dict[int, np.ndarray], chunk: int = 65536) -> int:
