@@ -112,14 +112,56 @@ def placement_step(G_a: np.ndarray, e: PairEdge, a: int, K: dict[int, np.ndarray
     return R_b.T @ np.linalg.inv(K[b])
 
 
+def check_points(e: PairEdge, points: int = CHECK_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """The (k, 2) inliers of e, evenly spaced, at most ``points`` of them, that ``edge_error`` measures on."""
+    n = len(e.pts_i)
+    idx = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int))
+    return e.pts_i[idx], e.pts_j[idx]
+
+
 def edge_error(e: PairEdge, G_i: np.ndarray, G_j: np.ndarray, scale: float, points: int = CHECK_POINTS) -> float:
     """Median symmetric transfer error (px, times ``scale``) of e's inliers under the placements G_i, G_j (3, 3)."""
-    n = len(e.pts_i)
-    if n == 0:
+    if len(e.pts_i) == 0:
         return float("inf")
-    idx = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int))
     H = np.linalg.solve(G_j, G_i)
-    return float(np.median(transfer_errors(H, e.pts_i[idx], e.pts_j[idx]))) * scale
+    return float(np.median(transfer_errors(H, *check_points(e, points)))) * scale
+
+
+def edge_errors_many(edges: Sequence[PairEdge], G_i: np.ndarray, G_j: np.ndarray, scales: np.ndarray,
+                     points: int = CHECK_POINTS) -> np.ndarray:
+    """``edge_error`` of m edges at once (m,): placements G_i, G_j (m, 3, 3), scales (m,); the edges with the same
+    number of check points go through one batched solve, projection and median (a placement's every edge)."""
+    out = np.empty(len(edges))
+    pts = [check_points(e, points) for e in edges]
+    sizes = np.array([len(a) for a, _ in pts])
+    for k in np.unique(sizes):
+        at = np.flatnonzero(sizes == k)
+        if k == 0:
+            out[at] = np.inf
+            continue
+        src = np.stack([pts[m][0] for m in at]).astype(np.float64)
+        dst = np.stack([pts[m][1] for m in at]).astype(np.float64)
+        try:
+            H = np.linalg.solve(G_j[at], G_i[at])
+            H_inv = np.linalg.inv(H)
+        except np.linalg.LinAlgError:  # a singular placement: edge by edge, as edge_error does it
+            out[at] = [edge_error(edges[m], G_i[m], G_j[m], scales[m], points) for m in at]
+            continue
+        ones = np.ones(src.shape[:2] + (1,))
+        fwd = np.sum((_project_many(H, np.concatenate([src, ones], 2)) - dst) ** 2, axis=2)
+        bwd = np.sum((_project_many(H_inv, np.concatenate([dst, ones], 2)) - src) ** 2, axis=2)
+        out[at] = np.median(np.sqrt(0.5 * (fwd + bwd)), axis=1) * scales[at]
+    return out
+
+
+def _project_many(H: np.ndarray, ph: np.ndarray) -> np.ndarray:
+    """geometry.project of homogeneous points ph (m, k, 3) through H (m, 3, 3): (m, k, 2), inf where w ~ 0."""
+    q = ph @ np.swapaxes(H, 1, 2)
+    w = q[..., 2:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = q[..., :2] / w
+    out[np.abs(w[..., 0]) < 1e-12] = np.inf
+    return out
 
 
 def overlaps_many(G_a: np.ndarray, G_b: np.ndarray, size_a: np.ndarray, size_b: np.ndarray,
@@ -254,8 +296,12 @@ class Placer:
     def judge(self, G: dict[int, np.ndarray]) -> tuple[float, list[float]]:
         """(objective, error per edge): the evidence of the agreeing edges less CONFLICT_COST per overlapping
         pair of images without a match; errors (px, working resolution) are 0 for edges outside the placement."""
-        errs = [edge_error(e, G[e.i], G[e.j], 0.5 * (self.scale[e.i] + self.scale[e.j]))
-                if e.i in G and e.j in G else 0.0 for e in self.edges]
+        inside = [e for e in self.edges if e.i in G and e.j in G]
+        many = edge_errors_many(inside, np.array([G[e.i] for e in inside]).reshape(-1, 3, 3),
+                                np.array([G[e.j] for e in inside]).reshape(-1, 3, 3),
+                                np.array([0.5 * (self.scale[e.i] + self.scale[e.j]) for e in inside]))
+        at = {id(e): float(x) for e, x in zip(inside, many)}
+        errs = [at.get(id(e), 0.0) for e in self.edges]
         total = sum(self.evidence[id(e)] for e, x in zip(self.edges, errs) if x <= self.tolerance)
         return total - CONFLICT_COST * self.clashes(G), errs
 

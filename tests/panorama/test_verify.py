@@ -17,7 +17,14 @@ from stitch.bench.devsets import intrinsics, load_devset, placement_errors, rota
 from stitch.errors import StitchError
 from stitch.geometry import normalize_h, project
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, placement_scores
-from stitch.panorama.verify import robust_edges, rotation_evidence, rotation_residual, verify_edges
+from stitch.panorama.verify import (
+    edge_error,
+    edge_errors_many,
+    robust_edges,
+    rotation_evidence,
+    rotation_residual,
+    verify_edges,
+)
 from stitch.panorama.viewgraph import PairEdge
 
 SIZE = (640, 480)
@@ -109,6 +116,22 @@ def test_shift_lookalikes_that_fit_no_rotation_are_outvoted():
     kept, rejected, _ = verify_edges(range(6), edges, K, scale, sizes, evidence=rotation_evidence(edges, K, scale))
     assert {(r.edge.i, r.edge.j) for r in rejected} == {(0, 5), (1, 5)}
     assert len(kept) == len(true)
+
+
+def test_edge_errors_many_equal_one_edge_at_a_time():
+    """The batched errors are edge_error's to the bit: edges of 5 to 60 inliers (fewer and more check points than
+    CHECK_POINTS), one without inliers (inf), under random placements."""
+    rng = np.random.default_rng(5)
+    Rs = ring(18, 20.0)
+    edges = [edge(k, k + 1, rel(Rs, k, k + 1), 0.9, rng, n=int(rng.integers(5, 61))) for k in range(10)]
+    edges.append(PairEdge(0, 2, np.eye(3), 0.5, 0, np.zeros((0, 2)), np.zeros((0, 2))))
+    K = intrinsics(FOCAL, SIZE)
+    G = {k: rotation(float(rng.normal(20 * k, 3)), float(rng.normal(0, 3))).T @ np.linalg.inv(K) for k in range(11)}
+    scales = rng.uniform(0.3, 1.0, len(edges))
+    one = [edge_error(e, G[e.i], G[e.j], s) for e, s in zip(edges, scales)]
+    many = edge_errors_many(edges, np.array([G[e.i] for e in edges]), np.array([G[e.j] for e in edges]), scales)
+    assert np.array_equal(np.array(one), many) and math.isinf(many[-1])
+    assert len({min(len(e.pts_i), 48) for e in edges[:-1]}) >= 3  # several batches of check points
 
 
 def test_shift_window_period_in_the_plane():
