@@ -42,13 +42,16 @@ def normalize_h_oriented(H: np.ndarray) -> np.ndarray:
 
 
 def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Map (N, 2) pixel points through H (3, 3); returns (N, 2) float64 (inf where w ~ 0)."""
-    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-    ph = np.hstack([pts, np.ones((len(pts), 1))]) @ np.asarray(H, dtype=np.float64).T
-    w = ph[:, 2:3]
+    """Map (N, 2) pixel points through H (3, 3), or a stack of m point sets (m, N, 2) through H (m, 3, 3) one by
+    one; returns float64 points of the same shape (inf where w ~ 0)."""
+    H = np.asarray(H, dtype=np.float64)
+    pts = np.asarray(pts, dtype=np.float64)
+    pts = pts.reshape(-1, 2) if H.ndim == 2 else pts.reshape(len(H), -1, 2)
+    ph = np.concatenate([pts, np.ones(pts.shape[:-1] + (1,))], -1) @ np.swapaxes(H, -1, -2)
+    w = ph[..., 2:3]
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = ph[:, :2] / w
-    out[np.abs(w[:, 0]) < 1e-12] = np.inf
+        out = ph[..., :2] / w
+    out[np.abs(w[..., 0]) < 1e-12] = np.inf
     return out
 
 
@@ -98,17 +101,22 @@ def point_error(H_est: np.ndarray | None, src_pts: np.ndarray, dst_pts: np.ndarr
 
 
 def transfer_errors(H: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
-    """Symmetric transfer error per match (N,) in px: sqrt(mean of the squared forward and backward errors)."""
-    src = np.asarray(src_pts, dtype=np.float64).reshape(-1, 2)
-    dst = np.asarray(dst_pts, dtype=np.float64).reshape(-1, 2)
-    if len(src) == 0:
-        return np.zeros(0)
+    """Symmetric transfer error per match (N,) in px: sqrt(mean of the squared forward and backward errors); for a
+    stack H (m, 3, 3) and matches (m, N, 2), each set under its own H, (m, N)."""
+    H = np.asarray(H, dtype=np.float64)
+    shape = (-1, 2) if H.ndim == 2 else (len(H), -1, 2)
+    src = np.asarray(src_pts, dtype=np.float64).reshape(shape)
+    dst = np.asarray(dst_pts, dtype=np.float64).reshape(shape)
+    if src.shape[-2] == 0:
+        return np.zeros(src.shape[:-1])
     try:
         Hinv = np.linalg.inv(H)
     except np.linalg.LinAlgError:
-        return np.full(len(src), np.inf)
-    fwd = np.sum((project(H, src) - dst) ** 2, axis=1)
-    bwd = np.sum((project(Hinv, dst) - src) ** 2, axis=1)
+        if H.ndim == 2:
+            return np.full(len(src), np.inf)
+        return np.stack([transfer_errors(h, a, b) for h, a, b in zip(H, src, dst)])  # the singular ones: inf
+    fwd = np.sum((project(H, src) - dst) ** 2, axis=-1)
+    bwd = np.sum((project(Hinv, dst) - src) ** 2, axis=-1)
     e = np.sqrt(0.5 * (fwd + bwd))
     e[~np.isfinite(e)] = np.inf
     return e

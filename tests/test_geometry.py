@@ -235,3 +235,18 @@ def test_clip_halfplane():
     assert clip_halfplane(sq, np.array([0.0, 0.0, -1.0])).shape == (0, 2)
     np.testing.assert_allclose(clip_halfplane(sq, np.array([1.0, 0.0, 0.0])), sq)
     np.testing.assert_allclose(clip_halfplane(sq, np.array([-1.0, 0.0, 4.0]), tau=1.0)[:, 0].max(), 3.0)
+
+
+def test_stacked_project_and_transfer_errors_equal_one_at_a_time():
+    """A stack of homographies maps each point set as one call per H would, to the bit; a singular H in the stack
+    gives inf for its own matches only."""
+    rng = np.random.default_rng(7)
+    H = np.stack([np.eye(3) + rng.normal(0, 0.05, (3, 3)) for _ in range(4)])
+    H[2] = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 0]])  # singular
+    src = rng.uniform(0, 500, (4, 30, 2))
+    dst = src + rng.normal(0, 2, src.shape)
+    assert np.array_equal(project(H, src), np.stack([project(h, s) for h, s in zip(H, src)]))
+    many = transfer_errors(H, src, dst)
+    one = np.stack([transfer_errors(h, s, d) for h, s, d in zip(H, src, dst)])
+    assert many.shape == (4, 30) and np.array_equal(many, one)
+    assert np.isinf(many[2]).all() and np.isfinite(many[[0, 1, 3]]).all()

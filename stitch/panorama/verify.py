@@ -130,7 +130,7 @@ def edge_error(e: PairEdge, G_i: np.ndarray, G_j: np.ndarray, scale: float, poin
 def edge_errors_many(edges: Sequence[PairEdge], G_i: np.ndarray, G_j: np.ndarray, scales: np.ndarray,
                      points: int = CHECK_POINTS) -> np.ndarray:
     """``edge_error`` of m edges at once (m,): placements G_i, G_j (m, 3, 3), scales (m,); the edges with the same
-    number of check points go through one batched solve, projection and median (a placement's every edge)."""
+    number of check points go through one batched solve and ``transfer_errors`` (a placement's every edge)."""
     out = np.empty(len(edges))
     pts = [check_points(e, points) for e in edges]
     sizes = np.array([len(a) for a, _ in pts])
@@ -139,28 +139,14 @@ def edge_errors_many(edges: Sequence[PairEdge], G_i: np.ndarray, G_j: np.ndarray
         if k == 0:
             out[at] = np.inf
             continue
-        src = np.stack([pts[m][0] for m in at]).astype(np.float64)
-        dst = np.stack([pts[m][1] for m in at]).astype(np.float64)
+        src = np.stack([pts[m][0] for m in at])
+        dst = np.stack([pts[m][1] for m in at])
         try:
             H = np.linalg.solve(G_j[at], G_i[at])
-            H_inv = np.linalg.inv(H)
         except np.linalg.LinAlgError:  # a singular placement: edge by edge, as edge_error does it
             out[at] = [edge_error(edges[m], G_i[m], G_j[m], scales[m], points) for m in at]
             continue
-        ones = np.ones(src.shape[:2] + (1,))
-        fwd = np.sum((_project_many(H, np.concatenate([src, ones], 2)) - dst) ** 2, axis=2)
-        bwd = np.sum((_project_many(H_inv, np.concatenate([dst, ones], 2)) - src) ** 2, axis=2)
-        out[at] = np.median(np.sqrt(0.5 * (fwd + bwd)), axis=1) * scales[at]
-    return out
-
-
-def _project_many(H: np.ndarray, ph: np.ndarray) -> np.ndarray:
-    """geometry.project of homogeneous points ph (m, k, 3) through H (m, 3, 3): (m, k, 2), inf where w ~ 0."""
-    q = ph @ np.swapaxes(H, 1, 2)
-    w = q[..., 2:3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = q[..., :2] / w
-    out[np.abs(w[..., 0]) < 1e-12] = np.inf
+        out[at] = np.median(transfer_errors(H, src, dst), axis=1) * scales[at]
     return out
 
 
