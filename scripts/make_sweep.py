@@ -1,15 +1,18 @@
 """Render a multi-row sweep of N views with known rotations from the shared photographs (stitch.bench.sweep).
 
 Usage: python scripts/make_sweep.py --views 100 --rows 4 [--data ../shared/data] [--out out/sweep100] [--seed 0]
-       [--columns 16] [--repeat-scenes] [--measure]
+       [--columns N] [--repeat-scenes] [--measure]
        python scripts/make_sweep.py --folder out/sweep500 [--select 216:287]   (measure a sweep already made)
 
 The world's photo band must not show one scene twice (a repeated scene is another test: repeated structure), so
-it takes the first photograph of each set of <data>/panoramas and <data>/panoramas_wide, cut into a 2 x 3 grid
-of distinct pieces, and keeps the pieces that hold texture (a piece of sky alone would be a view no one can
-place). --repeat-scenes builds the repeated-structure world instead: every photograph of those sets, whole,
-cycled over the tiles, so the overlapping photos of one set (and one photo's crops) show the same scene in
-several places, as repeated facades or a row of identical houses do (fewer --columns make the copies denser).
+it takes the first photograph of each set of <data>/panoramas and <data>/panoramas_wide, cut into distinct pieces
+of about PIECE_PX (a small photograph stays whole), and keeps the pieces that hold texture (a piece of sky alone
+would be a view no one can place). The band reaches just beyond the views and its tiles are about
+stitch.bench.sweep.SWEEP_TILE_PX wide, so a photo is enlarged about twice (--columns overrides the tiles).
+--repeat-scenes builds the repeated-structure world instead: every photograph of those sets, whole, cycled over
+16 columns (or --columns) of a band of +-50 degrees, so the overlapping photos of one set (and one photo's crops)
+show the same scene in several places, as repeated facades or a row of identical houses do (fewer --columns make
+the copies denser).
 With --measure, registers the views (stitch.register) and prints the seconds, the views kept and
 the placement error per view (degrees; stitch.bench.devsets.placement_errors). --folder measures a sweep made
 before (its truth.json) without rendering it again; --select A:B only its views A..B-1 in name order (one row of
@@ -27,14 +30,19 @@ import cv2
 import numpy as np
 
 from stitch.bench.devsets import DevSet, load_devset, placement_errors
-from stitch.bench.sweep import make_sweep
+from stitch.bench.sweep import SWEEP_BAND_DEG, make_sweep
 from stitch.imaging import gradient_energy
 from stitch.io import IMAGE_EXTENSIONS, read_image
 
 
-def pieces(img: np.ndarray, rows: int = 2, cols: int = 3) -> list[np.ndarray]:
-    """The (h, w, 3) image cut into a rows x cols grid of pieces (each a distinct part of the scene)."""
+#: The size (px) of the pieces the photographs are cut into for the sweep's world.
+PIECE_PX = 300
+
+
+def pieces(img: np.ndarray, size: int = PIECE_PX) -> list[np.ndarray]:
+    """The (h, w, 3) image cut into a grid of pieces of about ``size`` px (each a distinct part of the scene)."""
     h, w = img.shape[:2]
+    rows, cols = max(1, round(h / size)), max(1, round(w / size))
     return [img[r * h // rows:(r + 1) * h // rows, c * w // cols:(c + 1) * w // cols]
             for r in range(rows) for c in range(cols)]
 
@@ -52,7 +60,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--columns", type=int, default=16, help="tile columns of the world's photo band")
+    ap.add_argument("--columns", type=int, default=None, help="tile columns of the world's photo band")
     ap.add_argument("--repeat-scenes", action="store_true",
                     help="every photograph, cycled: the same scene in several places (repeated structure)")
     ap.add_argument("--measure", action="store_true")
@@ -77,8 +85,9 @@ def main() -> None:
               [piece for p in firsts for piece in pieces(read_image(p)) if textured(piece)])
     out = args.out or Path(f"out/sweep{args.views}" + ("_repeats" if args.repeat_scenes else ""))
     t0 = time.perf_counter()
-    dev = make_sweep(out, photos, args.views, args.rows, args.seed, columns=args.columns,
-                     allow_repeats=args.repeat_scenes)
+    legacy = dict(columns=args.columns or 16, band_deg=SWEEP_BAND_DEG) if args.repeat_scenes else {}
+    dev = make_sweep(out, photos, args.views, args.rows, args.seed, allow_repeats=args.repeat_scenes,
+                     **({"columns": args.columns} | legacy))
     print(f"{len(dev.truth)} views from {len(photos)} pieces of {len(firsts)} photographs in {time.perf_counter() - t0:.1f} s: {out}")
     if args.measure:
         measure(sorted(out.glob("view_*.jpg")), dev)

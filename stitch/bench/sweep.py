@@ -29,6 +29,10 @@ from stitch.io import write_image_atomic, write_text_atomic
 SWEEP_VIEW_SIZE = (480, 360)
 SWEEP_OVERLAP = 0.4
 SWEEP_BAND_DEG = 50.0
+#: make_sweep's default world: tiles about this many world px wide (a photograph enlarged as little as the photos
+#: allow), in a band that reaches this many degrees of latitude beyond the views' highest and lowest corners.
+SWEEP_TILE_PX = 600
+SWEEP_BAND_MARGIN_DEG = 2.0
 #: Exposure change per view: gain (log-uniform) and gamma ranges (``stitch.imaging.haze_and_exposure``).
 SWEEP_GAIN = (0.75, 1.33)
 SWEEP_GAMMA = (0.85, 1.15)
@@ -86,6 +90,16 @@ def sweep_rotations(n: int, rows: int, rng: np.random.Generator, overlap: float 
     return out, focal
 
 
+def view_latitude(Rs: Sequence[np.ndarray], focal: float, size: tuple[int, int]) -> float:
+    """The largest |latitude| (degrees) of any view's image border, for views R (3, 3) world -> camera, y down."""
+    w, h = size
+    xs = np.concatenate([np.linspace(0, w, 17), np.linspace(0, w, 17), np.zeros(13), np.full(13, w)])
+    ys = np.concatenate([np.zeros(17), np.full(17, h), np.linspace(0, h, 13), np.linspace(0, h, 13)])
+    pts = np.stack([(xs - w / 2) / focal, (ys - h / 2) / focal, np.ones_like(xs)], 1)  # K^-1 p, (n, 3)
+    rays = np.concatenate([pts @ R for R in Rs])  # R^T K^-1 p per view
+    return float(np.degrees(np.max(np.arcsin(np.abs(rays[:, 1]) / np.linalg.norm(rays, axis=1)))))
+
+
 def exposed(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(h, w, 3) uint8 with a random exposure (gain, gamma, clipped) and sensor noise (no haze)."""
     gain = math.exp(rng.uniform(math.log(SWEEP_GAIN[0]), math.log(SWEEP_GAIN[1])))
@@ -93,15 +107,19 @@ def exposed(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_sweep(out: Path, photos: Sequence[np.ndarray], n: int, rows: int, seed: int = 0,
-               size: tuple[int, int] = SWEEP_VIEW_SIZE, world_width: int | None = None, columns: int = 16,
-               allow_repeats: bool = False) -> DevSet:
+               size: tuple[int, int] = SWEEP_VIEW_SIZE, world_width: int | None = None, columns: int | None = None,
+               allow_repeats: bool = False, band_deg: float | None = None) -> DevSet:
     """Render ``n`` views of a sweep (see the module docstring) into ``out`` with truth.json; a DevSet of kind
-    'rotation'. ``world_width`` defaults to about one world px per view px at the views' focal; ``columns`` and
-    ``allow_repeats``: the world's tile grid and whether a scene may repeat in it (``mosaic_world``)."""
+    'rotation'. ``world_width`` defaults to about one world px per view px at the views' focal; ``columns``,
+    ``band_deg`` and ``allow_repeats``: the world's tile grid, the latitude its photos reach and whether a scene
+    may repeat in it (``mosaic_world``). By default the tiles are about SWEEP_TILE_PX wide and the band reaches
+    SWEEP_BAND_MARGIN_DEG beyond the views (``view_latitude``), so no tile lies where no view looks."""
     rng = np.random.default_rng(seed)
     Rs, focal = sweep_rotations(n, rows, rng, size=size)
     width = world_width or int(min(32768, 2 * round(math.pi * focal)))  # 2 pi f px: one px per view px
-    world = mosaic_world(photos, width, rng, columns, allow_repeats=allow_repeats)
+    columns = columns or max(4, round(width / SWEEP_TILE_PX))
+    band_deg = band_deg or min(90.0, view_latitude(Rs, focal, size) + SWEEP_BAND_MARGIN_DEG)
+    world = mosaic_world(photos, width, rng, columns, band_deg, allow_repeats=allow_repeats)
     out.mkdir(parents=True, exist_ok=True)
     truth: dict[str, Any] = {}
     digits = len(str(n))
@@ -113,6 +131,6 @@ def make_sweep(out: Path, photos: Sequence[np.ndarray], n: int, rows: int, seed:
     doc = {"kind": "rotation", "convention": "R world -> camera (x right, y down, z forward); focal px; "
            "principal point at the image centre", "views": truth, "distractors": [],
            "sweep": {"views": n, "rows": rows, "seed": seed, "world_width": width, "columns": columns,
-                     "repeats": allow_repeats}}
+                     "band_deg": round(band_deg, 3), "repeats": allow_repeats}}
     write_text_atomic(out / "truth.json", json.dumps(doc, indent=1))
     return DevSet(out, "rotation", truth)

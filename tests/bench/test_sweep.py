@@ -30,9 +30,13 @@ def test_rotations_overlap_as_asked():
 
 def test_sweep_registers_back(tmp_path):
     """24 views in 2 rows of a world of distinct random textures (none repeats): every view kept and placed near its
-    rotation (median error 0.1 degree; the growth bench's 0.2-degree goal is on real photographs)."""
+    rotation (median error 0.1 degree; the growth bench's 0.2-degree goal is on real photographs). The world: 16
+    columns of tiles about 135 px wide over +-50 degrees, the 320 x 240 textures shrunk about 2.4 times."""
+    from stitch.bench.sweep import SWEEP_BAND_DEG
+
     photos = [texture(k) for k in range(100)]
-    dev = make_sweep(tmp_path / "sweep", photos, n=24, rows=2, seed=3, size=(320, 240))
+    dev = make_sweep(tmp_path / "sweep", photos, n=24, rows=2, seed=3, size=(320, 240), columns=16,
+                     band_deg=SWEEP_BAND_DEG)
     doc = json.loads((tmp_path / "sweep" / "truth.json").read_text())
     assert len(doc["views"]) == 24 and doc["sweep"]["rows"] == 2 and load_devset(tmp_path / "sweep").kind == "rotation"
     files = sorted(str(p) for p in (tmp_path / "sweep").glob("view_*.jpg"))
@@ -85,3 +89,31 @@ def test_repeated_scenes_on_request():
     assert np.abs(tile[0] - tile[1]).mean() > 30
     with pytest.raises(ConfigError, match="a scene would repeat"):
         mosaic_world([], w, rng, allow_repeats=True)
+
+
+def test_view_latitude_known_answer():
+    """A view pitched by 10 degrees reaches 10 + half its vertical field of view at the middle of its border."""
+    from stitch.bench.devsets import rotation
+    from stitch.bench.sweep import view_latitude
+
+    focal, size = 400.0, (320, 240)
+    half_v = math.degrees(math.atan(120 / focal))
+    for pitch in (10.0, -10.0):
+        assert abs(view_latitude([rotation(0.0, pitch, 0.0)], focal, size) - (10 + half_v)) < 1e-6
+    assert abs(view_latitude([rotation(30.0, 0.0, 0.0), rotation(90.0, 4.0, 0.0)], focal, size) - (4 + half_v)) < 1e-6
+
+
+def test_default_world_fits_the_views(tmp_path):
+    """By default the photo band reaches SWEEP_BAND_MARGIN_DEG beyond the views and the tiles are about
+    SWEEP_TILE_PX wide (truth.json records both), so the world needs far fewer photos than a +-50 degree band."""
+    from stitch.bench.sweep import SWEEP_BAND_MARGIN_DEG, SWEEP_TILE_PX, view_latitude
+
+    photos = [texture(k) for k in range(40)]
+    make_sweep(tmp_path / "s", photos, n=16, rows=2, seed=2, size=(320, 240))
+    doc = json.loads((tmp_path / "s" / "truth.json").read_text())["sweep"]
+    Rs = [np.asarray(v["R"]) for v in json.loads((tmp_path / "s" / "truth.json").read_text())["views"].values()]
+    focal = json.loads((tmp_path / "s" / "truth.json").read_text())["views"]["view_01.jpg"]["focal"]
+    assert abs(doc["band_deg"] - (view_latitude(Rs, focal, (320, 240)) + SWEEP_BAND_MARGIN_DEG)) < 1e-3
+    assert doc["columns"] == max(4, round(doc["world_width"] / SWEEP_TILE_PX))
+    with pytest.raises(ConfigError, match="a scene would repeat"):
+        make_sweep(tmp_path / "t", photos[:5], n=16, rows=2, seed=2, size=(320, 240))
