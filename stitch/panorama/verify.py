@@ -128,11 +128,13 @@ def edge_error(e: PairEdge, G_i: np.ndarray, G_j: np.ndarray, scale: float, poin
 
 
 def edge_errors_many(edges: Sequence[PairEdge], G_i: np.ndarray, G_j: np.ndarray, scales: np.ndarray,
-                     points: int = CHECK_POINTS) -> np.ndarray:
+                     points: int = CHECK_POINTS, pts: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
+                     ) -> np.ndarray:
     """``edge_error`` of m edges at once (m,): placements G_i, G_j (m, 3, 3), scales (m,); the edges with the same
-    number of check points go through one batched solve and ``transfer_errors`` (a placement's every edge)."""
+    number of check points go through one batched solve and ``transfer_errors`` (a placement's every edge).
+    ``pts``: the edges' ``check_points`` when already known."""
     out = np.empty(len(edges))
-    pts = [check_points(e, points) for e in edges]
+    pts = [check_points(e, points) for e in edges] if pts is None else pts
     sizes = np.array([len(a) for a, _ in pts])
     for k in np.unique(sizes):
         at = np.flatnonzero(sizes == k)
@@ -167,6 +169,30 @@ def overlaps_many(G_a: np.ndarray, G_b: np.ndarray, size_a: np.ndarray, size_b: 
         x, y = p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
     w, h = s_a[:, 0], s_a[:, 1]
     return front & (margin * w <= x) & (x <= (1 - margin) * w) & (margin * h <= y) & (y <= (1 - margin) * h)
+
+
+def frame_cones(G: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unit centre rays (m, 3), cos of the widest angle between a frame's corner rays and its centre ray (m,)) of
+    frames (w, h) ``sizes`` (m, 2) placed by G (m, 3, 3); the cos is -2 where that angle reaches 90 degrees. An
+    image's centre lies in another's frame (``overlaps_many``) only within that angle of its centre ray: the frame's
+    rays form a convex cone inside the circular one through its corners."""
+    G = np.asarray(G, np.float64).reshape(-1, 3, 3)
+    w, h = sizes[:, 0], sizes[:, 1]
+    one, zero = np.ones_like(w), np.zeros_like(w)
+    pts = np.stack([np.stack([(w - 1) / 2.0, (h - 1) / 2.0, one], 1), np.stack([zero, zero, one], 1),
+                    np.stack([w, zero, one], 1), np.stack([w, h, one], 1), np.stack([zero, h, one], 1)], 1)
+    rays = pts @ np.swapaxes(G, 1, 2)  # (m, 5, 3): the centre, then the corners
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rays = rays / np.linalg.norm(rays, axis=2, keepdims=True)
+        cos = np.einsum("mki,mi->mk", rays[:, 1:], rays[:, 0]).min(axis=1)
+    return rays[:, 0], np.where(cos > 0, cos, -2.0)
+
+
+def near_frames(dir_a: np.ndarray, cos_a: np.ndarray, dir_b: np.ndarray, cos_b: np.ndarray) -> np.ndarray:
+    """Pairs (broadcast) whose centre rays (``frame_cones``) are close enough for either centre to lie in the other's
+    frame, with a slack for rounding; True where a ray is not finite (the exact test decides)."""
+    dot = np.sum(dir_a * dir_b, axis=-1)
+    return ~(dot < np.minimum(cos_a, cos_b) - 1e-6)
 
 
 def rotation_residual(e: PairEdge, K: dict[int, np.ndarray], scale: dict[int, float]) -> float:
@@ -208,7 +234,18 @@ class Placer:
             self.adj[e.i].append(e)
             self.adj[e.j].append(e)
         self.linked = {(e.i, e.j) for e in self.edges} | {(e.j, e.i) for e in self.edges}
+        self.between: dict[tuple[int, int], PairEdge] = {}  # (a, b) -> the first edge of adj[a] to b
+        for a, es in self.adj.items():
+            for e in es:
+                self.between.setdefault((a, e.other(a)), e)
+        self.index = {k: p for p, k in enumerate(self.nodes)}  # node -> position in the arrays below
+        self.link_mat = np.zeros((len(self.nodes), len(self.nodes)), bool)  # linked, by position
+        for a, b in self.linked:
+            if a in self.index and b in self.index:
+                self.link_mat[self.index[a], self.index[b]] = True
+        self.size_arr = np.array([self.sizes[k] for k in self.nodes], np.float64).reshape(-1, 2)
         self._rotations: dict[int, np.ndarray] = {}  # edge id -> R_ij (i -> j), fitted once
+        self._checks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # edge id -> check_points, taken once
         if self.evidence is None:
             self.evidence = {id(e): e.score for e in self.edges}
 
@@ -223,19 +260,45 @@ class Placer:
 
     def agrees(self, f: PairEdge, a: int, G_a: np.ndarray, G_b: np.ndarray) -> bool:
         """Does edge f, between image a (placed by G_a) and its other image (by G_b), agree with them?"""
-        s = 0.5 * (self.scale[f.i] + self.scale[f.j])
-        x = edge_error(f, G_a, G_b, s) if a == f.i else edge_error(f, G_b, G_a, s)
-        return x <= self.tolerance
+        return bool(self.agree_many([(f, a, G_a, G_b)])[0])
+
+    def agree_many(self, checks: Sequence[tuple[PairEdge, int, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """``agrees`` of each (f, a, G_a, G_b) at once (k,) bool: one ``edge_errors_many`` call on the edges'
+        check points, taken once per Placer (the same errors as ``edge_error``)."""
+        if not checks:
+            return np.zeros(0, bool)
+        fs = [f for f, _, _, _ in checks]
+        G_i = np.array([G_a if a == f.i else G_b for f, a, G_a, G_b in checks]).reshape(-1, 3, 3)
+        G_j = np.array([G_b if a == f.i else G_a for f, a, G_a, G_b in checks]).reshape(-1, 3, 3)
+        scales = np.array([0.5 * (self.scale[f.i] + self.scale[f.j]) for f in fs])
+        return edge_errors_many(fs, G_i, G_j, scales, pts=[self.points(f) for f in fs]) <= self.tolerance
+
+    def points(self, e: PairEdge) -> tuple[np.ndarray, np.ndarray]:
+        """``check_points`` of edge e, taken once per Placer."""
+        got = self._checks.get(id(e))
+        if got is None:
+            got = self._checks[id(e)] = check_points(e)
+        return got
 
     def conflicts(self, b: int, G_b: np.ndarray, G: dict[int, np.ndarray]) -> int:
         """How many images of G image b, placed by G_b, would clash with: lie on each other (``overlaps`` either
         way, ``overlaps_many``) without a pair match; all of them at once."""
-        cs = [c for c in G if c != b and (c, b) not in self.linked]
-        if not cs:
+        placed = list(G)
+        at = np.array([self.index[c] for c in placed], np.int64)
+        Gs = np.array([G[c] for c in placed]).reshape(-1, 3, 3)
+        return self.conflicts_at(b, G_b, at, Gs, *frame_cones(Gs, self.size_arr[at].reshape(-1, 2)))
+
+    def conflicts_at(self, b: int, G_b: np.ndarray, at: np.ndarray, Gs: np.ndarray, dirs: np.ndarray,
+                     cos: np.ndarray) -> int:
+        """``conflicts`` against the placed images at positions ``at`` (m,) of ``nodes``, placed by Gs (m, 3, 3),
+        with their ``frame_cones`` (dirs, cos): only the images near b's frame are tested exactly."""
+        p = self.index[b]
+        dir_b, cos_b = frame_cones(G_b[None], self.size_arr[p][None])
+        free = (at != p) & ~self.link_mat[p, at] & near_frames(dirs, cos, dir_b, cos_b)
+        if not free.any():
             return 0
-        G_c = np.stack([G[c] for c in cs])
-        s_c = np.array([self.sizes[c] for c in cs], np.float64)
-        s_b = np.asarray(self.sizes[b], np.float64)
+        G_c, s_c = Gs[free], self.size_arr[at[free]]
+        s_b = self.size_arr[p]
         return int(np.count_nonzero(overlaps_many(G_c, G_b, s_c, s_b) | overlaps_many(G_b, G_c, s_b, s_c)))
 
     def grow(self, seed: int, first: PairEdge | None = None, weight: dict[int, float] | None = None
@@ -247,34 +310,50 @@ class Placer:
         G = {seed: np.eye(3) if self.K is None else np.linalg.inv(self.K[seed])}
         if first is not None:
             G[first.other(seed)] = self.step(G[seed], first, seed)
+        at = np.zeros(len(self.nodes), np.int64)  # the placed images' positions, placements and frame_cones, in order
+        Gs = np.zeros((len(self.nodes), 3, 3))
+        dirs, cos = np.zeros((len(self.nodes), 3)), np.zeros(len(self.nodes))
+
+        def place(m: int, k: int, G_k: np.ndarray) -> None:
+            at[m], Gs[m] = self.index[k], G_k
+            d, c = frame_cones(G_k[None], self.size_arr[self.index[k]][None])
+            dirs[m], cos[m] = d[0], c[0]
+
+        for m, k in enumerate(G):
+            place(m, k, G[k])
         cands: dict[tuple[int, int], list] = {}  # (edge id, new image) -> [G_new, support, conflicts known, score]
 
         def add_candidates(a: int) -> None:
-            for e in self.adj[a]:
-                b = e.other(a)
-                if b in G:
-                    continue
-                Gb = self.step(G[a], e, a)
-                support = w[id(e)] + sum(w[id(f)] for f in self.adj[b] if f is not e and (c := f.other(b)) in G
-                                        and self.agrees(f, c, G[c], Gb))
-                cands[(id(e), b)] = [Gb, support, 0, w[id(e)]]
+            new = [(e, b, self.step(G[a], e, a)) for e in self.adj[a] if (b := e.other(a)) not in G]
+            checks = [(k, f) for k, (e, b, _) in enumerate(new) for f in self.adj[b]
+                      if f is not e and f.other(b) in G]
+            ok = self.agree_many([(f, f.other(new[k][1]), G[f.other(new[k][1])], new[k][2]) for k, f in checks])
+            confirmed: list[list[float]] = [[] for _ in new]
+            for (k, f), good in zip(checks, ok):
+                if good:
+                    confirmed[k].append(w[id(f)])
+            for (e, b, Gb), ws in zip(new, confirmed):
+                cands[(id(e), b)] = [Gb, w[id(e)] + sum(ws), 0, w[id(e)]]
 
         for a in list(G):
             add_candidates(a)
         while cands:
             while True:  # conflicts only grow as images are placed: re-count the leader's until it stays ahead
                 key, cand = max(cands.items(), key=lambda kv: (kv[1][1] - CONFLICT_COST * kv[1][2], kv[1][3]))
-                n = self.conflicts(key[1], cand[0], G)
+                m = len(G)
+                n = self.conflicts_at(key[1], cand[0], at[:m], Gs[:m], dirs[:m], cos[:m])
                 if n == cand[2]:
                     break
                 cand[2] = n
             b = key[1]
+            place(len(G), b, cand[0])
             G[b] = cand[0]
             for k in [k for k in cands if k[1] == b]:
                 del cands[k]
-            for k, c in cands.items():  # the new image confirms (or not) the pending placements next to it
-                f = next((f for f in self.adj[b] if f.other(b) == k[1]), None)
-                if f is not None and id(f) != k[0] and self.agrees(f, b, G[b], c[0]):
+            pending = [(c, f) for k, c in cands.items()  # the new image confirms (or not) the pending ones next to it
+                       if (f := self.between.get((b, k[1]))) is not None and id(f) != k[0]]
+            for (c, f), good in zip(pending, self.agree_many([(f, b, G[b], c[0]) for c, f in pending])):
+                if good:
                     c[1] += w[id(f)]
             add_candidates(b)
         return G
@@ -285,7 +364,8 @@ class Placer:
         inside = [e for e in self.edges if e.i in G and e.j in G]
         many = edge_errors_many(inside, np.array([G[e.i] for e in inside]).reshape(-1, 3, 3),
                                 np.array([G[e.j] for e in inside]).reshape(-1, 3, 3),
-                                np.array([0.5 * (self.scale[e.i] + self.scale[e.j]) for e in inside]))
+                                np.array([0.5 * (self.scale[e.i] + self.scale[e.j]) for e in inside]),
+                                pts=[self.points(e) for e in inside])
         at = {id(e): float(x) for e, x in zip(inside, many)}
         errs = [at.get(id(e), 0.0) for e in self.edges]
         total = sum(self.evidence[id(e)] for e, x in zip(self.edges, errs) if x <= self.tolerance)
@@ -296,10 +376,12 @@ class Placer:
         pair tested in batches of ``chunk`` (one ``overlaps_many`` call per batch, not one per image)."""
         placed = sorted(G)
         first, second = np.triu_indices(len(placed), 1)
-        free = np.array([(placed[a], placed[b]) not in self.linked for a, b in zip(first, second)], bool)
-        first, second = first[free], second[free]
+        pos = np.array([self.index[k] for k in placed], np.int64)
         Gs = np.stack([G[k] for k in placed]) if placed else np.zeros((0, 3, 3))
-        sizes = np.array([self.sizes[k] for k in placed], np.float64).reshape(-1, 2)
+        sizes = self.size_arr[pos].reshape(-1, 2)
+        dirs, cos = frame_cones(Gs, sizes)
+        free = ~self.link_mat[pos[first], pos[second]] & near_frames(dirs[first], cos[first], dirs[second], cos[second])
+        first, second = first[free], second[free]
         count = 0
         for lo in range(0, len(first), chunk):
             a, b = first[lo:lo + chunk], second[lo:lo + chunk]

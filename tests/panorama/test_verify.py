@@ -492,3 +492,28 @@ def test_weak_bridges_are_the_weak_only_links_between_groups():
     assert [(r.edge.i, r.edge.j) for r in weak] == [(2, 3)]
     assert "the only link between 3 and 4 photos" in weak[0].reason and "score 0.51" in weak[0].reason
     assert weak_bridges(range(7), strong + [edge(2, 3, rel(Rs, 2, 3), 0.9, rng)]) == []
+
+
+def test_frame_cones_never_hide_an_overlap():
+    """near_frames (the centre rays' cones) keeps every pair that overlaps_many finds lying on each other: 60 random
+    rotations of 60-degree views (many overlap) and 60 random plane homographies, every pair; a placement's clashes
+    equal the exact count over all unlinked pairs."""
+    from stitch.panorama.verify import Placer, frame_cones, near_frames, overlaps_many
+
+    rng = np.random.default_rng(7)
+    K = intrinsics(SIZE[0] / 2 / math.tan(math.radians(30)), SIZE)
+    rot = [rotation(*rng.uniform([-60, -40, -20], [60, 40, 20])).T @ np.linalg.inv(K) for _ in range(60)]
+    plane = [np.array([[1 + rng.normal(0, 0.1), rng.normal(0, 0.1), rng.uniform(-1500, 1500)],
+                       [rng.normal(0, 0.1), 1 + rng.normal(0, 0.1), rng.uniform(-1000, 1000)],
+                       [rng.normal(0, 2e-4), rng.normal(0, 2e-4), 1.0]]) for _ in range(60)]
+    sizes = np.tile(np.array(SIZE, np.float64), (60, 1))
+    for Gs in (np.stack(rot), np.stack(plane)):
+        a, b = np.triu_indices(60, 1)
+        exact = overlaps_many(Gs[a], Gs[b], sizes[a], sizes[b]) | overlaps_many(Gs[b], Gs[a], sizes[b], sizes[a])
+        dirs, cos = frame_cones(Gs, sizes)
+        near = near_frames(dirs[a], cos[a], dirs[b], cos[b])
+        assert exact.sum() > 30 and not np.any(exact & ~near) and near.sum() < len(a)
+        links = [edge(k, k + 1, np.linalg.solve(Gs[k + 1], Gs[k]), 0.9, rng, 8) for k in range(0, 59, 4)]
+        placer = Placer(list(range(60)), links, None, dict.fromkeys(range(60), 1.0), dict.fromkeys(range(60), SIZE), 12.0)
+        linked = np.array([(int(i), int(j)) in placer.linked for i, j in zip(a, b)])
+        assert placer.clashes(dict(enumerate(Gs))) == int(np.sum(exact & ~linked))
