@@ -34,7 +34,6 @@ from stitch.bench.sweep import SWEEP_BAND_DEG, make_sweep
 from stitch.imaging import gradient_energy
 from stitch.io import IMAGE_EXTENSIONS, read_image
 
-
 #: The size (px) of the pieces the photographs are cut into for the sweep's world.
 PIECE_PX = 300
 
@@ -85,7 +84,7 @@ def main() -> None:
               [piece for p in firsts for piece in pieces(read_image(p)) if textured(piece)])
     out = args.out or Path(f"out/sweep{args.views}" + ("_repeats" if args.repeat_scenes else ""))
     t0 = time.perf_counter()
-    legacy = dict(columns=args.columns or 16, band_deg=SWEEP_BAND_DEG) if args.repeat_scenes else {}
+    legacy = {"columns": args.columns or 16, "band_deg": SWEEP_BAND_DEG} if args.repeat_scenes else {}
     dev = make_sweep(out, photos, args.views, args.rows, args.seed, allow_repeats=args.repeat_scenes,
                      **({"columns": args.columns} | legacy))
     print(f"{len(dev.truth)} views from {len(photos)} pieces of {len(firsts)} photographs in {time.perf_counter() - t0:.1f} s: {out}")
