@@ -20,6 +20,12 @@ from stitch.panorama.viewgraph import PairEdge
 LOSS_CHOICES = ("linear", "huber", "soft_l1", "cauchy")
 DEFAULT_LOSS = "soft_l1"
 DEFAULT_MAX_POINTS_PER_EDGE = 200
+#: The adjustments' inliers in all: a graph of more than MAX_POINTS_TOTAL / max_points_per_edge edges (300 at the
+#: default; hundreds of photos) keeps MAX_POINTS_TOTAL / edges per edge, at least MIN_POINTS_PER_EDGE. A pair's
+#: rotation has 3 unknowns: dozens of inliers fix it, and the solve's cost grows with the inliers (why these
+#: values: docs/measurements.md, "adjust").
+MAX_POINTS_TOTAL = 60000
+MIN_POINTS_PER_EDGE = 40
 #: robust_least_squares ('lm') stops when a step lowers the robust cost by less than this fraction (Ceres's
 #: default function_tolerance; why this value: docs/measurements.md, "adjust").
 FUNCTION_TOLERANCE = 1e-6
@@ -174,17 +180,25 @@ def rms(r: np.ndarray) -> float:
     return float(np.sqrt(np.mean(r * r) * 2.0)) if len(r) else 0.0  # per point (x and y together)
 
 
+def points_per_edge(edges: int, max_points_per_edge: int, total: int = MAX_POINTS_TOTAL,
+                    floor: int = MIN_POINTS_PER_EDGE) -> int:
+    """The inliers an adjustment keeps per edge of a graph of ``edges`` edges: ``max_points_per_edge``, or fewer
+    so that all of them stay within ``total`` (at least ``floor``, and never more than max_points_per_edge)."""
+    return min(max_points_per_edge, max(floor, total // max(1, edges)))
+
+
 def subsample_edges(edges: Sequence[PairEdge], max_points_per_edge: int, seed: int) -> list[PairEdge]:
-    """Edges with at most ``max_points_per_edge`` inliers each (a random subset, kept in order), float64.
+    """Edges with at most ``points_per_edge`` inliers each (a random subset, kept in order), float64.
 
     Each edge draws from its own generator, seeded by (``seed``, its inlier count): the subset does not
     depend on the edges' order (so neither on the input order of the images).
     """
+    cap = points_per_edge(len(edges), max_points_per_edge)
     sub = []
     for e in edges:
         n = len(e.pts_i)
-        if n > max_points_per_edge:
-            keep = np.sort(np.random.default_rng([seed, n]).choice(n, max_points_per_edge, replace=False))
+        if n > cap:
+            keep = np.sort(np.random.default_rng([seed, n]).choice(n, cap, replace=False))
         else:
             keep = slice(None)
         sub.append(replace(e, pts_i=np.asarray(e.pts_i[keep], np.float64), pts_j=np.asarray(e.pts_j[keep], np.float64)))

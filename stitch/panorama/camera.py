@@ -292,44 +292,58 @@ class BundleProblem:
             res = np.concatenate([res, self.prior_weight * (fx / self.focal_prior - 1.0)])
         if not want_jac:
             return res
+        return res, self.jacobian(R, f, w, s, cb, z, len(res))
+
+    def jacobian(self, R: np.ndarray, f: np.ndarray, w: np.ndarray, s: np.ndarray, cb: np.ndarray, z: np.ndarray,
+                 rows: int) -> Any:
+        """The sparse (rows, 3 n_free + n_focal) Jacobian of ``residuals`` at R, f, w (``unpack``), from its
+        normalized rays s (M, 3), camera-b points cb (M, 3) and depths z (M,): built row by row in CSR order, each
+        correspondence's two rows holding its images' rotation blocks (the smaller block first) and its focals."""
         from scipy.sparse import csr_matrix
 
+        a, b = self.a, self.b
         m = len(a)
-        # d(u, v)/d cb: (m, 2, 3)
-        D = np.zeros((m, 2, 3))
-        D[:, 0, 0] = D[:, 1, 1] = f[b] / z
-        D[:, 0, 2] = -f[b] * cb[:, 0] / z**2
-        D[:, 1, 2] = -f[b] * cb[:, 1] / z**2
+        d = f[b] / z  # d(u, v)/d cb = [[d, 0, e0], [0, d, e1]]
+        e0, e1 = -d * cb[:, 0] / z, -d * cb[:, 1] / z
+        c0, c1, c2 = cb[:, 0], cb[:, 1], cb[:, 2]
+        # d cb / d w_b = -[cb]x J_l(w_b): P = D (-[cb]x), (m, 2, 3)
+        P = np.stack([np.stack([e0 * c1, d * c2 - e0 * c0, -d * c1], 1),
+                      np.stack([-d * c2 + e1 * c1, -e1 * c0, d * c0], 1)], 1)
+        # d cb / d w_a = R_b R_a^T [s]x J_l(w_a): Q = D R_b R_a^T, T = Q [s]x (s_z = 1)
+        Rba = R[b] @ np.swapaxes(R[a], 1, 2)
+        Q = d[:, None, None] * Rba[:, :2, :] + np.stack([e0, e1], 1)[:, :, None] * Rba[:, 2:3, :]
+        s0, s1 = s[:, 0][:, None], s[:, 1][:, None]
+        T = np.stack([Q[:, :, 1] - Q[:, :, 2] * s1, Q[:, :, 2] * s0 - Q[:, :, 0], Q[:, :, 0] * s1 - Q[:, :, 1] * s0], 2)
         Jl = _left_jacobian(w)
-        # d cb / d w_b = -[cb]x J_l(w_b); d cb / d w_a = R_b R_a^T [s]x J_l(w_a)
-        Jb = np.einsum("nij,njk->nik", D, -_skew(cb) @ Jl[b])
-        Rba = np.einsum("nij,nkj->nik", R[b], R[a])
-        Ja = np.einsum("nij,njk->nik", D @ Rba, _skew(s) @ Jl[a])
-        # focal of b: u = f_b cb_x / z + cx; focal of a: s depends on 1 / f_a
-        dfb = np.stack([cb[:, 0] / z, cb[:, 1] / z], 1)
-        ds = np.stack([-(s[:, 0]) / f[a], -(s[:, 1]) / f[a], np.zeros(m)], 1)
-        dfa = np.einsum("nij,nj->ni", D @ Rba, ds)
-        rows, cols, vals = [], [], []
-        row2 = np.arange(2 * m).reshape(m, 2)
-        for who, J in ((a, Ja), (b, Jb)):
-            blk = self.free_of[who]
-            ok = blk >= 0
-            for k in range(3):
-                rows.append(row2[ok].ravel())
-                cols.append(np.repeat(3 * blk[ok] + k, 2))
-                vals.append(J[ok, :, k].ravel())
+        Ja, Jb = T @ Jl[a], P @ Jl[b]
+        # focals: u = f_b cb_x / z + cx; s depends on 1 / f_a
+        dfb = np.stack([c0 / z, c1 / z], 1)
+        dfa = -(Q[:, :, 0] * s0 + Q[:, :, 1] * s1) / f[a][:, None]
+        blk_a, blk_b = self.free_of[a], self.free_of[b]
         off = 3 * self.n_free
-        for who, dF in ((a, dfa), (b, dfb)):
-            rows.append(row2.ravel())
-            cols.append(np.repeat(off + self.focal_of[who], 2))
-            vals.append(dF.ravel())
-        if self.focal_prior is not None:
-            rows.append(2 * m + np.arange(self.n_focal))
-            cols.append(off + np.arange(self.n_focal))
-            vals.append(self.prior_weight / self.focal_prior)
-        J = csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                       shape=(len(res), 3 * self.n_free + self.n_focal))
-        return res, J
+        fa, fb = off + self.focal_of[a], off + self.focal_of[b]
+        same = fa == fb
+        first = np.where(blk_a <= blk_b, blk_a, blk_b)  # -1 (fixed) sorts first, and is dropped
+        second = np.where(blk_a <= blk_b, blk_b, blk_a)
+        J1 = np.where((blk_a <= blk_b)[:, None, None], Ja, Jb)
+        J2 = np.where((blk_a <= blk_b)[:, None, None], Jb, Ja)
+        lo_f, hi_f = np.minimum(fa, fb), np.maximum(fa, fb)
+        v_lo = np.where(same[:, None], dfa + dfb, np.where((fa < fb)[:, None], dfa, dfb))
+        v_hi = np.where((fa < fb)[:, None], dfb, dfa)
+        k3 = np.arange(3)
+        cols = np.concatenate([3 * first[:, None] + k3, 3 * second[:, None] + k3, lo_f[:, None], hi_f[:, None]], 1)
+        valid = np.concatenate([np.repeat((first >= 0)[:, None], 3, 1), np.repeat((second >= 0)[:, None], 3, 1),
+                                np.ones((m, 1), bool), ~same[:, None]], 1)
+        vals = np.concatenate([J1, J2, v_lo[:, :, None], v_hi[:, :, None]], 2)  # (m, 2 rows, 8)
+        keep = np.broadcast_to(valid[:, None, :], vals.shape)
+        counts = np.repeat(valid.sum(1), 2)
+        data, indices = vals[keep], np.broadcast_to(cols[:, None, :], vals.shape)[keep]
+        if self.focal_prior is not None:  # one row per focal parameter, after the 2M reprojection rows
+            data = np.concatenate([data, self.prior_weight / self.focal_prior])
+            indices = np.concatenate([indices, off + np.arange(self.n_focal)])
+            counts = np.concatenate([counts, np.ones(self.n_focal, np.int64)])
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        return csr_matrix((data, indices, indptr), shape=(rows, off + self.n_focal))
 
 
 def build_problem(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0: dict[int, np.ndarray],

@@ -109,3 +109,17 @@ def test_lm_sparse_steps_match_dense(monkeypatch):
     dense = robust_least_squares(fun, start, "soft_l1", 0.1)
     np.testing.assert_allclose(sparse, dense, atol=1e-6)
     assert np.abs(sparse - truth).max() < 1.0  # 20 outliers of 40 each: a plain fit drifts by hundreds
+
+
+def test_points_per_edge_budget():
+    """Up to MAX_POINTS_TOTAL / max_points_per_edge edges keep max_points_per_edge inliers each; more edges share
+    MAX_POINTS_TOTAL, down to MIN_POINTS_PER_EDGE; subsample_edges keeps that many of a longer edge's inliers."""
+    from stitch.panorama.adjust import MAX_POINTS_TOTAL, MIN_POINTS_PER_EDGE, points_per_edge, subsample_edges
+
+    assert points_per_edge(12, 200) == 200 and points_per_edge(MAX_POINTS_TOTAL // 200, 200) == 200
+    assert points_per_edge(1299, 200) == MAX_POINTS_TOTAL // 1299 == 46
+    assert points_per_edge(10 ** 6, 200) == MIN_POINTS_PER_EDGE and points_per_edge(10 ** 6, 20) == 20
+    pts = np.random.default_rng(0).uniform(0, 100, (300, 2))
+    edges = [PairEdge(k, k + 1, np.eye(3), 0.9, 300, pts, pts + 1.0) for k in range(1299)]
+    sub = subsample_edges(edges, 200, 0)
+    assert {len(e.pts_i) for e in sub} == {46} and np.allclose(sub[0].pts_j - sub[0].pts_i, 1.0)

@@ -104,14 +104,19 @@ def ring_edges(Rs: dict[int, np.ndarray], f: float = FOCAL, n: int = 80, noise: 
 # --- the model on synthetic correspondences --------------------------------------------------------------
 
 
-def test_gradcheck():
-    """The analytic Jacobian of the reprojection residuals matches central finite differences."""
+@pytest.mark.parametrize(("ref", "shared"), [(0, False), (2, False), (2, True)])
+def test_gradcheck(ref, shared):
+    """The analytic Jacobian of the reprojection residuals matches central finite differences, with a focal per
+    image or one shared (its two entries per row summed) and the fixed image first or in the middle; it is in
+    canonical CSR form (sorted, no duplicates)."""
     Rs = {k: rot(40 * k, 3 * k, k) for k in range(4)}
     edges = ring_edges(Rs, n=5)
-    prob: BundleProblem = build_problem(list(Rs), edges, 0, Rs, {k: ((SIZE[0] - 1) / 2, (SIZE[1] - 1) / 2) for k in Rs},
-                                        {k: k for k in Rs})
-    x = np.concatenate([np.random.default_rng(0).normal(0, 0.05, 3 * prob.n_free), [250.0, 255, 262, 270]])
+    prob: BundleProblem = build_problem(list(Rs), edges, ref, Rs, {k: ((SIZE[0] - 1) / 2, (SIZE[1] - 1) / 2) for k in Rs},
+                                        dict.fromkeys(Rs, 0) if shared else {k: k for k in Rs})
+    focals = [258.0] if shared else [250.0, 255, 262, 270]
+    x = np.concatenate([np.random.default_rng(0).normal(0, 0.05, 3 * prob.n_free), focals])
     _, J = prob.residuals(x, True)
+    assert J.has_canonical_format and J.shape == (2 * len(prob.a), len(x))
     J = J.toarray()
     num = np.zeros_like(J)
     for k in range(len(x)):
