@@ -20,11 +20,11 @@ from stitch.panorama.viewgraph import PairEdge
 LOSS_CHOICES = ("linear", "huber", "soft_l1", "cauchy")
 DEFAULT_LOSS = "soft_l1"
 DEFAULT_MAX_POINTS_PER_EDGE = 200
-#: The adjustments' inliers in all: a graph of more than MAX_POINTS_TOTAL / max_points_per_edge edges (300 at the
+#: The adjustments' inliers in all: a graph of more than MAX_POINTS_TOTAL / max_points_per_edge edges (750 at the
 #: default; hundreds of photos) keeps MAX_POINTS_TOTAL / edges per edge, at least MIN_POINTS_PER_EDGE. A pair's
 #: rotation has 3 unknowns: dozens of inliers fix it, and the solve's cost grows with the inliers (why these
 #: values: docs/measurements.md, "adjust").
-MAX_POINTS_TOTAL = 60000
+MAX_POINTS_TOTAL = 150000
 MIN_POINTS_PER_EDGE = 40
 #: robust_least_squares ('lm') stops when a step lowers the robust cost by less than this fraction (Ceres's
 #: default function_tolerance; why this value: docs/measurements.md, "adjust").

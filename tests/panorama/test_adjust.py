@@ -117,9 +117,9 @@ def test_points_per_edge_budget():
     from stitch.panorama.adjust import MAX_POINTS_TOTAL, MIN_POINTS_PER_EDGE, points_per_edge, subsample_edges
 
     assert points_per_edge(12, 200) == 200 and points_per_edge(MAX_POINTS_TOTAL // 200, 200) == 200
-    assert points_per_edge(1299, 200) == MAX_POINTS_TOTAL // 1299 == 46
+    assert points_per_edge(1299, 200) == MAX_POINTS_TOTAL // 1299 == 115
     assert points_per_edge(10 ** 6, 200) == MIN_POINTS_PER_EDGE and points_per_edge(10 ** 6, 20) == 20
     pts = np.random.default_rng(0).uniform(0, 100, (300, 2))
     edges = [PairEdge(k, k + 1, np.eye(3), 0.9, 300, pts, pts + 1.0) for k in range(1299)]
     sub = subsample_edges(edges, 200, 0)
-    assert {len(e.pts_i) for e in sub} == {46} and np.allclose(sub[0].pts_j - sub[0].pts_i, 1.0)
+    assert {len(e.pts_i) for e in sub} == {115} and np.allclose(sub[0].pts_j - sub[0].pts_i, 1.0)
