@@ -298,27 +298,25 @@ class BundleProblem:
                  rows: int) -> Any:
         """The sparse (rows, 3 n_free + n_focal) Jacobian of ``residuals`` at R, f, w (``unpack``), from its
         normalized rays s (M, 3), camera-b points cb (M, 3) and depths z (M,): built row by row in CSR order, each
-        correspondence's two rows holding its images' rotation blocks (the smaller block first) and its focals."""
+        correspondence's two rows holding its images' rotation blocks (the smaller block first) and its focals
+        (one entry, their sum, when the two share a focal: the values of a COO build, without its conversion)."""
         from scipy.sparse import csr_matrix
 
         a, b = self.a, self.b
         m = len(a)
-        d = f[b] / z  # d(u, v)/d cb = [[d, 0, e0], [0, d, e1]]
-        e0, e1 = -d * cb[:, 0] / z, -d * cb[:, 1] / z
-        c0, c1, c2 = cb[:, 0], cb[:, 1], cb[:, 2]
-        # d cb / d w_b = -[cb]x J_l(w_b): P = D (-[cb]x), (m, 2, 3)
-        P = np.stack([np.stack([e0 * c1, d * c2 - e0 * c0, -d * c1], 1),
-                      np.stack([-d * c2 + e1 * c1, -e1 * c0, d * c0], 1)], 1)
-        # d cb / d w_a = R_b R_a^T [s]x J_l(w_a): Q = D R_b R_a^T, T = Q [s]x (s_z = 1)
-        Rba = R[b] @ np.swapaxes(R[a], 1, 2)
-        Q = d[:, None, None] * Rba[:, :2, :] + np.stack([e0, e1], 1)[:, :, None] * Rba[:, 2:3, :]
-        s0, s1 = s[:, 0][:, None], s[:, 1][:, None]
-        T = np.stack([Q[:, :, 1] - Q[:, :, 2] * s1, Q[:, :, 2] * s0 - Q[:, :, 0], Q[:, :, 0] * s1 - Q[:, :, 1] * s0], 2)
+        # d(u, v)/d cb: (m, 2, 3)
+        D = np.zeros((m, 2, 3))
+        D[:, 0, 0] = D[:, 1, 1] = f[b] / z
+        D[:, 0, 2] = -f[b] * cb[:, 0] / z**2
+        D[:, 1, 2] = -f[b] * cb[:, 1] / z**2
         Jl = _left_jacobian(w)
-        Ja, Jb = T @ Jl[a], P @ Jl[b]
-        # focals: u = f_b cb_x / z + cx; s depends on 1 / f_a
-        dfb = np.stack([c0 / z, c1 / z], 1)
-        dfa = -(Q[:, :, 0] * s0 + Q[:, :, 1] * s1) / f[a][:, None]
+        # d cb / d w_b = -[cb]x J_l(w_b); d cb / d w_a = R_b R_a^T [s]x J_l(w_a)
+        Jb = np.einsum("nij,njk->nik", D, -_skew(cb) @ Jl[b])
+        DRba = D @ np.einsum("nij,nkj->nik", R[b], R[a])
+        Ja = np.einsum("nij,njk->nik", DRba, _skew(s) @ Jl[a])
+        # focal of b: u = f_b cb_x / z + cx; focal of a: s depends on 1 / f_a
+        dfb = np.stack([cb[:, 0] / z, cb[:, 1] / z], 1)
+        dfa = np.einsum("nij,nj->ni", DRba, np.stack([-(s[:, 0]) / f[a], -(s[:, 1]) / f[a], np.zeros(m)], 1))
         blk_a, blk_b = self.free_of[a], self.free_of[b]
         off = 3 * self.n_free
         fa, fb = off + self.focal_of[a], off + self.focal_of[b]
