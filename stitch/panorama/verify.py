@@ -258,13 +258,10 @@ class Placer:
             R = self._rotations[id(e)] = relative_rotation(e, e.i, self.K[e.i], self.K[e.j])
         return placement_step(G_a, e, a, self.K, R if a == e.i else R.T)
 
-    def agrees(self, f: PairEdge, a: int, G_a: np.ndarray, G_b: np.ndarray) -> bool:
-        """Does edge f, between image a (placed by G_a) and its other image (by G_b), agree with them?"""
-        return bool(self.agree_many([(f, a, G_a, G_b)])[0])
-
     def agree_many(self, checks: Sequence[tuple[PairEdge, int, np.ndarray, np.ndarray]]) -> np.ndarray:
-        """``agrees`` of each (f, a, G_a, G_b) at once (k,) bool: one ``edge_errors_many`` call on the edges'
-        check points, taken once per Placer (the same errors as ``edge_error``)."""
+        """(k,) bool: does each edge f, between image a (placed by G_a) and its other image (by G_b), agree with
+        them? One ``edge_errors_many`` call on the edges' check points, taken once per Placer (the errors of
+        ``edge_error``) for all (f, a, G_a, G_b) of ``checks``."""
         if not checks:
             return np.zeros(0, bool)
         fs = [f for f, _, _, _ in checks]
@@ -325,11 +322,11 @@ class Placer:
 
         def add_candidates(a: int) -> None:
             new = [(e, b, self.step(G[a], e, a)) for e in self.adj[a] if (b := e.other(a)) not in G]
-            checks = [(k, f) for k, (e, b, _) in enumerate(new) for f in self.adj[b]
-                      if f is not e and f.other(b) in G]
-            ok = self.agree_many([(f, f.other(new[k][1]), G[f.other(new[k][1])], new[k][2]) for k, f in checks])
+            checks = [(k, f, c) for k, (e, b, _) in enumerate(new) for f in self.adj[b]
+                      if f is not e and (c := f.other(b)) in G]
+            ok = self.agree_many([(f, c, G[c], new[k][2]) for k, f, c in checks])
             confirmed: list[list[float]] = [[] for _ in new]
-            for (k, f), good in zip(checks, ok):
+            for (k, f, _), good in zip(checks, ok):
                 if good:
                     confirmed[k].append(w[id(f)])
             for (e, b, Gb), ws in zip(new, confirmed):
