@@ -84,9 +84,9 @@ def main() -> None:
               [piece for p in firsts for piece in pieces(read_image(p)) if textured(piece)])
     out = args.out or Path(f"out/sweep{args.views}" + ("_repeats" if args.repeat_scenes else ""))
     t0 = time.perf_counter()
-    legacy = {"columns": args.columns or 16, "band_deg": SWEEP_BAND_DEG} if args.repeat_scenes else {}
-    dev = make_sweep(out, photos, args.views, args.rows, args.seed, allow_repeats=args.repeat_scenes,
-                     **({"columns": args.columns} | legacy))
+    world = ({"columns": args.columns or 16, "band_deg": SWEEP_BAND_DEG} if args.repeat_scenes  # as measured
+             else {"columns": args.columns})
+    dev = make_sweep(out, photos, args.views, args.rows, args.seed, allow_repeats=args.repeat_scenes, **world)
     print(f"{len(dev.truth)} views from {len(photos)} pieces of {len(firsts)} photographs in {time.perf_counter() - t0:.1f} s: {out}")
     if args.measure:
         measure(sorted(out.glob("view_*.jpg")), dev)

@@ -233,16 +233,15 @@ class Placer:
         for e in self.edges:
             self.adj[e.i].append(e)
             self.adj[e.j].append(e)
-        self.linked = {(e.i, e.j) for e in self.edges} | {(e.j, e.i) for e in self.edges}
         self.between: dict[tuple[int, int], PairEdge] = {}  # (a, b) -> the first edge of adj[a] to b
         for a, es in self.adj.items():
             for e in es:
                 self.between.setdefault((a, e.other(a)), e)
         self.index = {k: p for p, k in enumerate(self.nodes)}  # node -> position in the arrays below
-        self.link_mat = np.zeros((len(self.nodes), len(self.nodes)), bool)  # linked, by position
-        for a, b in self.linked:
-            if a in self.index and b in self.index:
-                self.link_mat[self.index[a], self.index[b]] = True
+        self.link_mat = np.zeros((len(self.nodes), len(self.nodes)), bool)  # a pair match between, by position
+        for e in self.edges:
+            if e.i in self.index and e.j in self.index:
+                self.link_mat[self.index[e.i], self.index[e.j]] = self.link_mat[self.index[e.j], self.index[e.i]] = True
         self.size_arr = np.array([self.sizes[k] for k in self.nodes], np.float64).reshape(-1, 2)
         self._rotations: dict[int, np.ndarray] = {}  # edge id -> R_ij (i -> j), fitted once
         self._checks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # edge id -> check_points, taken once

@@ -110,9 +110,9 @@ def test_default_world_fits_the_views(tmp_path):
 
     photos = [texture(k) for k in range(40)]
     make_sweep(tmp_path / "s", photos, n=16, rows=2, seed=2, size=(320, 240))
-    doc = json.loads((tmp_path / "s" / "truth.json").read_text())["sweep"]
-    Rs = [np.asarray(v["R"]) for v in json.loads((tmp_path / "s" / "truth.json").read_text())["views"].values()]
-    focal = json.loads((tmp_path / "s" / "truth.json").read_text())["views"]["view_01.jpg"]["focal"]
+    truth = json.loads((tmp_path / "s" / "truth.json").read_text())
+    doc, views = truth["sweep"], truth["views"]
+    Rs, focal = [np.asarray(v["R"]) for v in views.values()], views["view_01.jpg"]["focal"]
     assert abs(doc["band_deg"] - (view_latitude(Rs, focal, (320, 240)) + SWEEP_BAND_MARGIN_DEG)) < 1e-3
     assert doc["columns"] == max(4, round(doc["world_width"] / SWEEP_TILE_PX))
     with pytest.raises(ConfigError, match="a scene would repeat"):
