@@ -336,7 +336,8 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     ``masks``: (h, w) bool feature masks at the working resolution, or None (no keypoint where False).
     ``fallback`` (i < j): the pairs screened between the parts ``pairs`` leaves (default: every skipped pair).
     Phases: the pairs; the skipped pairs between the parts the shortlist left; the
-    harder search on the pairs still between parts.
+    harder search on the pairs still between parts. Memory: an image's features live from its first pair of a phase
+    to its last (``pair_schedule`` orders the pairs so that few images hold theirs at once), not all at once.
     """
     n = len(works)
     state = PairScreen(works, names, list(keys) if keys is not None else [image_key(w) for w in works],
