@@ -29,6 +29,8 @@ MIN_POINTS_PER_EDGE = 40
 #: robust_least_squares ('lm') stops when a step lowers the robust cost by less than this fraction (Ceres's
 #: default function_tolerance; why this value: docs/measurements.md, "adjust").
 FUNCTION_TOLERANCE = 1e-6
+#: Evaluations of the residuals an adjustment may spend (robust_least_squares' max_nfev).
+ADJUST_MAX_STEPS = 100
 #: Solvers of robust_least_squares: 'lm' (Levenberg-Marquardt on the small normal equations, the default)
 #: or 'trf' (scipy.optimize.least_squares, trust region with LSMR steps). Same cost function. Why 'lm':
 #: the parameters are few (3-8 per image) and the residuals many, so J^T W J is a small dense matrix, built
@@ -65,8 +67,9 @@ def _rho_split(z: np.ndarray, loss: str, plain: int) -> tuple[np.ndarray, np.nda
 
 
 def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_scale: float = 1.0,
-                         max_nfev: int = 100, solver: str = DEFAULT_SOLVER, plain: int = 0) -> np.ndarray:
-    """x minimising 0.5 f_scale^2 sum rho((r_i / f_scale)^2), r = fun(x), rho: ``loss`` (as least_squares).
+                         max_nfev: int = 100, solver: str = DEFAULT_SOLVER, plain: int = 0) -> tuple[np.ndarray, bool]:
+    """(x minimising 0.5 f_scale^2 sum rho((r_i / f_scale)^2), r = fun(x), rho: ``loss`` (as least_squares),
+    converged: False when ``max_nfev`` evaluations of fun ran out first).
 
     fun(x, want_jac) returns r (m,) or, with want_jac, (r, J) with J a sparse (m, n) Jacobian. 'lm': damped
     Gauss-Newton with iteratively reweighted normal equations (weights rho'), Marquardt's diagonal scaling
@@ -81,9 +84,10 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
             rho, d1 = _rho_split(z, loss, plain)
             return np.stack([rho, d1, np.zeros_like(z)])
 
-        return least_squares(lambda x: fun(x), x0, jac=lambda x: fun(x, True)[1],
-                             loss=trf_loss if plain else loss, f_scale=f_scale,
-                             method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=max_nfev).x
+        fit = least_squares(lambda x: fun(x), x0, jac=lambda x: fun(x, True)[1],
+                            loss=trf_loss if plain else loss, f_scale=f_scale,
+                            method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=max_nfev)
+        return fit.x, fit.status != 0
     from scipy.sparse import diags
     from scipy.sparse.linalg import MatrixRankWarning, spsolve
 
@@ -116,16 +120,16 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
                 break
             lam *= 4.0
             if lam > 1e12:
-                return x
+                return x, True
         else:
-            return x
+            return x, False
         x = x + dx
         gain = (c - c_new) / max(c, 1e-300)
         c, lam = c_new, max(lam / 3.0, 1e-12)
         if gain < FUNCTION_TOLERANCE:
-            break
+            return x, True
         r, J = fun(x, True)
-    return x
+    return x, False
 
 
 def norm_matrix(size: tuple[int, int]) -> np.ndarray:
@@ -264,7 +268,7 @@ def adjust_homographies(Hs: dict[int, np.ndarray], ref: int, edges: Sequence[Pai
         return r, csr_matrix((np.concatenate([B.ravel() for _, _, B in blocks]), (rows, cols)),
                              shape=(n_rows, n_cols))
 
-    x1 = robust_least_squares(fun, x0, loss, f_scale, 100, solver)
+    x1 = robust_least_squares(fun, x0, loss, f_scale, ADJUST_MAX_STEPS, solver)[0]
     refined = unpack(x1)
     r1 = edge_residuals(refined, sub)
     if not np.all(np.isfinite(x1)) or not np.isfinite(rms(r1)) or rms(r1) > rms(r0):

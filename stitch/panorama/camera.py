@@ -46,6 +46,7 @@ import numpy as np
 from stitch.errors import ConfigError, StitchError, check_choice
 from stitch.geometry import normalize_h_oriented
 from stitch.panorama.adjust import (
+    ADJUST_MAX_STEPS,
     DEFAULT_LOSS,
     DEFAULT_MAX_POINTS_PER_EDGE,
     DEFAULT_SOLVER,
@@ -369,15 +370,17 @@ def bundle_adjust(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0:
                   loss: str = DEFAULT_LOSS, f_scale: float = 2.0,
                   max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE, seed: int = 0,
                   solver: str = DEFAULT_SOLVER, focal_prior: dict[int, float] | None = None,
-                  prior_sigma: float = EXIF_FOCAL_SIGMA) -> tuple[dict[int, np.ndarray], dict[int, float], float, float]:
+                  prior_sigma: float = EXIF_FOCAL_SIGMA, max_steps: int = ADJUST_MAX_STEPS,
+                  ) -> tuple[dict[int, np.ndarray], dict[int, float], float, float, bool]:
     """Refine rotations R (3, 3) and focals (px) over the edges' inliers; R_ref stays fixed.
 
     ``solver``: 'lm' or 'trf' (scipy.optimize.least_squares), see adjust.robust_least_squares.
     ``focal_prior``: focal px per node (EXIF) the focals are pulled towards, with a relative standard deviation
     ``prior_sigma``, weighted like every reprojection residual together (see EXIF_FOCAL_SIGMA).
 
-    Returns (R per node, focal per node, RMS reprojection error before, after) in px; the input comes back
-    when the solution is not finite or not better.
+    Returns (R per node, focal per node, RMS reprojection error before, after in px, converged: False when the
+    ``max_steps`` evaluations of the residuals ran out first); the input comes back when the solution is not finite
+    or not better.
     """
     check_choice("loss", loss, LOSS_CHOICES)
     order = sorted(nodes)
@@ -391,7 +394,7 @@ def bundle_adjust(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0:
     x0 = np.concatenate([np.zeros(3 * prob.n_free), f0])
     m2 = 2 * len(prob.a)
     if not m2:
-        return dict(R0), {k: float(f0[groups[k]]) for k in order}, 0.0, 0.0
+        return dict(R0), {k: float(f0[groups[k]]) for k in order}, 0.0, 0.0, True
     if focal_prior is not None:
         prior = np.zeros(prob.n_focal)
         for k in order:
@@ -399,14 +402,14 @@ def bundle_adjust(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0:
         if shared_focal:
             prior[0] = float(np.median([focal_prior[k] for k in order]))
         prob.focal_prior, prob.prior_weight = prior, f_scale * math.sqrt(m2) / prior_sigma
-    x1 = robust_least_squares(prob.residuals, x0, loss, f_scale, 100, solver,
-                              plain=0 if prob.focal_prior is None else prob.n_focal)
+    x1, done = robust_least_squares(prob.residuals, x0, loss, f_scale, max_steps, solver,
+                                    plain=0 if prob.focal_prior is None else prob.n_focal)
     r0, r1 = prob.residuals(x0)[:m2], prob.residuals(x1)[:m2]  # the reprojection rows
     if not np.all(np.isfinite(x1)) or not np.isfinite(rms(r1)) or rms(r1) > rms(r0) or np.any(x1[3 * prob.n_free:] <= 0):
-        return dict(R0), {k: float(f0[groups[k]]) for k in order}, rms(r0), rms(r0)
+        return dict(R0), {k: float(f0[groups[k]]) for k in order}, rms(r0), rms(r0), done
     R, f, _ = prob.unpack(x1)
     return ({k: nearest_rotation(R[p]) for p, k in enumerate(order)}, {k: float(f[p]) for p, k in enumerate(order)},
-            rms(r0), rms(r1))
+            rms(r0), rms(r1), done)
 
 
 # --- wave correction and full turns -------------------------------------------------------------------
@@ -628,7 +631,7 @@ class Geometry:
     [0, focal, cy], [0, 0, 1]] with (cx, cy) = ``center``, identity rotation), 'homography' or 'scans'
     (cameras hold no rotation: the Hs are the model). focal: the projection's focal (px) or None.
     full_turn: a loop-closing pair makes the images a 360-degree turn (focal is then period / (2 pi) with
-    an integer period).
+    an integer period). converged: False when the adjustment's budget of steps ran out first.
     """
 
     model: str
@@ -640,6 +643,7 @@ class Geometry:
     rms_before: float | None = None
     rms_after: float | None = None
     wave: str = "none"
+    converged: bool = True
 
 
 def virtual_camera(focal: float, center: tuple[float, float]) -> np.ndarray:
@@ -662,10 +666,11 @@ def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, s
                     names: Sequence[str], keys: Sequence[str] | None = None,
                     exif: dict[int, float] | None = None, loss: str = DEFAULT_LOSS, f_scale: float = 2.0,
                     max_points_per_edge: int = DEFAULT_MAX_POINTS_PER_EDGE, seed: int = 0,
-                    wave: str = DEFAULT_WAVE, adjust: bool = True) -> Geometry | None:
+                    wave: str = DEFAULT_WAVE, adjust: bool = True, max_steps: int = ADJUST_MAX_STEPS) -> Geometry | None:
     """The rotating-camera model of the graph (steps 1-5 of the module docstring); None when no focal is known.
 
-    exif: focal px per node from EXIF (only used when every node has one).
+    exif: focal px per node from EXIF (only used when every node has one). max_steps: the adjustment's budget
+    (``bundle_adjust``); Geometry.converged says whether it ran out.
     """
     exif = {k: v for k, v in (exif or {}).items() if k in nodes and v}
     have_exif = len(exif) == len(nodes)
@@ -683,24 +688,24 @@ def solve_rotations(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, s
 
     R0 = initial_rotations(nodes, edges, ref, {k: pinhole(focals[k], centers[k]) for k in nodes}, keys)
     if adjust and edges:
-        Rs, free_focals, r0, r1 = bundle_adjust(nodes, edges, ref, R0, focals, centers, shared, loss, f_scale,
-                                                max_points_per_edge, seed)
+        Rs, free_focals, r0, r1, done = bundle_adjust(nodes, edges, ref, R0, focals, centers, shared, loss, f_scale,
+                                                      max_points_per_edge, seed, max_steps=max_steps)
         if have_exif and EXIF_FOCAL_SIGMA > 0:
             # EXIF as a prior, kept only when the fit allows it (a cropped or resized photo's EXIF does not)
-            Rp, fp, r0p, r1p = bundle_adjust(nodes, edges, ref, R0, focals, centers, shared, loss, f_scale,
-                                             max_points_per_edge, seed, focal_prior=exif)
+            Rp, fp, r0p, r1p, done_p = bundle_adjust(nodes, edges, ref, R0, focals, centers, shared, loss, f_scale,
+                                                     max_points_per_edge, seed, focal_prior=exif, max_steps=max_steps)
             if r1p <= EXIF_MAX_RMS_RATIO * r1:
-                Rs, free_focals, r0, r1 = Rp, fp, r0p, r1p
+                Rs, free_focals, r0, r1, done = Rp, fp, r0p, r1p, done_p
         focals = free_focals
     else:
-        Rs, r0, r1 = R0, None, None
+        Rs, r0, r1, done = R0, None, None, True
     kind, Rs, turn = levelled_turn(nodes, edges, Rs, ref, keys, wave)
     cams = {k: Camera(names[k], sizes[k], float(focals[k]), Rs[k]) for k in nodes}
     focal = float(np.median([focals[k] for k in nodes]))
     if turn:
         focal = turn_focal(focal)
     return Geometry("rotation", camera_homographies(cams, focal, centers[ref]), cams, focal, centers[ref], turn,
-                    r0, r1, kind)
+                    r0, r1, kind, done)
 
 
 #: What a Registration's ``model`` may be (see Registration).

@@ -69,7 +69,13 @@ from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.config import DEFAULT_PRESET
 from stitch.imaging import resize_max_side, to_gray
 from stitch.io import ImageLike, Pixels, image_name, load_images, to_bgr8
-from stitch.panorama.adjust import adjust_homographies, adjust_in_frame, affine_edges, refinement_pays
+from stitch.panorama.adjust import (
+    ADJUST_MAX_STEPS,
+    adjust_homographies,
+    adjust_in_frame,
+    affine_edges,
+    refinement_pays,
+)
 from stitch.panorama.camera import (
     Camera,
     Registration,
@@ -416,6 +422,13 @@ def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list, n
     return [images[k] for k in keep], [names[k] for k in keep], keys, keep, same
 
 
+#: The first camera model (on every accepted pair) stops its adjustment after this many steps when its model then
+#: misses an edge by more than FIRST_SOLVE_MISFIT times what agreement allows (Solved.misfit): the graph is then
+#: verified, and the model solved again, in any case. Converging takes 10-20 steps; a look-alike pair that the
+#: model misses by hundreds of px drags the adjustment out to 60 (500 views: 42 s; docs/measurements.md,
+#: "camera model").
+FIRST_SOLVE_STEPS = 15
+FIRST_SOLVE_MISFIT = 10.0
 #: How the warnings name the panoramas after the first (the folder's other scenes).
 ORDINALS = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "next")
 
@@ -551,20 +564,25 @@ class GraphInputs:
         return float(np.mean([self.A[k][0, 0] for k in nodes]))
 
 
-def rotation_registration(g: GraphInputs, main: list[int], edges: list[PairEdge], ref: int) -> Registration | None:
-    """The rotating-camera model of ``main`` (camera.solve_rotations; 'auto' refines homographies in its frame
-    unless the images make a full turn), or None when no pair determines a focal length."""
+def rotation_registration(g: GraphInputs, main: list[int], edges: list[PairEdge], ref: int,
+                          max_steps: int = ADJUST_MAX_STEPS) -> tuple[Registration, bool] | None:
+    """(the rotating-camera model of ``main`` (camera.solve_rotations; 'auto' refines homographies in its frame
+    unless the images make a full turn), final: False when a ``max_steps`` below ADJUST_MAX_STEPS ran out before
+    the adjustment converged, and the refinement was not tried), or None when no pair determines a focal length."""
     cfg, order = g.cfg, sorted(main)
     scale = g.scale(main)
     if g.progress is not None:
         g.progress(0, 1, f"adjusting {len(main)} cameras over {len(edges)} pairs")
     geo = solve_rotations(main, edges, ref, {k: g.sizes[k] for k in main}, g.names, g.keys, g.exif(main), cfg.loss,
-                          cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed, cfg.wave_correct, cfg.adjust)
+                          cfg.loss_scale_px / scale, cfg.max_points_per_edge, cfg.seed, cfg.wave_correct, cfg.adjust,
+                          max_steps)
     if geo is None:
         return None
     cams = [geo.cameras[k] for k in order]
     reg = Registration(cams, "rotation", geo.focal, geo.center, g.names[ref], geo.full_turn, True, geo.wave,
                        geo.rms_before, geo.rms_after)
+    if not geo.converged and max_steps < ADJUST_MAX_STEPS:
+        return reg, False
     if cfg.model == "auto" and cfg.adjust and not geo.full_turn:
         # the homographies of the camera model refined jointly, in its (wave-corrected) frame: 8 parameters
         # per image absorb what rotations cannot (lens distortion, a little parallax), as before the
@@ -577,7 +595,7 @@ def rotation_registration(g: GraphInputs, main: list[int], edges: list[PairEdge]
             for c, k in zip(cams, order):
                 c.H = refined[0][k]
             reg.model, reg.rms_after = "rotation+homography", refined[2]
-    return reg
+    return reg, True
 
 
 def homography_registration(g: GraphInputs, main: list[int], edges: list[PairEdge], ref: int,
@@ -599,20 +617,23 @@ def homography_registration(g: GraphInputs, main: list[int], edges: list[PairEdg
                         rotating=rotating, rms_before=rms0, rms_after=rms1)
 
 
-def solve_model(g: GraphInputs, main: list[int], edges: list[PairEdge]) -> Registration:
-    """Step 6 of the module docstring on the images ``main`` and their ``edges``: the Registration."""
+def solve_model(g: GraphInputs, main: list[int], edges: list[PairEdge],
+                max_steps: int = ADJUST_MAX_STEPS) -> tuple[Registration, bool]:
+    """Step 6 of the module docstring on the images ``main`` and their ``edges``: (the Registration, final: False
+    when the rotations' adjustment ran out of a ``max_steps`` below ADJUST_MAX_STEPS; the homography model always
+    is)."""
     ref = choose_reference(main, edges, g.keys)
     model = g.cfg.model
     if model == "auto":
         model = "homography" if g.cfg.projection == "plane" else "rotation"
     if model == "rotation" and edges:
-        reg = rotation_registration(g, main, edges, ref)
-        if reg is not None:
-            return reg
+        got = rotation_registration(g, main, edges, ref, max_steps)
+        if got is not None:
+            return got
         if g.cfg.model == "rotation" and not any("no pair determines a focal" in w for w in g.notes):
             _warn("model='rotation': no pair determines a focal length (the images look shifted, not turned); "
                   "used the homography model", g.notes)
-    return homography_registration(g, main, edges, ref, affine=model == "scans")
+    return homography_registration(g, main, edges, ref, affine=model == "scans"), True
 
 
 def edge_errors(reg: Registration, g: GraphInputs, edges: Sequence[PairEdge]) -> list[float]:
@@ -630,25 +651,32 @@ class Solved:
     edges: list[PairEdge]
     reg: Registration
     errors: list[float]
+    final: bool = True  # False: solved with fewer steps than the adjustment needed (a draft, never reused)
+
+    def misfit(self) -> float:
+        """The largest edge error over what ``agrees`` allows (0 without edges): at most 1 when the model agrees."""
+        errs = np.asarray(self.errors)
+        if len(errs) == 0:
+            return 0.0
+        return float(errs.max()) / max(EDGE_MIN_PX, EDGE_FACTOR * min(float(np.median(errs)), EDGE_MIN_PX))
 
     def agrees(self) -> bool:
         """True when the model fits each of its edges: none above EDGE_MIN_PX px at the working resolution and
         EDGE_FACTOR times the median edge, nor above EDGE_FACTOR * EDGE_MIN_PX."""
-        errs = np.asarray(self.errors)
-        return bool(len(errs) == 0 or errs.max() <= max(EDGE_MIN_PX, EDGE_FACTOR * min(float(np.median(errs)),
-                                                                                         EDGE_MIN_PX)))
+        return self.misfit() <= 1.0
 
 
 def solve_component(g: GraphInputs, nodes: Sequence[int], edges: Sequence[PairEdge],
-                    last: Solved | None = None) -> Solved:
+                    last: Solved | None = None, max_steps: int = ADJUST_MAX_STEPS) -> Solved:
     """The model of the largest connected component of ``nodes`` under ``edges`` (``last`` when it was solved on
-    the same images and edges)."""
+    the same images and edges, and final); ``max_steps``: the adjustment's budget (solve_model)."""
     keep = largest_component_nodes(nodes, edges)
     sub = [e for e in edges if e.i in keep and e.j in keep]
-    if last is not None and last.nodes == keep and [id(e) for e in last.edges] == [id(e) for e in sub]:
+    if (last is not None and last.final and last.nodes == keep
+            and [id(e) for e in last.edges] == [id(e) for e in sub]):
         return last
-    reg = solve_model(g, keep, sub)
-    return Solved(keep, sub, reg, edge_errors(reg, g, sub))
+    reg, done = solve_model(g, keep, sub, max_steps)
+    return Solved(keep, sub, reg, edge_errors(reg, g, sub), done)
 
 
 @profiled("camera model")
@@ -659,10 +687,15 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     photometrically (an image that disagrees is dropped, solving again)."""
     n, names, cfg = len(g.names), g.names, g.cfg
     # the camera model on every pair first: when it fits each of them, no pair match disagrees with the rest and
-    # the graph is kept whole (a full turn's loop-closing pair fixes its focal, which no chain of pairs does)
-    last = solve_component(g, range(n), edges)
+    # the graph is kept whole (a full turn's loop-closing pair fixes its focal, which no chain of pairs does).
+    # Its adjustment stops after FIRST_SOLVE_STEPS when the model then misses an edge by far (a look-alike's
+    # hundreds of px), as slowly as it then converges: the graph is verified either way
+    checked = cfg.verify and len(edges) >= 3
+    last = solve_component(g, range(n), edges, max_steps=FIRST_SOLVE_STEPS if checked else ADJUST_MAX_STEPS)
+    if not last.final and last.misfit() <= FIRST_SOLVE_MISFIT:
+        last = solve_component(g, range(n), edges)
     rejected: list[RejectedEdge] = []
-    if cfg.verify and len(edges) >= 3 and not last.agrees():
+    if checked and not last.agrees():
         focal = last.reg.focal if last.reg.model.startswith("rotation") else None
         edges, rejected = verify_graph(edges, n, g.sizes, g.A, cfg, focal, g.keys)
     if cfg.verify and (weak := weak_bridges(range(n), edges)):

@@ -23,13 +23,28 @@ def test_lm_matches_trf(loss):
     t = np.linspace(0, 10, 200)
     y = 2.0 * t - 1.0 + rng.normal(0, 0.05, t.size)
     y[:10] += 30.0
-    a = robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.zeros(2), loss, 0.2, solver="lm")
-    b = robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.zeros(2), loss, 0.2, solver="trf")
+    a, done_a = robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.zeros(2), loss, 0.2, solver="lm")
+    b, done_b = robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.zeros(2), loss, 0.2, solver="trf")
+    assert done_a and done_b
     np.testing.assert_allclose(a, b, atol=2e-3)
     if loss != "linear":
         np.testing.assert_allclose(a, [2.0, -1.0], atol=0.02 if loss == "cauchy" else 0.1)
     with pytest.raises(ConfigError, match="solver='newton'"):
         robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.zeros(2), solver="newton")
+
+
+def test_lm_says_when_its_steps_ran_out():
+    """A cauchy fit far from its start needs several steps: with 2 it stops early, flagged, at a worse point than the
+    converged one, which the same call with the default budget reaches (flagged converged)."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 10, 200)
+    y = 2.0 * t - 1.0 + rng.normal(0, 0.05, t.size)
+    full, done = robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.array([-5.0, 40.0]), "cauchy", 0.2)
+    cut, done_cut = robust_least_squares(lambda x, j=False: line_fit(x, t, y, j), np.array([-5.0, 40.0]), "cauchy",
+                                         0.2, max_nfev=2)
+    assert done and not done_cut
+    np.testing.assert_allclose(full, [2.0, -1.0], atol=0.02)
+    assert np.abs(cut - [2.0, -1.0]).max() > 0.05
 
 
 def shifted_edges(n: int = 40):
@@ -104,9 +119,9 @@ def test_lm_sparse_steps_match_dense(monkeypatch):
 
     assert n > adjust.DENSE_MAX_PARAMS
     start = truth + rng.normal(0, 0.3, n)  # a good start, as the chained pair matrices give
-    sparse = robust_least_squares(fun, start, "soft_l1", 0.1)
+    sparse = robust_least_squares(fun, start, "soft_l1", 0.1)[0]
     monkeypatch.setattr(adjust, "DENSE_MAX_PARAMS", 10 ** 6)
-    dense = robust_least_squares(fun, start, "soft_l1", 0.1)
+    dense = robust_least_squares(fun, start, "soft_l1", 0.1)[0]
     np.testing.assert_allclose(sparse, dense, atol=1e-6)
     assert np.abs(sparse - truth).max() < 1.0  # 20 outliers of 40 each: a plain fit drifts by hundreds
 

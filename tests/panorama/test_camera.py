@@ -150,10 +150,11 @@ def test_exif_prior_holds_an_undetermined_focal():
     Rs, edges = _two_view_edges(noise=6.0)
     centers = dict.fromkeys(Rs, ((SIZE[0] - 1) / 2, (SIZE[1] - 1) / 2))
     exif = dict.fromkeys(Rs, FOCAL * 1.08)
-    _, f_prior, _, _ = bundle_adjust(list(Rs), edges, 0, Rs, exif, centers, True, focal_prior=exif)
+    _, f_prior, _, _, done = bundle_adjust(list(Rs), edges, 0, Rs, exif, centers, True, focal_prior=exif)
+    assert done
     assert f_prior[1] == pytest.approx(FOCAL * 1.08, rel=0.02)
     # the prior is a plain square: a robust loss would let the data drag it far off (the bug this guards)
-    _, f_free, _, _ = bundle_adjust(list(Rs), edges, 0, Rs, exif, centers, True)
+    _, f_free, _, _, _ = bundle_adjust(list(Rs), edges, 0, Rs, exif, centers, True)
     assert abs(f_free[1] / (FOCAL * 1.08) - 1) > abs(f_prior[1] / (FOCAL * 1.08) - 1)
 
 
