@@ -31,7 +31,7 @@ from stitch.errors import NoOverlapError
 from stitch.geometry import normalize_h
 from stitch.homography.config import SelectConfig
 from stitch.homography.matching import Matches
-from stitch.homography.search import FeatureCache
+from stitch.homography.search import FeatureCache, image_features
 from stitch.homography.select import HomographyResult, estimate_pair
 from stitch.imaging import resize_max_side, to_gray
 from stitch.panorama.config import PanoramaConfig
@@ -56,6 +56,9 @@ PREFILTER_FEATURES = 150
 #: With the prefilter, a photo's partners beyond the shortlist's k, by votes, up to this rank, are the pairs
 #: screened when the shortlist leaves the graph in parts.
 FALLBACK_PARTNERS = 18
+#: Above this many images the pair search forgets an image's features after its last pair of a phase (about 2.3 MB
+#: each); up to it they are kept for the later phases, which would detect them again (docs/measurements.md, "graph").
+FREE_FEATURES_MIN_IMAGES = 60
 #: A partner needs at least this many first-pass matches (both directions summed), about what two unrelated
 #: thumbnails reach by chance (why this value: docs/measurements.md, "graph").
 MIN_SHORTLIST_VOTES = 10
@@ -242,21 +245,32 @@ class PairScreen:
 
     def run(self, pool: ThreadPoolExecutor, todo: list[tuple[int, int]], cfg: SelectConfig, what: str) -> None:
         """Attempt every pair of ``todo`` on the pool (any order: each result is independent of it). An image's
-        features are detected by its first pair and forgotten after its last one (``pair_schedule``)."""
+        features (the first level's) are detected on the pool just before its first pair, so the threads detect
+        side by side; above FREE_FEATURES_MIN_IMAGES images they are forgotten after its last pair
+        (``pair_schedule``), and a later phase detects them again (the same features)."""
         self.total += len(todo)
         todo = pair_schedule(len(self.works), todo)
         left = np.bincount(np.asarray(todo, np.int64).ravel(), minlength=len(self.works)) if todo else None
-        futures = {pool.submit(self.attempt, i, j, cfg): (i, j) for i, j in todo}
+        futures, detections, seen = {}, [], set()
+        for i, j in todo:
+            for k in (i, j):
+                if k not in seen:  # queued before every pair of k: the pairs wait on its cache's lock, never redo it
+                    seen.add(k)
+                    detections.append(pool.submit(image_features, self.works[k], cfg.levels[0].features,
+                                                  self.caches[k]))
+            futures[pool.submit(self.attempt, i, j, cfg)] = (i, j)
         for fut in as_completed(futures):
             fut.result()
             i, j = futures[fut]
             for k in (i, j):
                 left[k] -= 1
-                if not left[k]:
+                if not left[k] and len(self.works) > FREE_FEATURES_MIN_IMAGES:
                     self.caches[k].clear()
             self.done += 1
             if self.progress is not None:
                 self.progress(self.done, self.total, f"{what} {self.names[i]} - {self.names[j]}")
+        for det in detections:  # each ran before its image's pairs finished; an error surfaces here
+            det.result()
 
     def parts(self) -> dict[int, int]:
         """Image -> the index of its connected part under the pairs accepted so far."""
@@ -336,8 +350,9 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     ``masks``: (h, w) bool feature masks at the working resolution, or None (no keypoint where False).
     ``fallback`` (i < j): the pairs screened between the parts ``pairs`` leaves (default: every skipped pair).
     Phases: the pairs; the skipped pairs between the parts the shortlist left; the
-    harder search on the pairs still between parts. Memory: an image's features live from its first pair of a phase
-    to its last (``pair_schedule`` orders the pairs so that few images hold theirs at once), not all at once.
+    harder search on the pairs still between parts. Memory: above FREE_FEATURES_MIN_IMAGES images, an image's
+    features live from its first pair of a phase to its last (``pair_schedule`` orders the pairs so that few images
+    hold theirs at once), not all at once.
     """
     n = len(works)
     state = PairScreen(works, names, list(keys) if keys is not None else [image_key(w) for w in works],

@@ -426,7 +426,7 @@ def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list, n
 #: misses an edge by more than FIRST_SOLVE_MISFIT times what agreement allows (Solved.misfit): the graph is then
 #: verified, and the model solved again, in any case. Converging takes 10-20 steps; a look-alike pair that the
 #: model misses by hundreds of px drags the adjustment out to 60 (500 views: 42 s; docs/measurements.md,
-#: "camera model").
+#: "pipeline").
 FIRST_SOLVE_STEPS = 15
 FIRST_SOLVE_MISFIT = 10.0
 #: How the warnings name the panoramas after the first (the folder's other scenes).

@@ -149,8 +149,10 @@ def test_pair_schedule_keeps_few_images_open():
 
 
 def test_match_graph_detects_each_image_once_and_frees_it(samples_dir, monkeypatch):
-    """Each image's features are detected once (by its first pair, on either thread) and forgotten after its last."""
+    """Each image's features are detected once (on either thread, before its first pair) and, above
+    FREE_FEATURES_MIN_IMAGES images, forgotten after its last pair (a few images keep theirs for the later phases)."""
     from stitch.homography import search
+    from stitch.panorama import graph
     from stitch.panorama.config import PanoramaConfig
     from stitch.panorama.graph import match_graph
 
@@ -161,6 +163,10 @@ def test_match_graph_detects_each_image_once_and_frees_it(samples_dir, monkeypat
     monkeypatch.setattr(search, "detect", lambda img, *a: calls.append(id(img)) or detect(img, *a))
     monkeypatch.setattr(search.FeatureCache, "clear", lambda self: cleared.append(1) or clear(self))
     cfg = PanoramaConfig.from_options(preset="fast", workers=2)
+    match_graph(works, ["a", "b", "c"], cfg, keys=["a", "b", "c"])
+    assert sorted(calls) == sorted(id(w) for w in works) and not cleared
+    calls.clear()
+    monkeypatch.setattr(graph, "FREE_FEATURES_MIN_IMAGES", 2)
     acc, _ = match_graph(works, ["a", "b", "c"], cfg, keys=["a", "b", "c"])
     assert sorted(calls) == sorted(id(w) for w in works) and len(cleared) == 3
     assert [(i, j) for i, j, _ in acc] == [(0, 1), (1, 2)]  # views 1 and 3 do not overlap
