@@ -243,6 +243,10 @@ class PairScreen:
             self.results[(i, j)] = res
             self.why.pop((i, j), None)
 
+    def detect(self, k: int, cfg: SelectConfig) -> None:
+        """Detect image k's features of cfg's first level into its cache (the future holds no reference to them)."""
+        image_features(self.works[k], cfg.levels[0].features, self.caches[k])
+
     def run(self, pool: ThreadPoolExecutor, todo: list[tuple[int, int]], cfg: SelectConfig, what: str) -> None:
         """Attempt every pair of ``todo`` on the pool (any order: each result is independent of it). An image's
         features (the first level's) are detected on the pool just before its first pair, so the threads detect
@@ -256,8 +260,7 @@ class PairScreen:
             for k in (i, j):
                 if k not in seen:  # queued before every pair of k: the pairs wait on its cache's lock, never redo it
                     seen.add(k)
-                    detections.append(pool.submit(image_features, self.works[k], cfg.levels[0].features,
-                                                  self.caches[k]))
+                    detections.append(pool.submit(self.detect, k, cfg))
             futures[pool.submit(self.attempt, i, j, cfg)] = (i, j)
         for fut in as_completed(futures):
             fut.result()
