@@ -67,7 +67,8 @@ def _rho_split(z: np.ndarray, loss: str, plain: int) -> tuple[np.ndarray, np.nda
 
 
 def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_scale: float = 1.0,
-                         max_nfev: int = 100, solver: str = DEFAULT_SOLVER, plain: int = 0) -> tuple[np.ndarray, bool]:
+                         max_nfev: int = ADJUST_MAX_STEPS, solver: str = DEFAULT_SOLVER, plain: int = 0,
+                         ) -> tuple[np.ndarray, bool]:
     """(x minimising 0.5 f_scale^2 sum rho((r_i / f_scale)^2), r = fun(x), rho: ``loss`` (as least_squares),
     converged: False when ``max_nfev`` evaluations of fun ran out first).
 

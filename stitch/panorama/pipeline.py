@@ -424,9 +424,8 @@ def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list, n
 
 #: The first camera model (on every accepted pair) stops its adjustment after this many steps when its model then
 #: misses an edge by more than FIRST_SOLVE_MISFIT times what agreement allows (Solved.misfit): the graph is then
-#: verified, and the model solved again, in any case. Converging takes 10-20 steps; a look-alike pair that the
-#: model misses by hundreds of px drags the adjustment out to 60 (500 views: 42 s; docs/measurements.md,
-#: "pipeline").
+#: verified, and the model solved again, in any case; a model that misses by less is solved in full (why these
+#: values: docs/measurements.md, "pipeline").
 FIRST_SOLVE_STEPS = 15
 FIRST_SOLVE_MISFIT = 10.0
 #: How the warnings name the panoramas after the first (the folder's other scenes).
@@ -688,8 +687,8 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
     n, names, cfg = len(g.names), g.names, g.cfg
     # the camera model on every pair first: when it fits each of them, no pair match disagrees with the rest and
     # the graph is kept whole (a full turn's loop-closing pair fixes its focal, which no chain of pairs does).
-    # Its adjustment stops after FIRST_SOLVE_STEPS when the model then misses an edge by far (a look-alike's
-    # hundreds of px), as slowly as it then converges: the graph is verified either way
+    # A look-alike pair that the model misses by hundreds of px makes its adjustment crawl, and the graph is
+    # verified either way: that draft stops after FIRST_SOLVE_STEPS
     checked = cfg.verify and len(edges) >= 3
     last = solve_component(g, range(n), edges, max_steps=FIRST_SOLVE_STEPS if checked else ADJUST_MAX_STEPS)
     if not last.final and last.misfit() <= FIRST_SOLVE_MISFIT:
