@@ -16,7 +16,7 @@ from stitch.bench.panorama import discover_sets
 from stitch.io import load_image
 from stitch.panorama.config import PanoramaConfig
 from stitch.panorama.graph import match_graph
-from stitch.panorama.pipeline import to_work
+from stitch.panorama.workset import to_work
 
 
 def grid_rows(paths: list[Path]) -> list[tuple[list[float | None], float]]:

@@ -32,7 +32,7 @@ import os
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,7 +376,7 @@ class LoadedImages:
 
     ``valid``: per image, its alpha channel's valid mask (H, W) bool, or None (Pixels.valid)."""
 
-    images: list[np.ndarray]
+    images: list[Any]  # (H, W, 3) arrays, or what load_images' keep made of each
     names: list[str]
     skipped: list[Skipped] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
@@ -384,10 +384,12 @@ class LoadedImages:
 
 
 def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_side: int = 1,
-                depth: bool = False) -> LoadedImages:
+                depth: bool = False, keep: Callable[[int, str, Pixels], Any] | None = None) -> LoadedImages:
     """Read every input as Pixels (load_pixels): images (H, W, 3) BGR, uint8, or uint16 for 16-bit inputs with
     ``depth``; unreadable files (or ones below min_side px) warn and are skipped (arrays, or with
-    skip_unreadable=False: raise). ``indices``: each image's place in inputs."""
+    skip_unreadable=False: raise). ``indices``: each image's place in inputs. ``keep``: what ``images`` holds of
+    each one instead, keep(index in inputs, name, Pixels), called in input order as it is read (so only one
+    image at a time needs to be in memory)."""
     out = LoadedImages([], [])
     for i, src in enumerate(inputs):
         name = image_name(src, i)
@@ -400,7 +402,7 @@ def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_s
             warnings.warn(f"skipping {exc}", stacklevel=2)
             out.skipped.append(Skipped(name, str(exc).removeprefix(f"{src}: "), isinstance(exc, ImageTooSmallError)))
             continue
-        out.images.append(px.image if depth else to_bgr8(px.image, name))
+        out.images.append(keep(i, name, px) if keep is not None else px.image if depth else to_bgr8(px.image, name))
         out.names.append(name)
         out.indices.append(i)
         out.valid.append(px.valid)

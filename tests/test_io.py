@@ -160,6 +160,17 @@ def test_load_images_skips_unreadable_with_warning(tmp_path):
         load_images([good[0], bad], skip_unreadable=False)
 
 
+def test_load_images_keep_sees_each_readable_input_in_order(tmp_path):
+    """keep(index in the inputs, name, Pixels) replaces each kept image, in input order; unreadable ones are skipped."""
+    good = [write(tmp_path / f"ok_{i}.png", np.full((6, 6, 3), 40 * i, np.uint8)) for i in range(2)]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    seen = []
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        loaded = load_images([good[0], bad, good[1]], keep=lambda i, name, px: seen.append(name) or (i, px.image.mean()))
+    assert seen == ["ok_0.png", "ok_1.png"] and loaded.images == [(0, 0.0), (2, 40.0)] and loaded.indices == [0, 2]
+
+
 # --- writing -------------------------------------------------------------------------------------
 
 

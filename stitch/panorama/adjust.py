@@ -96,14 +96,15 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
         return 0.5 * f_scale ** 2 * float(np.sum(_rho_split((r / f_scale) ** 2, loss, plain)[0]))
 
     x = np.asarray(x0, np.float64).copy()
+    sparse = len(x) > DENSE_MAX_PARAMS
     r, J = fun(x, True)
     c, lam, nfev = cost(r), 1e-3, 1
     while nfev < max_nfev:
         w = _rho_split((r / f_scale) ** 2, loss, plain)[1]
         JW = diags(w) @ J
-        sparse = len(x) > DENSE_MAX_PARAMS
         A = (J.T @ JW).tocsc() if sparse else np.asarray((J.T @ JW).todense())
         g = np.asarray(JW.T @ r).ravel()
+        del J, JW  # the Jacobian is the largest array here: gone before the next one is built
         d = A.diagonal().copy()
         d[d <= 0] = 1.0
         while nfev < max_nfev:

@@ -72,6 +72,9 @@ DEFAULT_WAVE = "auto"
 #: The x axes fix the up vector only when they spread: below this second eigenvalue of sum x x^T (per camera;
 #: about 3.6 degrees of spread) the up vector is the cameras' mean y axis made perpendicular to their x axes.
 WAVE_MIN_SPREAD = 1e-3
+#: BundleProblem.jacobian writes its rows this many correspondences at a time (bounds its temporaries: a few
+#: hundred bytes per correspondence; docs/measurements.md, "camera").
+JACOBIAN_CHUNK = 16384
 
 
 def pinhole(focal: float, center: tuple[float, float]) -> np.ndarray:
@@ -300,17 +303,44 @@ class BundleProblem:
         """The sparse (rows, 3 n_free + n_focal) Jacobian of ``residuals`` at R, f, w (``unpack``), from its
         normalized rays s (M, 3), camera-b points cb (M, 3) and depths z (M,): built row by row in CSR order, each
         correspondence's two rows holding its images' rotation blocks (the smaller block first) and its focals
-        (one entry, their sum, when the two share a focal: the values of a COO build, without its conversion)."""
+        (one entry, their sum, when the two share a focal: the values of a COO build, without its conversion).
+        Written JACOBIAN_CHUNK correspondences at a time into arrays of the final size: the per-correspondence
+        temporaries stay bounded."""
         from scipy.sparse import csr_matrix
 
         a, b = self.a, self.b
+        m = len(a)
+        off = 3 * self.n_free
+        blk_a, blk_b = self.free_of[a], self.free_of[b]
+        fa, fb = off + self.focal_of[a], off + self.focal_of[b]
+        per = 3 * (blk_a >= 0) + 3 * (blk_b >= 0) + 1 + (fa != fb)  # entries in each of the correspondence's 2 rows
+        counts = np.repeat(per, 2)
+        if self.focal_prior is not None:  # one row per focal parameter, after the 2M reprojection rows
+            counts = np.concatenate([counts, np.ones(self.n_focal, np.int64)])
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        data = np.empty(int(indptr[-1]), np.float64)
+        indices = np.empty(int(indptr[-1]), np.int32)
+        Jl = _left_jacobian(w)
+        k3 = np.arange(3)
+        for lo in range(0, m, JACOBIAN_CHUNK):
+            c = slice(lo, min(m, lo + JACOBIAN_CHUNK))
+            span = slice(int(indptr[2 * c.start]), int(indptr[2 * c.stop]))
+            data[span], indices[span] = self._jacobian_rows(R, f, Jl, s[c], cb[c], z[c], a[c], b[c], k3)
+        if self.focal_prior is not None:
+            data[int(indptr[2 * m]):] = self.prior_weight / self.focal_prior
+            indices[int(indptr[2 * m]):] = off + np.arange(self.n_focal)
+        return csr_matrix((data, indices, indptr), shape=(rows, off + self.n_focal))
+
+    def _jacobian_rows(self, R: np.ndarray, f: np.ndarray, Jl: np.ndarray, s: np.ndarray, cb: np.ndarray,
+                       z: np.ndarray, a: np.ndarray, b: np.ndarray, k3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The CSR values and column indices of ``jacobian``'s rows of correspondences a, b (m,) (rays s, camera-b
+        points cb (m, 3), depths z (m,); Jl: each image's left Jacobian (n, 3, 3))."""
         m = len(a)
         # d(u, v)/d cb: (m, 2, 3)
         D = np.zeros((m, 2, 3))
         D[:, 0, 0] = D[:, 1, 1] = f[b] / z
         D[:, 0, 2] = -f[b] * cb[:, 0] / z**2
         D[:, 1, 2] = -f[b] * cb[:, 1] / z**2
-        Jl = _left_jacobian(w)
         # d cb / d w_b = -[cb]x J_l(w_b); d cb / d w_a = R_b R_a^T [s]x J_l(w_a)
         Jb = np.einsum("nij,njk->nik", D, -_skew(cb) @ Jl[b])
         DRba = D @ np.einsum("nij,nkj->nik", R[b], R[a])
@@ -329,20 +359,12 @@ class BundleProblem:
         lo_f, hi_f = np.minimum(fa, fb), np.maximum(fa, fb)
         v_lo = np.where(same[:, None], dfa + dfb, np.where((fa < fb)[:, None], dfa, dfb))
         v_hi = np.where((fa < fb)[:, None], dfb, dfa)
-        k3 = np.arange(3)
         cols = np.concatenate([3 * first[:, None] + k3, 3 * second[:, None] + k3, lo_f[:, None], hi_f[:, None]], 1)
         valid = np.concatenate([np.repeat((first >= 0)[:, None], 3, 1), np.repeat((second >= 0)[:, None], 3, 1),
                                 np.ones((m, 1), bool), ~same[:, None]], 1)
         vals = np.concatenate([J1, J2, v_lo[:, :, None], v_hi[:, :, None]], 2)  # (m, 2 rows, 8)
         keep = np.broadcast_to(valid[:, None, :], vals.shape)
-        counts = np.repeat(valid.sum(1), 2)
-        data, indices = vals[keep], np.broadcast_to(cols[:, None, :], vals.shape)[keep]
-        if self.focal_prior is not None:  # one row per focal parameter, after the 2M reprojection rows
-            data = np.concatenate([data, self.prior_weight / self.focal_prior])
-            indices = np.concatenate([indices, off + np.arange(self.n_focal)])
-            counts = np.concatenate([counts, np.ones(self.n_focal, np.int64)])
-        indptr = np.concatenate([[0], np.cumsum(counts)])
-        return csr_matrix((data, indices, indptr), shape=(rows, off + self.n_focal))
+        return vals[keep], np.broadcast_to(cols[:, None, :], vals.shape)[keep]
 
 
 def build_problem(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0: dict[int, np.ndarray],

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -79,6 +79,37 @@ def flip_result(res: HomographyResult) -> HomographyResult:
 def resolve_workers(workers: int) -> int:
     """Threads for pair matching: ``workers``, or for 0 the CPU count (at most 8)."""
     return int(workers) if workers > 0 else max(1, min(8, os.cpu_count() or 1))
+
+
+class WorkImages(Sequence[np.ndarray]):
+    """The pair search's working images (h, w, 3) uint8: every one held in memory, or (with ``load``: k -> image
+    k's) only those ``hold`` keeps, the others made again by ``load`` each time they are asked for."""
+
+    def __init__(self, images: Sequence[np.ndarray | None], load: Callable[[int], np.ndarray] | None = None):
+        if load is None and any(img is None for img in images):
+            raise ValueError("WorkImages: an image that is not held needs a load function")
+        self._images = list(images)
+        self._load = load
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, k: int) -> np.ndarray:  # type: ignore[override]
+        img = self._images[k]
+        return img if img is not None else self._load(k)  # type: ignore[misc]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[k] for k in range(len(self)))
+
+    def hold(self, k: int) -> None:
+        """Keep image k in memory until ``release``."""
+        if self._images[k] is None:
+            self._images[k] = self._load(k)  # type: ignore[misc]
+
+    def release(self, k: int) -> None:
+        """Forget image k when it can be made again (with ``load``); otherwise it stays."""
+        if self._load is not None:
+            self._images[k] = None
 
 
 # --- pair selection -----------------------------------------------------------------------------------
@@ -179,7 +210,8 @@ def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT
     if n <= max(min_images, k + 1):
         return Shortlist(every)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # one SIFT object per call: no shared state
-        desc = list(pool.map(lambda w: _thumb_features(w, cv2.SIFT_create(nfeatures=SHORTLIST_FEATURES)), works))
+        desc = list(pool.map(lambda m: _thumb_features(works[m], cv2.SIFT_create(nfeatures=SHORTLIST_FEATURES)),
+                             range(n)))  # by index: a WorkImages makes each image on its thread, one at a time
     partners = None
     if n > PREFILTER_MIN_IMAGES:  # many images: exact votes only between the images a cheaper vote finds alike
         near = prefilter_partners(desc, keys)
@@ -210,7 +242,7 @@ class PairScreen:
     """The pair screening's state: the working images, their keys and feature caches, the accepted pairs'
     results and the rejected pairs' reasons, and the progress count."""
 
-    works: Sequence[np.ndarray]
+    works: WorkImages
     names: Sequence[str]
     keys: list[str]
     caches: list[FeatureCache]
@@ -244,23 +276,25 @@ class PairScreen:
             self.why.pop((i, j), None)
 
     def detect(self, k: int, cfg: SelectConfig) -> None:
-        """Detect image k's features of cfg's first level into its cache (the future holds no reference to them)."""
+        """Hold image k (WorkImages.hold) and detect its features of cfg's first level into its cache (the future
+        holds no reference to them)."""
+        self.works.hold(k)
         image_features(self.works[k], cfg.levels[0].features, self.caches[k])
 
     def run(self, pool: ThreadPoolExecutor, todo: list[tuple[int, int]], cfg: SelectConfig, what: str) -> None:
         """Attempt every pair of ``todo`` on the pool (any order: each result is independent of it). An image's
         features (the first level's) are detected on the pool just before its first pair, so the threads detect
-        side by side; above FREE_FEATURES_MIN_IMAGES images they are forgotten after its last pair
-        (``pair_schedule``), and a later phase detects them again (the same features)."""
+        side by side; above FREE_FEATURES_MIN_IMAGES images they, and the image when it can be made again
+        (WorkImages), are forgotten after its last pair (``pair_schedule``), and a later phase makes them again
+        (the same features)."""
         self.total += len(todo)
         todo = pair_schedule(len(self.works), todo)
         left = np.bincount(np.asarray(todo, np.int64).ravel(), minlength=len(self.works)) if todo else None
-        futures, detections, seen = {}, [], set()
+        futures, detections = {}, {}
         for i, j in todo:
             for k in (i, j):
-                if k not in seen:  # queued before every pair of k: the pairs wait on its cache's lock, never redo it
-                    seen.add(k)
-                    detections.append(pool.submit(self.detect, k, cfg))
+                if k not in detections:  # queued before every pair of k: they wait on its cache's lock, never redo it
+                    detections[k] = pool.submit(self.detect, k, cfg)
             futures[pool.submit(self.attempt, i, j, cfg)] = (i, j)
         for fut in as_completed(futures):
             fut.result()
@@ -268,11 +302,13 @@ class PairScreen:
             for k in (i, j):
                 left[k] -= 1
                 if not left[k] and len(self.works) > FREE_FEATURES_MIN_IMAGES:
+                    detections[k].result()  # started before k's pairs: what it holds is released after it
                     self.caches[k].clear()
+                    self.works.release(k)
             self.done += 1
             if self.progress is not None:
                 self.progress(self.done, self.total, f"{what} {self.names[i]} - {self.names[j]}")
-        for det in detections:  # each ran before its image's pairs finished; an error surfaces here
+        for det in detections.values():  # each ran before its image's pairs finished; an error surfaces here
             det.result()
 
     def parts(self) -> dict[int, int]:
@@ -358,6 +394,7 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     hold theirs at once), not all at once.
     """
     n = len(works)
+    works = works if isinstance(works, WorkImages) else WorkImages(works)
     state = PairScreen(works, names, list(keys) if keys is not None else [image_key(w) for w in works],
                        [FeatureCache(mask=None if masks is None else masks[k]) for k in range(n)], config, progress)
     screen, repair = config.screening(n)

@@ -60,15 +60,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, StitchError
 from stitch.exif import ImageMeta, exif_focal_px, read_meta
 from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.config import DEFAULT_PRESET
-from stitch.imaging import resize_max_side, to_gray
-from stitch.io import ImageLike, Pixels, image_name, load_images, to_bgr8
+from stitch.io import ImageLike, Pixels, image_name, load_images
 from stitch.panorama.adjust import (
     ADJUST_MAX_STEPS,
     adjust_homographies,
@@ -96,8 +94,8 @@ from stitch.panorama.config import (
 )
 from stitch.panorama.graph import (
     Shortlist,
+    WorkImages,
     choose_reference,
-    image_key,
     match_graph,
     resolve_workers,
     shortlist,
@@ -106,16 +104,13 @@ from stitch.panorama.graph import (
 from stitch.panorama.inputs import (
     MIN_IMAGE_SIDE,
     MaskLike,
-    check_mask,
     check_timelapse_dir,
-    feature_mask,
     load_masks,
     sequence_pairs,
-    work_mask,
 )
 from stitch.panorama.localwarp import LocalWarp, image_lines, local_warp, pair_matches
 from stitch.panorama.output import DEFAULT_JPEG_QUALITY, write_panorama
-from stitch.panorama.placement import MIN_PLACEMENT_SCORE, PLACEMENT_SIDE, placement_scores
+from stitch.panorama.placement import MIN_PLACEMENT_SCORE, placement_scores
 from stitch.panorama.rectangle import Mesh
 from stitch.panorama.resolution import native_scales, typical_scale
 from stitch.panorama.threads import release_free_memory
@@ -139,6 +134,7 @@ from stitch.panorama.warp import (
     estimate_focal,
     pair_focals,
 )
+from stitch.panorama.workset import InputScanner, Scan, lazy_inputs, work_loader
 from stitch.profile import profiled
 from stitch.types import ProgressFn
 
@@ -300,15 +296,6 @@ def local_warp_summary(lw: LocalWarp) -> dict[str, Any]:
 # --- working resolution ------------------------------------------------------------------------------
 
 
-def to_work(img: np.ndarray, megapix: float) -> np.ndarray:
-    """(H, W, 3) uint8 or uint16 image downscaled (INTER_AREA) to about ``megapix`` MP, as uint8; never upscaled."""
-    h, w = img.shape[:2]
-    s = min(1.0, math.sqrt(megapix * 1e6 / float(h * w)))
-    if s < 1.0:
-        img = cv2.resize(img, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
-    return to_bgr8(img)
-
-
 def _to_full_pts(pts: np.ndarray, A: np.ndarray) -> np.ndarray:
     return project(np.linalg.inv(A), pts)
 
@@ -375,15 +362,17 @@ def _warn(msg: str, sink: list[str]) -> None:
 
 
 @profiled("read")
-def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[Pixels], list[str], list, list[int]]:
+def read_inputs(inputs: Sequence[ImageLike], notes: list[str], keep: Callable[[int, str, Pixels], Any] | None = None
+                ) -> tuple[list[Any], list[str], list, list[int]]:
     """(images as io.Pixels: (H, W, 3) uint8, or uint16 from 16-bit inputs, and the alpha's valid mask; names,
     dropped [(name, reason)], each image's index in inputs) of the readable inputs with each side >=
-    MIN_IMAGE_SIDE px; needs >= 2 of them."""
+    MIN_IMAGE_SIDE px; needs >= 2 of them. ``keep``: what is kept of each image instead of its Pixels
+    (stitch.io.load_images)."""
     if isinstance(inputs, (str, bytes, np.ndarray)) or not hasattr(inputs, "__len__"):
         raise ConfigError("paths_or_arrays: expected a list of image paths or arrays")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loaded = load_images(list(inputs), min_side=MIN_IMAGE_SIDE, depth=True)
+        loaded = load_images(list(inputs), min_side=MIN_IMAGE_SIDE, depth=True, keep=keep)
     for w in caught:
         _warn(str(w.message), notes)
     dropped = [(s.name, s.reason if s.too_small else f"unreadable: {s.reason}") for s in loaded.skipped]
@@ -396,30 +385,24 @@ def read_inputs(inputs: Sequence[ImageLike], notes: list[str]) -> tuple[list[Pix
             parts.append(f"{len(small)} too small, each side must be at least {MIN_IMAGE_SIDE} px: {', '.join(small)}")
         skipped = "; ".join(parts)
         raise StitchError(f"need at least 2 images, {got}" + (f" ({skipped})" if skipped else ""))
-    return [Pixels(img, ok) for img, ok in zip(loaded.images, loaded.valid)], loaded.names, dropped, loaded.indices
+    kept = loaded.images if keep is not None else [Pixels(img, ok) for img, ok in zip(loaded.images, loaded.valid)]
+    return kept, loaded.names, dropped, loaded.indices
 
 
-def drop_duplicates(images: list[np.ndarray], names: list[str], dropped: list, notes: list[str]
-                    ) -> tuple[list[np.ndarray], list[str], list[str], list[int], list[tuple[str, str]]]:
-    """Images, names and content keys (graph.image_key) without exact duplicates, the kept indices, and each
-    duplicate's (name, the kept image it repeats); each dropped one is recorded."""
-    seen: dict[str, int] = {}
-    keep: list[int] = []
-    keys = []
-    same = []
-    for k, img in enumerate(images):
-        digest = image_key(img)
-        if digest in seen:
-            first = names[seen[digest]]
-            reason = "given twice (the same image)" if first == names[k] else f"identical to {first}"
-            same.append((names[k], first))
-            dropped.append((names[k], reason))
-            _warn(f"dropped {names[k]}: {reason}", notes)
-        else:
-            seen[digest] = k
+def drop_duplicates(scans: list[Scan], names: list[str], dropped: list, notes: list[str]
+                    ) -> tuple[list[int], list[tuple[str, str]]]:
+    """The indices of the scans (workset.Scan) that repeat no earlier image, and each duplicate's (name, the kept
+    image it repeats); each dropped one is recorded."""
+    keep, same = [], []
+    for k, sc in enumerate(scans):
+        if sc.same_as is None:
             keep.append(k)
-            keys.append(digest)
-    return [images[k] for k in keep], [names[k] for k in keep], keys, keep, same
+            continue
+        reason = "given twice (the same image)" if sc.same_as == names[k] else f"identical to {sc.same_as}"
+        same.append((names[k], sc.same_as))
+        dropped.append((names[k], reason))
+        _warn(f"dropped {names[k]}: {reason}", notes)
+    return keep, same
 
 
 #: The first camera model (on every accepted pair) stops its adjustment after this many steps when its model then
@@ -764,12 +747,13 @@ def verified_registration(g: GraphInputs, edges: list[PairEdge], why: dict, drop
 class Screening:
     """Steps 1-3 of the module docstring: the kept inputs and the view graph of their accepted pairs, unverified.
 
-    ``images`` (H, W, 3) uint8, or uint16 from 16-bit inputs, at full resolution (exact duplicates dropped), each
-    with its alpha's ``valid`` mask (H, W) bool or None (io.Pixels), their ``names``, content
-    ``keys``, ``sizes`` (w, h), full -> working scales ``A`` (3, 3), ``thumbs`` (gray, for the placement check) and
-    ``source`` (each one's index in the inputs); ``pairs``: the pairs screened (i < j); ``edges``: the accepted
-    ones (full-resolution px); ``why``: a rejected pair's (score or -inf, reason); ``dropped``: the inputs
-    left out, (name, reason); ``duplicates``: (name, the kept image it repeats); ``notes``: the warnings.
+    ``images`` (H, W, 3) uint8, or uint16 from 16-bit inputs, at full resolution (exact duplicates dropped; none
+    when ``lazy``: stitch.panorama.workset), each with its alpha's ``valid`` mask (H, W) bool or None
+    (io.Pixels), their ``names``, content ``keys``, ``sizes`` (w, h), full -> working scales ``A`` (3, 3),
+    ``thumbs`` (gray, for the placement check) and ``source`` (each one's index in the inputs); ``pairs``: the
+    pairs screened (i < j); ``edges``: the accepted ones (full-resolution px); ``why``: a rejected pair's (score
+    or -inf, reason); ``dropped``: the inputs left out, (name, reason); ``duplicates``: (name, the kept image it
+    repeats); ``notes``: the warnings.
     """
 
     images: list[np.ndarray]
@@ -786,33 +770,35 @@ class Screening:
     dropped: list[tuple[str, str]]
     duplicates: list[tuple[str, str]]
     notes: list[str]
+    lazy: bool = False
 
 
 def screen_pairs(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, progress: ProgressFn | None = None,
-                 hooks: Any = None, masks: Sequence[MaskLike] | None = None) -> Screening:
+                 hooks: Any = None, masks: Sequence[MaskLike] | None = None, lazy: bool | None = None) -> Screening:
     """Steps 1-3 of the module docstring (read, drop duplicates, choose and screen the pairs): the view graph
     the camera model is solved from. masks: one feature mask per input (see stitch_images), combined with the
-    image's alpha (its valid mask)."""
+    image's alpha (its valid mask). ``lazy``: keep no image, reading the working images again from their files
+    (stitch.panorama.workset; default: workset.lazy_inputs)."""
     notes: list[str] = []
     mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
-    pixels, names, dropped, index = read_inputs(paths_or_arrays, notes)
-    images, names, keys, keep, same = drop_duplicates([px.image for px in pixels], names, dropped, notes)
-    valid = [pixels[k].valid for k in keep]
-    del pixels
-    if len(images) < 2:
+    lazy = lazy_inputs(paths_or_arrays) if lazy is None else lazy
+    scans, names, dropped, index = read_inputs(paths_or_arrays, notes,
+                                               keep=InputScanner(cfg.work_megapix, mask_list, lazy))
+    keep, same = drop_duplicates(scans, names, dropped, notes)
+    scans, names, source = [scans[k] for k in keep], [names[k] for k in keep], [index[k] for k in keep]
+    if len(scans) < 2:
         again = "; ".join(f"{nm} is {why}" for nm, why in dropped if why.startswith(("given twice", "identical")))
         raise StitchError(f"need at least 2 different images, got 1: {again}")
-    feature_masks = [feature_mask(check_mask(mask_list[index[k]], img.shape, name), ok)
-                     for k, img, ok, name in zip(keep, images, valid, names)]
-    sizes = [(img.shape[1], img.shape[0]) for img in images]
+    keys = [sc.key for sc in scans]
+    sizes = [sc.size for sc in scans]
     # pairwise registration at the working resolution
-    works = [to_work(img, cfg.work_megapix) for img in images]
-    A = [work_scale_matrix(sizes[k], (w.shape[1], w.shape[0])) for k, w in enumerate(works)]
-    work_masks = [work_mask(m, (w.shape[1], w.shape[0])) for m, w in zip(feature_masks, works)]
-    short = (Shortlist(sequence_pairs(len(images), cfg.range_width)) if cfg.range_width
+    works = WorkImages([sc.work for sc in scans],
+                       work_loader(paths_or_arrays, source, names, sizes, cfg.work_megapix) if lazy else None)
+    A = [work_scale_matrix(sizes[k], sc.work_size) for k, sc in enumerate(scans)]
+    short = (Shortlist(sequence_pairs(len(scans), cfg.range_width)) if cfg.range_width
              else shortlist(works, keys, workers=resolve_workers(cfg.workers)))
     pairs = short.pairs
-    raw, why = match_graph(works, names, cfg, progress, keys=keys, pairs=pairs, masks=work_masks,
+    raw, why = match_graph(works, names, cfg, progress, keys=keys, pairs=pairs, masks=[sc.work_mask for sc in scans],
                            fallback=short.fallback)
     release_free_memory()
     edges = [pair_edge(res, i, j, A[i], A[j]) for i, j, res in raw]
@@ -820,9 +806,8 @@ def screen_pairs(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, prog
         for i, j, res in raw:
             inl = np.asarray(res.inliers, bool)
             hooks.matches(names[i], names[j], works[i], works[j], res.matches.src_pts[inl], res.matches.dst_pts[inl])
-    thumbs = [to_gray(resize_max_side(w, PLACEMENT_SIDE)[0]) for w in works]  # all the check reads: a third of it
-    return Screening(images, valid, names, keys, sizes, A, [index[k] for k in keep], thumbs, list(pairs), edges, why,
-                     dropped, same, notes)
+    return Screening([] if lazy else [sc.image for sc in scans], [sc.valid for sc in scans], names, keys, sizes, A,
+                     source, [sc.thumb for sc in scans], list(pairs), edges, why, dropped, same, notes, lazy)
 
 
 def check_plane_turn(sc: Screening, cfg: PanoramaConfig) -> None:
@@ -856,7 +841,13 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
     reg = verified_registration(graph, sc.edges, sc.why, sc.dropped, sc.thumbs)
     reg.dropped = sc.dropped
     reg.warnings = sc.notes
-    kept = [Pixels(sc.images[k], sc.valid[k]) for k in map(sc.names.index, reg.names)] if keep_images else []
+    order = list(map(sc.names.index, reg.names))
+    if not keep_images:
+        kept = []
+    elif sc.lazy:  # read again, now that registration no longer holds any image
+        kept = read_inputs([paths_or_arrays[sc.source[k]] for k in order], [])[0]
+    else:
+        kept = [Pixels(sc.images[k], sc.valid[k]) for k in order]
     sc.images.clear()
     return reg, kept
 

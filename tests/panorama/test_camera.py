@@ -14,7 +14,7 @@ from stitch.cli.main import main
 from stitch.errors import ConfigError
 from stitch.exif import exif_focal_px
 from stitch.geometry import corner_error
-from stitch.panorama import pipeline
+from stitch.panorama import camera, pipeline
 from stitch.panorama.camera import (
     BundleProblem,
     Camera,
@@ -137,6 +137,23 @@ def test_gradcheck_with_focal_prior():
     assert len(r) == 2 * len(prob.a) + 1 and r[-1] == pytest.approx(37.0 * (255.0 / 240.0 - 1.0))
     assert J.toarray()[-1, -1] == pytest.approx(37.0 / 240.0)
     assert np.count_nonzero(J.toarray()[-1, :-1]) == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 10**9])
+def test_jacobian_chunks_give_the_same_matrix(monkeypatch, chunk):
+    """The Jacobian written a few correspondences at a time (camera.JACOBIAN_CHUNK) is the one written at once, bit
+    for bit, with a focal prior's rows after its own."""
+    Rs = {k: rot(40 * k, 3 * k, k) for k in range(4)}
+    prob = build_problem(list(Rs), ring_edges(Rs, n=9), 1, Rs, {k: ((SIZE[0] - 1) / 2, (SIZE[1] - 1) / 2) for k in Rs},
+                         {0: 0, 1: 1, 2: 1, 3: 2})
+    prob.focal_prior, prob.prior_weight = np.array([240.0, 250.0, 260.0]), 11.0
+    x = np.concatenate([np.random.default_rng(2).normal(0, 0.05, 3 * prob.n_free), [250.0, 255.0, 262.0]])
+    whole = prob.residuals(x, True)[1]
+    monkeypatch.setattr(camera, "JACOBIAN_CHUNK", chunk)
+    part = prob.residuals(x, True)[1]
+    assert part.has_canonical_format and part.nnz == whole.nnz > 8 * len(prob.a)
+    assert np.array_equal(part.indptr, whole.indptr) and np.array_equal(part.indices, whole.indices)
+    assert np.array_equal(part.data, whole.data)
 
 
 def _two_view_edges(noise: float, seed: int = 0) -> tuple[dict[int, np.ndarray], list[PairEdge]]:
