@@ -51,6 +51,7 @@ compositing stage's output as the pipeline makes them; the CLI's ``--debug-dir``
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
@@ -831,6 +832,8 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
     sc = screen_pairs(paths_or_arrays, cfg, progress, hooks, masks)
     if not keep_images:
         sc.images.clear()
+    gc.collect()
+    release_free_memory()  # the pair results (every candidate and match) are gone: hand their pages back
     if not sc.edges:
         advice = cfg.advice()
         raise NoOverlapError(f"no two images overlap: {', '.join(sc.names)} ({advice + ', or ' if advice else ''}"
