@@ -750,7 +750,7 @@ class Screening:
 
     ``images`` (H, W, 3) uint8, or uint16 from 16-bit inputs, at full resolution (exact duplicates dropped; none
     when ``lazy``: stitch.panorama.workset), each with its alpha's ``valid`` mask (H, W) bool or None
-    (io.Pixels), their ``names``, content ``keys``, ``sizes`` (w, h), full -> working scales ``A`` (3, 3),
+    (io.Pixels; None when ``lazy``), their ``names``, content ``keys``, ``sizes`` (w, h), full -> working scales ``A`` (3, 3),
     ``thumbs`` (gray, for the placement check) and ``source`` (each one's index in the inputs); ``pairs``: the
     pairs screened (i < j); ``edges``: the accepted ones (full-resolution px); ``why``: a rejected pair's (score
     or -inf, reason); ``dropped``: the inputs left out, (name, reason); ``duplicates``: (name, the kept image it

@@ -53,7 +53,7 @@ def lazy_inputs(inputs: Sequence[ImageLike]) -> bool:
 class Scan:
     """One readable input, reduced: content ``key``, ``size`` (w, h) and, unless it repeats an earlier image
     (``same_as``: that image's name), its ``valid`` mask (H, W) bool or None, the full-resolution ``image`` and the
-    working image ``work`` (both None when the scan is lazy), ``work_size`` (w, h), the feature mask at that size
+    working image ``work`` (all three None when the scan is lazy), ``work_size`` (w, h), the feature mask at that size
     ``work_mask`` (h, w) bool or None, and ``thumb``: the gray working image at most PLACEMENT_SIDE px."""
 
     key: str
@@ -87,8 +87,8 @@ class InputScanner:
         work_size = (work.shape[1], work.shape[0])
         mask = work_mask(feature_mask(check_mask(self.masks[index], px.image.shape, name), px.valid), work_size)
         thumb = to_gray(resize_max_side(work, PLACEMENT_SIDE)[0])
-        if self.lazy:
-            return Scan(key, size, None, px.valid, None, None, work_size, mask, thumb)
+        if self.lazy:  # the valid mask too: it is read again with the photo for compositing
+            return Scan(key, size, None, None, None, None, work_size, mask, thumb)
         return Scan(key, size, None, px.valid, px.image, work, work_size, mask, thumb)
 
 

@@ -766,7 +766,8 @@ def compare_folder(
         raise StitchError(f"{folder}: need at least 2 images, found {len(paths)}")
     say = progress or (lambda _msg: None)
     pcfg = PanoramaConfig.from_options(preset=preset, seed=seed)
-    sc = screen_pairs(paths, pcfg, lambda done, total, label: say(f"screening {done}/{total}: {label}"))
+    sc = screen_pairs(paths, pcfg, lambda done, total, label: say(f"screening {done}/{total}: {label}"),
+                      lazy=False)  # the report shows the photos: keep them
     accepted = [(e.i, e.j) for e in sc.edges]
     screened = set(sc.pairs)
     names = sc.names
