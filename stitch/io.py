@@ -389,7 +389,7 @@ def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_s
     ``depth``; unreadable files (or ones below min_side px) warn and are skipped (arrays, or with
     skip_unreadable=False: raise). ``indices``: each image's place in inputs. ``keep``: what ``images`` holds of
     each one instead, keep(index in inputs, name, Pixels), called in input order as it is read (so only one
-    image at a time needs to be in memory)."""
+    image at a time needs to be in memory; ``valid`` then holds None)."""
     out = LoadedImages([], [])
     for i, src in enumerate(inputs):
         name = image_name(src, i)
@@ -405,7 +405,7 @@ def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_s
         out.images.append(keep(i, name, px) if keep is not None else px.image if depth else to_bgr8(px.image, name))
         out.names.append(name)
         out.indices.append(i)
-        out.valid.append(px.valid)
+        out.valid.append(px.valid if keep is None else None)  # keep's result carries what it needs of it
     return out
 
 

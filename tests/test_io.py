@@ -169,6 +169,7 @@ def test_load_images_keep_sees_each_readable_input_in_order(tmp_path):
     with pytest.warns(UserWarning, match="broken.jpg"):
         loaded = load_images([good[0], bad, good[1]], keep=lambda i, name, px: seen.append(name) or (i, px.image.mean()))
     assert seen == ["ok_0.png", "ok_1.png"] and loaded.images == [(0, 0.0), (2, 40.0)] and loaded.indices == [0, 2]
+    assert loaded.valid == [None, None]  # what keep made carries what it needs of each image
 
 
 # --- writing -------------------------------------------------------------------------------------
