@@ -72,9 +72,10 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
     """(x minimising 0.5 f_scale^2 sum rho((r_i / f_scale)^2), r = fun(x), rho: ``loss`` (as least_squares),
     converged: False when ``max_nfev`` evaluations of fun ran out first).
 
-    fun(x, want_jac) returns r (m,) or, with want_jac, (r, J) with J a sparse (m, n) Jacobian. 'lm': damped
-    Gauss-Newton with iteratively reweighted normal equations (weights rho'), Marquardt's diagonal scaling
-    and a step accepted only when the cost falls; 'trf': scipy.optimize.least_squares (x_scale='jac').
+    fun(x, want_jac) returns r (m,) or, with want_jac, (r, J) with J a sparse (m, n) Jacobian, or an object that
+    sums the normal equations itself (``J.weighted_normal(w, r, dense)`` and ``J.tocsr()``: camera.BundleJacobian).
+    'lm': damped Gauss-Newton with iteratively reweighted normal equations (weights rho'), Marquardt's diagonal
+    scaling and a step accepted only when the cost falls; 'trf': scipy.optimize.least_squares (x_scale='jac').
     The last ``plain`` residuals (priors) are plain squares: a robust loss would cap their pull.
     """
     check_choice("solver", solver, SOLVER_CHOICES)
@@ -85,7 +86,7 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
             rho, d1 = _rho_split(z, loss, plain)
             return np.stack([rho, d1, np.zeros_like(z)])
 
-        fit = least_squares(lambda x: fun(x), x0, jac=lambda x: fun(x, True)[1],
+        fit = least_squares(lambda x: fun(x), x0, jac=lambda x: fun(x, True)[1].tocsr(),
                             loss=trf_loss if plain else loss, f_scale=f_scale,
                             method="trf", tr_solver="lsmr", x_scale="jac", max_nfev=max_nfev)
         return fit.x, fit.status != 0
@@ -101,10 +102,14 @@ def robust_least_squares(fun: Any, x0: np.ndarray, loss: str = DEFAULT_LOSS, f_s
     c, lam, nfev = cost(r), 1e-3, 1
     while nfev < max_nfev:
         w = _rho_split((r / f_scale) ** 2, loss, plain)[1]
-        JW = diags(w) @ J
-        A = (J.T @ JW).tocsc() if sparse else np.asarray((J.T @ JW).todense())
-        g = np.asarray(JW.T @ r).ravel()
-        del J, JW  # the Jacobian is the largest array here: gone before the next one is built
+        if hasattr(J, "weighted_normal"):  # a Jacobian built in parts (camera.BundleJacobian)
+            A, g = J.weighted_normal(w, r, dense=not sparse)
+        else:
+            JW = diags(w) @ J
+            A = (J.T @ JW).tocsc() if sparse else np.asarray((J.T @ JW).todense())
+            g = np.asarray(JW.T @ r).ravel()
+            del JW
+        del J  # the Jacobian is the largest array here: gone before the next one is built
         d = A.diagonal().copy()
         d[d <= 0] = 1.0
         while nfev < max_nfev:

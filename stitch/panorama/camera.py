@@ -75,6 +75,10 @@ WAVE_MIN_SPREAD = 1e-3
 #: BundleProblem.jacobian writes its rows this many correspondences at a time (bounds its temporaries: a few
 #: hundred bytes per correspondence; docs/measurements.md, "camera").
 JACOBIAN_CHUNK = 16384
+#: The adjustment's normal equations J^T W J are summed over this many correspondences at a time (BundleJacobian):
+#: the Jacobian of hundreds of photos is never whole in memory; an adjustment with at most this many (every shared
+#: set) sums them from the whole matrix, as before (docs/measurements.md, "camera").
+NORMAL_CHUNK = 65536
 
 
 def pinhole(focal: float, center: tuple[float, float]) -> np.ndarray:
@@ -296,40 +300,40 @@ class BundleProblem:
             res = np.concatenate([res, self.prior_weight * (fx / self.focal_prior - 1.0)])
         if not want_jac:
             return res
-        return res, self.jacobian(R, f, w, s, cb, z, len(res))
+        return res, BundleJacobian(self, R, f, _left_jacobian(w), s, cb, z)
 
-    def jacobian(self, R: np.ndarray, f: np.ndarray, w: np.ndarray, s: np.ndarray, cb: np.ndarray, z: np.ndarray,
-                 rows: int) -> Any:
-        """The sparse (rows, 3 n_free + n_focal) Jacobian of ``residuals`` at R, f, w (``unpack``), from its
-        normalized rays s (M, 3), camera-b points cb (M, 3) and depths z (M,): built row by row in CSR order, each
-        correspondence's two rows holding its images' rotation blocks (the smaller block first) and its focals
-        (one entry, their sum, when the two share a focal: the values of a COO build, without its conversion).
-        Written JACOBIAN_CHUNK correspondences at a time into arrays of the final size: the per-correspondence
-        temporaries stay bounded."""
+    def jacobian_rows(self, R: np.ndarray, f: np.ndarray, Jl: np.ndarray, s: np.ndarray, cb: np.ndarray,
+                      z: np.ndarray, lo: int, hi: int) -> Any:
+        """The rows of correspondences lo..hi (and, when hi is the last, the focal prior's) of the sparse
+        (rows, 3 n_free + n_focal) Jacobian of ``residuals`` at R, f (``unpack``) and the left Jacobians Jl (n, 3, 3)
+        of its rotation vectors, from its normalized rays s (M, 3), camera-b points cb (M, 3) and depths z (M,):
+        built row by row in CSR order, each correspondence's two rows holding its images' rotation blocks (the
+        smaller block first) and its focals (one entry, their sum, when the two share a focal: the values of a COO
+        build, without its conversion). Written JACOBIAN_CHUNK correspondences at a time into arrays of the final
+        size: the per-correspondence temporaries stay bounded."""
         from scipy.sparse import csr_matrix
 
-        a, b = self.a, self.b
-        m = len(a)
+        a, b = self.a[lo:hi], self.b[lo:hi]
         off = 3 * self.n_free
+        prior = self.focal_prior is not None and hi == len(self.a)
         blk_a, blk_b = self.free_of[a], self.free_of[b]
         fa, fb = off + self.focal_of[a], off + self.focal_of[b]
         per = 3 * (blk_a >= 0) + 3 * (blk_b >= 0) + 1 + (fa != fb)  # entries in each of the correspondence's 2 rows
         counts = np.repeat(per, 2)
-        if self.focal_prior is not None:  # one row per focal parameter, after the 2M reprojection rows
+        if prior:  # one row per focal parameter, after the 2M reprojection rows
             counts = np.concatenate([counts, np.ones(self.n_focal, np.int64)])
         indptr = np.concatenate([[0], np.cumsum(counts)])
         data = np.empty(int(indptr[-1]), np.float64)
         indices = np.empty(int(indptr[-1]), np.int32)
-        Jl = _left_jacobian(w)
         k3 = np.arange(3)
-        for lo in range(0, m, JACOBIAN_CHUNK):
-            c = slice(lo, min(m, lo + JACOBIAN_CHUNK))
-            span = slice(int(indptr[2 * c.start]), int(indptr[2 * c.stop]))
-            data[span], indices[span] = self._jacobian_rows(R, f, Jl, s[c], cb[c], z[c], a[c], b[c], k3)
-        if self.focal_prior is not None:
-            data[int(indptr[2 * m]):] = self.prior_weight / self.focal_prior
-            indices[int(indptr[2 * m]):] = off + np.arange(self.n_focal)
-        return csr_matrix((data, indices, indptr), shape=(rows, off + self.n_focal))
+        for c0 in range(lo, hi, JACOBIAN_CHUNK):
+            c = slice(c0, min(hi, c0 + JACOBIAN_CHUNK))
+            span = slice(int(indptr[2 * (c.start - lo)]), int(indptr[2 * (c.stop - lo)]))
+            data[span], indices[span] = self._jacobian_rows(R, f, Jl, s[c], cb[c], z[c], self.a[c], self.b[c], k3)
+        if prior:
+            data[int(indptr[2 * (hi - lo)]):] = self.prior_weight / self.focal_prior
+            indices[int(indptr[2 * (hi - lo)]):] = off + np.arange(self.n_focal)
+        return csr_matrix((data, indices, indptr), shape=(len(counts), off + self.n_focal))
 
     def _jacobian_rows(self, R: np.ndarray, f: np.ndarray, Jl: np.ndarray, s: np.ndarray, cb: np.ndarray,
                        z: np.ndarray, a: np.ndarray, b: np.ndarray, k3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -365,6 +369,47 @@ class BundleProblem:
         vals = np.concatenate([J1, J2, v_lo[:, :, None], v_hi[:, :, None]], 2)  # (m, 2 rows, 8)
         keep = np.broadcast_to(valid[:, None, :], vals.shape)
         return vals[keep], np.broadcast_to(cols[:, None, :], vals.shape)[keep]
+
+
+@dataclass
+class BundleJacobian:
+    """The Jacobian of BundleProblem.residuals at one x, built when asked: whole (``tocsr``), or NORMAL_CHUNK
+    correspondences at a time for the normal equations (``weighted_normal``), so the whole matrix of hundreds of
+    photos never exists at once. R, f, Jl, s, cb, z: see BundleProblem.jacobian_rows."""
+
+    prob: BundleProblem
+    R: np.ndarray
+    f: np.ndarray
+    Jl: np.ndarray
+    s: np.ndarray
+    cb: np.ndarray
+    z: np.ndarray
+
+    def rows(self, lo: int, hi: int) -> Any:
+        """CSR rows of correspondences lo..hi (BundleProblem.jacobian_rows)."""
+        return self.prob.jacobian_rows(self.R, self.f, self.Jl, self.s, self.cb, self.z, lo, hi)
+
+    def tocsr(self) -> Any:
+        """The whole sparse (rows, parameters) Jacobian."""
+        return self.rows(0, len(self.prob.a))
+
+    def weighted_normal(self, w: np.ndarray, r: np.ndarray, dense: bool) -> tuple[Any, np.ndarray]:
+        """(J^T W J, as a dense array when ``dense`` else CSC; J^T W r (n,)) for row weights w and residuals r (rows,),
+        summed over NORMAL_CHUNK correspondences at a time: with one chunk, the products of the whole matrix,
+        value for value (adjust.robust_least_squares' own)."""
+        from scipy.sparse import diags
+
+        m = len(self.prob.a)
+        A: Any = None
+        g: Any = None
+        for lo in range(0, m, NORMAL_CHUNK):
+            hi = min(m, lo + NORMAL_CHUNK)
+            rows = slice(2 * lo, 2 * hi if hi < m else len(r))
+            J = self.rows(lo, hi)
+            JW = diags(w[rows]) @ J
+            part, g_part = J.T @ JW, np.asarray(JW.T @ r[rows]).ravel()
+            A, g = (part, g_part) if A is None else (A + part, g + g_part)
+        return (np.asarray(A.todense()) if dense else A.tocsc()), g
 
 
 def build_problem(nodes: Sequence[int], edges: Sequence[PairEdge], ref: int, R0: dict[int, np.ndarray],

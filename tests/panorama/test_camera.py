@@ -115,7 +115,7 @@ def test_gradcheck(ref, shared):
                                         dict.fromkeys(Rs, 0) if shared else {k: k for k in Rs})
     focals = [258.0] if shared else [250.0, 255, 262, 270]
     x = np.concatenate([np.random.default_rng(0).normal(0, 0.05, 3 * prob.n_free), focals])
-    _, J = prob.residuals(x, True)
+    J = prob.residuals(x, True)[1].tocsr()
     assert J.has_canonical_format and J.shape == (2 * len(prob.a), len(x))
     J = J.toarray()
     num = np.zeros_like(J)
@@ -134,6 +134,7 @@ def test_gradcheck_with_focal_prior():
     prob.focal_prior, prob.prior_weight = np.array([240.0]), 37.0
     x = np.concatenate([np.random.default_rng(1).normal(0, 0.05, 3 * prob.n_free), [255.0]])
     r, J = prob.residuals(x, True)
+    J = J.tocsr()
     assert len(r) == 2 * len(prob.a) + 1 and r[-1] == pytest.approx(37.0 * (255.0 / 240.0 - 1.0))
     assert J.toarray()[-1, -1] == pytest.approx(37.0 / 240.0)
     assert np.count_nonzero(J.toarray()[-1, :-1]) == 0
@@ -148,12 +149,36 @@ def test_jacobian_chunks_give_the_same_matrix(monkeypatch, chunk):
                          {0: 0, 1: 1, 2: 1, 3: 2})
     prob.focal_prior, prob.prior_weight = np.array([240.0, 250.0, 260.0]), 11.0
     x = np.concatenate([np.random.default_rng(2).normal(0, 0.05, 3 * prob.n_free), [250.0, 255.0, 262.0]])
-    whole = prob.residuals(x, True)[1]
+    whole = prob.residuals(x, True)[1].tocsr()
     monkeypatch.setattr(camera, "JACOBIAN_CHUNK", chunk)
-    part = prob.residuals(x, True)[1]
+    part = prob.residuals(x, True)[1].tocsr()
     assert part.has_canonical_format and part.nnz == whole.nnz > 8 * len(prob.a)
     assert np.array_equal(part.indptr, whole.indptr) and np.array_equal(part.indices, whole.indices)
     assert np.array_equal(part.data, whole.data)
+
+
+def test_normal_equations_in_chunks(monkeypatch):
+    """BundleJacobian.weighted_normal: in one chunk, J^T W J and J^T W r of the whole matrix value for value; in
+    chunks of 5 correspondences (camera.NORMAL_CHUNK), the same sums to rounding, the focal prior's rows included."""
+    from scipy.sparse import diags
+
+    Rs = {k: rot(40 * k, 3 * k, k) for k in range(4)}
+    prob = build_problem(list(Rs), ring_edges(Rs, n=9), 1, Rs, {k: ((SIZE[0] - 1) / 2, (SIZE[1] - 1) / 2) for k in Rs},
+                         {0: 0, 1: 1, 2: 1, 3: 2})
+    prob.focal_prior, prob.prior_weight = np.array([240.0, 250.0, 260.0]), 11.0
+    x = np.concatenate([np.random.default_rng(3).normal(0, 0.05, 3 * prob.n_free), [250.0, 255.0, 262.0]])
+    r, Jb = prob.residuals(x, True)
+    w = np.random.default_rng(4).uniform(0.2, 1.0, len(r))
+    J = Jb.tocsr()
+    JW = diags(w) @ J
+    A0, g0 = np.asarray((J.T @ JW).todense()), np.asarray(JW.T @ r).ravel()
+    A1, g1 = Jb.weighted_normal(w, r, dense=True)
+    assert np.array_equal(A1, A0) and np.array_equal(g1, g0)
+    monkeypatch.setattr(camera, "NORMAL_CHUNK", 5)
+    A2, g2 = Jb.weighted_normal(w, r, dense=False)
+    assert A2.format == "csc" and len(prob.a) > 20
+    np.testing.assert_allclose(A2.toarray(), A0, rtol=1e-12, atol=1e-12 * np.abs(A0).max())
+    np.testing.assert_allclose(g2, g0, rtol=1e-12, atol=1e-12 * np.abs(g0).max())
 
 
 def _two_view_edges(noise: float, seed: int = 0) -> tuple[dict[int, np.ndarray], list[PairEdge]]:
