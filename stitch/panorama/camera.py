@@ -72,7 +72,7 @@ DEFAULT_WAVE = "auto"
 #: The x axes fix the up vector only when they spread: below this second eigenvalue of sum x x^T (per camera;
 #: about 3.6 degrees of spread) the up vector is the cameras' mean y axis made perpendicular to their x axes.
 WAVE_MIN_SPREAD = 1e-3
-#: BundleProblem.jacobian writes its rows this many correspondences at a time (bounds its temporaries: a few
+#: BundleProblem.jacobian_rows writes its rows this many correspondences at a time (bounds its temporaries: a few
 #: hundred bytes per correspondence; docs/measurements.md, "camera").
 JACOBIAN_CHUNK = 16384
 #: The adjustment's normal equations J^T W J are summed over this many correspondences at a time (BundleJacobian):
