@@ -67,7 +67,7 @@ from stitch.errors import CanvasTooLargeError, ConfigError, NoOverlapError, Stit
 from stitch.exif import ImageMeta, exif_focal_px, read_meta
 from stitch.geometry import normalize_h, project, work_scale_matrix
 from stitch.homography.config import DEFAULT_PRESET
-from stitch.io import ImageLike, Pixels, image_name, load_images
+from stitch.io import ImageLike, Pixels, image_name, load_images, load_pixels
 from stitch.panorama.adjust import (
     ADJUST_MAX_STEPS,
     adjust_homographies,
@@ -847,8 +847,8 @@ def register_images(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, p
     order = list(map(sc.names.index, reg.names))
     if not keep_images:
         kept = []
-    elif sc.lazy:  # read again, now that registration no longer holds any image
-        kept = read_inputs([paths_or_arrays[sc.source[k]] for k in order], [])[0]
+    elif sc.lazy:  # read again, now that registration no longer holds any image (ImageReadError if it cannot be)
+        kept = [load_pixels(paths_or_arrays[sc.source[k]], sc.names[k]) for k in order]
     else:
         kept = [Pixels(sc.images[k], sc.valid[k]) for k in order]
     sc.images.clear()

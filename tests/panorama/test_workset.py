@@ -112,3 +112,26 @@ def test_pair_search_releases_every_image(views, monkeypatch):
     assert [(i, j) for i, j, _ in got[0]] == [(i, j) for i, j, _ in held[0]] == [(0, 1), (1, 2)]
     assert all(np.array_equal(a.H, b.H) for (_, _, a), (_, _, b) in zip(got[0], held[0]))
     assert lazy._images == [None, None, None] and sorted(set(made)) == [0, 1, 2] and len(made) <= 9
+
+
+def test_exception_a_photo_gone_before_compositing(views, tmp_path, monkeypatch):
+    """A lazy registration reads the kept photos again: one deleted meanwhile is an ImageReadError naming it, and the
+    other inputs stay as they were."""
+    import shutil
+
+    from stitch.panorama import pipeline
+
+    copies = [Path(shutil.copy(v, tmp_path / v.name)) for v in views]
+    before = [c.read_bytes() for c in copies[:2]]
+    solve = pipeline.verified_registration
+
+    def solve_then_delete(*args, **kwargs):
+        reg = solve(*args, **kwargs)
+        copies[2].unlink()
+        return reg
+
+    monkeypatch.setattr(workset, "LAZY_MIN_IMAGES", 2)
+    monkeypatch.setattr(pipeline, "verified_registration", solve_then_delete)
+    with pytest.raises(ImageReadError, match="view_3.jpg"):
+        register_images(copies, PanoramaConfig.from_options())
+    assert [c.read_bytes() for c in copies[:2]] == before
