@@ -35,6 +35,7 @@ from stitch.homography.search import FeatureCache, image_features
 from stitch.homography.select import HomographyResult, estimate_pair
 from stitch.imaging import resize_max_side, to_gray
 from stitch.panorama.config import PanoramaConfig
+from stitch.panorama.threads import one_blas_thread
 from stitch.panorama.viewgraph import PairEdge, components, maximum_spanning_tree, tree_walk
 from stitch.profile import profiled
 from stitch.types import ProgressFn
@@ -125,12 +126,14 @@ def _thumb_features(img: np.ndarray, sift: Any) -> np.ndarray | None:
 
 
 def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int = 64,
-               partners: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+               partners: Sequence[Sequence[int]] | None = None, workers: int = 1) -> np.ndarray:
     """(n, n) symmetric: ratio-test matches i -> j plus j -> i between descriptor sets (m_k, D) float32.
 
     Brute-force L2 nearest and second-nearest neighbours from one distance matrix per pair, both directions
     at once, in blocks of ``block`` partner images; a set with fewer than 2 descriptors (or None) matches nothing.
     ``partners[a]``: the images b > a whose pair (a, b) is counted (default: every pair); the others stay 0.
+    ``workers`` threads take the images a in turn, each with one BLAS thread (``threads.one_blas_thread``): the
+    same votes, bit for bit, for any number of threads.
     """
     n = len(desc)
     votes = np.zeros((n, n))
@@ -146,7 +149,8 @@ def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int
         sq[a, :len(d)] = (d * d).sum(axis=1)
     pos = {k: a for a, k in enumerate(ok)}
     r2 = np.float32(ratio * ratio)
-    for a in range(len(ok) - 1):
+
+    def row(a: int) -> None:  # the pairs (a, b > a): cells no other row writes
         later = (np.arange(a + 1, len(ok)) if partners is None
                  else np.array(sorted(pos[b] for b in partners[ok[a]] if b in pos and pos[b] > a), np.int64))
         minus2 = -2.0 * stack[a].T  # exact: the product below is -2 times the Gram matrix, bit for bit
@@ -160,6 +164,14 @@ def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int
             count = ratio_passes(d2, r2, 1).sum(axis=1) + ratio_passes(d2, r2, 2).sum(axis=1)
             for b, c in zip(bs, count):
                 votes[ok[a], ok[b]] = votes[ok[b], ok[a]] = float(c)
+
+    if workers < 2:
+        for a in range(len(ok) - 1):
+            row(a)
+        return votes
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in pool.map(row, range(len(ok) - 1)):
+            pass
     return votes
 
 
@@ -173,11 +185,11 @@ def ratio_passes(d2: np.ndarray, r2: np.float32, axis: int) -> np.ndarray:
 
 
 def prefilter_partners(desc: Sequence[np.ndarray | None], keys: Sequence[str], count: int = PREFILTER_PARTNERS,
-                       features: int = PREFILTER_FEATURES) -> list[list[int]]:
+                       features: int = PREFILTER_FEATURES, workers: int = 1) -> list[list[int]]:
     """Per image, the ``count`` images with the most first-pass votes on the ``features`` strongest descriptors
     of each set ((m_k, D) float32, strongest first): the pairs worth the exact votes when there are many
-    images. Ties by key, so the partners do not depend on the input order."""
-    votes = pair_votes([None if d is None else d[:features] for d in desc])
+    images. Ties by key, so the partners do not depend on the input order; ``workers`` threads count the votes."""
+    votes = pair_votes([None if d is None else d[:features] for d in desc], workers=workers)
     n = len(desc)
     return [sorted((j for j in range(n) if j != i), key=lambda j: (-votes[i, j], keys[j]))[:count] for i in range(n)]
 
@@ -203,7 +215,7 @@ def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT
     PREFILTER_PARTNERS best partners by a cheaper vote (``prefilter_partners``), and the pairs screened between
     the parts the shortlist leaves are each image's next partners by votes, up to FALLBACK_PARTNERS in all (an
     unmatchable photo would otherwise be searched against every other one). ``workers`` threads detect the
-    thumbnails' features. Memory: N small descriptor sets.
+    thumbnails' features and count the votes. Memory: N small descriptor sets.
     """
     n = len(works)
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
@@ -214,13 +226,13 @@ def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT
                              range(n)))  # by index: a WorkImages makes each image on its thread, one at a time
     partners = None
     if n > PREFILTER_MIN_IMAGES:  # many images: exact votes only between the images a cheaper vote finds alike
-        near = prefilter_partners(desc, keys)
+        near = prefilter_partners(desc, keys, workers=workers)
         both: list[set[int]] = [set() for _ in range(n)]
         for i, js in enumerate(near):
             for j in js:
                 both[min(i, j)].add(max(i, j))
         partners = [sorted(b) for b in both]
-    votes = pair_votes(desc, partners=partners)
+    votes = pair_votes(desc, partners=partners, workers=workers)
     keep: set[tuple[int, int]] = set()
     later: list[tuple[int, int]] = []
     for i in range(n):
@@ -239,8 +251,8 @@ def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT
 
 @dataclass
 class PairScreen:
-    """The pair screening's state: the working images, their keys and feature caches, the accepted pairs'
-    results and the rejected pairs' reasons, and the progress count."""
+    """The pair screening's state: the working images, their keys and feature caches, what is kept of the
+    accepted pairs' results (``keep``) and the rejected pairs' reasons, and the progress count."""
 
     works: WorkImages
     names: Sequence[str]
@@ -248,6 +260,7 @@ class PairScreen:
     caches: list[FeatureCache]
     config: PanoramaConfig
     progress: ProgressFn | None
+    keep: Callable[[int, int, HomographyResult], Any] | None = None
     results: dict[tuple[int, int], Any] = field(default_factory=dict)
     why: dict[tuple[int, int], tuple[float, str]] = field(default_factory=dict)
     done: int = 0
@@ -272,7 +285,7 @@ class PairScreen:
             reason = f"{res.n_inliers} inliers, fewer than the {pano.min_pair_inliers} a match needs"
             self.why[(i, j)] = (res.score, reason)
         else:
-            self.results[(i, j)] = res
+            self.results[(i, j)] = res if self.keep is None else self.keep(i, j, res)
             self.why.pop((i, j), None)
 
     def detect(self, k: int, cfg: SelectConfig) -> None:
@@ -379,6 +392,7 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
                 progress: ProgressFn | None = None, keys: Sequence[str] | None = None,
                 pairs: Sequence[tuple[int, int]] | None = None, masks: Sequence[np.ndarray | None] | None = None,
                 fallback: Sequence[tuple[int, int]] | None = None,
+                keep: Callable[[int, int, HomographyResult], Any] | None = None,
                 ) -> tuple[list[tuple[int, int, Any]], dict[tuple[int, int], Any]]:
     """Screen pairs of working images (h, w, 3); returns ([(i, j, HomographyResult)] accepted, reasons).
 
@@ -388,7 +402,8 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     caller converts them); reasons[(i, j)] says why a rejected pair was rejected, as (score or -inf, text).
     ``masks``: (h, w) bool feature masks at the working resolution, or None (no keypoint where False).
     ``fallback`` (i < j): the pairs screened between the parts ``pairs`` leaves (default: every skipped pair).
-    Phases: the pairs; the skipped pairs between the parts the shortlist left; the
+    ``keep(i, j, result)``: what is kept of each accepted result, made as it is accepted, in its place in the
+    list (default: the result, with every candidate and tentative match). Phases: the pairs; the skipped pairs between the parts the shortlist left; the
     harder search on the pairs still between parts. Memory: above FREE_FEATURES_MIN_IMAGES images, an image's
     features live from its first pair of a phase to its last (``pair_schedule`` orders the pairs so that few images
     hold theirs at once), not all at once.
@@ -396,7 +411,8 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     n = len(works)
     works = works if isinstance(works, WorkImages) else WorkImages(works)
     state = PairScreen(works, names, list(keys) if keys is not None else [image_key(w) for w in works],
-                       [FeatureCache(mask=None if masks is None else masks[k]) for k in range(n)], config, progress)
+                       [FeatureCache(mask=None if masks is None else masks[k]) for k in range(n)], config, progress,
+                       keep)
     screen, repair = config.screening(n)
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     pairs = every if pairs is None else sorted((min(i, j), max(i, j)) for i, j in pairs)

@@ -521,9 +521,10 @@ def verify_graph(edges: list[PairEdge], n: int, sizes: list[tuple[int, int]], A:
             evidence = rotation_evidence(edges, K, scale)
             tries.append(verify_edges(range(n), edges, K, scale, dict(enumerate(sizes)), seed_rng=cfg.seed,
                                       evidence=evidence))
-    if not tries or tries[0][1]:
-        tries.append(verify_edges(range(n), edges, None, scale, dict(enumerate(sizes)), seed_rng=cfg.seed,
-                                  evidence=evidence))
+    if not tries or tries[0][1]:  # followed only as far as it could match the rotations' objective
+        homographies = verify_edges(range(n), edges, None, scale, dict(enumerate(sizes)), seed_rng=cfg.seed,
+                                    evidence=evidence, bar=tries[0][2] if tries else None)
+        tries += [homographies] if homographies is not None else []
     kept, rejected, _ = max(tries, key=lambda t: (t[2], -len(t[1])))
     return kept, rejected
 
@@ -799,14 +800,21 @@ def screen_pairs(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, prog
     short = (Shortlist(sequence_pairs(len(scans), cfg.range_width)) if cfg.range_width
              else shortlist(works, keys, workers=resolve_workers(cfg.workers)))
     pairs = short.pairs
+
+    def edge(i: int, j: int, res: Any) -> PairEdge:
+        return pair_edge(res, i, j, A[i], A[j])
+
+    # each accepted result becomes its PairEdge at once (its candidates and match indices are dropped), unless
+    # the hooks see its matches at working resolution
     raw, why = match_graph(works, names, cfg, progress, keys=keys, pairs=pairs, masks=[sc.work_mask for sc in scans],
-                           fallback=short.fallback)
+                           fallback=short.fallback, keep=None if hooks is not None else edge)
     release_free_memory()
-    edges = [pair_edge(res, i, j, A[i], A[j]) for i, j, res in raw]
     if hooks is not None:
         for i, j, res in raw:
             inl = np.asarray(res.inliers, bool)
             hooks.matches(names[i], names[j], works[i], works[j], res.matches.src_pts[inl], res.matches.dst_pts[inl])
+        raw = [(i, j, edge(i, j, res)) for i, j, res in raw]
+    edges = [e for _, _, e in raw]
     return Screening([] if lazy else [sc.image for sc in scans], [sc.valid for sc in scans], names, keys, sizes, A,
                      source, [sc.thumb for sc in scans], list(pairs), edges, why, dropped, same, notes, lazy)
 

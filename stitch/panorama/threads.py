@@ -2,7 +2,8 @@
 tiles of a canvas, the overlapping pairs of the seam canvas) on a pool and hands their results back in order,
 so the sums made of them, and so the pixels, do not depend on the number of threads. OpenCV and NumPy release
 the GIL in their heavy calls, which is what the threads share. ``release_free_memory`` hands back what the
-threads' malloc arenas hold free before the next large allocations.
+threads' malloc arenas hold free before the next large allocations; ``one_blas_thread`` keeps NumPy's BLAS to one
+thread while our own threads share the cores.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ def release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Within: NumPy's BLAS (OpenBLAS, MKL) runs on one thread, so threads of ours that each multiply matrices do
+    not fight its threads for the cores (``threadpoolctl``; the whole process, restored after)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def in_order(fn: Callable[[int], T], n: int, pool: Executor | None, ahead: int) -> Iterator[T]:

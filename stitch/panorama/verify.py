@@ -20,7 +20,9 @@ with, and keeps only the edges that agree with it:
    them. A placement is judged by the same measure over the whole graph (``Placer.judge``: the score of the
    agreeing edges, less the conflicts). The growth runs from up to ``DEFAULT_SEEDS`` seeds (the images with
    the most evidence first), then again through the strongest edges the best placement rejects
-   (``IMPROVE_EDGES``), then from ``DEFAULT_RESTARTS`` random seeds with shaken evidence; the best wins;
+   (``IMPROVE_EDGES``), then from ``DEFAULT_RESTARTS`` random seeds with shaken evidence; the best wins. A
+   growth is given up as soon as the edges found to disagree between its placed images leave it less evidence
+   than the best so far holds (the judge could only count less), so it changes nothing but the time;
 3. edges that disagree with it are removed, each with its transfer error as the reason.
 
 For a rotating camera each edge's evidence is its score times how well its inliers fit a rotation
@@ -72,6 +74,10 @@ IMPROVE_EDGES = 8
 IMPROVE_ROUNDS = 4
 #: ``overlaps``: the centre of one image must land this far inside the other's frame (fraction of each side).
 OVERLAP_MARGIN = 0.0
+#: ``Placer.grow`` stops a placement that cannot reach the best so far counting only the edges that miss the tolerance
+#: by more than this (px): the edge errors of the growth and of ``Placer.judge`` are the same computation, and the
+#: slack keeps the bound an upper one even if they differed in the last bits.
+BOUND_SLACK_PX = 1e-6
 EDGE_MIN_PX = 6.0
 #: ``weak_bridges``: a pair match that alone links two groups of at least BRIDGE_MIN_SIDE photos each (a bridge of
 #: the view graph) has no cycle that could show it wrong, and a wrong one misplaces a whole group; it is kept only
@@ -171,16 +177,23 @@ def overlaps_many(G_a: np.ndarray, G_b: np.ndarray, size_a: np.ndarray, size_b: 
     return front & (margin * w <= x) & (x <= (1 - margin) * w) & (margin * h <= y) & (y <= (1 - margin) * h)
 
 
-def frame_cones(G: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def frame_points(sizes: np.ndarray) -> np.ndarray:
+    """(m, 5, 3) homogeneous px of frames (w, h) ``sizes`` (m, 2): the centre, then the corners TL, TR, BR, BL."""
+    w, h = sizes[:, 0], sizes[:, 1]
+    one, zero = np.ones_like(w), np.zeros_like(w)
+    return np.stack([np.stack([(w - 1) / 2.0, (h - 1) / 2.0, one], 1), np.stack([zero, zero, one], 1),
+                     np.stack([w, zero, one], 1), np.stack([w, h, one], 1), np.stack([zero, h, one], 1)], 1)
+
+
+def frame_cones(G: np.ndarray, sizes: np.ndarray | None = None, pts: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """(unit centre rays (m, 3), cos of the widest angle between a frame's corner rays and its centre ray (m,)) of
     frames (w, h) ``sizes`` (m, 2) placed by G (m, 3, 3); the cos is -2 where that angle reaches 90 degrees. An
     image's centre lies in another's frame (``overlaps_many``) only within that angle of its centre ray: the frame's
-    rays form a convex cone inside the circular one through its corners."""
+    rays form a convex cone inside the circular one through its corners. ``pts``: the frames' ``frame_points``
+    when already known (instead of ``sizes``)."""
     G = np.asarray(G, np.float64).reshape(-1, 3, 3)
-    w, h = sizes[:, 0], sizes[:, 1]
-    one, zero = np.ones_like(w), np.zeros_like(w)
-    pts = np.stack([np.stack([(w - 1) / 2.0, (h - 1) / 2.0, one], 1), np.stack([zero, zero, one], 1),
-                    np.stack([w, zero, one], 1), np.stack([w, h, one], 1), np.stack([zero, h, one], 1)], 1)
+    pts = frame_points(sizes) if pts is None else pts
     rays = pts @ np.swapaxes(G, 1, 2)  # (m, 5, 3): the centre, then the corners
     with np.errstate(divide="ignore", invalid="ignore"):
         rays = rays / np.linalg.norm(rays, axis=2, keepdims=True)
@@ -243,6 +256,7 @@ class Placer:
             if e.i in self.index and e.j in self.index:
                 self.link_mat[self.index[e.i], self.index[e.j]] = self.link_mat[self.index[e.j], self.index[e.i]] = True
         self.size_arr = np.array([self.sizes[k] for k in self.nodes], np.float64).reshape(-1, 2)
+        self.frame_pts = frame_points(self.size_arr)  # (n, 5, 3), by position
         self._rotations: dict[int, np.ndarray] = {}  # edge id -> R_ij (i -> j), fitted once
         self._checks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # edge id -> check_points, taken once
         if self.evidence is None:
@@ -257,17 +271,17 @@ class Placer:
             R = self._rotations[id(e)] = relative_rotation(e, e.i, self.K[e.i], self.K[e.j])
         return placement_step(G_a, e, a, self.K, R if a == e.i else R.T)
 
-    def agree_many(self, checks: Sequence[tuple[PairEdge, int, np.ndarray, np.ndarray]]) -> np.ndarray:
-        """(k,) bool: does each edge f, between image a (placed by G_a) and its other image (by G_b), agree with
-        them? One ``edge_errors_many`` call on the edges' check points, taken once per Placer (the errors of
-        ``edge_error``) for all (f, a, G_a, G_b) of ``checks``."""
+    def errors_many(self, checks: Sequence[tuple[PairEdge, int, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(k,) errors (px, working resolution) of each edge f, between image a (placed by G_a) and its other image
+        (by G_b): one ``edge_errors_many`` call on the edges' check points, taken once per Placer (the errors of
+        ``edge_error``), for all (f, a, G_a, G_b) of ``checks``. An edge agrees when its error <= ``tolerance``."""
         if not checks:
-            return np.zeros(0, bool)
+            return np.zeros(0)
         fs = [f for f, _, _, _ in checks]
         G_i = np.array([G_a if a == f.i else G_b for f, a, G_a, G_b in checks]).reshape(-1, 3, 3)
         G_j = np.array([G_b if a == f.i else G_a for f, a, G_a, G_b in checks]).reshape(-1, 3, 3)
         scales = np.array([0.5 * (self.scale[f.i] + self.scale[f.j]) for f in fs])
-        return edge_errors_many(fs, G_i, G_j, scales, pts=[self.points(f) for f in fs]) <= self.tolerance
+        return edge_errors_many(fs, G_i, G_j, scales, pts=[self.points(f) for f in fs])
 
     def points(self, e: PairEdge) -> tuple[np.ndarray, np.ndarray]:
         """``check_points`` of edge e, taken once per Placer."""
@@ -282,14 +296,19 @@ class Placer:
         placed = list(G)
         at = np.array([self.index[c] for c in placed], np.int64)
         Gs = np.array([G[c] for c in placed]).reshape(-1, 3, 3)
-        return self.conflicts_at(b, G_b, at, Gs, *frame_cones(Gs, self.size_arr[at].reshape(-1, 2)))
+        return self.conflicts_at(b, G_b, at, Gs, *frame_cones(Gs, pts=self.frame_pts[at].reshape(-1, 5, 3)))
+
+    def cone(self, b: int, G_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``frame_cones`` of image b placed by G_b: ((1, 3), (1,))."""
+        return frame_cones(G_b[None], pts=self.frame_pts[self.index[b]][None])
 
     def conflicts_at(self, b: int, G_b: np.ndarray, at: np.ndarray, Gs: np.ndarray, dirs: np.ndarray,
-                     cos: np.ndarray) -> int:
+                     cos: np.ndarray, cone: tuple[np.ndarray, np.ndarray] | None = None) -> int:
         """``conflicts`` against the placed images at positions ``at`` (m,) of ``nodes``, placed by Gs (m, 3, 3),
-        with their ``frame_cones`` (dirs, cos): only the images near b's frame are tested exactly."""
+        with their ``frame_cones`` (dirs, cos): only the images near b's frame (its ``cone`` when known) are tested
+        exactly."""
         p = self.index[b]
-        dir_b, cos_b = frame_cones(G_b[None], self.size_arr[p][None])
+        dir_b, cos_b = self.cone(b, G_b) if cone is None else cone
         free = (at != p) & ~self.link_mat[p, at] & near_frames(dirs, cos, dir_b, cos_b)
         if not free.any():
             return 0
@@ -297,12 +316,16 @@ class Placer:
         s_b = self.size_arr[p]
         return int(np.count_nonzero(overlaps_many(G_c, G_b, s_c, s_b) | overlaps_many(G_b, G_c, s_b, s_c)))
 
-    def grow(self, seed: int, first: PairEdge | None = None, weight: dict[int, float] | None = None
-             ) -> dict[int, np.ndarray]:
+    def grow(self, seed: int, first: PairEdge | None = None, weight: dict[int, float] | None = None,
+             bar: float | None = None) -> dict[int, np.ndarray] | None:
         """Placements G (3, 3) of the images reachable from ``seed``, the best-confirmed first (step 2); ``first``,
         an edge of ``seed``, places its other image before anything else; ``weight`` (by edge id) replaces the
-        edges' evidence as what orders the growth."""
+        edges' evidence as what orders the growth. ``bar``: None (no placement) as soon as the placement cannot
+        be judged at ``bar`` or above: the evidence of every edge, less that of the edges between placed images
+        found to disagree (by more than BOUND_SLACK_PX), is below it (``judge`` can only count less)."""
         w = weight or self.evidence
+        ev = self.evidence
+        bound = sum(ev.values())
         G = {seed: np.eye(3) if self.K is None else np.linalg.inv(self.K[seed])}
         if first is not None:
             G[first.other(seed)] = self.step(G[seed], first, seed)
@@ -310,26 +333,34 @@ class Placer:
         Gs = np.zeros((len(self.nodes), 3, 3))
         dirs, cos = np.zeros((len(self.nodes), 3)), np.zeros(len(self.nodes))
 
-        def place(m: int, k: int, G_k: np.ndarray) -> None:
+        def place(m: int, k: int, G_k: np.ndarray, cone: tuple[np.ndarray, np.ndarray] | None = None) -> None:
             at[m], Gs[m] = self.index[k], G_k
-            d, c = frame_cones(G_k[None], self.size_arr[self.index[k]][None])
+            d, c = self.cone(k, G_k) if cone is None else cone
             dirs[m], cos[m] = d[0], c[0]
+
+        def off(err: float) -> bool:  # surely judged to disagree
+            return err > self.tolerance + BOUND_SLACK_PX
 
         for m, k in enumerate(G):
             place(m, k, G[k])
-        cands: dict[tuple[int, int], list] = {}  # (edge id, new image) -> [G_new, support, conflicts known, score]
+        # (edge id, new image) -> [G_new, support, conflicts known, score, evidence of its disagreeing edges,
+        # its frame cone or None]
+        cands: dict[tuple[int, int], list] = {}
 
         def add_candidates(a: int) -> None:
             new = [(e, b, self.step(G[a], e, a)) for e in self.adj[a] if (b := e.other(a)) not in G]
             checks = [(k, f, c) for k, (e, b, _) in enumerate(new) for f in self.adj[b]
                       if f is not e and (c := f.other(b)) in G]
-            ok = self.agree_many([(f, c, G[c], new[k][2]) for k, f, c in checks])
+            errs = self.errors_many([(f, c, G[c], new[k][2]) for k, f, c in checks])
             confirmed: list[list[float]] = [[] for _ in new]
-            for (k, f, _), good in zip(checks, ok):
-                if good:
+            lost = [0.0] * len(new)
+            for (k, f, _), err in zip(checks, errs):
+                if err <= self.tolerance:
                     confirmed[k].append(w[id(f)])
-            for (e, b, Gb), ws in zip(new, confirmed):
-                cands[(id(e), b)] = [Gb, w[id(e)] + sum(ws), 0, w[id(e)]]
+                elif off(err):
+                    lost[k] += ev[id(f)]
+            for (e, b, Gb), ws, gone in zip(new, confirmed, lost):
+                cands[(id(e), b)] = [Gb, w[id(e)] + sum(ws), 0, w[id(e)], gone, None]
 
         for a in list(G):
             add_candidates(a)
@@ -337,20 +368,27 @@ class Placer:
             while True:  # conflicts only grow as images are placed: re-count the leader's until it stays ahead
                 key, cand = max(cands.items(), key=lambda kv: (kv[1][1] - CONFLICT_COST * kv[1][2], kv[1][3]))
                 m = len(G)
-                n = self.conflicts_at(key[1], cand[0], at[:m], Gs[:m], dirs[:m], cos[:m])
+                if cand[5] is None:
+                    cand[5] = self.cone(key[1], cand[0])
+                n = self.conflicts_at(key[1], cand[0], at[:m], Gs[:m], dirs[:m], cos[:m], cand[5])
                 if n == cand[2]:
                     break
                 cand[2] = n
             b = key[1]
-            place(len(G), b, cand[0])
+            bound -= cand[4]
+            if bar is not None and bound < bar:
+                return None
+            place(len(G), b, cand[0], cand[5])
             G[b] = cand[0]
             for k in [k for k in cands if k[1] == b]:
                 del cands[k]
             pending = [(c, f) for k, c in cands.items()  # the new image confirms (or not) the pending ones next to it
                        if (f := self.between.get((b, k[1]))) is not None and id(f) != k[0]]
-            for (c, f), good in zip(pending, self.agree_many([(f, b, G[b], c[0]) for c, f in pending])):
-                if good:
+            for (c, f), err in zip(pending, self.errors_many([(f, b, G[b], c[0]) for c, f in pending])):
+                if err <= self.tolerance:
                     c[1] += w[id(f)]
+                elif off(err):
+                    c[4] += ev[id(f)]
             add_candidates(b)
         return G
 
@@ -389,9 +427,13 @@ class Placer:
 def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, np.ndarray] | None,
                  scale: dict[int, float], sizes: dict[int, tuple[int, int]], tolerance: float = DEFAULT_TOLERANCE_PX,
                  seeds: int = DEFAULT_SEEDS, restarts: int = DEFAULT_RESTARTS, seed_rng: int = 0,
-                 evidence: dict[int, float] | None = None) -> tuple[list[PairEdge], list[RejectedEdge], float]:
+                 evidence: dict[int, float] | None = None, bar: float | None = None
+                 ) -> tuple[list[PairEdge], list[RejectedEdge], float] | None:
     """(kept, rejected, objective): the edges that agree with the best-supported placement (module docstring,
     1-3), and that placement's objective (``Placer.judge``).
+
+    ``bar``: an objective to beat (another try's): growths that cannot reach it are given up, and None is
+    returned when no seed's can; without it, every growth that could beat the best so far runs to its end.
 
     K: intrinsics (3, 3) per node for a rotating camera (relative rotations), or None (homographies); scale:
     working px per full-resolution px, and sizes (w, h) px, per node (errors and ``tolerance`` are at the working
@@ -401,6 +443,7 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
     kept: list[PairEdge] = []
     rejected: list[RejectedEdge] = []
     objective = 0.0
+    upper = sum(evidence[id(e)] for e in edges)  # no placement of any part is judged above its edges' evidence
     for part, sub in connected_parts(nodes, edges):
         if len(sub) < 3:
             kept += sub
@@ -412,21 +455,35 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
             weight[e.i] += evidence[id(e)]
             weight[e.j] += evidence[id(e)]
         order = sorted(part, key=lambda k: (-round(weight[k], 6), k))
-        best = max((placer.judge(placer.grow(seed)) for seed in order[:seeds]), key=lambda r: r[0])
+        # each growth is stopped as soon as it cannot win (Placer.grow's bar; the first best one is kept), or
+        # cannot bring the objective to ``bar`` (``floor``: what this part must reach when every other part
+        # kept all its evidence)
+        floor = -np.inf if bar is None else bar - (upper - sum(evidence[id(e)] for e in sub)) - 1e-6
+        best: tuple[float, list[float]] | None = None
+        for seed in order[:seeds]:
+            grown = placer.grow(seed, bar=floor if best is None else max(floor, best[0]))
+            if grown is not None:
+                got = placer.judge(grown)
+                if best is None or got[0] > best[0]:
+                    best = got
+        if best is None:
+            return None
         for _ in range(IMPROVE_ROUNDS):  # grow again through the strongest edges the best placement rejects
             off = sorted((e for e, x in zip(sub, best[1]) if x > tolerance),
                          key=lambda e: -evidence[id(e)])[:IMPROVE_EDGES]
-            better = max((placer.judge(placer.grow(e.i, e)) for e in off), key=lambda r: r[0], default=best)
-            if better[0] <= best[0] + 1e-9:
+            better = best
+            for e in off:  # the first of the best, if it beats ``best`` by more than 1e-9
+                grown = placer.grow(e.i, e, bar=max(floor, _bar(better, best)))
+                better = _better(placer, grown, better, 1e-9 * (better is best))
+            if better is best:
                 break
             best = better
         rng = np.random.default_rng(seed_rng)
         for _ in range(restarts if best[1] and any(x > tolerance for x in best[1]) else 0):
             # random restarts: another seed, and the evidence shaken (times U(0.5, 1))
             shaken = {id(e): evidence[id(e)] * rng.uniform(0.5, 1.0) for e in sub}
-            result = placer.judge(placer.grow(part[int(rng.integers(len(part)))], weight=shaken))
-            if result[0] > best[0] + 1e-9:
-                best = result
+            grown = placer.grow(part[int(rng.integers(len(part)))], weight=shaken, bar=max(floor, best[0] + 1e-9))
+            best = _better(placer, grown, best, 1e-9)
         objective += best[0]
         for e, x in zip(sub, best[1]):
             if x <= tolerance:
@@ -434,6 +491,22 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
             else:
                 rejected.append(RejectedEdge(e, x, f"inconsistent with the rest: misses by {x:.0f} px"))
     return kept, rejected, objective
+
+
+def _bar(current: tuple[float, list[float]], best: tuple[float, list[float]]) -> float:
+    """What a growth must reach to replace ``current``: more than ``best`` by 1e-9 while it is ``best``, else its
+    objective (a tie keeps the first)."""
+    return best[0] + 1e-9 if current is best else current[0]
+
+
+def _better(placer: Placer, G: dict[int, np.ndarray] | None, current: tuple[float, list[float]], margin: float
+            ) -> tuple[float, list[float]]:
+    """``placer.judge(G)`` when G (None: stopped by its bar) is judged above ``current`` by more than ``margin``,
+    else ``current``."""
+    if G is None:
+        return current
+    got = placer.judge(G)
+    return got if got[0] > current[0] + margin else current
 
 
 def weak_bridges(nodes: Sequence[int], edges: Sequence[PairEdge], min_score: float = BRIDGE_MIN_SCORE,

@@ -71,6 +71,23 @@ def test_pair_votes_partners_count_only_those_pairs():
     assert full[near].min() >= 40  # neighbours share 30 descriptors each way
 
 
+def test_pair_votes_threads_give_the_same_votes():
+    """Two or three threads (each with one BLAS thread) count the same votes bit for bit as one, partners or not,
+    and NumPy's BLAS gets its threads back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    desc = _strip_descriptors(12, per=70)
+    desc[5] = None
+    partners = [[b for b in range(k + 1, 12) if (b - k) % 3] for k in range(12)]
+    for parts in (None, partners):
+        one = pair_votes(desc, block=4, partners=parts)
+        assert one.any()
+        for workers in (2, 3):
+            assert np.array_equal(pair_votes(desc, block=4, partners=parts, workers=workers), one)
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before
+
+
 def test_prefilter_keeps_the_shortlist_of_many_images(monkeypatch):
     """Above PREFILTER_MIN_IMAGES the exact votes run only on the prefilter's partners: the shortlist is the one
     the votes on every pair give (neighbours on a strip), at any input order."""

@@ -530,3 +530,58 @@ def test_frame_cones_never_hide_an_overlap():
         placer = Placer(list(range(60)), links, None, dict.fromkeys(range(60), 1.0), dict.fromkeys(range(60), SIZE), 12.0)
         linked = placer.link_mat[a, b]  # nodes 0..59 sit at their own positions
         assert placer.clashes(dict(enumerate(Gs))) == int(np.sum(exact & ~linked))
+
+
+def _ring_with_lookalikes(seed: int = 0) -> tuple[list[PairEdge], dict[int, np.ndarray], int]:
+    """The full turn of test_shift_planted_lookalike_edges_are_removed, with its two look-alike edges."""
+    rng = np.random.default_rng(seed)
+    Rs = ring()
+    n = len(Rs)
+    true = [edge(k, (k + 1) % n, rel(Rs, k, (k + 1) % n), 0.95, rng) for k in range(n)]
+    true += [edge(k, (k + 2) % n, rel(Rs, k, (k + 2) % n), 0.8, rng, 30) for k in range(0, n, 2)]
+    fake = rotation(40.0, 0.0)
+    wrong = [edge(0, 5, rel([Rs[0], fake @ Rs[0]], 0, 1), 0.99, rng), edge(1, 6, rel([Rs[1], fake @ Rs[1]], 0, 1), 0.99, rng)]
+    return true + wrong, {k: intrinsics(FOCAL, SIZE) for k in range(n)}, n
+
+
+def test_growths_stopped_at_their_bar_change_nothing(monkeypatch):
+    """Placer.grow gives up a placement that can no longer beat the best so far: the verification keeps and rejects
+    the same edges with the same errors and objective as when every growth runs to its end, with either model,
+    and some growths were given up."""
+    from stitch.panorama.verify import Placer
+
+    edges, K, n = _ring_with_lookalikes()
+    scale, sizes = dict.fromkeys(range(n), 1.0), dict.fromkeys(range(n), SIZE)
+    grow = Placer.grow
+    stopped = []
+
+    def counted(self, *args, **kwargs):
+        G = grow(self, *args, **kwargs)
+        stopped.append(G is None)
+        return G
+
+    def whole(self, *args, bar=None, **kwargs):
+        return grow(self, *args, **kwargs)
+
+    for model in (K, None):
+        monkeypatch.setattr(Placer, "grow", counted)
+        fast = verify_edges(range(n), edges, model, scale, sizes)
+        monkeypatch.setattr(Placer, "grow", whole)
+        slow = verify_edges(range(n), edges, model, scale, sizes)
+        assert [id(e) for e in fast[0]] == [id(e) for e in slow[0]]
+        assert [(id(r.edge), r.error_px) for r in fast[1]] == [(id(r.edge), r.error_px) for r in slow[1]]
+        assert fast[2] == slow[2]
+    assert any(stopped) and not all(stopped)
+
+
+def test_verify_edges_bar_gives_up_a_try_that_cannot_reach_it():
+    """With ``bar`` above what any placement reaches (every edge's evidence), no try is returned; with a bar below
+    its objective, the same result as without one."""
+    edges, K, n = _ring_with_lookalikes(1)
+    scale, sizes = dict.fromkeys(range(n), 1.0), dict.fromkeys(range(n), SIZE)
+    kept, rejected, objective = verify_edges(range(n), edges, K, scale, sizes)
+    assert {(r.edge.i, r.edge.j) for r in rejected} == {(0, 5), (1, 6)}
+    assert objective == pytest.approx(sum(e.score for e in kept))
+    assert verify_edges(range(n), edges, K, scale, sizes, bar=sum(e.score for e in edges) + 0.01) is None
+    low = verify_edges(range(n), edges, K, scale, sizes, bar=objective - 0.5)
+    assert low is not None and [id(e) for e in low[0]] == [id(e) for e in kept] and low[2] == objective
