@@ -141,9 +141,9 @@ def edge_errors_many(edges: Sequence[PairEdge], G_i: np.ndarray, G_j: np.ndarray
     ``pts``: the edges' ``check_points`` when already known."""
     out = np.empty(len(edges))
     pts = [check_points(e, points) for e in edges] if pts is None else pts
-    sizes = np.array([len(a) for a, _ in pts])
-    for k in np.unique(sizes):
-        at = np.flatnonzero(sizes == k)
+    sizes = [len(a) for a, _ in pts]
+    for k in sorted(set(sizes)):
+        at = (np.arange(len(sizes)) if len(set(sizes)) == 1 else np.flatnonzero(np.asarray(sizes) == k))
         if k == 0:
             out[at] = np.inf
             continue
@@ -151,11 +151,40 @@ def edge_errors_many(edges: Sequence[PairEdge], G_i: np.ndarray, G_j: np.ndarray
         dst = np.stack([pts[m][1] for m in at])
         try:
             H = np.linalg.solve(G_j[at], G_i[at])
+            errs = _transfer_errors_stack(H, src, dst)
         except np.linalg.LinAlgError:  # a singular placement: edge by edge, as edge_error does it
             out[at] = [edge_error(edges[m], G_i[m], G_j[m], scales[m], points) for m in at]
             continue
-        out[at] = np.median(transfer_errors(H, src, dst), axis=1) * scales[at]
+        out[at] = _median_rows(errs) * scales[at]
     return out
+
+
+def _transfer_errors_stack(H: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``geometry.transfer_errors`` of a stack (m, 3, 3) of invertible H and matches (m, k, 2), k >= 1, value for
+    value, in fewer calls: both directions' projections in one batched product (LinAlgError: a singular H)."""
+    m = len(H)
+    both = np.concatenate([H, np.linalg.inv(H)])  # (2m, 3, 3): forward, then backward
+    pts = np.concatenate([src, dst]).astype(np.float64, copy=False)
+    ph = np.concatenate([pts, np.ones(pts.shape[:-1] + (1,))], -1) @ np.swapaxes(both, -1, -2)
+    w = ph[..., 2:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved = ph[..., :2] / w
+        moved[np.abs(w[..., 0]) < 1e-12] = np.inf
+        sq = np.sum((moved - np.concatenate([dst, src])) ** 2, axis=-1)
+        e = np.sqrt(0.5 * (sq[:m] + sq[m:]))
+    e[~np.isfinite(e)] = np.inf
+    return e
+
+
+def _median_rows(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=1)`` of (m, k) values without NaN, value for value (the middle one, or the mean of the
+    middle two)."""
+    k = x.shape[1]
+    half = k // 2
+    if k % 2:
+        return np.partition(x, half, axis=1)[:, half]
+    part = np.partition(x, [half - 1, half], axis=1)
+    return (part[:, half - 1] + part[:, half]) / 2.0
 
 
 def overlaps_many(G_a: np.ndarray, G_b: np.ndarray, size_a: np.ndarray, size_b: np.ndarray,
@@ -313,8 +342,11 @@ class Placer:
         if not free.any():
             return 0
         G_c, s_c = Gs[free], self.size_arr[at[free]]
-        s_b = self.size_arr[p]
-        return int(np.count_nonzero(overlaps_many(G_c, G_b, s_c, s_b) | overlaps_many(G_b, G_c, s_b, s_c)))
+        m = len(G_c)
+        G_b, s_b = np.broadcast_to(G_b, (m, 3, 3)), np.broadcast_to(self.size_arr[p], (m, 2))
+        both = overlaps_many(np.concatenate([G_c, G_b]), np.concatenate([G_b, G_c]),  # either way, in one call
+                             np.concatenate([s_c, s_b]), np.concatenate([s_b, s_c]))
+        return int(np.count_nonzero(both[:m] | both[m:]))
 
     def grow(self, seed: int, first: PairEdge | None = None, weight: dict[int, float] | None = None,
              bar: float | None = None) -> dict[int, np.ndarray] | None:

@@ -585,3 +585,27 @@ def test_verify_edges_bar_gives_up_a_try_that_cannot_reach_it():
     assert verify_edges(range(n), edges, K, scale, sizes, bar=sum(e.score for e in edges) + 0.01) is None
     low = verify_edges(range(n), edges, K, scale, sizes, bar=objective - 0.5)
     assert low is not None and [id(e) for e in low[0]] == [id(e) for e in kept] and low[2] == objective
+
+
+def test_edge_errors_many_stack_equals_transfer_errors_and_median():
+    """verify's batched transfer errors and row medians equal geometry.transfer_errors and np.median value for
+    value: far, near-infinite and float32 points, odd and even counts."""
+    from stitch.geometry import transfer_errors
+    from stitch.panorama.verify import _median_rows, _transfer_errors_stack
+
+    rng = np.random.default_rng(1)
+    for t in range(300):
+        m, k = int(rng.integers(1, 9)), int(rng.integers(1, 60))
+        H = rng.normal(0, 1, (m, 3, 3)) * rng.choice([1e-3, 1.0, 1e3], (m, 1, 1))
+        if t % 7 == 0:
+            H[:, 2, :2] = 0
+        src, dst = rng.uniform(-100, 700, (m, k, 2)), rng.uniform(-100, 700, (m, k, 2))
+        if t % 5 == 0:
+            src = src.astype(np.float32)
+        want = transfer_errors(H, src, dst)
+        got = _transfer_errors_stack(H, src, dst)
+        assert np.array_equal(got, want)
+        assert np.array_equal(_median_rows(want), np.median(want, axis=1))
+    H = np.array([[1.0, 0, 0], [0, 1, 0], [1.0, 0, 1]])  # the point (-1, y) maps to infinity
+    got = _transfer_errors_stack(H[None], np.array([[[-1.0, 5.0], [3.0, 4.0]]]), np.ones((1, 2, 2)))
+    assert np.isinf(got[0, 0]) and np.isfinite(got[0, 1])
