@@ -607,5 +607,5 @@ def test_edge_errors_many_stack_equals_transfer_errors_and_median():
         assert np.array_equal(got, want)
         assert np.array_equal(_median_rows(want), np.median(want, axis=1))
     H = np.array([[1.0, 0, 0], [0, 1, 0], [1.0, 0, 1]])  # the point (-1, y) maps to infinity
-    got = _transfer_errors_stack(H[None], np.array([[[-1.0, 5.0], [3.0, 4.0]]]), np.ones((1, 2, 2)))
+    got = _transfer_errors_stack(H[None], np.array([[[-1.0, 5.0], [3.0, 4.0]]]), np.full((1, 2, 2), 2.0))
     assert np.isinf(got[0, 0]) and np.isfinite(got[0, 1])
