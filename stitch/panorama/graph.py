@@ -161,7 +161,8 @@ def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int
             d2 += sq[bs, :, None]
             d2 += sq[a][None, None, :]
             np.maximum(d2, 0, out=d2)
-            count = ratio_passes(d2, r2, 1).sum(axis=1) + ratio_passes(d2, r2, 2).sum(axis=1)
+            scaled = d2 * r2  # once for both directions
+            count = ratio_passes(d2, r2, 1, scaled).sum(axis=1) + ratio_passes(d2, r2, 2, scaled).sum(axis=1)
             for b, c in zip(bs, count):
                 votes[ok[a], ok[b]] = votes[ok[b], ok[a]] = float(c)
 
@@ -175,13 +176,13 @@ def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int
     return votes
 
 
-def ratio_passes(d2: np.ndarray, r2: np.float32, axis: int) -> np.ndarray:
+def ratio_passes(d2: np.ndarray, r2: np.float32, axis: int, scaled: np.ndarray | None = None) -> np.ndarray:
     """Per row along ``axis`` of the squared distances d2 (b, m, m) float32: does its nearest pass the ratio test
     d_1 < r2 * d_2 against its second nearest (a tie fails)? The nearest d_1 passes exactly when no other entry x
     has r2 * x <= d_1 (r2 < 1, so the nearest itself always has one): the same answers as sorting the two
-    nearest out, without the sort (docs/measurements.md, "graph")."""
+    nearest out, without the sort (docs/measurements.md, "graph"). ``scaled``: d2 * r2 when already made."""
     nearest = d2.min(axis=axis, keepdims=True)
-    return np.count_nonzero(d2 * r2 <= nearest, axis=axis) == 1
+    return ((d2 * r2 if scaled is None else scaled) <= nearest).sum(axis=axis, dtype=np.int32) == 1
 
 
 def prefilter_partners(desc: Sequence[np.ndarray | None], keys: Sequence[str], count: int = PREFILTER_PARTNERS,
