@@ -45,32 +45,64 @@ def _inside(H: np.ndarray, pts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return ok.mean(axis=1)
 
 
+def frame_boxes(H: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (n, 4): x0, y0, x1, y1 of each image's corners mapped by H (n, 3, 3) into the frame, widened by
+    BOX_SLACK of their extent (at least 1 px); bounded (n,) bool: every corner has w of the same sign, away from 0,
+    so the whole image maps to the convex quadrilateral inside its box) for (w, h) sizes (n, 2)."""
+    w, h = sizes[:, 0], sizes[:, 1]
+    one, zero = np.ones_like(w), np.zeros_like(w)
+    corners = np.stack([np.stack(c, 1) for c in ((zero, zero, one), (w, zero, one), (w, h, one), (zero, h, one))], 1)
+    q = corners @ np.swapaxes(H, 1, 2)  # (n, 4, 3)
+    wq = q[..., 2]
+    bounded = (np.all(wq > 1e-12, axis=1) | np.all(wq < -1e-12, axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = q[..., :2] / wq[..., None]
+    lo, hi = xy.min(axis=1), xy.max(axis=1)
+    pad = np.maximum(1.0, BOX_SLACK * (hi - lo).max(axis=1))[:, None]
+    boxes = np.concatenate([lo - pad, hi + pad], 1)
+    return np.where(bounded[:, None], boxes, 0.0), bounded
+
+
+#: ``frame_boxes``' widening, as a fraction of a box's extent: far beyond the rounding of the exact test.
+BOX_SLACK = 1e-6
+
+
 @dataclass(frozen=True)
 class ModelOverlaps:
     """A model's images ready for overlap tests: H (n, 3, 3) image -> frame, their inverses, each image's
-    ``grid`` x ``grid`` lattice of pixels (n, grid^2, 3, homogeneous) and sizes (n, 2) (w, h)."""
+    ``grid`` x ``grid`` lattice of pixels (n, grid^2, 3, homogeneous), sizes (n, 2) (w, h) and ``frame_boxes``."""
 
     H: np.ndarray
     H_inv: np.ndarray
     lattice: np.ndarray
     sizes: np.ndarray
+    boxes: np.ndarray
+    bounded: np.ndarray
 
     @classmethod
     def of(cls, Hs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], grid: int = 9) -> ModelOverlaps:
-        """Inverses and lattices computed once for every pair test of the model."""
+        """Inverses, lattices and frame boxes computed once for every pair test of the model."""
         H = np.asarray(Hs, np.float64)
-        return cls(H, np.linalg.inv(H), np.stack([_lattice(s, grid) for s in sizes]), np.asarray(sizes, np.float64))
+        size_arr = np.asarray(sizes, np.float64).reshape(-1, 2)
+        return cls(H, np.linalg.inv(H), np.stack([_lattice(s, grid) for s in sizes]), size_arr,
+                   *frame_boxes(H, size_arr))
 
     def later(self, a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image a against every later image b: (H_b^-1 H_a (m, 3, 3), a -> b, scaled to a positive determinant so
         that w > 0 means in front of camera b; the fraction of a's lattice that H puts in front of and inside b
-        (m,); the same of b's lattice inside a (m,)), m = n - a - 1."""
+        (m,); the same of b's lattice inside a (m,)), m = n - a - 1. Two images that both map to bounded
+        quadrilaterals whose boxes miss each other share no point: their fractions are 0 without the lattice test."""
         rel = self.H_inv[a + 1:] @ self.H[a]
         sign = np.where(np.linalg.det(rel) > 0, 1.0, -1.0)[:, None, None]
         rel = rel * sign
         back = self.H_inv[a] @ self.H[a + 1:] * sign  # the inverse of each rel
-        fa = _inside(rel, self.lattice[a], self.sizes[a + 1:])
-        fb = _inside(back, self.lattice[a + 1:], np.repeat(self.sizes[a][None], len(rel), 0))
+        box, others = self.boxes[a], self.boxes[a + 1:]
+        apart = (self.bounded[a] & self.bounded[a + 1:]
+                 & ((others[:, 0] > box[2]) | (others[:, 2] < box[0]) | (others[:, 1] > box[3]) | (others[:, 3] < box[1])))
+        near = np.flatnonzero(~apart)
+        fa, fb = np.zeros(len(rel)), np.zeros(len(rel))
+        fa[near] = _inside(rel[near], self.lattice[a], self.sizes[a + 1:][near])
+        fb[near] = _inside(back[near], self.lattice[a + 1:][near], np.repeat(self.sizes[a][None], len(near), 0))
         return rel, fa, fb
 
 

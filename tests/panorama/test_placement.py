@@ -49,3 +49,28 @@ def test_shared_fractions_equal_the_pairwise_ones():
             assert fb[k] == shared_fraction(np.linalg.inv(H), sizes[b], sizes[a])
             seen += max(fa[k], fb[k]) > 0.08
     assert 20 < seen < 66  # some pairs overlap, some do not
+
+
+def test_frame_boxes_skip_only_pairs_that_share_nothing():
+    """A full turn of rotations (two rows): images behind the reference cross the frame's line at infinity and are
+    never skipped; the pairs whose bounded boxes miss each other are skipped, and every fraction still equals the
+    one-pair test."""
+    from stitch.bench.devsets import intrinsics, rotation
+
+    K = intrinsics(500.0, (640, 480))
+    Hs = [K @ rotation(yaw, pitch).T @ np.linalg.inv(K) for pitch in (-20.0, 20.0) for yaw in range(0, 360, 15)]
+    sizes = [(640, 480)] * len(Hs)
+    model = ModelOverlaps.of(Hs, sizes)
+    assert 4 <= int(model.bounded.sum()) < len(Hs)
+    apart = 0
+    for a in range(len(Hs) - 1):
+        _, fa, fb = model.later(a)
+        box, others = model.boxes[a], model.boxes[a + 1:]
+        miss = (model.bounded[a] & model.bounded[a + 1:] & ((others[:, 0] > box[2]) | (others[:, 2] < box[0])
+                                                            | (others[:, 1] > box[3]) | (others[:, 3] < box[1])))
+        apart += int(miss.sum())
+        for k, b in enumerate(range(a + 1, len(Hs))):
+            H = relative(Hs[a], Hs[b])
+            assert fa[k] == shared_fraction(H, sizes[a], sizes[b])
+            assert fb[k] == shared_fraction(np.linalg.inv(H), sizes[b], sizes[a])
+    assert apart >= 10
