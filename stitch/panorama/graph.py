@@ -47,8 +47,14 @@ DEFAULT_SHORTLIST_K = 6
 #: First pass: SIFT features per thumbnail, and the thumbnail's longer side (px).
 SHORTLIST_FEATURES = 300
 SHORTLIST_SIDE = 320
+#: First pass above PREFILTER_MIN_IMAGES images: the thumbnail's features are spread over SHORTLIST_GRID x
+#: SHORTLIST_GRID cells (``spread_order``), so that one high-contrast object (a QR code, a sign) cannot take them all
+#: and leave the rest of the view, which its neighbours share, without votes: the pairs screened between the parts
+#: the shortlist leaves are then chosen by votes (up to that many images every skipped pair is; why:
+#: docs/measurements.md, "graph").
+SHORTLIST_GRID = 3
 #: Above this many images the first pass counts its votes only between each image and the PREFILTER_PARTNERS
-#: images that a vote on each thumbnail's PREFILTER_FEATURES strongest features ranks first (``prefilter_partners``,
+#: images that a vote on each thumbnail's PREFILTER_FEATURES first features (spread) ranks first (``prefilter_partners``,
 #: (150 / 300)^2 of the cost per pair): the exact votes between every pair would grow as N^2 with a large
 #: constant (why these values: docs/measurements.md, "graph").
 PREFILTER_MIN_IMAGES = 60
@@ -116,13 +122,39 @@ class WorkImages(Sequence[np.ndarray]):
 # --- pair selection -----------------------------------------------------------------------------------
 
 
-def _thumb_features(img: np.ndarray, sift: Any) -> np.ndarray | None:
-    """SIFT descriptors (m, 128) float32 of the image's thumbnail, strongest response first (None: no keypoint)."""
+def spread_order(xy: np.ndarray, response: np.ndarray, size: tuple[int, int], grid: int = SHORTLIST_GRID
+                 ) -> np.ndarray:
+    """(m,) indices of keypoints at xy (m, 2) px in a (w, h) image: each grid x grid cell's strongest first, then
+    every cell's second strongest, and so on (ties by response, then index), so that every prefix of the order is
+    spread over the image as far as its keypoints allow."""
+    w, h = size
+    cx = np.clip((xy[:, 0] * grid / max(w, 1)).astype(int), 0, grid - 1)
+    cy = np.clip((xy[:, 1] * grid / max(h, 1)).astype(int), 0, grid - 1)
+    cell = cy * grid + cx
+    by_strength = np.lexsort((np.arange(len(xy)), -response, cell))  # per cell, strongest first
+    rank = np.empty(len(xy), np.int64)
+    starts = np.searchsorted(cell[by_strength], np.arange(grid * grid))
+    rank[by_strength] = np.arange(len(xy)) - np.repeat(starts, np.diff(np.append(starts, len(xy))))
+    return np.lexsort((np.arange(len(xy)), -response, rank))
+
+
+def _thumb_features(img: np.ndarray, spread: bool = False, count: int = SHORTLIST_FEATURES) -> np.ndarray | None:
+    """SIFT descriptors (m <= count, 128) float32 of the image's thumbnail, strongest response first, or with
+    ``spread`` in ``spread_order`` (every keypoint found, the ``count`` first of that order described); None: no
+    keypoint."""
     small, _ = resize_max_side(img, SHORTLIST_SIDE)  # the colour thumbnail, then gray (as measured)
-    kps, desc = sift.detectAndCompute(to_gray(small), None)
-    if desc is None:
+    gray = to_gray(small)
+    if not spread:
+        kps, desc = cv2.SIFT_create(nfeatures=count).detectAndCompute(gray, None)
+        return None if desc is None else desc[np.argsort([-k.response for k in kps], kind="stable")]
+    sift = cv2.SIFT_create()
+    kps = sift.detect(gray, None)
+    if not kps:
         return None
-    return desc[np.argsort([-k.response for k in kps], kind="stable")]
+    xy = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)
+    order = spread_order(xy, np.array([k.response for k in kps], np.float64), (gray.shape[1], gray.shape[0]))
+    _, desc = sift.compute(gray, [kps[i] for i in order[:count]])  # SIFT describes every keypoint, in order
+    return desc
 
 
 def pair_votes(desc: Sequence[np.ndarray | None], ratio: float = 0.7, block: int = 64,
@@ -187,8 +219,8 @@ def ratio_passes(d2: np.ndarray, r2: np.float32, axis: int, scaled: np.ndarray |
 
 def prefilter_partners(desc: Sequence[np.ndarray | None], keys: Sequence[str], count: int = PREFILTER_PARTNERS,
                        features: int = PREFILTER_FEATURES, workers: int = 1) -> list[list[int]]:
-    """Per image, the ``count`` images with the most first-pass votes on the ``features`` strongest descriptors
-    of each set ((m_k, D) float32, strongest first): the pairs worth the exact votes when there are many
+    """Per image, the ``count`` images with the most first-pass votes on the ``features`` first descriptors
+    of each set ((m_k, D) float32, in ``spread_order``): the pairs worth the exact votes when there are many
     images. Ties by key, so the partners do not depend on the input order; ``workers`` threads count the votes."""
     votes = pair_votes([None if d is None else d[:features] for d in desc], workers=workers)
     n = len(desc)
@@ -210,7 +242,8 @@ def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT
     """Pairs (i < j) worth the full search: all of them up to ``min_images`` images, else each image's k best.
 
     The first pass matches SHORTLIST_FEATURES SIFT features of SHORTLIST_SIDE px thumbnails of the (h, w, 3)
-    working images (``pair_votes``: ratio 0.7, both directions summed; a partner needs MIN_SHORTLIST_VOTES);
+    working images, spread over each thumbnail above PREFILTER_MIN_IMAGES images (SHORTLIST_GRID; ``pair_votes``:
+    ratio 0.7, both directions summed; a partner needs MIN_SHORTLIST_VOTES);
     ties between partners are broken by ``keys``, so the selection does not depend on the input order.
     Above PREFILTER_MIN_IMAGES images the exact votes are counted only between each image and its
     PREFILTER_PARTNERS best partners by a cheaper vote (``prefilter_partners``), and the pairs screened between
@@ -222,9 +255,10 @@ def shortlist(works: Sequence[np.ndarray], keys: Sequence[str], k: int = DEFAULT
     every = [(i, j) for i in range(n) for j in range(i + 1, n)]
     if n <= max(min_images, k + 1):
         return Shortlist(every)
+    spread = n > PREFILTER_MIN_IMAGES  # the fallback then relies on the votes, not on every skipped pair
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # one SIFT object per call: no shared state
-        desc = list(pool.map(lambda m: _thumb_features(works[m], cv2.SIFT_create(nfeatures=SHORTLIST_FEATURES)),
-                             range(n)))  # by index: a WorkImages makes each image on its thread, one at a time
+        # by index: a WorkImages makes each image on its thread, one at a time
+        desc = list(pool.map(lambda m: _thumb_features(works[m], spread), range(n)))
     partners = None
     if n > PREFILTER_MIN_IMAGES:  # many images: exact votes only between the images a cheaper vote finds alike
         near = prefilter_partners(desc, keys, workers=workers)

@@ -103,7 +103,7 @@ def test_prefilter_keeps_the_shortlist_of_many_images(monkeypatch):
     works = [np.full((8, 8, 3), k % 251, np.uint8) for k in range(n)]
     order = rng.permutation(n)
     feats = dict(zip(map(id, works), desc))
-    monkeypatch.setattr(graph, "_thumb_features", lambda w, sift: feats[id(w)])
+    monkeypatch.setattr(graph, "_thumb_features", lambda w, spread: feats[id(w)])
     pairs = shortlist(works, keys, k=2, min_images=8).pairs
     shuffled = shortlist([works[k] for k in order], [keys[k] for k in order], k=2, min_images=8).pairs
     assert set(pairs) == {(k, k + 1) for k in range(n - 1)}
@@ -187,3 +187,27 @@ def test_match_graph_detects_each_image_once_and_frees_it(samples_dir, monkeypat
     acc, _ = match_graph(works, ["a", "b", "c"], cfg, keys=["a", "b", "c"])
     assert sorted(calls) == sorted(id(w) for w in works) and len(cleared) == 3
     assert [(i, j) for i, j, _ in acc] == [(0, 1), (1, 2)]  # views 1 and 3 do not overlap
+
+
+def test_spread_order_takes_every_cell_before_a_crowded_one():
+    """100 strong keypoints crowded in one corner cell and 5 weak ones in each other cell: the first 9 of the order
+    are one per cell (each cell's strongest), and any prefix holds at most one more keypoint from a cell than from
+    another that still has some."""
+    from stitch.panorama.graph import spread_order
+
+    rng = np.random.default_rng(2)
+    crowd = rng.uniform(0, 30, (100, 2))
+    others = [rng.uniform([x * 100 + 1, y * 100 + 1], [x * 100 + 99, y * 100 + 99], (5, 2))
+              for y in range(3) for x in range(3) if (x, y) != (0, 0)]
+    xy = np.vstack([crowd] + others)
+    response = np.concatenate([rng.uniform(10, 20, 100), rng.uniform(0, 1, 40)])
+    order = spread_order(xy, response, (300, 300), grid=3)
+    assert sorted(order.tolist()) == list(range(140))
+    cell = (xy[:, 1] // 100).astype(int) * 3 + (xy[:, 0] // 100).astype(int)
+    assert sorted(cell[order[:9]].tolist()) == list(range(9))
+    for c in range(9):  # each cell's first pick is its strongest
+        members = np.flatnonzero(cell == c)
+        assert order[[cell[o] == c for o in order].index(True)] == members[np.argmax(response[members])]
+    counts = np.bincount(cell[order[:45]], minlength=9)
+    assert counts.tolist() == [5] * 9  # 45 = 5 per cell
+    assert np.bincount(cell[order[:60]], minlength=9)[0] == 20  # then only the crowded cell has more
