@@ -55,11 +55,11 @@ SHORTLIST_SIDE = 320
 SHORTLIST_GRID = 3
 #: Above this many images the first pass counts its votes only between each image and the PREFILTER_PARTNERS
 #: images that a vote on each thumbnail's PREFILTER_FEATURES first features (spread) ranks first (``prefilter_partners``,
-#: (150 / 300)^2 of the cost per pair): the exact votes between every pair would grow as N^2 with a large
+#: (100 / 300)^2 of the cost per pair): the exact votes between every pair would grow as N^2 with a large
 #: constant (why these values: docs/measurements.md, "graph").
 PREFILTER_MIN_IMAGES = 60
 PREFILTER_PARTNERS = 30
-PREFILTER_FEATURES = 150
+PREFILTER_FEATURES = 100
 #: With the prefilter, a photo's partners beyond the shortlist's k, by votes, up to this rank, are the pairs
 #: screened when the shortlist leaves the graph in parts.
 FALLBACK_PARTNERS = 18
