@@ -211,3 +211,44 @@ def test_spread_order_takes_every_cell_before_a_crowded_one():
     counts = np.bincount(cell[order[:45]], minlength=9)
     assert counts.tolist() == [5] * 9  # 45 = 5 per cell
     assert np.bincount(cell[order[:60]], minlength=9)[0] == 20  # then only the crowded cell has more
+
+
+def test_spread_features_vote_where_a_crowded_object_would_take_them_all():
+    """Two overlapping crops of one texture, each with a high-contrast block pattern (a QR code) outside the overlap:
+    SIFT's 300 strongest features of each thumbnail lie mostly on the pattern and barely vote; spread over the
+    thumbnail, the same count votes many times as often."""
+    from stitch.panorama.graph import _thumb_features
+
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (300, 520)).astype(np.uint8), (0, 0), 2.0)
+    base = cv2.normalize(base, None, 60, 190, cv2.NORM_MINMAX)
+
+    def blocks(seed: int) -> np.ndarray:
+        cells = np.random.default_rng(seed).integers(0, 2, (32, 12)).astype(np.uint8) * 255
+        return cv2.resize(cells, (100, 260), interpolation=cv2.INTER_NEAREST)
+
+    a, b = base[:, :320].copy(), base[:, 200:].copy()
+    a[20:280, 10:110], b[20:280, 210:310] = blocks(1), blocks(2)
+    A, B = (cv2.cvtColor(x, cv2.COLOR_GRAY2BGR) for x in (a, b))
+    strongest = [_thumb_features(A), _thumb_features(B)]
+    spread = [_thumb_features(A, spread=True), _thumb_features(B, spread=True)]
+    assert [len(d) for d in strongest + spread] == [300] * 4
+    assert pair_votes(strongest)[0, 1] < 30
+    assert pair_votes(spread)[0, 1] > 5 * max(pair_votes(strongest)[0, 1], 10)
+    assert _thumb_features(np.zeros((40, 40, 3), np.uint8), spread=True) is None  # no keypoint
+
+
+def test_match_graph_keeps_what_keep_makes_of_each_result(samples_dir):
+    """keep(i, j, result) replaces each accepted result in the list, in place, as it is accepted."""
+    from stitch.panorama.config import PanoramaConfig
+    from stitch.panorama.graph import match_graph
+
+    names = [f"view_{k}.jpg" for k in (1, 2, 3)]
+    works = [cv2.imread(str(samples_dir / "pano3" / nm)) for nm in names]
+    cfg = PanoramaConfig.from_options()
+    full, why = match_graph(works, names, cfg)
+    kept, why_kept = match_graph(works, names, cfg, keep=lambda i, j, res: (i, j, res.n_inliers, res.H.copy()))
+    assert len(full) >= 2 and why_kept.keys() == why.keys()
+    for (i, j, res), (a, b, got) in zip(full, kept):
+        assert (a, b) == (i, j) and got[:3] == (i, j, res.n_inliers)
+        assert np.array_equal(got[3], res.H)
