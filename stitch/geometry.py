@@ -55,6 +55,14 @@ def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return out
 
 
+def frame_points(sizes: np.ndarray) -> np.ndarray:
+    """(m, 5, 3) homogeneous px of frames (w, h) ``sizes`` (m, 2): the centre, then the corners TL, TR, BR, BL."""
+    w, h = sizes[:, 0], sizes[:, 1]
+    one, zero = np.ones_like(w), np.zeros_like(w)
+    return np.stack([np.stack([(w - 1) / 2.0, (h - 1) / 2.0, one], 1), np.stack([zero, zero, one], 1),
+                     np.stack([w, zero, one], 1), np.stack([w, h, one], 1), np.stack([zero, h, one], 1)], 1)
+
+
 def image_corners(width: int, height: int) -> np.ndarray:
     """The four corners (4, 2) of a W x H image in pixel coordinates: TL, TR, BR, BL."""
     return np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)

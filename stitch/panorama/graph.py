@@ -438,8 +438,8 @@ def match_graph(works: Sequence[np.ndarray], names: Sequence[str], config: Panor
     ``masks``: (h, w) bool feature masks at the working resolution, or None (no keypoint where False).
     ``fallback`` (i < j): the pairs screened between the parts ``pairs`` leaves (default: every skipped pair).
     ``keep(i, j, result)``: what is kept of each accepted result, made as it is accepted, in its place in the
-    list (default: the result, with every candidate and tentative match). Phases: the pairs; the skipped pairs between the parts the shortlist left; the
-    harder search on the pairs still between parts. Memory: above FREE_FEATURES_MIN_IMAGES images, an image's
+    list (default: the result, with every candidate and tentative match). Phases: the pairs; the skipped pairs
+    between the parts the shortlist left; the harder search on the pairs still between parts. Memory: above FREE_FEATURES_MIN_IMAGES images, an image's
     features live from its first pair of a phase to its last (``pair_schedule`` orders the pairs so that few images
     hold theirs at once), not all at once.
     """

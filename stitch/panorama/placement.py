@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from stitch.geometry import frame_points
 from stitch.homography.quality import ScoreConfig, make_context, photometric
 from stitch.profile import profiled
 
@@ -49,17 +50,14 @@ def frame_boxes(H: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """(boxes (n, 4): x0, y0, x1, y1 of each image's corners mapped by H (n, 3, 3) into the frame, widened by
     BOX_SLACK of their extent (at least 1 px); bounded (n,) bool: every corner has w of the same sign, away from 0,
     so the whole image maps to the convex quadrilateral inside its box) for (w, h) sizes (n, 2)."""
-    w, h = sizes[:, 0], sizes[:, 1]
-    one, zero = np.ones_like(w), np.zeros_like(w)
-    corners = np.stack([np.stack(c, 1) for c in ((zero, zero, one), (w, zero, one), (w, h, one), (zero, h, one))], 1)
-    q = corners @ np.swapaxes(H, 1, 2)  # (n, 4, 3)
+    q = frame_points(sizes)[:, 1:] @ np.swapaxes(H, 1, 2)  # (n, 4, 3): the corners in the frame
     wq = q[..., 2]
     bounded = (np.all(wq > 1e-12, axis=1) | np.all(wq < -1e-12, axis=1))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # unbounded ones: any value, unused
         xy = q[..., :2] / wq[..., None]
-    lo, hi = xy.min(axis=1), xy.max(axis=1)
-    pad = np.maximum(1.0, BOX_SLACK * (hi - lo).max(axis=1))[:, None]
-    boxes = np.concatenate([lo - pad, hi + pad], 1)
+        lo, hi = xy.min(axis=1), xy.max(axis=1)
+        pad = np.maximum(1.0, BOX_SLACK * (hi - lo).max(axis=1))[:, None]
+        boxes = np.concatenate([lo - pad, hi + pad], 1)
     return np.where(bounded[:, None], boxes, 0.0), bounded
 
 
@@ -97,8 +95,9 @@ class ModelOverlaps:
         rel = rel * sign
         back = self.H_inv[a] @ self.H[a + 1:] * sign  # the inverse of each rel
         box, others = self.boxes[a], self.boxes[a + 1:]
-        apart = (self.bounded[a] & self.bounded[a + 1:]
-                 & ((others[:, 0] > box[2]) | (others[:, 2] < box[0]) | (others[:, 1] > box[3]) | (others[:, 3] < box[1])))
+        miss = ((others[:, 0] > box[2]) | (others[:, 2] < box[0])
+                | (others[:, 1] > box[3]) | (others[:, 3] < box[1]))
+        apart = self.bounded[a] & self.bounded[a + 1:] & miss
         near = np.flatnonzero(~apart)
         fa, fb = np.zeros(len(rel)), np.zeros(len(rel))
         fa[near] = _inside(rel[near], self.lattice[a], self.sizes[a + 1:][near])

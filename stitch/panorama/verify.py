@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stitch.geometry import transfer_errors
+from stitch.geometry import frame_points, transfer_errors
 from stitch.panorama.camera import relative_rotation
 from stitch.panorama.viewgraph import PairEdge, components_of
 
@@ -204,14 +204,6 @@ def overlaps_many(G_a: np.ndarray, G_b: np.ndarray, size_a: np.ndarray, size_b: 
         x, y = p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
     w, h = s_a[:, 0], s_a[:, 1]
     return front & (margin * w <= x) & (x <= (1 - margin) * w) & (margin * h <= y) & (y <= (1 - margin) * h)
-
-
-def frame_points(sizes: np.ndarray) -> np.ndarray:
-    """(m, 5, 3) homogeneous px of frames (w, h) ``sizes`` (m, 2): the centre, then the corners TL, TR, BR, BL."""
-    w, h = sizes[:, 0], sizes[:, 1]
-    one, zero = np.ones_like(w), np.zeros_like(w)
-    return np.stack([np.stack([(w - 1) / 2.0, (h - 1) / 2.0, one], 1), np.stack([zero, zero, one], 1),
-                     np.stack([w, zero, one], 1), np.stack([w, h, one], 1), np.stack([zero, h, one], 1)], 1)
 
 
 def frame_cones(G: np.ndarray, sizes: np.ndarray | None = None, pts: np.ndarray | None = None
