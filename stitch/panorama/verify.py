@@ -137,13 +137,14 @@ def edge_errors_many(edges: Sequence[PairEdge], G_i: np.ndarray, G_j: np.ndarray
                      points: int = CHECK_POINTS, pts: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
                      ) -> np.ndarray:
     """``edge_error`` of m edges at once (m,): placements G_i, G_j (m, 3, 3), scales (m,); the edges with the same
-    number of check points go through one batched solve and ``transfer_errors`` (a placement's every edge).
-    ``pts``: the edges' ``check_points`` when already known."""
+    number of check points go through one batched solve and transfer errors (``geometry.transfer_errors``'
+    values; a placement's every edge). ``pts``: the edges' ``check_points`` when already known."""
     out = np.empty(len(edges))
     pts = [check_points(e, points) for e in edges] if pts is None else pts
     sizes = [len(a) for a, _ in pts]
-    for k in sorted(set(sizes)):
-        at = (np.arange(len(sizes)) if len(set(sizes)) == 1 else np.flatnonzero(np.asarray(sizes) == k))
+    counts = sorted(set(sizes))
+    for k in counts:
+        at = np.arange(len(sizes)) if len(counts) == 1 else np.flatnonzero(np.asarray(sizes) == k)
         if k == 0:
             out[at] = np.inf
             continue
