@@ -34,9 +34,13 @@ def release_free_memory() -> None:
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
     """Within: NumPy's BLAS (OpenBLAS, MKL) runs on one thread, so threads of ours that each multiply matrices do
-    not fight its threads for the cores (``threadpoolctl``; the whole process, restored after)."""
-    from threadpoolctl import threadpool_limits
-
+    not fight its threads for the cores (``threadpoolctl``; the whole process, restored after). Without
+    threadpoolctl (an install that predates the dependency) BLAS keeps its threads: the same results, slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 

@@ -252,3 +252,12 @@ def test_match_graph_keeps_what_keep_makes_of_each_result(samples_dir):
     for (i, j, res), (a, b, got) in zip(full, kept):
         assert (a, b) == (i, j) and got[:3] == (i, j, res.n_inliers)
         assert np.array_equal(got[3], res.H)
+
+
+def test_pair_votes_threads_without_threadpoolctl(monkeypatch):
+    """An install without threadpoolctl counts the same votes on threads (BLAS keeps its own threads)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
+    desc = _strip_descriptors(10, per=70)
+    assert np.array_equal(pair_votes(desc, block=3, workers=2), pair_votes(desc, block=3))
