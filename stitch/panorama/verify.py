@@ -137,8 +137,8 @@ def edge_errors_many(edges: Sequence[PairEdge], G_i: np.ndarray, G_j: np.ndarray
                      points: int = CHECK_POINTS, pts: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
                      ) -> np.ndarray:
     """``edge_error`` of m edges at once (m,): placements G_i, G_j (m, 3, 3), scales (m,); the edges with the same
-    number of check points go through one batched solve and transfer errors (``geometry.transfer_errors``'
-    values; a placement's every edge). ``pts``: the edges' ``check_points`` when already known."""
+    number of check points go through one batched solve and ``transfer_errors`` (a placement's every edge).
+    ``pts``: the edges' ``check_points`` when already known."""
     out = np.empty(len(edges))
     pts = [check_points(e, points) for e in edges] if pts is None else pts
     sizes = [len(a) for a, _ in pts]
@@ -152,29 +152,11 @@ def edge_errors_many(edges: Sequence[PairEdge], G_i: np.ndarray, G_j: np.ndarray
         dst = np.stack([pts[m][1] for m in at])
         try:
             H = np.linalg.solve(G_j[at], G_i[at])
-            errs = _transfer_errors_stack(H, src, dst)
         except np.linalg.LinAlgError:  # a singular placement: edge by edge, as edge_error does it
             out[at] = [edge_error(edges[m], G_i[m], G_j[m], scales[m], points) for m in at]
             continue
-        out[at] = _median_rows(errs) * scales[at]
+        out[at] = _median_rows(transfer_errors(H, src, dst)) * scales[at]
     return out
-
-
-def _transfer_errors_stack(H: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """``geometry.transfer_errors`` of a stack (m, 3, 3) of invertible H and matches (m, k, 2), k >= 1, value for
-    value, in fewer calls: both directions' projections in one batched product (LinAlgError: a singular H)."""
-    m = len(H)
-    both = np.concatenate([H, np.linalg.inv(H)])  # (2m, 3, 3): forward, then backward
-    pts = np.concatenate([src, dst]).astype(np.float64, copy=False)
-    ph = np.concatenate([pts, np.ones(pts.shape[:-1] + (1,))], -1) @ np.swapaxes(both, -1, -2)
-    w = ph[..., 2:3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        moved = ph[..., :2] / w
-        moved[np.abs(w[..., 0]) < 1e-12] = np.inf
-        sq = np.sum((moved - np.concatenate([dst, src])) ** 2, axis=-1)
-        e = np.sqrt(0.5 * (sq[:m] + sq[m:]))
-    e[~np.isfinite(e)] = np.inf
-    return e
 
 
 def _median_rows(x: np.ndarray) -> np.ndarray:
@@ -487,10 +469,10 @@ def verify_edges(nodes: Sequence[int], edges: Sequence[PairEdge], K: dict[int, n
         best: tuple[float, list[float]] | None = None
         for seed in order[:seeds]:
             grown = placer.grow(seed, bar=floor if best is None else max(floor, best[0]))
-            if grown is not None:
-                got = placer.judge(grown)
-                if best is None or got[0] > best[0]:
-                    best = got
+            if best is None:
+                best = None if grown is None else placer.judge(grown)
+            else:
+                best = _better(placer, grown, best, 0.0)
         if best is None:
             return None
         for _ in range(IMPROVE_ROUNDS):  # grow again through the strongest edges the best placement rejects
