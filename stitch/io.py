@@ -384,14 +384,19 @@ class LoadedImages:
 
 
 def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_side: int = 1,
-                depth: bool = False, keep: Callable[[int, str, Pixels], Any] | None = None) -> LoadedImages:
+                depth: bool = False, keep: Callable[[int, str, Pixels], Any] | None = None,
+                ordered_map: Callable[[Callable[[int], Any], int], Iterable[Any]] | None = None) -> LoadedImages:
     """Read every input as Pixels (load_pixels): images (H, W, 3) BGR, uint8, or uint16 for 16-bit inputs with
     ``depth``; unreadable files (or ones below min_side px) warn and are skipped (arrays, or with
     skip_unreadable=False: raise). ``indices``: each image's place in inputs. ``keep``: what ``images`` holds of
-    each one instead, keep(index in inputs, name, Pixels), called in input order as it is read (so only one
-    image at a time needs to be in memory; ``valid`` then holds None)."""
-    out = LoadedImages([], [])
-    for i, src in enumerate(inputs):
+    each one instead, keep(index in inputs, name, Pixels), called as each is read (so only the images being read
+    need to be in memory; ``valid`` then holds None). ``ordered_map(fn, n)``: how the reads run, fn(0), ...,
+    fn(n - 1) returned in order (e.g. a few at a time on threads: stitch.panorama.threads.in_order); keep then
+    runs on those threads and must not depend on the other inputs. The result, warnings and errors are those of
+    reading one input after the other."""
+
+    def read(i: int) -> tuple[str, Any, np.ndarray | None, ImageReadError | None]:
+        src = inputs[i]
         name = image_name(src, i)
         try:
             px = load_pixels(src, name)
@@ -399,13 +404,22 @@ def load_images(inputs: Sequence[ImageLike], skip_unreadable: bool = True, min_s
         except ImageReadError as exc:
             if not skip_unreadable or isinstance(src, np.ndarray):
                 raise
+            return name, None, None, exc
+        if keep is not None:
+            return name, keep(i, name, px), None, None  # keep's result carries what it needs of the valid mask
+        return name, px.image if depth else to_bgr8(px.image, name), px.valid, None
+
+    out = LoadedImages([], [])
+    reads = ordered_map(read, len(inputs)) if ordered_map is not None else map(read, range(len(inputs)))
+    for i, (name, kept, valid, exc) in enumerate(reads):
+        if exc is not None:
             warnings.warn(f"skipping {exc}", stacklevel=2)
-            out.skipped.append(Skipped(name, str(exc).removeprefix(f"{src}: "), isinstance(exc, ImageTooSmallError)))
+            out.skipped.append(Skipped(name, str(exc).removeprefix(f"{inputs[i]}: "), isinstance(exc, ImageTooSmallError)))
             continue
-        out.images.append(keep(i, name, px) if keep is not None else px.image if depth else to_bgr8(px.image, name))
+        out.images.append(kept)
         out.names.append(name)
         out.indices.append(i)
-        out.valid.append(px.valid if keep is None else None)  # keep's result carries what it needs of it
+        out.valid.append(valid)
     return out
 
 

@@ -172,6 +172,31 @@ def test_load_images_keep_sees_each_readable_input_in_order(tmp_path):
     assert loaded.valid == [None, None]  # what keep made carries what it needs of each image
 
 
+def test_load_images_on_threads_gives_the_sequential_result(tmp_path):
+    """ordered_map (here threads.in_order on two threads, two reads ahead) changes neither the images, their order,
+    the skipped inputs and their warnings, nor the first error when unreadable inputs must raise."""
+    from stitch.panorama.threads import in_order, thread_pool
+
+    paths = [write(tmp_path / f"ok_{i}.png", np.full((6 + i, 6, 3), 20 * i, np.uint8)) for i in range(6)]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    tiny = write(tmp_path / "tiny.png", np.zeros((2, 2, 3), np.uint8))
+    inputs = [paths[0], bad, *paths[1:4], tiny, *paths[4:]]
+    keep = lambda i, name, px: (i, name, px.image.shape[0], int(px.image[0, 0, 0]))
+    with pytest.warns(UserWarning) as one:
+        alone = load_images(inputs, min_side=4, keep=keep)
+    with thread_pool(2, len(inputs)) as pool, pytest.warns(UserWarning) as two:
+        threaded = load_images(inputs, min_side=4, keep=keep, ordered_map=lambda fn, n: in_order(fn, n, pool, 2))
+    assert threaded.images == alone.images == [(k, f"ok_{j}.png", 6 + j, 20 * j)
+                                               for k, j in zip([0, 2, 3, 4, 6, 7], range(6))]
+    assert threaded.indices == alone.indices == [0, 2, 3, 4, 6, 7]
+    assert [str(w.message) for w in two] == [str(w.message) for w in one] and len(one) == 2
+    assert [(s.name, s.too_small) for s in threaded.skipped] == [("broken.jpg", False), ("tiny.png", True)]
+    with thread_pool(2, 3) as pool, pytest.raises(ImageReadError, match="broken.jpg"):
+        load_images([paths[0], bad, tiny], min_side=4, skip_unreadable=False,
+                    ordered_map=lambda fn, n: in_order(fn, n, pool, 2))
+
+
 # --- writing -------------------------------------------------------------------------------------
 
 

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import cv2
@@ -608,6 +608,11 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
     gc_w = [np.zeros(((r[3] - r[1]) >> c, (r[2] - r[0]) >> c), np.float32) for r in inner]
     n_strips = -(-Hp // lay.rows)
     sharp = any(src.differ is not None for src in sources)
+
+    def collapse(acc: list[np.ndarray], wsum: list[np.ndarray], y0: int, y1: int, Y0: int) -> None:
+        fine[y0:y1] = _collapse_fine(acc, wsum, y0 - Y0, y1 - Y0, fine.dtype == np.int16)  # int16: an exact cast
+
+    collapsing: Future[None] | None = None  # the previous strip's, on the pool while this strip's parts are made
     for s_idx, strip in enumerate(lay.strips()):
         y0, y1, Y0, Y1 = strip
         acc = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv, 3), np.float32) for lv in range(c)]
@@ -619,15 +624,23 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
             _add_part(part, (gc_img[k], gc_w[k]), (acc, wsum), mask)
             del part  # not held while the next one is awaited
         cache = parts = None  # the strip's warps are not held while the next strip's are made
-        fine[y0:y1] = _collapse_fine(acc, wsum, y0 - Y0, y1 - Y0, fine.dtype == np.int16)  # int16: an exact cast
+        if collapsing is not None:
+            collapsing.result()  # at most one strip's sums wait for their collapse
+        if pool is None or ahead < 2:
+            collapse(acc, wsum, y0, y1, Y0)
+        else:
+            collapsing = pool.submit(collapse, acc, wsum, y0, y1, Y0)
+        acc = wsum = None
         if progress is not None:
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
+    if collapsing is not None:
+        collapsing.result()
     coarse = _coarse_bands(sources, inner, gc_img, gc_w, levels, c, Wp, Hp)
     del gc_img, gc_w
     release_free_memory()  # the strips' arrays, freed on the threads, before the output's
     if progress is not None:
         progress(n_strips, n_strips + 1, "blending: low bands")
-    out = _add_coarse(fine, coarse, mask, lay, dtype)
+    out = _add_coarse(fine, coarse, mask, lay, dtype, pool, ahead)
     if progress is not None:
         progress(n_strips + 1, n_strips + 1, "blending done")
     return out, mask
@@ -749,9 +762,9 @@ def _collapse_fine(acc: list[np.ndarray], wsum: list[np.ndarray], r0: int, r1: i
 
 
 def _add_coarse(fine: np.ndarray, coarse: np.ndarray, mask: np.ndarray, lay: _Layout,
-                dtype: type = np.uint8) -> np.ndarray:
+                dtype: type = np.uint8, pool: Executor | None = None, ahead: int = 1) -> np.ndarray:
     """The output (Hc, W, 3) of ``dtype`` (uint8 or uint16): per strip, the coarse result upsampled c times plus the
-    stored fine part.
+    stored fine part (the strips on ``pool``, ``ahead`` at a time: each writes its own rows).
 
     fine (Hp, Wp, 3) int16 in FINE_SCALE units (or float32 in pixel units); coarse (Hp >> c, Wp >> c, 3) float32;
     black where ``mask`` is False.
@@ -759,13 +772,14 @@ def _add_coarse(fine: np.ndarray, coarse: np.ndarray, mask: np.ndarray, lay: _La
     c, W, Hc = lay.c, lay.W, lay.Hc
     unit = FINE_SCALE if fine.dtype == np.int16 else 1.0
     out = np.zeros((Hc, W, 3), dtype)
-    for y0, y1, Y0, Y1 in lay.strips():
+    strips = [strip for strip in lay.strips() if min(strip[1], Hc) > strip[0]]
+
+    def one(i: int) -> None:
+        y0, y1, Y0, Y1 = strips[i]
         up = np.ascontiguousarray(coarse[Y0 >> c:Y1 >> c])
         for lv in range(c - 1, -1, -1):
             up = _up(up, (((Y1 - Y0) >> lv), lay.Wp >> lv, 3))
         hh = min(y1, Hc) - y0
-        if hh <= 0:
-            continue
         vals = fine[y0:y0 + hh, :W].astype(np.float32)
         vals *= np.float32(1.0 / unit)
         vals += up[y0 - Y0:y0 - Y0 + hh, :W]
@@ -773,6 +787,9 @@ def _add_coarse(fine: np.ndarray, coarse: np.ndarray, mask: np.ndarray, lay: _La
         keep = mask[y0:y0 + hh].view(np.uint8)  # the pixels no image covers stay black
         px = vals.astype(dtype)
         out[y0:y0 + hh] = cv2.bitwise_and(px, px, mask=keep)
+
+    for _ in in_order(one, len(strips), pool, ahead):
+        pass
     return out
 
 

@@ -73,7 +73,9 @@ MIN_SHORTLIST_VOTES = 10
 
 def image_key(img: np.ndarray) -> str:
     """Content digest (hex) of an image array: the same pixels and shape give the same key, whatever the order."""
-    return hashlib.sha1(repr(img.shape).encode() + np.ascontiguousarray(img).tobytes()).hexdigest()
+    digest = hashlib.sha1(repr(img.shape).encode())
+    digest.update(np.ascontiguousarray(img).data)  # the buffer itself: no copy of the pixels
+    return digest.hexdigest()
 
 
 def flip_result(res: HomographyResult) -> HomographyResult:

@@ -114,7 +114,7 @@ from stitch.panorama.output import DEFAULT_JPEG_QUALITY, write_panorama
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, placement_scores
 from stitch.panorama.rectangle import Mesh
 from stitch.panorama.resolution import native_scales, typical_scale
-from stitch.panorama.threads import release_free_memory
+from stitch.panorama.threads import in_order, release_free_memory, thread_pool
 from stitch.panorama.verify import (
     EDGE_FACTOR,
     EDGE_MIN_PX,
@@ -363,17 +363,20 @@ def _warn(msg: str, sink: list[str]) -> None:
 
 
 @profiled("read")
-def read_inputs(inputs: Sequence[ImageLike], notes: list[str], keep: Callable[[int, str, Pixels], Any] | None = None
-                ) -> tuple[list[Any], list[str], list, list[int]]:
+def read_inputs(inputs: Sequence[ImageLike], notes: list[str], keep: Callable[[int, str, Pixels], Any] | None = None,
+                workers: int = 1) -> tuple[list[Any], list[str], list, list[int]]:
     """(images as io.Pixels: (H, W, 3) uint8, or uint16 from 16-bit inputs, and the alpha's valid mask; names,
     dropped [(name, reason)], each image's index in inputs) of the readable inputs with each side >=
     MIN_IMAGE_SIDE px; needs >= 2 of them. ``keep``: what is kept of each image instead of its Pixels
-    (stitch.io.load_images)."""
+    (stitch.io.load_images), run on the ``workers`` threads that decode the files, a file ahead each (the result
+    does not depend on it)."""
     if isinstance(inputs, (str, bytes, np.ndarray)) or not hasattr(inputs, "__len__"):
         raise ConfigError("paths_or_arrays: expected a list of image paths or arrays")
-    with warnings.catch_warnings(record=True) as caught:
+    inputs = list(inputs)
+    with warnings.catch_warnings(record=True) as caught, thread_pool(workers, len(inputs)) as pool:
         warnings.simplefilter("always")
-        loaded = load_images(list(inputs), min_side=MIN_IMAGE_SIDE, depth=True, keep=keep)
+        loaded = load_images(inputs, min_side=MIN_IMAGE_SIDE, depth=True, keep=keep,
+                             ordered_map=lambda fn, n: in_order(fn, n, pool, workers))
     for w in caught:
         _warn(str(w.message), notes)
     dropped = [(s.name, s.reason if s.too_small else f"unreadable: {s.reason}") for s in loaded.skipped]
@@ -392,15 +395,17 @@ def read_inputs(inputs: Sequence[ImageLike], notes: list[str], keep: Callable[[i
 
 def drop_duplicates(scans: list[Scan], names: list[str], dropped: list, notes: list[str]
                     ) -> tuple[list[int], list[tuple[str, str]]]:
-    """The indices of the scans (workset.Scan) that repeat no earlier image, and each duplicate's (name, the kept
-    image it repeats); each dropped one is recorded."""
-    keep, same = [], []
+    """The indices of the scans (workset.Scan) that repeat no earlier image (the same content key), and each
+    duplicate's (name, the kept image it repeats); each dropped one is recorded."""
+    keep, same, first = [], [], {}
     for k, sc in enumerate(scans):
-        if sc.same_as is None:
+        if sc.key not in first:
+            first[sc.key] = names[k]
             keep.append(k)
             continue
-        reason = "given twice (the same image)" if sc.same_as == names[k] else f"identical to {sc.same_as}"
-        same.append((names[k], sc.same_as))
+        earlier = first[sc.key]
+        reason = "given twice (the same image)" if earlier == names[k] else f"identical to {earlier}"
+        same.append((names[k], earlier))
         dropped.append((names[k], reason))
         _warn(f"dropped {names[k]}: {reason}", notes)
     return keep, same
@@ -785,7 +790,8 @@ def screen_pairs(paths_or_arrays: Sequence[ImageLike], cfg: PanoramaConfig, prog
     mask_list = load_masks(masks, len(paths_or_arrays) if hasattr(paths_or_arrays, "__len__") else 0)
     lazy = lazy_inputs(paths_or_arrays) if lazy is None else lazy
     scans, names, dropped, index = read_inputs(paths_or_arrays, notes,
-                                               keep=InputScanner(cfg.work_megapix, mask_list, lazy))
+                                               keep=InputScanner(cfg.work_megapix, mask_list, lazy),
+                                               workers=resolve_workers(cfg.workers))
     keep, same = drop_duplicates(scans, names, dropped, notes)
     scans, names, source = [scans[k] for k in keep], [names[k] for k in keep], [index[k] for k in keep]
     if len(scans) < 2:
@@ -996,7 +1002,7 @@ def compose(paths_or_arrays: Sequence[ImageLike], cameras: Registration | str | 
     notes: list[str] = []
     if cfg.compose.timelapse is not None:
         check_timelapse_dir(cfg.compose.timelapse, paths_or_arrays if isinstance(paths_or_arrays, (list, tuple)) else ())
-    images, names, _, _ = read_inputs(paths_or_arrays, notes)
+    images, names, _, _ = read_inputs(paths_or_arrays, notes, workers=resolve_workers(cfg.workers))
     by_name = dict(zip(names, images))
     missing = [c.name for c in reg.cameras if c.name not in by_name]
     if missing:

@@ -1,9 +1,9 @@
 """The working set of registration: each input read once and reduced to what the pair search needs.
 
-``InputScanner`` sees every readable input in order (stitch.io.load_images' ``keep``) and keeps a ``Scan``: the
-image's content key (graph.image_key), its size, its valid mask (alpha), the working image (``to_work``: about
-work_megapix MP, uint8) with its feature mask at that size, and the gray thumbnail the placement check reads.
-An exact duplicate of an earlier image keeps only its key and the name it repeats.
+``InputScanner`` sees every readable input (stitch.io.load_images' ``keep``, on the reading threads) and keeps a
+``Scan``: the image's content key (graph.image_key), its size, its valid mask (alpha), the working image
+(``to_work``: about work_megapix MP, uint8) with its feature mask at that size, and the gray thumbnail the placement
+check reads. The pipeline drops an exact duplicate of an earlier image by its key.
 
 Many photos: with more than LAZY_MIN_IMAGES file inputs (``lazy_inputs``), a Scan keeps neither the
 full-resolution image nor the working image. The pair search's graph.WorkImages makes an image's working image
@@ -51,14 +51,13 @@ def lazy_inputs(inputs: Sequence[ImageLike]) -> bool:
 
 @dataclass
 class Scan:
-    """One readable input, reduced: content ``key``, ``size`` (w, h) and, unless it repeats an earlier image
-    (``same_as``: that image's name), its ``valid`` mask (H, W) bool or None, the full-resolution ``image`` and the
-    working image ``work`` (all three None when the scan is lazy), ``work_size`` (w, h), the feature mask at that size
-    ``work_mask`` (h, w) bool or None, and ``thumb``: the gray working image at most PLACEMENT_SIDE px."""
+    """One readable input, reduced: content ``key``, ``size`` (w, h), its ``valid`` mask (H, W) bool or None, the
+    full-resolution ``image`` and the working image ``work`` (all three None when the scan is lazy), ``work_size``
+    (w, h), the feature mask at that size ``work_mask`` (h, w) bool or None, and ``thumb``: the gray working image at
+    most PLACEMENT_SIDE px."""
 
     key: str
     size: tuple[int, int]
-    same_as: str | None = None
     valid: np.ndarray | None = None
     image: np.ndarray | None = None
     work: np.ndarray | None = None
@@ -68,28 +67,25 @@ class Scan:
 
 
 class InputScanner:
-    """stitch.io.load_images' ``keep``: (index in the inputs, name, Pixels) -> Scan, in input order.
+    """stitch.io.load_images' ``keep``: (index in the inputs, name, Pixels) -> Scan, of each input alone (so any
+    thread may scan any input).
 
     masks: the user's feature mask per input (None: the whole image), checked against the image
     (inputs.check_mask); ``lazy``: keep neither image (see the module docstring)."""
 
     def __init__(self, megapix: float, masks: Sequence[np.ndarray | None], lazy: bool):
         self.megapix, self.masks, self.lazy = megapix, masks, lazy
-        self.seen: dict[str, str] = {}
 
     def __call__(self, index: int, name: str, px: Pixels) -> Scan:
         key = image_key(px.image)
         size = (px.image.shape[1], px.image.shape[0])
-        if key in self.seen:
-            return Scan(key, size, same_as=self.seen[key])
-        self.seen[key] = name
         work = to_work(px.image, self.megapix)
         work_size = (work.shape[1], work.shape[0])
         mask = work_mask(feature_mask(check_mask(self.masks[index], px.image.shape, name), px.valid), work_size)
         thumb = to_gray(resize_max_side(work, PLACEMENT_SIDE)[0])
         if self.lazy:  # the valid mask too: it is read again with the photo for compositing
-            return Scan(key, size, None, None, None, None, work_size, mask, thumb)
-        return Scan(key, size, None, px.valid, px.image, work, work_size, mask, thumb)
+            return Scan(key, size, None, None, None, work_size, mask, thumb)
+        return Scan(key, size, px.valid, px.image, work, work_size, mask, thumb)
 
 
 def work_loader(inputs: Sequence[ImageLike], source: Sequence[int], names: Sequence[str],

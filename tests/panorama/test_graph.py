@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import cv2
 import numpy as np
 
-from stitch.panorama.graph import pair_votes, ratio_passes
+from stitch.panorama.graph import image_key, pair_votes, ratio_passes
 
 
 def _bf_count(a: np.ndarray, b: np.ndarray, ratio: float) -> int:
@@ -261,3 +263,16 @@ def test_pair_votes_threads_without_threadpoolctl(monkeypatch):
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
     desc = _strip_descriptors(10, per=70)
     assert np.array_equal(pair_votes(desc, block=3, workers=2), pair_votes(desc, block=3))
+
+
+def test_image_key_is_the_digest_of_shape_and_pixels():
+    """The key hashes the shape's repr and the C-ordered pixels (a saved Registration's keys stay valid): the same
+    pixels give the same key in any memory layout, another shape or pixel another key."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    expected = hashlib.sha1(repr(img.shape).encode() + img.tobytes()).hexdigest()
+    assert image_key(img) == expected == image_key(np.asfortranarray(img))
+    assert image_key(img[:, ::-1][:, ::-1]) == expected
+    other = img.copy()
+    other[3, 4, 1] ^= 1
+    assert image_key(other) != expected and image_key(img.reshape(9, 7, 3)) != expected
