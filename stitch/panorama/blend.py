@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import cv2
@@ -560,6 +560,8 @@ def _expanded(box: tuple[int, int, int, int], margin: int, align: int, Wp: int, 
 
 #: Fixed-point scale of the stored fine bands (int16): 1/32 gray level, range +-1023.
 FINE_SCALE = 32.0
+#: Output rows ``_add_coarse`` finishes at a time (its float temporaries: 12 bytes per pixel of them).
+ADD_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -609,10 +611,6 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
     n_strips = -(-Hp // lay.rows)
     sharp = any(src.differ is not None for src in sources)
 
-    def collapse(acc: list[np.ndarray], wsum: list[np.ndarray], y0: int, y1: int, Y0: int) -> None:
-        fine[y0:y1] = _collapse_fine(acc, wsum, y0 - Y0, y1 - Y0, fine.dtype == np.int16)  # int16: an exact cast
-
-    collapsing: Future[None] | None = None  # the previous strip's, on the pool while this strip's parts are made
     for s_idx, strip in enumerate(lay.strips()):
         y0, y1, Y0, Y1 = strip
         acc = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv, 3), np.float32) for lv in range(c)]
@@ -624,17 +622,10 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
             _add_part(part, (gc_img[k], gc_w[k]), (acc, wsum), mask)
             del part  # not held while the next one is awaited
         cache = parts = None  # the strip's warps are not held while the next strip's are made
-        if collapsing is not None:
-            collapsing.result()  # at most one strip's sums wait for their collapse
-        if pool is None or ahead < 2:
-            collapse(acc, wsum, y0, y1, Y0)
-        else:
-            collapsing = pool.submit(collapse, acc, wsum, y0, y1, Y0)
+        fine[y0:y1] = _collapse_fine(acc, wsum, y0 - Y0, y1 - Y0, fine.dtype == np.int16)  # int16: an exact cast
         acc = wsum = None
         if progress is not None:
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
-    if collapsing is not None:
-        collapsing.result()
     coarse = _coarse_bands(sources, inner, gc_img, gc_w, levels, c, Wp, Hp)
     del gc_img, gc_w
     release_free_memory()  # the strips' arrays, freed on the threads, before the output's
@@ -779,14 +770,15 @@ def _add_coarse(fine: np.ndarray, coarse: np.ndarray, mask: np.ndarray, lay: _La
         up = np.ascontiguousarray(coarse[Y0 >> c:Y1 >> c])
         for lv in range(c - 1, -1, -1):
             up = _up(up, (((Y1 - Y0) >> lv), lay.Wp >> lv, 3))
-        hh = min(y1, Hc) - y0
-        vals = fine[y0:y0 + hh, :W].astype(np.float32)
-        vals *= np.float32(1.0 / unit)
-        vals += up[y0 - Y0:y0 - Y0 + hh, :W]
-        np.clip(np.rint(vals, out=vals), 0, np.iinfo(dtype).max, out=vals)
-        keep = mask[y0:y0 + hh].view(np.uint8)  # the pixels no image covers stay black
-        px = vals.astype(dtype)
-        out[y0:y0 + hh] = cv2.bitwise_and(px, px, mask=keep)
+        for r0 in range(y0, min(y1, Hc), ADD_ROWS):  # a few rows at a time: no strip-size temporaries
+            r1 = min(r0 + ADD_ROWS, y1, Hc)
+            vals = fine[r0:r1, :W].astype(np.float32)
+            vals *= np.float32(1.0 / unit)
+            vals += up[r0 - Y0:r1 - Y0, :W]
+            np.clip(np.rint(vals, out=vals), 0, np.iinfo(dtype).max, out=vals)
+            keep = mask[r0:r1].view(np.uint8)  # the pixels no image covers stay black
+            px = vals.astype(dtype)
+            out[r0:r1] = cv2.bitwise_and(px, px, mask=keep)
 
     for _ in in_order(one, len(strips), pool, ahead):
         pass

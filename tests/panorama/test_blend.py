@@ -83,8 +83,7 @@ def test_strips_equal_whole_canvas(step_pair):
     strips = compose_panorama(imgs, Hs, canvas, ComposeConfig(crop=False, strip_pixels=20_000))
     diff = np.abs(whole.image.astype(int) - strips.image.astype(int))
     assert diff.max() <= 1 and diff.mean() < 0.01
-    # on 2 threads (a strip's collapse overlapping the next strip's images, the output's strips in parallel): the
-    # same pixels as on one
+    # on 2 threads (the images of a strip, the output's strips in parallel): the same pixels as on one
     two = compose_panorama(imgs, Hs, canvas, ComposeConfig(crop=False, strip_pixels=20_000), workers=2)
     assert -(-canvas.size[1] // (20_000 // canvas.size[0])) >= 8  # several strips
     assert np.array_equal(two.image, strips.image)
