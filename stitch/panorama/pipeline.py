@@ -114,7 +114,7 @@ from stitch.panorama.output import DEFAULT_JPEG_QUALITY, write_panorama
 from stitch.panorama.placement import MIN_PLACEMENT_SCORE, placement_scores
 from stitch.panorama.rectangle import Mesh
 from stitch.panorama.resolution import native_scales, typical_scale
-from stitch.panorama.threads import in_order, release_free_memory, thread_pool
+from stitch.panorama.threads import in_order, keep_freed_memory, release_free_memory, thread_pool
 from stitch.panorama.verify import (
     EDGE_FACTOR,
     EDGE_MIN_PX,
@@ -879,6 +879,7 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
     ``metadata``: the reference photo's, which Panorama.save carries into the file.
     """
     t0 = time.perf_counter() if t0 is None else t0
+    keep_freed_memory()  # the process's malloc keeps the stages' freed arrays for reuse, handed back below
     names = reg.names
     H_list = reg.homographies()
     sizes = [c.size for c in reg.cameras]
@@ -907,6 +908,7 @@ def render(images: list[Pixels], reg: Registration, cfg: PanoramaConfig, progres
                             natives=[natives[k] for k in pieces], max_pixels=cfg.max_canvas_pixels,
                             workers=resolve_workers(cfg.workers))
     del kept
+    release_free_memory()  # what the stages kept for reuse
     for msg in comp.notes:
         _warn(msg, notes)
     canvas = comp.canvas or canvas  # scaled for the output resolution

@@ -18,6 +18,32 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+#: glibc malloc while a panorama is made (``keep_freed_memory``): arrays up to MALLOC_MMAP_THRESHOLD bytes come from
+#: the heap instead of fresh mappings, freed heap up to MALLOC_TRIM_THRESHOLD stays for the next arrays, and the heap
+#: grows MALLOC_TOP_PAD at a time (why these values: docs/measurements.md, "threads").
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 1 << 30
+MALLOC_TOP_PAD = 256 << 20
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # mallopt's parameter numbers (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse (``mallopt``: the whole process, from then on; elsewhere a no-op):
+    True when set.
+
+    The compositing stages allocate and free arrays of tens of MB per strip; by default each is a fresh mapping,
+    zeroed page by page and unmapped again, which with several threads costs more kernel time than the arithmetic.
+    ``release_free_memory`` still hands the kept memory back at the end of a stage and of a stitch.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all(libc.mallopt(param, value) == 1 for param, value in ((_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD),
+                                                                        (_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD),
+                                                                        (_M_TOP_PAD, MALLOC_TOP_PAD)))
+    except (OSError, AttributeError):
+        return False
+
+
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
 
