@@ -610,7 +610,6 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
     gc_w = [np.zeros(((r[3] - r[1]) >> c, (r[2] - r[0]) >> c), np.float32) for r in inner]
     n_strips = -(-Hp // lay.rows)
     sharp = any(src.differ is not None for src in sources)
-
     for s_idx, strip in enumerate(lay.strips()):
         y0, y1, Y0, Y1 = strip
         acc = [np.zeros(((Y1 - Y0) >> lv, Wp >> lv, 3), np.float32) for lv in range(c)]
@@ -623,7 +622,6 @@ def _multiband(sources: Sequence[_Source], canvas: Canvas, grid: LowGrid, method
             del part  # not held while the next one is awaited
         cache = parts = None  # the strip's warps are not held while the next strip's are made
         fine[y0:y1] = _collapse_fine(acc, wsum, y0 - Y0, y1 - Y0, fine.dtype == np.int16)  # int16: an exact cast
-        acc = wsum = None
         if progress is not None:
             progress(s_idx + 1, n_strips + 1, f"blending rows {y0}-{min(y1, Hc)} of {Hc}")
     coarse = _coarse_bands(sources, inner, gc_img, gc_w, levels, c, Wp, Hp)

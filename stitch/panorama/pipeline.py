@@ -368,8 +368,8 @@ def read_inputs(inputs: Sequence[ImageLike], notes: list[str], keep: Callable[[i
     """(images as io.Pixels: (H, W, 3) uint8, or uint16 from 16-bit inputs, and the alpha's valid mask; names,
     dropped [(name, reason)], each image's index in inputs) of the readable inputs with each side >=
     MIN_IMAGE_SIDE px; needs >= 2 of them. ``keep``: what is kept of each image instead of its Pixels
-    (stitch.io.load_images), run on the ``workers`` threads that decode the files, a file ahead each (the result
-    does not depend on it)."""
+    (stitch.io.load_images), run on the ``workers`` threads that decode the files, at most that many files at a
+    time (the result does not depend on it)."""
     if isinstance(inputs, (str, bytes, np.ndarray)) or not hasattr(inputs, "__len__"):
         raise ConfigError("paths_or_arrays: expected a list of image paths or arrays")
     inputs = list(inputs)

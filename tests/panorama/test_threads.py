@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from stitch.panorama import threads
 from stitch.panorama.threads import in_order, keep_freed_memory, release_free_memory, thread_pool
 
 
@@ -21,35 +20,37 @@ def _glibc():
     return libc
 
 
-def _faults_of_arrays(n: int, nbytes: int) -> int:
-    import resource
+_FAULTS = """
+import ctypes, resource, numpy as np
+from stitch.panorama import threads
+libc = ctypes.CDLL("libc.so.6")
+for param in (threads._M_MMAP_THRESHOLD, threads._M_TRIM_THRESHOLD, threads._M_TOP_PAD):
+    assert libc.mallopt(param, 128 * 1024) == 1  # glibc's initial values, without its dynamic threshold
 
+def faults(n):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(n):
-        a = np.ones(nbytes, np.uint8)  # written: every page touched
+        a = np.ones(3 << 20, np.uint8)  # every page written
         del a
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+fresh = faults(10)
+kept = threads.keep_freed_memory()
+faults(1)  # the first one grows the heap
+print(fresh, kept, faults(10))
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or _glibc() is None, reason="glibc's malloc only")
 def test_keep_freed_memory_reuses_freed_arrays():
-    """With glibc's default thresholds (set here first) every 3 MB array is a fresh mapping whose 768 pages fault again
-    (below the 4 MB from which NumPy asks for huge pages); after keep_freed_memory the freed array's memory is
+    """In a fresh process with glibc's small thresholds every 3 MB array is a fresh mapping whose 768 pages fault
+    again (below the 4 MB from which NumPy asks for huge pages); after keep_freed_memory the freed array's memory is
     reused, and hardly a page faults after the first."""
-    libc = _glibc()
-    try:
-        assert libc.mallopt(threads._M_MMAP_THRESHOLD, 128 * 1024) == 1  # glibc's default threshold
-        assert libc.mallopt(threads._M_TRIM_THRESHOLD, 128 * 1024) == 1
-        release_free_memory()  # what earlier tests left free in the heap goes back: it would serve the arrays
-        fresh = _faults_of_arrays(10, 3 << 20)
-        assert fresh >= 10 * 768 * 0.9
-        assert keep_freed_memory() is True
-        _faults_of_arrays(1, 3 << 20)  # the first one grows the heap
-        reused = _faults_of_arrays(10, 3 << 20)
-        assert reused < 0.1 * fresh
-    finally:
-        assert keep_freed_memory() is True  # the settings the pipeline uses
-        release_free_memory()
+    out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, check=True).stdout.split()
+    fresh, kept, reused = int(out[0]), out[1], int(out[2])
+    assert kept == "True"
+    assert fresh >= 10 * 768 * 0.9
+    assert reused < 0.1 * fresh
 
 
 def test_keep_freed_memory_without_glibc_is_a_no_op(monkeypatch):
